@@ -1,0 +1,87 @@
+//! `${ENV}` interpolation for secrets and URLs. Runs once at load; a missing variable is a
+//! config error that names the key and the variable (never a value).
+
+use super::{Config, ConfigError};
+
+/// Replaces `${NAME}` (or `${NAME:-fallback}`) in every string that may hold a secret or URL:
+/// provider `base_url`, key values, header values, and string values of plugin configs.
+pub(super) fn interpolate_all(cfg: &mut Config, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    for (i, p) in cfg.providers.iter_mut().enumerate() {
+        if let Some(url) = &mut p.base_url {
+            *url = interpolate(url, &format!("providers[{i}].base_url"), &lookup)?;
+        }
+        for (j, k) in p.keys.iter_mut().enumerate() {
+            k.value = interpolate(&k.value, &format!("providers[{i}].keys[{j}].value"), &lookup)?;
+        }
+        for (name, v) in p.headers.iter_mut() {
+            *v = interpolate(v, &format!("providers[{i}].headers.{name}"), &lookup)?;
+        }
+    }
+    for (i, p) in cfg.plugins.iter_mut().enumerate() {
+        for (k, v) in p.config.iter_mut() {
+            interpolate_value(v, &format!("plugins[{i}].config.{k}"), &lookup)?;
+        }
+    }
+    Ok(())
+}
+
+fn interpolate_value(
+    v: &mut toml::Value,
+    key: &str,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match v {
+        toml::Value::String(s) => *s = interpolate(s, key, lookup)?,
+        toml::Value::Array(a) => {
+            for (i, item) in a.iter_mut().enumerate() {
+                interpolate_value(item, &format!("{key}[{i}]"), lookup)?;
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, item) in t.iter_mut() {
+                interpolate_value(item, &format!("{key}.{k}"), lookup)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Interpolates one string. `$${` is a literal `${`.
+pub(super) fn interpolate(s: &str, key: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    if !s.contains("${") {
+        return Ok(s.to_owned());
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find("${") {
+        if pos > 0 && rest.as_bytes()[pos - 1] == b'$' {
+            out.push_str(&rest[..pos - 1]);
+            out.push_str("${");
+            rest = &rest[pos + 2..];
+            continue;
+        }
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(ConfigError::invalid(key, "unterminated ${...}"));
+        };
+        let expr = &after[..end];
+        let (name, fallback) = match expr.split_once(":-") {
+            Some((n, f)) => (n, Some(f)),
+            None => (expr, None),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(ConfigError::invalid(key, format!("invalid environment variable name {name:?}")));
+        }
+        match lookup(name).filter(|v| !v.is_empty()).or_else(|| fallback.map(str::to_owned)) {
+            Some(v) => out.push_str(&v),
+            None => {
+                return Err(ConfigError::invalid(key, format!("environment variable {name} is not set")));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}

@@ -1,0 +1,415 @@
+//! Configuration: the TOML file (or the embedded default) parsed into plain `serde` structs,
+//! `${ENV}` secrets interpolated, then validated. The result is immutable and shared as an
+//! `Arc<Config>` snapshot; a reload builds a new one, it never mutates in place.
+
+mod defaults;
+mod env;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use defaults::embedded_default;
+
+/// Why a configuration could not be loaded. The message names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// Path that was read.
+        path: PathBuf,
+        /// Underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key or a value of the wrong type.
+    #[error("invalid config: {0}")]
+    Parse(String),
+    /// A value is well-formed but not acceptable.
+    #[error("invalid config: `{key}`: {reason}")]
+    Invalid {
+        /// Dotted path of the offending key, e.g. `providers[0].pool.workers`.
+        key: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid { key: key.into(), reason: reason.into() }
+    }
+}
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The client-facing listener.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Upstream providers, in routing priority order (first match wins for bare models).
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    /// Plugins, in chain order (pre hooks run in this order, post hooks in reverse).
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+}
+
+/// `[server]`: the client-facing listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on for the OpenAI-compatible API.
+    pub listen: SocketAddr,
+    /// Largest accepted request body; larger bodies get 413 while being read (stops memory abuse).
+    pub max_body_bytes: usize,
+    /// On SIGTERM/SIGINT, how long in-flight and queued requests may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 10 * 1024 * 1024,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Which implementation talks to a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible HTTP API (OpenAI, Groq, Mistral, vLLM, Ollama, ...).
+    Openai,
+    /// Built-in provider that echoes the last user message; needs no network or key.
+    Mock,
+}
+
+/// `[[providers]]`: one upstream provider and its pool.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Unique name; also the prefix for explicit routing (`name/model`).
+    pub name: String,
+    /// Implementation.
+    pub kind: ProviderKind,
+    /// Base URL of the API, up to and including the version segment (e.g. `.../v1`).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// API keys, chosen per request by weighted random choice.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    /// Models this provider serves (bare model names are routed by this list).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Friendly names mapped to one of this provider's models.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+    /// Extra headers sent upstream with every request (values may use `${ENV}`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Ask the provider for its model list in the background (`GET /models`).
+    #[serde(default = "default_true")]
+    pub discover_models: bool,
+    /// How often the model list is refreshed.
+    #[serde(default = "default_refresh", with = "humantime_serde")]
+    pub models_refresh: Duration,
+    /// TCP/TLS connect timeout for this provider.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// `mock` only: delay before the response (or the first chunk).
+    #[serde(default, with = "humantime_serde")]
+    pub latency: Duration,
+    /// `mock` only: delay between stream chunks.
+    #[serde(default, with = "humantime_serde")]
+    pub chunk_delay: Duration,
+    /// The provider's worker pool.
+    #[serde(default)]
+    pub pool: PoolConfig,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// One API key and its weight in the random choice.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// The key (usually `${ENV_VAR}`). Never logged.
+    pub value: String,
+    /// Relative weight; 0 disables the key.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+impl std::fmt::Debug for KeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyConfig").field("value", &"<redacted>").field("weight", &self.weight).finish()
+    }
+}
+
+/// What a full queue does with a new request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overflow {
+    /// Wait for space up to `queue_timeout`, then 503 `queue_timeout`.
+    Block,
+    /// Answer at once with 429 `queue_full` and `Retry-After`.
+    Reject,
+    /// Evict the oldest waiting request (503 `dropped_from_queue`) and admit the new one.
+    DropOldest,
+}
+
+/// `[providers.pool]`: workers, queue and timeouts of one provider.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Pre-spawned workers: the most requests in flight to this provider at once.
+    pub workers: usize,
+    /// Requests that may wait for a worker; bounds memory under a flood.
+    pub queue: usize,
+    /// What happens when the queue is full.
+    pub overflow: Overflow,
+    /// Longest a request may wait, for queue space (`block`) and then for a worker.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// Longest one upstream call may take (for streams: until the response head, and between chunks).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            workers: 64,
+            queue: 1024,
+            overflow: Overflow::Block,
+            queue_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a failing plugin does to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// The request fails with 5xx `plugin_error` naming the plugin.
+    #[default]
+    FailClosed,
+    /// The plugin is skipped for this request; logged and counted.
+    FailOpen,
+}
+
+/// `[[plugins]]`: one wasm component in the hook chain.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Unique name (metrics label, log tag, kv namespace).
+    pub name: String,
+    /// Path to the `.wasm` component (relative paths are relative to the config file).
+    pub path: PathBuf,
+    /// Passed to the plugin's `init` as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Warm instances kept ready; also the most concurrent calls into this plugin.
+    #[serde(default = "default_instances")]
+    pub instances: usize,
+    /// Fuel (roughly wasm instructions) per hook call; stops runaway loops.
+    #[serde(default = "default_fuel")]
+    pub fuel: u64,
+    /// Wall-clock deadline per hook call; stops stalls that fuel cannot see.
+    #[serde(default = "default_plugin_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Linear memory cap per instance in bytes; stops memory bombs.
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit: usize,
+    /// Fail closed (default) or open.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Only run for these providers (empty: all).
+    #[serde(default)]
+    pub providers: Vec<String>,
+    /// Only run for these models (empty: all).
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+fn default_instances() -> usize {
+    4
+}
+fn default_fuel() -> u64 {
+    50_000_000
+}
+fn default_plugin_timeout() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_memory_limit() -> usize {
+    64 * 1024 * 1024
+}
+
+impl Config {
+    /// Reads, interpolates and validates a config file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the offending key.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut cfg = Self::from_toml(&text)?;
+        if let Some(dir) = path.parent() {
+            for p in &mut cfg.plugins {
+                if p.path.is_relative() {
+                    p.path = dir.join(&p.path);
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parses, interpolates `${ENV}` and validates TOML text.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the offending key.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        env::interpolate_all(&mut cfg, |name| std::env::var(name).ok())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but make no sense.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for the first offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.max_body_bytes == 0 {
+            return Err(ConfigError::invalid("server.max_body_bytes", "must be at least 1"));
+        }
+        if self.providers.is_empty() {
+            return Err(ConfigError::invalid("providers", "at least one provider is required"));
+        }
+        let mut names = HashSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let key = |field: &str| format!("providers[{i}].{field}");
+            if p.name.is_empty() || p.name.contains('/') {
+                return Err(ConfigError::invalid(key("name"), "must be non-empty and contain no '/'"));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(ConfigError::invalid(key("name"), format!("duplicate provider name {:?}", p.name)));
+            }
+            match p.kind {
+                ProviderKind::Openai => {
+                    let Some(url) = &p.base_url else {
+                        return Err(ConfigError::invalid(key("base_url"), "required for kind = \"openai\""));
+                    };
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(ConfigError::invalid(key("base_url"), "must start with http:// or https://"));
+                    }
+                    if reqwest::Url::parse(url).is_err() {
+                        return Err(ConfigError::invalid(key("base_url"), "is not a valid URL"));
+                    }
+                }
+                ProviderKind::Mock => {
+                    if p.models.is_empty() {
+                        return Err(ConfigError::invalid(key("models"), "a mock provider needs at least one model"));
+                    }
+                }
+            }
+            if !p.keys.is_empty() && p.keys.iter().all(|k| k.weight == 0) {
+                return Err(ConfigError::invalid(key("keys"), "at least one key needs a weight above 0"));
+            }
+            for (j, k) in p.keys.iter().enumerate() {
+                if k.value.is_empty() {
+                    return Err(ConfigError::invalid(key(&format!("keys[{j}].value")), "is empty"));
+                }
+            }
+            for (alias, target) in &p.aliases {
+                if !p.models.contains(target) && p.kind == ProviderKind::Mock {
+                    return Err(ConfigError::invalid(
+                        key(&format!("aliases.{alias}")),
+                        format!("targets {target:?}, which is not in this provider's models"),
+                    ));
+                }
+            }
+            for name in p.headers.keys() {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(ConfigError::invalid(key(&format!("headers.{name}")), "is not a valid header name"));
+                }
+            }
+            let pool = &p.pool;
+            if pool.workers == 0 || pool.workers > 100_000 {
+                return Err(ConfigError::invalid(key("pool.workers"), "must be between 1 and 100000"));
+            }
+            if pool.queue == 0 || pool.queue > 10_000_000 {
+                return Err(ConfigError::invalid(key("pool.queue"), "must be between 1 and 10000000"));
+            }
+            if pool.request_timeout.is_zero() {
+                return Err(ConfigError::invalid(key("pool.request_timeout"), "must be above 0"));
+            }
+        }
+        let mut plugin_names = HashSet::new();
+        for (i, p) in self.plugins.iter().enumerate() {
+            let key = |field: &str| format!("plugins[{i}].{field}");
+            if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(ConfigError::invalid(key("name"), "must be non-empty and use only [A-Za-z0-9_-]"));
+            }
+            if !plugin_names.insert(p.name.as_str()) {
+                return Err(ConfigError::invalid(key("name"), format!("duplicate plugin name {:?}", p.name)));
+            }
+            if p.instances == 0 || p.instances > 1024 {
+                return Err(ConfigError::invalid(key("instances"), "must be between 1 and 1024"));
+            }
+            if p.fuel == 0 {
+                return Err(ConfigError::invalid(key("fuel"), "must be above 0"));
+            }
+            if p.timeout.is_zero() {
+                return Err(ConfigError::invalid(key("timeout"), "must be above 0"));
+            }
+            if p.memory_limit < 64 * 1024 {
+                return Err(ConfigError::invalid(key("memory_limit"), "must be at least 65536 (one wasm page)"));
+            }
+            for prov in &p.providers {
+                if !names.contains(prov.as_str()) {
+                    return Err(ConfigError::invalid(key("providers"), format!("unknown provider {prov:?}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The config as TOML with every secret (keys, header values) replaced by `<redacted>`.
+    pub fn redacted(&self) -> Self {
+        let mut c = self.clone();
+        for p in &mut c.providers {
+            for k in &mut p.keys {
+                k.value = "<redacted>".into();
+            }
+            for v in p.headers.values_mut() {
+                *v = "<redacted>".into();
+            }
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests;

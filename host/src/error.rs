@@ -1,0 +1,332 @@
+//! The one request error type, and the one place that turns it into an HTTP response
+//! (`error_response` phase). Every other module reports failures as an [`Error`].
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+
+/// Who caused a failure: decides the status family and whether a retry elsewhere may help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The client sent something Weir cannot serve.
+    Client,
+    /// The upstream provider failed or answered with an error.
+    Provider,
+    /// A plugin rejected the request or failed.
+    Plugin,
+    /// Weir itself: overload, shutdown, internal faults.
+    Gateway,
+}
+
+/// What went wrong. Each kind maps to exactly one status and OpenAI-style `type`/`code`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The body is not valid JSON.
+    InvalidJson,
+    /// A field is missing or has the wrong type/value.
+    InvalidRequest,
+    /// The body is larger than `server.max_body_bytes`.
+    BodyTooLarge,
+    /// No route for this method and path.
+    RouteNotFound,
+    /// The method is not allowed on this path.
+    MethodNotAllowed,
+    /// No provider serves the requested model.
+    ModelNotFound,
+    /// The provider's queue is full and its policy is `reject`.
+    QueueFull,
+    /// The request waited longer than `queue_timeout` for a queue slot or a worker.
+    QueueTimeout,
+    /// The request was evicted from the queue by a newer one (`drop-oldest`).
+    Dropped,
+    /// Weir is shutting down and did not get to this request.
+    ShuttingDown,
+    /// The provider did not answer within `request_timeout`.
+    UpstreamTimeout,
+    /// The provider answered with an error status.
+    Upstream {
+        /// Status the provider answered with.
+        status: u16,
+    },
+    /// The provider could not be reached.
+    UpstreamUnavailable,
+    /// The provider answered with something that is not a valid response.
+    UpstreamInvalid,
+    /// A plugin rejected the request with its own status.
+    PluginRejected {
+        /// Status chosen by the plugin (validated to 400..=599).
+        status: u16,
+    },
+    /// A plugin failed (trap, fuel, deadline, memory) under `on_error = "fail-closed"`.
+    PluginFailed,
+    /// A bug in Weir (e.g. a panic in provider code); the request fails, the process does not.
+    Internal,
+}
+
+/// A request-scoped error: kind, origin, a client-safe message, and retry hints.
+#[derive(Debug, Clone)]
+pub struct Error {
+    /// What went wrong.
+    pub kind: ErrorKind,
+    /// Who caused it.
+    pub origin: Origin,
+    /// Client-safe message (never contains secrets).
+    pub message: Cow<'static, str>,
+    /// The request field the error is about, when there is one.
+    pub param: Option<Cow<'static, str>>,
+    /// Seconds the client should wait before retrying (sent as `Retry-After`).
+    pub retry_after: Option<u64>,
+    /// Override of the OpenAI-style `code` (e.g. the upstream's own code).
+    pub code: Option<Cow<'static, str>>,
+}
+
+impl Error {
+    /// Builds an error with the origin implied by `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
+        let origin = match kind {
+            ErrorKind::InvalidJson
+            | ErrorKind::InvalidRequest
+            | ErrorKind::BodyTooLarge
+            | ErrorKind::RouteNotFound
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::ModelNotFound => Origin::Client,
+            ErrorKind::UpstreamTimeout
+            | ErrorKind::Upstream { .. }
+            | ErrorKind::UpstreamUnavailable
+            | ErrorKind::UpstreamInvalid => Origin::Provider,
+            ErrorKind::PluginRejected { .. } | ErrorKind::PluginFailed => Origin::Plugin,
+            ErrorKind::QueueFull
+            | ErrorKind::QueueTimeout
+            | ErrorKind::Dropped
+            | ErrorKind::ShuttingDown
+            | ErrorKind::Internal => Origin::Gateway,
+        };
+        Self { kind, origin, message: message.into(), param: None, retry_after: None, code: None }
+    }
+
+    /// A 400 about one request field.
+    pub fn invalid_param(param: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorKind::InvalidRequest, message).with_param(param)
+    }
+
+    /// Names the offending request field.
+    pub fn with_param(mut self, param: impl Into<Cow<'static, str>>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    /// Sets the `Retry-After` hint in seconds.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// Overrides the machine-readable `code`.
+    pub fn with_code(mut self, code: impl Into<Cow<'static, str>>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    /// Whether the same request may succeed if retried (later, or on another provider).
+    pub fn retryable(&self) -> bool {
+        match self.kind {
+            ErrorKind::QueueFull
+            | ErrorKind::QueueTimeout
+            | ErrorKind::Dropped
+            | ErrorKind::ShuttingDown
+            | ErrorKind::UpstreamTimeout
+            | ErrorKind::UpstreamUnavailable => true,
+            ErrorKind::Upstream { status } => status == 429 || status >= 500,
+            _ => false,
+        }
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        let code = match self.kind {
+            ErrorKind::InvalidJson | ErrorKind::InvalidRequest => 400,
+            ErrorKind::BodyTooLarge => 413,
+            ErrorKind::RouteNotFound | ErrorKind::ModelNotFound => 404,
+            ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::QueueFull => 429,
+            ErrorKind::QueueTimeout | ErrorKind::Dropped | ErrorKind::ShuttingDown => 503,
+            ErrorKind::UpstreamTimeout => 504,
+            ErrorKind::UpstreamUnavailable | ErrorKind::UpstreamInvalid => 502,
+            ErrorKind::Upstream { status } => upstream_status(status),
+            ErrorKind::PluginRejected { status } => status,
+            ErrorKind::PluginFailed | ErrorKind::Internal => 500,
+        };
+        StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY)
+    }
+
+    /// OpenAI-style `type` field.
+    pub fn type_str(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::InvalidJson
+            | ErrorKind::InvalidRequest
+            | ErrorKind::BodyTooLarge
+            | ErrorKind::RouteNotFound
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::ModelNotFound
+            | ErrorKind::PluginRejected { .. } => "invalid_request_error",
+            ErrorKind::QueueFull => "rate_limit_error",
+            ErrorKind::Upstream { status: 429 } => "rate_limit_error",
+            ErrorKind::Upstream { status } if (400..500).contains(&status) && status != 401 && status != 403 => {
+                "invalid_request_error"
+            }
+            ErrorKind::PluginFailed => "plugin_error",
+            ErrorKind::QueueTimeout | ErrorKind::Dropped | ErrorKind::ShuttingDown => "service_unavailable",
+            _ => "api_error",
+        }
+    }
+
+    /// OpenAI-style `code` field.
+    pub fn code_str(&self) -> &str {
+        if let Some(code) = &self.code {
+            return code;
+        }
+        match self.kind {
+            ErrorKind::InvalidJson => "invalid_json",
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::RouteNotFound => "not_found",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::ModelNotFound => "model_not_found",
+            ErrorKind::QueueFull => "queue_full",
+            ErrorKind::QueueTimeout => "queue_timeout",
+            ErrorKind::Dropped => "dropped_from_queue",
+            ErrorKind::ShuttingDown => "shutting_down",
+            ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::Upstream { status: 401 | 403 } => "upstream_auth_failed",
+            ErrorKind::Upstream { status: 429 } => "upstream_rate_limited",
+            ErrorKind::Upstream { .. } => "upstream_error",
+            ErrorKind::UpstreamUnavailable => "upstream_unavailable",
+            ErrorKind::UpstreamInvalid => "upstream_invalid_response",
+            ErrorKind::PluginRejected { .. } => "plugin_rejected",
+            ErrorKind::PluginFailed => "plugin_error",
+            ErrorKind::Internal => "internal_error",
+        }
+    }
+
+    /// Short label for metrics (`outcome` label values).
+    pub fn metric_label(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::InvalidJson | ErrorKind::InvalidRequest | ErrorKind::BodyTooLarge => "bad_request",
+            ErrorKind::RouteNotFound | ErrorKind::MethodNotAllowed | ErrorKind::ModelNotFound => "not_found",
+            ErrorKind::QueueFull => "rejected",
+            ErrorKind::QueueTimeout => "queue_timeout",
+            ErrorKind::Dropped => "dropped",
+            ErrorKind::ShuttingDown => "shutdown",
+            ErrorKind::UpstreamTimeout => "timeout",
+            ErrorKind::Upstream { .. } | ErrorKind::UpstreamUnavailable | ErrorKind::UpstreamInvalid => {
+                "upstream_error"
+            }
+            ErrorKind::PluginRejected { .. } => "plugin_rejected",
+            ErrorKind::PluginFailed => "plugin_error",
+            ErrorKind::Internal => "panic",
+        }
+    }
+
+    /// The OpenAI-style JSON body: `{"error":{"message","type","param","code"}}`.
+    pub fn body(&self) -> Bytes {
+        let body = serde_json::json!({
+            "error": {
+                "message": self.message,
+                "type": self.type_str(),
+                "param": self.param,
+                "code": self.code_str(),
+            }
+        });
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    }
+
+    /// The SSE event sent when a stream fails after its head was sent.
+    pub fn sse_event(&self) -> Bytes {
+        let mut out = Vec::with_capacity(160);
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&self.body());
+        out.extend_from_slice(b"\n\n");
+        Bytes::from(out)
+    }
+
+    /// Builds the full HTTP response (`error_response` phase).
+    pub fn to_response(&self) -> http::Response<crate::body::ResponseBody> {
+        let mut resp = http::Response::new(crate::body::ResponseBody::full(self.body()));
+        *resp.status_mut() = self.status();
+        let headers = resp.headers_mut();
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(secs) = self.retry_after {
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        headers.insert("x-weir-error-source", HeaderValue::from_static(self.origin_str()));
+        resp
+    }
+
+    fn origin_str(&self) -> &'static str {
+        match self.origin {
+            Origin::Client => "client",
+            Origin::Provider => "provider",
+            Origin::Plugin => "plugin",
+            Origin::Gateway => "gateway",
+        }
+    }
+}
+
+/// Maps an upstream status to what the client sees: client faults pass through, upstream
+/// auth failures are the operator's problem (502), overload passes through, the rest is 502.
+fn upstream_status(status: u16) -> u16 {
+    match status {
+        401 | 403 => 502,
+        400..=499 => status,
+        503 | 504 => status,
+        _ => 502,
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.code_str(), self.status().as_u16(), self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Result alias for request-path code.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_full_is_429_with_retry_after() {
+        let err = Error::new(ErrorKind::QueueFull, "queue full").with_retry_after(2);
+        let resp = err.to_response();
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()["retry-after"], "2");
+        assert!(err.retryable());
+    }
+
+    #[test]
+    fn body_has_openai_shape() {
+        let err = Error::invalid_param("messages", "messages must be an array");
+        let v: serde_json::Value = serde_json::from_slice(&err.body()).unwrap();
+        assert_eq!(v["error"]["param"], "messages");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["code"], "invalid_request");
+        assert_eq!(v["error"]["message"], "messages must be an array");
+    }
+
+    #[test]
+    fn upstream_auth_failure_is_not_blamed_on_client() {
+        let err = Error::new(ErrorKind::Upstream { status: 401 }, "upstream rejected credentials");
+        assert_eq!(err.status(), 502);
+        assert_eq!(err.code_str(), "upstream_auth_failed");
+        let err = Error::new(ErrorKind::Upstream { status: 500 }, "boom");
+        assert_eq!(err.status(), 502);
+        let err = Error::new(ErrorKind::Upstream { status: 422 }, "bad");
+        assert_eq!(err.status(), 422);
+    }
+}

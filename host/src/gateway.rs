@@ -1,0 +1,103 @@
+//! One immutable snapshot of the running gateway: config, provider pools, routing table and
+//! plugin chain. Requests load the current snapshot once and use it start to finish; a reload
+//! builds a new snapshot off to the side and swaps it in (`arc-swap`).
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::plugins::Chain;
+use crate::pool::Pool;
+use crate::providers::Provider;
+use crate::routing::Router;
+
+/// Longest one background model-discovery call may take.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A consistent set of everything a request needs.
+pub struct Gateway {
+    /// The config this snapshot was built from.
+    pub config: Arc<Config>,
+    /// One pool per provider, in config order (indexes match `Route::provider`).
+    pub pools: Vec<Arc<Pool>>,
+    /// Model routing.
+    pub router: Router,
+    /// Plugin chain.
+    pub plugins: Arc<Chain>,
+}
+
+impl Gateway {
+    /// Builds providers, pools and the plugin chain. Must run inside a tokio runtime.
+    ///
+    /// # Errors
+    /// A message naming the provider or plugin that could not be built.
+    pub async fn build(config: Config) -> Result<Arc<Self>, String> {
+        let plugins = Chain::load(&config.plugins).await?;
+        let mut pools = Vec::with_capacity(config.providers.len());
+        for p in &config.providers {
+            let provider = Provider::from_config(p).map_err(|e| format!("provider {}: {e}", p.name))?;
+            pools.push(Pool::start(&p.name, provider, p.pool.clone()));
+        }
+        let gw = Arc::new(Self {
+            router: Router::new(&config.providers),
+            config: Arc::new(config),
+            pools,
+            plugins: Arc::new(plugins),
+        });
+        gw.start_discovery();
+        Ok(gw)
+    }
+
+    /// Refreshes each provider's model list in the background; stops when the snapshot is
+    /// dropped. A failing provider is logged and keeps its last known list.
+    fn start_discovery(self: &Arc<Self>) {
+        for (i, p) in self.config.providers.iter().enumerate() {
+            if !p.discover_models {
+                continue;
+            }
+            let weak: Weak<Self> = Arc::downgrade(self);
+            let every = p.models_refresh.max(Duration::from_secs(1));
+            tokio::spawn(async move {
+                loop {
+                    let Some(gw) = weak.upgrade() else { return };
+                    let pool = gw.pools[i].clone();
+                    let name = pool.name().clone();
+                    let result = tokio::time::timeout(DISCOVERY_TIMEOUT, pool.provider().discover_models()).await;
+                    match result {
+                        Ok(Some(Ok(models))) => {
+                            tracing::debug!(provider = %name, count = models.len(), "discovered models");
+                            gw.router.set_discovered(i, &models);
+                        }
+                        Ok(Some(Err(e))) => tracing::warn!(provider = %name, error = %e, "model discovery failed"),
+                        Ok(None) => return,
+                        Err(_) => tracing::warn!(provider = %name, "model discovery timed out"),
+                    }
+                    drop(gw);
+                    tokio::time::sleep(every).await;
+                }
+            });
+        }
+    }
+
+    /// Drains every pool until `deadline`.
+    pub async fn shutdown(&self, deadline: tokio::time::Instant) {
+        futures_util::future::join_all(self.pools.iter().map(|p| p.shutdown(deadline))).await;
+    }
+}
+
+/// Process-wide state shared by every connection.
+pub struct AppState {
+    /// The current snapshot.
+    pub gateway: ArcSwap<Gateway>,
+    /// When the process started.
+    pub started: Instant,
+}
+
+impl AppState {
+    /// Wraps the first snapshot.
+    pub fn new(gateway: Arc<Gateway>) -> Arc<Self> {
+        Arc::new(Self { gateway: ArcSwap::new(gateway), started: Instant::now() })
+    }
+}

@@ -1,0 +1,20 @@
+//! Weir: an LLM API gateway extended with sandboxed WebAssembly plugins.
+//!
+//! Follow one request: [`server`] accepts and dispatches → [`pipeline`] sequences the phases →
+//! [`api`] validates → [`plugins`] runs hooks → [`routing`] picks a provider → [`pool`] queues
+//! it for a worker → [`providers`] talk upstream → [`error`] turns any failure into HTTP.
+
+pub mod api;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod exchange;
+pub mod gateway;
+pub mod metrics;
+pub mod pipeline;
+pub mod plugins;
+pub mod pool;
+pub mod providers;
+pub mod routes;
+pub mod routing;
+pub mod server;

@@ -1,0 +1,124 @@
+//! The `weir` command line: `serve` and `check`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use weir::config::{Config, embedded_default};
+use weir::gateway::{AppState, Gateway};
+use weir::server::Server;
+
+#[derive(Parser)]
+#[command(name = "weir", version, about = "LLM API gateway with sandboxed WebAssembly plugins")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (on the embedded default config unless --config is given).
+    Serve {
+        /// TOML config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Override `server.listen`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Validate a config file and exit (non-zero with the offending key on error).
+    Check {
+        /// TOML config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Config::load(p).map_err(anyhow::Error::from),
+        None => embedded_default().context("embedded default config"),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("weir=info,warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match cli.command {
+        Command::Check { config } => check(config.as_ref()),
+        Command::Serve { config, listen } => serve(config.as_ref(), listen),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: Option<&PathBuf>) -> anyhow::Result<()> {
+    let cfg = load(path)?;
+    println!("config ok: {} provider(s), {} plugin(s)", cfg.providers.len(), cfg.plugins.len());
+    Ok(())
+}
+
+fn serve(path: Option<&PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    let mut cfg = load(path)?;
+    if let Some(addr) = listen {
+        cfg.server.listen = addr;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    runtime.block_on(async move {
+        weir::metrics::install();
+        let shutdown_timeout = cfg.server.shutdown_timeout;
+        let listen = cfg.server.listen;
+        let summary = startup_summary(&cfg);
+        let gateway = Gateway::build(cfg).await.map_err(anyhow::Error::msg)?;
+        let state = AppState::new(gateway);
+        let server = Server::bind(listen, state).await.with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = server.local_addr()?;
+        tracing::info!("weir listening on http://{addr} {summary}");
+        server.serve(shutdown_signal(), shutdown_timeout).await;
+        tracing::info!("weir stopped");
+        Ok(())
+    })
+}
+
+fn startup_summary(cfg: &Config) -> String {
+    let providers: Vec<String> = cfg.providers.iter().map(|p| format!("{}[{}]", p.name, p.models.join(","))).collect();
+    let plugins: Vec<&str> = cfg.plugins.iter().map(|p| p.name.as_str()).collect();
+    format!(
+        "providers: {} | plugins: {}",
+        providers.join(" "),
+        if plugins.is_empty() { "none".to_string() } else { plugins.join(" -> ") }
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

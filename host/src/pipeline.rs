@@ -1,0 +1,240 @@
+//! The request driver for model calls. It only sequences the named phases:
+//!
+//! `read_body → on_request → select_provider → upstream_request → on_response | on_stream_chunk
+//!  → error_response → finish`
+//!
+//! Each phase's work lives in its own module (`api`, `plugins`, `routing`, `pool`/`providers`,
+//! `error`); `finish` runs exactly once per request, when the last byte is handed to hyper.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, header};
+use hyper::body::Incoming;
+use tokio::sync::mpsc;
+
+use crate::body::{ResponseBody, read_limited};
+use crate::error::Error;
+use crate::exchange::{GatewayRequest, GatewayResponse, client_headers};
+use crate::gateway::Gateway;
+use crate::plugins::{ChunkOutcome, HookCtx};
+use crate::pool::Reply;
+use crate::providers::sse::{DONE_FRAME, frame};
+use crate::providers::{Endpoint, ProviderRequest};
+
+/// Per-request bookkeeping for `finish`.
+struct Ctx {
+    id: Arc<str>,
+    endpoint: Endpoint,
+    started: Instant,
+    provider: Option<Arc<str>>,
+    upstream: Duration,
+}
+
+impl Ctx {
+    /// Time spent in Weir so far, excluding the upstream wait.
+    fn overhead(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.upstream)
+    }
+}
+
+/// Serves `POST /v1/chat/completions` and `POST /v1/embeddings`.
+pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: http::Request<Incoming>) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let id = request_id(req.headers());
+    let mut ctx = Ctx { id: id.clone(), endpoint, started, provider: None, upstream: Duration::ZERO };
+    match run(&gw, &mut ctx, req).await {
+        Ok(Outcome::Full(resp)) => {
+            let resp = full_response(&ctx, resp);
+            finish(&ctx, resp.status().as_u16(), None);
+            resp
+        }
+        Ok(Outcome::Stream { head, chunks, request, seen }) => stream_response(gw, ctx, head, chunks, request, seen),
+        Err(e) => {
+            let mut resp = e.to_response();
+            decorate(&ctx, resp.headers_mut());
+            finish(&ctx, resp.status().as_u16(), Some(&e));
+            resp
+        }
+    }
+}
+
+enum Outcome {
+    Full(GatewayResponse),
+    Stream { head: HeaderMap, chunks: mpsc::Receiver<Result<Bytes, Error>>, request: GatewayRequest, seen: usize },
+}
+
+async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Result<Outcome, Error> {
+    // read_body
+    let (parts, body) = req.into_parts();
+    let content_length =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let bytes = read_limited(body, content_length, gw.config.server.max_body_bytes).await?;
+    let body = crate::api::parse_object(&bytes)?;
+    let (model, stream) = crate::api::validate(ctx.endpoint, &body)?;
+    let mut request = GatewayRequest {
+        id: ctx.id.clone(),
+        endpoint: ctx.endpoint,
+        model,
+        stream,
+        body,
+        headers: client_headers(&parts.headers),
+    };
+
+    // on_request
+    let pre = gw.plugins.on_request(&mut request).await?;
+    if let Some(mut resp) = pre.respond {
+        let hook = HookCtx { request: &request, provider: None };
+        gw.plugins.on_response(&hook, pre.seen, &mut resp).await?;
+        return Ok(Outcome::Full(resp));
+    }
+
+    // select_provider
+    let route = gw.router.route(&request.model)?;
+    let pool = &gw.pools[route.provider];
+    ctx.provider = Some(pool.name().clone());
+
+    // upstream_request
+    let upstream = ProviderRequest {
+        endpoint: request.endpoint,
+        model: route.upstream_model,
+        // The body moves upstream (no copy); post hooks see the request's metadata.
+        body: std::mem::take(&mut request.body),
+        stream: request.stream,
+    };
+    match pool.submit(upstream).await? {
+        Reply::Full { body, upstream } => {
+            ctx.upstream = upstream;
+            // on_response
+            let mut resp = GatewayResponse::ok(body);
+            let hook = HookCtx { request: &request, provider: Some(pool.name()) };
+            gw.plugins.on_response(&hook, pre.seen, &mut resp).await?;
+            Ok(Outcome::Full(resp))
+        }
+        Reply::Stream { chunks, upstream } => {
+            ctx.upstream = upstream;
+            Ok(Outcome::Stream { head: HeaderMap::new(), chunks, request, seen: pre.seen })
+        }
+    }
+}
+
+fn full_response(ctx: &Ctx, resp: GatewayResponse) -> Response<ResponseBody> {
+    let mut out = Response::new(ResponseBody::full(resp.body));
+    *out.status_mut() = http::StatusCode::from_u16(resp.status).unwrap_or(http::StatusCode::OK);
+    let headers = out.headers_mut();
+    *headers = resp.headers;
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    decorate(ctx, headers);
+    out
+}
+
+/// Relays a stream: one task reads chunks from the pool worker, runs `on_stream_chunk`, frames
+/// SSE and hands bytes to hyper. `finish` runs when the stream ends or the client leaves.
+fn stream_response(
+    gw: Arc<Gateway>,
+    ctx: Ctx,
+    head: HeaderMap,
+    mut chunks: mpsc::Receiver<Result<Bytes, Error>>,
+    request: GatewayRequest,
+    seen: usize,
+) -> Response<ResponseBody> {
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let mut out = Response::new(ResponseBody::Stream(rx));
+    let headers = out.headers_mut();
+    *headers = head;
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    decorate(&ctx, headers);
+    let hooks = gw.plugins.has_stream_hooks(seen);
+    tokio::spawn(async move {
+        let provider = ctx.provider.clone();
+        let hook = HookCtx { request: &request, provider: provider.as_deref() };
+        let mut failure: Option<Error> = None;
+        while let Some(item) = chunks.recv().await {
+            let payload = match item {
+                Ok(p) => p,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
+            let payload = if hooks {
+                match gw.plugins.on_stream_chunk(&hook, seen, payload).await {
+                    Ok(ChunkOutcome::Pass(p)) => p,
+                    Ok(ChunkOutcome::Drop) => continue,
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            } else {
+                payload
+            };
+            if tx.send(frame(&payload)).await.is_err() {
+                finish(&ctx, 499, None);
+                return; // Client left: dropping `chunks` stops the upstream read.
+            }
+        }
+        match &failure {
+            Some(e) => {
+                let _ = tx.send(e.sse_event()).await;
+            }
+            None => {
+                let _ = tx.send(Bytes::from_static(DONE_FRAME)).await;
+            }
+        }
+        finish(&ctx, failure.as_ref().map_or(200, |e| e.status().as_u16()), failure.as_ref());
+    });
+    out
+}
+
+/// Headers every model response carries.
+fn decorate(ctx: &Ctx, headers: &mut HeaderMap) {
+    if let Ok(v) = HeaderValue::from_str(&ctx.id) {
+        headers.insert("x-request-id", v);
+    }
+    headers.insert("x-weir-overhead-us", HeaderValue::from(ctx.overhead().as_micros() as u64));
+    if let Some(p) = &ctx.provider
+        && let Ok(v) = HeaderValue::from_str(p)
+    {
+        headers.insert("x-weir-provider", v);
+    }
+}
+
+/// The `finish` phase: metrics and the access log line, once per request.
+fn finish(ctx: &Ctx, status: u16, error: Option<&Error>) {
+    let outcome = error.map_or(if status == 499 { "client_closed" } else { "ok" }, Error::metric_label);
+    let provider: metrics::SharedString = ctx.provider.as_deref().map_or("none".into(), |p| p.to_owned().into());
+    metrics::counter!(
+        "weir_requests_total",
+        "provider" => provider.clone(),
+        "endpoint" => ctx.endpoint.label(),
+        "outcome" => outcome,
+        "status" => crate::metrics::status_label(status)
+    )
+    .increment(1);
+    metrics::histogram!("weir_overhead_seconds", "provider" => provider).record(ctx.overhead().as_secs_f64());
+    match error {
+        Some(e) if e.status().is_server_error() => tracing::warn!(
+            request_id = %ctx.id, provider = ctx.provider.as_deref().unwrap_or("-"), status, error = %e, "request failed"
+        ),
+        _ => tracing::debug!(
+            request_id = %ctx.id, provider = ctx.provider.as_deref().unwrap_or("-"), status,
+            total_us = ctx.started.elapsed().as_micros() as u64, overhead_us = ctx.overhead().as_micros() as u64,
+            "request finished"
+        ),
+    }
+}
+
+/// The client's `x-request-id` when it is short and printable, else a fresh one.
+fn request_id(headers: &HeaderMap) -> Arc<str> {
+    if let Some(v) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+        && !v.is_empty()
+        && v.len() <= 128
+        && v.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Arc::from(v);
+    }
+    Arc::from(format!("req_{:016x}", fastrand::u64(..)))
+}

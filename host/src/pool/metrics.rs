@@ -1,0 +1,47 @@
+//! Metric handles of one pool, registered once at start so the hot path only bumps atomics.
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+/// Every per-provider pool metric (`provider` label).
+pub(super) struct PoolMetrics {
+    pub queue_depth: Gauge,
+    pub queue_wait: Histogram,
+    busy: Gauge,
+    idle: Gauge,
+    pub rejected: Counter,
+    pub dropped: Counter,
+    pub queue_timeouts: Counter,
+    pub request_timeouts: Counter,
+    pub panics: Counter,
+    pub cancelled: Counter,
+    pub upstream_latency: Histogram,
+}
+
+impl PoolMetrics {
+    pub fn new(provider: &str, workers: usize) -> Self {
+        let p = provider.to_owned();
+        let m = Self {
+            queue_depth: gauge!("weir_pool_queue_depth", "provider" => p.clone()),
+            queue_wait: histogram!("weir_pool_queue_wait_seconds", "provider" => p.clone()),
+            busy: gauge!("weir_pool_workers_busy", "provider" => p.clone()),
+            idle: gauge!("weir_pool_workers_idle", "provider" => p.clone()),
+            rejected: counter!("weir_pool_rejected_total", "provider" => p.clone()),
+            dropped: counter!("weir_pool_dropped_total", "provider" => p.clone()),
+            queue_timeouts: counter!("weir_pool_queue_timeouts_total", "provider" => p.clone()),
+            request_timeouts: counter!("weir_pool_request_timeouts_total", "provider" => p.clone()),
+            panics: counter!("weir_pool_panics_total", "provider" => p.clone()),
+            cancelled: counter!("weir_pool_cancelled_total", "provider" => p.clone()),
+            upstream_latency: histogram!("weir_upstream_latency_seconds", "provider" => p),
+        };
+        m.idle.set(workers as f64);
+        m.busy.set(0.0);
+        m.queue_depth.set(0.0);
+        m
+    }
+
+    /// A worker became busy (`+1`) or idle (`-1`).
+    pub fn busy(&self, delta: f64) {
+        self.busy.increment(delta);
+        self.idle.decrement(delta);
+    }
+}

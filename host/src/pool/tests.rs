@@ -1,0 +1,200 @@
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::providers::scripted::Scripted;
+use crate::providers::{Endpoint, Provider};
+
+fn cfg(workers: usize, queue: usize, overflow: Overflow) -> PoolConfig {
+    PoolConfig {
+        workers,
+        queue,
+        overflow,
+        queue_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(5),
+    }
+}
+
+fn req(script: &str) -> ProviderRequest {
+    let body = json!({"messages": [{"role": "user", "content": script}]});
+    ProviderRequest {
+        endpoint: Endpoint::ChatCompletions,
+        model: "m".into(),
+        body: body.as_object().cloned().unwrap(),
+        stream: false,
+    }
+}
+
+fn pool(c: PoolConfig) -> (Arc<Pool>, Scripted) {
+    let s = Scripted::default();
+    (Pool::start("p", Provider::Scripted(s.clone()), c), s)
+}
+
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_queue_rejects_with_retry_after() {
+    let (p, _) = pool(cfg(1, 1, Overflow::Reject));
+    let busy = tokio::spawn({
+        let p = p.clone();
+        async move { p.submit(req("sleep:1000")).await.is_ok() }
+    });
+    settle().await; // worker took it
+    let queued = tokio::spawn({
+        let p = p.clone();
+        async move { p.submit(req("sleep:1")).await.is_ok() }
+    });
+    settle().await; // queue now full
+    let err = p.submit(req("x")).await.err().unwrap();
+    assert_eq!(err.kind, ErrorKind::QueueFull);
+    assert_eq!(err.status(), 429);
+    assert_eq!(err.retry_after, Some(1));
+    assert!(busy.await.unwrap());
+    assert!(queued.await.unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn block_waits_then_times_out_with_503() {
+    let mut c = cfg(1, 1, Overflow::Block);
+    c.queue_timeout = Duration::from_millis(500);
+    let (p, _) = pool(c);
+    let _busy = tokio::spawn({
+        let p = p.clone();
+        async move { p.submit(req("sleep:3000")).await.is_ok() }
+    });
+    settle().await;
+    let err = p.submit(req("x")).await.err().unwrap();
+    assert_eq!(err.kind, ErrorKind::QueueTimeout);
+    assert_eq!(err.status(), 503);
+}
+
+#[tokio::test(start_paused = true)]
+async fn drop_oldest_evicts_waiting_request() {
+    let (p, s) = pool(cfg(1, 1, Overflow::DropOldest));
+    let _busy = tokio::spawn({
+        let p = p.clone();
+        async move { p.submit(req("sleep:1000")).await.is_ok() }
+    });
+    settle().await;
+    let oldest = tokio::spawn({
+        let p = p.clone();
+        async move { p.submit(req("oldest")).await }
+    });
+    settle().await;
+    let newest = tokio::spawn({
+        let p = p.clone();
+        async move { p.submit(req("newest")).await }
+    });
+    let err = oldest.await.unwrap().err().unwrap();
+    assert_eq!(err.kind, ErrorKind::Dropped);
+    assert_eq!(err.status(), 503);
+    assert!(newest.await.unwrap().is_ok());
+    assert_eq!(s.calls.load(Ordering::SeqCst), 2, "evicted request never reached the provider");
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_timeout_is_504() {
+    let mut c = cfg(1, 4, Overflow::Block);
+    c.request_timeout = Duration::from_millis(100);
+    let (p, _) = pool(c);
+    let err = p.submit(req("sleep:1000")).await.err().unwrap();
+    assert_eq!(err.kind, ErrorKind::UpstreamTimeout);
+    assert_eq!(err.status(), 504);
+}
+
+#[tokio::test]
+async fn panic_fails_one_request_and_worker_survives() {
+    let (p, _) = pool(cfg(1, 4, Overflow::Block));
+    let err = p.submit(req("panic")).await.err().unwrap();
+    assert_eq!(err.kind, ErrorKind::Internal);
+    assert_eq!(err.status(), 500);
+    // The single worker is still alive.
+    assert!(p.submit(req("ok")).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_while_queued_never_reaches_provider() {
+    let (p, s) = pool(cfg(1, 4, Overflow::Block));
+    let _busy = tokio::spawn({
+        let p = p.clone();
+        async move { p.submit(req("sleep:500")).await.is_ok() }
+    });
+    settle().await;
+    let queued = tokio::spawn({
+        let p = p.clone();
+        async move { p.submit(req("queued")).await.is_ok() }
+    });
+    settle().await;
+    queued.abort();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(s.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_in_flight_stops_upstream_call() {
+    let (p, s) = pool(cfg(1, 4, Overflow::Block));
+    let call = tokio::spawn({
+        let p = p.clone();
+        async move { p.submit(req("sleep:1000")).await.is_ok() }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    call.abort();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(s.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(s.completed.load(Ordering::SeqCst), 0, "upstream call was not cancelled");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropped_stream_stops_upstream_read() {
+    let (p, s) = pool(cfg(1, 4, Overflow::Block));
+    let Reply::Stream { mut chunks, .. } = p.submit(req("stream:100")).await.ok().unwrap() else {
+        panic!("expected a stream")
+    };
+    assert!(chunks.recv().await.unwrap().is_ok());
+    drop(chunks);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(s.completed.load(Ordering::SeqCst), 0, "stream kept reading after the client left");
+    // The worker is free again.
+    assert!(p.submit(req("ok")).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_finishes_queued_work() {
+    let (p, s) = pool(cfg(1, 8, Overflow::Block));
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move { p.submit(req("sleep:100")).await.is_ok() })
+        })
+        .collect();
+    settle().await;
+    p.shutdown(tokio::time::Instant::now() + Duration::from_secs(5)).await;
+    for h in handles {
+        assert!(h.await.unwrap());
+    }
+    assert_eq!(s.completed.load(Ordering::SeqCst), 3);
+    let err = p.submit(req("late")).await.err().unwrap();
+    assert_eq!(err.kind, ErrorKind::ShuttingDown);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_deadline_answers_rest_with_503() {
+    let (p, _) = pool(cfg(1, 8, Overflow::Block));
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move { p.submit(req("sleep:10000")).await.err().map(|e| e.kind) })
+        })
+        .collect();
+    settle().await;
+    p.shutdown(tokio::time::Instant::now() + Duration::from_millis(500)).await;
+    for h in handles {
+        assert_eq!(h.await.unwrap(), Some(ErrorKind::ShuttingDown));
+    }
+}

@@ -1,0 +1,268 @@
+//! The built-in `mock` provider: answers like OpenAI with no network or key. Chat replies echo
+//! the last user message (so a plugin's edits are visible end to end), streams send it word by
+//! word, embeddings are deterministic vectors. `latency` and `chunk_delay` shape its timing.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::{Map, Value, json};
+
+use super::{Endpoint, ProviderRequest, ProviderResponse};
+use crate::config::ProviderConfig;
+use crate::error::Error;
+
+/// Default embedding width when the request does not ask for `dimensions`.
+const DEFAULT_DIMS: usize = 8;
+/// Largest `dimensions` the mock will produce (bounds the work a client can ask for).
+const MAX_DIMS: usize = 4096;
+
+/// Built-in echo provider.
+pub struct Mock {
+    models: Vec<String>,
+    latency: Duration,
+    chunk_delay: Duration,
+}
+
+impl Mock {
+    /// Builds the mock from its provider config.
+    pub fn new(cfg: &ProviderConfig) -> Self {
+        Self { models: cfg.models.clone(), latency: cfg.latency, chunk_delay: cfg.chunk_delay }
+    }
+
+    /// Configured models.
+    pub fn models(&self) -> Vec<String> {
+        self.models.clone()
+    }
+
+    /// Answers one request.
+    ///
+    /// # Errors
+    /// 400 if the embeddings input has an unsupported shape.
+    pub async fn call(&self, req: ProviderRequest) -> Result<ProviderResponse, Error> {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        match req.endpoint {
+            Endpoint::ChatCompletions if req.stream => Ok(ProviderResponse::Stream(self.stream(&req))),
+            Endpoint::ChatCompletions => Ok(ProviderResponse::Full(chat_completion(&req))),
+            Endpoint::Embeddings => embeddings(&req).map(ProviderResponse::Full),
+        }
+    }
+
+    fn stream(&self, req: &ProviderRequest) -> super::ChunkStream {
+        let id = completion_id();
+        let created = now_secs();
+        let model = req.model.clone();
+        let reply = last_user_text(&req.body);
+        let prompt_tokens = prompt_tokens(&req.body);
+        let include_usage = req
+            .body
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let words: Vec<String> = split_words(&reply);
+        let completion_tokens = words.len() as u64;
+        let delay = self.chunk_delay;
+
+        let mut chunks: Vec<Value> = Vec::with_capacity(words.len() + 3);
+        chunks.push(chunk(&id, created, &model, json!({"role": "assistant", "content": ""}), None));
+        for w in words {
+            chunks.push(chunk(&id, created, &model, json!({ "content": w }), None));
+        }
+        chunks.push(chunk(&id, created, &model, json!({}), Some("stop")));
+        if include_usage {
+            chunks.push(json!({
+                "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [], "usage": usage(prompt_tokens, completion_tokens),
+            }));
+        }
+        futures_util::stream::iter(chunks.into_iter().enumerate())
+            .then(move |(i, c)| async move {
+                if i > 0 && !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Ok(Bytes::from(serde_json::to_vec(&c).unwrap_or_default()))
+            })
+            .boxed()
+    }
+}
+
+fn chunk(id: &str, created: u64, model: &str, delta: Value, finish: Option<&str>) -> Value {
+    json!({
+        "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+        "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
+    })
+}
+
+fn chat_completion(req: &ProviderRequest) -> Bytes {
+    let reply = last_user_text(&req.body);
+    let completion_tokens = split_words(&reply).len() as u64;
+    let body = json!({
+        "id": completion_id(),
+        "object": "chat.completion",
+        "created": now_secs(),
+        "model": req.model,
+        "choices": [{
+            "index": 0,
+            "message": { "role": "assistant", "content": reply },
+            "finish_reason": "stop",
+        }],
+        "usage": usage(prompt_tokens(&req.body), completion_tokens),
+    });
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+fn embeddings(req: &ProviderRequest) -> Result<Bytes, Error> {
+    let inputs: Vec<String> = match req.body.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => {
+            items.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect()
+        }
+        _ => return Err(Error::invalid_param("input", "input must be a string or an array")),
+    };
+    let dims =
+        req.body.get("dimensions").and_then(Value::as_u64).map_or(DEFAULT_DIMS, |d| (d as usize).clamp(1, MAX_DIMS));
+    let base64 = req.body.get("encoding_format").and_then(Value::as_str) == Some("base64");
+    let mut prompt_tokens = 0u64;
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            prompt_tokens += split_words(text).len().max(1) as u64;
+            let v = vector(text, dims);
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({ "object": "embedding", "index": i, "embedding": embedding })
+        })
+        .collect();
+    let body = json!({
+        "object": "list",
+        "data": data,
+        "model": req.model,
+        "usage": { "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens },
+    });
+    Ok(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
+}
+
+/// A deterministic unit vector derived from the text (FNV-1a seeded per dimension).
+fn vector(text: &str, dims: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..dims)
+        .map(|d| {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ (d as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            for b in text.bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+            ((h >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
+}
+
+/// The text of the last `user` message (string content, or the text parts joined).
+pub fn last_user_text(body: &Map<String, Value>) -> String {
+    let Some(messages) = body.get("messages").and_then(Value::as_array) else { return String::new() };
+    let Some(msg) = messages.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user")) else {
+        return String::new();
+    };
+    content_text(msg.get("content"))
+}
+
+fn content_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => {
+            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(" ")
+        }
+        _ => String::new(),
+    }
+}
+
+/// Splits a reply into stream pieces: each word keeps its following whitespace, so the
+/// concatenated stream equals the non-stream reply exactly.
+fn split_words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_space = false;
+    for c in text.chars() {
+        if c.is_whitespace() {
+            in_space = true;
+        } else if in_space && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+            in_space = false;
+        }
+        cur.push(c);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn prompt_tokens(body: &Map<String, Value>) -> u64 {
+    body.get("messages")
+        .and_then(Value::as_array)
+        .map_or(0, |msgs| msgs.iter().map(|m| 3 + split_words(&content_text(m.get("content"))).len() as u64).sum())
+}
+
+fn usage(prompt: u64, completion: u64) -> Value {
+    json!({ "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion })
+}
+
+fn completion_id() -> String {
+    format!("chatcmpl-mock-{:016x}", fastrand::u64(..))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(body: Value, stream: bool) -> ProviderRequest {
+        ProviderRequest {
+            endpoint: Endpoint::ChatCompletions,
+            model: "mock-1".into(),
+            body: body.as_object().unwrap().clone(),
+            stream,
+        }
+    }
+
+    #[test]
+    fn echoes_last_user_message() {
+        let r = req(
+            json!({"messages": [{"role":"user","content":"first"},{"role":"assistant","content":"x"},{"role":"user","content":"hello there"}]}),
+            false,
+        );
+        let v: Value = serde_json::from_slice(&chat_completion(&r)).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "hello there");
+        assert_eq!(v["usage"]["completion_tokens"], 2);
+        assert_eq!(v["model"], "mock-1");
+    }
+
+    #[test]
+    fn stream_pieces_join_to_reply() {
+        assert_eq!(split_words("a  b c ").concat(), "a  b c ");
+        assert_eq!(split_words("hello world").len(), 2);
+    }
+
+    #[test]
+    fn embeddings_are_deterministic_unit_vectors() {
+        let a = vector("x", 16);
+        assert_eq!(a, vector("x", 16));
+        assert_ne!(a, vector("y", 16));
+        let n: f32 = a.iter().map(|x| x * x).sum();
+        assert!((n - 1.0).abs() < 1e-4);
+    }
+}

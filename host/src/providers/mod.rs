@@ -1,0 +1,117 @@
+//! Providers: the `upstream_request` phase. Each kind translates Weir's OpenAI-shaped request
+//! into its own wire format and its answer (whole or streamed) back. Dispatch is a plain enum:
+//! no boxing per call, and a new kind (Anthropic, Bedrock, ...) is one more variant and module.
+
+pub mod mock;
+pub mod openai;
+#[cfg(test)]
+pub mod scripted;
+pub mod sse;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use serde_json::{Map, Value};
+
+use crate::config::{ProviderConfig, ProviderKind};
+use crate::error::Error;
+
+/// Which OpenAI endpoint a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`.
+    ChatCompletions,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+}
+
+impl Endpoint {
+    /// Path below the provider's base URL, and metrics label.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/chat/completions",
+            Self::Embeddings => "/embeddings",
+        }
+    }
+
+    /// Metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "chat",
+            Self::Embeddings => "embeddings",
+        }
+    }
+}
+
+/// A request as handed to a provider: routed, validated, model already mapped to the
+/// provider's own name.
+#[derive(Debug, Clone)]
+pub struct ProviderRequest {
+    /// Endpoint.
+    pub endpoint: Endpoint,
+    /// The model name the provider knows.
+    pub model: String,
+    /// The OpenAI-shaped JSON body (its `model` field is rewritten by the provider).
+    pub body: Map<String, Value>,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+}
+
+/// Stream of OpenAI `chat.completion.chunk` JSON payloads; ends after the last chunk
+/// (`[DONE]` is not an item). An `Err` item ends the stream with that error.
+pub type ChunkStream = BoxStream<'static, Result<Bytes, Error>>;
+
+/// A provider's answer.
+pub enum ProviderResponse {
+    /// A whole JSON body (non-stream requests), already checked to be valid JSON.
+    Full(Bytes),
+    /// Chunks relayed as they arrive.
+    Stream(ChunkStream),
+}
+
+/// One configured provider.
+pub enum Provider {
+    /// OpenAI-compatible HTTP API.
+    Openai(Box<openai::OpenAi>),
+    /// Built-in echo provider.
+    Mock(mock::Mock),
+    /// Test double with scripted behaviour (delays, errors, panics).
+    #[cfg(test)]
+    Scripted(scripted::Scripted),
+}
+
+impl Provider {
+    /// Builds the provider's client from its config.
+    ///
+    /// # Errors
+    /// A message if the HTTP client cannot be built (bad header values, TLS init).
+    pub fn from_config(cfg: &ProviderConfig) -> Result<Self, String> {
+        Ok(match cfg.kind {
+            ProviderKind::Openai => Self::Openai(Box::new(openai::OpenAi::new(cfg)?)),
+            ProviderKind::Mock => Self::Mock(mock::Mock::new(cfg)),
+        })
+    }
+
+    /// Sends one request upstream. For streams, resolves when the response head arrived.
+    ///
+    /// # Errors
+    /// Upstream errors mapped to [`Error`] (status and message carried over, secrets scrubbed).
+    pub async fn call(&self, req: ProviderRequest) -> Result<ProviderResponse, Error> {
+        match self {
+            Self::Openai(p) => p.call(req).await,
+            Self::Mock(p) => p.call(req).await,
+            #[cfg(test)]
+            Self::Scripted(p) => p.call(req).await,
+        }
+    }
+
+    /// Asks the provider which models it serves, for `GET /v1/models` and routing.
+    /// `None` when the provider has no listing endpoint.
+    pub async fn discover_models(&self) -> Option<Result<Vec<String>, Error>> {
+        match self {
+            Self::Openai(p) => Some(p.list_models().await),
+            Self::Mock(p) => Some(Ok(p.models())),
+            #[cfg(test)]
+            Self::Scripted(_) => None,
+        }
+    }
+}
