@@ -1,1 +1,5 @@
-//! End-to-end tests.
+//! End-to-end tests: the real `weir` binary against a mock upstream on 127.0.0.1.
+//! One test binary (cuts link time); the harness lives in `tests/support/`.
+
+#[path = "../support/mod.rs"]
+mod support;

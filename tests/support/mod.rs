@@ -1,1 +1,1 @@
-//! Test harness.
+//! Test harness: start `weir` with a config, a mock upstream provider, helpers.
