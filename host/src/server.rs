@@ -18,6 +18,10 @@ use crate::error::{Error, ErrorKind};
 use crate::gateway::AppState;
 use crate::providers::Endpoint;
 
+/// After `shutdown_timeout`, how long connections may take to write the 503s of requests the
+/// drain did not finish (so they are answered, not cut off).
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
+
 /// A bound, not yet serving, listener.
 pub struct Server {
     listener: TcpListener,
@@ -83,7 +87,9 @@ impl Server {
         let gateway = self.state.gateway.load_full();
         let drain_pools = gateway.shutdown(deadline);
         let drain_conns = graceful.shutdown();
-        let (_, conns) = tokio::join!(drain_pools, tokio::time::timeout_at(deadline, drain_conns));
+        // At the deadline the pools answer what is left with 503; connections get a moment
+        // more to write those answers before the process exits.
+        let (_, conns) = tokio::join!(drain_pools, tokio::time::timeout_at(deadline + ANSWER_GRACE, drain_conns));
         if conns.is_err() {
             tracing::warn!("shutdown timeout reached with connections still open");
         }
