@@ -3,3 +3,13 @@
 
 #[path = "../support/mod.rs"]
 mod support;
+
+mod bad_input;
+mod cancel;
+mod chat;
+mod check;
+mod overflow;
+mod secrets;
+mod shutdown;
+mod status;
+mod upstream_errors;

@@ -1,1 +1,10 @@
-//! Test harness: start `weir` with a config, a mock upstream provider, helpers.
+//! Test harness: start `weir` with a config ([`weir`]), a mock upstream provider
+//! ([`upstream`]), and small HTTP helpers ([`http`]). Add a harness area as one more `pub mod`.
+
+pub mod http;
+pub mod upstream;
+pub mod weir;
+
+pub use self::http::{Reply, SseReader, chat, client, metric, post};
+pub use self::upstream::{MockUpstream, Outcome};
+pub use self::weir::{Weir, weir_check};

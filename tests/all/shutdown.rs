@@ -1,0 +1,71 @@
+//! Graceful shutdown on SIGTERM: stop accepting, finish in-flight and queued requests, exit 0;
+//! past `shutdown_timeout`, what is left is answered 503 rather than lost.
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::support::{MockUpstream, Reply, Weir, chat, post};
+
+fn send(weir: &Weir, model: &str, tag: &str) -> JoinHandle<Reply> {
+    let (url, body) = (weir.url("/v1/chat/completions"), chat(model, tag));
+    tokio::spawn(async move { post(&url, &body).await })
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_and_queued_requests_and_exits_0() {
+    let up = MockUpstream::start().await;
+    let config = format!(
+        "[server]\nshutdown_timeout = \"20s\"\n{}",
+        up.provider_toml("up", "", "workers = 2\nqueue = 4\nqueue_timeout = \"20s\"")
+    );
+    let mut weir = Weir::start(&config).await;
+
+    let mut pending: Vec<_> = ["g0", "g1"].iter().map(|t| send(&weir, "up/m;hold", t)).collect();
+    up.wait_until("two in flight", |s| s.iter().filter(|r| r.prompt().starts_with('g')).count() == 2).await;
+    pending.extend(["g2", "g3", "g4"].iter().map(|t| send(&weir, "up/m;hold", t)));
+    weir.wait_queue_depth("up", 3).await;
+
+    weir.sigterm();
+    weir.wait_for_log("shutting down").await;
+    assert!(tokio::net::TcpStream::connect(weir.addr()).await.is_err(), "new connections must be refused");
+    up.release();
+
+    for (handle, tag) in pending.into_iter().zip(["g0", "g1", "g2", "g3", "g4"]) {
+        let reply = handle.await.unwrap();
+        assert_eq!(reply.status, 200, "{tag}: {}", reply.text);
+        assert_eq!(reply.json()["choices"][0]["message"]["content"], tag);
+    }
+    let status = weir.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "exit status {status}:\n{}", weir.logs());
+    assert_eq!(up.chats().len(), 5);
+    assert!(weir.logs().contains("weir stopped"));
+}
+
+#[tokio::test]
+async fn requests_left_at_shutdown_timeout_get_503_and_the_process_exits_0() {
+    let up = MockUpstream::start().await;
+    let config = format!(
+        "[server]\nshutdown_timeout = \"500ms\"\n{}",
+        up.provider_toml("up", "", "workers = 1\nqueue = 4\nqueue_timeout = \"20s\"")
+    );
+    let mut weir = Weir::start(&config).await;
+
+    let first = send(&weir, "up/m;hold", "t0");
+    up.wait_until("t0 in flight", |s| s.iter().any(|r| r.prompt() == "t0")).await;
+    let queued: Vec<_> = ["t1", "t2"].iter().map(|t| send(&weir, "up/m;hold", t)).collect();
+    weir.wait_queue_depth("up", 2).await;
+
+    weir.sigterm(); // the upstream never releases: nothing can finish in time
+    let mut replies = vec![first.await.unwrap()];
+    for h in queued {
+        replies.push(h.await.unwrap());
+    }
+    for r in &replies {
+        assert_eq!(r.status, 503, "{}", r.text);
+        assert_eq!(r.error_code(), "shutting_down");
+    }
+    let status = weir.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "exit status {status}:\n{}", weir.logs());
+    assert_eq!(up.chats().len(), 1, "queued requests must not start after the deadline");
+}

@@ -1,0 +1,424 @@
+//! A mock OpenAI-compatible upstream on 127.0.0.1: a real hyper server that Weir calls as an
+//! `openai` provider. Each request picks its behaviour with directives appended to the model
+//! name, which Weir forwards unchanged (`up/m;latency=300;status=503` routes to provider `up`
+//! and arrives here as model `m;latency=300;status=503`). Everything received is recorded.
+//!
+//! Directives (`;key=value`, any order):
+//! - `latency=MS`: wait before the response head.
+//! - `hold`: wait before the response head until [`MockUpstream::release`].
+//! - `status=CODE`: answer with that status and an OpenAI error body (`401` quotes the key
+//!   it was sent, like real providers do); `retry_after=S` adds `Retry-After`;
+//!   `echo_auth` puts the `Authorization` header it saw into any error message.
+//! - `malformed`: answer 200 with a body that is not JSON.
+//! - `chunks=N`, `chunk_delay=MS`: stream shape (default: one chunk per word of the prompt).
+//! - `hold_after=N`: after N stream chunks, wait until [`MockUpstream::release`].
+//! - `cut=nodone` (stream ends cleanly without `[DONE]`) or `cut=drop` (connection dropped
+//!   mid-stream), after the chunks.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+/// Longest a `hold` waits for [`MockUpstream::release`]: nothing hangs forever.
+const MAX_HOLD: Duration = Duration::from_secs(30);
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// How a recorded request ended, as seen from the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Still being answered.
+    InProgress,
+    /// The whole response was handed to the connection.
+    Completed,
+    /// Weir closed the connection before the response finished.
+    Cancelled,
+}
+
+/// One request the upstream received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Request path, e.g. `/v1/chat/completions`.
+    pub path: String,
+    /// JSON body (`Null` for GET).
+    pub body: Value,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// Stream chunks written so far.
+    pub chunks_sent: usize,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+impl Seen {
+    /// The model name as received (directives included).
+    pub fn model(&self) -> &str {
+        self.body["model"].as_str().unwrap_or_default()
+    }
+
+    /// The last user message text.
+    pub fn prompt(&self) -> String {
+        last_user_text(&self.body)
+    }
+}
+
+struct State {
+    seen: Mutex<Vec<Seen>>,
+    gate: watch::Sender<bool>,
+    models: Vec<String>,
+    fail_all: Option<u16>,
+}
+
+impl State {
+    fn update(&self, i: usize, f: impl FnOnce(&mut Seen)) {
+        f(&mut self.seen.lock().unwrap()[i]);
+    }
+}
+
+/// A running mock upstream; stops when dropped.
+pub struct MockUpstream {
+    addr: SocketAddr,
+    state: Arc<State>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl MockUpstream {
+    /// Starts an upstream that lists `up-model-a` and `up-model-b` on `/v1/models`.
+    pub async fn start() -> Self {
+        Self::spawn(vec!["up-model-a".into(), "up-model-b".into()], None).await
+    }
+
+    /// Starts an upstream that answers every request (models included) with `status`.
+    pub async fn failing(status: u16) -> Self {
+        Self::spawn(Vec::new(), Some(status)).await
+    }
+
+    async fn spawn(models: Vec<String>, fail_all: Option<u16>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (gate, _) = watch::channel(false);
+        let state = Arc::new(State { seen: Mutex::new(Vec::new()), gate, models, fail_all });
+        let st = state.clone();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(st.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, state, server }
+    }
+
+    /// Base URL to configure as the provider's `base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// A `[[providers]]` table of kind `openai` named `name` in front of this upstream, with
+    /// key `sk-test-key`, `extra` lines (e.g. `models = [...]`) and `pool` lines for its pool.
+    pub fn provider_toml(&self, name: &str, extra: &str, pool: &str) -> String {
+        format!(
+            "[[providers]]\nname = \"{name}\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+             keys = [{{ value = \"sk-test-key\", weight = 1 }}]\n{extra}\n[providers.pool]\n{pool}\n",
+            self.base_url()
+        )
+    }
+
+    /// Every request received so far (model listings included).
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// Requests received on one path.
+    pub fn seen_on(&self, path: &str) -> Vec<Seen> {
+        self.seen().into_iter().filter(|s| s.path == path).collect()
+    }
+
+    /// Chat completion requests received.
+    pub fn chats(&self) -> Vec<Seen> {
+        self.seen_on("/v1/chat/completions")
+    }
+
+    /// Lets every held request (`hold`, `hold_after`) go on, now and later.
+    pub fn release(&self) {
+        self.state.gate.send_replace(true);
+    }
+
+    /// Waits (at most 15 s, polling) until `cond` holds for the recorded requests.
+    ///
+    /// # Panics
+    /// When it does not, naming `what`.
+    pub async fn wait_until(&self, what: &str, cond: impl Fn(&[Seen]) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if cond(&self.seen()) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "upstream never saw: {what}; saw {:#?}", self.seen());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Per-request behaviour parsed from the model name.
+#[derive(Default)]
+struct Directives {
+    latency: Duration,
+    hold: bool,
+    status: Option<u16>,
+    retry_after: Option<u64>,
+    echo_auth: bool,
+    malformed: bool,
+    chunks: Option<usize>,
+    chunk_delay: Duration,
+    hold_after: Option<usize>,
+    cut: Option<String>,
+}
+
+impl Directives {
+    fn parse(model: &str) -> Result<Self, String> {
+        let mut d = Self::default();
+        for part in model.split(';').skip(1) {
+            let (key, value) = part.split_once('=').unwrap_or((part, ""));
+            let num = || value.parse::<u64>().map_err(|_| format!("directive {key} needs a number"));
+            match key {
+                "latency" => d.latency = Duration::from_millis(num()?),
+                "hold" => d.hold = true,
+                "status" => d.status = Some(num()? as u16),
+                "retry_after" => d.retry_after = Some(num()?),
+                "echo_auth" => d.echo_auth = true,
+                "malformed" => d.malformed = true,
+                "chunks" => d.chunks = Some(num()? as usize),
+                "chunk_delay" => d.chunk_delay = Duration::from_millis(num()?),
+                "hold_after" => d.hold_after = Some(num()? as usize),
+                "cut" if value == "nodone" || value == "drop" => d.cut = Some(value.to_owned()),
+                _ => return Err(format!("unknown directive {part:?}")),
+            }
+        }
+        Ok(d)
+    }
+}
+
+/// Marks a request cancelled if hyper drops its handler (Weir closed the connection) before
+/// the response was produced.
+struct CancelGuard {
+    state: Arc<State>,
+    index: usize,
+    armed: bool,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.state.update(self.index, |s| s.outcome = Outcome::Cancelled);
+        }
+    }
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let authorization = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(Into::into);
+    let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body: Value =
+        if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+    let index = {
+        let mut seen = state.seen.lock().unwrap();
+        let entry = Seen {
+            path: path.clone(),
+            body: body.clone(),
+            authorization: authorization.clone(),
+            chunks_sent: 0,
+            outcome: Outcome::InProgress,
+        };
+        seen.push(entry);
+        seen.len() - 1
+    };
+    let mut guard = CancelGuard { state: state.clone(), index, armed: true };
+    let resp = respond(&state, index, &path, &body, authorization.as_deref()).await;
+    guard.armed = false;
+    Ok(resp)
+}
+
+async fn respond(state: &Arc<State>, index: usize, path: &str, body: &Value, auth: Option<&str>) -> Response<Body> {
+    let complete = |resp| {
+        state.update(index, |s| s.outcome = Outcome::Completed);
+        resp
+    };
+    if let Some(status) = state.fail_all {
+        return complete(error_response(status, None, "upstream is down", None));
+    }
+    if path == "/v1/models" {
+        let data: Vec<Value> =
+            state.models.iter().map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "up"})).collect();
+        return complete(json_response(StatusCode::OK, &json!({"object": "list", "data": data})));
+    }
+    let model = body["model"].as_str().unwrap_or_default();
+    let d = match Directives::parse(model) {
+        Ok(d) => d,
+        Err(msg) => return complete(error_response(400, None, &msg, None)),
+    };
+    if !d.latency.is_zero() {
+        tokio::time::sleep(d.latency).await;
+    }
+    if d.hold {
+        wait_gate(state).await;
+    }
+    if let Some(status) = d.status {
+        let mut msg = match status {
+            401 => format!("Incorrect API key provided: {}", auth.unwrap_or("none").trim_start_matches("Bearer ")),
+            _ => format!("mock upstream failure {status}"),
+        };
+        if d.echo_auth {
+            msg.push_str(&format!(" (request had Authorization: {})", auth.unwrap_or("none")));
+        }
+        let param = (status == 400).then_some("messages");
+        return complete(error_response(status, param, &msg, d.retry_after));
+    }
+    if d.malformed {
+        return complete(
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(full(Bytes::from_static(b"{\"id\": \"oops\", this is not json")))
+                .unwrap(),
+        );
+    }
+    match path {
+        "/v1/chat/completions" if body["stream"] == true => stream_response(state.clone(), index, body, d),
+        "/v1/chat/completions" => complete(json_response(StatusCode::OK, &completion(body))),
+        "/v1/embeddings" => complete(json_response(StatusCode::OK, &embeddings(body))),
+        _ => complete(error_response(404, None, &format!("no route {path}"), None)),
+    }
+}
+
+async fn wait_gate(state: &State) {
+    let mut open = state.gate.subscribe();
+    let _ = tokio::time::timeout(MAX_HOLD, open.wait_for(|o| *o)).await;
+}
+
+/// Streams chunks from a producer task; the body is a channel, so when Weir closes the
+/// connection hyper drops the receiver and the producer's next send fails: recorded as
+/// `Cancelled` with how many chunks went out.
+fn stream_response(state: Arc<State>, index: usize, body: &Value, d: Directives) -> Response<Body> {
+    let model = body["model"].as_str().unwrap_or_default().to_owned();
+    let pieces: Vec<String> = match d.chunks {
+        Some(n) => (0..n).map(|i| format!("c{i} ")).collect(),
+        None => last_user_text(body).split_inclusive(' ').map(str::to_owned).collect(),
+    };
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
+    tokio::spawn(async move {
+        let mut frames: Vec<Bytes> = pieces.iter().map(|p| sse(&chunk(&model, json!({"content": p}), None))).collect();
+        frames.push(sse(&chunk(&model, json!({}), Some("stop"))));
+        for (i, frame) in frames.into_iter().enumerate() {
+            if d.hold_after == Some(i) {
+                wait_gate(&state).await;
+            }
+            if i > 0 && !d.chunk_delay.is_zero() {
+                tokio::time::sleep(d.chunk_delay).await;
+            }
+            if tx.send(Ok(Frame::data(frame))).await.is_err() {
+                state.update(index, |s| s.outcome = Outcome::Cancelled);
+                return;
+            }
+            state.update(index, |s| s.chunks_sent += 1);
+        }
+        let end = match d.cut.as_deref() {
+            Some("drop") => Err(std::io::Error::other("mock upstream drops the connection")),
+            Some(_) => Ok(None),
+            None => Ok(Some(Bytes::from_static(b"data: [DONE]\n\n"))),
+        };
+        let sent = match end {
+            Ok(Some(done)) => tx.send(Ok(Frame::data(done))).await.is_ok(),
+            Ok(None) => true,
+            Err(e) => tx.send(Err(e)).await.is_ok(),
+        };
+        state.update(index, |s| s.outcome = if sent { Outcome::Completed } else { Outcome::Cancelled });
+    });
+    let body = StreamBody::new(tokio_stream_from(rx));
+    Response::builder().header("content-type", "text/event-stream").body(BodyExt::boxed(body)).unwrap()
+}
+
+fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never: Infallible| match never {}).boxed()
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(full(serde_json::to_vec(v).unwrap()))
+        .unwrap()
+}
+
+fn error_response(status: u16, param: Option<&str>, message: &str, retry_after: Option<u64>) -> Response<Body> {
+    let kind = match status {
+        401 => "authentication_error",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        _ => "server_error",
+    };
+    let body = json!({"error": {"message": message, "type": kind, "param": param, "code": format!("mock_{status}")}});
+    let mut resp = json_response(StatusCode::from_u16(status).unwrap(), &body);
+    if let Some(secs) = retry_after {
+        resp.headers_mut().insert(http::header::RETRY_AFTER, secs.into());
+    }
+    resp
+}
+
+fn sse(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+fn chunk(model: &str, delta: Value, finish: Option<&str>) -> Value {
+    json!({
+        "id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 0, "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    })
+}
+
+fn completion(body: &Value) -> Value {
+    json!({
+        "id": "chatcmpl-up", "object": "chat.completion", "created": 0, "model": body["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": last_user_text(body)},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    })
+}
+
+fn embeddings(body: &Value) -> Value {
+    let n = match &body["input"] {
+        Value::Array(items) => items.len(),
+        _ => 1,
+    };
+    let data: Vec<Value> =
+        (0..n).map(|i| json!({"object": "embedding", "index": i, "embedding": [0.25, -0.5, i as f64]})).collect();
+    json!({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": n, "total_tokens": n}})
+}
+
+fn last_user_text(body: &Value) -> String {
+    let messages = body["messages"].as_array().map(Vec::as_slice).unwrap_or_default();
+    messages.iter().rev().find(|m| m["role"] == "user").and_then(|m| m["content"].as_str()).unwrap_or("").to_owned()
+}
