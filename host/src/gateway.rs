@@ -34,7 +34,7 @@ impl Gateway {
     /// # Errors
     /// A message naming the provider or plugin that could not be built.
     pub async fn build(config: Config) -> Result<Arc<Self>, String> {
-        let plugins = Chain::load(&config.plugins).await?;
+        let plugins = Chain::load(&config.plugins, &config.plugin_runtime).await?;
         let mut pools = Vec::with_capacity(config.providers.len());
         for p in &config.providers {
             let provider = Provider::from_config(p).map_err(|e| format!("provider {}: {e}", p.name))?;

@@ -40,6 +40,7 @@ pub fn install() -> PrometheusHandle {
                 })
                 .ok();
             describe();
+            crate::plugins::describe_metrics();
             handle
         })
         .clone()

@@ -18,7 +18,7 @@ use crate::body::{ResponseBody, read_limited};
 use crate::error::Error;
 use crate::exchange::{GatewayRequest, GatewayResponse, client_headers};
 use crate::gateway::Gateway;
-use crate::plugins::{ChunkOutcome, HookCtx};
+use crate::plugins::{ChunkOutcome, HookCtx, Seen};
 use crate::pool::Reply;
 use crate::providers::sse::{DONE_FRAME, frame};
 use crate::providers::{Endpoint, ProviderRequest};
@@ -50,7 +50,7 @@ pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: http::Request<Inc
             finish(&ctx, resp.status().as_u16(), None);
             resp
         }
-        Ok(Outcome::Stream { head, chunks, request, seen }) => stream_response(gw, ctx, head, chunks, request, seen),
+        Ok(Outcome::Stream { head, chunks, hook, seen }) => stream_response(gw, ctx, head, chunks, hook, seen),
         Err(e) => {
             let mut resp = e.to_response();
             decorate(&ctx, resp.headers_mut());
@@ -62,7 +62,7 @@ pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: http::Request<Inc
 
 enum Outcome {
     Full(GatewayResponse),
-    Stream { head: HeaderMap, chunks: mpsc::Receiver<Result<Bytes, Error>>, request: GatewayRequest, seen: usize },
+    Stream { head: HeaderMap, chunks: mpsc::Receiver<Result<Bytes, Error>>, hook: HookCtx, seen: Seen },
 }
 
 async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Result<Outcome, Error> {
@@ -82,16 +82,21 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         headers: client_headers(&parts.headers),
     };
 
-    // on_request
-    let pre = gw.plugins.on_request(&mut request).await?;
+    // on_request (plugins scoped to a provider see where the model routes before the chain)
+    let early = gw.router.route(&request.model).ok();
+    let provider = early.as_ref().map(|r| gw.pools[r.provider].name().clone());
+    let pre = gw.plugins.on_request(&mut request, provider.as_ref()).await?;
     if let Some(mut resp) = pre.respond {
-        let hook = HookCtx { request: &request, provider: None };
+        let hook = HookCtx { request: Arc::new(request), provider: None };
         gw.plugins.on_response(&hook, pre.seen, &mut resp).await?;
         return Ok(Outcome::Full(resp));
     }
 
-    // select_provider
-    let route = gw.router.route(&request.model)?;
+    // select_provider (again if a plugin changed the model)
+    let route = match early {
+        Some(route) if !pre.model_changed => route,
+        _ => gw.router.route(&request.model)?,
+    };
     let pool = &gw.pools[route.provider];
     ctx.provider = Some(pool.name().clone());
 
@@ -103,18 +108,18 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         body: std::mem::take(&mut request.body),
         stream: request.stream,
     };
+    let hook = HookCtx { request: Arc::new(request), provider: Some(pool.name().clone()) };
     match pool.submit(upstream).await? {
         Reply::Full { body, upstream } => {
             ctx.upstream = upstream;
             // on_response
             let mut resp = GatewayResponse::ok(body);
-            let hook = HookCtx { request: &request, provider: Some(pool.name()) };
             gw.plugins.on_response(&hook, pre.seen, &mut resp).await?;
             Ok(Outcome::Full(resp))
         }
         Reply::Stream { chunks, upstream } => {
             ctx.upstream = upstream;
-            Ok(Outcome::Stream { head: HeaderMap::new(), chunks, request, seen: pre.seen })
+            Ok(Outcome::Stream { head: HeaderMap::new(), chunks, hook, seen: pre.seen })
         }
     }
 }
@@ -136,8 +141,8 @@ fn stream_response(
     ctx: Ctx,
     head: HeaderMap,
     mut chunks: mpsc::Receiver<Result<Bytes, Error>>,
-    request: GatewayRequest,
-    seen: usize,
+    hook: HookCtx,
+    seen: Seen,
 ) -> Response<ResponseBody> {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let mut out = Response::new(ResponseBody::Stream(rx));
@@ -148,8 +153,6 @@ fn stream_response(
     decorate(&ctx, headers);
     let hooks = gw.plugins.has_stream_hooks(seen);
     tokio::spawn(async move {
-        let provider = ctx.provider.clone();
-        let hook = HookCtx { request: &request, provider: provider.as_deref() };
         let mut failure: Option<Error> = None;
         while let Some(item) = chunks.recv().await {
             let payload = match item {

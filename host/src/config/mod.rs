@@ -4,6 +4,7 @@
 
 mod defaults;
 mod env;
+mod plugin;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use defaults::embedded_default;
+pub use plugin::{MAX_MEMORY_LIMIT, MAX_PLUGINS, OnError, PluginConfig, PluginRuntimeConfig};
 
 /// Why a configuration could not be loaded. The message names the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,9 @@ pub struct Config {
     /// Plugins, in chain order (pre hooks run in this order, post hooks in reverse).
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
+    /// Settings shared by all plugins (compiled-component cache).
+    #[serde(default)]
+    pub plugin_runtime: PluginRuntimeConfig,
 }
 
 /// `[server]`: the client-facing listener.
@@ -208,64 +213,6 @@ impl Default for PoolConfig {
     }
 }
 
-/// What a failing plugin does to the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnError {
-    /// The request fails with 5xx `plugin_error` naming the plugin.
-    #[default]
-    FailClosed,
-    /// The plugin is skipped for this request; logged and counted.
-    FailOpen,
-}
-
-/// `[[plugins]]`: one wasm component in the hook chain.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PluginConfig {
-    /// Unique name (metrics label, log tag, kv namespace).
-    pub name: String,
-    /// Path to the `.wasm` component (relative paths are relative to the config file).
-    pub path: PathBuf,
-    /// Passed to the plugin's `init` as JSON.
-    #[serde(default)]
-    pub config: toml::Table,
-    /// Warm instances kept ready; also the most concurrent calls into this plugin.
-    #[serde(default = "default_instances")]
-    pub instances: usize,
-    /// Fuel (roughly wasm instructions) per hook call; stops runaway loops.
-    #[serde(default = "default_fuel")]
-    pub fuel: u64,
-    /// Wall-clock deadline per hook call; stops stalls that fuel cannot see.
-    #[serde(default = "default_plugin_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Linear memory cap per instance in bytes; stops memory bombs.
-    #[serde(default = "default_memory_limit")]
-    pub memory_limit: usize,
-    /// Fail closed (default) or open.
-    #[serde(default)]
-    pub on_error: OnError,
-    /// Only run for these providers (empty: all).
-    #[serde(default)]
-    pub providers: Vec<String>,
-    /// Only run for these models (empty: all).
-    #[serde(default)]
-    pub models: Vec<String>,
-}
-
-fn default_instances() -> usize {
-    4
-}
-fn default_fuel() -> u64 {
-    50_000_000
-}
-fn default_plugin_timeout() -> Duration {
-    Duration::from_millis(100)
-}
-fn default_memory_limit() -> usize {
-    64 * 1024 * 1024
-}
-
 impl Config {
     /// Reads, interpolates and validates a config file.
     ///
@@ -280,6 +227,9 @@ impl Config {
                 if p.path.is_relative() {
                     p.path = dir.join(&p.path);
                 }
+            }
+            if let Some(cache) = cfg.plugin_runtime.cache_dir.as_mut().filter(|c| c.is_relative()) {
+                *cache = dir.join(&*cache);
             }
         }
         Ok(cfg)
@@ -366,33 +316,7 @@ impl Config {
                 return Err(ConfigError::invalid(key("pool.request_timeout"), "must be above 0"));
             }
         }
-        let mut plugin_names = HashSet::new();
-        for (i, p) in self.plugins.iter().enumerate() {
-            let key = |field: &str| format!("plugins[{i}].{field}");
-            if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(ConfigError::invalid(key("name"), "must be non-empty and use only [A-Za-z0-9_-]"));
-            }
-            if !plugin_names.insert(p.name.as_str()) {
-                return Err(ConfigError::invalid(key("name"), format!("duplicate plugin name {:?}", p.name)));
-            }
-            if p.instances == 0 || p.instances > 1024 {
-                return Err(ConfigError::invalid(key("instances"), "must be between 1 and 1024"));
-            }
-            if p.fuel == 0 {
-                return Err(ConfigError::invalid(key("fuel"), "must be above 0"));
-            }
-            if p.timeout.is_zero() {
-                return Err(ConfigError::invalid(key("timeout"), "must be above 0"));
-            }
-            if p.memory_limit < 64 * 1024 {
-                return Err(ConfigError::invalid(key("memory_limit"), "must be at least 65536 (one wasm page)"));
-            }
-            for prov in &p.providers {
-                if !names.contains(prov.as_str()) {
-                    return Err(ConfigError::invalid(key("providers"), format!("unknown provider {prov:?}")));
-                }
-            }
-        }
+        plugin::validate(&self.plugins, &names)?;
         Ok(())
     }
 

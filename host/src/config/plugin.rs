@@ -1,0 +1,204 @@
+//! `[[plugins]]` and `[plugin_runtime]`: which wasm components run in the hook chain, with
+//! their guards, and runtime-wide plugin settings (compiled-component cache). Validated here.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+
+/// Most plugins in one chain (the chain tracks which plugins saw a request in a 64-bit set).
+pub const MAX_PLUGINS: usize = 64;
+/// Largest `memory_limit`: the size of one slot in the pooling allocator.
+pub const MAX_MEMORY_LIMIT: usize = 1024 * 1024 * 1024;
+
+/// What a failing plugin does to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// The request fails with 5xx `plugin_error` naming the plugin.
+    #[default]
+    FailClosed,
+    /// The plugin is skipped for this request; logged and counted.
+    FailOpen,
+}
+
+/// `[[plugins]]`: one wasm component in the hook chain.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Unique name (metrics label, log tag, kv namespace).
+    pub name: String,
+    /// Path to the `.wasm` component (relative paths are relative to the config file).
+    pub path: PathBuf,
+    /// Passed to the plugin's `init` as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Warm instances kept ready; also the most concurrent calls into this plugin.
+    #[serde(default = "default_instances")]
+    pub instances: usize,
+    /// Fuel (roughly wasm instructions) per hook call; stops runaway loops deterministically.
+    #[serde(default = "default_fuel")]
+    pub fuel: u64,
+    /// Wall-clock deadline per hook call (also the longest wait for a free instance); stops
+    /// stalls that fuel cannot see.
+    #[serde(default = "default_plugin_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Linear memory cap per instance in bytes; stops memory bombs.
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit: usize,
+    /// Largest reply, rewrite, rejection or body edit a plugin may hand back, in bytes; stops a
+    /// plugin from inflating responses.
+    #[serde(default = "default_max_output_bytes")]
+    pub max_output_bytes: usize,
+    /// Calls after which an instance is replaced by a fresh one (0: never); bounds state and
+    /// memory growth of long-lived instances (GC-language plugins grow).
+    #[serde(default = "default_max_calls")]
+    pub max_calls: u64,
+    /// Fail closed (default) or open.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Only run for requests routed to these providers (empty: all).
+    #[serde(default)]
+    pub providers: Vec<String>,
+    /// Only run for these models, as requested when the hook runs (empty: all).
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+fn default_instances() -> usize {
+    4
+}
+fn default_fuel() -> u64 {
+    50_000_000
+}
+fn default_plugin_timeout() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_memory_limit() -> usize {
+    64 * 1024 * 1024
+}
+fn default_max_output_bytes() -> usize {
+    1024 * 1024
+}
+fn default_max_calls() -> u64 {
+    100_000
+}
+
+/// `[plugin_runtime]`: settings shared by all plugins.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginRuntimeConfig {
+    /// Where compiled components are cached (keyed by content hash and engine compatibility
+    /// hash), so restarts and reloads skip compilation. Default: `$XDG_CACHE_HOME/weir` or
+    /// `~/.cache/weir`. Must be writable only by the gateway's user: cached files are native
+    /// code.
+    pub cache_dir: Option<PathBuf>,
+    /// Turns the disk cache off (every start compiles).
+    pub no_cache: bool,
+}
+
+impl PluginRuntimeConfig {
+    /// The cache directory in effect, or `None` when caching is off or no home is known.
+    pub fn effective_cache_dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        if let Some(dir) = &self.cache_dir {
+            return Some(dir.clone());
+        }
+        let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        env("XDG_CACHE_HOME").or_else(|| env("HOME").map(|h| h.join(".cache"))).map(|base| base.join("weir"))
+    }
+}
+
+/// Checks the plugin list against the provider names.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] for the first offending key.
+pub(super) fn validate(plugins: &[PluginConfig], providers: &HashSet<&str>) -> Result<(), ConfigError> {
+    if plugins.len() > MAX_PLUGINS {
+        return Err(ConfigError::invalid("plugins", format!("at most {MAX_PLUGINS} plugins")));
+    }
+    let mut names = HashSet::new();
+    for (i, p) in plugins.iter().enumerate() {
+        let key = |field: &str| format!("plugins[{i}].{field}");
+        if p.name.is_empty()
+            || p.name.len() > 64
+            || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::invalid(key("name"), "must be 1-64 characters of [A-Za-z0-9_-]"));
+        }
+        if !names.insert(p.name.as_str()) {
+            return Err(ConfigError::invalid(key("name"), format!("duplicate plugin name {:?}", p.name)));
+        }
+        if p.instances == 0 || p.instances > 1024 {
+            return Err(ConfigError::invalid(key("instances"), "must be between 1 and 1024"));
+        }
+        if p.fuel == 0 {
+            return Err(ConfigError::invalid(key("fuel"), "must be above 0"));
+        }
+        if p.timeout.is_zero() || p.timeout > Duration::from_secs(60) {
+            return Err(ConfigError::invalid(key("timeout"), "must be above 0 and at most 60s"));
+        }
+        if p.memory_limit < 64 * 1024 || p.memory_limit > MAX_MEMORY_LIMIT {
+            return Err(ConfigError::invalid(
+                key("memory_limit"),
+                format!("must be between 65536 (one wasm page) and {MAX_MEMORY_LIMIT}"),
+            ));
+        }
+        if p.max_output_bytes == 0 {
+            return Err(ConfigError::invalid(key("max_output_bytes"), "must be above 0"));
+        }
+        for prov in &p.providers {
+            if !providers.contains(prov.as_str()) {
+                return Err(ConfigError::invalid(key("providers"), format!("unknown provider {prov:?}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const BASE: &str = "[[providers]]\nname = \"mock\"\nkind = \"mock\"\nmodels = [\"m\"]\n";
+
+    fn parse(extra: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(&format!("{BASE}{extra}"))
+    }
+
+    #[test]
+    fn plugin_defaults_are_filled_in() {
+        let cfg = parse("[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\n").unwrap();
+        let p = &cfg.plugins[0];
+        assert_eq!(p.instances, 4);
+        assert_eq!(p.on_error, OnError::FailClosed);
+        assert_eq!(p.max_output_bytes, 1024 * 1024);
+        assert_eq!(p.max_calls, 100_000);
+    }
+
+    #[test]
+    fn unknown_plugin_provider_is_refused() {
+        let err = parse("[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\nproviders = [\"nope\"]\n").unwrap_err();
+        assert!(err.to_string().contains("plugins[0].providers"), "{err}");
+    }
+
+    #[test]
+    fn oversized_memory_limit_is_refused() {
+        let err = parse("[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\nmemory_limit = 4294967296\n").unwrap_err();
+        assert!(err.to_string().contains("memory_limit"), "{err}");
+    }
+
+    #[test]
+    fn runtime_cache_dir_is_configurable_and_can_be_disabled() {
+        let cfg = parse("[plugin_runtime]\ncache_dir = \"/tmp/x\"\n").unwrap();
+        assert_eq!(cfg.plugin_runtime.effective_cache_dir(), Some(PathBuf::from("/tmp/x")));
+        let cfg = parse("[plugin_runtime]\nno_cache = true\n").unwrap();
+        assert_eq!(cfg.plugin_runtime.effective_cache_dir(), None);
+    }
+}

@@ -1,0 +1,176 @@
+//! Generated WIT types → gateway types, validating what a plugin hands back (statuses,
+//! JSON, header syntax, the `max_output_bytes` cap). Generated types stop here.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::bindings::{ChunkAction, Rejection, Reply, RequestAction, ResponseAction};
+use super::guard::Failure;
+use crate::error::{Error, ErrorKind};
+use crate::exchange::GatewayResponse;
+
+/// What `on-request` decided, in gateway terms.
+pub enum RequestDecision {
+    /// Go on (edits, if any, are already applied to the request).
+    Continue,
+    /// Answer with this response.
+    Respond(GatewayResponse),
+    /// Refuse with this error.
+    Reject(Error),
+}
+
+/// What `on-response` decided.
+pub enum ResponseDecision {
+    /// Keep the (possibly edited) response.
+    Pass,
+    /// Replace it.
+    Replace(GatewayResponse),
+}
+
+/// What `on-stream-chunk` decided.
+pub enum ChunkDecision {
+    /// Send the chunk unchanged.
+    Pass,
+    /// Send these bytes instead.
+    Rewrite(Bytes),
+    /// Send nothing.
+    Drop,
+    /// End the stream with this error.
+    Abort(Error),
+}
+
+/// Converts and checks an `on-request` result.
+///
+/// # Errors
+/// [`Failure::Invalid`] or [`Failure::Output`].
+pub fn request_action(action: RequestAction, max: usize) -> Result<RequestDecision, Failure> {
+    Ok(match action {
+        RequestAction::Continue => RequestDecision::Continue,
+        RequestAction::Respond(r) => RequestDecision::Respond(reply(r, max)?),
+        RequestAction::Reject(r) => RequestDecision::Reject(rejection(r, max)?),
+    })
+}
+
+/// Converts and checks an `on-response` result.
+///
+/// # Errors
+/// [`Failure::Invalid`] or [`Failure::Output`].
+pub fn response_action(action: ResponseAction, max: usize) -> Result<ResponseDecision, Failure> {
+    Ok(match action {
+        ResponseAction::Pass => ResponseDecision::Pass,
+        ResponseAction::Replace(r) => ResponseDecision::Replace(reply(r, max)?),
+    })
+}
+
+/// Converts and checks an `on-stream-chunk` result.
+///
+/// # Errors
+/// [`Failure::Invalid`] or [`Failure::Output`].
+pub fn chunk_action(action: ChunkAction, max: usize) -> Result<ChunkDecision, Failure> {
+    Ok(match action {
+        ChunkAction::Pass => ChunkDecision::Pass,
+        ChunkAction::Drop => ChunkDecision::Drop,
+        ChunkAction::Rewrite(bytes) => {
+            if bytes.len() > max {
+                return Err(Failure::Output);
+            }
+            ChunkDecision::Rewrite(Bytes::from(bytes))
+        }
+        ChunkAction::Abort(r) => ChunkDecision::Abort(rejection(r, max)?),
+    })
+}
+
+fn reply(r: Reply, max: usize) -> Result<GatewayResponse, Failure> {
+    let size = r.body.len() + r.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    if size > max {
+        return Err(Failure::Output);
+    }
+    if !(100..=599).contains(&r.status) {
+        return Err(Failure::Invalid(format!("reply status {} is not 100..=599", r.status)));
+    }
+    if serde_json::from_str::<serde::de::IgnoredAny>(&r.body).is_err() {
+        return Err(Failure::Invalid("reply body is not JSON".into()));
+    }
+    let mut headers = HeaderMap::with_capacity(r.headers.len());
+    for (k, v) in r.headers {
+        let name =
+            HeaderName::from_bytes(k.as_bytes()).map_err(|_| Failure::Invalid(format!("bad header name {k:?}")))?;
+        if matches!(name.as_str(), "content-length" | "transfer-encoding" | "connection" | "content-type") {
+            return Err(Failure::Invalid(format!("header {name} is managed by the gateway")));
+        }
+        let value = HeaderValue::from_str(&v).map_err(|_| Failure::Invalid(format!("bad value for header {name}")))?;
+        headers.append(name, value);
+    }
+    Ok(GatewayResponse { status: r.status, headers, body: Bytes::from(r.body) })
+}
+
+fn rejection(r: Rejection, max: usize) -> Result<Error, Failure> {
+    if r.message.len() + r.code.as_ref().map_or(0, String::len) > max {
+        return Err(Failure::Output);
+    }
+    if !(400..=599).contains(&r.status) {
+        return Err(Failure::Invalid(format!("rejection status {} is not 400..=599", r.status)));
+    }
+    let mut err = Error::new(ErrorKind::PluginRejected { status: r.status }, r.message);
+    if let Some(code) = r.code {
+        let ok = !code.is_empty()
+            && code.len() <= 64
+            && code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok {
+            return Err(Failure::Invalid("rejection code must be 1-64 chars of [a-z0-9_]".into()));
+        }
+        err = err.with_code(code);
+    }
+    Ok(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rej(status: u16, code: Option<&str>) -> RequestAction {
+        RequestAction::Reject(Rejection { status, message: "no".into(), code: code.map(Into::into) })
+    }
+
+    #[test]
+    fn rejection_becomes_plugin_rejected_error() {
+        let Ok(RequestDecision::Reject(e)) = request_action(rej(403, Some("blocked")), 1024) else { panic!() };
+        assert_eq!(e.status(), 403);
+        assert_eq!(e.code_str(), "blocked");
+        assert_eq!(e.message, "no");
+    }
+
+    #[test]
+    fn invalid_decisions_are_refused() {
+        assert!(matches!(request_action(rej(200, None), 1024), Err(Failure::Invalid(_))));
+        assert!(matches!(request_action(rej(400, Some("Bad Code")), 1024), Err(Failure::Invalid(_))));
+        let bad_body = RequestAction::Respond(Reply { status: 200, headers: vec![], body: "{".into() });
+        assert!(matches!(request_action(bad_body, 1024), Err(Failure::Invalid(_))));
+        let bad_status = RequestAction::Respond(Reply { status: 99, headers: vec![], body: "{}".into() });
+        assert!(matches!(request_action(bad_status, 1024), Err(Failure::Invalid(_))));
+        let bad_header = RequestAction::Respond(Reply {
+            status: 200,
+            headers: vec![("content-length".into(), "1".into())],
+            body: "{}".into(),
+        });
+        assert!(matches!(request_action(bad_header, 1024), Err(Failure::Invalid(_))));
+    }
+
+    #[test]
+    fn oversized_output_is_refused() {
+        let big =
+            RequestAction::Respond(Reply { status: 200, headers: vec![], body: format!("\"{}\"", "a".repeat(100)) });
+        assert_eq!(request_action(big, 64).err(), Some(Failure::Output));
+        assert_eq!(chunk_action(ChunkAction::Rewrite(vec![0; 65]), 64).err(), Some(Failure::Output));
+        assert!(matches!(chunk_action(ChunkAction::Rewrite(vec![0; 64]), 64), Ok(ChunkDecision::Rewrite(_))));
+    }
+
+    #[test]
+    fn reply_keeps_status_headers_and_body() {
+        let r = Reply { status: 200, headers: vec![("x-cache".into(), "hit".into())], body: "{\"a\":1}".into() };
+        let Ok(ResponseDecision::Replace(resp)) = response_action(ResponseAction::Replace(r), 1024) else { panic!() };
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.headers["x-cache"], "hit");
+        assert_eq!(&resp.body[..], b"{\"a\":1}");
+    }
+}

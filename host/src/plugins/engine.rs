@@ -1,0 +1,207 @@
+//! Load time, off the request path: the one wasmtime engine (component model, fuel, epoch
+//! interruption, pooling allocator), its epoch ticker, and compiling components through a
+//! disk cache keyed by content hash + engine compatibility hash.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::{PACKAGE, VERSION};
+use super::host::{self, StoreData};
+use crate::config::MAX_MEMORY_LIMIT;
+
+/// How often the epoch advances. Each tick, a running guest checks its deadline and yields to
+/// the tokio scheduler, so a stalled plugin never holds a worker thread longer than this.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The process-wide engine and the linker with every granted capability.
+pub struct Runtime {
+    /// The engine.
+    pub engine: Engine,
+    /// Host imports (shared by all plugins; instantiation is pre-resolved per plugin).
+    pub linker: Linker<StoreData>,
+}
+
+/// The process-wide runtime, made on first use; starts the epoch ticker thread.
+///
+/// # Errors
+/// When the engine cannot be configured (e.g. virtual memory for the pool cannot be
+/// reserved).
+pub fn runtime() -> Result<&'static Runtime, String> {
+    static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+    RUNTIME.get_or_init(build).as_ref().map_err(Clone::clone)
+}
+
+fn build() -> Result<Runtime, String> {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        // Async-component concurrency would double call cost; plugins do not need it.
+        .concurrency_support(false)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .cranelift_opt_level(wasmtime::OptLevel::Speed);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(1000)
+        .total_core_instances(2000)
+        .total_memories(1000)
+        .total_tables(2000)
+        .total_stacks(1000)
+        .max_memory_size(MAX_MEMORY_LIMIT);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    let engine = Engine::new(&config).map_err(|e| format!("cannot start the wasm engine: {e}"))?;
+    let mut linker = Linker::new(&engine);
+    host::add_to_linker(&mut linker).map_err(|e| format!("cannot link host capabilities: {e}"))?;
+    let ticker = engine.weak();
+    std::thread::Builder::new()
+        .name("weir-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = ticker.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
+    Ok(Runtime { engine, linker })
+}
+
+/// Compiles `bytes`, or loads the cached compilation from `cache_dir`.
+///
+/// # Errors
+/// The component is invalid or not a Weir plugin of a supported version.
+pub fn compile(engine: &Engine, bytes: &[u8], cache_dir: Option<&Path>) -> Result<Component, String> {
+    let component = match cache_dir {
+        Some(dir) => cached(engine, bytes, dir)?,
+        None => Component::new(engine, bytes).map_err(|e| format!("invalid component: {e:#}"))?,
+    };
+    check_contract(engine, &component)?;
+    Ok(component)
+}
+
+/// The cache file for `bytes` on this engine.
+pub fn cache_path(engine: &Engine, bytes: &[u8], dir: &Path) -> PathBuf {
+    let mut compat = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut compat);
+    let digest = Sha256::digest(bytes);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!("{hex}-{:016x}.cwasm", compat.finish()))
+}
+
+fn cached(engine: &Engine, bytes: &[u8], dir: &Path) -> Result<Component, String> {
+    let path = cache_path(engine, bytes, dir);
+    if path.exists() {
+        // SAFETY: the file was written by `precompile_component` on an engine with the same
+        // compatibility hash (it is in the name) into a cache directory private to the
+        // gateway's user (documented requirement); wasmtime also checks its header. A file that
+        // fails to load is recompiled and overwritten.
+        #[allow(unsafe_code)]
+        let loaded = unsafe { Component::deserialize_file(engine, &path) };
+        match loaded {
+            Ok(c) => return Ok(c),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component"),
+        }
+    }
+    let compiled = engine.precompile_component(bytes).map_err(|e| format!("invalid component: {e:#}"))?;
+    if let Err(e) = write_atomically(dir, &path, &compiled) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot write the component cache");
+    }
+    // SAFETY: `compiled` was produced by `precompile_component` on this very engine just now.
+    #[allow(unsafe_code)]
+    let component = unsafe { Component::deserialize(engine, &compiled) };
+    component.map_err(|e| format!("invalid component: {e:#}"))
+}
+
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    create_private_dir(dir)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
+/// The compatibility key of a semver version: the major, or for `0.x` the minor.
+fn compat_key(version: &str) -> Option<(u64, u64)> {
+    let mut parts = version.split(['.', '-', '+']);
+    let major: u64 = parts.next()?.parse().ok()?;
+    let minor: u64 = parts.next()?.parse().ok()?;
+    Some(if major == 0 { (0, minor) } else { (major, 0) })
+}
+
+/// Refuses components that do not export `weir:plugin/handler` at a compatible version.
+///
+/// # Errors
+/// A message saying which version the component targets and which this gateway supports.
+pub fn check_contract(engine: &Engine, component: &Component) -> Result<(), String> {
+    let ty = component.component_type();
+    let ours = compat_key(VERSION).expect("VERSION is semver");
+    let mut found = None;
+    for (name, _) in ty.exports(engine) {
+        if let Some(rest) = name.strip_prefix(PACKAGE).and_then(|r| r.strip_prefix("/handler")) {
+            found = Some(rest.strip_prefix('@').unwrap_or("").to_owned());
+        }
+    }
+    check_version(found.as_deref(), ours)
+}
+
+fn check_version(found: Option<&str>, ours: (u64, u64)) -> Result<(), String> {
+    let Some(version) = found else {
+        return Err(format!("the component does not export {PACKAGE}/handler: is it a Weir plugin?"));
+    };
+    match compat_key(version) {
+        Some(key) if key == ours => Ok(()),
+        _ => Err(format!(
+            "the component was built for {PACKAGE}@{version}, but this gateway supports {PACKAGE}@{VERSION} \
+             (compatible: same major version, same minor for 0.x); rebuild it with a matching SDK"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_match_by_major_or_zero_minor() {
+        let ours = compat_key("0.1.0").unwrap();
+        assert!(check_version(Some("0.1.0"), ours).is_ok());
+        assert!(check_version(Some("0.1.7"), ours).is_ok());
+        let err = check_version(Some("0.2.0"), ours).unwrap_err();
+        assert!(err.contains("weir:plugin@0.2.0") && err.contains("supports weir:plugin@0.1.0"), "{err}");
+        assert!(check_version(Some("1.0.0"), ours).is_err());
+        assert!(check_version(Some(""), ours).is_err());
+        assert!(check_version(None, ours).unwrap_err().contains("is it a Weir plugin"));
+        assert_eq!(compat_key("2.3.4"), Some((2, 0)));
+    }
+
+    #[test]
+    fn invalid_bytes_are_refused_with_a_message() {
+        let rt = runtime().unwrap();
+        let err = compile(&rt.engine, b"not wasm", None).err().unwrap();
+        assert!(err.starts_with("invalid component"), "{err}");
+    }
+
+    #[test]
+    fn cache_path_depends_on_content() {
+        let rt = runtime().unwrap();
+        let a = cache_path(&rt.engine, b"a", Path::new("/c"));
+        let b = cache_path(&rt.engine, b"b", Path::new("/c"));
+        assert_ne!(a, b);
+        assert_eq!(a, cache_path(&rt.engine, b"a", Path::new("/c")));
+        assert!(a.to_string_lossy().ends_with(".cwasm"));
+    }
+}

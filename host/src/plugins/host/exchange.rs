@@ -1,0 +1,393 @@
+//! The `request` and `response` resources: the host keeps the data, a hook gets a handle and
+//! copies out only what it asks for. One exchange slot per instance, filled for one call.
+//! Granted to every plugin; writes are capped by the plugin's `max_output_bytes` and refused
+//! in post hooks (the request body has gone upstream by then).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use serde_json::Value;
+use wasmtime::component::{HasSelf, Linker, Resource};
+
+use super::StoreData;
+use crate::exchange::{GatewayRequest, GatewayResponse};
+use crate::plugins::bindings::types::{self, Endpoint};
+use crate::plugins::bindings::{RequestHandle, ResponseHandle};
+use crate::plugins::json;
+use crate::providers::Endpoint as GatewayEndpoint;
+
+/// Longest model name a plugin may set.
+pub const MAX_MODEL_BYTES: usize = 256;
+
+/// The request as the current call sees it.
+enum RequestSlot {
+    Empty,
+    /// `on-request`: editable.
+    Owned(GatewayRequest),
+    /// Post hooks: read-only metadata.
+    Shared(Arc<GatewayRequest>),
+}
+
+/// Per-instance exchange slot.
+pub struct Exchange {
+    request: RequestSlot,
+    provider: Option<Arc<str>>,
+    response: Option<GatewayResponse>,
+    /// The response body parsed on the first pointer access; re-serialized when edited.
+    response_doc: Option<Value>,
+    response_edited: bool,
+    /// The request body was edited through `set`/`set-body` (the caller re-validates it).
+    pub body_edited: bool,
+    /// The model was changed (the caller re-routes).
+    pub model_edited: bool,
+    max_output: usize,
+}
+
+impl Exchange {
+    /// An empty slot; writes larger than `max_output` bytes are refused.
+    pub fn new(max_output: usize) -> Self {
+        Self {
+            request: RequestSlot::Empty,
+            provider: None,
+            response: None,
+            response_doc: None,
+            response_edited: false,
+            body_edited: false,
+            model_edited: false,
+            max_output,
+        }
+    }
+
+    /// Fills the slot for `on-request` (the request moves in; take it back with
+    /// [`Exchange::take_request`]).
+    pub fn put_request(&mut self, req: GatewayRequest, provider: Option<Arc<str>>) {
+        self.request = RequestSlot::Owned(req);
+        self.provider = provider;
+        self.body_edited = false;
+        self.model_edited = false;
+    }
+
+    /// Takes back the request put in by [`Exchange::put_request`].
+    pub fn take_request(&mut self) -> Option<GatewayRequest> {
+        match std::mem::replace(&mut self.request, RequestSlot::Empty) {
+            RequestSlot::Owned(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Fills the slot for a post hook.
+    pub fn put_shared(&mut self, req: Arc<GatewayRequest>, provider: Option<Arc<str>>) {
+        self.request = RequestSlot::Shared(req);
+        self.provider = provider;
+    }
+
+    /// Puts a response in for `on-response`.
+    pub fn put_response(&mut self, resp: GatewayResponse) {
+        self.response = Some(resp);
+        self.response_doc = None;
+        self.response_edited = false;
+    }
+
+    /// Takes the (possibly edited) response back out.
+    pub fn take_response(&mut self) -> Option<GatewayResponse> {
+        let mut resp = self.response.take()?;
+        if self.response_edited
+            && let Some(doc) = self.response_doc.take()
+        {
+            resp.body = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
+        }
+        self.response_doc = None;
+        self.response_edited = false;
+        Some(resp)
+    }
+
+    /// Empties the slot after a call (drops the shared request and provider handles).
+    pub fn clear(&mut self) {
+        self.request = RequestSlot::Empty;
+        self.provider = None;
+        self.response = None;
+        self.response_doc = None;
+    }
+
+    fn req(&self) -> Option<&GatewayRequest> {
+        match &self.request {
+            RequestSlot::Owned(r) => Some(r),
+            RequestSlot::Shared(r) => Some(r),
+            RequestSlot::Empty => None,
+        }
+    }
+
+    fn req_mut(&mut self) -> Result<&mut GatewayRequest, String> {
+        match &mut self.request {
+            RequestSlot::Owned(r) => Ok(r),
+            _ => Err("the request is read-only outside on-request".into()),
+        }
+    }
+
+    fn check_size(&self, len: usize) -> Result<(), String> {
+        if len > self.max_output {
+            return Err(format!("value larger than max_output_bytes ({})", self.max_output));
+        }
+        Ok(())
+    }
+
+    fn response_doc(&mut self) -> Option<&mut Value> {
+        if self.response_doc.is_none() {
+            let resp = self.response.as_ref()?;
+            self.response_doc = serde_json::from_slice(&resp.body).ok();
+        }
+        self.response_doc.as_mut()
+    }
+}
+
+impl types::Host for Exchange {}
+
+impl types::HostRequest for Exchange {
+    fn id(&mut self, _: Resource<RequestHandle>) -> String {
+        self.req().map(|r| r.id.to_string()).unwrap_or_default()
+    }
+
+    fn endpoint(&mut self, _: Resource<RequestHandle>) -> Endpoint {
+        match self.req().map(|r| r.endpoint) {
+            Some(GatewayEndpoint::Embeddings) => Endpoint::Embeddings,
+            _ => Endpoint::ChatCompletions,
+        }
+    }
+
+    fn model(&mut self, _: Resource<RequestHandle>) -> String {
+        self.req().map(|r| r.model.clone()).unwrap_or_default()
+    }
+
+    fn set_model(&mut self, _: Resource<RequestHandle>, model: String) {
+        if model.is_empty() || model.len() > MAX_MODEL_BYTES {
+            return;
+        }
+        if let Ok(req) = self.req_mut() {
+            req.body.insert("model".into(), Value::String(model.clone()));
+            req.model = model;
+            self.model_edited = true;
+        }
+    }
+
+    fn provider(&mut self, _: Resource<RequestHandle>) -> Option<String> {
+        self.provider.as_deref().map(str::to_owned)
+    }
+
+    fn is_stream(&mut self, _: Resource<RequestHandle>) -> bool {
+        self.req().is_some_and(|r| r.stream)
+    }
+
+    fn header(&mut self, _: Resource<RequestHandle>, name: String) -> Option<String> {
+        let value = self.req()?.headers.get(name.as_str())?;
+        value.to_str().ok().map(str::to_owned)
+    }
+
+    fn headers(&mut self, _: Resource<RequestHandle>) -> Vec<(String, String)> {
+        let Some(req) = self.req() else { return Vec::new() };
+        req.headers.iter().filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned()))).collect()
+    }
+
+    fn body(&mut self, _: Resource<RequestHandle>) -> Option<String> {
+        match &self.request {
+            RequestSlot::Owned(r) => serde_json::to_string(&r.body).ok(),
+            _ => None,
+        }
+    }
+
+    fn get(&mut self, _: Resource<RequestHandle>, pointer: String) -> Option<String> {
+        let req = self.req()?;
+        json::get(&req.body, &pointer).and_then(|v| serde_json::to_string(v).ok())
+    }
+
+    fn set(&mut self, _: Resource<RequestHandle>, pointer: String, json: String) -> Result<(), String> {
+        self.check_size(json.len())?;
+        let value: Value = serde_json::from_str(&json).map_err(|e| format!("invalid JSON: {e}"))?;
+        let req = self.req_mut()?;
+        json::set(&mut req.body, &pointer, value).map_err(str::to_owned)?;
+        self.body_edited = true;
+        Ok(())
+    }
+
+    fn set_body(&mut self, _: Resource<RequestHandle>, json: String) -> Result<(), String> {
+        self.check_size(json.len())?;
+        let value: Value = serde_json::from_str(&json).map_err(|e| format!("invalid JSON: {e}"))?;
+        let Value::Object(map) = value else { return Err("the body must be a JSON object".into()) };
+        self.req_mut()?.body = map;
+        self.body_edited = true;
+        Ok(())
+    }
+
+    fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl types::HostResponse for Exchange {
+    fn status(&mut self, _: Resource<ResponseHandle>) -> u16 {
+        self.response.as_ref().map_or(0, |r| r.status)
+    }
+
+    fn header(&mut self, _: Resource<ResponseHandle>, name: String) -> Option<String> {
+        let v = self.response.as_ref()?.headers.get(name.as_str())?;
+        v.to_str().ok().map(str::to_owned)
+    }
+
+    fn set_header(&mut self, _: Resource<ResponseHandle>, name: String, value: String) -> Result<(), String> {
+        self.check_size(name.len() + value.len())?;
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| "invalid header name".to_owned())?;
+        if matches!(name.as_str(), "content-length" | "transfer-encoding" | "connection" | "content-type") {
+            return Err(format!("header {name} is managed by the gateway"));
+        }
+        let value = HeaderValue::from_str(&value).map_err(|_| "invalid header value".to_owned())?;
+        let resp = self.response.as_mut().ok_or("no response in this hook")?;
+        resp.headers.insert(name, value);
+        Ok(())
+    }
+
+    fn body(&mut self, _: Resource<ResponseHandle>) -> String {
+        if self.response_edited
+            && let Some(doc) = &self.response_doc
+        {
+            return doc.to_string();
+        }
+        self.response.as_ref().map(|r| String::from_utf8_lossy(&r.body).into_owned()).unwrap_or_default()
+    }
+
+    fn get(&mut self, _: Resource<ResponseHandle>, pointer: String) -> Option<String> {
+        let doc = self.response_doc()?;
+        doc.pointer(&pointer).map(Value::to_string)
+    }
+
+    fn set(&mut self, _: Resource<ResponseHandle>, pointer: String, json: String) -> Result<(), String> {
+        self.check_size(json.len())?;
+        let value: Value = serde_json::from_str(&json).map_err(|e| format!("invalid JSON: {e}"))?;
+        let doc = self.response_doc().ok_or("the response body is not JSON")?;
+        let map = doc.as_object_mut().ok_or("the response body is not a JSON object")?;
+        json::set(map, &pointer, value).map_err(str::to_owned)?;
+        self.response_edited = true;
+        Ok(())
+    }
+
+    fn set_body(&mut self, _: Resource<ResponseHandle>, json: String) -> Result<(), String> {
+        self.check_size(json.len())?;
+        let value: Value = serde_json::from_str(&json).map_err(|e| format!("invalid JSON: {e}"))?;
+        if self.response.is_none() {
+            return Err("no response in this hook".into());
+        }
+        self.response_doc = Some(value);
+        self.response_edited = true;
+        Ok(())
+    }
+
+    fn drop(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+/// Adds `weir:plugin/types` (the two resources) to the linker.
+///
+/// # Errors
+/// Only on a linker conflict (a bug).
+pub fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
+    types::add_to_linker::<StoreData, HasSelf<Exchange>>(linker, |d| &mut d.exchange)
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderMap;
+    use serde_json::json;
+    use types::{HostRequest as R, HostResponse as S};
+
+    use super::*;
+
+    fn request() -> GatewayRequest {
+        let mut headers = HeaderMap::new();
+        headers.insert("user-agent", HeaderValue::from_static("t"));
+        GatewayRequest {
+            id: "req_1".into(),
+            endpoint: GatewayEndpoint::ChatCompletions,
+            model: "m".into(),
+            stream: false,
+            body: json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).as_object().unwrap().clone(),
+            headers,
+        }
+    }
+
+    fn h() -> Resource<RequestHandle> {
+        Resource::new_borrow(0)
+    }
+
+    fn rh() -> Resource<ResponseHandle> {
+        Resource::new_borrow(0)
+    }
+
+    #[test]
+    fn getters_copy_only_what_is_asked() {
+        let mut ex = Exchange::new(1024);
+        ex.put_request(request(), Some("mock".into()));
+        assert_eq!(R::id(&mut ex, h()), "req_1");
+        assert_eq!(R::model(&mut ex, h()), "m");
+        assert_eq!(R::provider(&mut ex, h()).as_deref(), Some("mock"));
+        assert_eq!(R::get(&mut ex, h(), "/messages/0/content".into()).as_deref(), Some("\"hi\""));
+        assert_eq!(R::header(&mut ex, h(), "user-agent".into()).as_deref(), Some("t"));
+        assert_eq!(R::headers(&mut ex, h()).len(), 1);
+        assert!(!ex.body_edited && !ex.model_edited);
+    }
+
+    #[test]
+    fn edits_apply_in_place_and_are_flagged() {
+        let mut ex = Exchange::new(1024);
+        ex.put_request(request(), None);
+        R::set(&mut ex, h(), "/messages/0/content".into(), "\"bye\"".into()).unwrap();
+        R::set_model(&mut ex, h(), "other".into());
+        let req = ex.take_request().unwrap();
+        assert_eq!(req.body["messages"][0]["content"], "bye");
+        assert_eq!(req.model, "other");
+        assert_eq!(req.body["model"], "other");
+        assert!(ex.body_edited && ex.model_edited);
+    }
+
+    #[test]
+    fn writes_are_capped_and_validated() {
+        let mut ex = Exchange::new(16);
+        ex.put_request(request(), None);
+        assert!(R::set(&mut ex, h(), "/x".into(), format!("\"{}\"", "a".repeat(64))).is_err());
+        assert!(R::set(&mut ex, h(), "/x".into(), "{not json".into()).is_err());
+        assert!(R::set_body(&mut ex, h(), "[1]".into()).is_err());
+        R::set_model(&mut ex, h(), "m".repeat(MAX_MODEL_BYTES + 1));
+        assert!(!ex.model_edited);
+    }
+
+    #[test]
+    fn post_hooks_cannot_edit_the_request() {
+        let mut ex = Exchange::new(1024);
+        ex.put_shared(Arc::new(request()), Some("mock".into()));
+        assert!(R::set(&mut ex, h(), "/x".into(), "1".into()).is_err());
+        assert_eq!(R::body(&mut ex, h()), None);
+        assert_eq!(R::model(&mut ex, h()), "m");
+    }
+
+    #[test]
+    fn response_edits_are_serialized_back() {
+        let mut ex = Exchange::new(1024);
+        ex.put_response(GatewayResponse::ok(Bytes::from_static(br#"{"choices":[{"text":"a"}]}"#)));
+        assert_eq!(S::get(&mut ex, rh(), "/choices/0/text".into()).as_deref(), Some("\"a\""));
+        S::set(&mut ex, rh(), "/choices/0/text".into(), "\"b\"".into()).unwrap();
+        S::set_header(&mut ex, rh(), "x-plugin".into(), "1".into()).unwrap();
+        assert!(S::set_header(&mut ex, rh(), "content-length".into(), "1".into()).is_err());
+        let resp = ex.take_response().unwrap();
+        let v: Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(v["choices"][0]["text"], "b");
+        assert_eq!(resp.headers["x-plugin"], "1");
+    }
+
+    #[test]
+    fn unedited_response_is_passed_through_untouched() {
+        let mut ex = Exchange::new(1024);
+        let body = Bytes::from_static(b"{ \"a\" : 1 }");
+        ex.put_response(GatewayResponse::ok(body.clone()));
+        let _ = S::get(&mut ex, rh(), "/a".into());
+        assert_eq!(ex.take_response().unwrap().body, body);
+    }
+}

@@ -1,0 +1,163 @@
+//! Capability `metrics`: plugin-defined counters and histograms, exported as
+//! `weir_plugin_custom_<name>{plugin="..."}`. Granted to every plugin with bounded names and
+//! a bounded number of series, so a plugin cannot blow up the metrics cardinality.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use wasmtime::component::{HasSelf, Linker};
+
+use super::StoreData;
+use crate::plugins::bindings::metrics;
+
+/// Longest metric name.
+pub const MAX_NAME_BYTES: usize = 64;
+/// Most distinct names (counters + histograms) per plugin.
+pub const MAX_NAMES: usize = 32;
+
+/// One plugin's metric handles, shared by its instances.
+pub struct CustomMetrics {
+    plugin: Arc<str>,
+    counters: Mutex<HashMap<String, ::metrics::Counter>>,
+    histograms: Mutex<HashMap<String, ::metrics::Histogram>>,
+    warned: AtomicBool,
+}
+
+impl CustomMetrics {
+    /// No metrics yet for `plugin`.
+    pub fn new(plugin: Arc<str>) -> Self {
+        Self { plugin, counters: Mutex::default(), histograms: Mutex::default(), warned: AtomicBool::new(false) }
+    }
+
+    fn valid(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= MAX_NAME_BYTES
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    }
+
+    fn refuse(&self, name: &str, why: &str) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            let name = super::log::truncate(name, MAX_NAME_BYTES);
+            tracing::warn!(plugin = %self.plugin, metric = name, "plugin metric ignored: {why} (logged once)");
+        }
+    }
+
+    fn total(&self) -> usize {
+        let c = self.counters.lock().map_or(0, |m| m.len());
+        let h = self.histograms.lock().map_or(0, |m| m.len());
+        c + h
+    }
+
+    /// Adds to a counter, registering it on first use.
+    pub fn counter(&self, name: &str, value: u64) {
+        if !Self::valid(name) {
+            return self.refuse(name, "invalid name");
+        }
+        if let Some(c) = self.counters.lock().ok().and_then(|m| m.get(name).cloned()) {
+            return c.increment(value);
+        }
+        if self.total() >= MAX_NAMES {
+            return self.refuse(name, "too many metric names");
+        }
+        let c = ::metrics::counter!(format!("weir_plugin_custom_{name}"), "plugin" => self.plugin.to_string());
+        c.increment(value);
+        if let Ok(mut m) = self.counters.lock() {
+            m.insert(name.to_owned(), c);
+        }
+    }
+
+    /// Records a histogram observation, registering it on first use.
+    pub fn histogram(&self, name: &str, value: f64) {
+        if !Self::valid(name) {
+            return self.refuse(name, "invalid name");
+        }
+        if !value.is_finite() {
+            return self.refuse(name, "non-finite value");
+        }
+        if let Some(h) = self.histograms.lock().ok().and_then(|m| m.get(name).cloned()) {
+            return h.record(value);
+        }
+        if self.total() >= MAX_NAMES {
+            return self.refuse(name, "too many metric names");
+        }
+        let h = ::metrics::histogram!(format!("weir_plugin_custom_{name}"), "plugin" => self.plugin.to_string());
+        h.record(value);
+        if let Ok(mut m) = self.histograms.lock() {
+            m.insert(name.to_owned(), h);
+        }
+    }
+
+    /// Distinct names registered so far.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.total()
+    }
+
+    /// Whether no metric was registered yet.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.total() == 0
+    }
+}
+
+/// Per-instance state: the plugin's shared handles.
+pub struct MetricsState {
+    shared: Arc<CustomMetrics>,
+}
+
+impl MetricsState {
+    /// Access to `shared`.
+    pub fn new(shared: Arc<CustomMetrics>) -> Self {
+        Self { shared }
+    }
+}
+
+impl metrics::Host for MetricsState {
+    fn counter(&mut self, name: String, value: u64) {
+        self.shared.counter(&name, value);
+    }
+
+    fn histogram(&mut self, name: String, value: f64) {
+        self.shared.histogram(&name, value);
+    }
+}
+
+/// Adds `weir:plugin/metrics` to the linker.
+///
+/// # Errors
+/// Only on a linker conflict (a bug).
+pub fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
+    metrics::add_to_linker::<StoreData, HasSelf<MetricsState>>(linker, |d| &mut d.metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::bindings::metrics::Host as _;
+
+    #[test]
+    fn names_are_validated() {
+        let shared = Arc::new(CustomMetrics::new("p".into()));
+        let mut m = MetricsState::new(shared.clone());
+        m.counter("Bad-Name".into(), 1);
+        m.counter(String::new(), 1);
+        m.counter("x".repeat(MAX_NAME_BYTES + 1), 1);
+        m.histogram("nan".into(), f64::NAN);
+        assert!(shared.is_empty());
+        m.counter("hits".into(), 1);
+        m.counter("hits".into(), 1);
+        m.histogram("size".into(), 3.0);
+        assert_eq!(shared.len(), 2);
+    }
+
+    #[test]
+    fn cardinality_is_bounded() {
+        let shared = Arc::new(CustomMetrics::new("p".into()));
+        let mut m = MetricsState::new(shared.clone());
+        for i in 0..(MAX_NAMES * 2) {
+            m.counter(format!("c{i}"), 1);
+        }
+        assert_eq!(shared.len(), MAX_NAMES);
+    }
+}

@@ -1,0 +1,118 @@
+//! JSON-pointer (RFC 6901) reads and writes on request/response bodies, done host-side so a
+//! plugin can read one field without copying or parsing the whole body.
+
+use serde_json::{Map, Value};
+
+/// Why a pointer write failed (shown to the plugin).
+pub type WriteError = &'static str;
+
+/// Splits a pointer into unescaped tokens; `None` if it does not start with `/` (and is not
+/// empty).
+fn tokens(pointer: &str) -> Option<impl Iterator<Item = String> + '_> {
+    if !pointer.is_empty() && !pointer.starts_with('/') {
+        return None;
+    }
+    Some(pointer.split('/').skip(1).map(|t| t.replace("~1", "/").replace("~0", "~")))
+}
+
+/// The value at `pointer` inside an object body (`""` is the whole body, not handled here).
+pub fn get<'a>(body: &'a Map<String, Value>, pointer: &str) -> Option<&'a Value> {
+    let mut toks = tokens(pointer)?;
+    let first = toks.next()?;
+    let mut cur = body.get(&first)?;
+    for t in toks {
+        cur = match cur {
+            Value::Object(m) => m.get(&t)?,
+            Value::Array(a) => a.get(index(&t)?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+fn index(t: &str) -> Option<usize> {
+    if t.len() > 1 && t.starts_with('0') {
+        return None;
+    }
+    t.parse().ok()
+}
+
+/// Sets the value at `pointer` (parent must exist; `-` appends to an array).
+///
+/// # Errors
+/// A short reason when the pointer is malformed or its parent is missing.
+pub fn set(body: &mut Map<String, Value>, pointer: &str, value: Value) -> Result<(), WriteError> {
+    let toks: Vec<String> = tokens(pointer).ok_or("pointer must start with '/'")?.collect();
+    let Some((last, parents)) = toks.split_last() else {
+        return Err("use set-body to replace the whole body");
+    };
+    let Some((first, rest)) = parents.split_first() else {
+        body.insert(last.clone(), value);
+        return Ok(());
+    };
+    let mut cur = body.get_mut(first).ok_or("parent does not exist")?;
+    for t in rest {
+        cur = match cur {
+            Value::Object(m) => m.get_mut(t).ok_or("parent does not exist")?,
+            Value::Array(a) => a.get_mut(index(t).ok_or("bad array index")?).ok_or("parent does not exist")?,
+            _ => return Err("parent is not an object or array"),
+        };
+    }
+    match cur {
+        Value::Object(m) => {
+            m.insert(last.clone(), value);
+            Ok(())
+        }
+        Value::Array(a) if last == "-" => {
+            a.push(value);
+            Ok(())
+        }
+        Value::Array(a) => {
+            let slot = a.get_mut(index(last).ok_or("bad array index")?).ok_or("array index out of range")?;
+            *slot = value;
+            Ok(())
+        }
+        _ => Err("parent is not an object or array"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn body() -> Map<String, Value> {
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "a/b": {"~x": 1}})
+            .as_object()
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn get_follows_objects_arrays_and_escapes() {
+        let b = body();
+        assert_eq!(get(&b, "/model"), Some(&json!("m")));
+        assert_eq!(get(&b, "/messages/0/content"), Some(&json!("hi")));
+        assert_eq!(get(&b, "/a~1b/~0x"), Some(&json!(1)));
+        assert_eq!(get(&b, "/messages/1"), None);
+        assert_eq!(get(&b, "/messages/01"), None);
+        assert_eq!(get(&b, "model"), None);
+        assert_eq!(get(&b, ""), None);
+    }
+
+    #[test]
+    fn set_replaces_appends_and_refuses_missing_parents() {
+        let mut b = body();
+        set(&mut b, "/messages/0/content", json!("bye")).unwrap();
+        set(&mut b, "/messages/-", json!({"role": "user"})).unwrap();
+        set(&mut b, "/temperature", json!(0.5)).unwrap();
+        assert_eq!(get(&b, "/messages/0/content"), Some(&json!("bye")));
+        assert_eq!(b["messages"].as_array().unwrap().len(), 2);
+        assert_eq!(b["temperature"], json!(0.5));
+        assert!(set(&mut b, "/nope/x", json!(1)).is_err());
+        assert!(set(&mut b, "/messages/9", json!(1)).is_err());
+        assert!(set(&mut b, "", json!(1)).is_err());
+        assert!(set(&mut b, "/model/x", json!(1)).is_err());
+    }
+}

@@ -1,0 +1,120 @@
+//! Metric handles of one plugin, registered at load so a hook call only bumps atomics.
+//! `weir_plugin_calls_total{plugin,hook,outcome}`, `weir_plugin_call_seconds{plugin,hook}`,
+//! `weir_plugin_fuel_used{plugin,hook}`, `weir_plugin_instances{plugin}`,
+//! `weir_plugin_instances_idle{plugin}`, `weir_plugin_instances_replaced_total{plugin,reason}`,
+//! `weir_plugin_skipped_total{plugin,hook}` (fail-open).
+
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+/// Which hook a call was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// `on-request`.
+    Request = 0,
+    /// `on-response`.
+    Response = 1,
+    /// `on-stream-chunk`.
+    StreamChunk = 2,
+}
+
+impl Hook {
+    /// Label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Hook::Request => "on_request",
+            Hook::Response => "on_response",
+            Hook::StreamChunk => "on_stream_chunk",
+        }
+    }
+}
+
+const HOOKS: [Hook; 3] = [Hook::Request, Hook::Response, Hook::StreamChunk];
+
+/// Call outcomes (`outcome` label).
+pub const OUTCOMES: [&str; 10] =
+    ["ok", "rejected", "short_circuit", "trap", "fuel", "deadline", "memory", "output", "invalid", "busy"];
+
+/// Why an instance was replaced (`reason` label).
+pub const REASONS: [&str; 5] = ["trap", "fuel", "deadline", "memory", "recycled"];
+
+/// Every metric of one plugin.
+pub struct PluginMetrics {
+    calls: Vec<[Counter; OUTCOMES.len()]>,
+    duration: Vec<Histogram>,
+    fuel: Vec<Histogram>,
+    skipped: Vec<Counter>,
+    /// Live instances (idle + busy).
+    pub instances: Gauge,
+    /// Idle instances.
+    pub idle: Gauge,
+    replaced: [Counter; REASONS.len()],
+}
+
+impl PluginMetrics {
+    /// Registers the handles of `plugin`.
+    pub fn new(plugin: &str) -> Self {
+        let p = plugin.to_owned();
+        let calls = HOOKS
+            .iter()
+            .map(|h| {
+                OUTCOMES.map(
+                    |o| counter!("weir_plugin_calls_total", "plugin" => p.clone(), "hook" => h.label(), "outcome" => o),
+                )
+            })
+            .collect();
+        let per_hook = |name: &'static str| -> Vec<Histogram> {
+            HOOKS.iter().map(|h| histogram!(name, "plugin" => p.clone(), "hook" => h.label())).collect()
+        };
+        Self {
+            calls,
+            duration: per_hook("weir_plugin_call_seconds"),
+            fuel: per_hook("weir_plugin_fuel_used"),
+            skipped: HOOKS
+                .iter()
+                .map(|h| counter!("weir_plugin_skipped_total", "plugin" => p.clone(), "hook" => h.label()))
+                .collect(),
+            instances: gauge!("weir_plugin_instances", "plugin" => p.clone()),
+            idle: gauge!("weir_plugin_instances_idle", "plugin" => p.clone()),
+            replaced: REASONS
+                .map(|r| counter!("weir_plugin_instances_replaced_total", "plugin" => p.clone(), "reason" => r)),
+        }
+    }
+
+    /// Records one call.
+    pub fn call(&self, hook: Hook, outcome: &str, took: Duration, fuel: u64) {
+        let h = hook as usize;
+        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+            self.calls[h][i].increment(1);
+        }
+        self.duration[h].record(took.as_secs_f64());
+        if fuel > 0 {
+            self.fuel[h].record(fuel as f64);
+        }
+    }
+
+    /// A fail-open plugin was skipped.
+    pub fn skipped(&self, hook: Hook) {
+        self.skipped[hook as usize].increment(1);
+    }
+
+    /// An instance was discarded for `reason`.
+    pub fn replaced(&self, reason: &str) {
+        if let Some(i) = REASONS.iter().position(|r| *r == reason) {
+            self.replaced[i].increment(1);
+        }
+    }
+}
+
+/// Describes the plugin metrics to the exporter (once, from `crate::metrics::install`).
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("weir_plugin_calls_total", "Plugin hook calls by plugin, hook and outcome");
+    describe_histogram!("weir_plugin_call_seconds", Unit::Seconds, "Plugin hook call time, checkout included");
+    describe_histogram!("weir_plugin_fuel_used", "Fuel a plugin hook call used");
+    describe_gauge!("weir_plugin_instances", "Live plugin instances (idle + busy)");
+    describe_gauge!("weir_plugin_instances_idle", "Idle plugin instances ready for a call");
+    describe_counter!("weir_plugin_instances_replaced_total", "Plugin instances discarded and replaced, by reason");
+    describe_counter!("weir_plugin_skipped_total", "Fail-open plugins skipped for a request after a failure");
+}

@@ -1,0 +1,399 @@
+//! One loaded plugin: how to make instances (compile once, `instantiate_pre`, `init`), its
+//! pool, and one guarded call per hook (check out, arm guards, call, classify, check in or
+//! replace in the background).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use serde_json::Map;
+use wasmtime::Store;
+use wasmtime::component::Resource;
+
+use super::bindings::{Hooks, PluginWorldPre};
+use super::convert::{self, ChunkDecision, RequestDecision, ResponseDecision};
+use super::engine::{self, Runtime};
+use super::guard::{self, Failure};
+use super::host::{Shared, StoreData, kv::KvStore, metrics::CustomMetrics};
+use super::instances::{Instance, Pool};
+use super::metrics::{Hook, PluginMetrics};
+use crate::config::{OnError, PluginConfig};
+use crate::exchange::{GatewayRequest, GatewayResponse};
+
+/// `init` may take this many times a hook's fuel and deadline (it parses config, builds
+/// regexes).
+const INIT_FACTOR: u32 = 10;
+
+/// Everything needed to make a fresh instance, at load and when replacing one.
+struct Factory {
+    runtime: &'static Runtime,
+    pre: PluginWorldPre<StoreData>,
+    shared: Shared,
+    init_config: String,
+    fuel: u64,
+    timeout: Duration,
+    memory_limit: usize,
+    max_output: usize,
+}
+
+impl Factory {
+    /// Instantiates and initialises one instance, under the same guards as hooks (scaled).
+    async fn make(&self) -> Result<(Instance, Hooks), String> {
+        let data = StoreData::new(&self.shared, self.memory_limit, self.max_output);
+        let mut store = Store::new(&self.runtime.engine, data);
+        guard::install(&mut store).map_err(|e| e.to_string())?;
+        let timeout = (self.timeout * INIT_FACTOR).max(Duration::from_secs(1));
+        let fuel = self.fuel.saturating_mul(u64::from(INIT_FACTOR));
+        guard::arm(&mut store, fuel, timeout).map_err(|e| e.to_string())?;
+        let hard = guard::hard_timeout(timeout);
+        let world = match guard::run(self.pre.instantiate_async(&mut store), hard).await {
+            Ok(w) => w,
+            Err(e) => return Err(format!("instantiation failed: {}", explain(e, store.data()))),
+        };
+        guard::arm(&mut store, fuel, timeout).map_err(|e| e.to_string())?;
+        let init = world.weir_plugin_handler().call_init(&mut store, &self.init_config);
+        match guard::run(init, hard).await {
+            Ok(Ok(hooks)) => Ok((Instance { store, world, calls: 0 }, hooks)),
+            Ok(Err(msg)) => Err(format!("init refused the config: {}", super::host::log::truncate(&msg, 1024))),
+            Err(e) => Err(format!("init failed: {}", explain(e, store.data()))),
+        }
+    }
+}
+
+fn explain(e: Option<wasmtime::Error>, data: &StoreData) -> String {
+    let f = guard::classify(e, data);
+    match f.detail() {
+        "" => f.describe().to_owned(),
+        d => format!("{}: {d}", f.describe()),
+    }
+}
+
+/// A loaded plugin.
+pub struct Plugin {
+    /// Name from the config.
+    pub name: Arc<str>,
+    /// Hooks it implements (from `init`).
+    pub hooks: Hooks,
+    /// Failure policy.
+    pub on_error: OnError,
+    providers: Vec<String>,
+    models: Vec<String>,
+    fuel: u64,
+    timeout: Duration,
+    hard: Duration,
+    max_output: usize,
+    max_calls: u64,
+    factory: Factory,
+    pool: Pool,
+    metrics: PluginMetrics,
+    live: AtomicUsize,
+    replaced: AtomicU64,
+    weak: Weak<Plugin>,
+}
+
+/// A snapshot of a plugin's pool, for tests, benchmarks and admin views.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Plugin name.
+    pub name: String,
+    /// Live instances (idle + busy).
+    pub live: usize,
+    /// Idle instances.
+    pub idle: usize,
+    /// Instances discarded and replaced so far.
+    pub replaced: u64,
+}
+
+impl Plugin {
+    /// Reads, compiles (through the cache), links and initialises `cfg.instances` instances.
+    ///
+    /// # Errors
+    /// A message (without the plugin name; the caller adds it).
+    pub async fn load(
+        cfg: &PluginConfig,
+        runtime: &'static Runtime,
+        cache: Option<PathBuf>,
+    ) -> Result<Arc<Self>, String> {
+        let bytes = tokio::fs::read(&cfg.path).await.map_err(|e| format!("cannot read {}: {e}", cfg.path.display()))?;
+        let eng = runtime.engine.clone();
+        let component = tokio::task::spawn_blocking(move || engine::compile(&eng, &bytes, cache.as_deref()))
+            .await
+            .map_err(|e| format!("compile task failed: {e}"))??;
+        let pre = runtime.linker.instantiate_pre(&component).map_err(|e| format!("cannot link: {e:#}"))?;
+        let pre = PluginWorldPre::new(pre).map_err(|e| format!("not a weir:plugin world: {e:#}"))?;
+        let name: Arc<str> = Arc::from(cfg.name.as_str());
+        let factory = Factory {
+            runtime,
+            pre,
+            shared: Shared {
+                name: name.clone(),
+                kv: KvStore::shared(&cfg.name),
+                metrics: Arc::new(CustomMetrics::new(name.clone())),
+            },
+            init_config: serde_json::to_string(&cfg.config).map_err(|e| format!("config is not JSON: {e}"))?,
+            fuel: cfg.fuel,
+            timeout: cfg.timeout,
+            memory_limit: cfg.memory_limit,
+            max_output: cfg.max_output_bytes,
+        };
+        let mut instances = Vec::with_capacity(cfg.instances);
+        let mut hooks = None;
+        for _ in 0..cfg.instances {
+            let (instance, h) = factory.make().await?;
+            if hooks.is_some_and(|first| first != h) {
+                return Err("init returned different hooks on different instances".into());
+            }
+            hooks = Some(h);
+            instances.push(instance);
+        }
+        let metrics = PluginMetrics::new(&cfg.name);
+        metrics.instances.set(instances.len() as f64);
+        metrics.idle.set(instances.len() as f64);
+        let live = AtomicUsize::new(instances.len());
+        Ok(Arc::new_cyclic(|weak| Plugin {
+            name,
+            hooks: hooks.unwrap_or(Hooks::empty()),
+            on_error: cfg.on_error,
+            providers: cfg.providers.clone(),
+            models: cfg.models.clone(),
+            fuel: cfg.fuel,
+            timeout: cfg.timeout,
+            hard: guard::hard_timeout(cfg.timeout),
+            max_output: cfg.max_output_bytes,
+            max_calls: cfg.max_calls,
+            factory,
+            pool: Pool::new(instances),
+            metrics,
+            live,
+            replaced: AtomicU64::new(0),
+            weak: weak.clone(),
+        }))
+    }
+
+    /// Whether the plugin runs for this provider and model.
+    pub fn in_scope(&self, provider: Option<&str>, model: &str) -> bool {
+        let provider_ok = self.providers.is_empty() || provider.is_some_and(|p| self.providers.iter().any(|x| x == p));
+        provider_ok && (self.models.is_empty() || self.models.iter().any(|m| m == model))
+    }
+
+    /// Pool counters.
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            name: self.name.to_string(),
+            live: self.live.load(Ordering::Relaxed),
+            idle: self.pool.idle(),
+            replaced: self.replaced.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A fail-open plugin was skipped after `failure`.
+    pub fn note_skipped(&self, hook: Hook) {
+        self.metrics.skipped(hook);
+    }
+
+    async fn checkout(&self, hook: Hook) -> Result<Instance, Failure> {
+        let started = Instant::now();
+        match self.pool.take(self.timeout).await {
+            Some(i) => {
+                self.metrics.idle.decrement(1.0);
+                Ok(i)
+            }
+            None => {
+                self.metrics.call(hook, Failure::Busy.label(), started.elapsed(), 0);
+                Err(Failure::Busy)
+            }
+        }
+    }
+
+    /// Records the call, then returns the instance to the pool or replaces it.
+    fn checkin(
+        &self,
+        mut inst: Instance,
+        hook: Hook,
+        started: Instant,
+        outcome: &'static str,
+        failure: Option<&Failure>,
+    ) {
+        let fuel_used = self.fuel.saturating_sub(inst.store.get_fuel().unwrap_or(0));
+        self.metrics.call(hook, outcome, started.elapsed(), fuel_used);
+        inst.store.data_mut().exchange.clear();
+        inst.calls += 1;
+        let reason = match failure {
+            Some(f) if f.discards_instance() => Some(f.label()),
+            _ if self.max_calls > 0 && inst.calls >= self.max_calls => Some("recycled"),
+            _ => None,
+        };
+        match reason {
+            None => {
+                self.pool.put(inst);
+                self.metrics.idle.increment(1.0);
+            }
+            Some(reason) => {
+                drop(inst);
+                self.replace(reason);
+            }
+        }
+    }
+
+    /// Makes a fresh instance in the background (retrying with backoff while the plugin is
+    /// alive); the pool is one short until it is ready.
+    fn replace(&self, reason: &'static str) {
+        self.metrics.replaced(reason);
+        self.metrics.instances.decrement(1.0);
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        self.replaced.fetch_add(1, Ordering::Relaxed);
+        let weak = self.weak.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                let Some(plugin) = weak.upgrade() else { return };
+                match plugin.factory.make().await {
+                    Ok((inst, _)) => {
+                        plugin.live.fetch_add(1, Ordering::Relaxed);
+                        plugin.metrics.instances.increment(1.0);
+                        plugin.metrics.idle.increment(1.0);
+                        plugin.pool.put(inst);
+                        return;
+                    }
+                    Err(e) => tracing::error!(plugin = %plugin.name, error = %e, "cannot replace instance; retrying"),
+                }
+                drop(plugin);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+
+    /// Calls `on-request`. The request moves into the instance for the call and comes back
+    /// with the plugin's edits; an edited body is re-validated. Returns the decision and
+    /// whether the model changed.
+    ///
+    /// # Errors
+    /// The [`Failure`], after the instance was checked in or discarded.
+    pub async fn on_request(
+        &self,
+        req: &mut GatewayRequest,
+        provider: Option<&Arc<str>>,
+    ) -> Result<(RequestDecision, bool), Failure> {
+        let mut inst = self.checkout(Hook::Request).await?;
+        let started = Instant::now();
+        let placeholder = GatewayRequest {
+            id: req.id.clone(),
+            endpoint: req.endpoint,
+            model: String::new(),
+            stream: req.stream,
+            body: Map::new(),
+            headers: HeaderMap::new(),
+        };
+        inst.store.data_mut().exchange.put_request(std::mem::replace(req, placeholder), provider.cloned());
+        let result = match guard::arm(&mut inst.store, self.fuel, self.timeout) {
+            Ok(()) => {
+                let call = inst.world.weir_plugin_handler().call_on_request(&mut inst.store, Resource::new_borrow(0));
+                guard::run(call, self.hard).await
+            }
+            Err(e) => Err(Some(e)),
+        };
+        let ex = &mut inst.store.data_mut().exchange;
+        if let Some(back) = ex.take_request() {
+            *req = back;
+        }
+        let (body_edited, mut model_changed) = (ex.body_edited, ex.model_edited);
+        let result = result
+            .map_err(|e| guard::classify(e, inst.store.data()))
+            .and_then(|action| convert::request_action(action, self.max_output))
+            .and_then(|decision| {
+                if body_edited {
+                    let (model, stream) = crate::api::validate(req.endpoint, &req.body)
+                        .map_err(|e| Failure::Invalid(format!("edited request is invalid: {}", e.message)))?;
+                    model_changed |= model != req.model;
+                    req.model = model;
+                    req.stream = stream;
+                }
+                Ok(decision)
+            });
+        let outcome = match &result {
+            Ok(RequestDecision::Continue) => "ok",
+            Ok(RequestDecision::Respond(_)) => "short_circuit",
+            Ok(RequestDecision::Reject(_)) => "rejected",
+            Err(f) => f.label(),
+        };
+        self.checkin(inst, Hook::Request, started, outcome, result.as_ref().err());
+        result.map(|d| (d, model_changed))
+    }
+
+    /// Calls `on-response`; setter edits are applied to `resp` in place.
+    ///
+    /// # Errors
+    /// The [`Failure`], after the instance was checked in or discarded.
+    pub async fn on_response(
+        &self,
+        request: &Arc<GatewayRequest>,
+        provider: Option<&Arc<str>>,
+        resp: &mut GatewayResponse,
+    ) -> Result<ResponseDecision, Failure> {
+        let mut inst = self.checkout(Hook::Response).await?;
+        let started = Instant::now();
+        let ex = &mut inst.store.data_mut().exchange;
+        ex.put_shared(request.clone(), provider.cloned());
+        ex.put_response(std::mem::replace(resp, GatewayResponse::ok(Bytes::new())));
+        let result = match guard::arm(&mut inst.store, self.fuel, self.timeout) {
+            Ok(()) => {
+                let call = inst.world.weir_plugin_handler().call_on_response(
+                    &mut inst.store,
+                    Resource::new_borrow(0),
+                    Resource::new_borrow(0),
+                );
+                guard::run(call, self.hard).await
+            }
+            Err(e) => Err(Some(e)),
+        };
+        if let Some(back) = inst.store.data_mut().exchange.take_response() {
+            *resp = back;
+        }
+        let result = result
+            .map_err(|e| guard::classify(e, inst.store.data()))
+            .and_then(|action| convert::response_action(action, self.max_output));
+        let outcome = result.as_ref().map_or_else(Failure::label, |_| "ok");
+        self.checkin(inst, Hook::Response, started, outcome, result.as_ref().err());
+        result
+    }
+
+    /// Calls `on-stream-chunk` on one chunk payload.
+    ///
+    /// # Errors
+    /// The [`Failure`], after the instance was checked in or discarded.
+    pub async fn on_stream_chunk(
+        &self,
+        request: &Arc<GatewayRequest>,
+        provider: Option<&Arc<str>>,
+        chunk: &[u8],
+    ) -> Result<ChunkDecision, Failure> {
+        let mut inst = self.checkout(Hook::StreamChunk).await?;
+        let started = Instant::now();
+        inst.store.data_mut().exchange.put_shared(request.clone(), provider.cloned());
+        let result = match guard::arm(&mut inst.store, self.fuel, self.timeout) {
+            Ok(()) => {
+                let call = inst.world.weir_plugin_handler().call_on_stream_chunk(
+                    &mut inst.store,
+                    Resource::new_borrow(0),
+                    chunk,
+                );
+                guard::run(call, self.hard).await
+            }
+            Err(e) => Err(Some(e)),
+        };
+        let result = result
+            .map_err(|e| guard::classify(e, inst.store.data()))
+            .and_then(|action| convert::chunk_action(action, self.max_output));
+        let outcome = match &result {
+            Ok(ChunkDecision::Abort(_)) => "rejected",
+            Ok(_) => "ok",
+            Err(f) => f.label(),
+        };
+        self.checkin(inst, Hook::StreamChunk, started, outcome, result.as_ref().err());
+        result
+    }
+}
