@@ -33,6 +33,8 @@ pub enum ErrorKind {
     RouteNotFound,
     /// The method is not allowed on this path.
     MethodNotAllowed,
+    /// Missing or wrong credentials (admin API).
+    Unauthorized,
     /// No provider serves the requested model.
     ModelNotFound,
     /// The provider's queue is full and its policy is `reject`.
@@ -91,6 +93,7 @@ impl Error {
             | ErrorKind::BodyTooLarge
             | ErrorKind::RouteNotFound
             | ErrorKind::MethodNotAllowed
+            | ErrorKind::Unauthorized
             | ErrorKind::ModelNotFound => Origin::Client,
             ErrorKind::UpstreamTimeout
             | ErrorKind::Upstream { .. }
@@ -150,6 +153,7 @@ impl Error {
             ErrorKind::BodyTooLarge => 413,
             ErrorKind::RouteNotFound | ErrorKind::ModelNotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::Unauthorized => 401,
             ErrorKind::QueueFull => 429,
             ErrorKind::QueueTimeout | ErrorKind::Dropped | ErrorKind::ShuttingDown => 503,
             ErrorKind::UpstreamTimeout => 504,
@@ -172,6 +176,7 @@ impl Error {
             | ErrorKind::ModelNotFound
             | ErrorKind::PluginRejected { .. } => "invalid_request_error",
             ErrorKind::QueueFull => "rate_limit_error",
+            ErrorKind::Unauthorized => "authentication_error",
             ErrorKind::Upstream { status: 429 } => "rate_limit_error",
             ErrorKind::Upstream { status } if (400..500).contains(&status) && status != 401 && status != 403 => {
                 "invalid_request_error"
@@ -193,6 +198,7 @@ impl Error {
             ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::RouteNotFound => "not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::ModelNotFound => "model_not_found",
             ErrorKind::QueueFull => "queue_full",
             ErrorKind::QueueTimeout => "queue_timeout",
@@ -215,6 +221,7 @@ impl Error {
         match self.kind {
             ErrorKind::InvalidJson | ErrorKind::InvalidRequest | ErrorKind::BodyTooLarge => "bad_request",
             ErrorKind::RouteNotFound | ErrorKind::MethodNotAllowed | ErrorKind::ModelNotFound => "not_found",
+            ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::QueueFull => "rejected",
             ErrorKind::QueueTimeout => "queue_timeout",
             ErrorKind::Dropped => "dropped",

@@ -31,14 +31,29 @@ pub struct Gateway {
 impl Gateway {
     /// Builds providers, pools and the plugin chain. Must run inside a tokio runtime.
     ///
+    /// With `previous` (a reload), a provider whose config did not change keeps its pool, so
+    /// its queue and in-flight work carry over untouched; a changed or new provider gets a new
+    /// pool, and the old one drains once the last request on the old snapshot is done.
+    ///
     /// # Errors
-    /// A message naming the provider or plugin that could not be built.
-    pub async fn build(config: Config) -> Result<Arc<Self>, String> {
+    /// A message naming the provider or plugin that could not be built. Nothing that was
+    /// running is touched in that case.
+    pub async fn build(config: Config, previous: Option<&Gateway>) -> Result<Arc<Self>, String> {
         let plugins = Chain::load(&config.plugins, &config.plugin_runtime).await?;
         let mut pools = Vec::with_capacity(config.providers.len());
         for p in &config.providers {
-            let provider = Provider::from_config(p).map_err(|e| format!("provider {}: {e}", p.name))?;
-            pools.push(Pool::start(&p.name, provider, p.pool.clone()));
+            let reused = previous.and_then(|prev| {
+                let i = prev.config.providers.iter().position(|old| old == p)?;
+                Some(prev.pools[i].clone())
+            });
+            let pool = match reused {
+                Some(pool) => pool,
+                None => {
+                    let provider = Provider::from_config(p).map_err(|e| format!("provider {}: {e}", p.name))?;
+                    Pool::start(&p.name, provider, p.pool.clone())
+                }
+            };
+            pools.push(pool);
         }
         let gw = Arc::new(Self {
             router: Router::new(&config.providers),

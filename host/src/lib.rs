@@ -4,6 +4,7 @@
 //! [`api`] validates → [`plugins`] runs hooks → [`routing`] picks a provider → [`pool`] queues
 //! it for a worker → [`providers`] talk upstream → [`error`] turns any failure into HTTP.
 
+pub mod admin;
 pub mod api;
 pub mod body;
 pub mod config;
@@ -15,6 +16,8 @@ pub mod pipeline;
 pub mod plugins;
 pub mod pool;
 pub mod providers;
+pub mod reload;
 pub mod routes;
 pub mod routing;
 pub mod server;
+pub mod watch;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use weir::config::{Config, embedded_default};
 use weir::gateway::{AppState, Gateway};
+use weir::reload::Reloader;
 use weir::server::Server;
 
 #[derive(Parser)]
@@ -82,12 +83,28 @@ fn serve(path: Option<&PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow
         let shutdown_timeout = cfg.server.shutdown_timeout;
         let listen = cfg.server.listen;
         let summary = startup_summary(&cfg);
-        let gateway = Gateway::build(cfg).await.map_err(anyhow::Error::msg)?;
+        let admin = cfg.admin.clone();
+        let gateway = Gateway::build(cfg, None).await.map_err(anyhow::Error::msg)?;
         let state = AppState::new(gateway);
-        let server = Server::bind(listen, state).await.with_context(|| format!("cannot listen on {listen}"))?;
+        let reloader = Reloader::new(state.clone(), path.cloned());
+        let mut server = Server::bind(listen, state).await.with_context(|| format!("cannot listen on {listen}"))?;
         let addr = server.local_addr()?;
-        tracing::info!("weir listening on http://{addr} {summary}");
-        server.serve(shutdown_signal(), shutdown_timeout).await;
+        let admin_note = if admin.token.as_deref().is_some_and(|t| !t.is_empty()) {
+            let a =
+                server.bind_admin(admin.listen).await.with_context(|| format!("cannot listen on {}", admin.listen))?;
+            format!("admin API on http://{a}")
+        } else {
+            "admin API off (no admin.token)".to_string()
+        };
+        reloader.spawn_sighup();
+        if admin.watch
+            && path.is_some()
+            && let Err(e) = weir::watch::spawn(reloader.clone())
+        {
+            tracing::warn!(error = %e, "file watching unavailable; reload with SIGHUP or the admin API");
+        }
+        tracing::info!("weir listening on http://{addr} {summary} | {admin_note}");
+        server.serve(reloader, shutdown_signal(), shutdown_timeout).await;
         tracing::info!("weir stopped");
         Ok(())
     })

@@ -1,7 +1,9 @@
-//! The socket side: accept connections (HTTP/1.1 and HTTP/2), dispatch by method and path,
-//! and shut down gracefully (stop accepting, drain pools, finish in-flight responses).
+//! The socket side: accept connections (HTTP/1.1 and HTTP/2) on the client listener and the
+//! optional admin listener, dispatch client requests by method and path, and shut down
+//! gracefully (stop accepting, drain pools, finish in-flight responses).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,20 +13,24 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::body::ResponseBody;
 use crate::error::{Error, ErrorKind};
 use crate::gateway::AppState;
 use crate::providers::Endpoint;
+use crate::reload::Reloader;
 
 /// After `shutdown_timeout`, how long connections may take to write the 503s of requests the
 /// drain did not finish (so they are answered, not cut off).
 const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
-/// A bound, not yet serving, listener.
+/// Bound, not yet serving, listeners.
 pub struct Server {
     listener: TcpListener,
+    admin: Option<TcpListener>,
     state: Arc<AppState>,
     draining: Arc<AtomicBool>,
 }
@@ -36,10 +42,21 @@ impl Server {
     /// The bind error (address in use, permission).
     pub async fn bind(addr: SocketAddr, state: Arc<AppState>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(Self { listener, state, draining: Arc::new(AtomicBool::new(false)) })
+        Ok(Self { listener, admin: None, state, draining: Arc::new(AtomicBool::new(false)) })
     }
 
-    /// The bound address (useful with port 0).
+    /// Binds the admin listener too.
+    ///
+    /// # Errors
+    /// The bind error.
+    pub async fn bind_admin(&mut self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let l = TcpListener::bind(addr).await?;
+        let local = l.local_addr()?;
+        self.admin = Some(l);
+        Ok(local)
+    }
+
+    /// The bound client address (useful with port 0).
     ///
     /// # Errors
     /// If the socket has no local address.
@@ -49,54 +66,88 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then drains for at most `shutdown_timeout`:
     /// no new connections, queued and in-flight requests finish, what is left gets 503.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>, shutdown_timeout: Duration) {
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let builder = auto::Builder::new(TokioExecutor::new());
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, _peer) = tokio::select! {
-                () = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let state = self.state.clone();
-            let draining = self.draining.clone();
-            let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                let draining = draining.clone();
-                async move { Ok::<_, Infallible>(dispatch(state, &draining, req).await) }
-            });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-            let conn = graceful.watch(conn);
+    pub async fn serve(self, reloader: Arc<Reloader>, shutdown: impl Future<Output = ()>, shutdown_timeout: Duration) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let graceful = GracefulShutdown::new();
+        let admin_task = self.admin.map(|l| {
+            let stop = stop_rx.clone();
             tokio::spawn(async move {
-                let _ = conn.await;
-            });
+                let handler = move |req| crate::admin::dispatch(reloader.clone(), req);
+                let admin_graceful = GracefulShutdown::new();
+                accept_loop(l, &admin_graceful, stopped(stop), handler).await;
+            })
+        });
+        let state = self.state.clone();
+        let draining = self.draining.clone();
+        let handler = move |req| dispatch(state.clone(), draining.clone(), req);
+        tokio::select! {
+            () = accept_loop(self.listener, &graceful, stopped(stop_rx), handler) => {}
+            () = shutdown => {}
         }
-        drop(self.listener);
+        let _ = stop_tx.send(true);
+        if let Some(t) = admin_task {
+            t.abort();
+        }
         self.draining.store(true, Ordering::SeqCst);
         let deadline = tokio::time::Instant::now() + shutdown_timeout;
         tracing::info!(timeout_ms = shutdown_timeout.as_millis() as u64, "shutting down: draining requests");
         let gateway = self.state.gateway.load_full();
         let drain_pools = gateway.shutdown(deadline);
-        let drain_conns = graceful.shutdown();
         // At the deadline the pools answer what is left with 503; connections get a moment
         // more to write those answers before the process exits.
-        let (_, conns) = tokio::join!(drain_pools, tokio::time::timeout_at(deadline + ANSWER_GRACE, drain_conns));
+        let drain_conns = tokio::time::timeout_at(deadline + ANSWER_GRACE, graceful.shutdown());
+        let (_, conns) = tokio::join!(drain_pools, drain_conns);
         if conns.is_err() {
             tracing::warn!("shutdown timeout reached with connections still open");
         }
     }
 }
 
-async fn dispatch(state: Arc<AppState>, draining: &AtomicBool, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Accepts connections until `stop` resolves; each connection is served on its own task and
+/// watched by `graceful` so a shutdown lets its in-flight requests finish.
+async fn accept_loop<H, F>(
+    listener: TcpListener,
+    graceful: &GracefulShutdown,
+    stop: impl Future<Output = ()>,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(stop);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            () = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let fut = handler(req);
+            async move { Ok::<_, Infallible>(fut.await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+}
+
+async fn dispatch(state: Arc<AppState>, draining: Arc<AtomicBool>, req: Request<Incoming>) -> Response<ResponseBody> {
     let path = req.uri().path();
     let method = req.method();
     match (method, path) {

@@ -17,6 +17,9 @@ pub(super) fn interpolate_all(cfg: &mut Config, lookup: impl Fn(&str) -> Option<
             *v = interpolate(v, &format!("providers[{i}].headers.{name}"), &lookup)?;
         }
     }
+    if let Some(token) = &mut cfg.admin.token {
+        *token = interpolate(token, "admin.token", &lookup)?;
+    }
     for (i, p) in cfg.plugins.iter_mut().enumerate() {
         for (k, v) in p.config.iter_mut() {
             interpolate_value(v, &format!("plugins[{i}].config.{k}"), &lookup)?;

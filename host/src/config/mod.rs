@@ -62,6 +62,51 @@ pub struct Config {
     /// Settings shared by all plugins (compiled-component cache).
     #[serde(default)]
     pub plugin_runtime: PluginRuntimeConfig,
+    /// The admin API and reload behaviour.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: the admin API (a separate listener) and hot reload.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin listener (keep it on loopback or a private network).
+    pub listen: SocketAddr,
+    /// Bearer token required on every admin request (usually `${WEIR_ADMIN_TOKEN}`).
+    /// Unset or empty: the admin API is off.
+    pub token: Option<String>,
+    /// Where `PUT /admin/plugins/{name}` stores uploads of plugins not in the config
+    /// (default: `plugins/` beside the config file).
+    pub plugin_dir: Option<PathBuf>,
+    /// Watch the config file and plugin files and reload on change.
+    pub watch: bool,
+    /// Quiet period after a file change before reloading (editors write in bursts).
+    #[serde(with = "humantime_serde")]
+    pub watch_debounce: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            token: None,
+            plugin_dir: None,
+            watch: true,
+            watch_debounce: Duration::from_millis(300),
+        }
+    }
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("plugin_dir", &self.plugin_dir)
+            .field("watch", &self.watch)
+            .finish()
+    }
 }
 
 /// `[server]`: the client-facing listener.
@@ -98,7 +143,7 @@ pub enum ProviderKind {
 }
 
 /// `[[providers]]`: one upstream provider and its pool.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     /// Unique name; also the prefix for explicit routing (`name/model`).
@@ -151,7 +196,7 @@ fn default_connect_timeout() -> Duration {
 }
 
 /// One API key and its weight in the random choice.
-#[derive(Clone, Deserialize, Serialize)]
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// The key (usually `${ENV_VAR}`). Never logged.
@@ -184,7 +229,7 @@ pub enum Overflow {
 }
 
 /// `[providers.pool]`: workers, queue and timeouts of one provider.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
     /// Pre-spawned workers: the most requests in flight to this provider at once.
@@ -230,6 +275,10 @@ impl Config {
             }
             if let Some(cache) = cfg.plugin_runtime.cache_dir.as_mut().filter(|c| c.is_relative()) {
                 *cache = dir.join(&*cache);
+            }
+            let plugin_dir = cfg.admin.plugin_dir.get_or_insert_with(|| PathBuf::from("plugins"));
+            if plugin_dir.is_relative() {
+                *plugin_dir = dir.join(&*plugin_dir);
             }
         }
         Ok(cfg)
@@ -330,6 +379,9 @@ impl Config {
             for v in p.headers.values_mut() {
                 *v = "<redacted>".into();
             }
+        }
+        if c.admin.token.is_some() {
+            c.admin.token = Some("<redacted>".into());
         }
         c
     }

@@ -33,10 +33,15 @@ impl PoolMetrics {
             cancelled: counter!("weir_pool_cancelled_total", "provider" => p.clone()),
             upstream_latency: histogram!("weir_upstream_latency_seconds", "provider" => p),
         };
-        m.idle.set(workers as f64);
-        m.busy.set(0.0);
-        m.queue_depth.set(0.0);
+        // Increments, not sets: during a reload an old and a new pool of the same provider
+        // coexist until the old one drains, and their counts add up.
+        m.idle.increment(workers as f64);
         m
+    }
+
+    /// A worker stopped (its pool drained).
+    pub fn worker_exited(&self) {
+        self.idle.decrement(1.0);
     }
 
     /// A worker became busy (`+1`) or idle (`-1`).

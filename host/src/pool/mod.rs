@@ -210,6 +210,14 @@ impl Pool {
     }
 }
 
+/// A pool dropped by a reload (its provider was removed or re-sized) stops taking work once
+/// the last request holding its snapshot is done; its workers finish what is queued, then exit.
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
+
 fn shutting_down() -> Error {
     Error::new(ErrorKind::ShuttingDown, "Weir is shutting down and could not finish this request").with_retry_after(1)
 }
@@ -240,6 +248,7 @@ impl Worker {
             self.handle(job).await;
             self.metrics.busy(-1.0);
         }
+        self.metrics.worker_exited();
     }
 
     async fn handle(&self, job: Job) {

@@ -1,0 +1,232 @@
+//! The admin API, on its own listener and only with `Authorization: Bearer <admin.token>`:
+//! inspect plugins and the effective config (secrets redacted), reload, upload or remove a
+//! plugin. Every change goes through [`Reloader::reload`], so a bad change is refused whole.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use crate::body::{ResponseBody, read_limited};
+use crate::config::PluginConfig;
+use crate::error::{Error, ErrorKind};
+use crate::gateway::Gateway;
+use crate::reload::Reloader;
+
+/// Largest plugin upload (Python and JS components are 12-18 MB).
+const MAX_UPLOAD_BYTES: usize = 128 * 1024 * 1024;
+
+/// Serves one admin request.
+pub async fn dispatch(reloader: Arc<Reloader>, req: Request<Incoming>) -> Response<ResponseBody> {
+    let gw = reloader.state().gateway.load_full();
+    if !authorized(req.headers(), gw.config.admin.token.as_deref()) {
+        return Error::new(ErrorKind::Unauthorized, "missing or invalid admin token (Authorization: Bearer ...)")
+            .to_response();
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let plugin_name = path.strip_prefix("/admin/plugins/").filter(|n| !n.is_empty()).map(str::to_owned);
+    let result = match (&method, path.as_str(), plugin_name) {
+        (&Method::GET, "/admin/plugins", _) => Ok(json_ok(StatusCode::OK, &plugins(&gw))),
+        (&Method::GET, "/admin/config", _) => {
+            Ok(json_ok(StatusCode::OK, &serde_json::to_value(gw.config.redacted()).unwrap_or(Value::Null)))
+        }
+        (&Method::POST, "/admin/reload", _) => Ok(reload(&reloader).await),
+        (&Method::PUT, _, Some(name)) => upload(&reloader, &gw, &name, req).await,
+        (&Method::DELETE, _, Some(name)) => remove(&reloader, &gw, &name).await,
+        _ => Err(Error::new(ErrorKind::RouteNotFound, format!("no admin route for {method} {path}"))),
+    };
+    result.unwrap_or_else(|e| e.to_response())
+}
+
+/// Constant-time comparison of the bearer token. No token configured: nothing is authorized
+/// (the listener is not even started then; this is belt and braces).
+fn authorized(headers: &http::HeaderMap, token: Option<&str>) -> bool {
+    let Some(expected) = token.filter(|t| !t.is_empty()) else { return false };
+    let Some(given) =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn json_ok(status: StatusCode, v: &Value) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(serde_json::to_vec(v).unwrap_or_default()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn plugins(gw: &Gateway) -> Value {
+    let list: Vec<Value> = gw
+        .config
+        .plugins
+        .iter()
+        .map(|p| json!({ "name": p.name, "path": p.path, "instances": p.instances, "on_error": p.on_error }))
+        .collect();
+    json!({ "plugins": list })
+}
+
+async fn reload(reloader: &Reloader) -> Response<ResponseBody> {
+    match reloader.reload("admin").await {
+        Ok(report) => json_ok(StatusCode::OK, &json!({ "status": "reloaded", "report": report })),
+        Err(e) => refused(&e),
+    }
+}
+
+/// A reload that was refused: 422, the reason, and the fact that nothing changed.
+fn refused(reason: &str) -> Response<ResponseBody> {
+    json_ok(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &json!({
+            "error": {
+                "message": format!("reload refused, the previous configuration keeps serving: {reason}"),
+                "type": "invalid_request_error",
+                "param": null,
+                "code": "reload_failed",
+            }
+        }),
+    )
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// `PUT /admin/plugins/{name}`: store the component atomically and reload. A configured
+/// plugin's file is replaced in place; another name is stored in `admin.plugin_dir` and
+/// appended to the chain. If the reload is refused the previous file is put back.
+async fn upload(
+    reloader: &Reloader,
+    gw: &Gateway,
+    name: &str,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Error> {
+    if !valid_name(name) {
+        return Err(Error::invalid_param("name", "plugin names use only [A-Za-z0-9_-], at most 64 characters"));
+    }
+    let len = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let bytes = read_limited(req.into_body(), len, MAX_UPLOAD_BYTES).await?;
+    if !bytes.starts_with(b"\0asm") {
+        return Err(Error::new(
+            ErrorKind::InvalidRequest,
+            "the body is not a WebAssembly component (no \\0asm header)",
+        ));
+    }
+    let (overlay_prev, was_disabled) = reloader.overlay_entry(name);
+    let configured = gw.config.plugins.iter().find(|p| p.name == name).cloned();
+    let target: PathBuf = match (&configured, &overlay_prev) {
+        (Some(p), _) if overlay_prev.is_none() => p.path.clone(),
+        (_, Some(p)) => p.path.clone(),
+        _ => plugin_dir(gw).join(format!("{name}.wasm")),
+    };
+    let previous = tokio::fs::read(&target).await.ok();
+    write_atomically(&target, &bytes)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot store plugin {name}: {e}")))?;
+    if configured.is_none() {
+        let plugin = overlay_prev.clone().unwrap_or_else(|| default_plugin(name, target.clone()));
+        reloader.overlay_add(plugin);
+    }
+    match reloader.reload("admin").await {
+        Ok(report) => Ok(json_ok(
+            StatusCode::OK,
+            &json!({ "status": "stored", "path": target, "bytes": bytes.len(), "report": report }),
+        )),
+        Err(e) => {
+            match previous {
+                Some(old) => {
+                    let _ = write_atomically(&target, &old).await;
+                }
+                None => {
+                    let _ = tokio::fs::remove_file(&target).await;
+                }
+            }
+            reloader.overlay_restore(name, overlay_prev, was_disabled);
+            Ok(refused(&e))
+        }
+    }
+}
+
+/// `DELETE /admin/plugins/{name}`: take the plugin out of the chain (until restart, or until
+/// it is uploaded again); an uploaded file in `admin.plugin_dir` is deleted too.
+async fn remove(reloader: &Reloader, gw: &Gateway, name: &str) -> Result<Response<ResponseBody>, Error> {
+    let Some(plugin) = gw.config.plugins.iter().find(|p| p.name == name) else {
+        return Err(Error::new(ErrorKind::RouteNotFound, format!("no plugin named {name:?} is loaded")));
+    };
+    let (overlay_prev, was_disabled) = reloader.overlay_entry(name);
+    reloader.overlay_remove(name);
+    match reloader.reload("admin").await {
+        Ok(report) => {
+            if overlay_prev.is_some() && plugin.path.starts_with(plugin_dir(gw)) {
+                let _ = tokio::fs::remove_file(&plugin.path).await;
+            }
+            Ok(json_ok(StatusCode::OK, &json!({ "status": "removed", "report": report })))
+        }
+        Err(e) => {
+            reloader.overlay_restore(name, overlay_prev, was_disabled);
+            Ok(refused(&e))
+        }
+    }
+}
+
+fn plugin_dir(gw: &Gateway) -> PathBuf {
+    gw.config.admin.plugin_dir.clone().unwrap_or_else(|| PathBuf::from("plugins"))
+}
+
+/// Settings for a plugin added through the API: the config defaults.
+fn default_plugin(name: &str, path: PathBuf) -> PluginConfig {
+    let text = format!("name = {name:?}\npath = {:?}\n", path.display().to_string());
+    toml::from_str(&text).expect("a name and a path are all a plugin entry needs")
+}
+
+/// Writes to a temporary file in the same directory, fsyncs, then renames over the target,
+/// so a reader (the watcher, a reload, a restart) never sees half a component.
+async fn write_atomically(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    tokio::fs::create_dir_all(dir).await?;
+    let tmp = dir.join(format!(
+        ".{}.{:08x}.tmp",
+        target.file_name().and_then(|n| n.to_str()).unwrap_or("plugin"),
+        fastrand::u32(..)
+    ));
+    let data = bytes.to_vec();
+    let tmp2 = tmp.clone();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&tmp2)?;
+        f.write_all(&data)?;
+        f.sync_all()
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    tokio::fs::rename(&tmp, target).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_must_match_exactly() {
+        let mut h = http::HeaderMap::new();
+        assert!(!authorized(&h, Some("s3cret")));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cre"));
+        assert!(!authorized(&h, Some("s3cret")));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cret"));
+        assert!(authorized(&h, Some("s3cret")));
+        assert!(!authorized(&h, None));
+        assert!(!authorized(&h, Some("")));
+    }
+
+    #[test]
+    fn default_plugin_uses_config_defaults() {
+        let p = default_plugin("x", PathBuf::from("/tmp/x.wasm"));
+        assert_eq!(p.name, "x");
+        assert!(p.instances >= 1);
+    }
+}
