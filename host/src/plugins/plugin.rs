@@ -117,7 +117,14 @@ impl Plugin {
         runtime: &'static Runtime,
         cache: Option<PathBuf>,
     ) -> Result<Arc<Self>, String> {
-        let bytes = tokio::fs::read(&cfg.path).await.map_err(|e| format!("cannot read {}: {e}", cfg.path.display()))?;
+        let bytes = tokio::fs::read(&cfg.path).await.map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (first-party plugins: cargo build --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --release)"
+            } else {
+                ""
+            };
+            format!("cannot read {}: {e}{hint}", cfg.path.display())
+        })?;
         let eng = runtime.engine.clone();
         let component = tokio::task::spawn_blocking(move || engine::compile(&eng, &bytes, cache.as_deref()))
             .await

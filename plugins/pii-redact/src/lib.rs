@@ -1,1 +1,101 @@
-//! placeholder
+//! `pii-redact`: masks email addresses, phone numbers and payment card numbers in prompts
+//! before they leave the gateway; optionally in answers (`responses`) and stream chunks
+//! (`streams`).
+//!
+//! ```toml
+//! [[plugins]]
+//! name = "pii-redact"
+//! path = "plugins/pii_redact.wasm"
+//! config = { email = true, phone = true, card = true, responses = false, streams = false, mask = "[{kind}]" }
+//! ```
+
+mod redact;
+
+use serde_json::Value;
+use weir_plugin_sdk::chat::rewrite_texts;
+use weir_plugin_sdk::{
+    ChunkAction, Endpoint, Hooks, Plugin, Request, RequestAction, Response, ResponseAction, export, get_json,
+    parse_config,
+};
+
+use crate::redact::{Config, Redactor};
+
+struct PiiRedact {
+    redactor: Redactor,
+    responses: bool,
+    streams: bool,
+}
+
+impl PiiRedact {
+    fn rewrite(&self, value: &mut Value) -> bool {
+        rewrite_texts(value, &mut |s| self.redactor.redact(s))
+    }
+
+    /// Redacts `choices[*].<field>.content` (message for responses, delta for chunks).
+    fn rewrite_choices(&self, doc: &mut Value, field: &str) -> bool {
+        let mut changed = false;
+        if let Some(choices) = doc.get_mut("choices").and_then(Value::as_array_mut) {
+            for choice in choices {
+                if let Some(content) = choice.get_mut(field).and_then(|m| m.get_mut("content")) {
+                    changed |= self.rewrite(content);
+                }
+            }
+        }
+        changed
+    }
+}
+
+impl Plugin for PiiRedact {
+    const HOOKS: Hooks = Hooks::all();
+
+    fn init(config: &str) -> Result<Self, String> {
+        let cfg: Config = parse_config(config)?;
+        Ok(Self { redactor: Redactor::new(&cfg), responses: cfg.responses, streams: cfg.streams })
+    }
+
+    fn hooks(&self) -> Hooks {
+        let mut h = Hooks::ON_REQUEST;
+        if self.responses {
+            h |= Hooks::ON_RESPONSE;
+        }
+        if self.streams {
+            h |= Hooks::ON_STREAM_CHUNK;
+        }
+        h
+    }
+
+    fn on_request(&mut self, req: &Request) -> RequestAction {
+        let pointer = match req.endpoint() {
+            Endpoint::ChatCompletions => "/messages",
+            Endpoint::Embeddings => "/input",
+        };
+        if let Some(mut value) = get_json::<Value>(req, pointer)
+            && self.rewrite(&mut value)
+            && let Err(e) = req.set(pointer, &value.to_string())
+        {
+            // Never let unredacted text through: refuse instead.
+            return weir_plugin_sdk::reject(500, format!("pii-redact could not rewrite the request: {e}"));
+        }
+        RequestAction::Continue
+    }
+
+    fn on_response(&mut self, _req: &Request, resp: &Response) -> ResponseAction {
+        if let Some(mut choices) = resp.get("/choices").and_then(|t| serde_json::from_str::<Value>(&t).ok()) {
+            let mut doc = serde_json::json!({ "choices": choices.take() });
+            if self.rewrite_choices(&mut doc, "message") {
+                let _ = resp.set("/choices", &doc["choices"].to_string());
+            }
+        }
+        ResponseAction::Pass
+    }
+
+    fn on_stream_chunk(&mut self, _req: &Request, chunk: &[u8]) -> ChunkAction {
+        let Ok(mut doc) = serde_json::from_slice::<Value>(chunk) else { return ChunkAction::Pass };
+        if self.rewrite_choices(&mut doc, "delta") {
+            return ChunkAction::Rewrite(doc.to_string().into_bytes());
+        }
+        ChunkAction::Pass
+    }
+}
+
+export!(PiiRedact);

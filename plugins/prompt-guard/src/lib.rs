@@ -1,1 +1,53 @@
-//! placeholder
+//! `prompt-guard`: refuses requests by keyword, regex, prompt size, message count or
+//! `max_tokens`, with a clear OpenAI-style error (the matched text is never echoed).
+//!
+//! ```toml
+//! [[plugins]]
+//! name = "prompt-guard"
+//! path = "plugins/prompt_guard.wasm"
+//! config = { deny_keywords = ["ignore previous instructions"], max_prompt_chars = 20000, max_tokens = 4096 }
+//! ```
+
+mod guard;
+
+use serde_json::Value;
+use weir_plugin_sdk::chat::texts;
+use weir_plugin_sdk::{Endpoint, Hooks, Plugin, Rejection, Request, RequestAction, export, get_json, parse_config};
+
+use crate::guard::{Config, Guard};
+
+struct PromptGuard {
+    guard: Guard,
+}
+
+impl Plugin for PromptGuard {
+    const HOOKS: Hooks = Hooks::ON_REQUEST;
+
+    fn init(config: &str) -> Result<Self, String> {
+        let cfg: Config = parse_config(config)?;
+        Ok(Self { guard: Guard::new(cfg)? })
+    }
+
+    fn on_request(&mut self, req: &Request) -> RequestAction {
+        let (pointer, count_messages) = match req.endpoint() {
+            Endpoint::ChatCompletions => ("/messages", true),
+            Endpoint::Embeddings => ("/input", false),
+        };
+        let value = get_json::<Value>(req, pointer).unwrap_or(Value::Null);
+        let messages = if count_messages { value.as_array().map_or(0, Vec::len) } else { 0 };
+        let max_tokens = get_json::<u64>(req, "/max_tokens").or_else(|| get_json::<u64>(req, "/max_completion_tokens"));
+        match self.guard.check(&texts(&value), messages, max_tokens) {
+            Ok(()) => RequestAction::Continue,
+            Err(v) => {
+                weir_plugin_sdk::log::info(&format!("prompt-guard refused request {}: {}", req.id(), v.code));
+                RequestAction::Reject(Rejection {
+                    status: self.guard.status(),
+                    message: v.message,
+                    code: Some(v.code.to_owned()),
+                })
+            }
+        }
+    }
+}
+
+export!(PromptGuard);

@@ -52,6 +52,12 @@ pub trait Plugin: Sized + 'static {
     /// The hooks this plugin implements; the gateway calls only these.
     const HOOKS: Hooks;
 
+    /// The hooks this instance implements, decided after `init` (default [`Plugin::HOOKS`]);
+    /// override to drop hooks the config turns off, so the gateway never calls them.
+    fn hooks(&self) -> Hooks {
+        Self::HOOKS
+    }
+
     /// Builds the plugin from its config (the `[plugins.config]` table as JSON text; see
     /// [`parse_config`]). An error stops the gateway from loading the plugin.
     ///
@@ -108,6 +114,8 @@ pub fn set_json<T: serde::Serialize>(req: &Request, pointer: &str, value: &T) ->
     req.set(pointer, &text)
 }
 
+pub mod chat;
+
 /// Logging into the gateway's log, tagged with the plugin name.
 pub mod log {
     pub use crate::bindings::weir::plugin::log::Level;
@@ -162,7 +170,10 @@ pub mod __private {
     /// # Panics
     /// If a hook runs before `init` succeeded (the gateway never does that): the panic traps,
     /// and the gateway discards the instance.
-    pub fn with<P: 'static, R>(slot: &'static std::thread::LocalKey<RefCell<Option<P>>>, f: impl FnOnce(&mut P) -> R) -> R {
+    pub fn with<P: 'static, R>(
+        slot: &'static std::thread::LocalKey<RefCell<Option<P>>>,
+        f: impl FnOnce(&mut P) -> R,
+    ) -> R {
         slot.with(|cell| {
             let mut guard = cell.borrow_mut();
             let plugin = guard.as_mut().expect("weir plugin hook called before init");
@@ -188,8 +199,9 @@ macro_rules! export {
             impl $crate::__private::Guest for __WeirComponent {
                 fn init(config: ::std::string::String) -> ::core::result::Result<$crate::Hooks, ::std::string::String> {
                     let plugin = <$ty as $crate::Plugin>::init(&config)?;
+                    let hooks = $crate::Plugin::hooks(&plugin);
                     __WEIR_PLUGIN.with(|cell| *cell.borrow_mut() = ::core::option::Option::Some(plugin));
-                    ::core::result::Result::Ok(<$ty as $crate::Plugin>::HOOKS)
+                    ::core::result::Result::Ok(hooks)
                 }
 
                 fn on_request(req: &$crate::Request) -> $crate::RequestAction {
@@ -205,7 +217,7 @@ macro_rules! export {
                 }
             }
 
-            $crate::bindings::__weir_export_world!(__WeirComponent with_types_in $crate::bindings);
+    $crate::bindings::__weir_export_world!(__WeirComponent with_types_in $crate::bindings);
         };
     };
 }

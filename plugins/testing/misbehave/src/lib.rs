@@ -76,7 +76,9 @@ impl Misbehave {
                 headers: Vec::new(),
                 body: format!("{{\"junk\":\"{}\"}}", "x".repeat(2 << 20)),
             })),
-            "invalid" => Some(Act::Reject(Rejection { status: 200, message: "not an error status".into(), code: None })),
+            "invalid" => {
+                Some(Act::Reject(Rejection { status: 200, message: "not an error status".into(), code: None }))
+            }
             "sleep" => {
                 std::thread::sleep(std::time::Duration::from_secs(30));
                 None

@@ -1,0 +1,130 @@
+//! The redaction rules, independent of the plugin ABI (unit-tested natively).
+
+use regex_lite::Regex;
+use serde::Deserialize;
+
+/// `[plugins.config]` of `pii-redact`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Mask email addresses.
+    pub email: bool,
+    /// Mask phone numbers (9+ digits with usual separators).
+    pub phone: bool,
+    /// Mask payment card numbers (13-19 digits passing the Luhn check).
+    pub card: bool,
+    /// Also redact the model's answers in whole responses.
+    pub responses: bool,
+    /// Also redact stream chunks (each chunk on its own: PII split across chunks is missed).
+    pub streams: bool,
+    /// Replacement text; `{kind}` becomes `email`, `phone` or `card`.
+    pub mask: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { email: true, phone: true, card: true, responses: false, streams: false, mask: "[{kind}]".into() }
+    }
+}
+
+/// Compiled rules.
+pub struct Redactor {
+    rules: Vec<(&'static str, Regex)>,
+    mask: String,
+}
+
+impl Redactor {
+    /// Compiles the enabled rules.
+    pub fn new(cfg: &Config) -> Self {
+        let mut rules = Vec::new();
+        let re = |s: &str| Regex::new(s).expect("static pattern");
+        if cfg.card {
+            rules.push(("card", re(r"\b(?:\d[ -]?){12,18}\d\b")));
+        }
+        if cfg.email {
+            rules.push(("email", re(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")));
+        }
+        if cfg.phone {
+            rules.push(("phone", re(r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){2,4}")));
+        }
+        Self { rules, mask: cfg.mask.clone() }
+    }
+
+    /// The text with PII masked, or `None` when nothing matched.
+    pub fn redact(&self, text: &str) -> Option<String> {
+        let mut out: Option<String> = None;
+        for (kind, re) in &self.rules {
+            let current = out.as_deref().unwrap_or(text);
+            let mask = self.mask.replace("{kind}", kind);
+            let mut hit = false;
+            let replaced = re.replace_all(current, |caps: &regex_lite::Captures<'_>| {
+                let m = &caps[0];
+                let digits = m.bytes().filter(u8::is_ascii_digit).count();
+                let keep = match *kind {
+                    "card" => luhn(m),
+                    "phone" => digits >= 9,
+                    _ => true,
+                };
+                hit |= keep;
+                if keep { mask.clone() } else { m.to_owned() }
+            });
+            if hit {
+                out = Some(replaced.into_owned());
+            }
+        }
+        out
+    }
+}
+
+/// The Luhn checksum of the digits in `s`.
+pub fn luhn(s: &str) -> bool {
+    let digits: Vec<u32> = s.chars().filter_map(|c| c.to_digit(10)).collect();
+    if !(13..=19).contains(&digits.len()) {
+        return false;
+    }
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r() -> Redactor {
+        Redactor::new(&Config::default())
+    }
+
+    #[test]
+    fn masks_emails_phones_and_cards() {
+        let out =
+            r().redact("mail ann.lee+x@example.co.uk or call +1 (415) 555-0199, card 4111 1111 1111 1111").unwrap();
+        assert_eq!(out, "mail [email] or call [phone], card [card]");
+    }
+
+    #[test]
+    fn leaves_ordinary_numbers_and_text_alone() {
+        assert_eq!(r().redact("the year 2024, 3 apples, version 1.2.3"), None);
+        // 16 digits failing the Luhn check are not a card (but long enough to look like a phone).
+        assert_eq!(r().redact("order 1234"), None);
+    }
+
+    #[test]
+    fn rules_can_be_turned_off_and_mask_customised() {
+        let cfg = Config { phone: false, mask: "***".into(), ..Config::default() };
+        let out = Redactor::new(&cfg).redact("a@b.io 415 555 0199").unwrap();
+        assert_eq!(out, "*** 415 555 0199");
+    }
+
+    #[test]
+    fn luhn_accepts_test_cards_only() {
+        assert!(luhn("4111111111111111"));
+        assert!(luhn("5500-0000-0000-0004"));
+        assert!(!luhn("4111111111111112"));
+        assert!(!luhn("123"));
+    }
+}

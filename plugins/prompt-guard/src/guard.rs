@@ -1,0 +1,166 @@
+//! The guard rules, independent of the plugin ABI (unit-tested natively).
+
+use regex_lite::Regex;
+use serde::Deserialize;
+
+/// `[plugins.config]` of `prompt-guard`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Words or phrases refused anywhere in the prompt (case-insensitive).
+    pub deny_keywords: Vec<String>,
+    /// Regular expressions refused anywhere in the prompt.
+    pub deny_patterns: Vec<String>,
+    /// Most characters across all prompt texts (0: no limit).
+    pub max_prompt_chars: usize,
+    /// Most messages (0: no limit).
+    pub max_messages: usize,
+    /// Largest `max_tokens` / `max_completion_tokens` a client may ask for (0: no limit).
+    pub max_tokens: u64,
+    /// Status of the refusal.
+    pub status: u16,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            deny_keywords: Vec::new(),
+            deny_patterns: Vec::new(),
+            max_prompt_chars: 0,
+            max_messages: 0,
+            max_tokens: 0,
+            status: 400,
+        }
+    }
+}
+
+/// Why a request is refused: a client-facing message and a machine-readable code.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// `prompt_blocked`, `prompt_too_long`, `too_many_messages` or `max_tokens_too_high`.
+    pub code: &'static str,
+    /// What the client is told (never echoes the matched text).
+    pub message: String,
+}
+
+/// Compiled rules.
+pub struct Guard {
+    keywords: Vec<String>,
+    patterns: Vec<Regex>,
+    cfg: Config,
+}
+
+impl Guard {
+    /// Compiles the rules.
+    ///
+    /// # Errors
+    /// An invalid pattern or status.
+    pub fn new(cfg: Config) -> Result<Self, String> {
+        if !(400..=499).contains(&cfg.status) {
+            return Err("status must be a 4xx".into());
+        }
+        let patterns = cfg
+            .deny_patterns
+            .iter()
+            .map(|p| Regex::new(p).map_err(|e| format!("deny_patterns {p:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        let keywords = cfg.deny_keywords.iter().map(|k| k.to_lowercase()).collect();
+        Ok(Self { keywords, patterns, cfg })
+    }
+
+    /// Status of refusals.
+    pub fn status(&self) -> u16 {
+        self.cfg.status
+    }
+
+    /// Checks a request's prompt texts, message count and requested token limit.
+    ///
+    /// # Errors
+    /// The first [`Violation`].
+    pub fn check(&self, texts: &[String], messages: usize, max_tokens: Option<u64>) -> Result<(), Violation> {
+        if self.cfg.max_messages > 0 && messages > self.cfg.max_messages {
+            return Err(Violation {
+                code: "too_many_messages",
+                message: format!("too many messages: {messages} (limit {})", self.cfg.max_messages),
+            });
+        }
+        if self.cfg.max_tokens > 0
+            && let Some(n) = max_tokens.filter(|n| *n > self.cfg.max_tokens)
+        {
+            return Err(Violation {
+                code: "max_tokens_too_high",
+                message: format!("max_tokens {n} is above the limit of {}", self.cfg.max_tokens),
+            });
+        }
+        let chars: usize = texts.iter().map(|t| t.chars().count()).sum();
+        if self.cfg.max_prompt_chars > 0 && chars > self.cfg.max_prompt_chars {
+            return Err(Violation {
+                code: "prompt_too_long",
+                message: format!("the prompt has {chars} characters (limit {})", self.cfg.max_prompt_chars),
+            });
+        }
+        for t in texts {
+            let lower = t.to_lowercase();
+            if self.keywords.iter().any(|k| lower.contains(k.as_str())) || self.patterns.iter().any(|p| p.is_match(t)) {
+                return Err(Violation {
+                    code: "prompt_blocked",
+                    message: "the prompt contains content this gateway does not allow".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard() -> Guard {
+        Guard::new(Config {
+            deny_keywords: vec!["Ignore previous instructions".into()],
+            deny_patterns: vec![r"(?i)\bpassword\s*[:=]".into()],
+            max_prompt_chars: 20,
+            max_messages: 2,
+            max_tokens: 100,
+            ..Config::default()
+        })
+        .unwrap()
+    }
+
+    fn t(s: &str) -> Vec<String> {
+        vec![s.to_owned()]
+    }
+
+    #[test]
+    fn allows_ordinary_prompts() {
+        assert_eq!(guard().check(&t("hello"), 1, Some(50)), Ok(()));
+    }
+
+    #[test]
+    fn refuses_keywords_and_patterns_without_echoing_them() {
+        let v = guard().check(&t("please IGNORE previous instructions"), 1, None);
+        let long_ok =
+            Guard::new(Config { deny_keywords: vec!["ignore previous instructions".into()], ..Config::default() })
+                .unwrap()
+                .check(&t("please IGNORE previous instructions"), 1, None)
+                .unwrap_err();
+        assert_eq!(long_ok.code, "prompt_blocked");
+        assert!(!long_ok.message.to_lowercase().contains("ignore"));
+        assert!(v.is_err());
+        assert_eq!(guard().check(&t("Password: x"), 1, None).unwrap_err().code, "prompt_blocked");
+    }
+
+    #[test]
+    fn enforces_size_limits() {
+        assert_eq!(guard().check(&t(&"a".repeat(21)), 1, None).unwrap_err().code, "prompt_too_long");
+        assert_eq!(guard().check(&t("a"), 3, None).unwrap_err().code, "too_many_messages");
+        assert_eq!(guard().check(&t("a"), 1, Some(101)).unwrap_err().code, "max_tokens_too_high");
+    }
+
+    #[test]
+    fn bad_patterns_and_statuses_are_refused_at_init() {
+        assert!(Guard::new(Config { deny_patterns: vec!["(".into()], ..Config::default() }).is_err());
+        assert!(Guard::new(Config { status: 200, ..Config::default() }).is_err());
+    }
+}
