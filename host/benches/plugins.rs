@@ -1,2 +1,70 @@
-//! Placeholder.
-fn main() {}
+//! Plugin runtime costs: one no-op `on-request` through the chain on a 1 KB and a 64 KB
+//! request (checkout + guards + call + return), pool checkout/return alone, instance
+//! replacement (instantiate + init), and the raw call made sync vs async on one instance.
+//!
+//! Needs the plugins built: `cargo build --manifest-path plugins/Cargo.toml --target
+//! wasm32-wasip2 --release`. Run: `cargo bench -p weir --bench plugins -- --warm-up-time 1
+//! --measurement-time 3`.
+#![allow(missing_docs)]
+
+use std::path::PathBuf;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::HeaderMap;
+use serde_json::json;
+use weir::config::{PluginConfig, PluginRuntimeConfig};
+use weir::exchange::GatewayRequest;
+use weir::plugins::Chain;
+use weir::plugins::bench::{RawCall, checkout_return, make_instance};
+use weir::providers::Endpoint;
+
+fn wasm(name: &str) -> PathBuf {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../plugins/target/wasm32-wasip2/release/{name}.wasm"));
+    assert!(path.exists(), "{} missing: build the plugins first", path.display());
+    path
+}
+
+fn request(kb: usize) -> GatewayRequest {
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(kb * 1024)}]});
+    GatewayRequest {
+        id: "req_bench".into(),
+        endpoint: Endpoint::ChatCompletions,
+        model: "m".into(),
+        stream: false,
+        body: body.as_object().unwrap().clone(),
+        headers: HeaderMap::new(),
+    }
+}
+
+fn noop_chain(rt: &tokio::runtime::Runtime) -> Chain {
+    let cfg: PluginConfig =
+        toml::from_str(&format!("name = \"noop\"\npath = {:?}\ninstances = 2\n", wasm("noop"))).unwrap();
+    let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/weir-bench-cache");
+    let runtime = PluginRuntimeConfig { cache_dir: Some(cache), no_cache: false };
+    rt.block_on(Chain::load(&[cfg], &runtime)).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let chain = noop_chain(&rt);
+
+    for kb in [1, 64] {
+        let mut req = request(kb);
+        c.bench_function(&format!("chain_noop_on_request_{kb}kb"), |b| {
+            b.iter(|| rt.block_on(chain.on_request(&mut req, None)).unwrap());
+        });
+    }
+
+    c.bench_function("pool_checkout_return", |b| b.iter(|| rt.block_on(checkout_return(&chain))));
+
+    c.bench_function("instance_replacement", |b| b.iter(|| rt.block_on(make_instance(&chain))));
+
+    let mut raw = rt.block_on(RawCall::new(&chain, request(1)));
+    c.bench_function("raw_on_request_sync_call", |b| b.iter(|| raw.call_sync()));
+    c.bench_function("raw_on_request_async_call", |b| b.iter(|| rt.block_on(raw.call_async())));
+    c.bench_function("tokio_block_on_empty", |b| b.iter(|| rt.block_on(async {})));
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

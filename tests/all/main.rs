@@ -9,6 +9,7 @@ mod cancel;
 mod chat;
 mod check;
 mod overflow;
+mod plugins;
 mod secrets;
 mod shutdown;
 mod status;

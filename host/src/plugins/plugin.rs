@@ -403,4 +403,30 @@ impl Plugin {
         self.checkin(inst, Hook::StreamChunk, started, outcome, result.as_ref().err());
         result
     }
+
+    /// Bench hook: pool admission.
+    pub(super) async fn pool_take_for_bench(&self) -> Instance {
+        self.pool.take(super::bench::WAIT).await.expect("idle instance")
+    }
+
+    /// Bench hook: return to the pool.
+    pub(super) fn pool_put_for_bench(&self, inst: Instance) {
+        self.pool.put(inst);
+    }
+
+    /// Bench hook: make (and drop) one instance.
+    pub(super) async fn make_for_bench(&self) {
+        self.factory.make().await.expect("instance");
+    }
+
+    /// Bench hook: a fresh store for this plugin.
+    pub(super) fn store_for_bench(&self) -> Store<StoreData> {
+        let f = &self.factory;
+        Store::new(&f.runtime.engine, StoreData::new(&f.shared, f.memory_limit, f.max_output))
+    }
+
+    /// Bench hook: the pre-instantiated component.
+    pub(super) fn pre_for_bench(&self) -> &PluginWorldPre<StoreData> {
+        &self.factory.pre
+    }
 }

@@ -1,0 +1,73 @@
+//! Hooks for `host/benches/plugins.rs` (not part of the API): pool checkout/return, instance
+//! replacement, and a raw `on-request` call made synchronously or asynchronously on the same
+//! instance, to measure what the async (fiber) call costs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Resource, TypedFunc};
+use wasmtime::{Store, UpdateDeadline};
+
+use super::Chain;
+use super::bindings::{PluginWorld, RequestAction, RequestHandle};
+use super::host::StoreData;
+use super::plugin::Plugin;
+use crate::exchange::GatewayRequest;
+
+fn first(chain: &Chain) -> &Arc<Plugin> {
+    chain.plugins.first().expect("bench chain has a plugin")
+}
+
+/// Takes an instance from the first plugin's pool and puts it back.
+pub async fn checkout_return(chain: &Chain) {
+    let p = first(chain);
+    let inst = p.pool_take_for_bench().await;
+    p.pool_put_for_bench(inst);
+}
+
+/// Makes one fresh instance (instantiate + `init`) of the first plugin and drops it: the cost
+/// of replacing a discarded instance.
+pub async fn make_instance(chain: &Chain) {
+    first(chain).make_for_bench().await;
+}
+
+/// One instance with its raw `on-request` function, for sync-vs-async call timing.
+pub struct RawCall {
+    store: Store<StoreData>,
+    func: TypedFunc<(Resource<RequestHandle>,), (RequestAction,)>,
+}
+
+impl RawCall {
+    /// Instantiates the first plugin of `chain` on its own store and puts `req` in its
+    /// exchange slot.
+    pub async fn new(chain: &Chain, req: GatewayRequest) -> Self {
+        let p = first(chain);
+        let mut store = p.store_for_bench();
+        store.set_fuel(u64::MAX / 2).unwrap();
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Continue(1_000_000)));
+        let instance = p.pre_for_bench().instance_pre().instantiate_async(&mut store).await.unwrap();
+        let world = PluginWorld::new(&mut store, &instance).unwrap();
+        world.weir_plugin_handler().call_init(&mut store, "{}").await.unwrap().unwrap();
+        let iface = instance.get_export_index(&mut store, None, "weir:plugin/handler@0.1.0").unwrap();
+        let idx = instance.get_export_index(&mut store, Some(&iface), "on-request").unwrap();
+        let func = instance.get_typed_func(&mut store, idx).unwrap();
+        store.data_mut().exchange.put_request(req, None);
+        store.set_epoch_deadline(1_000_000);
+        Self { store, func }
+    }
+
+    /// A synchronous call (what a sync design would do on the tokio worker).
+    pub fn call_sync(&mut self) {
+        let (action,) = self.func.call(&mut self.store, (Resource::new_borrow(0),)).unwrap();
+        assert!(matches!(action, RequestAction::Continue));
+    }
+
+    /// The same call through `call_async` (the design Weir uses: runs on a fiber, can yield).
+    pub async fn call_async(&mut self) {
+        let (action,) = self.func.call_async(&mut self.store, (Resource::new_borrow(0),)).await.unwrap();
+        assert!(matches!(action, RequestAction::Continue));
+    }
+}
+
+/// A generous timeout for bench checkouts.
+pub const WAIT: Duration = Duration::from_secs(1);
