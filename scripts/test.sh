@@ -34,6 +34,11 @@ fi
 if [[ -f plugins/Cargo.toml ]]; then
     step "plugins: build for wasm32-wasip2"
     cargo build --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --release
+    step "plugins: fmt, clippy (native and wasm32-wasip2), native unit tests"
+    cargo fmt --manifest-path plugins/Cargo.toml --all -- --check
+    cargo clippy --manifest-path plugins/Cargo.toml --workspace --all-targets -- -D warnings
+    cargo clippy --manifest-path plugins/Cargo.toml --workspace --target wasm32-wasip2 -- -D warnings
+    cargo test --manifest-path plugins/Cargo.toml --workspace
 fi
 # ---- end of plugin builds ----------------------------------------------------------------
 
