@@ -10,6 +10,7 @@ mod chat;
 mod check;
 mod overflow;
 mod plugins;
+mod reload;
 mod secrets;
 mod shutdown;
 mod status;

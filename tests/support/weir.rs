@@ -38,6 +38,7 @@ impl WeirBuilder {
             let addr = free_port();
             let mut cmd = Command::new(WEIR_BIN);
             cmd.args(["serve", "--config"]).arg(&path).args(["--listen", &addr.to_string()]);
+            // Debug logs: the secret-hygiene test then covers every line weir can print.
             cmd.env("WEIR_LOG", "weir=debug,warn").envs(self.env.iter().map(|(k, v)| (k, v)));
             let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
             let logs = Arc::new(Mutex::new(String::new()));
@@ -76,6 +77,11 @@ impl Weir {
     /// `http://127.0.0.1:PORT{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The config file the process serves (rewrite it to trigger a reload).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("weir.toml")
     }
 
     /// The listen address.
