@@ -52,7 +52,8 @@ step "cargo test (unit + end-to-end)"
 cargo test --workspace
 
 step "python SDK tests (official openai package against target/debug/weir)"
-cargo build -p weir
+# `cargo test` built target/debug/weir for the end-to-end tests; a separate `cargo build` would
+# resolve features without dev-dependencies and rebuild half the dependency tree.
 .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider
 
 step "all tests passed in $((SECONDS - started))s"

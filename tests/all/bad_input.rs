@@ -115,6 +115,7 @@ async fn unknown_model_route_and_method_are_json_errors() {
 
     let reply = post(&weir.url("/v1/chat/completions"), &chat("gpt-nope", "x")).await;
     assert_eq!((reply.status, reply.error_code().as_str()), (404, "model_not_found"));
+    assert!(reply.header("x-weir-overhead-us").is_some(), "errors carry the overhead header too");
     let reply = post(&weir.url("/v1/embeddings"), &json!({"model": "nope/x", "input": "x"})).await;
     assert_eq!((reply.status, reply.error_code().as_str()), (404, "model_not_found"));
 

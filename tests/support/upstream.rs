@@ -353,11 +353,11 @@ fn stream_response(state: Arc<State>, index: usize, body: &Value, d: Directives)
         };
         state.update(index, |s| s.outcome = if sent { Outcome::Completed } else { Outcome::Cancelled });
     });
-    let body = StreamBody::new(tokio_stream_from(rx));
+    let body = StreamBody::new(receiver_stream(rx));
     Response::builder().header("content-type", "text/event-stream").body(BodyExt::boxed(body)).unwrap()
 }
 
-fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
+fn receiver_stream<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
