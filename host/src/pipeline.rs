@@ -15,11 +15,11 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use crate::body::{ResponseBody, read_limited};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::exchange::{GatewayRequest, GatewayResponse, client_headers};
 use crate::gateway::Gateway;
 use crate::plugins::{ChunkOutcome, HookCtx, Seen};
-use crate::pool::Reply;
+use crate::pool::{Reply, StreamItem};
 use crate::providers::sse::{DONE_FRAME, frame};
 use crate::providers::{Endpoint, ProviderRequest};
 
@@ -62,7 +62,7 @@ pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: http::Request<Inc
 
 enum Outcome {
     Full(GatewayResponse),
-    Stream { head: HeaderMap, chunks: mpsc::Receiver<Result<Bytes, Error>>, hook: HookCtx, seen: Seen },
+    Stream { head: HeaderMap, chunks: mpsc::Receiver<Result<StreamItem, Error>>, hook: HookCtx, seen: Seen },
 }
 
 async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Result<Outcome, Error> {
@@ -140,7 +140,7 @@ fn stream_response(
     gw: Arc<Gateway>,
     ctx: Ctx,
     head: HeaderMap,
-    mut chunks: mpsc::Receiver<Result<Bytes, Error>>,
+    mut chunks: mpsc::Receiver<Result<StreamItem, Error>>,
     hook: HookCtx,
     seen: Seen,
 ) -> Response<ResponseBody> {
@@ -154,11 +154,19 @@ fn stream_response(
     let hooks = gw.plugins.has_stream_hooks(seen);
     tokio::spawn(async move {
         let mut failure: Option<Error> = None;
-        while let Some(item) = chunks.recv().await {
-            let payload = match item {
-                Ok(p) => p,
-                Err(e) => {
+        loop {
+            let payload = match chunks.recv().await {
+                Some(Ok(StreamItem::Chunk(p))) => p,
+                Some(Ok(StreamItem::End)) => break,
+                Some(Err(e)) => {
                     failure = Some(e);
+                    break;
+                }
+                None => {
+                    failure = Some(Error::new(
+                        ErrorKind::ShuttingDown,
+                        "the stream was cut: Weir is shutting down and could not finish it",
+                    ));
                     break;
                 }
             };

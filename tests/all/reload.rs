@@ -181,7 +181,7 @@ async fn plugin_swaps_under_load_fail_no_request_and_never_mix_versions() {
         t.await.unwrap();
     }
     let total = total.load(Ordering::Relaxed);
-    let failures = failures.lock().unwrap();
+    let failures = std::mem::take(&mut *failures.lock().unwrap());
     let max = swap_times.iter().max().unwrap();
     eprintln!("swap test: {total} requests, {} failed; change-to-new-behaviour times: {swap_times:?}", failures.len());
     assert!(

@@ -69,3 +69,28 @@ async fn requests_left_at_shutdown_timeout_get_503_and_the_process_exits_0() {
     assert!(status.success(), "exit status {status}:\n{}", weir.logs());
     assert_eq!(up.chats().len(), 1, "queued requests must not start after the deadline");
 }
+
+#[tokio::test]
+async fn stream_cut_by_shutdown_timeout_ends_with_an_error_event_not_done() {
+    let up = MockUpstream::start().await;
+    let config = format!(
+        "[server]\nshutdown_timeout = \"500ms\"\n{}",
+        up.provider_toml("up", "", "workers = 1\nqueue = 4\nqueue_timeout = \"20s\"")
+    );
+    let mut weir = Weir::start(&config).await;
+    let mut body = chat("up/m;chunks=3;hold_after=1", "s0");
+    body["stream"] = true.into();
+    let resp = crate::support::client().post(weir.url("/v1/chat/completions")).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut sse = crate::support::SseReader::new(resp);
+    assert!(sse.next().await.is_some(), "the first chunk arrives before the upstream holds");
+
+    weir.sigterm(); // the upstream never releases the rest
+    let rest = sse.rest().await;
+    let last = rest.last().cloned().unwrap_or_default();
+    assert_ne!(last, "[DONE]", "a cut stream must not look complete: {rest:?}");
+    let err: serde_json::Value = serde_json::from_str(&last).unwrap_or_else(|e| panic!("{e}: {rest:?}"));
+    assert_eq!(err["error"]["code"], "shutting_down", "{rest:?}");
+    let status = weir.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "exit status {status}:\n{}", weir.logs());
+}

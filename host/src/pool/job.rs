@@ -11,6 +11,17 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::Error;
 use crate::providers::ProviderRequest;
 
+/// One item of a relayed stream. The worker always ends a stream it finished with `End` (or an
+/// `Err`), so a channel that closes without either was cut (the worker was stopped at the end
+/// of a shutdown) and the client is told so instead of seeing a normal `[DONE]`.
+#[derive(Debug)]
+pub enum StreamItem {
+    /// One chunk payload (an OpenAI `chat.completion.chunk` JSON).
+    Chunk(Bytes),
+    /// The upstream stream finished normally.
+    End,
+}
+
 /// What a worker hands back to the waiting handler.
 pub enum Reply {
     /// A whole JSON body.
@@ -23,7 +34,7 @@ pub enum Reply {
     /// A stream of chunk payloads; an `Err` item ends it.
     Stream {
         /// Chunks as the worker reads them; dropping this stops the upstream read.
-        chunks: mpsc::Receiver<Result<Bytes, Error>>,
+        chunks: mpsc::Receiver<Result<StreamItem, Error>>,
         /// Time until the upstream response head.
         upstream: Duration,
     },

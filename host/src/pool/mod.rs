@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use health::{Health, HealthState};
-pub use job::Reply;
+pub use job::{Reply, StreamItem};
 use job::{Job, JobState};
 use metrics::PoolMetrics;
 pub use queue::{Queue, Refused};
@@ -295,7 +295,7 @@ impl Worker {
 
     /// Relays a stream to the client side until it ends, fails, stalls past
     /// `request_timeout`, or the client goes away (then the upstream read stops at once).
-    async fn pump(&self, mut stream: ChunkStream, tx: mpsc::Sender<Result<bytes::Bytes, Error>>) {
+    async fn pump(&self, mut stream: ChunkStream, tx: mpsc::Sender<Result<StreamItem, Error>>) {
         loop {
             let next = std::panic::AssertUnwindSafe(stream.next()).catch_unwind();
             let item = tokio::select! {
@@ -317,6 +317,7 @@ impl Worker {
             match item {
                 None => {
                     self.health.record_ok();
+                    let _ = tx.send(Ok(StreamItem::End)).await;
                     return;
                 }
                 Some(Err(e)) => {
@@ -325,7 +326,7 @@ impl Worker {
                     return;
                 }
                 Some(Ok(chunk)) => {
-                    if tx.send(Ok(chunk)).await.is_err() {
+                    if tx.send(Ok(StreamItem::Chunk(chunk))).await.is_err() {
                         self.metrics.cancelled.increment(1);
                         return;
                     }
