@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use health::{Health, HealthState};
-pub use job::{Reply, StreamItem};
 use job::{Job, JobState};
+pub use job::{Reply, StreamItem};
 use metrics::PoolMetrics;
 pub use queue::{Queue, Refused};
 
