@@ -20,7 +20,32 @@ pub fn embedded_default() -> Result<Config, ConfigError> {
     if has("ANTHROPIC_API_KEY") {
         text.push_str(ANTHROPIC);
     }
-    Config::from_toml(&text)
+    let mut cfg = Config::from_toml(&text)?;
+    locate_default_plugins(&mut cfg);
+    Ok(cfg)
+}
+
+/// The default chain names the first-party plugins by their build path in the repository.
+/// Look for them beside the working directory and beside the binary (`target/<profile>/weir`
+/// → repository root), and leave out, with a warning, any that are not built: the embedded
+/// default must always start.
+pub(super) fn locate_default_plugins(cfg: &mut Config) {
+    let exe_root = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()));
+    cfg.plugins.retain_mut(|p| {
+        let candidates = std::iter::once(p.path.clone()).chain(exe_root.iter().map(|root| root.join(&p.path)));
+        for candidate in candidates {
+            if candidate.is_file() {
+                p.path = candidate;
+                return true;
+            }
+        }
+        tracing::warn!(
+            plugin = %p.name,
+            path = %p.path.display(),
+            "default plugin not built; starting without it (scripts/serve.sh builds the plugins)"
+        );
+        false
+    });
 }
 
 const OPENAI: &str = r#"

@@ -69,3 +69,10 @@ fn redacted_hides_keys() {
     assert!(!out.contains("sk-123"));
     assert!(!format!("{cfg:?}").contains("sk-123"));
 }
+
+#[test]
+fn embedded_default_always_starts_even_without_built_plugins() {
+    let mut cfg = parse(&format!("{MIN}\n[[plugins]]\nname = \"gone\"\npath = \"does/not/exist.wasm\"\n")).unwrap();
+    defaults::locate_default_plugins(&mut cfg);
+    assert!(cfg.plugins.is_empty());
+}
