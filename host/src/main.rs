@@ -1,6 +1,8 @@
-//! The `weir` command line: `serve` and `check`.
+//! The `weir` command line: `serve`, `check` and `plugin` (in `cli/`).
 
 use std::path::PathBuf;
+
+mod cli;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -34,6 +36,11 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Develop plugins without a gateway: inspect a component, run its hooks offline.
+    Plugin {
+        #[command(subcommand)]
+        command: cli::plugin::PluginCommand,
+    },
 }
 
 fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -45,10 +52,16 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // `weir plugin`: the plugin's own log lines are the point; gateway chatter is not.
+    let default_filter = if matches!(cli.command, Command::Plugin { .. }) {
+        "weir::plugins=error,weir::plugin=trace,error"
+    } else {
+        "weir=info,warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("weir=info,warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -56,6 +69,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Check { config } => check(config.as_ref()),
         Command::Serve { config, listen } => serve(config.as_ref(), listen),
+        Command::Plugin { command } => cli::plugin::run(command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 //! ([`upstream`]), and small HTTP helpers ([`http`]). Add a harness area as one more `pub mod`.
 
 pub mod http;
+pub mod languages;
 pub mod plugins;
 pub mod upstream;
 pub mod weir;

@@ -103,11 +103,16 @@ fn cached(engine: &Engine, bytes: &[u8], dir: &Path) -> Result<Component, String
         #[allow(unsafe_code)]
         let loaded = unsafe { Component::deserialize_file(engine, &path) };
         match loaded {
-            Ok(c) => return Ok(c),
+            Ok(c) => {
+                tracing::info!(path = %path.display(), "compiled component loaded from the cache");
+                return Ok(c);
+            }
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component"),
         }
     }
+    let started = std::time::Instant::now();
     let compiled = engine.precompile_component(bytes).map_err(|e| format!("invalid component: {e:#}"))?;
+    tracing::info!(path = %path.display(), compile_ms = started.elapsed().as_millis() as u64, "component compiled");
     if let Err(e) = write_atomically(dir, &path, &compiled) {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot write the component cache");
     }

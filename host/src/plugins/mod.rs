@@ -22,6 +22,7 @@ mod instances;
 mod json;
 mod metrics;
 mod plugin;
+pub mod tool;
 
 use std::sync::Arc;
 

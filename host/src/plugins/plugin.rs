@@ -91,6 +91,7 @@ pub struct Plugin {
     metrics: PluginMetrics,
     live: AtomicUsize,
     replaced: AtomicU64,
+    last_fuel_used: AtomicU64,
     weak: Weak<Plugin>,
 }
 
@@ -176,6 +177,7 @@ impl Plugin {
             metrics,
             live,
             replaced: AtomicU64::new(0),
+            last_fuel_used: AtomicU64::new(0),
             weak: weak.clone(),
         }))
     }
@@ -225,6 +227,7 @@ impl Plugin {
         failure: Option<&Failure>,
     ) {
         let fuel_used = self.fuel.saturating_sub(inst.store.get_fuel().unwrap_or(0));
+        self.last_fuel_used.store(fuel_used, Ordering::Relaxed);
         self.metrics.call(hook, outcome, started.elapsed(), fuel_used);
         inst.store.data_mut().exchange.clear();
         inst.calls += 1;
@@ -402,6 +405,11 @@ impl Plugin {
         };
         self.checkin(inst, Hook::StreamChunk, started, outcome, result.as_ref().err());
         result
+    }
+
+    /// Fuel the most recent call used (for `weir plugin test`).
+    pub(super) fn last_fuel_used(&self) -> u64 {
+        self.last_fuel_used.load(Ordering::Relaxed)
     }
 
     /// Bench hook: pool admission.

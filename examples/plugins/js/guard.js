@@ -1,0 +1,72 @@
+// Prompt guard for Weir, in JavaScript: rejects prompts that match a configured rule (a
+// case-insensitive regular expression) with a 400 naming the rule, tags every response it sees
+// with `x-guard: js`, and logs through the host's `log` import.
+//
+// Config (the plugin's `config` table, as JSON): {"rules": {"<name>": "<regex>", ...}}.
+// Without `rules`, DEFAULT_RULES apply.
+
+// Each WIT function is a named export of its interface module.
+import { log } from 'weir:plugin/log@0.1.0';
+
+const LANG = 'js';
+const DEFAULT_RULES = {
+  injection: 'ignore (all )?previous instructions',
+  secret: 'BEGIN [A-Z ]*PRIVATE KEY',
+};
+
+// Compiled once per instance in `init`; instances are reused across calls.
+let rules = [];
+
+// The text of each message's `content`, read through the host by JSON pointer.
+function messages(req) {
+  const texts = [];
+  for (let i = 0; ; i++) {
+    const raw = req.get(`/messages/${i}/content`);
+    if (raw == null) return texts; // none
+    const value = JSON.parse(raw);
+    texts.push(typeof value === 'string' ? value : raw);
+  }
+}
+
+export const handler = {
+  init(config) {
+    let parsed;
+    try {
+      const table = (JSON.parse(config || '{}').rules) ?? DEFAULT_RULES;
+      parsed = Object.entries(table).map(([name, pattern]) => [name, new RegExp(pattern, 'i')]);
+    } catch (e) {
+      throw `invalid config: ${e}`; // a thrown string is the `err` of result<hooks, string>
+    }
+    rules = parsed;
+    log('info', `guard (${LANG}) ready with ${rules.length} rule(s)`);
+    return { onRequest: true, onResponse: true, onStreamChunk: false };
+  },
+
+  onRequest(req) {
+    for (const text of messages(req)) {
+      for (const [name, re] of rules) {
+        if (re.test(text)) {
+          log('warn', `guard (${LANG}) rejected request ${req.id()}: rule \`${name}\` matched`);
+          return {
+            tag: 'reject',
+            val: {
+              status: 400,
+              message: `prompt rejected by the ${LANG} guard: it matches rule \`${name}\``,
+              code: 'prompt_rejected',
+            },
+          };
+        }
+      }
+    }
+    return { tag: 'continue' };
+  },
+
+  onResponse(req, resp) {
+    resp.setHeader('x-guard', LANG);
+    return { tag: 'pass' };
+  },
+
+  onStreamChunk(req, chunk) {
+    return { tag: 'pass' };
+  },
+};

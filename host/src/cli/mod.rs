@@ -1,0 +1,3 @@
+//! Subcommands of the `weir` binary beyond `serve` and `check` (kept out of `main.rs`).
+
+pub mod plugin;

@@ -1,0 +1,92 @@
+//! `weir plugin inspect|test` as a plugin author uses them: on the C example (small, compiles
+//! fast), on a plugin that runs out of fuel, on a component of another contract version and
+//! on a file that is not a component.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use crate::support::languages::{example, shared_cache};
+use crate::support::plugins::wasm;
+use crate::support::weir::WEIR_BIN;
+
+fn weir_plugin(args: &[&str]) -> (bool, String) {
+    let out: Output = Command::new(WEIR_BIN)
+        .arg("plugin")
+        .args(args)
+        .arg("--cache-dir")
+        .arg(shared_cache())
+        .env("WEIR_LOG", "weir::plugin=info,error")
+        .output()
+        .unwrap();
+    let text =
+        format!("{}\n--- stderr ---\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn json_file(name: &str, json: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("weir-cli-{}-{name}", std::process::id()));
+    std::fs::write(&path, json).unwrap();
+    path
+}
+
+fn c_guard() -> String {
+    example("c", "guard.wasm").expect("the C example is required")
+}
+
+#[test]
+fn inspect_reports_contract_imports_hooks_and_times() {
+    let (ok, out) = weir_plugin(&["inspect", &c_guard()]);
+    assert!(ok, "{out}");
+    assert!(out.contains("targets:     weir:plugin/handler@0.1.0"), "{out}");
+    assert!(out.contains("hooks:       on-request, on-response"), "{out}");
+    assert!(out.lines().any(|l| l.contains("weir:plugin/log@0.1.0") && l.ends_with("granted")), "{out}");
+    assert!(out.lines().any(|l| l.contains("wasi:filesystem/preopens") && l.contains("no directories")), "{out}");
+    assert!(out.contains("compile:") && out.contains("instantiate:"), "{out}");
+    // init ran, and its log line reached stderr.
+    assert!(out.contains("guard (c) ready with 2 rule(s)"), "{out}");
+}
+
+#[test]
+fn inspect_refuses_other_contract_versions_and_non_components() {
+    let (ok, out) = weir_plugin(&["inspect", &wasm("wrong-version")]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("would refuse") && out.contains("weir:plugin@0.1.0"), "{out}");
+    let junk = json_file("junk.wasm", "not wasm");
+    let (ok, out) = weir_plugin(&["inspect", junk.to_str().unwrap()]);
+    assert!(!ok && out.contains("invalid component"), "{out}");
+}
+
+#[test]
+fn test_prints_decisions_edits_and_exits_zero_on_reject() {
+    let clean = json_file("clean.json", r#"{"model":"m","messages":[{"role":"user","content":"hello"}]}"#);
+    let (ok, out) = weir_plugin(&["test", &c_guard(), "--request", clean.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(out.contains("on-request: continue (fuel "), "{out}");
+    assert!(out.contains("on-response: ok") && out.contains("x-guard: c"), "{out}");
+
+    let bad = json_file("bad.json", r#"{"model":"m","messages":[{"role":"user","content":"no bananas"}]}"#);
+    let cfg = json_file("cfg.json", r#"{"rules":{"fruit":"banana"}}"#);
+    let (ok, out) =
+        weir_plugin(&["test", &c_guard(), "--request", bad.to_str().unwrap(), "--config", cfg.to_str().unwrap()]);
+    assert!(ok, "a rejection is a valid decision: {out}");
+    assert!(out.contains("on-request: REJECT with status 400"), "{out}");
+    assert!(out.contains("it matches rule `fruit`") && out.contains("prompt_rejected"), "{out}");
+    assert!(out.contains("guard (c) rejected request req_plugin_test: rule `fruit` matched"), "{out}");
+    assert!(!out.contains("on-response:"), "no provider response after a rejection: {out}");
+}
+
+#[test]
+fn test_exits_non_zero_when_a_guard_stops_the_plugin() {
+    let req = json_file("req.json", r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
+    let cfg = json_file("loop.json", r#"{"mode":"loop","hook":"request","always":true}"#);
+    let (ok, out) = weir_plugin(&[
+        "test",
+        &wasm("misbehave"),
+        "--request",
+        req.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("on-request: FAILED: plugin ran out of fuel"), "{out}");
+}
