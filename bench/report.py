@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Turns the raw results of scripts/bench.sh into one markdown report.
+
+Usage: report.py RESULTS_DIR "META". RESULTS_DIR holds `<scenario>.<target>.<round>.json`
+(oha JSON, or weir-stream-client JSON for the `stream` scenario) and `rss.txt`. Every number
+is the mean over rounds; "added" is the target's latency minus the direct path's in the same
+scenario, and "x nginx" its throughput divided by nginx's.
+"""
+
+import glob
+import json
+import os
+import sys
+from collections import defaultdict
+
+res_dir, meta = sys.argv[1], sys.argv[2]
+runs = defaultdict(list)  # (scenario, target) -> [dict]
+for path in sorted(glob.glob(os.path.join(res_dir, "*.json"))):
+    scenario, target, _round, _ = os.path.basename(path).split(".")
+    with open(path) as f:
+        try:
+            data = json.load(f)
+        except ValueError:
+            data = {"failed": True}
+    stall_path = path + ".stall"
+    if os.path.exists(stall_path):
+        with open(stall_path) as f:
+            try:
+                data["_stall"] = json.load(f)
+            except ValueError:
+                data["_stall"] = {"failed": True}
+    runs[(scenario, target)].append(data)
+
+
+def oha(d):
+    """rps, p50/p90/p99 (ms), requests, errors from one oha JSON document."""
+    if d.get("failed"):
+        return None
+    s, p = d["summary"], d.get("latencyPercentiles", {})
+    codes = d.get("statusCodeDistribution", {})
+    ok = sum(n for c, n in codes.items() if c.startswith("2"))
+    bad = sum(n for c, n in codes.items() if not c.startswith("2"))
+    bad += sum(d.get("errorDistribution", {}).values())
+    ms = lambda k: (p.get(k) or 0.0) * 1000.0  # noqa: E731
+    return {"rps": s.get("requestsPerSec") or 0.0, "p50": ms("p50"), "p90": ms("p90"), "p99": ms("p99"),
+            "requests": ok, "errors": bad}
+
+
+def stream(d):
+    if d.get("failed"):
+        return None
+    return {"rps": d["rps"], "requests": d["requests"], "errors": d["errors"],
+            "ttfb50": d["ttfb_p50_ms"], "ttfb99": d["ttfb_p99_ms"],
+            "p50": d["total_p50_ms"], "p90": d["total_p90_ms"], "p99": d["total_p99_ms"]}
+
+
+def mean(scenario, target, parse=oha, key=None):
+    rows = [parse(d[key] if key else d) for d in runs.get((scenario, target), []) if not key or key in d]
+    rows = [r for r in rows if r]
+    if not rows:
+        return None
+    out = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+    out["errors"] = sum(r["errors"] for r in rows)
+    out["requests"] = sum(r["requests"] for r in rows)
+    return out
+
+
+def f(v, digits=3):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+TARGETS = ["direct", "nginx", "weir-none", "weir-default", "weir-five"]
+LABEL = {"direct": "direct (no proxy)", "nginx": "nginx", "weir-none": "weir, no plugins",
+         "weir-default": "weir, default chain", "weir-five": "weir, 5 plugins", "weir-stall": "weir, stall chain"}
+out = []
+out.append(f"Run: {meta}\n")
+checks = []
+
+for scenario, title in [("closed", "Closed loop, concurrency 32, non-stream"),
+                        ("rate1000", "Fixed rate 1,000 req/s (latency-corrected), non-stream"),
+                        ("rate5000", "Fixed rate 5,000 req/s (latency-corrected), non-stream")]:
+    out.append(f"### {title}\n")
+    out.append("| target | RPS | p50 ms | p90 ms | p99 ms | errors | added p50 ms | added p99 ms | RPS x nginx |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    direct, nginx = mean(scenario, "direct"), mean(scenario, "nginx")
+    for t in TARGETS:
+        m = mean(scenario, t)
+        if not m:
+            out.append(f"| {LABEL[t]} | failed | | | | | | | |")
+            continue
+        add50 = m["p50"] - direct["p50"] if direct and t != "direct" else None
+        add99 = m["p99"] - direct["p99"] if direct and t != "direct" else None
+        ratio = m["rps"] / nginx["rps"] if nginx and nginx["rps"] else None
+        out.append(f"| {LABEL[t]} | {m['rps']:.0f} | {f(m['p50'])} | {f(m['p90'])} | {f(m['p99'])} | "
+                   f"{m['errors']} | {f(add50)} | {f(add99)} | {f(ratio, 2)} |")
+        if scenario == "closed" and t == "weir-default" and ratio is not None:
+            checks.append(("throughput, default chain, closed loop c=32 >= 0.60 x nginx", f"{ratio:.2f}", ratio >= 0.6))
+        if scenario == "rate1000" and t == "weir-default" and add50 is not None:
+            checks.append(("added latency p50 @1,000 req/s (default chain) <= 0.15 ms", f"{add50:.3f} ms",
+                           add50 <= 0.15))
+            checks.append(("added latency p99 @1,000 req/s (default chain) <= 1 ms", f"{add99:.3f} ms",
+                           add99 <= 1.0))
+        if scenario == "rate1000" and t == "weir-none" and add50 is not None:
+            checks.append(("added latency p50 @1,000 req/s (no plugins) <= 0.15 ms", f"{add50:.3f} ms",
+                           add50 <= 0.15))
+    out.append("")
+
+out.append("### Stream, closed loop, concurrency 32 (8 chunks 1 ms apart)\n")
+out.append("| target | RPS | TTFB p50 ms | TTFB p99 ms | total p50 ms | total p99 ms | errors | added TTFB p50 ms "
+           "| RPS x nginx |")
+out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+sd, sn = mean("stream", "direct", stream), mean("stream", "nginx", stream)
+for t in ["direct", "nginx", "weir-none", "weir-default"]:
+    m = mean("stream", t, stream)
+    if not m:
+        out.append(f"| {LABEL[t]} | failed | | | | | | | |")
+        continue
+    add = m["ttfb50"] - sd["ttfb50"] if sd and t != "direct" else None
+    ratio = m["rps"] / sn["rps"] if sn and sn["rps"] else None
+    out.append(f"| {LABEL[t]} | {m['rps']:.0f} | {f(m['ttfb50'])} | {f(m['ttfb99'])} | {f(m['p50'])} | "
+               f"{f(m['p99'])} | {m['errors']} | {f(add)} | {f(ratio, 2)} |")
+out.append("")
+
+out.append("### Stalled plugin: 1% of requests spin a plugin to its 20 ms deadline (1,000 req/s total)\n")
+out.append("| load | requests measured | p50 ms | p90 ms | p99 ms | errors |")
+out.append("|---|---:|---:|---:|---:|---:|")
+s0 = mean("stall0", "weir-stall")
+s1 = mean("stall1", "weir-stall")
+st = mean("stall1", "weir-stall", key="_stall")
+if s0:
+    out.append(f"| no stalls: 1,000 req/s clean | {s0['requests']} | {f(s0['p50'])} | {f(s0['p90'])} | {f(s0['p99'])} "
+               f"| {s0['errors']} |")
+if s1:
+    out.append(f"| with stalls: the 99% (990 req/s clean) | {s1['requests']} | {f(s1['p50'])} | {f(s1['p90'])} | "
+               f"{f(s1['p99'])} | {s1['errors']} |")
+if st:
+    out.append(f"| with stalls: the 1% (10 req/s, stalled) | {st['requests']} | {f(st['p50'])} | {f(st['p90'])} | "
+               f"{f(st['p99'])} | {st['errors']} |")
+out.append("")
+
+out.append("### Weir memory\n")
+out.append("| weir process | idle RSS MB | peak RSS (VmHWM) MB |")
+out.append("|---|---:|---:|")
+with open(os.path.join(res_dir, "rss.txt")) as fh:
+    for line in fh:
+        _, name, hwm, idle = line.split()
+        out.append(f"| {LABEL.get(name, name)} | {int(idle) / 1024:.1f} | {int(hwm) / 1024:.1f} |")
+        if name == "weir-default":
+            checks.append(("peak RSS (default chain, whole run) <= 60 MB", f"{int(hwm) / 1024:.1f} MB",
+                           int(hwm) / 1024 <= 60))
+            checks.append(("idle RSS (default chain) <= 30 MB", f"{int(idle) / 1024:.1f} MB", int(idle) / 1024 <= 30))
+out.append("")
+
+out.append("### Targets\n")
+out.append("| target | measured | met |")
+out.append("|---|---:|---|")
+for name, value, ok in checks:
+    out.append(f"| {name} | {value} | {'yes' if ok else 'NO'} |")
+print("\n".join(out))

@@ -1,0 +1,122 @@
+//! Hot-path pieces of one request, without sockets or plugins: model routing, the JSON front
+//! door (parse + validate a ~1 KB chat body, serialize it for upstream), the pool queue alone,
+//! and a whole pool hand-off (submit → worker → trivial provider → reply).
+//!
+//! Run: `cargo bench -p weir --bench hotpath -- --warm-up-time 1 --measurement-time 3`.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::json;
+use weir::config::Config;
+use weir::pool::{Pool, Queue};
+use weir::providers::{Endpoint, Provider, ProviderRequest};
+use weir::routing::Router;
+
+/// A ~1 KB chat completion body, like the load benchmark sends.
+fn chat_body() -> Bytes {
+    let body = json!({
+        "model": "bench-1",
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": format!("Summarise: {}", "lorem ipsum dolor sit amet ".repeat(34))},
+        ],
+        "max_tokens": 200,
+        "temperature": 0.7,
+    });
+    Bytes::from(serde_json::to_vec(&body).unwrap())
+}
+
+fn config() -> Config {
+    Config::from_toml(
+        r#"
+        [[providers]]
+        name = "openai"
+        kind = "mock"
+        models = ["gpt-4o", "gpt-4o-mini", "o3", "text-embedding-3-small"]
+        aliases = { fast = "gpt-4o-mini", smart = "o3" }
+        [[providers]]
+        name = "local"
+        kind = "mock"
+        models = ["llama-3.1-8b", "qwen-2.5-7b"]
+        "#,
+    )
+    .unwrap()
+}
+
+fn routing(c: &mut Criterion) {
+    let router = Router::new(&config().providers);
+    c.bench_function("route_configured_model", |b| b.iter(|| router.route(black_box("llama-3.1-8b")).unwrap()));
+    c.bench_function("route_alias", |b| b.iter(|| router.route(black_box("fast")).unwrap()));
+    c.bench_function("route_provider_prefix", |b| b.iter(|| router.route(black_box("local/anything")).unwrap()));
+    c.bench_function("route_unknown_model_404", |b| b.iter(|| router.route(black_box("nope")).unwrap_err()));
+}
+
+fn json_handling(c: &mut Criterion) {
+    let body = chat_body();
+    assert!((1000..1200).contains(&body.len()), "body is {} bytes", body.len());
+    c.bench_function("json_parse_1kb", |b| b.iter(|| weir::api::parse_object(black_box(&body)).unwrap()));
+    let map = weir::api::parse_object(&body).unwrap();
+    c.bench_function("json_validate_1kb", |b| {
+        b.iter(|| weir::api::validate(Endpoint::ChatCompletions, black_box(&map)).unwrap())
+    });
+    c.bench_function("json_parse_validate_1kb", |b| {
+        b.iter(|| {
+            let m = weir::api::parse_object(black_box(&body)).unwrap();
+            weir::api::validate(Endpoint::ChatCompletions, &m).unwrap();
+            m
+        })
+    });
+    c.bench_function("json_serialize_1kb", |b| b.iter(|| serde_json::to_vec(black_box(&map)).unwrap()));
+}
+
+fn queue_handoff(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let q: Queue<u64> = Queue::new(1024);
+    c.bench_function("queue_push_pop", |b| {
+        b.iter(|| {
+            q.try_push(black_box(1)).ok().unwrap();
+            rt.block_on(q.pop()).unwrap()
+        })
+    });
+
+    let cfg = config();
+    let mut provider_cfg = cfg.providers[1].clone();
+    provider_cfg.pool.workers = 4;
+    let pool = rt.block_on(async {
+        Pool::start("local", Provider::from_config(&provider_cfg).unwrap(), provider_cfg.pool.clone())
+    });
+    let map = weir::api::parse_object(&chat_body()).unwrap();
+    c.bench_function("pool_submit_mock_reply", |b| {
+        b.iter(|| {
+            let req = ProviderRequest {
+                endpoint: Endpoint::ChatCompletions,
+                model: "llama-3.1-8b".into(),
+                body: map.clone(),
+                stream: false,
+            };
+            rt.block_on(pool.submit(req)).ok().unwrap()
+        })
+    });
+    // The same with a multi-threaded runtime: the worker runs on another thread, as in Weir.
+    let mt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let pool = mt.block_on(async {
+        Pool::start("local", Provider::from_config(&provider_cfg).unwrap(), provider_cfg.pool.clone())
+    });
+    c.bench_function("pool_submit_mock_reply_2_threads", |b| {
+        b.iter(|| {
+            let req = ProviderRequest {
+                endpoint: Endpoint::ChatCompletions,
+                model: "llama-3.1-8b".into(),
+                body: map.clone(),
+                stream: false,
+            };
+            mt.block_on(pool.submit(req)).ok().unwrap()
+        })
+    });
+}
+
+criterion_group!(benches, routing, json_handling, queue_handoff);
+criterion_main!(benches);

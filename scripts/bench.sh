@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# Load benchmark: Weir against a direct path and an nginx reverse proxy, in one run, on
+# loopback only. Installs what it needs (oha from crates.io, nginx from Debian), builds Weir
+# and the bench helpers in release, starts a fast mock upstream, nginx and several Weir
+# configurations, drives each in interleaved rounds after a warm-up, prints one table and
+# stops every process it started. Not part of the test suite. See docs/benchmarks.md.
+#
+#   scripts/bench.sh            # full run, ~5 minutes on 2 cores
+#   scripts/bench.sh --quick    # ~1.5 minutes, one round of short runs
+#   scripts/bench.sh --out FILE # also write the table (markdown) to FILE
+#
+# Knobs (environment): BENCH_ROUNDS, BENCH_SECS (seconds per run), BENCH_WARMUP_SECS,
+# BENCH_CONCURRENCY (closed loop, default 32), BENCH_SKIP_BUILD=1 (use existing binaries).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+QUICK=0
+OUT=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --out) OUT="$2"; shift ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ "$QUICK" = 1 ]; then
+    ROUNDS=${BENCH_ROUNDS:-1}; SECS=${BENCH_SECS:-2}; WARMUP=${BENCH_WARMUP_SECS:-1}
+else
+    ROUNDS=${BENCH_ROUNDS:-2}; SECS=${BENCH_SECS:-5}; WARMUP=${BENCH_WARMUP_SECS:-2}
+fi
+CONC=${BENCH_CONCURRENCY:-32}
+
+# ---------------------------------------------------------------- tools
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v oha >/dev/null; then
+    echo "==> installing oha (load generator) from crates.io; takes a few minutes once"
+    cargo install --locked oha
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+if [ ! -x "$NGINX" ]; then
+    echo "==> installing nginx (baseline reverse proxy) from Debian"
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null
+    else sudo apt-get update -qq && sudo apt-get install -y -qq nginx-light >/dev/null; fi
+fi
+command -v python3 >/dev/null || { echo "python3 is needed for the report" >&2; exit 1; }
+
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+    echo "==> building plugins (wasm32-wasip2), weir and the bench helpers (release)"
+    command -v rustup >/dev/null && rustup target add wasm32-wasip2 >/dev/null
+    cargo build -q --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --release
+    cargo build -q --release -p weir -p weir-bench
+fi
+WEIR=$ROOT/target/release/weir
+MOCK=$ROOT/target/release/weir-mock-upstream
+STREAMC=$ROOT/target/release/weir-stream-client
+WASM=$ROOT/plugins/target/wasm32-wasip2/release
+
+# ---------------------------------------------------------------- processes
+TMP=$(mktemp -d /tmp/weir-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { # url [method]
+    for _ in $(seq 1 200); do
+        if curl -s -o /dev/null "$1"; then return 0; fi
+        sleep 0.05
+    done
+    echo "timed out waiting for $1" >&2; return 1
+}
+
+# Request body: a ~1 KB chat completion (system + user message).
+python3 - "$TMP" <<'EOF'
+import json, sys
+msgs = [{"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Summarise: " + "lorem ipsum dolor sit amet " * 34}]
+body = {"model": "bench-1", "messages": msgs, "max_tokens": 200, "temperature": 0.7}
+open(sys.argv[1] + "/body.json", "w").write(json.dumps(body, separators=(",", ":")))
+body["stream"] = True
+open(sys.argv[1] + "/body-stream.json", "w").write(json.dumps(body, separators=(",", ":")))
+EOF
+
+MOCK_PORT=$(free_port)
+# Stream chunks are spaced 1 ms apart (8 chunks), so time to first byte and total differ.
+"$MOCK" --listen "127.0.0.1:$MOCK_PORT" --threads 2 --chunks 8 --chunk-delay-us 1000 >"$TMP/mock.log" 2>&1 &
+PIDS+=($!)
+
+NGINX_PORT=$(free_port)
+mkdir -p "$TMP/nginx"
+cat >"$TMP/nginx/nginx.conf" <<EOF
+worker_processes auto;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    keepalive_requests 1000000;
+    upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 128; keepalive_requests 1000000; }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+"$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' >"$TMP/nginx/stdout.log" 2>&1 &
+PIDS+=($!)
+
+# Weir configurations. "default" is the [[plugins]] chain of the embedded default config.
+provider() {
+    cat <<EOF
+[server]
+listen = "127.0.0.1:$1"
+shutdown_timeout = "1s"
+
+[admin]
+watch = false
+
+[plugin_runtime]
+cache_dir = "$TMP/wasm-cache"
+
+[[providers]]
+name = "mock"
+kind = "openai"
+base_url = "http://127.0.0.1:$MOCK_PORT/v1"
+models = ["bench-1"]
+discover_models = false
+
+[providers.pool]
+workers = 64
+queue = 1024
+EOF
+}
+plugin() { # name file [extra toml lines]
+    printf '\n[[plugins]]\nname = "%s"\npath = "%s/%s.wasm"\n%s\n' "$1" "$WASM" "$2" "${3:-}"
+}
+default_chain() {
+    awk '/^\[\[plugins\]\]/{on=1} on' host/src/config/default.toml \
+        | sed "s#plugins/target/wasm32-wasip2/release#$WASM#"
+}
+DEFAULT_N=$(grep -c '^\[\[plugins\]\]' host/src/config/default.toml)
+
+declare -A WEIR_PORT WEIR_PID WEIR_IDLE
+start_weir() { # label config-file
+    local port; port=$(free_port)
+    WEIR_PORT[$1]=$port
+    sed -i "s/__PORT__/$port/" "$2"
+    "$WEIR" serve --config "$2" >"$TMP/weir-$1.log" 2>&1 &
+    WEIR_PID[$1]=$!
+    PIDS+=($!)
+}
+{ provider __PORT__; } >"$TMP/weir-none.toml"
+{ provider __PORT__; default_chain; } >"$TMP/weir-default.toml"
+{
+    provider __PORT__
+    plugin request-log request_log 'config = { level = "debug" }'
+    plugin prompt-guard prompt_guard 'config = { deny_keywords = ["ignore previous instructions"] }'
+    plugin pii-redact pii_redact 'config = { email = true, phone = true, card = true }'
+    plugin model-alias model_alias 'config = { aliases = { fast = "bench-1" } }'
+    plugin noop noop
+} >"$TMP/weir-five.toml"
+# Stalled: a plugin that spins until its 20 ms deadline on requests carrying x-misbehave
+# (1% of the load), fail-open so those requests are still answered; plus the default chain.
+{
+    provider __PORT__
+    plugin misbehave misbehave 'instances = 4
+timeout = "20ms"
+on_error = "fail-open"
+config = { mode = "loop", hook = "request" }'
+    default_chain
+} >"$TMP/weir-stall.toml"
+start_weir none "$TMP/weir-none.toml"
+start_weir default "$TMP/weir-default.toml"
+start_weir five "$TMP/weir-five.toml"
+start_weir stall "$TMP/weir-stall.toml"
+
+wait_http "http://127.0.0.1:$MOCK_PORT/v1/models"
+wait_http "http://127.0.0.1:$NGINX_PORT/v1/models"
+for w in none default five stall; do wait_http "http://127.0.0.1:${WEIR_PORT[$w]}/health"; done
+sleep 1
+for w in none default five stall; do
+    WEIR_IDLE[$w]=$(awk '/VmRSS/{print $2}' "/proc/${WEIR_PID[$w]}/status")
+done
+
+declare -A URL=(
+    [direct]="http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
+    [nginx]="http://127.0.0.1:$NGINX_PORT/v1/chat/completions"
+    [weir-none]="http://127.0.0.1:${WEIR_PORT[none]}/v1/chat/completions"
+    [weir-default]="http://127.0.0.1:${WEIR_PORT[default]}/v1/chat/completions"
+    [weir-five]="http://127.0.0.1:${WEIR_PORT[five]}/v1/chat/completions"
+    [weir-stall]="http://127.0.0.1:${WEIR_PORT[stall]}/v1/chat/completions"
+)
+
+# ---------------------------------------------------------------- load
+RES=$TMP/results
+mkdir -p "$RES"
+oha_run() { # out secs url [extra oha args...]
+    local out=$1 secs=$2 url=$3; shift 3
+    oha --no-tui --output-format json -w -z "${secs}s" -m POST -T application/json -D "$TMP/body.json" \
+        "$@" "$url" >"$out" 2>"$out.err" || echo "{\"failed\": true}" >"$out"
+}
+closed() { oha_run "$1" "$2" "$3" -c "$CONC"; }
+fixed() { oha_run "$1" "$2" "$3" -c "$CONC" -q "$4" --latency-correction; }
+stream() {
+    "$STREAMC" --url "$3" --body "$TMP/body-stream.json" --concurrency "$CONC" --duration-s "$2" >"$1" 2>"$1.err" \
+        || echo '{"failed": true}' >"$1"
+}
+# The other 99%: 990 req/s without the trigger, while 10 req/s carry it.
+stalled() {
+    oha_run "$1.stall" "$2" "$3" -c 4 -q 10 --latency-correction -H "x-misbehave: 1" &
+    local side=$!
+    fixed "$1" "$2" "$3" 990
+    wait "$side"
+}
+
+TARGETS=(direct nginx weir-none weir-default weir-five)
+echo "==> load: uptime before: $(uptime)"
+echo "==> warm-up (${WARMUP}s per target)"
+for t in "${TARGETS[@]}" weir-stall; do closed /dev/null "$WARMUP" "${URL[$t]}"; done
+for t in direct nginx weir-none weir-default; do stream "$TMP/warm.json" "$WARMUP" "${URL[$t]}"; done
+
+for r in $(seq 1 "$ROUNDS"); do
+    echo "==> round $r/$ROUNDS (${SECS}s per run)"
+    for t in "${TARGETS[@]}"; do closed "$RES/closed.$t.$r.json" "$SECS" "${URL[$t]}"; done
+    for t in "${TARGETS[@]}"; do fixed "$RES/rate1000.$t.$r.json" "$SECS" "${URL[$t]}" 1000; done
+    for t in "${TARGETS[@]}"; do fixed "$RES/rate5000.$t.$r.json" "$SECS" "${URL[$t]}" 5000; done
+    for t in direct nginx weir-none weir-default; do stream "$RES/stream.$t.$r.json" "$SECS" "${URL[$t]}"; done
+    fixed "$RES/stall0.weir-stall.$r.json" "$SECS" "${URL[weir-stall]}" 1000
+    stalled "$RES/stall1.weir-stall.$r.json" "$SECS" "${URL[weir-stall]}"
+done
+echo "==> load: uptime after: $(uptime)"
+
+# ---------------------------------------------------------------- report
+{
+    for w in none default five stall; do
+        echo "rss weir-$w $(awk '/VmHWM/{print $2}' "/proc/${WEIR_PID[$w]}/status") ${WEIR_IDLE[$w]}"
+    done
+} >"$RES/rss.txt"
+META="rounds=$ROUNDS secs=$SECS warmup=$WARMUP concurrency=$CONC default_plugins=$DEFAULT_N"
+META="$META oha=$(oha --version | awk '{print $2}') nginx=$("$NGINX" -v 2>&1 | sed 's#.*/##')"
+META="$META weir=$(git rev-parse --short HEAD)$(git diff --quiet -- host bench || echo +dirty)"
+python3 bench/report.py "$RES" "$META" | tee "${OUT:-/dev/null}"
+for w in none default five stall; do
+    if grep -q "panicked" "$TMP/weir-$w.log"; then echo "warning: weir-$w logged a panic" >&2; fi
+done
