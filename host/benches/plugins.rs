@@ -38,8 +38,11 @@ fn request(kb: usize) -> GatewayRequest {
 }
 
 fn noop_chain(rt: &tokio::runtime::Runtime) -> Chain {
+    // A long timeout: on a busy shared machine a descheduled thread can outlast 100 ms, and a
+    // deadline hit would abort the run.
     let cfg: PluginConfig =
-        toml::from_str(&format!("name = \"noop\"\npath = {:?}\ninstances = 2\n", wasm("noop"))).unwrap();
+        toml::from_str(&format!("name = \"noop\"\npath = {:?}\ninstances = 2\ntimeout = \"5s\"\n", wasm("noop")))
+            .unwrap();
     let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/weir-bench-cache");
     let runtime = PluginRuntimeConfig { cache_dir: Some(cache), no_cache: false };
     rt.block_on(Chain::load(&[cfg], &runtime)).unwrap()

@@ -42,17 +42,27 @@ impl RawCall {
     /// exchange slot.
     pub async fn new(chain: &Chain, req: GatewayRequest) -> Self {
         let p = first(chain);
+        // A linker with synchronous WASI: with the gateway's async WASI, wasmtime requires
+        // `call_async`, so a sync call can only be measured on a sync-only linker.
+        let component = p.pre_for_bench().instance_pre().component().clone();
         let mut store = p.store_for_bench();
+        let mut linker = wasmtime::component::Linker::new(store.engine());
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
+        super::host::exchange::add_to_linker(&mut linker).unwrap();
+        super::host::log::add_to_linker(&mut linker).unwrap();
+        super::host::kv::add_to_linker(&mut linker).unwrap();
+        super::host::metrics::add_to_linker(&mut linker).unwrap();
+        super::host::clock::add_to_linker(&mut linker).unwrap();
         store.set_fuel(u64::MAX / 2).unwrap();
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Continue(1_000_000)));
-        let instance = p.pre_for_bench().instance_pre().instantiate_async(&mut store).await.unwrap();
+        store.set_epoch_deadline(1_000_000);
+        let instance = linker.instantiate_async(&mut store, &component).await.unwrap();
         let world = PluginWorld::new(&mut store, &instance).unwrap();
         world.weir_plugin_handler().call_init(&mut store, "{}").await.unwrap().unwrap();
         let iface = instance.get_export_index(&mut store, None, "weir:plugin/handler@0.1.0").unwrap();
         let idx = instance.get_export_index(&mut store, Some(&iface), "on-request").unwrap();
         let func = instance.get_typed_func(&mut store, idx).unwrap();
         store.data_mut().exchange.put_request(req, None);
-        store.set_epoch_deadline(1_000_000);
         Self { store, func }
     }
 
