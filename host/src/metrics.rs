@@ -2,8 +2,12 @@
 //! Pool, plugin and provider metrics register their own handles where they live.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
+use metrics::{Counter, Histogram, SharedString, counter, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::providers::Endpoint;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -74,6 +78,64 @@ fn describe() {
 /// Renders the exposition text.
 pub fn render() -> String {
     HANDLE.get().map(PrometheusHandle::render).unwrap_or_default()
+}
+
+/// What `finish` records about one provider's requests: handles registered once, when the
+/// provider's pool starts, so a successful request bumps two atomics instead of building,
+/// hashing and looking up a label set (and allocating the provider label) every time.
+pub struct RequestMetrics {
+    provider: SharedString,
+    /// `weir_requests_total{outcome="ok",status="200"}` per endpoint (chat, embeddings).
+    ok: [Counter; 2],
+    overhead: Histogram,
+}
+
+impl RequestMetrics {
+    /// Registers the handles of `provider`.
+    pub fn new(provider: &str) -> Self {
+        let p: SharedString = provider.to_owned().into();
+        let ok = |e: Endpoint| {
+            counter!(
+                "weir_requests_total",
+                "provider" => p.clone(),
+                "endpoint" => e.label(),
+                "outcome" => "ok",
+                "status" => "200"
+            )
+        };
+        Self {
+            ok: [ok(Endpoint::ChatCompletions), ok(Endpoint::Embeddings)],
+            overhead: histogram!("weir_overhead_seconds", "provider" => p.clone()),
+            provider: p,
+        }
+    }
+
+    /// Records one finished request.
+    pub fn record(&self, endpoint: Endpoint, outcome: &'static str, status: u16, overhead: Duration) {
+        if outcome == "ok" && status == 200 {
+            let i = match endpoint {
+                Endpoint::ChatCompletions => 0,
+                Endpoint::Embeddings => 1,
+            };
+            self.ok[i].increment(1);
+        } else {
+            record_request(self.provider.clone(), endpoint, outcome, status);
+        }
+        self.overhead.record(overhead.as_secs_f64());
+    }
+}
+
+/// Records one finished request by label set (requests with no provider, and the rare
+/// outcomes [`RequestMetrics`] keeps no handle for).
+pub fn record_request(provider: SharedString, endpoint: Endpoint, outcome: &'static str, status: u16) {
+    counter!(
+        "weir_requests_total",
+        "provider" => provider,
+        "endpoint" => endpoint.label(),
+        "outcome" => outcome,
+        "status" => status_label(status)
+    )
+    .increment(1);
 }
 
 /// A status code as a `&'static str` label without allocating for common codes.

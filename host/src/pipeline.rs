@@ -18,6 +18,7 @@ use crate::body::{ResponseBody, read_limited};
 use crate::error::{Error, ErrorKind};
 use crate::exchange::{GatewayRequest, GatewayResponse, client_headers};
 use crate::gateway::Gateway;
+use crate::metrics::RequestMetrics;
 use crate::plugins::{ChunkOutcome, HookCtx, Seen};
 use crate::pool::{Reply, StreamItem};
 use crate::providers::sse::{DONE_FRAME, frame};
@@ -29,6 +30,8 @@ struct Ctx {
     endpoint: Endpoint,
     started: Instant,
     provider: Option<Arc<str>>,
+    /// The provider's pre-registered request metrics (set with `provider`).
+    metrics: Option<Arc<RequestMetrics>>,
     upstream: Duration,
 }
 
@@ -43,7 +46,7 @@ impl Ctx {
 pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: http::Request<Incoming>) -> Response<ResponseBody> {
     let started = Instant::now();
     let id = request_id(req.headers());
-    let mut ctx = Ctx { id: id.clone(), endpoint, started, provider: None, upstream: Duration::ZERO };
+    let mut ctx = Ctx { id: id.clone(), endpoint, started, provider: None, metrics: None, upstream: Duration::ZERO };
     match run(&gw, &mut ctx, req).await {
         Ok(Outcome::Full(resp)) => {
             let resp = full_response(&ctx, resp);
@@ -99,6 +102,7 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     };
     let pool = &gw.pools[route.provider];
     ctx.provider = Some(pool.name().clone());
+    ctx.metrics = Some(pool.request_metrics().clone());
 
     // upstream_request
     let upstream = ProviderRequest {
@@ -216,16 +220,13 @@ fn decorate(ctx: &Ctx, headers: &mut HeaderMap) {
 /// The `finish` phase: metrics and the access log line, once per request.
 fn finish(ctx: &Ctx, status: u16, error: Option<&Error>) {
     let outcome = error.map_or(if status == 499 { "client_closed" } else { "ok" }, Error::metric_label);
-    let provider: metrics::SharedString = ctx.provider.as_deref().map_or("none".into(), |p| p.to_owned().into());
-    metrics::counter!(
-        "weir_requests_total",
-        "provider" => provider.clone(),
-        "endpoint" => ctx.endpoint.label(),
-        "outcome" => outcome,
-        "status" => crate::metrics::status_label(status)
-    )
-    .increment(1);
-    metrics::histogram!("weir_overhead_seconds", "provider" => provider).record(ctx.overhead().as_secs_f64());
+    match &ctx.metrics {
+        Some(m) => m.record(ctx.endpoint, outcome, status, ctx.overhead()),
+        None => {
+            crate::metrics::record_request("none".into(), ctx.endpoint, outcome, status);
+            metrics::histogram!("weir_overhead_seconds", "provider" => "none").record(ctx.overhead().as_secs_f64());
+        }
+    }
     match error {
         Some(e) if e.status().is_server_error() => tracing::warn!(
             request_id = %ctx.id, provider = ctx.provider.as_deref().unwrap_or("-"), status, error = %e, "request failed"

@@ -38,6 +38,7 @@ pub struct Pool {
     queue: Arc<Queue<Job>>,
     metrics: Arc<PoolMetrics>,
     health: Arc<Health>,
+    requests: Arc<crate::metrics::RequestMetrics>,
     workers: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -46,12 +47,14 @@ impl Pool {
     pub fn start(name: &str, provider: Provider, cfg: PoolConfig) -> Arc<Self> {
         let name: Arc<str> = Arc::from(name);
         let metrics = Arc::new(PoolMetrics::new(&name, cfg.workers));
+        let requests = Arc::new(crate::metrics::RequestMetrics::new(&name));
         let pool = Arc::new(Self {
             name,
             provider: Arc::new(provider),
             queue: Arc::new(Queue::new(cfg.queue)),
             metrics,
             health: Arc::new(Health::default()),
+            requests,
             workers: std::sync::Mutex::new(Vec::new()),
             cfg,
         });
@@ -85,6 +88,11 @@ impl Pool {
     /// Pool settings.
     pub fn config(&self) -> &PoolConfig {
         &self.cfg
+    }
+
+    /// The request metrics `finish` records for this provider.
+    pub fn request_metrics(&self) -> &Arc<crate::metrics::RequestMetrics> {
+        &self.requests
     }
 
     /// Health as reported by `/ready`.
