@@ -21,6 +21,17 @@ const MAX_UPLOAD_BYTES: usize = 128 * 1024 * 1024;
 /// Serves one admin request.
 pub async fn dispatch(reloader: Arc<Reloader>, req: Request<Incoming>) -> Response<ResponseBody> {
     let gw = reloader.state().gateway.load_full();
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req.headers().get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
+    let mut resp = serve(&reloader, &gw, req).await;
+    if has_body && resp.status().is_client_error() {
+        // The upload may not have been read: the connection cannot carry another request.
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+async fn serve(reloader: &Arc<Reloader>, gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<ResponseBody> {
     if !authorized(req.headers(), gw.config.admin.token.as_deref()) {
         return Error::new(ErrorKind::Unauthorized, "missing or invalid admin token (Authorization: Bearer ...)")
             .to_response();
@@ -29,13 +40,13 @@ pub async fn dispatch(reloader: Arc<Reloader>, req: Request<Incoming>) -> Respon
     let path = req.uri().path().to_owned();
     let plugin_name = path.strip_prefix("/admin/plugins/").filter(|n| !n.is_empty()).map(str::to_owned);
     let result = match (&method, path.as_str(), plugin_name) {
-        (&Method::GET, "/admin/plugins", _) => Ok(json_ok(StatusCode::OK, &plugins(&gw))),
+        (&Method::GET, "/admin/plugins", _) => Ok(json_ok(StatusCode::OK, &plugins(gw))),
         (&Method::GET, "/admin/config", _) => {
             Ok(json_ok(StatusCode::OK, &serde_json::to_value(gw.config.redacted()).unwrap_or(Value::Null)))
         }
-        (&Method::POST, "/admin/reload", _) => Ok(reload(&reloader).await),
-        (&Method::PUT, _, Some(name)) => upload(&reloader, &gw, &name, req).await,
-        (&Method::DELETE, _, Some(name)) => remove(&reloader, &gw, &name).await,
+        (&Method::POST, "/admin/reload", _) => Ok(reload(reloader).await),
+        (&Method::PUT, _, Some(name)) => upload(reloader, gw, &name, req).await,
+        (&Method::DELETE, _, Some(name)) => remove(reloader, gw, &name).await,
         _ => Err(Error::new(ErrorKind::RouteNotFound, format!("no admin route for {method} {path}"))),
     };
     result.unwrap_or_else(|e| e.to_response())
@@ -61,12 +72,32 @@ fn json_ok(status: StatusCode, v: &Value) -> Response<ResponseBody> {
     resp
 }
 
+/// Each plugin in chain order: file and content hash, hooks, pool (idle/busy), call counts.
 fn plugins(gw: &Gateway) -> Value {
+    let stats = gw.plugins.stats();
     let list: Vec<Value> = gw
         .config
         .plugins
         .iter()
-        .map(|p| json!({ "name": p.name, "path": p.path, "instances": p.instances, "on_error": p.on_error }))
+        .map(|p| {
+            let s = stats.iter().find(|s| s.name == p.name);
+            json!({
+                "name": p.name,
+                "path": p.path,
+                "sha256": s.map(|s| s.sha256.as_str()),
+                "hooks": s.map(|s| s.hooks.clone()),
+                "on_error": p.on_error,
+                "instances": {
+                    "configured": p.instances,
+                    "live": s.map(|s| s.live),
+                    "idle": s.map(|s| s.idle),
+                    "busy": s.map(|s| s.live.saturating_sub(s.idle)),
+                    "replaced": s.map(|s| s.replaced),
+                },
+                "calls": s.map(|s| s.calls),
+                "failures": s.map(|s| s.failures),
+            })
+        })
         .collect();
     json!({ "plugins": list })
 }

@@ -268,6 +268,10 @@ impl Error {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
         }
         headers.insert("x-weir-error-source", HeaderValue::from_static(self.origin_str()));
+        if self.kind == ErrorKind::BodyTooLarge {
+            // The rest of the body was not read: the connection cannot carry another request.
+            headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 

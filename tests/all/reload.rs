@@ -302,7 +302,12 @@ discover_models = false
     assert!(r.text.contains("<redacted>"));
     let r = Reply::read(http.get(admin("/admin/plugins")).header("authorization", auth).send().await.unwrap()).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.json()["plugins"][0]["name"], "stamp", "{}", r.text);
+    let listed = &r.json()["plugins"][0];
+    assert_eq!(listed["name"], "stamp", "{}", r.text);
+    assert_eq!(listed["sha256"].as_str().map(str::len), Some(64), "{}", r.text);
+    assert_eq!(listed["hooks"], serde_json::json!(["on-request", "on-response"]), "{}", r.text);
+    assert_eq!(listed["instances"]["live"], 4, "{}", r.text);
+    assert!(listed["calls"].as_u64().is_some_and(|c| c >= 2), "the probes above were counted: {}", r.text);
 
     // Upload v2: stored atomically and swapped in.
     let r = Reply::read(

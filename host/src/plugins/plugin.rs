@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::HeaderMap;
 use serde_json::Map;
+use sha2::{Digest, Sha256};
 use wasmtime::Store;
 use wasmtime::component::Resource;
 
@@ -92,6 +93,9 @@ pub struct Plugin {
     live: AtomicUsize,
     replaced: AtomicU64,
     last_fuel_used: AtomicU64,
+    sha256: String,
+    calls: AtomicU64,
+    failures: AtomicU64,
     weak: Weak<Plugin>,
 }
 
@@ -106,6 +110,14 @@ pub struct PoolStats {
     pub idle: usize,
     /// Instances discarded and replaced so far.
     pub replaced: u64,
+    /// SHA-256 of the component file (hex), as loaded.
+    pub sha256: String,
+    /// Hooks the plugin implements.
+    pub hooks: Vec<&'static str>,
+    /// Hook calls so far (including failed ones).
+    pub calls: u64,
+    /// Hook calls that failed (trap, fuel, deadline, memory, output cap, no free instance).
+    pub failures: u64,
 }
 
 impl Plugin {
@@ -126,6 +138,7 @@ impl Plugin {
             };
             format!("cannot read {}: {e}{hint}", cfg.path.display())
         })?;
+        let sha256: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
         let eng = runtime.engine.clone();
         let component = tokio::task::spawn_blocking(move || engine::compile(&eng, &bytes, cache.as_deref()))
             .await
@@ -178,6 +191,9 @@ impl Plugin {
             live,
             replaced: AtomicU64::new(0),
             last_fuel_used: AtomicU64::new(0),
+            sha256,
+            calls: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
             weak: weak.clone(),
         }))
     }
@@ -195,6 +211,18 @@ impl Plugin {
             live: self.live.load(Ordering::Relaxed),
             idle: self.pool.idle(),
             replaced: self.replaced.load(Ordering::Relaxed),
+            sha256: self.sha256.clone(),
+            hooks: [
+                (Hooks::ON_REQUEST, "on-request"),
+                (Hooks::ON_RESPONSE, "on-response"),
+                (Hooks::ON_STREAM_CHUNK, "on-stream-chunk"),
+            ]
+            .into_iter()
+            .filter(|(h, _)| self.hooks.contains(*h))
+            .map(|(_, n)| n)
+            .collect(),
+            calls: self.calls.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
         }
     }
 
@@ -212,6 +240,8 @@ impl Plugin {
             }
             None => {
                 self.metrics.call(hook, Failure::Busy.label(), started.elapsed(), 0);
+                self.calls.fetch_add(1, Ordering::Relaxed);
+                self.failures.fetch_add(1, Ordering::Relaxed);
                 Err(Failure::Busy)
             }
         }
@@ -229,6 +259,10 @@ impl Plugin {
         let fuel_used = self.fuel.saturating_sub(inst.store.get_fuel().unwrap_or(0));
         self.last_fuel_used.store(fuel_used, Ordering::Relaxed);
         self.metrics.call(hook, outcome, started.elapsed(), fuel_used);
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if failure.is_some() {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
         inst.store.data_mut().exchange.clear();
         inst.calls += 1;
         let reason = match failure {
