@@ -13,9 +13,11 @@ use crate::support::{MockUpstream, Reply, Weir, chat, client};
 const RULES: &str =
     r#"config = { rules = { injection = "ignore (all )?previous instructions", fruit = "ban(an)+a" } }"#;
 
+/// The plugin gets a generous deadline: these tests check behaviour, on a debug build and a busy
+/// CI machine (Go's first call exceeded the default 100 ms there).
 fn config(up: &MockUpstream, wasm: &str, cache: &std::path::Path) -> String {
     format!(
-        "{}\n[[plugins]]\nname = \"guard\"\npath = {wasm:?}\ninstances = 2\n{RULES}\n\
+        "{}\n[[plugins]]\nname = \"guard\"\npath = {wasm:?}\ninstances = 2\ntimeout = \"2s\"\n{RULES}\n\
          \n[plugin_runtime]\ncache_dir = {:?}\n",
         up.provider_toml("up", r#"models = ["gpt-up"]"#, ""),
         cache.display().to_string()
@@ -90,8 +92,15 @@ async fn loads_from_cache(lang: &str) {
         assert_eq!(send(&weir, "hi").await.header("x-guard"), Some(lang));
     }
     let weir = Weir::start(&cfg).await;
-    std::fs::write(weir.config_path(), format!("{cfg}\n# touched\n")).unwrap();
-    weir.wait_for_log("reloaded").await;
+    // Rewrite the config until the file watcher (set up just after start) reloads it.
+    for n in 0.. {
+        assert!(n < 20, "no reload after 20 config rewrites:\n{}", weir.logs());
+        std::fs::write(weir.config_path(), format!("{cfg}\n# touched {n}\n")).unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if weir.logs().contains("reloaded") {
+            break;
+        }
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while weir.logs().matches("compiled component loaded from the cache").count() < 2 {
         assert!(tokio::time::Instant::now() < deadline, "reload did not use the cache:\n{}", weir.logs());
