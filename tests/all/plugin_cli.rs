@@ -90,3 +90,16 @@ fn test_exits_non_zero_when_a_guard_stops_the_plugin() {
     assert!(!ok, "{out}");
     assert!(out.contains("on-request: FAILED: plugin ran out of fuel"), "{out}");
 }
+
+/// Thousands of calls on one Go instance: before the Go example turned automatic GC off, a
+/// collection started inside `cabi_realloc` called the clock import and trapped about once in
+/// a few thousand calls.
+#[test]
+fn go_guard_survives_thousands_of_calls_on_one_instance() {
+    let Some(go) = example("go", "guard.wasm") else { return };
+    let text = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(1000));
+    let req = json_file("go-1k.json", &text);
+    let (ok, out) = weir_plugin(&["test", &go, "--request", req.to_str().unwrap(), "--repeat", "5000"]);
+    assert!(ok, "{}", out.lines().filter(|l| !l.contains("xxxx")).take(20).collect::<Vec<_>>().join("\n"));
+    assert!(out.contains("5000 calls, mean"), "{out}");
+}

@@ -12,6 +12,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"runtime"
+	"runtime/debug"
 	"sort"
 
 	"wit_component/weir_plugin_log"
@@ -35,8 +37,25 @@ type rule struct {
 // Compiled once per instance in Init; instances are reused across calls.
 var rules []rule
 
+// gcEvery is how many hook calls run between two explicit garbage collections.
+const gcEvery = 16
+
+var calls int
+
+// collect runs the garbage collector every gcEvery calls, at the end of a hook. Automatic GC is
+// off (see Init): Go would otherwise start a collection inside `cabi_realloc` when the host
+// hands back a string, the collector reads the clock through WASI, and the component model
+// forbids calling an import from inside `cabi_realloc`, so the call traps.
+func collect() {
+	calls++
+	if calls%gcEvery == 0 {
+		runtime.GC()
+	}
+}
+
 // Init parses the config and compiles the rules.
 func Init(config string) witTypes.Result[weir_plugin_types.Hooks, string] {
+	debug.SetGCPercent(-1)
 	var cfg struct {
 		Rules map[string]string `json:"rules"`
 	}
@@ -89,6 +108,7 @@ func matchedRule(req *weir_plugin_types.Request) string {
 // OnRequest rejects a request whose prompt matches a rule.
 func OnRequest(req *weir_plugin_types.Request) weir_plugin_types.RequestAction {
 	defer req.Drop() // the Go bindings leave releasing borrowed handles to the hook
+	defer collect()
 	name := matchedRule(req)
 	if name == "" {
 		return weir_plugin_types.MakeRequestActionContinue()
@@ -106,6 +126,7 @@ func OnRequest(req *weir_plugin_types.Request) weir_plugin_types.RequestAction {
 func OnResponse(req *weir_plugin_types.Request, resp *weir_plugin_types.Response) weir_plugin_types.ResponseAction {
 	defer req.Drop()
 	defer resp.Drop()
+	defer collect()
 	resp.SetHeader("x-guard", lang)
 	return weir_plugin_types.MakeResponseActionPass()
 }
