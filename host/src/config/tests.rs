@@ -76,3 +76,22 @@ fn embedded_default_always_starts_even_without_built_plugins() {
     defaults::locate_default_plugins(&mut cfg);
     assert!(cfg.plugins.is_empty());
 }
+
+#[test]
+fn reference_config_in_examples_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/weir.toml");
+    let cfg = Config::load(&path).unwrap();
+    assert_eq!(cfg.providers.len(), 2);
+    let names: Vec<_> = cfg.plugins.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["request-log", "prompt-guard", "pii-redact", "model-alias"]);
+    assert_eq!(cfg.plugins[0].on_error, OnError::FailOpen);
+    assert_eq!(cfg.plugins[3].providers, ["openai"]);
+}
+
+#[test]
+fn embedded_default_has_a_two_hook_chain() {
+    let cfg = parse(include_str!("default.toml")).unwrap();
+    let names: Vec<_> = cfg.plugins.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["prompt-guard", "pii-redact"]);
+    assert_eq!(cfg.plugins[1].config.get("responses").and_then(toml::Value::as_bool), Some(false));
+}
