@@ -59,6 +59,9 @@ pub enum PluginCommand {
         #[arg(long)]
         cache_dir: Option<PathBuf>,
     },
+    /// Scaffold a working plugin project (contract, source, build script, sample request and
+    /// config) in Rust, Python, JavaScript, C or Go.
+    New(super::new::NewArgs),
 }
 
 /// Runs a `weir plugin` subcommand.
@@ -75,6 +78,7 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
                 let t = TestArgs { file, request, response, config, headers, endpoint, repeat, cache_dir };
                 test(t).await
             }
+            PluginCommand::New(args) => super::new::run(&args),
         }
     })
 }
