@@ -11,6 +11,7 @@ mod check;
 mod languages;
 mod overflow;
 mod plugin_cli;
+mod plugin_new;
 mod plugins;
 mod reload;
 mod secrets;
