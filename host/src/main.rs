@@ -36,7 +36,7 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Develop plugins without a gateway: inspect a component, run its hooks offline.
+    /// Develop plugins without a gateway: scaffold a project, inspect a component, run its hooks offline.
     Plugin {
         #[command(subcommand)]
         command: cli::plugin::PluginCommand,
