@@ -3,6 +3,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::providers::Endpoint;
+
 /// Why a pointer write failed (shown to the plugin).
 pub type WriteError = &'static str;
 
@@ -76,6 +78,35 @@ pub fn set(body: &mut Map<String, Value>, pointer: &str, value: Value) -> Result
     }
 }
 
+/// Calls `f` on every prompt text of a request body, in order: the `content` strings and `text`
+/// parts of `messages` (chat), or the `input` string or strings (embeddings).
+pub fn visit_prompt_texts<'a>(body: &'a Map<String, Value>, endpoint: Endpoint, f: &mut dyn FnMut(&'a str)) {
+    match endpoint {
+        Endpoint::ChatCompletions => {
+            for message in body.get("messages").and_then(Value::as_array).into_iter().flatten() {
+                match message.get("content") {
+                    Some(Value::String(s)) => f(s),
+                    Some(Value::Array(parts)) => {
+                        for part in parts {
+                            if part.get("type").and_then(Value::as_str) == Some("text")
+                                && let Some(Value::String(s)) = part.get("text")
+                            {
+                                f(s);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Endpoint::Embeddings => match body.get("input") {
+            Some(Value::String(s)) => f(s),
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).for_each(f),
+            _ => {}
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -99,6 +130,25 @@ mod tests {
         assert_eq!(get(&b, "/messages/01"), None);
         assert_eq!(get(&b, "model"), None);
         assert_eq!(get(&b, ""), None);
+    }
+
+    #[test]
+    fn prompt_texts_cover_strings_text_parts_and_embedding_inputs() {
+        let chat = json!({"messages": [
+            {"role": "system", "content": "a"},
+            {"role": "user", "content": [{"type": "text", "text": "b"}, {"type": "image_url", "image_url": {"url": "u"}}]},
+            {"role": "assistant", "content": null, "tool_calls": []},
+            {"role": "user", "content": "c"},
+        ]});
+        let mut seen = Vec::new();
+        visit_prompt_texts(chat.as_object().unwrap(), Endpoint::ChatCompletions, &mut |t| seen.push(t));
+        assert_eq!(seen, ["a", "b", "c"]);
+        for (input, want) in [(json!("x"), vec!["x"]), (json!(["x", "y"]), vec!["x", "y"]), (json!([1, 2]), vec![])] {
+            let body = json!({ "input": input });
+            let mut seen = Vec::new();
+            visit_prompt_texts(body.as_object().unwrap(), Endpoint::Embeddings, &mut |t| seen.push(t));
+            assert_eq!(seen, want);
+        }
     }
 
     #[test]

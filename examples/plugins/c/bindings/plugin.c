@@ -67,6 +67,9 @@ extern void __wasm_import_weir_plugin_types_method_request_body(int32_t, uint8_t
 __attribute__((__import_module__("weir:plugin/types@0.1.0"), __import_name__("[method]request.get")))
 extern void __wasm_import_weir_plugin_types_method_request_get(int32_t, uint8_t *, size_t, uint8_t *);
 
+__attribute__((__import_module__("weir:plugin/types@0.1.0"), __import_name__("[method]request.prompt-texts")))
+extern void __wasm_import_weir_plugin_types_method_request_prompt_texts(int32_t, uint8_t *);
+
 __attribute__((__import_module__("weir:plugin/types@0.1.0"), __import_name__("[method]request.set")))
 extern void __wasm_import_weir_plugin_types_method_request_set(int32_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *);
 
@@ -364,6 +367,17 @@ void weir_plugin_types_chunk_action_free(weir_plugin_types_chunk_action_t *ptr) 
   }
 }
 
+void plugin_list_string_free(plugin_list_string_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    plugin_string_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+      plugin_string_free(&list_ptr[i]);
+    }
+    free(list_ptr);
+  }
+}
+
 void exports_weir_plugin_handler_request_action_free(exports_weir_plugin_handler_request_action_t *ptr) {
   weir_plugin_types_request_action_free(ptr);
 }
@@ -624,6 +638,14 @@ bool weir_plugin_types_method_request_get(weir_plugin_types_borrow_request_t sel
   }
   *ret = option.val;
   return option.is_some;
+}
+
+void weir_plugin_types_method_request_prompt_texts(weir_plugin_types_borrow_request_t self, plugin_list_string_t *ret) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(2*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_weir_plugin_types_method_request_prompt_texts((self).__handle, ptr);
+  *ret = (plugin_list_string_t) { (plugin_string_t*)(*((uint8_t **) (ptr + 0))), (*((size_t*) (ptr + sizeof(void*)))) };
 }
 
 bool weir_plugin_types_method_request_set(weir_plugin_types_borrow_request_t self, plugin_string_t *pointer, plugin_string_t *json, plugin_string_t *err) {

@@ -160,6 +160,11 @@ typedef struct weir_plugin_types_chunk_action_t {
 // End the stream with an error event.
 #define WEIR_PLUGIN_TYPES_CHUNK_ACTION_ABORT 3
 
+typedef struct {
+  plugin_string_t *ptr;
+  size_t len;
+} plugin_list_string_t;
+
 typedef weir_plugin_types_hooks_t exports_weir_plugin_handler_hooks_t;
 
 typedef weir_plugin_types_request_action_t exports_weir_plugin_handler_request_action_t;
@@ -227,6 +232,11 @@ extern void weir_plugin_types_method_request_headers(weir_plugin_types_borrow_re
 extern bool weir_plugin_types_method_request_body(weir_plugin_types_borrow_request_t self, plugin_string_t *ret);
 // The JSON text of the value at `pointer` (e.g. `/messages/0/content`), if present.
 extern bool weir_plugin_types_method_request_get(weir_plugin_types_borrow_request_t self, plugin_string_t *pointer, plugin_string_t *ret);
+// Every prompt text, in order, as plain strings: each message's `content` string and
+// `text` content parts (chat), or the `input` string(s) (embeddings). The host walks the
+// body, so a plugin that only scans prompts (guards, redaction checks, counters)
+// neither receives nor parses JSON. Empty in post hooks.
+extern void weir_plugin_types_method_request_prompt_texts(weir_plugin_types_borrow_request_t self, plugin_list_string_t *ret);
 // Replaces the value at `pointer` with `json` (the parent must exist; `-` appends
 // to an array). Errors on invalid JSON, a missing parent, or in post hooks.
 extern bool weir_plugin_types_method_request_set(weir_plugin_types_borrow_request_t self, plugin_string_t *pointer, plugin_string_t *json, plugin_string_t *err);
@@ -286,6 +296,8 @@ void weir_plugin_types_request_action_free(weir_plugin_types_request_action_t *p
 void weir_plugin_types_response_action_free(weir_plugin_types_response_action_t *ptr);
 
 void weir_plugin_types_chunk_action_free(weir_plugin_types_chunk_action_t *ptr);
+
+void plugin_list_string_free(plugin_list_string_t *ptr);
 
 void exports_weir_plugin_handler_request_action_free(exports_weir_plugin_handler_request_action_t *ptr);
 

@@ -479,6 +479,29 @@ return result
 
 }
 
+//go:wasmimport weir:plugin/types@0.1.0 [method]request.prompt-texts
+func wasm_import_method_request_prompt_texts(arg0 int32, arg1 uintptr) 
+
+
+func (self *Request) PromptTexts() []string {
+        pinner := &runtime.Pinner{}
+defer pinner.Unpin()
+
+        returnArea := uintptr(witRuntime.Allocate(pinner, (2*4), 4))
+        wasm_import_method_request_prompt_texts((self).Handle(), returnArea)
+result := make([]string, 0, *(*uint32)(unsafe.Add(unsafe.Pointer(returnArea), 4)))
+for index := 0; index < int(*(*uint32)(unsafe.Add(unsafe.Pointer(returnArea), 4))); index++ {
+        base := unsafe.Add(unsafe.Pointer(uintptr(*(*uint32)(unsafe.Add(unsafe.Pointer(returnArea), 0)))), index * (2*4))
+        value := unsafe.String((*uint8)(unsafe.Pointer(uintptr(*(*uint32)(unsafe.Add(unsafe.Pointer(base), 0))))), *(*uint32)(unsafe.Add(unsafe.Pointer(base), 4)))
+
+        result = append(result, value)
+}
+
+result0 := result;
+return result0
+
+}
+
 //go:wasmimport weir:plugin/types@0.1.0 [method]request.set
 func wasm_import_method_request_set(arg0 int32, arg1 uintptr, arg2 uint32, arg3 uintptr, arg4 uint32, arg5 uintptr) 
 

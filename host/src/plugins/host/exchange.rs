@@ -200,6 +200,13 @@ impl types::HostRequest for Exchange {
         json::get(&req.body, &pointer).and_then(|v| serde_json::to_string(v).ok())
     }
 
+    fn prompt_texts(&mut self, _: Resource<RequestHandle>) -> Vec<String> {
+        let Some(req) = self.req() else { return Vec::new() };
+        let mut out = Vec::new();
+        json::visit_prompt_texts(&req.body, req.endpoint, &mut |t| out.push(t.to_owned()));
+        out
+    }
+
     fn set(&mut self, _: Resource<RequestHandle>, pointer: String, json: String) -> Result<(), String> {
         self.check_size(json.len())?;
         let value: Value = serde_json::from_str(&json).map_err(|e| format!("invalid JSON: {e}"))?;
