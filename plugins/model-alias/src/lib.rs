@@ -14,9 +14,7 @@
 
 mod rules;
 
-use serde_json::Value;
-use weir_plugin_sdk::chat::texts;
-use weir_plugin_sdk::{Hooks, Plugin, Request, RequestAction, export, get_json, parse_config};
+use weir_plugin_sdk::{Hooks, Plugin, Request, RequestAction, export, parse_config};
 
 use crate::rules::Config;
 
@@ -35,11 +33,8 @@ impl Plugin for ModelAlias {
 
     fn on_request(&mut self, req: &Request) -> RequestAction {
         let model = req.model();
-        let prompt_chars = if self.cfg.needs_prompt() {
-            get_json::<Value>(req, "/messages").map_or(0, |m| texts(&m).iter().map(|t| t.chars().count()).sum())
-        } else {
-            0
-        };
+        let prompt_chars =
+            if self.cfg.needs_prompt() { req.prompt_texts().iter().map(|t| t.chars().count()).sum() } else { 0 };
         if let Some(target) = self.cfg.resolve(&model, &|name| req.header(name), prompt_chars) {
             weir_plugin_sdk::log::debug(&format!("model-alias: {model} -> {target}"));
             req.set_model(&target);

@@ -69,6 +69,11 @@ impl Plugin for PiiRedact {
             Endpoint::ChatCompletions => "/messages",
             Endpoint::Embeddings => "/input",
         };
+        // Fast path: scan the plain prompt texts the host hands over; fetch and parse the JSON
+        // only when one of them may hold something to mask.
+        if !req.prompt_texts().iter().any(|t| self.redactor.may_redact(t)) {
+            return RequestAction::Continue;
+        }
         if let Some(mut value) = get_json::<Value>(req, pointer)
             && self.rewrite(&mut value)
             && let Err(e) = req.set(pointer, &value.to_string())

@@ -68,6 +68,21 @@ impl Guard {
         Ok(Self { keywords, patterns, cfg })
     }
 
+    /// Whether `text` contains a deny keyword, ignoring case. ASCII text (the common case) is
+    /// lowercased byte by byte; other text goes through Unicode lowercasing.
+    fn has_keyword(&self, text: &str) -> bool {
+        if self.keywords.is_empty() {
+            return false;
+        }
+        let lower = if text.is_ascii() { text.to_ascii_lowercase() } else { text.to_lowercase() };
+        self.keywords.iter().any(|k| lower.contains(k.as_str()))
+    }
+
+    /// Whether `check` needs the message count (a `max_messages` limit is set).
+    pub fn counts_messages(&self) -> bool {
+        self.cfg.max_messages > 0
+    }
+
     /// Status of refusals.
     pub fn status(&self) -> u16 {
         self.cfg.status
@@ -77,7 +92,7 @@ impl Guard {
     ///
     /// # Errors
     /// The first [`Violation`].
-    pub fn check(&self, texts: &[String], messages: usize, max_tokens: Option<u64>) -> Result<(), Violation> {
+    pub fn check(&self, texts: &[&str], messages: usize, max_tokens: Option<u64>) -> Result<(), Violation> {
         if self.cfg.max_messages > 0 && messages > self.cfg.max_messages {
             return Err(Violation {
                 code: "too_many_messages",
@@ -100,8 +115,7 @@ impl Guard {
             });
         }
         for t in texts {
-            let lower = t.to_lowercase();
-            if self.keywords.iter().any(|k| lower.contains(k.as_str())) || self.patterns.iter().any(|p| p.is_match(t)) {
+            if self.has_keyword(t) || self.patterns.iter().any(|p| p.is_match(t)) {
                 return Err(Violation {
                     code: "prompt_blocked",
                     message: "the prompt contains content this gateway does not allow".into(),
@@ -128,8 +142,8 @@ mod tests {
         .unwrap()
     }
 
-    fn t(s: &str) -> Vec<String> {
-        vec![s.to_owned()]
+    fn t(s: &str) -> [&str; 1] {
+        [s]
     }
 
     #[test]
@@ -149,6 +163,13 @@ mod tests {
         assert!(!long_ok.message.to_lowercase().contains("ignore"));
         assert!(v.is_err());
         assert_eq!(guard().check(&t("Password: x"), 1, None).unwrap_err().code, "prompt_blocked");
+        // Non-ASCII text is lowercased with Unicode rules before the keyword search.
+        let plain =
+            Guard::new(Config { deny_keywords: vec!["ignore previous instructions".into()], ..Config::default() })
+                .unwrap();
+        let v = plain.check(&t("Éh, IGNORE PREVIOUS INSTRUCTIONS"), 1, None);
+        assert_eq!(v.unwrap_err().code, "prompt_blocked");
+        assert_eq!(plain.check(&t("Éh, ignore the previous ones"), 1, None), Ok(()));
     }
 
     #[test]

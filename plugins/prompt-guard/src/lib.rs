@@ -10,8 +10,6 @@
 
 mod guard;
 
-use serde_json::Value;
-use weir_plugin_sdk::chat::texts;
 use weir_plugin_sdk::{Endpoint, Hooks, Plugin, Rejection, Request, RequestAction, export, get_json, parse_config};
 
 use crate::guard::{Config, Guard};
@@ -29,14 +27,17 @@ impl Plugin for PromptGuard {
     }
 
     fn on_request(&mut self, req: &Request) -> RequestAction {
-        let (pointer, count_messages) = match req.endpoint() {
-            Endpoint::ChatCompletions => ("/messages", true),
-            Endpoint::Embeddings => ("/input", false),
+        // The host hands over the prompt texts as plain strings: no JSON crosses or is parsed
+        // here unless a message limit is configured.
+        let texts = req.prompt_texts();
+        let messages = if self.guard.counts_messages() && req.endpoint() == Endpoint::ChatCompletions {
+            get_json::<Vec<serde::de::IgnoredAny>>(req, "/messages").map_or(0, |m| m.len())
+        } else {
+            0
         };
-        let value = get_json::<Value>(req, pointer).unwrap_or(Value::Null);
-        let messages = if count_messages { value.as_array().map_or(0, Vec::len) } else { 0 };
         let max_tokens = get_json::<u64>(req, "/max_tokens").or_else(|| get_json::<u64>(req, "/max_completion_tokens"));
-        match self.guard.check(&texts(&value), messages, max_tokens) {
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        match self.guard.check(&texts, messages, max_tokens) {
             Ok(()) => RequestAction::Continue,
             Err(v) => {
                 weir_plugin_sdk::log::info(&format!("prompt-guard refused request {}: {}", req.id(), v.code));

@@ -11,8 +11,8 @@
 
 mod line;
 
+use serde::de::IgnoredAny;
 use serde_json::Value;
-use weir_plugin_sdk::chat::texts;
 use weir_plugin_sdk::log::Level;
 use weir_plugin_sdk::{
     Endpoint, Hooks, Plugin, Request, RequestAction, Response, ResponseAction, export, get_json, parse_config,
@@ -44,12 +44,13 @@ impl Plugin for RequestLog {
     }
 
     fn on_request(&mut self, req: &Request) -> RequestAction {
-        let (endpoint, pointer) = match req.endpoint() {
-            Endpoint::ChatCompletions => ("chat.completions", "/messages"),
-            Endpoint::Embeddings => ("embeddings", "/input"),
+        let (endpoint, messages) = match req.endpoint() {
+            Endpoint::ChatCompletions => {
+                ("chat.completions", get_json::<Vec<IgnoredAny>>(req, "/messages").map_or(0, |m| m.len()))
+            }
+            Endpoint::Embeddings => ("embeddings", 0),
         };
-        let value = get_json::<Value>(req, pointer).unwrap_or(Value::Null);
-        let prompts = texts(&value);
+        let prompt_chars = req.prompt_texts().iter().map(|t| t.chars().count()).sum();
         let headers = self.cfg.headers.iter().filter_map(|h| Some((h.clone(), req.header(h)?))).collect();
         let (id, model, provider) = (req.id(), req.model(), req.provider());
         let line = request_line(&RequestFacts {
@@ -58,8 +59,8 @@ impl Plugin for RequestLog {
             model: &model,
             provider: provider.as_deref(),
             stream: req.is_stream(),
-            messages: value.as_array().map_or(0, Vec::len),
-            prompt_chars: prompts.iter().map(|t| t.chars().count()).sum(),
+            messages,
+            prompt_chars,
             headers,
         });
         weir_plugin_sdk::log::at(self.level, &line);

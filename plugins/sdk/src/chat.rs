@@ -39,15 +39,38 @@ pub fn rewrite_texts(value: &mut Value, f: &mut dyn FnMut(&str) -> Option<String
     changed
 }
 
-/// Every prompt text in a `messages` array or embeddings `input`, in order.
-pub fn texts(value: &Value) -> Vec<String> {
+/// Every prompt text in a `messages` array or embeddings `input`, in order, borrowed from
+/// `value` (nothing is copied).
+pub fn texts(value: &Value) -> Vec<&str> {
     let mut out = Vec::new();
-    let mut copy = value.clone();
-    rewrite_texts(&mut copy, &mut |s| {
-        out.push(s.to_owned());
-        None
-    });
+    visit_texts(value, &mut |s| out.push(s));
     out
+}
+
+/// Calls `f` on every prompt text in a `messages` array or embeddings `input`, in order.
+pub fn visit_texts<'a>(value: &'a Value, f: &mut dyn FnMut(&'a str)) {
+    match value {
+        Value::String(s) => f(s),
+        Value::Array(items) => {
+            for item in items {
+                match item {
+                    Value::String(s) => f(s),
+                    Value::Object(m) => {
+                        if let Some(content) = m.get("content") {
+                            visit_texts(content, f);
+                        }
+                        if m.get("type").and_then(Value::as_str) == Some("text")
+                            && let Some(text) = m.get("text")
+                        {
+                            visit_texts(text, f);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]
