@@ -139,8 +139,7 @@ impl Plugin {
             format!("cannot read {}: {e}{hint}", cfg.path.display())
         })?;
         let sha256: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-        let eng = runtime.engine.clone();
-        let component = tokio::task::spawn_blocking(move || engine::compile(&eng, &bytes, cache.as_deref()))
+        let component = tokio::task::spawn_blocking(move || engine::compile(runtime, &bytes, cache.as_deref()))
             .await
             .map_err(|e| format!("compile task failed: {e}"))??;
         let pre = runtime.linker.instantiate_pre(&component).map_err(|e| format!("cannot link: {e:#}"))?;

@@ -90,8 +90,8 @@ pub async fn inspect(cfg: &PluginConfig, cache: Option<&Path>) -> Result<Inspect
         CompileSource::Compiled
     };
     let started = Instant::now();
-    let (eng, b, d) = (rt.engine.clone(), bytes.clone(), dir.to_path_buf());
-    let compiled = tokio::task::spawn_blocking(move || engine::compile(&eng, &b, Some(&d)))
+    let (b, d) = (bytes.clone(), dir.to_path_buf());
+    let compiled = tokio::task::spawn_blocking(move || engine::compile(rt, &b, Some(&d)))
         .await
         .map_err(|e| format!("compile task failed: {e}"))?;
     let compile = (started.elapsed(), source);

@@ -51,6 +51,9 @@ impl OpenAi {
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             .pool_max_idle_per_host(cfg.pool.workers)
             .tcp_nodelay(true)
+            // A gateway relays the provider's answer; it does not chase redirects with the
+            // provider's API key attached.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("weir/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build HTTP client: {e}"))?;
