@@ -128,3 +128,16 @@ async fn unreachable_upstream_is_502_upstream_unavailable() {
     assert_eq!((reply.status, reply.error_code().as_str()), (502, "upstream_unavailable"), "{}", reply.text);
     assert!(reply.error_message().contains("provider gone"));
 }
+
+#[tokio::test]
+async fn upstream_redirects_are_not_followed() {
+    // Following a redirect would resend the prompt and the provider key to wherever the
+    // Location points; Weir reports it as an upstream error instead.
+    let up = MockUpstream::start().await;
+    let weir = start(&up).await;
+    let reply = post(&weir.url("/v1/chat/completions"), &chat("up/m;redirect", "x")).await;
+    assert_eq!((reply.status, reply.error_code().as_str()), (502, "upstream_error"), "{}", reply.text);
+    assert!(reply.error_message().contains("307"), "{}", reply.text);
+    assert_eq!(up.chats().len(), 1);
+    assert!(up.seen_on("/v1/redirected").is_empty(), "the redirect was followed: {:?}", up.seen().len());
+}

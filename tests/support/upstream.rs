@@ -10,6 +10,7 @@
 //!   it was sent, like real providers do); `retry_after=S` adds `Retry-After`;
 //!   `echo_auth` puts the `Authorization` header it saw into any error message.
 //! - `malformed`: answer 200 with a body that is not JSON.
+//! - `redirect`: answer `307 Temporary Redirect` to `/v1/redirected` (same method and body).
 //! - `chunks=N`, `chunk_delay=MS`: stream shape (default: one chunk per word of the prompt).
 //! - `hold_after=N`: after N stream chunks, wait until [`MockUpstream::release`].
 //! - `cut=nodone` (stream ends cleanly without `[DONE]`) or `cut=drop` (connection dropped
@@ -189,6 +190,7 @@ struct Directives {
     retry_after: Option<u64>,
     echo_auth: bool,
     malformed: bool,
+    redirect: bool,
     chunks: Option<usize>,
     chunk_delay: Duration,
     hold_after: Option<usize>,
@@ -208,6 +210,7 @@ impl Directives {
                 "retry_after" => d.retry_after = Some(num()?),
                 "echo_auth" => d.echo_auth = true,
                 "malformed" => d.malformed = true,
+                "redirect" => d.redirect = true,
                 "chunks" => d.chunks = Some(num()? as usize),
                 "chunk_delay" => d.chunk_delay = Duration::from_millis(num()?),
                 "hold_after" => d.hold_after = Some(num()? as usize),
@@ -293,6 +296,15 @@ async fn respond(state: &Arc<State>, index: usize, path: &str, body: &Value, aut
         }
         let param = (status == 400).then_some("messages");
         return complete(error_response(status, param, &msg, d.retry_after));
+    }
+    if d.redirect {
+        return complete(
+            Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header("location", "/v1/redirected")
+                .body(full(Bytes::from_static(b"moved")))
+                .unwrap(),
+        );
     }
     if d.malformed {
         return complete(
