@@ -179,10 +179,13 @@ start_weir() { # label config-file
 } >"$TMP/weir-five.toml"
 # Stalled: a plugin that spins until its 20 ms deadline on requests carrying x-misbehave
 # (1% of the load), fail-open so those requests are still answered; plus the default chain.
+# Its fuel is raised far above what 20 ms can burn, so the wall-clock deadline (not fuel,
+# which would stop the loop after ~7 ms) is what ends each stall.
 {
     provider __PORT__
     plugin misbehave misbehave 'instances = 4
 timeout = "20ms"
+fuel = 100000000000
 on_error = "fail-open"
 config = { mode = "loop", hook = "request" }'
     default_chain
