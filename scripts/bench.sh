@@ -5,7 +5,7 @@
 # configurations, drives each in interleaved rounds after a warm-up, prints one table and
 # stops every process it started. Not part of the test suite. See docs/benchmarks.md.
 #
-#   scripts/bench.sh            # full run, ~5 minutes on 2 cores
+#   scripts/bench.sh            # full run, ~5-7 minutes on 2 cores
 #   scripts/bench.sh --quick    # ~1.5 minutes, one round of short runs
 #   scripts/bench.sh --out FILE # also write the table (markdown) to FILE
 #
