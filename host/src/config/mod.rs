@@ -323,9 +323,9 @@ impl Config {
                     if !(url.starts_with("http://") || url.starts_with("https://")) {
                         return Err(ConfigError::invalid(key("base_url"), "must start with http:// or https://"));
                     }
-                    if reqwest::Url::parse(url).is_err() {
-                        return Err(ConfigError::invalid(key("base_url"), "is not a valid URL"));
-                    }
+                    let uri: http::Uri =
+                        url.parse().map_err(|_| ConfigError::invalid(key("base_url"), "is not a valid URL"))?;
+                    crate::providers::http::check_base(&uri).map_err(|e| ConfigError::invalid(key("base_url"), e))?;
                 }
                 ProviderKind::Mock => {
                     if p.models.is_empty() {

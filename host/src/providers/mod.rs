@@ -2,6 +2,7 @@
 //! into its own wire format and its answer (whole or streamed) back. Dispatch is a plain enum:
 //! no boxing per call, and a new kind (Anthropic, Bedrock, ...) is one more variant and module.
 
+pub mod http;
 pub mod mock;
 pub mod openai;
 #[cfg(test)]

@@ -1,12 +1,15 @@
-//! The `openai` provider kind: any OpenAI-compatible HTTP API. One pooled reqwest client per
-//! provider (keep-alive, HTTP/2 where the server offers it), weighted random API key per
+//! The `openai` provider kind: any OpenAI-compatible HTTP API. One pooled client per provider
+//! (`http.rs`: keep-alive, HTTP/2 where the server offers it), weighted random API key per
 //! request, upstream errors mapped to Weir errors with secrets scrubbed.
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use serde_json::Value;
 
+use super::http::{SendError, Upstream, endpoint_uri, read_capped};
 use super::sse::{SseEvent, SseParser};
 use super::{ChunkStream, Endpoint, ProviderRequest, ProviderResponse};
 use crate::config::ProviderConfig;
@@ -18,10 +21,13 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// An OpenAI-compatible upstream.
 pub struct OpenAi {
     name: String,
-    client: reqwest::Client,
-    chat_url: reqwest::Url,
-    embeddings_url: reqwest::Url,
-    models_url: reqwest::Url,
+    client: Upstream,
+    chat_url: Uri,
+    embeddings_url: Uri,
+    models_url: Uri,
+    /// Headers every request carries: `user-agent` and the configured `headers` (marked
+    /// sensitive).
+    headers: HeaderMap,
     /// `Authorization` values (marked sensitive) with cumulative weights for the random choice.
     keys: Vec<(u64, HeaderValue)>,
     /// Raw key strings, only to scrub them from upstream error messages.
@@ -32,11 +38,11 @@ impl OpenAi {
     /// Builds the client.
     ///
     /// # Errors
-    /// A message for an invalid URL, header or key, or a client that cannot be built.
+    /// A message for an invalid URL, header or key.
     pub fn new(cfg: &ProviderConfig) -> Result<Self, String> {
-        let base = cfg.base_url.as_deref().unwrap_or_default().trim_end_matches('/');
-        let url = |path: &str| reqwest::Url::parse(&format!("{base}{path}")).map_err(|e| format!("base_url: {e}"));
+        let base = cfg.base_url.as_deref().unwrap_or_default();
         let mut headers = HeaderMap::new();
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(concat!("weir/", env!("CARGO_PKG_VERSION"))));
         for (name, value) in &cfg.headers {
             let name =
                 HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("header name {name:?} is invalid"))?;
@@ -45,18 +51,6 @@ impl OpenAi {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .connect_timeout(cfg.connect_timeout)
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .pool_max_idle_per_host(cfg.pool.workers)
-            .tcp_nodelay(true)
-            // A gateway relays the provider's answer; it does not chase redirects with the
-            // provider's API key attached.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("weir/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
         let mut keys = Vec::with_capacity(cfg.keys.len());
         let mut total = 0u64;
         for (i, k) in cfg.keys.iter().enumerate() {
@@ -71,10 +65,11 @@ impl OpenAi {
         }
         Ok(Self {
             name: cfg.name.clone(),
-            client,
-            chat_url: url(Endpoint::ChatCompletions.path())?,
-            embeddings_url: url(Endpoint::Embeddings.path())?,
-            models_url: url("/models")?,
+            client: Upstream::new(cfg.connect_timeout, cfg.pool.workers),
+            chat_url: endpoint_uri(base, Endpoint::ChatCompletions.path())?,
+            embeddings_url: endpoint_uri(base, Endpoint::Embeddings.path())?,
+            models_url: endpoint_uri(base, "/models")?,
+            headers,
             keys,
             secrets: cfg.keys.iter().map(|k| k.value.clone()).filter(|k| k.len() >= 4).collect(),
         })
@@ -86,12 +81,20 @@ impl OpenAi {
         self.keys.iter().find(|(cum, _)| roll < *cum).map(|(_, v)| v)
     }
 
-    fn request(&self, method: reqwest::Method, url: &reqwest::Url) -> reqwest::RequestBuilder {
-        let rb = self.client.request(method, url.clone());
-        match self.pick_key() {
-            Some(key) => rb.header(http::header::AUTHORIZATION, key.clone()),
-            None => rb,
+    /// A request with the provider's headers and a key.
+    fn request(&self, method: Method, url: &Uri, body: Bytes) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = url.clone();
+        let headers = req.headers_mut();
+        headers.reserve(self.headers.len() + 2);
+        for (name, value) in &self.headers {
+            headers.insert(name, value.clone());
         }
+        if let Some(key) = self.pick_key() {
+            headers.insert(header::AUTHORIZATION, key.clone());
+        }
+        req
     }
 
     /// Sends one request.
@@ -106,13 +109,9 @@ impl OpenAi {
         let mut body = req.body;
         body.insert("model".into(), Value::String(req.model));
         let bytes = serde_json::to_vec(&body).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
-        let resp = self
-            .request(reqwest::Method::POST, url)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(bytes)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
+        let mut request = self.request(Method::POST, url, Bytes::from(bytes));
+        request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let resp = self.client.send(request).await.map_err(|e| self.transport_error(&e))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(self.status_error(resp).await);
@@ -120,7 +119,7 @@ impl OpenAi {
         if req.stream {
             let is_sse = resp
                 .headers()
-                .get(http::header::CONTENT_TYPE)
+                .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|ct| ct.starts_with("text/event-stream"));
             if !is_sse {
@@ -129,9 +128,9 @@ impl OpenAi {
                     format!("provider {} answered a stream request without an event stream", self.name),
                 ));
             }
-            return Ok(ProviderResponse::Stream(self.chunks(resp)));
+            return Ok(ProviderResponse::Stream(self.chunks(resp.into_body())));
         }
-        let body = read_capped(resp).await.map_err(|e| self.transport_error(&e))?;
+        let body = read_body(resp).await.map_err(|e| self.transport_error(&e))?;
         if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
             return Err(Error::new(
                 ErrorKind::UpstreamInvalid,
@@ -143,9 +142,9 @@ impl OpenAi {
 
     /// Turns the upstream SSE body into chunk payloads. A stream that ends without `[DONE]`
     /// is reported as an error item so the client learns it was cut.
-    fn chunks(&self, resp: reqwest::Response) -> ChunkStream {
+    fn chunks(&self, body: Incoming) -> ChunkStream {
         let name = self.name.clone();
-        let state = (resp.bytes_stream(), SseParser::default(), false, name);
+        let state = (body.into_data_stream(), SseParser::default(), false, name);
         futures_util::stream::unfold(state, |(mut upstream, mut parser, mut finished, name)| async move {
             if finished {
                 return None;
@@ -168,7 +167,7 @@ impl OpenAi {
                         finished = true;
                         let err = Error::new(
                             ErrorKind::UpstreamUnavailable,
-                            format!("provider {name} stream failed: {}", without_url(&e)),
+                            format!("provider {name} stream failed: {}", SendError::from_chain(&e).cause),
                         );
                         return Some((Err(err), (upstream, parser, finished, name)));
                     }
@@ -191,12 +190,12 @@ impl OpenAi {
     /// # Errors
     /// Transport failures, error statuses and unexpected bodies.
     pub async fn list_models(&self) -> Result<Vec<String>, Error> {
-        let resp =
-            self.request(reqwest::Method::GET, &self.models_url).send().await.map_err(|e| self.transport_error(&e))?;
+        let request = self.request(Method::GET, &self.models_url, Bytes::new());
+        let resp = self.client.send(request).await.map_err(|e| self.transport_error(&e))?;
         if !resp.status().is_success() {
             return Err(self.status_error(resp).await);
         }
-        let body = read_capped(resp).await.map_err(|e| self.transport_error(&e))?;
+        let body = read_body(resp).await.map_err(|e| self.transport_error(&e))?;
         let v: Value = serde_json::from_slice(&body).map_err(|_| {
             Error::new(ErrorKind::UpstreamInvalid, format!("provider {} returned an invalid model list", self.name))
         })?;
@@ -206,19 +205,19 @@ impl OpenAi {
             .unwrap_or_default())
     }
 
-    fn transport_error(&self, e: &reqwest::Error) -> Error {
-        let kind = if e.is_timeout() { ErrorKind::UpstreamTimeout } else { ErrorKind::UpstreamUnavailable };
-        Error::new(kind, format!("provider {} unreachable: {}", self.name, without_url(e)))
+    fn transport_error(&self, e: &SendError) -> Error {
+        let kind = if e.timed_out { ErrorKind::UpstreamTimeout } else { ErrorKind::UpstreamUnavailable };
+        Error::new(kind, format!("provider {} unreachable: {}", self.name, e.cause))
     }
 
-    async fn status_error(&self, resp: reqwest::Response) -> Error {
+    async fn status_error(&self, resp: http::Response<Incoming>) -> Error {
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let body = read_capped(resp).await.unwrap_or_default();
+        let body = read_body(resp).await.unwrap_or_default();
         let parsed: Option<Value> = serde_json::from_slice(&body).ok();
         let upstream_err = parsed.as_ref().and_then(|v| v.get("error"));
         let message = if status == 401 || status == 403 {
@@ -252,33 +251,8 @@ impl OpenAi {
     }
 }
 
-/// reqwest errors print the URL; base URLs may embed credentials, so print only the cause.
-fn without_url(e: &reqwest::Error) -> String {
-    let mut msg = String::new();
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg = s.to_string();
-        source = s.source();
-    }
-    if msg.is_empty() {
-        msg = if e.is_timeout() {
-            "timed out".into()
-        } else if e.is_connect() {
-            "connection failed".into()
-        } else {
-            "request failed".into()
-        };
-    }
-    msg
-}
-
-async fn read_capped(mut resp: reqwest::Response) -> Result<Bytes, reqwest::Error> {
-    let mut buf = Vec::with_capacity(resp.content_length().map_or(4096, |l| (l as usize).min(MAX_RESPONSE_BYTES)));
-    while let Some(chunk) = resp.chunk().await? {
-        if buf.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            break;
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(buf))
+/// The response body, whole (up to [`MAX_RESPONSE_BYTES`]).
+async fn read_body(resp: http::Response<Incoming>) -> Result<Bytes, SendError> {
+    let hint = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    read_capped(resp.into_body(), hint, MAX_RESPONSE_BYTES).await
 }

@@ -1,0 +1,185 @@
+//! The upstream HTTP client of HTTP provider kinds: one pooled hyper-util client per provider
+//! (keep-alive, HTTP/2 when a TLS server offers it through ALPN, rustls with the Mozilla roots),
+//! TCP_NODELAY, a connect timeout, and nothing else between Weir and the socket: no redirect
+//! following (a gateway relays the provider's answer; it does not chase a `Location` with the
+//! provider's API key attached), no retries (later a policy of the pool), no proxy.
+//!
+//! Why not reqwest, which wraps this same client: per request it converts the URL to a `Uri`,
+//! parses it back into a `Url` twice (its redirect layer and its response), and runs redirect
+//! and retry layers even when both are off. The profile put that at 10-14% of the gateway's CPU
+//! per proxied request (docs/benchmarks.md).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+/// How long an idle upstream connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A request body: the whole JSON document, sent with a `content-length`.
+pub type Body = Full<Bytes>;
+
+/// One provider's connection pool.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+}
+
+/// Why a request got no response head.
+#[derive(Debug)]
+pub struct SendError {
+    /// The connect timeout passed or the OS reported a timeout.
+    pub timed_out: bool,
+    /// The innermost cause, for the client-facing message (never contains the URL).
+    pub cause: String,
+}
+
+impl Upstream {
+    /// A client that keeps up to `idle_per_host` idle connections to the provider.
+    pub fn new(connect_timeout: Duration, idle_per_host: usize) -> Self {
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false); // the TLS layer handles https:// and passes http:// through
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(connect_timeout));
+        let connector = HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(tcp);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_max_idle_per_host(idle_per_host)
+            .build(connector);
+        Self { client }
+    }
+
+    /// Sends one request; resolves when the response head arrived.
+    ///
+    /// # Errors
+    /// Connecting, writing or reading the head failed.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+        self.client.request(req).await.map_err(|e| SendError::from_chain(&e))
+    }
+}
+
+impl SendError {
+    /// The innermost cause of `e` and whether a timeout is in the chain.
+    pub fn from_chain(e: &(dyn std::error::Error + 'static)) -> Self {
+        let mut cause = e.to_string();
+        let mut timed_out = false;
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = next {
+            cause = err.to_string();
+            timed_out |=
+                err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+            next = err.source();
+        }
+        if cause.is_empty() {
+            cause = "request failed".into();
+        }
+        Self { timed_out, cause }
+    }
+}
+
+/// Builds `base` + `path` as a request target.
+///
+/// # Errors
+/// The result is not an absolute `http(s)://` URI.
+pub fn endpoint_uri(base: &str, path: &str) -> Result<Uri, String> {
+    let uri: Uri = format!("{}{path}", base.trim_end_matches('/')).parse().map_err(|e| format!("base_url: {e}"))?;
+    check_base(&uri)?;
+    Ok(uri)
+}
+
+/// What a provider `base_url` must be: absolute, `http` or `https`, with a host, and without
+/// credentials (they belong in `keys` or `headers`, where they are kept out of logs).
+///
+/// # Errors
+/// A message saying which rule is broken.
+pub fn check_base(uri: &Uri) -> Result<(), String> {
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err("must start with http:// or https://".into());
+    }
+    let Some(authority) = uri.authority() else { return Err("has no host".into()) };
+    if authority.as_str().contains('@') {
+        return Err("must not embed credentials (use keys or headers)".into());
+    }
+    if authority.host().is_empty() {
+        return Err("has no host".into());
+    }
+    if uri.query().is_some() {
+        return Err("must not have a query string".into());
+    }
+    Ok(())
+}
+
+/// Reads a body whole, up to `cap` bytes (the rest is not read: the caller's JSON check then
+/// fails on the truncated document).
+///
+/// # Errors
+/// The connection failed mid-body.
+pub async fn read_capped(body: Incoming, size_hint: Option<u64>, cap: usize) -> Result<Bytes, SendError> {
+    let mut body = body;
+    let mut buf = Vec::with_capacity(size_hint.map_or(4096, |l| (l as usize).min(cap)));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| SendError::from_chain(&e))?;
+        let Ok(chunk) = frame.into_data() else { continue };
+        if buf.len() + chunk.len() > cap {
+            break;
+        }
+        if buf.is_empty() && chunk.len() == size_hint.unwrap_or(u64::MAX) as usize {
+            // The whole body in one frame (the usual case for a small JSON answer): no copy.
+            return Ok(chunk);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_checked() {
+        assert!(endpoint_uri("http://127.0.0.1:8080/v1/", "/chat/completions").is_ok());
+        assert_eq!(
+            endpoint_uri("https://api.openai.com/v1", "/models").unwrap().to_string(),
+            "https://api.openai.com/v1/models"
+        );
+        assert!(endpoint_uri("ftp://x/v1", "/models").unwrap_err().contains("http://"));
+        assert!(endpoint_uri("http://user:secret@host/v1", "/models").unwrap_err().contains("credentials"));
+        assert!(endpoint_uri("http://host/v1?x=1", "").unwrap_err().contains("query"));
+        assert!(endpoint_uri("not a url", "/models").is_err());
+    }
+
+    #[test]
+    fn send_errors_keep_the_innermost_cause_and_see_timeouts() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("client error (Connect)")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = SendError::from_chain(&Outer(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")));
+        assert!(e.timed_out);
+        assert_eq!(e.cause, "timed out");
+        let e = SendError::from_chain(&Outer(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)));
+        assert!(!e.timed_out);
+    }
+}
