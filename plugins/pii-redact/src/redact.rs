@@ -27,9 +27,29 @@ impl Default for Config {
     }
 }
 
+/// What a rule masks. An enum rather than its name so that the per-text prefilter dispatches
+/// on a tag instead of comparing strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Card,
+    Email,
+    Phone,
+}
+
+impl Kind {
+    /// The name that replaces `{kind}` in the mask.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Card => "card",
+            Self::Email => "email",
+            Self::Phone => "phone",
+        }
+    }
+}
+
 /// Compiled rules.
 pub struct Redactor {
-    rules: Vec<(&'static str, Regex)>,
+    rules: Vec<(Kind, Regex)>,
     mask: String,
 }
 
@@ -39,13 +59,13 @@ impl Redactor {
         let mut rules = Vec::new();
         let re = |s: &str| Regex::new(s).expect("static pattern");
         if cfg.card {
-            rules.push(("card", re(r"\b(?:\d[ -]?){12,18}\d\b")));
+            rules.push((Kind::Card, re(r"\b(?:\d[ -]?){12,18}\d\b")));
         }
         if cfg.email {
-            rules.push(("email", re(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")));
+            rules.push((Kind::Email, re(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")));
         }
         if cfg.phone {
-            rules.push(("phone", re(r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){2,4}")));
+            rules.push((Kind::Phone, re(r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){2,4}")));
         }
         Self { rules, mask: cfg.mask.clone() }
     }
@@ -53,7 +73,7 @@ impl Redactor {
     /// Whether `redact` could change `text` (a cheap check before any regex runs).
     pub fn may_redact(&self, text: &str) -> bool {
         let stats = Stats::of(text);
-        self.rules.iter().any(|(kind, _)| may_match(kind, stats))
+        self.rules.iter().any(|&(kind, _)| may_match(kind, stats))
     }
 
     /// The text with PII masked, or `None` when nothing matched.
@@ -61,18 +81,18 @@ impl Redactor {
         let mut out: Option<String> = None;
         for (kind, re) in &self.rules {
             let current = out.as_deref().unwrap_or(text);
-            if !may_match(kind, Stats::of(current)) {
+            if !may_match(*kind, Stats::of(current)) {
                 continue;
             }
-            let mask = self.mask.replace("{kind}", kind);
+            let mask = self.mask.replace("{kind}", kind.name());
             let mut hit = false;
             let replaced = re.replace_all(current, |caps: &regex_lite::Captures<'_>| {
                 let m = &caps[0];
                 let digits = m.bytes().filter(u8::is_ascii_digit).count();
-                let keep = match *kind {
-                    "card" => luhn(m),
-                    "phone" => digits >= 9,
-                    _ => true,
+                let keep = match kind {
+                    Kind::Card => luhn(m),
+                    Kind::Phone => digits >= 9,
+                    Kind::Email => true,
                 };
                 hit |= keep;
                 if keep { mask.clone() } else { m.to_owned() }
@@ -89,31 +109,61 @@ impl Redactor {
 /// regex: regex-lite has no literal prefilter, and running the three patterns over every
 /// prompt and answer was most of the gateway's CPU time with the default chain. A card needs
 /// 13+ digits (Luhn), a kept phone match 9+, an email an `@`.
-fn may_match(kind: &str, stats: Stats) -> bool {
+fn may_match(kind: Kind, stats: Stats) -> bool {
     match kind {
-        "card" => stats.digits >= 13,
-        "phone" => stats.digits >= 9,
-        "email" => stats.at_sign,
-        _ => true,
+        Kind::Card => stats.digits >= 13,
+        Kind::Phone => stats.digits >= 9,
+        Kind::Email => stats.at_sign,
     }
 }
 
-/// What the prefilter needs to know about a text, gathered in one pass (a loop simple enough
-/// for the compiler to vectorise).
-#[derive(Clone, Copy)]
+/// What the prefilter needs to know about a text, gathered in one pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stats {
     digits: usize,
     at_sign: bool,
 }
 
+/// Bytes tallied into one set of `u8` counters: at most 255 so a count cannot wrap, and a
+/// multiple of 16 (one wasm SIMD vector) so the compiler unrolls the group into whole-vector
+/// steps with no per-group scalar remainder.
+const GROUP: usize = 240;
+
+/// One wasm SIMD vector of bytes.
+const LANES: usize = 16;
+
 impl Stats {
+    /// Runs on every prompt text of every request, so it is shaped for the vectoriser: `u8`
+    /// counters let LLVM handle 16 bytes per SIMD step (with `usize` counters it managed 4,
+    /// ~7.8k fuel on a 1 KB prompt; this is ~1.7k). Fixed-size groups are unrolled; the last
+    /// partial vector is copied into a zeroed block (zeros are neither digits nor `@`) instead
+    /// of a byte-at-a-time loop.
     fn of(text: &str) -> Self {
-        let (mut digits, mut at) = (0usize, 0u8);
-        for &b in text.as_bytes() {
-            digits += usize::from(b.is_ascii_digit());
+        let mut stats = Self { digits: 0, at_sign: false };
+        let (groups, rest) = text.as_bytes().as_chunks::<GROUP>();
+        for group in groups {
+            stats.tally(group);
+        }
+        let (vectors, bytes) = rest.as_chunks::<LANES>();
+        stats.tally(vectors.as_flattened());
+        let mut last = [0u8; LANES];
+        last[..bytes.len()].copy_from_slice(bytes);
+        stats.tally(&last);
+        stats
+    }
+
+    /// Adds the digits and `@` of at most [`GROUP`] bytes (a longer slice could wrap the `u8`
+    /// count and hide digits from the prefilter).
+    #[inline(always)]
+    fn tally(&mut self, bytes: &[u8]) {
+        debug_assert!(bytes.len() <= GROUP);
+        let (mut digits, mut at) = (0u8, 0u8);
+        for &b in bytes {
+            digits += u8::from(b.is_ascii_digit());
             at |= u8::from(b == b'@');
         }
-        Self { digits, at_sign: at != 0 }
+        self.digits += usize::from(digits);
+        self.at_sign |= at != 0;
     }
 }
 
@@ -179,9 +229,42 @@ mod tests {
         assert_eq!(r().redact("call 415 555 019").as_deref(), Some("call [phone]"));
         assert_eq!(r().redact("x@y.io").as_deref(), Some("[email]"));
         // Too few digits or no `@`: the regexes are skipped and nothing changes.
-        assert!(!may_match("phone", Stats::of("call 415 555 01")));
-        assert!(!may_match("card", Stats::of("4111 1111 1111")));
-        assert!(!may_match("email", Stats::of("at example.com")));
+        assert!(!may_match(Kind::Phone, Stats::of("call 415 555 01")));
+        assert!(!may_match(Kind::Card, Stats::of("4111 1111 1111")));
+        assert!(!may_match(Kind::Email, Stats::of("at example.com")));
+    }
+
+    /// The byte-at-a-time definition the chunked scan must agree with.
+    fn naive(text: &str) -> Stats {
+        Stats { digits: text.bytes().filter(u8::is_ascii_digit).count(), at_sign: text.contains('@') }
+    }
+
+    #[test]
+    fn stats_count_every_digit_across_groups() {
+        // More digits than a u8 holds, in one text: a counter that wrapped would report 0..255.
+        for len in [0, 1, 15, 16, 17, 239, 240, 241, 255, 256, 257, 479, 480, 481, 1000, 4096] {
+            let text = "7".repeat(len);
+            assert_eq!(Stats::of(&text), Stats { digits: len, at_sign: false }, "{len} digits");
+        }
+    }
+
+    #[test]
+    fn stats_match_a_naive_scan_at_every_offset() {
+        // Digits, `@` and multi-byte characters at every position around the group and
+        // vector boundaries, including in the zero-padded last vector.
+        let base: String = (0..600).map(|i| ['a', '5', 'é', ' ', '0', '9', '/', ':'][i % 8]).collect();
+        for cut in [0, 1, 15, 16, 17, 200, 239, 240, 241, 250, 479, 480, 500, base.len()] {
+            let cut = (cut..=base.len()).find(|&c| base.is_char_boundary(c)).unwrap();
+            assert_eq!(Stats::of(&base[..cut]), naive(&base[..cut]), "prefix of {cut} bytes");
+            assert_eq!(Stats::of(&base[cut..]), naive(&base[cut..]), "suffix from {cut}");
+        }
+        for at in [0, 1, 15, 16, 239, 240, 241, 300, 599] {
+            let mut text = "x".repeat(600);
+            text.replace_range(at..=at, "@");
+            assert!(Stats::of(&text).at_sign, "@ at {at}");
+            assert!(Stats::of(&text[..at + 1]).at_sign, "@ last of {} bytes", at + 1);
+            assert!(!Stats::of(&text[..at]).at_sign, "no @ in {at} bytes");
+        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use regex_lite::Regex;
 use serde::Deserialize;
 
+use crate::keywords::Keywords;
+
 /// `[plugins.config]` of `prompt-guard`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -45,7 +47,7 @@ pub struct Violation {
 
 /// Compiled rules.
 pub struct Guard {
-    keywords: Vec<String>,
+    keywords: Keywords,
     patterns: Vec<Regex>,
     cfg: Config,
 }
@@ -64,23 +66,18 @@ impl Guard {
             .iter()
             .map(|p| Regex::new(p).map_err(|e| format!("deny_patterns {p:?}: {e}")))
             .collect::<Result<_, _>>()?;
-        let keywords = cfg.deny_keywords.iter().map(|k| k.to_lowercase()).collect();
+        let keywords = Keywords::new(&cfg.deny_keywords);
         Ok(Self { keywords, patterns, cfg })
-    }
-
-    /// Whether `text` contains a deny keyword, ignoring case. ASCII text (the common case) is
-    /// lowercased byte by byte; other text goes through Unicode lowercasing.
-    fn has_keyword(&self, text: &str) -> bool {
-        if self.keywords.is_empty() {
-            return false;
-        }
-        let lower = if text.is_ascii() { text.to_ascii_lowercase() } else { text.to_lowercase() };
-        self.keywords.iter().any(|k| lower.contains(k.as_str()))
     }
 
     /// Whether `check` needs the message count (a `max_messages` limit is set).
     pub fn counts_messages(&self) -> bool {
         self.cfg.max_messages > 0
+    }
+
+    /// Whether `check` looks at the requested token limit (a `max_tokens` limit is set).
+    pub fn limits_tokens(&self) -> bool {
+        self.cfg.max_tokens > 0
     }
 
     /// Status of refusals.
@@ -92,7 +89,7 @@ impl Guard {
     ///
     /// # Errors
     /// The first [`Violation`].
-    pub fn check(&self, texts: &[&str], messages: usize, max_tokens: Option<u64>) -> Result<(), Violation> {
+    pub fn check<T: AsRef<str>>(&self, texts: &[T], messages: usize, max_tokens: Option<u64>) -> Result<(), Violation> {
         if self.cfg.max_messages > 0 && messages > self.cfg.max_messages {
             return Err(Violation {
                 code: "too_many_messages",
@@ -107,15 +104,20 @@ impl Guard {
                 message: format!("max_tokens {n} is above the limit of {}", self.cfg.max_tokens),
             });
         }
-        let chars: usize = texts.iter().map(|t| t.chars().count()).sum();
-        if self.cfg.max_prompt_chars > 0 && chars > self.cfg.max_prompt_chars {
-            return Err(Violation {
-                code: "prompt_too_long",
-                message: format!("the prompt has {chars} characters (limit {})", self.cfg.max_prompt_chars),
-            });
+        // A text has at most as many characters as bytes, so characters are counted only when
+        // the byte length alone exceeds the limit (counting them is a pass over every byte).
+        let limit = self.cfg.max_prompt_chars;
+        if limit > 0 && texts.iter().map(|t| t.as_ref().len()).sum::<usize>() > limit {
+            let chars: usize = texts.iter().map(|t| t.as_ref().chars().count()).sum();
+            if chars > limit {
+                return Err(Violation {
+                    code: "prompt_too_long",
+                    message: format!("the prompt has {chars} characters (limit {limit})"),
+                });
+            }
         }
-        for t in texts {
-            if self.has_keyword(t) || self.patterns.iter().any(|p| p.is_match(t)) {
+        for t in texts.iter().map(AsRef::as_ref) {
+            if self.keywords.found_in(t) || self.patterns.iter().any(|p| p.is_match(t)) {
                 return Err(Violation {
                     code: "prompt_blocked",
                     message: "the prompt contains content this gateway does not allow".into(),
@@ -175,8 +177,23 @@ mod tests {
     #[test]
     fn enforces_size_limits() {
         assert_eq!(guard().check(&t(&"a".repeat(21)), 1, None).unwrap_err().code, "prompt_too_long");
+        assert_eq!(guard().check(&t(&"a".repeat(20)), 1, None), Ok(()));
         assert_eq!(guard().check(&t("a"), 3, None).unwrap_err().code, "too_many_messages");
         assert_eq!(guard().check(&t("a"), 1, Some(101)).unwrap_err().code, "max_tokens_too_high");
+    }
+
+    #[test]
+    fn prompt_size_is_counted_in_characters_across_texts() {
+        // 20 two-byte characters: 40 bytes, but within the 20-character limit.
+        assert_eq!(guard().check(&t(&"é".repeat(20)), 1, None), Ok(()));
+        let v = guard().check(&t(&"é".repeat(21)), 1, None).unwrap_err();
+        assert_eq!(v, Violation { code: "prompt_too_long", message: "the prompt has 21 characters (limit 20)".into() });
+        let v = guard().check(&["ééééé", "0123456789", "ab€d😀é"], 1, None).unwrap_err();
+        assert_eq!(v.message, "the prompt has 21 characters (limit 20)");
+        assert_eq!(guard().check(&["ééééé", "0123456789", "ab€d😀"], 1, None), Ok(()));
+        // No limit: any size passes.
+        let unlimited = Guard::new(Config::default()).unwrap();
+        assert_eq!(unlimited.check(&t(&"é".repeat(100_000)), 1, None), Ok(()));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! ```
 
 mod guard;
+mod keywords;
 
 use weir_plugin_sdk::{Endpoint, Hooks, Plugin, Rejection, Request, RequestAction, export, get_json, parse_config};
 
@@ -35,8 +36,12 @@ impl Plugin for PromptGuard {
         } else {
             0
         };
-        let max_tokens = get_json::<u64>(req, "/max_tokens").or_else(|| get_json::<u64>(req, "/max_completion_tokens"));
-        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        // Each lookup is a call into the host: skipped when no limit is set.
+        let max_tokens = if self.guard.limits_tokens() {
+            get_json::<u64>(req, "/max_tokens").or_else(|| get_json::<u64>(req, "/max_completion_tokens"))
+        } else {
+            None
+        };
         match self.guard.check(&texts, messages, max_tokens) {
             Ok(()) => RequestAction::Continue,
             Err(v) => {
