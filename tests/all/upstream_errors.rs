@@ -141,3 +141,30 @@ async fn upstream_redirects_are_not_followed() {
     assert_eq!(up.chats().len(), 1);
     assert!(up.seen_on("/v1/redirected").is_empty(), "the redirect was followed: {:?}", up.seen().len());
 }
+
+#[tokio::test]
+async fn connections_the_provider_closed_are_replaced_without_failing_requests() {
+    let up = MockUpstream::start().await;
+    let weir = Weir::start(&up.provider_toml("up", "discover_models = false", "workers = 2")).await;
+    let url = weir.url("/v1/chat/completions");
+    // Keep-alive: sequential requests share one connection per worker.
+    for i in 0..6 {
+        let reply = post(&url, &chat("up/m", &format!("warm {i}"))).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    let warm = up.connections_accepted();
+    assert!((1..=2).contains(&warm), "6 sequential requests opened {warm} connections");
+    // The provider drops its idle connections, sometimes just before the next request (Weir
+    // has then not yet seen the close: the request is never written on the dead connection
+    // and goes out on a fresh one).
+    for round in 0..20u64 {
+        up.close_connections().await;
+        if round % 2 == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let reply = post(&url, &chat("up/m", &format!("after close {round}"))).await;
+        assert_eq!(reply.status, 200, "round {round}: {}", reply.text);
+    }
+    assert!(up.connections_accepted() > warm, "no connection was replaced");
+    assert_eq!(up.chats().len(), 26, "every request reached the provider exactly once");
+}

@@ -77,6 +77,10 @@ struct State {
     gate: watch::Sender<bool>,
     models: Vec<String>,
     fail_all: Option<u16>,
+    /// Tasks serving open connections, so a test can close them all.
+    conns: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Connections accepted so far.
+    accepted: std::sync::atomic::AtomicUsize,
 }
 
 impl State {
@@ -107,21 +111,49 @@ impl MockUpstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (gate, _) = watch::channel(false);
-        let state = Arc::new(State { seen: Mutex::new(Vec::new()), gate, models, fail_all });
+        let state = Arc::new(State {
+            seen: Mutex::new(Vec::new()),
+            gate,
+            models,
+            fail_all,
+            conns: Mutex::new(Vec::new()),
+            accepted: Default::default(),
+        });
         let st = state.clone();
         let server = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| handle(st.clone(), req));
+                st.accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let state = st.clone();
+                let conn = tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
+                let mut conns = st.conns.lock().unwrap();
+                conns.retain(|c| !c.is_finished());
+                conns.push(conn.abort_handle());
             }
         });
         Self { addr, state, server }
+    }
+
+    /// Closes every open connection at once (as a provider's idle timeout or a restart would)
+    /// and returns when their sockets are closed.
+    pub async fn close_connections(&self) {
+        let conns: Vec<_> = self.state.conns.lock().unwrap().drain(..).collect();
+        conns.iter().for_each(tokio::task::AbortHandle::abort);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !conns.iter().all(tokio::task::AbortHandle::is_finished) {
+            assert!(tokio::time::Instant::now() < deadline, "connections did not close");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections_accepted(&self) -> usize {
+        self.state.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Base URL to configure as the provider's `base_url`.

@@ -24,6 +24,7 @@ pub use queue::{Queue, Refused};
 
 use crate::config::{Overflow, PoolConfig};
 use crate::error::{Error, ErrorKind};
+use crate::providers::http::Lane;
 use crate::providers::{ChunkStream, Provider, ProviderRequest, ProviderResponse};
 
 /// Chunks buffered between a streaming worker and the client relay; bounds memory per stream
@@ -242,6 +243,8 @@ struct Worker {
 
 impl Worker {
     async fn run(self) {
+        // This worker's own upstream connection (plain-http providers), reused job after job.
+        let mut lane = Lane::default();
         while let Some(job) = self.queue.pop().await {
             self.metrics.queue_depth.set(self.queue.len() as f64);
             if !job.state.claim() {
@@ -253,16 +256,16 @@ impl Worker {
             }
             self.metrics.queue_wait.record(job.enqueued.elapsed().as_secs_f64());
             self.metrics.busy(1.0);
-            self.handle(job).await;
+            self.handle(job, &mut lane).await;
             self.metrics.busy(-1.0);
         }
         self.metrics.worker_exited();
     }
 
-    async fn handle(&self, job: Job) {
+    async fn handle(&self, job: Job, lane: &mut Lane) {
         let Job { req, mut reply, .. } = job;
         let started = Instant::now();
-        let call = std::panic::AssertUnwindSafe(self.provider.call(req)).catch_unwind();
+        let call = std::panic::AssertUnwindSafe(self.provider.call(req, lane)).catch_unwind();
         let outcome = tokio::select! {
             biased;
             () = reply.closed() => {

@@ -4,6 +4,15 @@
 //! following (a gateway relays the provider's answer; it does not chase a `Location` with the
 //! provider's API key attached), no retries (later a policy of the pool), no proxy.
 //!
+//! Plain `http://` providers (a local vLLM, Ollama or any OpenAI-compatible server on the
+//! network) skip that pool: each pool worker owns one HTTP/1.1 keep-alive connection, a
+//! [`Lane`], like nginx's upstream `keepalive`. A worker runs one request at a time, so its
+//! connection is always free when it takes the next job: no pool lock, no key lookup, no
+//! connector clone and no task spawned per request to return the connection to a pool (all of
+//! which the pooled client does on every request). A connection that the provider closed
+//! while idle is replaced, and a request that was never written on it is sent again on the
+//! new one.
+//!
 //! Why not reqwest, which wraps this same client: per request it converts the URL to a `Uri`,
 //! parses it back into a `Url` twice (its redirect layer and its response), and runs redirect
 //! and retry layers even when both are off. The profile put that at 10-14% of the gateway's CPU
@@ -12,13 +21,17 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderValue;
+use http::header::HOST;
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 
 /// How long an idle upstream connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -26,10 +39,28 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// A request body: the whole JSON document, sent with a `content-length`.
 pub type Body = Full<Bytes>;
 
-/// One provider's connection pool.
+/// One provider's connections: the pooled client, and for `http://` providers the address
+/// that pool workers open their own [`Lane`]s to.
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Body>,
+    direct: Option<Direct>,
+}
+
+/// Where a plain-http provider's lanes connect, and the `Host` header they send.
+#[derive(Clone)]
+struct Direct {
+    host: String,
+    port: u16,
+    host_header: HeaderValue,
+    connect_timeout: Duration,
+}
+
+/// One pool worker's own HTTP/1.1 connection to its provider (empty until first used, and
+/// after the connection closed). Used by one request at a time.
+#[derive(Default)]
+pub struct Lane {
+    sender: Option<http1::SendRequest<Body>>,
 }
 
 /// Why a request got no response head.
@@ -42,8 +73,8 @@ pub struct SendError {
 }
 
 impl Upstream {
-    /// A client that keeps up to `idle_per_host` idle connections to the provider.
-    pub fn new(connect_timeout: Duration, idle_per_host: usize) -> Self {
+    /// A client for the provider at `base` that keeps up to `idle_per_host` idle connections.
+    pub fn new(base: &Uri, connect_timeout: Duration, idle_per_host: usize) -> Self {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false); // the TLS layer handles https:// and passes http:// through
         tcp.set_nodelay(true);
@@ -59,15 +90,86 @@ impl Upstream {
             .pool_idle_timeout(IDLE_TIMEOUT)
             .pool_max_idle_per_host(idle_per_host)
             .build(connector);
-        Self { client }
+        let direct = (base.scheme_str() == Some("http")).then(|| base.authority()).flatten().and_then(|a| {
+            Some(Direct {
+                // An IPv6 literal is bracketed in the URI, not in a socket address.
+                host: a.host().trim_start_matches('[').trim_end_matches(']').to_owned(),
+                port: a.port_u16().unwrap_or(80),
+                host_header: HeaderValue::from_str(a.as_str()).ok()?,
+                connect_timeout,
+            })
+        });
+        Self { client, direct }
     }
 
-    /// Sends one request; resolves when the response head arrived.
+    /// Sends one request through the pooled client; resolves when the response head arrived.
     ///
     /// # Errors
     /// Connecting, writing or reading the head failed.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
         self.client.request(req).await.map_err(|e| SendError::from_chain(&e))
+    }
+
+    /// Sends one request on the worker's `lane` (plain-http providers) or through the pooled
+    /// client (the others). `req` carries an absolute URI.
+    ///
+    /// # Errors
+    /// Connecting, writing or reading the head failed.
+    pub async fn send_on(&self, lane: &mut Lane, mut req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+        let Some(direct) = &self.direct else { return self.send(req).await };
+        // HTTP/1.1 on a direct connection: origin-form target and a Host header.
+        if let Some(pq) = req.uri().path_and_query().cloned() {
+            *req.uri_mut() = Uri::from(pq);
+        }
+        req.headers_mut().insert(HOST, direct.host_header.clone());
+        loop {
+            let reused = match &lane.sender {
+                Some(s) if !s.is_closed() => true,
+                _ => {
+                    lane.sender = Some(direct.connect().await?);
+                    false
+                }
+            };
+            let sender = lane.sender.as_mut().expect("set above");
+            if let Err(e) = sender.ready().await {
+                lane.sender = None;
+                if reused {
+                    continue; // closed while idle: open a fresh one
+                }
+                return Err(SendError::from_chain(&e));
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => {
+                    lane.sender = None;
+                    match e.take_message() {
+                        // Never written on a reused connection (it was closing): send it on a
+                        // fresh one. A fresh connection fails for good.
+                        Some(back) if reused => req = back,
+                        _ => return Err(SendError::from_chain(e.error())),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Direct {
+    /// Opens a connection (bounded by the connect timeout) and starts its I/O task, which
+    /// ends when the lane drops the sender or either side closes.
+    async fn connect(&self) -> Result<http1::SendRequest<Body>, SendError> {
+        let connect = TcpStream::connect((self.host.as_str(), self.port));
+        let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(SendError::from_chain(&e)),
+            Err(_) => return Err(SendError { timed_out: true, cause: "connect timed out".into() }),
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| SendError::from_chain(&e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
     }
 }
 

@@ -92,13 +92,14 @@ impl Provider {
         })
     }
 
-    /// Sends one request upstream. For streams, resolves when the response head arrived.
+    /// Sends one request upstream, on the calling pool worker's `lane` where the provider
+    /// kind uses one. For streams, resolves when the response head arrived.
     ///
     /// # Errors
     /// Upstream errors mapped to [`Error`] (status and message carried over, secrets scrubbed).
-    pub async fn call(&self, req: ProviderRequest) -> Result<ProviderResponse, Error> {
+    pub async fn call(&self, req: ProviderRequest, lane: &mut http::Lane) -> Result<ProviderResponse, Error> {
         match self {
-            Self::Openai(p) => p.call(req).await,
+            Self::Openai(p) => p.call(req, lane).await,
             Self::Mock(p) => p.call(req).await,
             #[cfg(test)]
             Self::Scripted(p) => p.call(req).await,

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::Value;
 
-use super::http::{SendError, Upstream, endpoint_uri, read_capped};
+use super::http::{Lane, SendError, Upstream, endpoint_uri, read_capped};
 use super::sse::{SseEvent, SseParser};
 use super::{ChunkStream, Endpoint, ProviderRequest, ProviderResponse};
 use crate::config::ProviderConfig;
@@ -63,10 +63,11 @@ impl OpenAi {
             value.set_sensitive(true);
             keys.push((total, value));
         }
+        let chat_url = endpoint_uri(base, Endpoint::ChatCompletions.path())?;
         Ok(Self {
             name: cfg.name.clone(),
-            client: Upstream::new(cfg.connect_timeout, cfg.pool.workers),
-            chat_url: endpoint_uri(base, Endpoint::ChatCompletions.path())?,
+            client: Upstream::new(&chat_url, cfg.connect_timeout, cfg.pool.workers),
+            chat_url,
             embeddings_url: endpoint_uri(base, Endpoint::Embeddings.path())?,
             models_url: endpoint_uri(base, "/models")?,
             headers,
@@ -97,11 +98,11 @@ impl OpenAi {
         req
     }
 
-    /// Sends one request.
+    /// Sends one request, on the calling worker's `lane` for plain-http providers.
     ///
     /// # Errors
     /// Transport failures, error statuses and invalid bodies, mapped to [`Error`].
-    pub async fn call(&self, req: ProviderRequest) -> Result<ProviderResponse, Error> {
+    pub async fn call(&self, req: ProviderRequest, lane: &mut Lane) -> Result<ProviderResponse, Error> {
         let url = match req.endpoint {
             Endpoint::ChatCompletions => &self.chat_url,
             Endpoint::Embeddings => &self.embeddings_url,
@@ -111,7 +112,7 @@ impl OpenAi {
         let bytes = serde_json::to_vec(&body).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
         let mut request = self.request(Method::POST, url, Bytes::from(bytes));
         request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let resp = self.client.send(request).await.map_err(|e| self.transport_error(&e))?;
+        let resp = self.client.send_on(lane, request).await.map_err(|e| self.transport_error(&e))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(self.status_error(resp).await);
