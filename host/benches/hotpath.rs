@@ -71,6 +71,9 @@ fn json_handling(c: &mut Criterion) {
         })
     });
     c.bench_function("json_serialize_1kb", |b| b.iter(|| serde_json::to_vec(black_box(&map)).unwrap()));
+    c.bench_function("json_serde_value_parse_1kb", |b| {
+        b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&body)).unwrap())
+    });
 }
 
 fn queue_handoff(c: &mut Criterion) {
@@ -100,6 +103,7 @@ fn queue_handoff(c: &mut Criterion) {
                 model: "llama-3.1-8b".into(),
                 body: map.clone(),
                 stream: false,
+                raw: None,
             };
             rt.block_on(pool.submit(req)).ok().unwrap()
         })
@@ -116,6 +120,7 @@ fn queue_handoff(c: &mut Criterion) {
                 model: "llama-3.1-8b".into(),
                 body: map.clone(),
                 stream: false,
+                raw: None,
             };
             mt.block_on(pool.submit(req)).ok().unwrap()
         })

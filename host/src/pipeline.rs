@@ -74,14 +74,14 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     let content_length =
         parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let bytes = read_limited(body, content_length, gw.config.server.max_body_bytes).await?;
-    let body = crate::api::parse_object(&bytes)?;
-    let (model, stream) = crate::api::validate(ctx.endpoint, &body)?;
+    let parsed = crate::api::parse_body(&bytes)?;
+    let (model, stream) = crate::api::validate(ctx.endpoint, &parsed.map)?;
     let mut request = GatewayRequest {
         id: ctx.id.clone(),
         endpoint: ctx.endpoint,
         model,
         stream,
-        body,
+        body: parsed.map,
         headers: client_headers(&parts.headers),
     };
 
@@ -104,13 +104,16 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     ctx.provider = Some(pool.name().clone());
     ctx.metrics = Some(pool.request_metrics().clone());
 
-    // upstream_request
+    // upstream_request. The client's bytes go as they are when they say exactly the validated
+    // request, no plugin edited it and the provider knows the model by the client's name.
+    let raw = (parsed.faithful && !pre.edited && route.upstream_model == request.model).then_some(bytes);
     let upstream = ProviderRequest {
         endpoint: request.endpoint,
         model: route.upstream_model,
         // The body moves upstream (no copy); post hooks see the request's metadata.
         body: std::mem::take(&mut request.body),
         stream: request.stream,
+        raw,
     };
     let hook = HookCtx { request: Arc::new(request), provider: Some(pool.name().clone()) };
     match pool.submit(upstream).await? {

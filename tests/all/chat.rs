@@ -165,3 +165,33 @@ async fn routing_explicit_bare_alias_discovered_and_unknown() {
         assert!(reply.error_message().contains(unknown), "{}", reply.text);
     }
 }
+
+#[tokio::test]
+async fn unedited_bodies_go_upstream_as_sent_and_the_others_are_reserialised() {
+    let up = MockUpstream::start().await;
+    let weir = Weir::start(&up.provider_toml("up", "models = [\"gpt-up\"]\naliases = { fast = \"gpt-up\" }", "")).await;
+    let url = weir.url("/v1/chat/completions");
+    let send =
+        |body: &'static str| client().post(url.as_str()).header("content-type", "application/json").body(body).send();
+    // Valid but unusual formatting (spacing, key order, escapes, a trailing zero): forwarded
+    // byte for byte, since nothing edited the request.
+    let odd = "{ \"messages\" : [ {\"content\":\"caf\\u00e9 \\\"q\\\"\", \"role\":\"user\"} ],\n \"model\":\"gpt-up\", \"temperature\": 0.50 }";
+    // A repeated key: Weir (routing, validation, plugins) reads the last copy; the provider
+    // must read the same, so the body is re-serialised with one copy.
+    let repeated = r#"{"model":"gpt-up","messages":[{"role":"user","content":"first","content":"second"}]}"#;
+    // An alias: the provider gets its own model name.
+    let alias = r#"{"model":"fast","messages":[{"role":"user","content":"via alias"}]}"#;
+    for body in [odd, repeated, alias] {
+        let resp = send(body).await.unwrap();
+        assert_eq!(resp.status(), 200, "{body}: {}", resp.text().await.unwrap());
+    }
+    let seen = up.chats();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[0].raw, odd);
+    assert_eq!(seen[0].prompt(), "caf\u{e9} \"q\"");
+    assert_eq!(seen[1].raw.matches("\"content\"").count(), 1, "{}", seen[1].raw);
+    assert_eq!(seen[1].prompt(), "second");
+    assert_ne!(seen[2].raw, alias);
+    assert_eq!(seen[2].model(), "gpt-up");
+    assert_eq!(seen[2].prompt(), "via alias");
+}

@@ -52,6 +52,8 @@ pub struct Seen {
     pub path: String,
     /// JSON body (`Null` for GET).
     pub body: Value,
+    /// The body exactly as received.
+    pub raw: String,
     /// The `Authorization` header, if any.
     pub authorization: Option<String>,
     /// Stream chunks written so far.
@@ -281,6 +283,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         let entry = Seen {
             path: path.clone(),
             body: body.clone(),
+            raw: String::from_utf8_lossy(&bytes).into_owned(),
             authorization: authorization.clone(),
             chunks_sent: 0,
             outcome: Outcome::InProgress,

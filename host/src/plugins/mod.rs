@@ -63,6 +63,8 @@ pub struct PreOutcome {
     pub respond: Option<GatewayResponse>,
     /// A plugin changed the model: route again.
     pub model_changed: bool,
+    /// A plugin wrote to the body or the model: the client's bytes no longer say the request.
+    pub edited: bool,
 }
 
 /// What the stream hooks decided for one chunk.
@@ -137,7 +139,7 @@ impl Chain {
     /// # Errors
     /// A plugin rejected the request (`PluginRejected`), or failed closed (`PluginFailed`).
     pub async fn on_request(&self, req: &mut GatewayRequest, provider: Option<&Arc<str>>) -> Result<PreOutcome, Error> {
-        let mut out = PreOutcome { seen: Seen::default(), respond: None, model_changed: false };
+        let mut out = PreOutcome { seen: Seen::default(), respond: None, model_changed: false, edited: false };
         for (i, p) in self.plugins.iter().enumerate() {
             if !p.in_scope(provider.map(|p| &**p), &req.model) {
                 continue;
@@ -147,8 +149,9 @@ impl Chain {
                 continue;
             }
             match p.on_request(req, provider).await {
-                Ok((decision, changed)) => {
-                    out.model_changed |= changed;
+                Ok((decision, edits)) => {
+                    out.model_changed |= edits.model_changed;
+                    out.edited |= edits.edited;
                     match decision {
                         RequestDecision::Continue => {}
                         RequestDecision::Respond(resp) => {

@@ -72,6 +72,15 @@ fn explain(e: Option<wasmtime::Error>, data: &StoreData) -> String {
     }
 }
 
+/// What an `on-request` call changed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Edits {
+    /// The model is now another one (route again).
+    pub model_changed: bool,
+    /// The body or the model was written to (the client's bytes no longer say the request).
+    pub edited: bool,
+}
+
 /// A loaded plugin.
 pub struct Plugin {
     /// Name from the config.
@@ -311,8 +320,8 @@ impl Plugin {
     }
 
     /// Calls `on-request`. The request moves into the instance for the call and comes back
-    /// with the plugin's edits; an edited body is re-validated. Returns the decision and
-    /// whether the model changed.
+    /// with the plugin's edits; an edited body is re-validated. Returns the decision and what
+    /// the plugin edited.
     ///
     /// # Errors
     /// The [`Failure`], after the instance was checked in or discarded.
@@ -320,7 +329,7 @@ impl Plugin {
         &self,
         req: &mut GatewayRequest,
         provider: Option<&Arc<str>>,
-    ) -> Result<(RequestDecision, bool), Failure> {
+    ) -> Result<(RequestDecision, Edits), Failure> {
         let mut inst = self.checkout(Hook::Request).await?;
         let started = Instant::now();
         let placeholder = GatewayRequest {
@@ -344,6 +353,7 @@ impl Plugin {
             *req = back;
         }
         let (body_edited, mut model_changed) = (ex.body_edited, ex.model_edited);
+        let edited = body_edited || model_changed;
         let result = result
             .map_err(|e| guard::classify(e, inst.store.data()))
             .and_then(|action| convert::request_action(action, self.max_output))
@@ -364,7 +374,7 @@ impl Plugin {
             Err(f) => f.label(),
         };
         self.checkin(inst, Hook::Request, started, outcome, result.as_ref().err());
-        result.map(|d| (d, model_changed))
+        result.map(|d| (d, Edits { model_changed, edited }))
     }
 
     /// Calls `on-response`; setter edits are applied to `resp` in place.

@@ -24,6 +24,7 @@ fn req(script: &str) -> ProviderRequest {
         model: "m".into(),
         body: body.as_object().cloned().unwrap(),
         stream: false,
+        raw: None,
     }
 }
 

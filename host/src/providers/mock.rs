@@ -236,6 +236,7 @@ mod tests {
             model: "mock-1".into(),
             body: body.as_object().unwrap().clone(),
             stream,
+            raw: None,
         }
     }
 

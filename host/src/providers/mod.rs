@@ -55,6 +55,10 @@ pub struct ProviderRequest {
     pub body: Map<String, Value>,
     /// Whether the client asked for a stream.
     pub stream: bool,
+    /// The client's own bytes, when they encode exactly `body` with `model` as the client
+    /// named it (nothing edited the request): HTTP providers send them unchanged instead of
+    /// serialising `body`.
+    pub raw: Option<Bytes>,
 }
 
 /// Stream of OpenAI `chat.completion.chunk` JSON payloads; ends after the last chunk

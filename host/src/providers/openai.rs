@@ -107,10 +107,16 @@ impl OpenAi {
             Endpoint::ChatCompletions => &self.chat_url,
             Endpoint::Embeddings => &self.embeddings_url,
         };
-        let mut body = req.body;
-        body.insert("model".into(), Value::String(req.model));
-        let bytes = serde_json::to_vec(&body).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
-        let mut request = self.request(Method::POST, url, Bytes::from(bytes));
+        let bytes = match req.raw {
+            Some(raw) => raw,
+            None => {
+                let mut body = req.body;
+                body.insert("model".into(), Value::String(req.model));
+                let bytes = serde_json::to_vec(&body).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
+                Bytes::from(bytes)
+            }
+        };
+        let mut request = self.request(Method::POST, url, bytes);
         request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let resp = self.client.send_on(lane, request).await.map_err(|e| self.transport_error(&e))?;
         let status = resp.status();
