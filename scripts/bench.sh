@@ -69,7 +69,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/bench-common.sh
+. "$ROOT/scripts/bench-common.sh"
 wait_http() { # url [method]
     for _ in $(seq 1 200); do
         if curl -s -o /dev/null "$1"; then return 0; fi
@@ -79,15 +80,7 @@ wait_http() { # url [method]
 }
 
 # Request body: a ~1 KB chat completion (system + user message).
-python3 - "$TMP" <<'EOF'
-import json, sys
-msgs = [{"role": "system", "content": "You are a helpful assistant."},
-        {"role": "user", "content": "Summarise: " + "lorem ipsum dolor sit amet " * 34}]
-body = {"model": "bench-1", "messages": msgs, "max_tokens": 200, "temperature": 0.7}
-open(sys.argv[1] + "/body.json", "w").write(json.dumps(body, separators=(",", ":")))
-body["stream"] = True
-open(sys.argv[1] + "/body-stream.json", "w").write(json.dumps(body, separators=(",", ":")))
-EOF
+bench_bodies "$TMP"
 
 MOCK_PORT=$(free_port)
 # Stream chunks are spaced 1 ms apart (8 chunks), so time to first byte and total differ.
@@ -125,30 +118,7 @@ EOF
 PIDS+=($!)
 
 # Weir configurations. "default" is the [[plugins]] chain of the embedded default config.
-provider() {
-    cat <<EOF
-[server]
-listen = "127.0.0.1:$1"
-shutdown_timeout = "1s"
-
-[admin]
-watch = false
-
-[plugin_runtime]
-cache_dir = "$TMP/wasm-cache"
-
-[[providers]]
-name = "mock"
-kind = "openai"
-base_url = "http://127.0.0.1:$MOCK_PORT/v1"
-models = ["bench-1"]
-discover_models = false
-
-[providers.pool]
-workers = 64
-queue = 1024
-EOF
-}
+provider() { bench_weir_config "$1" "$MOCK_PORT" "$TMP/wasm-cache"; }
 plugin() { # name file [extra toml lines]
     printf '\n[[plugins]]\nname = "%s"\npath = "%s/%s.wasm"\n%s\n' "$1" "$WASM" "$2" "${3:-}"
 }

@@ -38,15 +38,10 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/bench-common.sh
+. "$ROOT/scripts/bench-common.sh"
 
-python3 - "$TMP" <<'EOF'
-import json, sys
-msgs = [{"role": "system", "content": "You are a helpful assistant."},
-        {"role": "user", "content": "Summarise: " + "lorem ipsum dolor sit amet " * 34}]
-body = {"model": "bench-1", "messages": msgs, "max_tokens": 200, "temperature": 0.7}
-open(sys.argv[1] + "/body.json", "w").write(json.dumps(body, separators=(",", ":")))
-EOF
+bench_bodies "$TMP"
 MOCK_PORT=$(free_port)
 "$ROOT/target/release/weir-mock-upstream" --listen "127.0.0.1:$MOCK_PORT" --threads 1 >"$TMP/mock.log" 2>&1 &
 PIDS+=($!)
@@ -61,22 +56,7 @@ echo "|---|---:|---:|"
 for t in "${TARGETS[@]}"; do
     label=${t%%=*}; bin=${t#*=}
     port=$(free_port)
-    cat >"$TMP/$label.toml" <<EOF
-[server]
-listen = "127.0.0.1:$port"
-shutdown_timeout = "1s"
-[admin]
-watch = false
-[[providers]]
-name = "mock"
-kind = "openai"
-base_url = "http://127.0.0.1:$MOCK_PORT/v1"
-models = ["bench-1"]
-discover_models = false
-[providers.pool]
-workers = 64
-queue = 1024
-EOF
+    bench_weir_config "$port" "$MOCK_PORT" "$TMP/wasm-cache" >"$TMP/$label.toml"
     valgrind --tool=callgrind --callgrind-out-file="$TMP/$label.cg" "$bin" serve --config "$TMP/$label.toml" \
         >"$TMP/$label.log" 2>&1 &
     vg=$!

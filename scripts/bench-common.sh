@@ -1,0 +1,46 @@
+# Shared by scripts/bench.sh and scripts/instructions.sh (sourced, not run): a free loopback
+# port, the request bodies and the weir config both benchmark with.
+
+# A TCP port on 127.0.0.1 that is free right now.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Writes DIR/body.json, a 1,085-byte chat completion (system + user message, max_tokens,
+# temperature), and DIR/body-stream.json, the same with "stream": true.
+bench_bodies() { # dir
+    python3 - "$1" <<'PY'
+import json, sys
+msgs = [{"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Summarise: " + "lorem ipsum dolor sit amet " * 34}]
+body = {"model": "bench-1", "messages": msgs, "max_tokens": 200, "temperature": 0.7}
+open(sys.argv[1] + "/body.json", "w").write(json.dumps(body, separators=(",", ":")))
+body["stream"] = True
+open(sys.argv[1] + "/body-stream.json", "w").write(json.dumps(body, separators=(",", ":")))
+PY
+}
+
+# A weir config listening on PORT with one openai-kind provider in front of the mock upstream
+# on MOCK_PORT (64 workers, queue 1024, no model discovery, no config watcher).
+bench_weir_config() { # port mock-port wasm-cache-dir
+    cat <<TOML
+[server]
+listen = "127.0.0.1:$1"
+shutdown_timeout = "1s"
+
+[admin]
+watch = false
+
+[plugin_runtime]
+cache_dir = "$3"
+
+[[providers]]
+name = "mock"
+kind = "openai"
+base_url = "http://127.0.0.1:$2/v1"
+models = ["bench-1"]
+discover_models = false
+
+[providers.pool]
+workers = 64
+queue = 1024
+TOML
+}
