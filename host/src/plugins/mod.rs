@@ -164,6 +164,9 @@ impl Chain {
                 Err(f) => {
                     failed(p, Hook::Request, &f, &req.id)?;
                     out.seen.remove(i);
+                    // A call that failed may have written to the request before it stopped:
+                    // the client's bytes can no longer be trusted to say it.
+                    out.edited = true;
                 }
             }
         }

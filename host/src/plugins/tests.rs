@@ -74,6 +74,7 @@ async fn noop_plugin_continues_and_sees_the_response() {
     let mut req = request("m", 1);
     let pre = chain.on_request(&mut req, None).await.unwrap();
     assert!(pre.respond.is_none() && !pre.model_changed);
+    assert!(!pre.edited, "a plugin that only reads leaves the client's bytes forwardable");
     assert_eq!(req.body["messages"][0]["content"].as_str().unwrap().len(), 1024);
     let ctx = HookCtx { request: Arc::new(req), provider: Some("mock".into()) };
     let mut resp = GatewayResponse::ok(Bytes::from_static(b"{}"));
@@ -148,6 +149,7 @@ async fn fail_open_skips_the_plugin_and_its_post_hooks() {
     let pre = chain.on_request(&mut request("m", 1), None).await.unwrap();
     assert_eq!(pre.seen, Seen::default());
     assert!(!chain.has_stream_hooks(pre.seen));
+    assert!(pre.edited, "a failed call may have written to the request: not forwarded as sent");
 }
 
 #[tokio::test]
