@@ -1,6 +1,20 @@
 # Shared by scripts/bench.sh and scripts/instructions.sh (sourced, not run): a free loopback
 # port, the request bodies and the weir config both benchmark with.
 
+# Makes $TMP (removed on exit) and $PIDS (append every started process: PIDS+=($!); each is
+# stopped on exit, Ctrl-C included).
+bench_tmp() { # name
+    TMP=$(mktemp -d "/tmp/$1.XXXXXX")
+    PIDS=()
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+bench_cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+
 # A TCP port on 127.0.0.1 that is free right now.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

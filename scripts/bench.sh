@@ -59,18 +59,10 @@ STREAMC=$ROOT/target/release/weir-stream-client
 WASM=$ROOT/plugins/target/wasm32-wasip2/release
 
 # ---------------------------------------------------------------- processes
-TMP=$(mktemp -d /tmp/weir-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 # shellcheck source=scripts/bench-common.sh
 . "$ROOT/scripts/bench-common.sh"
+bench_tmp weir-bench
+
 wait_http() { # url [method]
     for _ in $(seq 1 200); do
         if curl -s -o /dev/null "$1"; then return 0; fi

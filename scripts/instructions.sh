@@ -30,16 +30,9 @@ fi
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("weir=$ROOT/target/release/weir")
 
-TMP=$(mktemp -d /tmp/weir-instr.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
 # shellcheck source=scripts/bench-common.sh
 . "$ROOT/scripts/bench-common.sh"
+bench_tmp weir-instr
 
 bench_bodies "$TMP"
 MOCK_PORT=$(free_port)
