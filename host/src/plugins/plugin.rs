@@ -73,7 +73,7 @@ fn explain(e: Option<wasmtime::Error>, data: &StoreData) -> String {
 }
 
 /// What an `on-request` call changed.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Edits {
     /// The model is now another one (route again).
     pub model_changed: bool,

@@ -122,6 +122,8 @@ impl Upstream {
             *req.uri_mut() = Uri::from(pq);
         }
         req.headers_mut().insert(HOST, direct.host_header.clone());
+        // At most two passes: only a reused connection may fail into a retry, and the retry
+        // runs on a fresh one, whose failure is final.
         loop {
             let reused = match &lane.sender {
                 Some(s) if !s.is_closed() => true,
