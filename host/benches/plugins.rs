@@ -48,9 +48,60 @@ fn noop_chain(rt: &tokio::runtime::Runtime) -> Chain {
     rt.block_on(Chain::load(&[cfg], &runtime)).unwrap()
 }
 
+/// The chain `weir serve` runs by default (prompt-guard, then pii-redact), configured as in
+/// the embedded default config and scripts/bench.sh.
+fn default_chain(rt: &tokio::runtime::Runtime) -> Chain {
+    let toml = format!(
+        r#"
+[[plugins]]
+name = "prompt-guard"
+path = {:?}
+instances = 2
+timeout = "5s"
+config = {{ deny_keywords = ["ignore previous instructions"], max_prompt_chars = 100000, max_tokens = 8192 }}
+[[plugins]]
+name = "pii-redact"
+path = {:?}
+instances = 2
+timeout = "5s"
+config = {{ email = true, phone = true, card = true, responses = false, streams = false }}
+"#,
+        wasm("prompt_guard"),
+        wasm("pii_redact")
+    );
+    #[derive(serde::Deserialize)]
+    struct Plugins {
+        plugins: Vec<PluginConfig>,
+    }
+    let cfg: Plugins = toml::from_str(&toml).unwrap();
+    let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/weir-bench-cache");
+    let runtime = PluginRuntimeConfig { cache_dir: Some(cache), no_cache: false };
+    rt.block_on(Chain::load(&cfg.plugins, &runtime)).unwrap()
+}
+
+/// The request body of scripts/bench.sh (1,085 bytes: a system and a user message).
+fn bench_request() -> GatewayRequest {
+    let body = json!({
+        "model": "bench-1",
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": format!("Summarise: {}", "lorem ipsum dolor sit amet ".repeat(34))},
+        ],
+        "max_tokens": 200,
+        "temperature": 0.7,
+    });
+    GatewayRequest { model: "bench-1".into(), body: body.as_object().unwrap().clone(), ..request(0) }
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let chain = noop_chain(&rt);
+
+    let default = default_chain(&rt);
+    let mut req = bench_request();
+    c.bench_function("default_chain_on_request_bench_body", |b| {
+        b.iter(|| rt.block_on(default.on_request(&mut req, None)).unwrap());
+    });
 
     for kb in [1, 64] {
         let mut req = request(kb);
