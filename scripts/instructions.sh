@@ -7,12 +7,15 @@
 #   scripts/instructions.sh                 # the current release build
 #   scripts/instructions.sh A=path B=path   # each binary in turn, same mock and requests
 #
-# Weir runs with one openai provider pointing at the bench mock upstream and no plugins
-# (wasmtime's pooling allocator reserves more address space than valgrind allows, so the
-# plugin chain is measured by `cargo bench -p weir --bench plugins` instead). Requests: the
-# 1,085-byte chat body of scripts/bench.sh, 200 warm-up requests, then INSTR_REQUESTS (1,000)
-# at concurrency 4, counted from a callgrind reset to a dump. Installs valgrind (Debian) and
-# oha (crates.io) when missing. Knobs: INSTR_REQUESTS, BENCH_SKIP_BUILD=1.
+# Weir runs with one openai provider pointing at the bench mock upstream, once with no plugins
+# and once with the default chain (the [[plugins]] of the embedded default config). Under
+# valgrind the plugins' instances are allocated on demand (WEIR_PLUGIN_ALLOCATOR=on-demand:
+# the pooling allocator reserves more address space than valgrind allows); that changes what
+# making an instance costs, not what a hook call costs. Requests: the 1,085-byte chat body of
+# scripts/bench.sh, 200 warm-up requests, then INSTR_REQUESTS (1,000) at concurrency 4,
+# counted from a callgrind reset to a dump. Installs valgrind (Debian) and oha (crates.io)
+# when missing. Knobs: INSTR_REQUESTS, BENCH_SKIP_BUILD=1, INSTR_KEEP=DIR (keep each
+# callgrind profile there, for callgrind_annotate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -25,8 +28,11 @@ if ! command -v valgrind >/dev/null; then
     else sudo apt-get update -qq && sudo apt-get install -y -qq valgrind >/dev/null; fi
 fi
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+    command -v rustup >/dev/null && rustup target add wasm32-wasip2 >/dev/null
+    cargo build -q --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --release
     cargo build -q --release -p weir -p weir-bench
 fi
+WASM=$ROOT/plugins/target/wasm32-wasip2/release
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("weir=$ROOT/target/release/weir")
 
@@ -44,27 +50,52 @@ load() { # url count
         | python3 -c 'import json,sys; d=json.load(sys.stdin); c=d["statusCodeDistribution"]; print(c.get("200",0))'
 }
 
-echo "| build | requests | instructions per request |"
-echo "|---|---:|---:|"
+wait_health() { # port
+    for _ in $(seq 1 600); do curl -s -o /dev/null "http://127.0.0.1:$1/health" && return 0; sleep 0.2; done
+    echo "weir did not come up on port $1" >&2
+    return 1
+}
+
+# One config per chain: none, and the embedded default config's [[plugins]].
+write_config() { # chain port
+    bench_weir_config "$2" "$MOCK_PORT" "$TMP/wasm-cache"
+    [ "$1" = none ] || bench_default_chain "$WASM"
+}
+
+echo "| build | plugins | requests | instructions per request |"
+echo "|---|---|---:|---:|"
 for t in "${TARGETS[@]}"; do
     label=${t%%=*}; bin=${t#*=}
-    port=$(free_port)
-    bench_weir_config "$port" "$MOCK_PORT" "$TMP/wasm-cache" >"$TMP/$label.toml"
-    valgrind --tool=callgrind --callgrind-out-file="$TMP/$label.cg" "$bin" serve --config "$TMP/$label.toml" \
-        >"$TMP/$label.log" 2>&1 &
-    vg=$!
-    PIDS+=($vg)
-    for _ in $(seq 1 600); do curl -s -o /dev/null "http://127.0.0.1:$port/health" && break; sleep 0.2; done
-    url="http://127.0.0.1:$port/v1/chat/completions"
-    load "$url" 200 >/dev/null
-    callgrind_control -z "$vg" >/dev/null 2>&1
-    ok=$(load "$url" "$N")
-    callgrind_control -d "$vg" >/dev/null 2>&1
-    sleep 1
-    dump=$(ls -t "$TMP/$label.cg"* | head -1)
-    total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1; exit}')
-    [ "$ok" = "$N" ] || echo "warning: $label answered $ok of $N requests with 200" >&2
-    echo "| $label | $N | $((total / N)) |"
-    kill "$vg" 2>/dev/null || true
-    wait "$vg" 2>/dev/null || true
+    for chain in none default; do
+        run="$label-$chain"
+        port=$(free_port)
+        write_config "$chain" "$port" >"$TMP/$run.toml"
+        if [ "$chain" != none ]; then
+            # Compile the plugins into the cache natively first: under valgrind it takes minutes.
+            "$bin" serve --config "$TMP/$run.toml" >"$TMP/$run-warm.log" 2>&1 &
+            warm=$!
+            PIDS+=($warm)
+            wait_health "$port"
+            kill "$warm"
+            wait "$warm" 2>/dev/null || true
+        fi
+        WEIR_PLUGIN_ALLOCATOR=on-demand valgrind --tool=callgrind --callgrind-out-file="$TMP/$run.cg" \
+            "$bin" serve --config "$TMP/$run.toml" >"$TMP/$run.log" 2>&1 &
+        vg=$!
+        PIDS+=($vg)
+        wait_health "$port"
+        url="http://127.0.0.1:$port/v1/chat/completions"
+        load "$url" 200 >/dev/null
+        callgrind_control -z "$vg" >/dev/null 2>&1
+        ok=$(load "$url" "$N")
+        callgrind_control -d "$vg" >/dev/null 2>&1
+        sleep 1
+        dump=$(ls -t "$TMP/$run.cg"* | head -1)
+        total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ && !t {gsub(",","",$1); t=$1} END {print t}')
+        [ "$ok" = "$N" ] || echo "warning: $run answered $ok of $N requests with 200" >&2
+        [ -z "${INSTR_KEEP:-}" ] || cp "$dump" "$INSTR_KEEP/$run.callgrind"
+        echo "| $label | $chain | $N | $((total / N)) |"
+        kill "$vg" 2>/dev/null || true
+        wait "$vg" 2>/dev/null || true
+    done
 done

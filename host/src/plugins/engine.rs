@@ -57,7 +57,9 @@ fn build() -> Result<Runtime, String> {
         .total_stacks(1000)
         .max_memory_size(MAX_MEMORY_LIMIT);
     let compile_config = config.clone();
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if pooling_allocator(std::env::var("WEIR_PLUGIN_ALLOCATOR").ok().as_deref())? {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
     let engine = Engine::new(&config).map_err(|e| format!("cannot start the wasm engine: {e}"))?;
     let mut linker = Linker::new(&engine);
     host::add_to_linker(&mut linker).map_err(|e| format!("cannot link host capabilities: {e}"))?;
@@ -73,6 +75,20 @@ fn build() -> Result<Runtime, String> {
         })
         .map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
     Ok(Runtime { engine, linker, compile_config })
+}
+
+/// Whether instances come from the pooling allocator (the default) or are allocated on demand,
+/// from `WEIR_PLUGIN_ALLOCATOR` (`pooling` | `on-demand`). The pool reserves its address space
+/// up front (slots for 1,000 instances, each memory with its guard region): a process under an
+/// address-space limit (`ulimit -v`) or under valgrind cannot reserve it, and `on-demand`
+/// lets such a process run plugins, at a higher cost per instantiation (hook calls cost the
+/// same). `scripts/instructions.sh` uses it to count the plugin chain's instructions.
+fn pooling_allocator(value: Option<&str>) -> Result<bool, String> {
+    match value {
+        None | Some("pooling") => Ok(true),
+        Some("on-demand") => Ok(false),
+        Some(other) => Err(format!("WEIR_PLUGIN_ALLOCATOR must be \"pooling\" or \"on-demand\", not {other:?}")),
+    }
 }
 
 /// Compiles `bytes`, or loads the cached compilation from `cache_dir`.
@@ -235,6 +251,15 @@ fn check_version(found: Option<&str>, ours: (u64, u64)) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_allocator_is_pooling_unless_on_demand_is_asked_for() {
+        assert_eq!(pooling_allocator(None), Ok(true));
+        assert_eq!(pooling_allocator(Some("pooling")), Ok(true));
+        assert_eq!(pooling_allocator(Some("on-demand")), Ok(false));
+        let err = pooling_allocator(Some("ondemand")).unwrap_err();
+        assert!(err.contains("WEIR_PLUGIN_ALLOCATOR") && err.contains("ondemand"), "{err}");
+    }
 
     #[test]
     fn scratch_compile_engine_matches_the_serving_engine() {
