@@ -65,15 +65,16 @@ impl Plugin for PiiRedact {
     }
 
     fn on_request(&mut self, req: &Request) -> RequestAction {
+        // Fast path: scan the plain prompt texts the host hands over (for either endpoint);
+        // ask for anything else, and fetch and parse the JSON, only when one of them may hold
+        // something to mask. Each call into the host costs about as much as the scan.
+        if !req.prompt_texts().iter().any(|t| self.redactor.may_redact(t)) {
+            return RequestAction::Continue;
+        }
         let pointer = match req.endpoint() {
             Endpoint::ChatCompletions => "/messages",
             Endpoint::Embeddings => "/input",
         };
-        // Fast path: scan the plain prompt texts the host hands over; fetch and parse the JSON
-        // only when one of them may hold something to mask.
-        if !req.prompt_texts().iter().any(|t| self.redactor.may_redact(t)) {
-            return RequestAction::Continue;
-        }
         if let Some(mut value) = get_json::<Value>(req, pointer)
             && self.rewrite(&mut value)
             && let Err(e) = req.set(pointer, &value.to_string())
