@@ -1,6 +1,8 @@
 //! JSON-pointer (RFC 6901) reads and writes on request/response bodies, done host-side so a
 //! plugin can read one field without copying or parsing the whole body.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use crate::providers::Endpoint;
@@ -9,22 +11,25 @@ use crate::providers::Endpoint;
 pub type WriteError = &'static str;
 
 /// Splits a pointer into unescaped tokens; `None` if it does not start with `/` (and is not
-/// empty).
-fn tokens(pointer: &str) -> Option<impl Iterator<Item = String> + '_> {
+/// empty). A token is copied only when it has an escape (`~1` for `/`, `~0` for `~`): a
+/// plugin's `get("/max_tokens")` on the request path allocates nothing here.
+fn tokens(pointer: &str) -> Option<impl Iterator<Item = Cow<'_, str>> + '_> {
     if !pointer.is_empty() && !pointer.starts_with('/') {
         return None;
     }
-    Some(pointer.split('/').skip(1).map(|t| t.replace("~1", "/").replace("~0", "~")))
+    Some(pointer.split('/').skip(1).map(|t| {
+        if t.contains('~') { Cow::Owned(t.replace("~1", "/").replace("~0", "~")) } else { Cow::Borrowed(t) }
+    }))
 }
 
 /// The value at `pointer` inside an object body (`""` is the whole body, not handled here).
 pub fn get<'a>(body: &'a Map<String, Value>, pointer: &str) -> Option<&'a Value> {
     let mut toks = tokens(pointer)?;
     let first = toks.next()?;
-    let mut cur = body.get(&first)?;
+    let mut cur = body.get(first.as_ref())?;
     for t in toks {
         cur = match cur {
-            Value::Object(m) => m.get(&t)?,
+            Value::Object(m) => m.get(t.as_ref())?,
             Value::Array(a) => a.get(index(&t)?)?,
             _ => return None,
         };
@@ -44,25 +49,25 @@ fn index(t: &str) -> Option<usize> {
 /// # Errors
 /// A short reason when the pointer is malformed or its parent is missing.
 pub fn set(body: &mut Map<String, Value>, pointer: &str, value: Value) -> Result<(), WriteError> {
-    let toks: Vec<String> = tokens(pointer).ok_or("pointer must start with '/'")?.collect();
+    let toks: Vec<Cow<'_, str>> = tokens(pointer).ok_or("pointer must start with '/'")?.collect();
     let Some((last, parents)) = toks.split_last() else {
         return Err("use set-body to replace the whole body");
     };
     let Some((first, rest)) = parents.split_first() else {
-        body.insert(last.clone(), value);
+        body.insert(last.clone().into_owned(), value);
         return Ok(());
     };
-    let mut cur = body.get_mut(first).ok_or("parent does not exist")?;
+    let mut cur = body.get_mut(first.as_ref()).ok_or("parent does not exist")?;
     for t in rest {
         cur = match cur {
-            Value::Object(m) => m.get_mut(t).ok_or("parent does not exist")?,
+            Value::Object(m) => m.get_mut(t.as_ref()).ok_or("parent does not exist")?,
             Value::Array(a) => a.get_mut(index(t).ok_or("bad array index")?).ok_or("parent does not exist")?,
             _ => return Err("parent is not an object or array"),
         };
     }
     match cur {
         Value::Object(m) => {
-            m.insert(last.clone(), value);
+            m.insert(last.clone().into_owned(), value);
             Ok(())
         }
         Value::Array(a) if last == "-" => {
