@@ -17,9 +17,11 @@ fn tokens(pointer: &str) -> Option<impl Iterator<Item = Cow<'_, str>> + '_> {
     if !pointer.is_empty() && !pointer.starts_with('/') {
         return None;
     }
-    Some(pointer.split('/').skip(1).map(|t| {
-        if t.contains('~') { Cow::Owned(t.replace("~1", "/").replace("~0", "~")) } else { Cow::Borrowed(t) }
-    }))
+    Some(
+        pointer.split('/').skip(1).map(|t| {
+            if t.contains('~') { Cow::Owned(t.replace("~1", "/").replace("~0", "~")) } else { Cow::Borrowed(t) }
+        }),
+    )
 }
 
 /// The value at `pointer` inside an object body (`""` is the whole body, not handled here).
