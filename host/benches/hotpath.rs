@@ -6,6 +6,8 @@
 //! Run: `cargo bench -p weir --bench hotpath -- --warm-up-time 1 --measurement-time 3`.
 #![allow(missing_docs)]
 
+mod common;
+
 use std::hint::black_box;
 
 use bytes::Bytes;
@@ -18,16 +20,7 @@ use weir::routing::Router;
 
 /// A ~1 KB chat completion body, like the load benchmark sends.
 fn chat_body() -> Bytes {
-    let body = json!({
-        "model": "bench-1",
-        "messages": [
-            {"role": "system", "content": "You are a helpful assistant."},
-            {"role": "user", "content": format!("Summarise: {}", "lorem ipsum dolor sit amet ".repeat(34))},
-        ],
-        "max_tokens": 200,
-        "temperature": 0.7,
-    });
-    Bytes::from(serde_json::to_vec(&body).unwrap())
+    Bytes::from(serde_json::to_vec(&common::bench_chat_body()).unwrap())
 }
 
 fn config() -> Config {

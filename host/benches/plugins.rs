@@ -7,6 +7,8 @@
 //! --measurement-time 3`.
 #![allow(missing_docs)]
 
+mod common;
+
 use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -48,48 +50,23 @@ fn noop_chain(rt: &tokio::runtime::Runtime) -> Chain {
     rt.block_on(Chain::load(&[cfg], &runtime)).unwrap()
 }
 
-/// The chain `weir serve` runs by default (prompt-guard, then pii-redact), configured as in
-/// the embedded default config and scripts/bench.sh.
+/// The chain `weir serve` runs by default: the `[[plugins]]` of the embedded default config
+/// (prompt-guard, then pii-redact), found from the repository root as `weir serve` finds them.
 fn default_chain(rt: &tokio::runtime::Runtime) -> Chain {
-    let toml = format!(
-        r#"
-[[plugins]]
-name = "prompt-guard"
-path = {:?}
-instances = 2
-timeout = "5s"
-config = {{ deny_keywords = ["ignore previous instructions"], max_prompt_chars = 100000, max_tokens = 8192 }}
-[[plugins]]
-name = "pii-redact"
-path = {:?}
-instances = 2
-timeout = "5s"
-config = {{ email = true, phone = true, card = true, responses = false, streams = false }}
-"#,
-        wasm("prompt_guard"),
-        wasm("pii_redact")
-    );
-    #[derive(serde::Deserialize)]
-    struct Plugins {
-        plugins: Vec<PluginConfig>,
+    std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap();
+    let mut plugins = weir::config::embedded_default().unwrap().plugins;
+    assert_eq!(plugins.len(), 2, "the default chain's plugins are not built");
+    for p in &mut plugins {
+        p.timeout = std::time::Duration::from_secs(5);
     }
-    let cfg: Plugins = toml::from_str(&toml).unwrap();
     let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/weir-bench-cache");
     let runtime = PluginRuntimeConfig { cache_dir: Some(cache), no_cache: false };
-    rt.block_on(Chain::load(&cfg.plugins, &runtime)).unwrap()
+    rt.block_on(Chain::load(&plugins, &runtime)).unwrap()
 }
 
-/// The request body of scripts/bench.sh (1,085 bytes: a system and a user message).
+/// The request body of scripts/bench.sh.
 fn bench_request() -> GatewayRequest {
-    let body = json!({
-        "model": "bench-1",
-        "messages": [
-            {"role": "system", "content": "You are a helpful assistant."},
-            {"role": "user", "content": format!("Summarise: {}", "lorem ipsum dolor sit amet ".repeat(34))},
-        ],
-        "max_tokens": 200,
-        "temperature": 0.7,
-    });
+    let body = common::bench_chat_body();
     GatewayRequest { model: "bench-1".into(), body: body.as_object().unwrap().clone(), ..request(0) }
 }
 
