@@ -24,7 +24,7 @@ pub use queue::{Queue, Refused};
 
 use crate::config::{Overflow, PoolConfig};
 use crate::error::{Error, ErrorKind};
-use crate::providers::http::Lane;
+use crate::providers::http::{IDLE_TIMEOUT, Lane};
 use crate::providers::{ChunkStream, Provider, ProviderRequest, ProviderResponse};
 
 /// Chunks buffered between a streaming worker and the client relay; bounds memory per stream
@@ -245,7 +245,27 @@ impl Worker {
     async fn run(self) {
         // This worker's own upstream connection (plain-http providers), reused job after job.
         let mut lane = Lane::default();
-        while let Some(job) = self.queue.pop().await {
+        // An open connection left idle for IDLE_TIMEOUT is closed, as the pooled client closes
+        // its idle ones. One timer per worker, re-armed only when it fires: arming one per job
+        // cost ~1k instructions per request.
+        let idle = tokio::time::sleep(IDLE_TIMEOUT);
+        tokio::pin!(idle);
+        let mut last_job = tokio::time::Instant::now();
+        loop {
+            let job = tokio::select! {
+                biased;
+                job = self.queue.pop() => job,
+                () = &mut idle, if lane.is_open() => {
+                    let due = last_job + IDLE_TIMEOUT;
+                    if tokio::time::Instant::now() >= due {
+                        lane.close();
+                    } else {
+                        idle.as_mut().reset(due);
+                    }
+                    continue;
+                }
+            };
+            let Some(job) = job else { break };
             self.metrics.queue_depth.set(self.queue.len() as f64);
             if !job.state.claim() {
                 continue; // Timed out or evicted: its handler already answered.
@@ -257,6 +277,7 @@ impl Worker {
             self.metrics.queue_wait.record(job.enqueued.elapsed().as_secs_f64());
             self.metrics.busy(1.0);
             self.handle(job, &mut lane).await;
+            last_job = tokio::time::Instant::now();
             self.metrics.busy(-1.0);
         }
         self.metrics.worker_exited();

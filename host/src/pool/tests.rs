@@ -4,6 +4,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
+use crate::providers::http::IDLE_TIMEOUT;
 use crate::providers::scripted::Scripted;
 use crate::providers::{Endpoint, Provider};
 
@@ -198,4 +199,65 @@ async fn shutdown_deadline_answers_rest_with_503() {
     for h in handles {
         assert_eq!(h.await.unwrap(), Some(ErrorKind::ShuttingDown));
     }
+}
+
+/// A plain-http upstream on 127.0.0.1 that answers every chat with a fixed completion and
+/// counts the connections it has open.
+async fn counting_upstream() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = open.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let open = counter.clone();
+            open.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = service_fn(|_req| async {
+                    let body = r#"{"id":"c","object":"chat.completion","choices":[]}"#;
+                    let resp = http::Response::builder()
+                        .header("content-type", "application/json")
+                        .body(http_body_util::Full::new(bytes::Bytes::from_static(body.as_bytes())))
+                        .unwrap();
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, open)
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_lane_connections_are_closed_after_the_idle_timeout() {
+    let (addr, open) = counting_upstream().await;
+    let toml = format!(
+        "[[providers]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nmodels = [\"m\"]\ndiscover_models = false\n"
+    );
+    let config = crate::config::Config::from_toml(&toml).unwrap();
+    let provider = Provider::from_config(&config.providers[0]).unwrap();
+    let p = Pool::start("up", provider, cfg(1, 4, Overflow::Block));
+    for _ in 0..3 {
+        assert!(p.submit(req("hi")).await.is_ok());
+    }
+    assert_eq!(open.load(Ordering::SeqCst), 1, "sequential requests share one kept-alive connection");
+    // Idle for less than the timeout: kept.
+    tokio::time::sleep(IDLE_TIMEOUT / 2).await;
+    settle().await;
+    assert_eq!(open.load(Ordering::SeqCst), 1);
+    // Past it: the worker closes its connection, and the next request opens a fresh one.
+    tokio::time::sleep(IDLE_TIMEOUT).await;
+    for _ in 0..200 {
+        if open.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(open.load(Ordering::SeqCst), 0, "the idle connection is still open");
+    assert!(p.submit(req("again")).await.is_ok());
+    assert_eq!(open.load(Ordering::SeqCst), 1);
 }

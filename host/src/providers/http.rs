@@ -33,8 +33,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-/// How long an idle upstream connection is kept.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long an idle upstream connection is kept (pooled client and lanes alike).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A request body: the whole JSON document, sent with a `content-length`.
 pub type Body = Full<Bytes>;
@@ -61,6 +61,19 @@ struct Direct {
 #[derive(Default)]
 pub struct Lane {
     sender: Option<http1::SendRequest<Body>>,
+}
+
+impl Lane {
+    /// Whether the lane holds a connection that is still open.
+    pub fn is_open(&self) -> bool {
+        self.sender.as_ref().is_some_and(|s| !s.is_closed())
+    }
+
+    /// Closes the lane's connection (its I/O task ends once the sender is gone); the next
+    /// request opens a fresh one. The worker calls this after [`IDLE_TIMEOUT`] without a job.
+    pub fn close(&mut self) {
+        self.sender = None;
+    }
 }
 
 /// Why a request got no response head.
