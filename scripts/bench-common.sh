@@ -1,5 +1,6 @@
 # Shared by scripts/bench.sh and scripts/instructions.sh (sourced, not run): a free loopback
-# port, the request bodies and the weir config both benchmark with.
+# port, waiting for a server to answer, the request bodies and the weir config both benchmark
+# with.
 
 # Makes $TMP (removed on exit) and $PIDS (append every started process: PIDS+=($!); each is
 # stopped on exit, Ctrl-C included).
@@ -13,6 +14,16 @@ bench_cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     rm -rf "$TMP"
+}
+
+# Waits until URL answers HTTP at all (any status), for up to SECONDS (default 10).
+wait_http() { # url [seconds]
+    local tries=$(( ${2:-10} * 10 ))
+    for _ in $(seq 1 "$tries"); do
+        if curl -s -o /dev/null "$1"; then return 0; fi
+        sleep 0.1
+    done
+    echo "timed out waiting for $1" >&2; return 1
 }
 
 # A TCP port on 127.0.0.1 that is free right now.

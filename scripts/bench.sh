@@ -63,14 +63,6 @@ WASM=$ROOT/plugins/target/wasm32-wasip2/release
 . "$ROOT/scripts/bench-common.sh"
 bench_tmp weir-bench
 
-wait_http() { # url [method]
-    for _ in $(seq 1 200); do
-        if curl -s -o /dev/null "$1"; then return 0; fi
-        sleep 0.05
-    done
-    echo "timed out waiting for $1" >&2; return 1
-}
-
 # Request body: a ~1 KB chat completion (system + user message).
 bench_bodies "$TMP"
 

@@ -50,12 +50,6 @@ load() { # url count
         | python3 -c 'import json,sys; d=json.load(sys.stdin); c=d["statusCodeDistribution"]; print(c.get("200",0))'
 }
 
-wait_health() { # port
-    for _ in $(seq 1 600); do curl -s -o /dev/null "http://127.0.0.1:$1/health" && return 0; sleep 0.2; done
-    echo "weir did not come up on port $1" >&2
-    return 1
-}
-
 # One config per chain: none, and the embedded default config's [[plugins]].
 write_config() { # chain port
     bench_weir_config "$2" "$MOCK_PORT" "$TMP/wasm-cache"
@@ -75,7 +69,7 @@ for t in "${TARGETS[@]}"; do
             "$bin" serve --config "$TMP/$run.toml" >"$TMP/$run-warm.log" 2>&1 &
             warm=$!
             PIDS+=($warm)
-            wait_health "$port"
+            wait_http "http://127.0.0.1:$port/health" 120
             kill "$warm"
             wait "$warm" 2>/dev/null || true
         fi
@@ -83,7 +77,7 @@ for t in "${TARGETS[@]}"; do
             "$bin" serve --config "$TMP/$run.toml" >"$TMP/$run.log" 2>&1 &
         vg=$!
         PIDS+=($vg)
-        wait_health "$port"
+        wait_http "http://127.0.0.1:$port/health" 120
         url="http://127.0.0.1:$port/v1/chat/completions"
         load "$url" 200 >/dev/null
         callgrind_control -z "$vg" >/dev/null 2>&1
