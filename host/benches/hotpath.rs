@@ -71,11 +71,12 @@ fn json_handling(c: &mut Criterion) {
 
 fn queue_handoff(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let q: Queue<u64> = Queue::new(1024);
-    c.bench_function("queue_push_pop", |b| {
+    // Pool admission's fast path: take an idle worker, hand it back.
+    let q: Queue<u64> = Queue::new((0..64).collect(), 1024);
+    c.bench_function("queue_take_release", |b| {
         b.iter(|| {
-            q.try_push(black_box(1)).ok().unwrap();
-            rt.block_on(q.pop()).unwrap()
+            let w = q.take().ok().flatten().unwrap();
+            q.release(black_box(w))
         })
     });
 

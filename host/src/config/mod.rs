@@ -232,7 +232,8 @@ pub enum Overflow {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
-    /// Pre-spawned workers: the most requests in flight to this provider at once.
+    /// Workers, made at start, each with its own upstream connection: the most requests in
+    /// flight to this provider at once.
     pub workers: usize,
     /// Requests that may wait for a worker; bounds memory under a flood.
     pub queue: usize,

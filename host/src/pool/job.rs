@@ -1,19 +1,18 @@
-//! A queued request and the small atomic state that decides, exactly once, whether a worker
-//! runs it or its waiter gave up (queue timeout, eviction, shutdown).
+//! What a pool hands back, and the small atomic state that decides, exactly once, whether a
+//! waiting request gets a worker or gave up (queue timeout, eviction, shutdown).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::error::Error;
-use crate::providers::ProviderRequest;
 
 /// One item of a relayed stream. The worker always ends a stream it finished with `End` (or an
-/// `Err`), so a channel that closes without either was cut (the worker was stopped at the end
-/// of a shutdown) and the client is told so instead of seeing a normal `[DONE]`.
+/// `Err`), so a channel that closes without either was cut (the pool stopped it at the end of
+/// a shutdown) and the client is told so instead of seeing a normal `[DONE]`.
 #[derive(Debug)]
 pub enum StreamItem {
     /// One chunk payload (an OpenAI `chat.completion.chunk` JSON).
@@ -22,7 +21,7 @@ pub enum StreamItem {
     End,
 }
 
-/// What a worker hands back to the waiting handler.
+/// What a pool call hands back to the handler.
 pub enum Reply {
     /// A whole JSON body.
     Full {
@@ -40,35 +39,40 @@ pub enum Reply {
     },
 }
 
-/// One request waiting in a pool's queue.
-pub(super) struct Job {
-    pub req: ProviderRequest,
-    pub reply: oneshot::Sender<Result<Reply, Error>>,
-    pub enqueued: Instant,
-    pub state: JobState,
-}
-
 const QUEUED: u8 = 0;
 const CLAIMED: u8 = 1;
 const ABANDONED: u8 = 2;
+const EVICTED: u8 = 3;
 
-/// Shared between the job and its waiter; one transition out of `QUEUED` wins.
+/// Shared between a waiter's place in the line and its request; one transition out of
+/// `QUEUED` wins.
 #[derive(Clone)]
-pub(super) struct JobState(Arc<AtomicU8>);
+pub struct JobState(Arc<AtomicU8>);
 
 impl JobState {
     pub fn new() -> Self {
         Self(Arc::new(AtomicU8::new(QUEUED)))
     }
 
-    /// A worker takes the job; false if the waiter already gave up.
+    /// A worker is handed over; false if the waiter already gave up.
     pub fn claim(&self) -> bool {
         self.0.compare_exchange(QUEUED, CLAIMED, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
-    /// The waiter (or an eviction) gives up; false if a worker already claimed it.
+    /// The waiter gives up (queue timeout, shutdown); false if a worker already claimed it.
     pub fn abandon(&self) -> bool {
         self.0.compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// A newer request pushes the waiter out of a full line (`drop-oldest`); false if a
+    /// worker already claimed it or it gave up.
+    pub fn evict(&self) -> bool {
+        self.0.compare_exchange(QUEUED, EVICTED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// Whether the waiter was evicted.
+    pub fn evicted(&self) -> bool {
+        self.0.load(Ordering::Acquire) == EVICTED
     }
 
     /// Whether two handles are the same job.

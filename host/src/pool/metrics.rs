@@ -39,9 +39,9 @@ impl PoolMetrics {
         m
     }
 
-    /// A worker stopped (its pool drained).
-    pub fn worker_exited(&self) {
-        self.idle.decrement(1.0);
+    /// The pool's `workers` are gone (the pool was dropped after a reload or at exit).
+    pub fn workers_gone(&self, workers: usize) {
+        self.idle.decrement(workers as f64);
     }
 
     /// A worker became busy (`+1`) or idle (`-1`).

@@ -1,25 +1,29 @@
-//! Per-provider pools: the only way a request reaches a provider. Each pool owns `workers`
-//! pre-spawned tokio tasks draining a bounded [`Queue`]; admission ([`Pool::submit`]) applies
-//! the overflow policy, workers apply `request_timeout`, catch provider panics, and stop
-//! upstream work when the client goes away. A slow provider fills only its own queue.
+//! Per-provider pools: the only way a request reaches a provider. A pool owns `workers`
+//! workers, made at start, each with its own upstream connection (a [`Lane`]); at most that
+//! many requests are in flight to the provider. Admission ([`Pool::submit`]) gives the request
+//! an idle worker, or a place in a bounded line under the overflow policy; the worker then runs
+//! the call on the request's own task (no hand-off to a worker task, which cost 15-20% of the
+//! gateway's CPU per request) under `request_timeout`, catching provider panics and stopping
+//! the upstream call when the client goes away. A worker that comes back is handed to the
+//! oldest waiter. A slow provider fills only its own line.
 
 mod health;
 mod job;
 mod metrics;
 mod queue;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
 use futures_util::StreamExt as _;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::{Notify, mpsc};
 
 pub use health::{Health, HealthState};
-use job::{Job, JobState};
 pub use job::{Reply, StreamItem};
 use metrics::PoolMetrics;
+use queue::Admit;
 pub use queue::{Queue, Refused};
 
 use crate::config::{Overflow, PoolConfig};
@@ -31,64 +35,72 @@ use crate::providers::{ChunkStream, Provider, ProviderRequest, ProviderResponse}
 /// and makes a slow client slow down the upstream read instead of growing a buffer.
 const STREAM_BUFFER: usize = 16;
 
+/// How often idle workers are checked for a connection unused for [`IDLE_TIMEOUT`]. One timer
+/// per pool: arming one per request cost ~1k instructions.
+const IDLE_SWEEP: Duration = Duration::from_secs(30);
+
 /// One provider's pool.
 pub struct Pool {
+    shared: Arc<Shared>,
+    requests: Arc<crate::metrics::RequestMetrics>,
+}
+
+/// What running calls and streams need of their pool.
+struct Shared {
     name: Arc<str>,
     provider: Arc<Provider>,
     cfg: PoolConfig,
-    queue: Arc<Queue<Job>>,
-    metrics: Arc<PoolMetrics>,
-    health: Arc<Health>,
-    requests: Arc<crate::metrics::RequestMetrics>,
-    workers: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    queue: Queue<Worker>,
+    metrics: PoolMetrics,
+    health: Health,
+    /// Fired at the shutdown deadline: calls still running answer 503 `shutting_down`.
+    stop: Stop,
+    /// Signalled when a worker comes back to a closed pool (a drain waits for all of them).
+    returned: Notify,
+}
+
+/// One worker: a unit of the provider's concurrency and its own HTTP/1.1 connection
+/// (plain-http providers), reused request after request.
+struct Worker {
+    lane: Lane,
+    last_used: tokio::time::Instant,
 }
 
 impl Pool {
-    /// Spawns the pool's workers. Must be called inside a tokio runtime.
+    /// Makes the pool's workers and starts its idle-connection sweeper. Must be called inside
+    /// a tokio runtime.
     pub fn start(name: &str, provider: Provider, cfg: PoolConfig) -> Arc<Self> {
         let name: Arc<str> = Arc::from(name);
-        let metrics = Arc::new(PoolMetrics::new(&name, cfg.workers));
+        let now = tokio::time::Instant::now();
+        let workers = (0..cfg.workers).map(|_| Worker { lane: Lane::default(), last_used: now }).collect();
         let requests = Arc::new(crate::metrics::RequestMetrics::new(&name));
-        let pool = Arc::new(Self {
-            name,
+        let shared = Arc::new(Shared {
+            metrics: PoolMetrics::new(&name, cfg.workers),
+            queue: Queue::new(workers, cfg.queue),
             provider: Arc::new(provider),
-            queue: Arc::new(Queue::new(cfg.queue)),
-            metrics,
-            health: Arc::new(Health::default()),
-            requests,
-            workers: std::sync::Mutex::new(Vec::new()),
+            health: Health::default(),
+            stop: Stop::default(),
+            returned: Notify::new(),
+            name,
             cfg,
         });
-        let handles = (0..pool.cfg.workers)
-            .map(|_| {
-                let w = Worker {
-                    name: pool.name.clone(),
-                    provider: pool.provider.clone(),
-                    queue: pool.queue.clone(),
-                    metrics: pool.metrics.clone(),
-                    health: pool.health.clone(),
-                    request_timeout: pool.cfg.request_timeout,
-                };
-                tokio::spawn(w.run())
-            })
-            .collect();
-        *pool.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = handles;
-        pool
+        tokio::spawn(sweep_idle(Arc::downgrade(&shared)));
+        Arc::new(Self { shared, requests })
     }
 
     /// Provider name.
     pub fn name(&self) -> &Arc<str> {
-        &self.name
+        &self.shared.name
     }
 
-    /// The provider behind this pool (for model discovery, which bypasses the queue).
+    /// The provider behind this pool (for model discovery, which bypasses the line).
     pub fn provider(&self) -> &Arc<Provider> {
-        &self.provider
+        &self.shared.provider
     }
 
     /// Pool settings.
     pub fn config(&self) -> &PoolConfig {
-        &self.cfg
+        &self.shared.cfg
     }
 
     /// The request metrics `finish` records for this provider.
@@ -98,60 +110,185 @@ impl Pool {
 
     /// Health as reported by `/ready`.
     pub fn health(&self) -> &Health {
-        &self.health
+        &self.shared.health
     }
 
     /// Requests waiting for a worker.
     pub fn queue_depth(&self) -> usize {
-        self.queue.len()
+        self.shared.queue.len()
     }
 
-    /// Admits a request under the overflow policy and waits for its reply (pool admission).
-    /// Dropping the returned future (client disconnect) cancels the job: a queued job is
-    /// skipped, an in-flight one stops its upstream call.
+    /// Admits a request (an idle worker, or a place in the line under the overflow policy)
+    /// and runs it on its worker. Dropping the returned future (client disconnect) cancels
+    /// it: a waiting request leaves the line, a running one stops its upstream call.
     ///
     /// # Errors
     /// `queue_full` (429 + Retry-After), `queue_timeout` / `dropped_from_queue` /
     /// `shutting_down` (503), or whatever the provider call returned.
     pub async fn submit(&self, req: ProviderRequest) -> Result<Reply, Error> {
-        let enqueued = Instant::now();
-        let (tx, mut rx) = oneshot::channel();
-        let state = JobState::new();
-        let job = Job { req, reply: tx, enqueued, state: state.clone() };
-        let admitted = match self.cfg.overflow {
-            Overflow::Reject => self.queue.try_push(job),
-            Overflow::Block => self.queue.push_waiting(job, self.cfg.queue_timeout).await,
-            Overflow::DropOldest => match self.queue.push_evicting(job) {
-                Ok(Some(evicted)) => {
-                    if evicted.state.abandon() {
-                        self.metrics.dropped.increment(1);
-                        let _ = evicted.reply.send(Err(Error::new(
-                            ErrorKind::Dropped,
-                            format!(
-                                "evicted from provider {}'s full queue by a newer request (drop-oldest)",
-                                self.name
-                            ),
-                        )
-                        .with_retry_after(1)));
-                    }
-                    Ok(())
-                }
-                Ok(None) => Ok(()),
-                Err(refused) => Err(refused),
-            },
+        let s = &self.shared;
+        let worker = match s.queue.take() {
+            Ok(Some(w)) => {
+                s.metrics.queue_wait.record(0.0);
+                w
+            }
+            Ok(None) => s.wait_for_worker().await?,
+            Err(_) => return Err(shutting_down()),
         };
-        if let Err(refused) = admitted {
-            return Err(self.refused_error(refused));
-        }
-        self.metrics.queue_depth.set(self.queue.len() as f64);
+        Shared::run(s, worker, req).await
+    }
 
-        // Wait for a worker to claim the job, at most until queue_timeout since arrival.
-        let remaining = self.cfg.queue_timeout.saturating_sub(enqueued.elapsed());
-        match tokio::time::timeout(remaining, &mut rx).await {
-            Ok(reply) => return reply.unwrap_or_else(|_| Err(self.lost())),
-            Err(_) if state.abandon() => {
-                let token = state.clone();
-                self.queue.remove_where(|j| j.state.same(&token));
+    /// Graceful drain: refuse new requests, let running and waiting ones finish until
+    /// `deadline`, then answer whatever is left with 503.
+    pub async fn shutdown(&self, deadline: tokio::time::Instant) {
+        let s = &self.shared;
+        s.queue.close();
+        let all_back = async {
+            loop {
+                let back = s.returned.notified();
+                tokio::pin!(back);
+                back.as_mut().enable();
+                if s.queue.quiet(s.cfg.workers) {
+                    return;
+                }
+                back.await;
+            }
+        };
+        if tokio::time::timeout_at(deadline, all_back).await.is_err() {
+            // Waiters see their ticket close, running calls see `stop`: each answers 503.
+            s.queue.drain();
+            s.stop.fire();
+        }
+    }
+}
+
+/// A pool dropped by a reload (its provider was removed or re-sized) refuses new requests; no
+/// request holds its snapshot any more, and streams still running finish.
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.queue.close();
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.metrics.workers_gone(self.cfg.workers);
+    }
+}
+
+fn shutting_down() -> Error {
+    Error::new(ErrorKind::ShuttingDown, "Weir is shutting down and could not finish this request").with_retry_after(1)
+}
+
+/// Closes connections that idle workers left unused for [`IDLE_TIMEOUT`], as the pooled client
+/// closes its idle ones; ends with the pool.
+async fn sweep_idle(pool: Weak<Shared>) {
+    loop {
+        tokio::time::sleep(IDLE_SWEEP).await;
+        let Some(s) = pool.upgrade() else { return };
+        let now = tokio::time::Instant::now();
+        s.queue.for_each_idle(|w| {
+            if w.lane.is_open() && now.duration_since(w.last_used) >= IDLE_TIMEOUT {
+                w.lane.close();
+            }
+        });
+    }
+}
+
+/// The shutdown deadline, as a future every running call waits on.
+#[derive(Default)]
+struct Stop {
+    fired: AtomicBool,
+    notify: Notify,
+}
+
+impl Stop {
+    fn fire(&self) {
+        self.fired.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    async fn wait(&self) {
+        let fired = self.notify.notified();
+        tokio::pin!(fired);
+        fired.as_mut().enable();
+        if self.fired.load(Ordering::Acquire) {
+            return;
+        }
+        fired.await;
+    }
+}
+
+/// A worker checked out by one request. Dropping it hands the worker back (to the oldest
+/// waiter, or idle). A call that did not end cleanly (cancelled, timed out, panicked, stopped)
+/// may have left its connection mid-exchange, so that connection is closed first.
+struct Held {
+    pool: Arc<Shared>,
+    worker: Option<Worker>,
+    /// The exchange on the lane ended cleanly; the connection can be reused.
+    clean: bool,
+    /// The outcome was accounted for; if not, the request was dropped (the client left).
+    counted: bool,
+}
+
+impl Held {
+    fn lane(&mut self) -> &mut Lane {
+        &mut self.worker.as_mut().expect("held until dropped").lane
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(mut worker) = self.worker.take() else { return };
+        let s = &self.pool;
+        if !self.clean {
+            worker.lane.close();
+        }
+        if !self.counted {
+            s.metrics.cancelled.increment(1);
+        }
+        worker.last_used = tokio::time::Instant::now();
+        s.metrics.busy(-1.0);
+        let (cancelled, closed) = s.queue.release(worker);
+        if cancelled > 0 {
+            s.metrics.cancelled.increment(cancelled as u64);
+        }
+        if closed {
+            s.metrics.queue_depth.set(s.queue.len() as f64);
+            s.returned.notify_waiters();
+        }
+    }
+}
+
+impl Shared {
+    /// The slow path of admission: a place in the line under the overflow policy, then the
+    /// wait for a worker, at most until `queue_timeout` since arrival.
+    async fn wait_for_worker(&self) -> Result<Worker, Error> {
+        let admitted = match self.cfg.overflow {
+            Overflow::Reject => self.queue.try_push(),
+            Overflow::Block => self.queue.push_waiting(self.cfg.queue_timeout).await,
+            Overflow::DropOldest => self.queue.push_evicting().map(|(admit, evicted)| {
+                if evicted {
+                    self.metrics.dropped.increment(1);
+                }
+                admit
+            }),
+        };
+        let mut ticket = match admitted {
+            Ok(Admit::Now(w)) => {
+                self.metrics.queue_wait.record(0.0);
+                return Ok(w);
+            }
+            Ok(Admit::Queued(t)) => t,
+            Err(refused) => return Err(self.refused_error(refused)),
+        };
+        self.metrics.queue_depth.set(self.queue.len() as f64);
+        let remaining = self.cfg.queue_timeout.saturating_sub(ticket.enqueued.elapsed());
+        let handed = match tokio::time::timeout(remaining, &mut ticket.rx).await {
+            Ok(handed) => handed,
+            Err(_) if ticket.state.abandon() => {
+                self.queue.remove(&ticket.state);
+                self.metrics.queue_depth.set(self.queue.len() as f64);
                 self.metrics.queue_timeouts.increment(1);
                 return Err(Error::new(
                     ErrorKind::QueueTimeout,
@@ -163,14 +300,27 @@ impl Pool {
                 )
                 .with_retry_after(1));
             }
-            Err(_) => {} // A worker claimed it just now: the request_timeout bounds the rest.
+            // A worker was handed over just now: the request_timeout bounds the rest.
+            Err(_) => ticket.rx.await,
+        };
+        self.metrics.queue_depth.set(self.queue.len() as f64);
+        match handed {
+            Ok(w) => {
+                self.metrics.queue_wait.record(ticket.enqueued.elapsed().as_secs_f64());
+                Ok(w)
+            }
+            Err(_) if ticket.state.evicted() => Err(Error::new(
+                ErrorKind::Dropped,
+                format!("evicted from provider {}'s full queue by a newer request (drop-oldest)", self.name),
+            )
+            .with_retry_after(1)),
+            Err(_) => Err(shutting_down()),
         }
-        rx.await.unwrap_or_else(|_| Err(self.lost()))
     }
 
-    fn refused_error(&self, refused: Refused<Job>) -> Error {
+    fn refused_error(&self, refused: Refused) -> Error {
         match refused {
-            Refused::Full(_) => {
+            Refused::Full => {
                 self.metrics.rejected.increment(1);
                 Error::new(
                     ErrorKind::QueueFull,
@@ -178,7 +328,7 @@ impl Pool {
                 )
                 .with_retry_after(1)
             }
-            Refused::Timeout(_) => {
+            Refused::Timeout => {
                 self.metrics.queue_timeouts.increment(1);
                 Error::new(
                     ErrorKind::QueueTimeout,
@@ -190,179 +340,54 @@ impl Pool {
                 )
                 .with_retry_after(1)
             }
-            Refused::Closed(_) => shutting_down(),
+            Refused::Closed => shutting_down(),
         }
     }
 
-    fn lost(&self) -> Error {
-        // The worker dropped the job without answering: only at the end of a shutdown.
-        shutting_down()
-    }
-
-    /// Graceful drain: refuse new work, let workers finish queued and in-flight jobs until
-    /// `deadline`, then answer whatever is left with 503 and stop the workers.
-    pub async fn shutdown(&self, deadline: tokio::time::Instant) {
-        self.queue.close();
-        let handles = std::mem::take(&mut *self.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        let aborts: Vec<_> = handles.iter().map(JoinHandle::abort_handle).collect();
-        let all = futures_util::future::join_all(handles);
-        if tokio::time::timeout_at(deadline, all).await.is_err() {
-            for job in self.queue.drain() {
-                if job.state.abandon() {
-                    let _ = job.reply.send(Err(shutting_down()));
-                }
-            }
-            // Aborting drops in-flight jobs: their reply senders close and the waiting
-            // handlers answer 503 `shutting_down`.
-            aborts.iter().for_each(tokio::task::AbortHandle::abort);
-        }
-    }
-}
-
-/// A pool dropped by a reload (its provider was removed or re-sized) stops taking work once
-/// the last request holding its snapshot is done; its workers finish what is queued, then exit.
-impl Drop for Pool {
-    fn drop(&mut self) {
-        self.queue.close();
-    }
-}
-
-fn shutting_down() -> Error {
-    Error::new(ErrorKind::ShuttingDown, "Weir is shutting down and could not finish this request").with_retry_after(1)
-}
-
-/// One pre-spawned worker: takes jobs from the queue and runs them against the provider.
-struct Worker {
-    name: Arc<str>,
-    provider: Arc<Provider>,
-    queue: Arc<Queue<Job>>,
-    metrics: Arc<PoolMetrics>,
-    health: Arc<Health>,
-    request_timeout: Duration,
-}
-
-impl Worker {
-    async fn run(self) {
-        // This worker's own upstream connection (plain-http providers), reused job after job.
-        let mut lane = Lane::default();
-        // An open connection left idle for IDLE_TIMEOUT is closed, as the pooled client closes
-        // its idle ones. One timer per worker, re-armed only when it fires: arming one per job
-        // cost ~1k instructions per request.
-        let idle = tokio::time::sleep(IDLE_TIMEOUT);
-        tokio::pin!(idle);
-        let mut last_job = tokio::time::Instant::now();
-        loop {
-            let job = tokio::select! {
-                biased;
-                job = self.queue.pop() => job,
-                () = &mut idle, if lane.is_open() => {
-                    let due = last_job + IDLE_TIMEOUT;
-                    if tokio::time::Instant::now() >= due {
-                        lane.close();
-                    } else {
-                        idle.as_mut().reset(due);
-                    }
-                    continue;
-                }
-            };
-            let Some(job) = job else { break };
-            self.metrics.queue_depth.set(self.queue.len() as f64);
-            if !job.state.claim() {
-                continue; // Timed out or evicted: its handler already answered.
-            }
-            if job.reply.is_closed() {
-                self.metrics.cancelled.increment(1);
-                continue; // Client left while queued: no upstream call.
-            }
-            self.metrics.queue_wait.record(job.enqueued.elapsed().as_secs_f64());
-            self.metrics.busy(1.0);
-            self.handle(job, &mut lane).await;
-            last_job = tokio::time::Instant::now();
-            self.metrics.busy(-1.0);
-        }
-        self.metrics.worker_exited();
-    }
-
-    async fn handle(&self, job: Job, lane: &mut Lane) {
-        let Job { req, mut reply, .. } = job;
+    /// Runs one request on `worker`, on the caller's task. A stream keeps the worker until it
+    /// ends; its relay runs on a task of its own.
+    async fn run(pool: &Arc<Self>, worker: Worker, req: ProviderRequest) -> Result<Reply, Error> {
+        pool.metrics.busy(1.0);
+        let mut held = Held { pool: pool.clone(), worker: Some(worker), clean: false, counted: false };
         let started = Instant::now();
-        let call = std::panic::AssertUnwindSafe(self.provider.call(req, lane)).catch_unwind();
-        let outcome = tokio::select! {
-            biased;
-            () = reply.closed() => {
-                self.metrics.cancelled.increment(1);
-                return;
+        let outcome = {
+            let call = std::panic::AssertUnwindSafe(pool.provider.call(req, held.lane())).catch_unwind();
+            tokio::select! {
+                biased;
+                () = pool.stop.wait() => None,
+                r = tokio::time::timeout(pool.cfg.request_timeout, call) => Some(r),
             }
-            r = tokio::time::timeout(self.request_timeout, call) => r,
         };
+        held.counted = true;
         let upstream = started.elapsed();
-        self.metrics.upstream_latency.record(upstream.as_secs_f64());
+        pool.metrics.upstream_latency.record(upstream.as_secs_f64());
         let result = match outcome {
-            Err(_) => {
-                self.metrics.request_timeouts.increment(1);
-                Err(self.timeout_error())
+            None => return Err(shutting_down()),
+            Some(Err(_)) => {
+                pool.metrics.request_timeouts.increment(1);
+                Err(pool.timeout_error())
             }
-            Ok(Err(panic)) => Err(self.panicked(&panic)),
-            Ok(Ok(r)) => r,
+            Some(Ok(Err(panic))) => Err(pool.panicked(&panic)),
+            Some(Ok(Ok(r))) => {
+                held.clean = true; // The provider answered, if only with an error.
+                r
+            }
         };
         match result {
             Err(e) => {
-                self.health.record_error(&e);
-                let _ = reply.send(Err(e));
+                pool.health.record_error(&e);
+                Err(e)
             }
             Ok(ProviderResponse::Full(body)) => {
-                self.health.record_ok();
-                let _ = reply.send(Ok(Reply::Full { body, upstream }));
+                pool.health.record_ok();
+                Ok(Reply::Full { body, upstream })
             }
             Ok(ProviderResponse::Stream(stream)) => {
                 let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-                if reply.send(Ok(Reply::Stream { chunks: rx, upstream })).is_err() {
-                    self.metrics.cancelled.increment(1);
-                    return;
-                }
-                self.pump(stream, tx).await;
-            }
-        }
-    }
-
-    /// Relays a stream to the client side until it ends, fails, stalls past
-    /// `request_timeout`, or the client goes away (then the upstream read stops at once).
-    async fn pump(&self, mut stream: ChunkStream, tx: mpsc::Sender<Result<StreamItem, Error>>) {
-        loop {
-            let next = std::panic::AssertUnwindSafe(stream.next()).catch_unwind();
-            let item = tokio::select! {
-                biased;
-                () = tx.closed() => {
-                    self.metrics.cancelled.increment(1);
-                    return;
-                }
-                r = tokio::time::timeout(self.request_timeout, next) => r,
-            };
-            let item = match item {
-                Err(_) => {
-                    self.metrics.request_timeouts.increment(1);
-                    Some(Err(self.timeout_error()))
-                }
-                Ok(Err(panic)) => Some(Err(self.panicked(&panic))),
-                Ok(Ok(item)) => item,
-            };
-            match item {
-                None => {
-                    self.health.record_ok();
-                    let _ = tx.send(Ok(StreamItem::End)).await;
-                    return;
-                }
-                Some(Err(e)) => {
-                    self.health.record_error(&e);
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-                Some(Ok(chunk)) => {
-                    if tx.send(Ok(StreamItem::Chunk(chunk))).await.is_err() {
-                        self.metrics.cancelled.increment(1);
-                        return;
-                    }
-                }
+                // Until the stream ends, the connection is mid-exchange.
+                held.clean = false;
+                tokio::spawn(pump(held, stream, tx));
+                Ok(Reply::Stream { chunks: rx, upstream })
             }
         }
     }
@@ -373,7 +398,7 @@ impl Worker {
             format!(
                 "provider {} did not answer within {}ms (request_timeout)",
                 self.name,
-                self.request_timeout.as_millis()
+                self.cfg.request_timeout.as_millis()
             ),
         )
     }
@@ -387,6 +412,57 @@ impl Worker {
             .unwrap_or_default();
         tracing::error!(provider = %self.name, panic = %what, "provider code panicked; request failed, worker continues");
         Error::new(ErrorKind::Internal, format!("internal error in provider {}", self.name))
+    }
+}
+
+/// Relays a stream to the client side until it ends, fails, stalls past `request_timeout`,
+/// the client goes away (then the upstream read stops at once), or the shutdown deadline
+/// passes (then the channel closes without an end, which the relay reports as cut). Holds the
+/// stream's worker throughout.
+async fn pump(mut held: Held, mut stream: ChunkStream, tx: mpsc::Sender<Result<StreamItem, Error>>) {
+    let pool = held.pool.clone();
+    let stop = pool.stop.wait();
+    tokio::pin!(stop);
+    loop {
+        let next = std::panic::AssertUnwindSafe(stream.next()).catch_unwind();
+        let item = tokio::select! {
+            biased;
+            () = tx.closed() => {
+                pool.metrics.cancelled.increment(1);
+                return;
+            }
+            () = &mut stop => return,
+            r = tokio::time::timeout(pool.cfg.request_timeout, next) => r,
+        };
+        let item = match item {
+            Err(_) => {
+                pool.metrics.request_timeouts.increment(1);
+                Some(Err(pool.timeout_error()))
+            }
+            Ok(Err(panic)) => Some(Err(pool.panicked(&panic))),
+            Ok(Ok(item)) => item,
+        };
+        match item {
+            None => {
+                pool.health.record_ok();
+                held.clean = true;
+                drop(stream);
+                drop(held); // The worker is free before the client reads the end.
+                let _ = tx.send(Ok(StreamItem::End)).await;
+                return;
+            }
+            Some(Err(e)) => {
+                pool.health.record_error(&e);
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+            Some(Ok(chunk)) => {
+                if tx.send(Ok(StreamItem::Chunk(chunk))).await.is_err() {
+                    pool.metrics.cancelled.increment(1);
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -1,189 +1,248 @@
-//! The bounded wait queue in front of a provider's workers, with the three overflow policies.
-//! Critical sections are a few pointer moves under a std mutex; waiting uses `Notify`, so no
-//! tokio worker thread is ever blocked.
+//! Pool admission under one lock: a provider's idle workers and the bounded line of requests
+//! waiting for one, with the three overflow policies. A request takes an idle worker at once
+//! when nobody is ahead of it; otherwise it joins the line, and a worker coming back is handed
+//! straight to the oldest live waiter. Critical sections are a few pointer moves under a std
+//! mutex; waiting uses a oneshot channel per waiter and `Notify` for line space, so no tokio
+//! worker thread is ever blocked.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
-/// Why an item was not admitted; the item is handed back so its owner can answer it.
-pub enum Refused<T> {
-    /// The queue is full (`reject`).
-    Full(T),
-    /// No space became free within the timeout (`block`).
-    Timeout(T),
-    /// The queue is closed (shutdown).
-    Closed(T),
+use super::job::JobState;
+
+/// Why a request was not admitted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The line is full (`reject`).
+    Full,
+    /// No space in the line became free within the timeout (`block`).
+    Timeout,
+    /// The pool is closed (shutdown).
+    Closed,
 }
 
-struct State<T> {
-    items: VecDeque<T>,
+/// The outcome of joining: a worker right away, or a place in the line.
+pub enum Admit<W> {
+    /// An idle worker; nobody was waiting.
+    Now(W),
+    /// Wait on the ticket.
+    Queued(Ticket<W>),
+}
+
+/// A request's place in the line: it receives a worker, or its state says why not.
+pub struct Ticket<W> {
+    /// Receives the worker handed over by [`Queue::release`]. Closed without one when the
+    /// waiter was evicted (`drop-oldest`) or the line was drained at the end of a shutdown.
+    pub rx: oneshot::Receiver<W>,
+    /// Decides, once, between a hand-over and the waiter giving up.
+    pub state: JobState,
+    /// When the request arrived.
+    pub enqueued: Instant,
+}
+
+struct Waiter<W> {
+    tx: oneshot::Sender<W>,
+    state: JobState,
+}
+
+struct State<W> {
+    idle: Vec<W>,
+    line: VecDeque<Waiter<W>>,
     capacity: usize,
     closed: bool,
 }
 
-/// A bounded multi-producer multi-consumer queue.
-pub struct Queue<T> {
-    state: Mutex<State<T>>,
-    /// Wakes a consumer when an item arrives (or the queue closes).
-    items: Notify,
-    /// Wakes a blocked producer when space frees up.
+/// Idle workers plus the bounded line in front of them.
+pub struct Queue<W> {
+    state: Mutex<State<W>>,
+    /// Wakes a producer blocked for space in the line (`block`).
     space: Notify,
 }
 
-impl<T> Queue<T> {
-    /// An empty queue holding at most `capacity` items.
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            state: Mutex::new(State { items: VecDeque::with_capacity(capacity.min(4096)), capacity, closed: false }),
-            items: Notify::new(),
-            space: Notify::new(),
-        }
+impl<W> Queue<W> {
+    /// `workers` idle workers and an empty line of at most `capacity` waiters.
+    pub fn new(workers: Vec<W>, capacity: usize) -> Self {
+        let line = VecDeque::with_capacity(capacity.min(4096));
+        Self { state: Mutex::new(State { idle: workers, line, capacity, closed: false }), space: Notify::new() }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
-        // A panic never happens while the lock is held (only VecDeque moves), so poisoning
-        // cannot leave the state half-updated: recover the guard.
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<W>> {
+        // Nothing panics while the lock is held (only Vec/VecDeque moves and a oneshot send),
+        // so poisoning cannot leave the state half-updated: recover the guard.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Items waiting now.
+    /// Requests waiting in the line now.
     pub fn len(&self) -> usize {
-        self.lock().items.len()
+        self.lock().line.len()
     }
 
-    /// Whether no item is waiting.
+    /// Whether nobody is waiting.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Admits `item` only if there is space (`reject` policy).
+    /// The fast path: an idle worker when nobody is waiting, `None` otherwise.
     ///
     /// # Errors
-    /// [`Refused::Full`] or [`Refused::Closed`], handing the item back.
-    pub fn try_push(&self, item: T) -> Result<(), Refused<T>> {
+    /// [`Refused::Closed`] after shutdown began.
+    pub fn take(&self) -> Result<Option<W>, Refused> {
         let mut st = self.lock();
         if st.closed {
-            return Err(Refused::Closed(item));
+            return Err(Refused::Closed);
         }
-        if st.items.len() >= st.capacity {
-            return Err(Refused::Full(item));
-        }
-        st.items.push_back(item);
-        drop(st);
-        self.items.notify_one();
-        Ok(())
+        Ok(if st.line.is_empty() { st.idle.pop() } else { None })
     }
 
-    /// Admits `item`, evicting and returning the oldest waiting item if full (`drop-oldest`).
+    /// Joins only if the line has space (`reject` policy).
     ///
     /// # Errors
-    /// [`Refused::Closed`] after shutdown.
-    pub fn push_evicting(&self, item: T) -> Result<Option<T>, Refused<T>> {
+    /// [`Refused::Full`] or [`Refused::Closed`].
+    pub fn try_push(&self) -> Result<Admit<W>, Refused> {
         let mut st = self.lock();
-        if st.closed {
-            return Err(Refused::Closed(item));
+        if let Some(now) = st.admit_now()? {
+            return Ok(now);
         }
-        let evicted = if st.items.len() >= st.capacity { st.items.pop_front() } else { None };
-        st.items.push_back(item);
-        drop(st);
-        self.items.notify_one();
-        Ok(evicted)
+        if st.line.len() >= st.capacity {
+            return Err(Refused::Full);
+        }
+        Ok(st.enqueue())
     }
 
-    /// Admits `item`, waiting up to `timeout` for space (`block` policy).
+    /// Joins, evicting the oldest waiter when the line is full (`drop-oldest`). The flag says
+    /// whether one was evicted; its ticket closes with [`JobState::evicted`] set.
     ///
     /// # Errors
-    /// [`Refused::Timeout`] or [`Refused::Closed`], handing the item back.
-    pub async fn push_waiting(&self, item: T, timeout: Duration) -> Result<(), Refused<T>> {
+    /// [`Refused::Closed`] after shutdown began.
+    pub fn push_evicting(&self) -> Result<(Admit<W>, bool), Refused> {
+        let mut st = self.lock();
+        if let Some(now) = st.admit_now()? {
+            return Ok((now, false));
+        }
+        let mut evicted = false;
+        while st.line.len() >= st.capacity.max(1) {
+            let Some(oldest) = st.line.pop_front() else { break };
+            // A waiter that already gave up still held a place; evicting it costs nobody.
+            evicted |= oldest.state.evict();
+        }
+        Ok((st.enqueue(), evicted))
+    }
+
+    /// Joins, waiting up to `timeout` for space in the line (`block` policy).
+    ///
+    /// # Errors
+    /// [`Refused::Timeout`] or [`Refused::Closed`].
+    pub async fn push_waiting(&self, timeout: Duration) -> Result<Admit<W>, Refused> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut item = Some(item);
         loop {
             let notified = self.space.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
                 let mut st = self.lock();
-                let it = item.take().expect("item present until admitted");
-                if st.closed {
-                    return Err(Refused::Closed(it));
+                if let Some(now) = st.admit_now()? {
+                    return Ok(now);
                 }
-                if st.items.len() < st.capacity {
-                    st.items.push_back(it);
-                    let more_space = st.items.len() < st.capacity;
+                if st.line.len() < st.capacity {
+                    let ticket = st.enqueue();
+                    let more_space = st.line.len() < st.capacity;
                     drop(st);
-                    self.items.notify_one();
                     if more_space {
                         // Pass the wake-up on: another blocked producer may fit too.
                         self.space.notify_one();
                     }
-                    return Ok(());
+                    return Ok(ticket);
                 }
-                item = Some(it);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(Refused::Timeout(item.take().expect("item present")));
+                return Err(Refused::Timeout);
             }
         }
     }
 
-    /// Takes the oldest item, waiting for one. `None` once the queue is closed and empty.
-    pub async fn pop(&self) -> Option<T> {
-        loop {
-            let notified = self.items.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let mut st = self.lock();
-                if let Some(it) = st.items.pop_front() {
-                    let more = !st.items.is_empty();
+    /// A worker comes back: handed to the oldest waiter still waiting, else made idle. Works
+    /// after [`Queue::close`] too, so a draining pool finishes its line. Returns how many
+    /// waiters were skipped because their request was cancelled, and whether the pool is
+    /// closed.
+    pub fn release(&self, mut worker: W) -> (usize, bool) {
+        let mut cancelled = 0;
+        let mut st = self.lock();
+        while let Some(waiter) = st.line.pop_front() {
+            if !waiter.state.claim() {
+                continue; // Timed out or evicted: its handler already answered.
+            }
+            match waiter.tx.send(worker) {
+                Ok(()) => {
+                    let closed = st.closed;
                     drop(st);
                     self.space.notify_one();
-                    if more {
-                        self.items.notify_one();
-                    }
-                    return Some(it);
+                    return (cancelled, closed);
                 }
-                if st.closed {
-                    drop(st);
-                    // Let the other consumers see the close too.
-                    self.items.notify_one();
-                    return None;
+                Err(back) => {
+                    cancelled += 1; // The client left while queued: no upstream call.
+                    worker = back;
                 }
             }
-            notified.await;
+        }
+        st.idle.push(worker);
+        let closed = st.closed;
+        drop(st);
+        self.space.notify_one();
+        (cancelled, closed)
+    }
+
+    /// Takes a waiter that gave up (queue timeout) out of the line.
+    pub fn remove(&self, state: &JobState) {
+        let mut st = self.lock();
+        if let Some(pos) = st.line.iter().position(|w| w.state.same(state)) {
+            st.line.remove(pos);
+            drop(st);
+            self.space.notify_one();
         }
     }
 
-    /// Removes the first item matching `pred` (a waiter that gave up).
-    pub fn remove_where(&self, pred: impl Fn(&T) -> bool) -> Option<T> {
-        let mut st = self.lock();
-        let pos = st.items.iter().position(pred)?;
-        let it = st.items.remove(pos);
-        drop(st);
-        self.space.notify_one();
-        it
-    }
-
-    /// Refuses new items; consumers drain what is queued, then see `None`.
+    /// Refuses new requests; waiters already in the line still get workers.
     pub fn close(&self) {
         self.lock().closed = true;
-        self.items.notify_waiters();
-        self.items.notify_one();
         self.space.notify_waiters();
     }
 
-    /// Takes every waiting item (to answer them at the end of a shutdown).
-    pub fn drain(&self) -> Vec<T> {
-        self.lock().items.drain(..).collect()
+    /// Empties the line at the end of a shutdown: each waiter's ticket closes without a
+    /// worker. Returns how many were still waiting.
+    pub fn drain(&self) -> usize {
+        let drained: Vec<_> = self.lock().line.drain(..).collect();
+        drained.into_iter().filter(|w| w.state.abandon()).count()
     }
 
-    /// Changes the capacity (a reload); items already queued are kept even if over it.
-    pub fn set_capacity(&self, capacity: usize) {
-        self.lock().capacity = capacity;
-        self.space.notify_waiters();
+    /// Whether every one of `workers` is idle and nobody waits (a drain is complete).
+    pub fn quiet(&self, workers: usize) -> bool {
+        let st = self.lock();
+        st.line.is_empty() && st.idle.len() >= workers
+    }
+
+    /// Runs `f` on each idle worker (housekeeping such as closing idle connections).
+    pub fn for_each_idle(&self, f: impl FnMut(&mut W)) {
+        self.lock().idle.iter_mut().for_each(f);
+    }
+}
+
+impl<W> State<W> {
+    /// Closed pools refuse; an idle worker is taken when nobody waits.
+    fn admit_now(&mut self) -> Result<Option<Admit<W>>, Refused> {
+        if self.closed {
+            return Err(Refused::Closed);
+        }
+        Ok(if self.line.is_empty() { self.idle.pop().map(Admit::Now) } else { None })
+    }
+
+    fn enqueue(&mut self) -> Admit<W> {
+        let (tx, rx) = oneshot::channel();
+        let state = JobState::new();
+        self.line.push_back(Waiter { tx, state: state.clone() });
+        Admit::Queued(Ticket { rx, state, enqueued: Instant::now() })
     }
 }
 
@@ -192,50 +251,99 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    fn queued<W>(a: Admit<W>) -> Ticket<W> {
+        match a {
+            Admit::Queued(t) => t,
+            Admit::Now(_) => panic!("expected to wait"),
+        }
+    }
+
     #[test]
-    fn full_queue_rejects() {
-        let q = Queue::new(2);
-        assert!(q.try_push(1).is_ok());
-        assert!(q.try_push(2).is_ok());
-        assert!(matches!(q.try_push(3), Err(Refused::Full(3))));
+    fn idle_worker_is_taken_at_once() {
+        let q = Queue::new(vec![7], 2);
+        assert_eq!(q.take(), Ok(Some(7)));
+        assert_eq!(q.take(), Ok(None));
+        q.release(7);
+        assert!(matches!(q.try_push(), Ok(Admit::Now(7))));
+    }
+
+    #[test]
+    fn full_line_rejects() {
+        let q = Queue::<u8>::new(vec![], 2);
+        let _a = queued(q.try_push().ok().unwrap());
+        let _b = queued(q.try_push().ok().unwrap());
+        assert!(matches!(q.try_push(), Err(Refused::Full)));
+    }
+
+    #[test]
+    fn newcomers_queue_behind_waiters_even_when_a_worker_is_idle() {
+        let q = Queue::new(vec![], 4);
+        let mut first = queued(q.try_push().ok().unwrap());
+        // A racing release hands the worker to the waiter, not to a newcomer.
+        q.release(1);
+        assert_eq!(q.take(), Ok(None));
+        assert_eq!(first.rx.try_recv(), Ok(1));
+    }
+
+    #[test]
+    fn release_skips_cancelled_and_abandoned_waiters() {
+        let q = Queue::new(vec![], 4);
+        let gone = queued(q.try_push().ok().unwrap());
+        drop(gone); // client left
+        let timed_out = queued(q.try_push().ok().unwrap());
+        assert!(timed_out.state.abandon());
+        let mut live = queued(q.try_push().ok().unwrap());
+        assert_eq!(q.release(9), (1, false));
+        assert_eq!(live.rx.try_recv(), Ok(9));
     }
 
     #[test]
     fn drop_oldest_evicts_front() {
-        let q = Queue::new(2);
-        assert!(matches!(q.push_evicting(1), Ok(None)));
-        assert!(matches!(q.push_evicting(2), Ok(None)));
-        assert!(matches!(q.push_evicting(3), Ok(Some(1))));
-        assert_eq!(q.drain(), vec![2, 3]);
+        let q = Queue::<u8>::new(vec![], 1);
+        let mut oldest = queued(q.push_evicting().ok().unwrap().0);
+        let (newest, evicted) = q.push_evicting().ok().unwrap();
+        assert!(evicted);
+        assert!(oldest.state.evicted());
+        assert!(oldest.rx.try_recv().is_err(), "an evicted waiter never gets a worker");
+        let mut newest = queued(newest);
+        q.release(3);
+        assert_eq!(newest.rx.try_recv(), Ok(3));
     }
 
     #[tokio::test(start_paused = true)]
     async fn block_times_out_when_no_space() {
-        let q = Queue::new(1);
-        q.try_push(1).ok().unwrap();
-        let r = q.push_waiting(2, Duration::from_secs(2)).await;
-        assert!(matches!(r, Err(Refused::Timeout(2))));
+        let q = Queue::<u8>::new(vec![], 1);
+        let _first = queued(q.try_push().ok().unwrap());
+        assert!(matches!(q.push_waiting(Duration::from_secs(2)).await, Err(Refused::Timeout)));
     }
 
     #[tokio::test(start_paused = true)]
     async fn block_admits_when_space_frees() {
-        let q = Arc::new(Queue::new(1));
-        q.try_push(1).ok().unwrap();
+        let q = Arc::new(Queue::new(vec![], 1));
+        let mut first = queued(q.try_push().ok().unwrap());
         let q2 = q.clone();
-        let waiter = tokio::spawn(async move { q2.push_waiting(2, Duration::from_secs(5)).await.is_ok() });
+        let waiter = tokio::spawn(async move { q2.push_waiting(Duration::from_secs(5)).await.map(queued) });
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(q.pop().await, Some(1));
-        assert!(waiter.await.unwrap());
-        assert_eq!(q.pop().await, Some(2));
+        q.release(1);
+        assert_eq!(first.rx.try_recv(), Ok(1));
+        let mut second = waiter.await.unwrap().ok().unwrap();
+        q.release(2);
+        assert_eq!(second.rx.try_recv(), Ok(2));
     }
 
-    #[tokio::test]
-    async fn close_drains_then_ends() {
-        let q = Queue::new(4);
-        q.try_push(1).ok().unwrap();
+    #[test]
+    fn close_refuses_newcomers_but_serves_the_line_then_drains() {
+        let q = Queue::new(vec![], 4);
+        let mut first = queued(q.try_push().ok().unwrap());
+        let mut second = queued(q.try_push().ok().unwrap());
         q.close();
-        assert!(matches!(q.try_push(2), Err(Refused::Closed(2))));
-        assert_eq!(q.pop().await, Some(1));
-        assert_eq!(q.pop().await, None);
+        assert_eq!(q.take(), Err(Refused::Closed));
+        assert!(matches!(q.try_push(), Err(Refused::Closed)));
+        assert_eq!(q.release(1), (0, true));
+        assert_eq!(first.rx.try_recv(), Ok(1));
+        assert!(!q.quiet(1));
+        assert_eq!(q.drain(), 1);
+        assert!(second.rx.try_recv().is_err());
+        assert!(!second.state.evicted());
     }
 }

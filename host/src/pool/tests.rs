@@ -167,6 +167,53 @@ async fn dropped_stream_stops_upstream_read() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_stream_holds_its_worker_until_it_ends() {
+    let (p, _) = pool(cfg(1, 4, Overflow::Block));
+    let Reply::Stream { mut chunks, .. } = p.submit(req("stream:5")).await.ok().unwrap() else {
+        panic!("expected a stream")
+    };
+    let next = tokio::spawn({
+        let p = p.clone();
+        async move { p.submit(req("next")).await.is_ok() }
+    });
+    settle().await;
+    assert_eq!(p.queue_depth(), 1, "the second request waits while the stream runs");
+    let mut items = 0;
+    while let Some(item) = chunks.recv().await {
+        if matches!(item, Ok(StreamItem::End)) {
+            break;
+        }
+        items += 1;
+    }
+    assert_eq!(items, 5);
+    assert!(next.await.unwrap(), "the worker went to the waiting request when the stream ended");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_comes_back_to_the_oldest_waiter_first() {
+    let (p, _) = pool(cfg(1, 4, Overflow::Block));
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let _busy = tokio::spawn({
+        let p = p.clone();
+        async move { p.submit(req("sleep:100")).await.is_ok() }
+    });
+    settle().await;
+    let mut waiters = Vec::new();
+    for i in 0..3 {
+        let (p, order) = (p.clone(), order.clone());
+        waiters.push(tokio::spawn(async move {
+            assert!(p.submit(req("sleep:10")).await.is_ok());
+            order.lock().unwrap().push(i);
+        }));
+        settle().await;
+    }
+    for w in waiters {
+        w.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn shutdown_finishes_queued_work() {
     let (p, s) = pool(cfg(1, 8, Overflow::Block));
     let handles: Vec<_> = (0..3)
@@ -201,9 +248,9 @@ async fn shutdown_deadline_answers_rest_with_503() {
     }
 }
 
-/// A plain-http upstream on 127.0.0.1 that answers every chat with a fixed completion and
-/// counts the connections it has open.
-async fn counting_upstream() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+/// A plain-http upstream on 127.0.0.1 that answers every chat with a fixed completion after
+/// `delay` and counts the connections it has open.
+async fn counting_upstream(delay: Duration) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     use hyper::service::service_fn;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -215,7 +262,8 @@ async fn counting_upstream() -> (std::net::SocketAddr, Arc<std::sync::atomic::At
             let open = counter.clone();
             open.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let service = service_fn(|_req| async {
+                let service = service_fn(move |_req| async move {
+                    tokio::time::sleep(delay).await;
                     let body = r#"{"id":"c","object":"chat.completion","choices":[]}"#;
                     let resp = http::Response::builder()
                         .header("content-type", "application/json")
@@ -232,15 +280,43 @@ async fn counting_upstream() -> (std::net::SocketAddr, Arc<std::sync::atomic::At
     (addr, open)
 }
 
-#[tokio::test(start_paused = true)]
-async fn idle_lane_connections_are_closed_after_the_idle_timeout() {
-    let (addr, open) = counting_upstream().await;
+/// A one-worker pool of an openai provider at `addr`.
+fn upstream_pool(addr: std::net::SocketAddr) -> Arc<Pool> {
     let toml = format!(
         "[[providers]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nmodels = [\"m\"]\ndiscover_models = false\n"
     );
     let config = crate::config::Config::from_toml(&toml).unwrap();
     let provider = Provider::from_config(&config.providers[0]).unwrap();
-    let p = Pool::start("up", provider, cfg(1, 4, Overflow::Block));
+    Pool::start("up", provider, cfg(1, 4, Overflow::Block))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_call_closes_its_connection_and_frees_its_worker() {
+    let (addr, _) = counting_upstream(Duration::from_secs(1)).await;
+    let p = upstream_pool(addr);
+    assert!(p.submit(req("warm")).await.is_ok());
+    let lane_open = |p: &Pool| {
+        let mut open = false;
+        p.shared.queue.for_each_idle(|w| open |= w.lane.is_open());
+        open
+    };
+    assert!(lane_open(&p), "a clean exchange keeps its connection");
+    let call = tokio::spawn({
+        let p = p.clone();
+        async move { p.submit(req("hi")).await.is_ok() }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    call.abort();
+    settle().await;
+    assert!(!lane_open(&p), "a connection left mid-exchange must not be reused");
+    assert!(p.submit(req("again")).await.is_ok(), "the worker is free again");
+    assert!(lane_open(&p));
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_lane_connections_are_closed_after_the_idle_timeout() {
+    let (addr, open) = counting_upstream(Duration::ZERO).await;
+    let p = upstream_pool(addr);
     for _ in 0..3 {
         assert!(p.submit(req("hi")).await.is_ok());
     }
@@ -249,7 +325,7 @@ async fn idle_lane_connections_are_closed_after_the_idle_timeout() {
     tokio::time::sleep(IDLE_TIMEOUT / 2).await;
     settle().await;
     assert_eq!(open.load(Ordering::SeqCst), 1);
-    // Past it: the worker closes its connection, and the next request opens a fresh one.
+    // Past it: the sweeper closes the connection, and the next request opens a fresh one.
     tokio::time::sleep(IDLE_TIMEOUT).await;
     for _ in 0..200 {
         if open.load(Ordering::SeqCst) == 0 {

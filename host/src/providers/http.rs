@@ -7,11 +7,11 @@
 //! Plain `http://` providers (a local vLLM, Ollama or any OpenAI-compatible server on the
 //! network) skip that pool: each pool worker owns one HTTP/1.1 keep-alive connection, a
 //! [`Lane`], like nginx's upstream `keepalive`. A worker runs one request at a time, so its
-//! connection is always free when it takes the next job: no pool lock, no key lookup, no
-//! connector clone and no task spawned per request to return the connection to a pool (all of
-//! which the pooled client does on every request). A connection that the provider closed
-//! while idle is replaced, and a request that was never written on it is sent again on the
-//! new one.
+//! connection is always free when a request takes the worker: no connection-pool lock, no key
+//! lookup, no connector clone and no task spawned per request to return the connection to a
+//! pool (all of which the pooled client does on every request). A connection that the
+//! provider closed while idle is replaced, and a request that was never written on it is sent
+//! again on the new one.
 //!
 //! Why not reqwest, which wraps this same client: per request it converts the URL to a `Uri`,
 //! parses it back into a `Url` twice (its redirect layer and its response), and runs redirect
@@ -70,7 +70,8 @@ impl Lane {
     }
 
     /// Closes the lane's connection (its I/O task ends once the sender is gone); the next
-    /// request opens a fresh one. The worker calls this after [`IDLE_TIMEOUT`] without a job.
+    /// request opens a fresh one. The pool calls this for a connection a call left
+    /// mid-exchange, and for one unused for [`IDLE_TIMEOUT`].
     pub fn close(&mut self) {
         self.sender = None;
     }
