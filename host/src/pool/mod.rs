@@ -369,7 +369,9 @@ impl Shared {
             }
             Some(Ok(Err(panic))) => Err(pool.panicked(&panic)),
             Some(Ok(Ok(r))) => {
-                held.clean = true; // The provider answered, if only with an error.
+                // The provider answered, if only with an error; a stream's connection stays
+                // mid-exchange until the stream ends.
+                held.clean = !matches!(r, Ok(ProviderResponse::Stream(_)));
                 r
             }
         };
@@ -384,8 +386,6 @@ impl Shared {
             }
             Ok(ProviderResponse::Stream(stream)) => {
                 let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-                // Until the stream ends, the connection is mid-exchange.
-                held.clean = false;
                 tokio::spawn(pump(held, stream, tx));
                 Ok(Reply::Stream { chunks: rx, upstream })
             }

@@ -90,11 +90,7 @@ impl<W> Queue<W> {
     /// # Errors
     /// [`Refused::Closed`] after shutdown began.
     pub fn take(&self) -> Result<Option<W>, Refused> {
-        let mut st = self.lock();
-        if st.closed {
-            return Err(Refused::Closed);
-        }
-        Ok(if st.line.is_empty() { st.idle.pop() } else { None })
+        self.lock().take_idle()
     }
 
     /// Joins only if the line has space (`reject` policy).
@@ -169,28 +165,30 @@ impl<W> Queue<W> {
     /// closed.
     pub fn release(&self, mut worker: W) -> (usize, bool) {
         let mut cancelled = 0;
+        let mut popped = false;
         let mut st = self.lock();
-        while let Some(waiter) = st.line.pop_front() {
+        loop {
+            let Some(waiter) = st.line.pop_front() else {
+                st.idle.push(worker);
+                break;
+            };
+            popped = true;
             if !waiter.state.claim() {
                 continue; // Timed out or evicted: its handler already answered.
             }
             match waiter.tx.send(worker) {
-                Ok(()) => {
-                    let closed = st.closed;
-                    drop(st);
-                    self.space.notify_one();
-                    return (cancelled, closed);
-                }
+                Ok(()) => break,
                 Err(back) => {
                     cancelled += 1; // The client left while queued: no upstream call.
                     worker = back;
                 }
             }
         }
-        st.idle.push(worker);
         let closed = st.closed;
         drop(st);
-        self.space.notify_one();
+        if popped {
+            self.space.notify_one(); // The line shrank.
+        }
         (cancelled, closed)
     }
 
@@ -231,11 +229,15 @@ impl<W> Queue<W> {
 
 impl<W> State<W> {
     /// Closed pools refuse; an idle worker is taken when nobody waits.
-    fn admit_now(&mut self) -> Result<Option<Admit<W>>, Refused> {
+    fn take_idle(&mut self) -> Result<Option<W>, Refused> {
         if self.closed {
             return Err(Refused::Closed);
         }
-        Ok(if self.line.is_empty() { self.idle.pop().map(Admit::Now) } else { None })
+        Ok(if self.line.is_empty() { self.idle.pop() } else { None })
+    }
+
+    fn admit_now(&mut self) -> Result<Option<Admit<W>>, Refused> {
+        Ok(self.take_idle()?.map(Admit::Now))
     }
 
     fn enqueue(&mut self) -> Admit<W> {
