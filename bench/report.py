@@ -2,9 +2,11 @@
 """Turns the raw results of scripts/bench.sh into one markdown report.
 
 Usage: report.py RESULTS_DIR "META". RESULTS_DIR holds `<scenario>.<target>.<round>.json`
-(oha JSON, or weir-stream-client JSON for the `stream` scenario) and `rss.txt`. Every number
-is the mean over rounds; "added" is the target's latency minus the direct path's in the same
-scenario, and "x nginx" its throughput divided by nginx's.
+(oha JSON, or weir-stream-client JSON for the `stream` scenario), for closed-loop runs
+`closed.<target>.<round>.cpu` (the proxy's CPU clock ticks over the run), `clk_tck.txt` and
+`rss.txt`. Every number is the mean over rounds; "added" is the target's latency minus the
+direct path's in the same scenario, "x nginx" its throughput divided by nginx's, and "proxy CPU
+us/req" the proxy processes' user + system time divided by the requests answered.
 """
 
 import glob
@@ -30,6 +32,28 @@ for path in sorted(glob.glob(os.path.join(res_dir, "*.json"))):
             except ValueError:
                 data["_stall"] = {"failed": True}
     runs[(scenario, target)].append(data)
+
+
+def cpu_us_per_request(target):
+    """The proxy's mean CPU time per request over the closed-loop rounds, in microseconds."""
+    tck_path = os.path.join(res_dir, "clk_tck.txt")
+    if not os.path.exists(tck_path):
+        return None
+    with open(tck_path) as fh:
+        hz = float(fh.read().strip() or 0)
+    per_round = []
+    for path in sorted(glob.glob(os.path.join(res_dir, f"closed.{target}.*.cpu"))):
+        with open(path) as fh:
+            ticks = float(fh.read().strip() or 0)
+        with open(path[: -len(".cpu")] + ".json") as fh:
+            try:
+                d = oha(json.load(fh))
+            except ValueError:
+                d = None
+        n = d["requests"] + d["errors"] if d else 0
+        if hz and n and ticks:
+            per_round.append(ticks / hz * 1e6 / n)
+    return sum(per_round) / len(per_round) if per_round else None
 
 
 def oha(d):
@@ -79,20 +103,23 @@ checks = []
 for scenario, title in [("closed", "Closed loop, concurrency 32, non-stream"),
                         ("rate1000", "Fixed rate 1,000 req/s (latency-corrected), non-stream"),
                         ("rate5000", "Fixed rate 5,000 req/s (latency-corrected), non-stream")]:
+    cpu = scenario == "closed"
     out.append(f"### {title}\n")
-    out.append("| target | RPS | p50 ms | p90 ms | p99 ms | errors | added p50 ms | added p99 ms | RPS x nginx |")
-    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("| target | RPS | p50 ms | p90 ms | p99 ms | errors | added p50 ms | added p99 ms | RPS x nginx |"
+               + (" proxy CPU us/req |" if cpu else ""))
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if cpu else ""))
     direct, nginx = mean(scenario, "direct"), mean(scenario, "nginx")
     for t in TARGETS:
         m = mean(scenario, t)
         if not m:
-            out.append(f"| {LABEL[t]} | failed | | | | | | | |")
+            out.append(f"| {LABEL[t]} | failed | | | | | | | |" + (" |" if cpu else ""))
             continue
         add50 = m["p50"] - direct["p50"] if direct and t != "direct" else None
         add99 = m["p99"] - direct["p99"] if direct and t != "direct" else None
         ratio = m["rps"] / nginx["rps"] if nginx and nginx["rps"] else None
         out.append(f"| {LABEL[t]} | {m['rps']:.0f} | {f(m['p50'])} | {f(m['p90'])} | {f(m['p99'])} | "
-                   f"{m['errors']} | {f(add50)} | {f(add99)} | {f(ratio, 2)} |")
+                   f"{m['errors']} | {f(add50)} | {f(add99)} | {f(ratio, 2)} |"
+                   + (f" {f(cpu_us_per_request(t), 1)} |" if cpu else ""))
         if scenario == "closed" and t == "weir-default" and ratio is not None:
             checks.append(("throughput, default chain, closed loop c=32 >= 0.60 x nginx", f"{ratio:.2f}", ratio >= 0.6))
         if scenario == "rate1000" and t == "weir-default" and add50 is not None:

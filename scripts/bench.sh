@@ -99,6 +99,7 @@ http {
 }
 EOF
 "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' >"$TMP/nginx/stdout.log" 2>&1 &
+NGINX_PID=$!
 PIDS+=($!)
 
 # Weir configurations. "default" is the [[plugins]] chain of the embedded default config.
@@ -172,6 +173,26 @@ oha_run() { # out secs url [extra oha args...]
         "$@" "$url" >"$out" 2>"$out.err" || echo "{\"failed\": true}" >"$out"
 }
 closed() { oha_run "$1" "$2" "$3" -c "$CONC"; }
+# CPU time (user + system, clock ticks) of a proxy target's processes: weir's process, nginx's
+# workers. The direct path has no proxy.
+cpu_ticks() { # target
+    local pids
+    case $1 in
+        nginx) pids=$(cat "/proc/$NGINX_PID/task/$NGINX_PID/children") ;;
+        weir-*) pids=${WEIR_PID[${1#weir-}]} ;;
+        *) echo 0; return ;;
+    esac
+    # shellcheck disable=SC2086
+    awk '{t += $14 + $15} END {print t + 0}' $(printf '/proc/%s/stat ' $pids)
+}
+# A closed-loop run that also records the proxy's CPU ticks over it.
+closed_cpu() { # out secs target
+    local c0 c1
+    c0=$(cpu_ticks "$3")
+    closed "$1" "$2" "${URL[$3]}"
+    c1=$(cpu_ticks "$3")
+    echo $((c1 - c0)) >"${1%.json}.cpu"
+}
 fixed() { oha_run "$1" "$2" "$3" -c "$CONC" -q "$4" --latency-correction; }
 stream() {
     "$STREAMC" --url "$3" --body "$TMP/body-stream.json" --concurrency "$CONC" --duration-s "$2" >"$1" 2>"$1.err" \
@@ -193,7 +214,7 @@ for t in direct nginx weir-none weir-default; do stream "$TMP/warm.json" "$WARMU
 
 for r in $(seq 1 "$ROUNDS"); do
     echo "==> round $r/$ROUNDS (${SECS}s per run)"
-    for t in "${TARGETS[@]}"; do closed "$RES/closed.$t.$r.json" "$SECS" "${URL[$t]}"; done
+    for t in "${TARGETS[@]}"; do closed_cpu "$RES/closed.$t.$r.json" "$SECS" "$t"; done
     for t in "${TARGETS[@]}"; do fixed "$RES/rate1000.$t.$r.json" "$SECS" "${URL[$t]}" 1000; done
     for t in "${TARGETS[@]}"; do fixed "$RES/rate5000.$t.$r.json" "$SECS" "${URL[$t]}" 5000; done
     for t in direct nginx weir-none weir-default; do stream "$RES/stream.$t.$r.json" "$SECS" "${URL[$t]}"; done
@@ -208,6 +229,7 @@ echo "==> load: uptime after: $(uptime)"
         echo "rss weir-$w $(awk '/VmHWM/{print $2}' "/proc/${WEIR_PID[$w]}/status") ${WEIR_IDLE[$w]}"
     done
 } >"$RES/rss.txt"
+getconf CLK_TCK >"$RES/clk_tck.txt"
 META="rounds=$ROUNDS secs=$SECS warmup=$WARMUP concurrency=$CONC default_plugins=$DEFAULT_N"
 META="$META oha=$(oha --version | awk '{print $2}') nginx=$("$NGINX" -v 2>&1 | sed 's#.*/##')"
 META="$META weir=$(git rev-parse --short HEAD)$(git diff --quiet -- host bench || echo +dirty)"
