@@ -125,8 +125,12 @@ for scenario, title in [("closed", "Closed loop, concurrency 32, non-stream"),
         if scenario == "rate1000" and t == "weir-default" and add50 is not None:
             checks.append(("added latency p50 @1,000 req/s (default chain) <= 0.15 ms", f"{add50:.3f} ms",
                            add50 <= 0.15))
-            checks.append(("added latency p99 @1,000 req/s (default chain) <= 1 ms", f"{add99:.3f} ms",
-                           add99 <= 1.0))
+            # When the direct path's own p99 is above the target, the host's tail swamps what
+            # the proxy adds (the difference can even come out negative): no verdict.
+            noisy = direct["p99"] > 1.0
+            checks.append(("added latency p99 @1,000 req/s (default chain) <= 1 ms",
+                           f"{add99:.3f} ms" + (f" (direct p99 {direct['p99']:.3f} ms)" if noisy else ""),
+                           None if noisy else add99 <= 1.0))
         if scenario == "rate1000" and t == "weir-none" and add50 is not None:
             checks.append(("added latency p50 @1,000 req/s (no plugins) <= 0.15 ms", f"{add50:.3f} ms",
                            add50 <= 0.15))
@@ -182,5 +186,6 @@ out.append("### Targets\n")
 out.append("| target | measured | met |")
 out.append("|---|---:|---|")
 for name, value, ok in checks:
-    out.append(f"| {name} | {value} | {'yes' if ok else 'NO'} |")
+    verdict = "not measurable: the host's own tail is above the target" if ok is None else "yes" if ok else "NO"
+    out.append(f"| {name} | {value} | {verdict} |")
 print("\n".join(out))
