@@ -1,10 +1,12 @@
 //! A client that goes away cancels its work: a queued request never reaches the upstream, an
-//! in-flight call is closed, and a stream stops being read from the upstream.
+//! in-flight call is closed, a stream stops being read from the upstream, and a plugin call it
+//! interrupts costs no plugin instance.
 
 use std::time::Duration;
 
 use serde_json::json;
 
+use crate::support::plugins::{plugin_toml, runtime_toml};
 use crate::support::{MockUpstream, Outcome, SseReader, Weir, chat, client, metric, post};
 
 #[tokio::test]
@@ -75,4 +77,42 @@ async fn disconnect_mid_stream_stops_the_upstream_read() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(up.chats()[0].chunks_sent, sent, "the upstream kept streaming after the cancel");
     weir.wait_for_log("status=499").await;
+}
+
+#[tokio::test]
+async fn disconnect_during_a_plugin_call_costs_no_plugin_instance() {
+    let up = MockUpstream::start().await;
+    // A plugin that spins on requests carrying `x-misbehave`, with a deadline far beyond the
+    // test: only the client leaving ends those calls.
+    let plugin = plugin_toml(
+        "spin",
+        "misbehave",
+        "instances = 2\ntimeout = \"20s\"\nfuel = 100000000000\n\
+         config = { mode = \"loop\", trigger_header = \"x-misbehave\" }",
+    );
+    let config = up.provider_toml("up", r#"models = ["gpt-up"]"#, "") + &plugin + &runtime_toml();
+    let weir = Weir::start(&config).await;
+    let url = weir.url("/v1/chat/completions");
+
+    // Three clients give up mid-call, more than the plugin has instances.
+    for i in 0..3 {
+        let sent = client()
+            .post(&url)
+            .header("x-misbehave", "1")
+            .timeout(Duration::from_millis(300))
+            .json(&chat("gpt-up", &format!("gone {i}")))
+            .send()
+            .await;
+        assert!(sent.unwrap_err().is_timeout());
+    }
+    // Each cancelled call's instance is replaced: a normal request is served at once rather
+    // than waiting out the plugin's 20 s timeout for an instance.
+    let started = std::time::Instant::now();
+    let reply = post(&url, &chat("gpt-up", "still served")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(started.elapsed() < Duration::from_secs(5), "waited {:?} for a plugin instance", started.elapsed());
+    let text = weir.metrics().await;
+    let cancelled =
+        metric(&text, "weir_plugin_instances_replaced_total", &[("plugin", "spin"), ("reason", "cancelled")]);
+    assert_eq!(cancelled, 3.0, "{text}");
 }

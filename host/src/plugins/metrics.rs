@@ -37,7 +37,7 @@ pub const OUTCOMES: [&str; 10] =
     ["ok", "rejected", "short_circuit", "trap", "fuel", "deadline", "memory", "output", "invalid", "busy"];
 
 /// Why an instance was replaced (`reason` label).
-pub const REASONS: [&str; 5] = ["trap", "fuel", "deadline", "memory", "recycled"];
+pub const REASONS: [&str; 6] = ["trap", "fuel", "deadline", "memory", "recycled", "cancelled"];
 
 /// Every metric of one plugin.
 pub struct PluginMetrics {

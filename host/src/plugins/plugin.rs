@@ -239,12 +239,12 @@ impl Plugin {
         self.metrics.skipped(hook);
     }
 
-    async fn checkout(&self, hook: Hook) -> Result<Instance, Failure> {
+    async fn checkout(&self, hook: Hook) -> Result<Lease<'_>, Failure> {
         let started = Instant::now();
         match self.pool.take(self.timeout).await {
             Some(i) => {
                 self.metrics.idle.decrement(1.0);
-                Ok(i)
+                Ok(Lease { plugin: self, inst: Some(i) })
             }
             None => {
                 self.metrics.call(hook, Failure::Busy.label(), started.elapsed(), 0);
@@ -258,12 +258,13 @@ impl Plugin {
     /// Records the call, then returns the instance to the pool or replaces it.
     fn checkin(
         &self,
-        mut inst: Instance,
+        mut lease: Lease<'_>,
         hook: Hook,
         started: Instant,
         outcome: &'static str,
         failure: Option<&Failure>,
     ) {
+        let mut inst = lease.inst.take().expect("checked in once");
         let fuel_used = self.fuel.saturating_sub(inst.store.get_fuel().unwrap_or(0));
         self.last_fuel_used.store(fuel_used, Ordering::Relaxed);
         self.metrics.call(hook, outcome, started.elapsed(), fuel_used);
@@ -297,8 +298,11 @@ impl Plugin {
         self.metrics.instances.decrement(1.0);
         self.live.fetch_sub(1, Ordering::Relaxed);
         self.replaced.fetch_add(1, Ordering::Relaxed);
+        // Outside a runtime (a lease dropped while the process winds down) there is nobody
+        // left to serve.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
         let weak = self.weak.clone();
-        tokio::spawn(async move {
+        rt.spawn(async move {
             let mut backoff = Duration::from_millis(50);
             loop {
                 let Some(plugin) = weak.upgrade() else { return };
@@ -330,7 +334,8 @@ impl Plugin {
         req: &mut GatewayRequest,
         provider: Option<&Arc<str>>,
     ) -> Result<(RequestDecision, Edits), Failure> {
-        let mut inst = self.checkout(Hook::Request).await?;
+        let mut lease = self.checkout(Hook::Request).await?;
+        let inst = lease.instance();
         let started = Instant::now();
         let placeholder = GatewayRequest {
             id: req.id.clone(),
@@ -373,7 +378,7 @@ impl Plugin {
             Ok(RequestDecision::Reject(_)) => "rejected",
             Err(f) => f.label(),
         };
-        self.checkin(inst, Hook::Request, started, outcome, result.as_ref().err());
+        self.checkin(lease, Hook::Request, started, outcome, result.as_ref().err());
         result.map(|d| (d, Edits { model_changed, edited }))
     }
 
@@ -387,7 +392,8 @@ impl Plugin {
         provider: Option<&Arc<str>>,
         resp: &mut GatewayResponse,
     ) -> Result<ResponseDecision, Failure> {
-        let mut inst = self.checkout(Hook::Response).await?;
+        let mut lease = self.checkout(Hook::Response).await?;
+        let inst = lease.instance();
         let started = Instant::now();
         let ex = &mut inst.store.data_mut().exchange;
         ex.put_shared(request.clone(), provider.cloned());
@@ -410,7 +416,7 @@ impl Plugin {
             .map_err(|e| guard::classify(e, inst.store.data()))
             .and_then(|action| convert::response_action(action, self.max_output));
         let outcome = result.as_ref().map_or_else(Failure::label, |_| "ok");
-        self.checkin(inst, Hook::Response, started, outcome, result.as_ref().err());
+        self.checkin(lease, Hook::Response, started, outcome, result.as_ref().err());
         result
     }
 
@@ -424,7 +430,8 @@ impl Plugin {
         provider: Option<&Arc<str>>,
         chunk: &[u8],
     ) -> Result<ChunkDecision, Failure> {
-        let mut inst = self.checkout(Hook::StreamChunk).await?;
+        let mut lease = self.checkout(Hook::StreamChunk).await?;
+        let inst = lease.instance();
         let started = Instant::now();
         inst.store.data_mut().exchange.put_shared(request.clone(), provider.cloned());
         let result = match guard::arm(&mut inst.store, self.fuel, self.timeout) {
@@ -446,7 +453,7 @@ impl Plugin {
             Ok(_) => "ok",
             Err(f) => f.label(),
         };
-        self.checkin(inst, Hook::StreamChunk, started, outcome, result.as_ref().err());
+        self.checkin(lease, Hook::StreamChunk, started, outcome, result.as_ref().err());
         result
     }
 
@@ -479,5 +486,29 @@ impl Plugin {
     /// Bench hook: the pre-instantiated component.
     pub(super) fn pre_for_bench(&self) -> &PluginWorldPre<StoreData> {
         &self.factory.pre
+    }
+}
+
+/// An instance checked out for one hook call. Dropped without [`Plugin::checkin`] (the request
+/// was cancelled during the call, e.g. its client left), the instance may be stopped inside
+/// a guest call, so it is discarded and replaced; without this the pool lost one instance for
+/// good each time, until every call waited out its timeout for an instance.
+struct Lease<'a> {
+    plugin: &'a Plugin,
+    inst: Option<Instance>,
+}
+
+impl Lease<'_> {
+    fn instance(&mut self) -> &mut Instance {
+        self.inst.as_mut().expect("held until checked in")
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(inst) = self.inst.take() {
+            drop(inst);
+            self.plugin.replace("cancelled");
+        }
     }
 }

@@ -130,6 +130,25 @@ async fn deadline_stops_a_loop_when_fuel_would_not() {
 }
 
 #[tokio::test]
+async fn a_call_cancelled_midway_replaces_its_instance() {
+    let mut cfg = misbehave("loop", json!({}));
+    cfg.fuel = u64::MAX / 4;
+    cfg.timeout = Duration::from_secs(30);
+    let chain = Arc::new(Chain::load(&[cfg], &runtime()).await.unwrap());
+    // Cancel a call on each of the two instances while the guest spins (as when a client
+    // disconnects mid-request): neither instance may be lost to the pool.
+    for _ in 0..2 {
+        let c = chain.clone();
+        let call = tokio::spawn(async move { c.on_request(&mut request("m", 1), None).await.is_ok() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        call.abort();
+        assert!(call.await.unwrap_err().is_cancelled());
+    }
+    wait_healed(&chain, 2).await;
+    assert_eq!(chain.stats()[0].replaced, 2);
+}
+
+#[tokio::test]
 async fn hard_timeout_stops_a_plugin_stuck_in_a_host_call() {
     let mut cfg = misbehave("sleep", json!({}));
     cfg.timeout = Duration::from_millis(20);
