@@ -127,14 +127,7 @@ impl Pool {
     /// `shutting_down` (503), or whatever the provider call returned.
     pub async fn submit(&self, req: ProviderRequest) -> Result<Reply, Error> {
         let s = &self.shared;
-        let worker = match s.queue.take() {
-            Ok(Some(w)) => {
-                s.metrics.queue_wait.record(0.0);
-                w
-            }
-            Ok(None) => s.wait_for_worker().await?,
-            Err(_) => return Err(shutting_down()),
-        };
+        let worker = s.admit().await?;
         Shared::run(s, worker, req).await
     }
 
@@ -162,14 +155,8 @@ impl Pool {
     }
 }
 
-/// A pool dropped by a reload (its provider was removed or re-sized) refuses new requests; no
-/// request holds its snapshot any more, and streams still running finish.
-impl Drop for Pool {
-    fn drop(&mut self) {
-        self.shared.queue.close();
-    }
-}
-
+/// A pool dropped by a reload (its provider was removed or re-sized) is gone once no request
+/// holds its snapshot and its last stream has ended.
 impl Drop for Shared {
     fn drop(&mut self) {
         self.metrics.workers_gone(self.cfg.workers);
@@ -254,25 +241,29 @@ impl Drop for Held {
             s.metrics.cancelled.increment(cancelled as u64);
         }
         if closed {
-            s.metrics.queue_depth.set(s.queue.len() as f64);
             s.returned.notify_waiters();
         }
     }
 }
 
 impl Shared {
-    /// The slow path of admission: a place in the line under the overflow policy, then the
-    /// wait for a worker, at most until `queue_timeout` since arrival.
-    async fn wait_for_worker(&self) -> Result<Worker, Error> {
-        let admitted = match self.cfg.overflow {
-            Overflow::Reject => self.queue.try_push(),
-            Overflow::Block => self.queue.push_waiting(self.cfg.queue_timeout).await,
-            Overflow::DropOldest => self.queue.push_evicting().map(|(admit, evicted)| {
-                if evicted {
-                    self.metrics.dropped.increment(1);
-                }
-                admit
-            }),
+    /// Pool admission: an idle worker when nobody is waiting (the fast path, one mutex), else
+    /// a place in the line under the overflow policy and the wait for a worker, at most until
+    /// `queue_timeout` since arrival.
+    async fn admit(&self) -> Result<Worker, Error> {
+        let admitted = match self.queue.take() {
+            Ok(Some(w)) => Ok(Admit::Now(w)),
+            Err(refused) => Err(refused),
+            Ok(None) => match self.cfg.overflow {
+                Overflow::Reject => self.queue.try_push(),
+                Overflow::Block => self.queue.push_waiting(self.cfg.queue_timeout).await,
+                Overflow::DropOldest => self.queue.push_evicting().map(|(admit, evicted)| {
+                    if evicted {
+                        self.metrics.dropped.increment(1);
+                    }
+                    admit
+                }),
+            },
         };
         let mut ticket = match admitted {
             Ok(Admit::Now(w)) => {
