@@ -17,6 +17,7 @@ pub mod plugins;
 pub mod pool;
 pub mod providers;
 pub mod reload;
+pub mod repoll;
 pub mod routes;
 pub mod routing;
 pub mod server;

@@ -22,6 +22,7 @@ use crate::error::{Error, ErrorKind};
 use crate::gateway::AppState;
 use crate::providers::Endpoint;
 use crate::reload::Reloader;
+use crate::repoll::Repoll;
 
 /// After `shutdown_timeout`, how long connections may take to write the 503s of requests the
 /// drain did not finish (so they are answered, not cut off).
@@ -141,9 +142,11 @@ async fn accept_loop<H, F>(
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        // Reading a request body makes the connection's task wake itself: poll it again at
+        // once rather than through the scheduler (see `repoll`).
+        tokio::spawn(Repoll::new(async move {
             let _ = conn.await;
-        });
+        }));
     }
 }
 
