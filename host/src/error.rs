@@ -5,7 +5,11 @@ use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
+
+/// Who failed: `client`, `provider`, `plugin` or `gateway` (a constant: a `&str` name is
+/// parsed on every insert).
+const X_WEIR_ERROR_SOURCE: HeaderName = HeaderName::from_static("x-weir-error-source");
 
 /// Who caused a failure: decides the status family and whether a retry elsewhere may help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,7 +271,7 @@ impl Error {
         if let Some(secs) = self.retry_after {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        headers.insert("x-weir-error-source", HeaderValue::from_static(self.origin_str()));
+        headers.insert(X_WEIR_ERROR_SOURCE, HeaderValue::from_static(self.origin_str()));
         if self.kind == ErrorKind::BodyTooLarge {
             // The rest of the body was not read: the connection cannot carry another request.
             headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));

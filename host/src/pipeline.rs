@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, header};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
@@ -24,12 +24,23 @@ use crate::pool::{Reply, StreamItem};
 use crate::providers::sse::{DONE_FRAME, frame};
 use crate::providers::{Endpoint, ProviderRequest};
 
+/// The request id, sent back to the client and accepted from it.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Weir's own time for the request, excluding the upstream wait, in microseconds.
+const X_WEIR_OVERHEAD_US: HeaderName = HeaderName::from_static("x-weir-overhead-us");
+/// The provider that answered.
+const X_WEIR_PROVIDER: HeaderName = HeaderName::from_static("x-weir-provider");
+
 /// Per-request bookkeeping for `finish`.
 struct Ctx {
     id: Arc<str>,
+    /// `id` as the `x-request-id` response header value.
+    id_header: Option<HeaderValue>,
     endpoint: Endpoint,
     started: Instant,
     provider: Option<Arc<str>>,
+    /// `provider` as the `x-weir-provider` response header value.
+    provider_header: Option<HeaderValue>,
     /// The provider's pre-registered request metrics (set with `provider`).
     metrics: Option<Arc<RequestMetrics>>,
     upstream: Duration,
@@ -45,8 +56,17 @@ impl Ctx {
 /// Serves `POST /v1/chat/completions` and `POST /v1/embeddings`.
 pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: http::Request<Incoming>) -> Response<ResponseBody> {
     let started = Instant::now();
-    let id = request_id(req.headers());
-    let mut ctx = Ctx { id: id.clone(), endpoint, started, provider: None, metrics: None, upstream: Duration::ZERO };
+    let (id, id_header) = request_id(req.headers());
+    let mut ctx = Ctx {
+        id,
+        id_header,
+        endpoint,
+        started,
+        provider: None,
+        provider_header: None,
+        metrics: None,
+        upstream: Duration::ZERO,
+    };
     match run(&gw, &mut ctx, req).await {
         Ok(Outcome::Full(resp)) => {
             let resp = full_response(&ctx, resp);
@@ -102,6 +122,7 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     };
     let pool = &gw.pools[route.provider];
     ctx.provider = Some(pool.name().clone());
+    ctx.provider_header = pool.name_header().cloned();
     ctx.metrics = Some(pool.request_metrics().clone());
 
     // upstream_request. The client's bytes go as they are when they say exactly the validated
@@ -209,14 +230,14 @@ fn stream_response(
 
 /// Headers every model response carries.
 fn decorate(ctx: &Ctx, headers: &mut HeaderMap) {
-    if let Ok(v) = HeaderValue::from_str(&ctx.id) {
-        headers.insert("x-request-id", v);
+    // Header names are constants and values made once: a `&str` name is parsed on every
+    // insert (~500 instructions each, docs/benchmarks.md).
+    if let Some(v) = &ctx.id_header {
+        headers.insert(X_REQUEST_ID, v.clone());
     }
-    headers.insert("x-weir-overhead-us", HeaderValue::from(ctx.overhead().as_micros() as u64));
-    if let Some(p) = &ctx.provider
-        && let Ok(v) = HeaderValue::from_str(p)
-    {
-        headers.insert("x-weir-provider", v);
+    headers.insert(X_WEIR_OVERHEAD_US, HeaderValue::from(ctx.overhead().as_micros() as u64));
+    if let Some(v) = &ctx.provider_header {
+        headers.insert(X_WEIR_PROVIDER, v.clone());
     }
 }
 
@@ -242,14 +263,42 @@ fn finish(ctx: &Ctx, status: u16, error: Option<&Error>) {
     }
 }
 
-/// The client's `x-request-id` when it is short and printable, else a fresh one.
-fn request_id(headers: &HeaderMap) -> Arc<str> {
-    if let Some(v) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+/// The client's `x-request-id` when it is short and printable, else a fresh one; with it, the
+/// response header value (the client's own value reused, no copy).
+fn request_id(headers: &HeaderMap) -> (Arc<str>, Option<HeaderValue>) {
+    if let Some(hv) = headers.get(&X_REQUEST_ID)
+        && let Ok(v) = hv.to_str()
         && !v.is_empty()
         && v.len() <= 128
         && v.bytes().all(|b| b.is_ascii_graphic())
     {
-        return Arc::from(v);
+        return (Arc::from(v), Some(hv.clone()));
     }
-    Arc::from(format!("req_{:016x}", fastrand::u64(..)))
+    let fresh = format!("req_{:016x}", fastrand::u64(..));
+    let id = Arc::from(fresh.as_str());
+    (id, HeaderValue::from_maybe_shared(Bytes::from(fresh)).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clients_request_id_is_kept_and_a_bad_one_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        let (id, header) = request_id(&h);
+        assert_eq!(&*id, "abc-123");
+        assert_eq!(header.unwrap(), "abc-123");
+
+        for bad in ["has space", "", &"x".repeat(129)] {
+            h.insert(X_REQUEST_ID, HeaderValue::from_str(bad).unwrap());
+            let (id, header) = request_id(&h);
+            assert!(id.starts_with("req_") && id.len() == 20, "{bad:?} -> {id}");
+            assert_eq!(header.unwrap().to_str().unwrap(), &*id, "the header says the same id");
+        }
+        let (a, _) = request_id(&HeaderMap::new());
+        let (b, _) = request_id(&HeaderMap::new());
+        assert_ne!(a, b, "fresh ids differ");
+    }
 }

@@ -43,6 +43,9 @@ const IDLE_SWEEP: Duration = Duration::from_secs(30);
 pub struct Pool {
     shared: Arc<Shared>,
     requests: Arc<crate::metrics::RequestMetrics>,
+    /// The name as an `x-weir-provider` header value, made once (`None` if the name is not a
+    /// valid header value).
+    name_header: Option<http::HeaderValue>,
 }
 
 /// What running calls and streams need of their pool.
@@ -85,12 +88,18 @@ impl Pool {
             cfg,
         });
         tokio::spawn(sweep_idle(Arc::downgrade(&shared)));
-        Arc::new(Self { shared, requests })
+        let name_header = http::HeaderValue::from_str(&shared.name).ok();
+        Arc::new(Self { shared, requests, name_header })
     }
 
     /// Provider name.
     pub fn name(&self) -> &Arc<str> {
         &self.shared.name
+    }
+
+    /// Provider name as a response header value (`x-weir-provider`), if it is a valid one.
+    pub fn name_header(&self) -> Option<&http::HeaderValue> {
+        self.name_header.as_ref()
     }
 
     /// The provider behind this pool (for model discovery, which bypasses the line).
