@@ -56,7 +56,7 @@ impl Wake for Signal {
 }
 
 impl<F: Future> Repoll<F> {
-    /// Wraps `inner` (one allocation for its lifetime, none per poll).
+    /// Wraps `inner` (two allocations for the connection's lifetime, none per poll).
     pub fn new(inner: F) -> Self {
         let signal = Arc::new(Signal { state: AtomicU8::new(IDLE), task: AtomicWaker::new() });
         let waker = Waker::from(signal.clone());
