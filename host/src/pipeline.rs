@@ -18,9 +18,8 @@ use crate::body::{ResponseBody, read_limited};
 use crate::error::{Error, ErrorKind};
 use crate::exchange::{GatewayRequest, GatewayResponse, client_headers};
 use crate::gateway::Gateway;
-use crate::metrics::RequestMetrics;
 use crate::plugins::{ChunkOutcome, HookCtx, Seen};
-use crate::pool::{Reply, StreamItem};
+use crate::pool::{Pool, Reply, StreamItem};
 use crate::providers::sse::{DONE_FRAME, frame};
 use crate::providers::{Endpoint, ProviderRequest};
 
@@ -38,15 +37,18 @@ struct Ctx {
     id_header: Option<HeaderValue>,
     endpoint: Endpoint,
     started: Instant,
-    provider: Option<Arc<str>>,
-    /// `provider` as the `x-weir-provider` response header value.
-    provider_header: Option<HeaderValue>,
-    /// The provider's pre-registered request metrics (set with `provider`).
-    metrics: Option<Arc<RequestMetrics>>,
+    /// The provider's pool once routed: its name, `x-weir-provider` value and pre-registered
+    /// request metrics.
+    pool: Option<Arc<Pool>>,
     upstream: Duration,
 }
 
 impl Ctx {
+    /// The provider's name for logs, `-` before routing.
+    fn provider_name(&self) -> &str {
+        self.pool.as_ref().map_or("-", |p| p.name())
+    }
+
     /// Time spent in Weir so far, excluding the upstream wait.
     fn overhead(&self) -> Duration {
         self.started.elapsed().saturating_sub(self.upstream)
@@ -57,16 +59,7 @@ impl Ctx {
 pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: http::Request<Incoming>) -> Response<ResponseBody> {
     let started = Instant::now();
     let (id, id_header) = request_id(req.headers());
-    let mut ctx = Ctx {
-        id,
-        id_header,
-        endpoint,
-        started,
-        provider: None,
-        provider_header: None,
-        metrics: None,
-        upstream: Duration::ZERO,
-    };
+    let mut ctx = Ctx { id, id_header, endpoint, started, pool: None, upstream: Duration::ZERO };
     match run(&gw, &mut ctx, req).await {
         Ok(Outcome::Full(resp)) => {
             let resp = full_response(&ctx, resp);
@@ -121,9 +114,7 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         _ => gw.router.route(&request.model)?,
     };
     let pool = &gw.pools[route.provider];
-    ctx.provider = Some(pool.name().clone());
-    ctx.provider_header = pool.name_header().cloned();
-    ctx.metrics = Some(pool.request_metrics().clone());
+    ctx.pool = Some(pool.clone());
 
     // upstream_request. The client's bytes go as they are when they say exactly the validated
     // request, no plugin edited it and the provider knows the model by the client's name.
@@ -236,7 +227,7 @@ fn decorate(ctx: &Ctx, headers: &mut HeaderMap) {
         headers.insert(X_REQUEST_ID, v.clone());
     }
     headers.insert(X_WEIR_OVERHEAD_US, HeaderValue::from(ctx.overhead().as_micros() as u64));
-    if let Some(v) = &ctx.provider_header {
+    if let Some(v) = ctx.pool.as_ref().and_then(|p| p.name_header()) {
         headers.insert(X_WEIR_PROVIDER, v.clone());
     }
 }
@@ -244,7 +235,7 @@ fn decorate(ctx: &Ctx, headers: &mut HeaderMap) {
 /// The `finish` phase: metrics and the access log line, once per request.
 fn finish(ctx: &Ctx, status: u16, error: Option<&Error>) {
     let outcome = error.map_or(if status == 499 { "client_closed" } else { "ok" }, Error::metric_label);
-    match &ctx.metrics {
+    match ctx.pool.as_ref().map(|p| p.request_metrics()) {
         Some(m) => m.record(ctx.endpoint, outcome, status, ctx.overhead()),
         None => {
             crate::metrics::record_request("none".into(), ctx.endpoint, outcome, status);
@@ -253,10 +244,10 @@ fn finish(ctx: &Ctx, status: u16, error: Option<&Error>) {
     }
     match error {
         Some(e) if e.status().is_server_error() => tracing::warn!(
-            request_id = %ctx.id, provider = ctx.provider.as_deref().unwrap_or("-"), status, error = %e, "request failed"
+            request_id = %ctx.id, provider = ctx.provider_name(), status, error = %e, "request failed"
         ),
         _ => tracing::debug!(
-            request_id = %ctx.id, provider = ctx.provider.as_deref().unwrap_or("-"), status,
+            request_id = %ctx.id, provider = ctx.provider_name(), status,
             total_us = ctx.started.elapsed().as_micros() as u64, overhead_us = ctx.overhead().as_micros() as u64,
             "request finished"
         ),
