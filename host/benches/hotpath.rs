@@ -14,7 +14,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use weir::config::Config;
-use weir::pool::{Pool, Queue};
+use weir::pool::{Pool, Queue, Rank};
 use weir::providers::{Endpoint, Provider, ProviderRequest};
 use weir::routing::Router;
 
@@ -71,11 +71,12 @@ fn json_handling(c: &mut Criterion) {
 
 fn queue_handoff(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    // Pool admission's fast path: take an idle worker, hand it back.
+    // Pool admission's fast path: take an idle worker, hand it back. The rank is the worst
+    // case: no worker is local, so all 64 are looked at.
     let q: Queue<u64> = Queue::new((0..64).collect(), 1024);
     c.bench_function("queue_take_release", |b| {
         b.iter(|| {
-            let w = q.take().ok().flatten().unwrap();
+            let w = q.take(|_| Rank::Any).ok().flatten().unwrap();
             q.release(black_box(w))
         })
     });

@@ -21,4 +21,5 @@ pub mod repoll;
 pub mod routes;
 pub mod routing;
 pub mod server;
+pub mod shards;
 pub mod watch;

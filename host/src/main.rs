@@ -91,17 +91,21 @@ fn serve(path: Option<&PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow
     if let Some(addr) = listen {
         cfg.server.listen = addr;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    // The control runtime: startup, reloads, signals, the admin API and the acceptor. Client
+    // connections are served on the serving threads `Server::bind` starts.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     runtime.block_on(async move {
         weir::metrics::install();
         let shutdown_timeout = cfg.server.shutdown_timeout;
         let listen = cfg.server.listen;
+        let threads = cfg.server.threads;
         let summary = startup_summary(&cfg);
         let admin = cfg.admin.clone();
         let gateway = Gateway::build(cfg, None).await.map_err(anyhow::Error::msg)?;
         let state = AppState::new(gateway);
         let reloader = Reloader::new(state.clone(), path.cloned());
-        let mut server = Server::bind(listen, state).await.with_context(|| format!("cannot listen on {listen}"))?;
+        let mut server =
+            Server::bind(listen, threads, state).await.with_context(|| format!("cannot listen on {listen}"))?;
         let addr = server.local_addr()?;
         let admin_note = if admin.token.as_deref().is_some_and(|t| !t.is_empty()) {
             let a =
@@ -117,7 +121,7 @@ fn serve(path: Option<&PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow
         {
             tracing::warn!(error = %e, "file watching unavailable; reload with SIGHUP or the admin API");
         }
-        tracing::info!("weir listening on http://{addr} {summary} | {admin_note}");
+        tracing::info!("weir listening on http://{addr} ({} threads) {summary} | {admin_note}", server.threads());
         server.serve(reloader, shutdown_signal(), shutdown_timeout).await;
         tracing::info!("weir stopped");
         Ok(())

@@ -54,6 +54,7 @@ fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!("weir_requests_total", "Requests finished, by provider, endpoint, outcome and status");
     describe_histogram!("weir_overhead_seconds", Unit::Seconds, "Time spent in Weir excluding the upstream wait");
+    describe_gauge!("weir_connections_open", "Client connections open, by serving thread");
     describe_gauge!("weir_pool_queue_depth", "Requests waiting for a worker");
     describe_histogram!(
         "weir_pool_queue_wait_seconds",

@@ -116,6 +116,9 @@ impl Reloader {
         if cfg.server.listen != current.config.server.listen || cfg.admin.listen != current.config.admin.listen {
             tracing::warn!("listen addresses changed in the config; they take effect on restart only");
         }
+        if cfg.server.threads != current.config.server.threads {
+            tracing::warn!("server.threads changed in the config; it takes effect on restart only");
+        }
         let next = Gateway::build(cfg, Some(&current)).await?;
         let report = ReloadReport {
             trigger,

@@ -1,6 +1,7 @@
 //! The socket side: accept connections (HTTP/1.1 and HTTP/2) on the client listener and the
-//! optional admin listener, dispatch client requests by method and path, and shut down
-//! gracefully (stop accepting, drain pools, finish in-flight responses).
+//! optional admin listener, serve each client connection on one of the serving threads
+//! ([`crate::shards`]), dispatch client requests by method and path, and shut down gracefully
+//! (stop accepting, drain pools, finish in-flight responses).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,8 +14,8 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::body::ResponseBody;
@@ -23,27 +24,35 @@ use crate::gateway::AppState;
 use crate::providers::Endpoint;
 use crate::reload::Reloader;
 use crate::repoll::Repoll;
+use crate::shards::Shards;
 
 /// After `shutdown_timeout`, how long connections may take to write the 503s of requests the
 /// drain did not finish (so they are answered, not cut off).
 const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
-/// Bound, not yet serving, listeners.
+/// Bound, not yet serving, listeners, and the serving threads.
 pub struct Server {
     listener: TcpListener,
     admin: Option<TcpListener>,
     state: Arc<AppState>,
     draining: Arc<AtomicBool>,
+    shards: Shards,
 }
 
 impl Server {
-    /// Binds the client listener.
+    /// Binds the client listener and starts `threads` serving threads (one per core when 0).
     ///
     /// # Errors
-    /// The bind error (address in use, permission).
-    pub async fn bind(addr: SocketAddr, state: Arc<AppState>) -> std::io::Result<Self> {
+    /// The bind error (address in use, permission), or a thread that could not start.
+    pub async fn bind(addr: SocketAddr, threads: usize, state: Arc<AppState>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(Self { listener, admin: None, state, draining: Arc::new(AtomicBool::new(false)) })
+        let shards = Shards::start(crate::shards::count(threads))?;
+        Ok(Self { listener, admin: None, state, draining: Arc::new(AtomicBool::new(false)), shards })
+    }
+
+    /// How many serving threads there are.
+    pub fn threads(&self) -> usize {
+        self.shards.len()
     }
 
     /// Binds the admin listener too.
@@ -70,19 +79,40 @@ impl Server {
     pub async fn serve(self, reloader: Arc<Reloader>, shutdown: impl Future<Output = ()>, shutdown_timeout: Duration) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let graceful = GracefulShutdown::new();
+        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
         let admin_task = self.admin.map(|l| {
             let stop = stop_rx.clone();
+            let builder = builder.clone();
             tokio::spawn(async move {
                 let handler = move |req| crate::admin::dispatch(reloader.clone(), req);
                 let admin_graceful = GracefulShutdown::new();
-                accept_loop(l, &admin_graceful, stopped(stop), handler).await;
+                // The admin API is served on the control runtime, beside reloads and signals.
+                accept_loop(l, stopped(stop), |stream| {
+                    tokio::spawn(serve_conn(stream, builder.clone(), admin_graceful.watcher(), handler.clone()));
+                })
+                .await;
             })
         });
         let state = self.state.clone();
         let draining = self.draining.clone();
         let handler = move |req| dispatch(state.clone(), draining.clone(), req);
+        let shards = &self.shards;
+        let to_shard = |stream: TcpStream| {
+            // The socket moves to the shard's own reactor.
+            let stream = match stream.into_std() {
+                Ok(s) => s,
+                Err(e) => return tracing::warn!(error = %e, "cannot hand a connection to a serving thread"),
+            };
+            let (builder, watcher, handler) = (builder.clone(), graceful.watcher(), handler.clone());
+            shards.spawn(move || async move {
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => serve_conn(stream, builder, watcher, handler).await,
+                    Err(e) => tracing::warn!(error = %e, "cannot register a connection on a serving thread"),
+                }
+            });
+        };
         tokio::select! {
-            () = accept_loop(self.listener, &graceful, stopped(stop_rx), handler) => {}
+            () = accept_loop(self.listener, stopped(stop_rx), to_shard) => {}
             () = shutdown => {}
         }
         let _ = stop_tx.send(true);
@@ -101,6 +131,7 @@ impl Server {
         if conns.is_err() {
             tracing::warn!("shutdown timeout reached with connections still open");
         }
+        // Dropping `self.shards` stops the serving threads; all of their connections are done.
     }
 }
 
@@ -108,18 +139,8 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Accepts connections until `stop` resolves; each connection is served on its own task and
-/// watched by `graceful` so a shutdown lets its in-flight requests finish.
-async fn accept_loop<H, F>(
-    listener: TcpListener,
-    graceful: &GracefulShutdown,
-    stop: impl Future<Output = ()>,
-    handler: H,
-) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<ResponseBody>> + Send + 'static,
-{
-    let builder = auto::Builder::new(TokioExecutor::new());
+/// Accepts connections until `stop` resolves and hands each to `serve` (which spawns it).
+async fn accept_loop(listener: TcpListener, stop: impl Future<Output = ()>, mut serve: impl FnMut(TcpStream)) {
     tokio::pin!(stop);
     loop {
         let (stream, _peer) = tokio::select! {
@@ -135,19 +156,33 @@ async fn accept_loop<H, F>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let fut = handler(req);
-            async move { Ok::<_, Infallible>(fut.await) }
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let conn = graceful.watch(conn);
-        // Reading a request body makes the connection's task wake itself: poll it again at
-        // once rather than through the scheduler (see `repoll`).
-        tokio::spawn(Repoll::new(async move {
-            let _ = conn.await;
-        }));
+        serve(stream);
     }
+}
+
+/// Serves one connection to its end, watched by the graceful shutdown so a drain lets its
+/// in-flight requests finish.
+fn serve_conn<H, F>(
+    stream: TcpStream,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    handler: H,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let fut = handler(req);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+    let conn = watcher.watch(conn);
+    // Reading a request body makes the connection's task wake itself: poll it again at once
+    // rather than through the scheduler (see `repoll`).
+    Repoll::new(async move {
+        let _ = conn.await;
+    })
 }
 
 async fn dispatch(state: Arc<AppState>, draining: Arc<AtomicBool>, req: Request<Incoming>) -> Response<ResponseBody> {

@@ -17,4 +17,5 @@ mod reload;
 mod secrets;
 mod shutdown;
 mod status;
+mod threads;
 mod upstream_errors;

@@ -120,6 +120,9 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long in-flight and queued requests may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Serving threads, each with its own event loop; a connection stays on one for its life.
+    /// 0 (the default) means one per CPU core. Takes effect on restart.
+    pub threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -128,6 +131,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 10 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
+            threads: 0,
         }
     }
 }

@@ -24,7 +24,7 @@ pub use health::{Health, HealthState};
 pub use job::{Reply, StreamItem};
 use metrics::PoolMetrics;
 use queue::Admit;
-pub use queue::{Queue, Refused};
+pub use queue::{Queue, Rank, Refused};
 
 use crate::config::{Overflow, PoolConfig};
 use crate::error::{Error, ErrorKind};
@@ -67,6 +67,21 @@ struct Shared {
 struct Worker {
     lane: Lane,
     last_used: tokio::time::Instant,
+}
+
+impl Worker {
+    /// How well this idle worker suits a request on serving thread `here`: best if its
+    /// connection's I/O task runs on that thread (no cross-thread wake-ups), good if it has no
+    /// connection yet (it will open one there).
+    fn rank(&self, here: Option<usize>) -> Rank {
+        if !self.lane.is_open() {
+            Rank::Good
+        } else if here.is_some() && self.lane.home() == here {
+            Rank::Best
+        } else {
+            Rank::Any
+        }
+    }
 }
 
 impl Pool {
@@ -260,7 +275,8 @@ impl Shared {
     /// a place in the line under the overflow policy and the wait for a worker, at most until
     /// `queue_timeout` since arrival.
     async fn admit(&self) -> Result<Worker, Error> {
-        let admitted = match self.queue.take() {
+        let here = crate::shards::current();
+        let admitted = match self.queue.take(|w| w.rank(here)) {
             Ok(Some(w)) => Ok(Admit::Now(w)),
             Err(refused) => Err(refused),
             Ok(None) => match self.cfg.overflow {

@@ -61,9 +61,16 @@ struct Direct {
 #[derive(Default)]
 pub struct Lane {
     sender: Option<http1::SendRequest<Body>>,
+    /// The serving thread ([`crate::shards`]) whose runtime runs the connection's I/O task.
+    home: Option<usize>,
 }
 
 impl Lane {
+    /// The serving thread the connection's I/O task runs on (`None` if not on one).
+    pub fn home(&self) -> Option<usize> {
+        self.home
+    }
+
     /// Whether the lane holds a connection that is still open.
     pub fn is_open(&self) -> bool {
         self.sender.as_ref().is_some_and(|s| !s.is_closed())
@@ -143,6 +150,7 @@ impl Upstream {
                 Some(s) if !s.is_closed() => true,
                 _ => {
                     lane.sender = Some(direct.connect().await?);
+                    lane.home = crate::shards::current();
                     false
                 }
             };
