@@ -85,6 +85,12 @@ impl std::error::Error for DeadlineExceeded {}
 /// Installs the per-store guards that do not change between calls: the memory limiter, and
 /// the epoch callback that checks the deadline on every tick and otherwise yields to tokio.
 ///
+/// The yield is tokio's own (`yield_now`), which lets every other ready task of the thread
+/// and the I/O driver go first. A bare self-wake (wasmtime's default `Yield`) would put the
+/// call straight back on the run queue, and on a serving thread ([`crate::shards`]) a plugin
+/// spinning to its deadline would then hold up the I/O of every other connection there for
+/// up to tokio's event interval (61 polls of ~1 ms each).
+///
 /// # Errors
 /// Only if fuel is not enabled on the engine (a bug).
 pub fn install(store: &mut Store<StoreData>) -> wasmtime::Result<()> {
@@ -93,15 +99,17 @@ pub fn install(store: &mut Store<StoreData>) -> wasmtime::Result<()> {
         if Instant::now() >= ctx.data().deadline {
             return Err(wasmtime::Error::new(DeadlineExceeded));
         }
-        Ok(UpdateDeadline::Yield(1))
+        Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
     });
-    // Also yield every ~1M instructions: the tokio timer (the hard timeout) then fires even
-    // when the epoch ticker thread is starved on a saturated machine.
+    // Also yield every ~10M instructions (several epoch ticks' worth): the tokio timer (the
+    // hard timeout) then fires even when the epoch ticker thread is starved on a saturated
+    // machine.
     store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))
 }
 
-/// Fuel between forced yields.
-const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
+/// Fuel between forced yields: a fallback for a starved epoch ticker, rare enough that the
+/// epoch's polite yield is the one that normally lets other requests through.
+const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
 
 /// Arms the guards for one call: fresh fuel, a deadline, a cleared memory flag.
 ///

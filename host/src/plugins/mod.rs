@@ -21,6 +21,7 @@ mod host;
 mod instances;
 mod json;
 mod metrics;
+mod offload;
 mod plugin;
 pub mod tool;
 
@@ -206,7 +207,7 @@ impl Chain {
             if !seen.contains(i) || !p.hooks.contains(Hooks::ON_STREAM_CHUNK) {
                 continue;
             }
-            match p.on_stream_chunk(&ctx.request, ctx.provider.as_ref(), &chunk).await {
+            match p.on_stream_chunk(&ctx.request, ctx.provider.as_ref(), chunk.clone()).await {
                 Ok(ChunkDecision::Pass) => {}
                 Ok(ChunkDecision::Rewrite(b)) => chunk = b,
                 Ok(ChunkDecision::Drop) => return Ok(ChunkOutcome::Drop),

@@ -21,6 +21,7 @@ use super::guard::{self, Failure};
 use super::host::{Shared, StoreData, kv::KvStore, metrics::CustomMetrics};
 use super::instances::{Instance, Pool};
 use super::metrics::{Hook, PluginMetrics};
+use super::offload;
 use crate::config::{OnError, PluginConfig};
 use crate::exchange::{GatewayRequest, GatewayResponse};
 
@@ -244,7 +245,7 @@ impl Plugin {
         match self.pool.take(self.timeout).await {
             Some(i) => {
                 self.metrics.idle.decrement(1.0);
-                Ok(Lease { plugin: self, inst: Some(i) })
+                Ok(Lease { plugin: self, inst: Some(i), lent: false })
             }
             None => {
                 self.metrics.call(hook, Failure::Busy.label(), started.elapsed(), 0);
@@ -298,11 +299,10 @@ impl Plugin {
         self.metrics.instances.decrement(1.0);
         self.live.fetch_sub(1, Ordering::Relaxed);
         self.replaced.fetch_add(1, Ordering::Relaxed);
-        // Outside a runtime (a lease dropped while the process winds down) there is nobody
-        // left to serve.
-        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        // Off the serving threads: instantiating and `init` may take milliseconds. Outside a
+        // runtime (a lease dropped while the process winds down) nobody is left to serve.
         let weak = self.weak.clone();
-        rt.spawn(async move {
+        offload::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             loop {
                 let Some(plugin) = weak.upgrade() else { return };
@@ -335,7 +335,7 @@ impl Plugin {
         provider: Option<&Arc<str>>,
     ) -> Result<(RequestDecision, Edits), Failure> {
         let mut lease = self.checkout(Hook::Request).await?;
-        let inst = lease.instance();
+        let mut inst = lease.lend();
         let started = Instant::now();
         let placeholder = GatewayRequest {
             id: req.id.clone(),
@@ -346,13 +346,20 @@ impl Plugin {
             headers: HeaderMap::new(),
         };
         inst.store.data_mut().exchange.put_request(std::mem::replace(req, placeholder), provider.cloned());
-        let result = match guard::arm(&mut inst.store, self.fuel, self.timeout) {
-            Ok(()) => {
-                let call = inst.world.weir_plugin_handler().call_on_request(&mut inst.store, Resource::new_borrow(0));
-                guard::run(call, self.hard).await
-            }
-            Err(e) => Err(Some(e)),
-        };
+        let (fuel, timeout, hard) = (self.fuel, self.timeout, self.hard);
+        let (back, result) = offload::run(async move {
+            let result = match guard::arm(&mut inst.store, fuel, timeout) {
+                Ok(()) => {
+                    let call =
+                        inst.world.weir_plugin_handler().call_on_request(&mut inst.store, Resource::new_borrow(0));
+                    guard::run(call, hard).await
+                }
+                Err(e) => Err(Some(e)),
+            };
+            (inst, result)
+        })
+        .await;
+        let inst = lease.give_back(back);
         let ex = &mut inst.store.data_mut().exchange;
         if let Some(back) = ex.take_request() {
             *req = back;
@@ -393,22 +400,28 @@ impl Plugin {
         resp: &mut GatewayResponse,
     ) -> Result<ResponseDecision, Failure> {
         let mut lease = self.checkout(Hook::Response).await?;
-        let inst = lease.instance();
+        let mut inst = lease.lend();
         let started = Instant::now();
         let ex = &mut inst.store.data_mut().exchange;
         ex.put_shared(request.clone(), provider.cloned());
         ex.put_response(std::mem::replace(resp, GatewayResponse::ok(Bytes::new())));
-        let result = match guard::arm(&mut inst.store, self.fuel, self.timeout) {
-            Ok(()) => {
-                let call = inst.world.weir_plugin_handler().call_on_response(
-                    &mut inst.store,
-                    Resource::new_borrow(0),
-                    Resource::new_borrow(0),
-                );
-                guard::run(call, self.hard).await
-            }
-            Err(e) => Err(Some(e)),
-        };
+        let (fuel, timeout, hard) = (self.fuel, self.timeout, self.hard);
+        let (back, result) = offload::run(async move {
+            let result = match guard::arm(&mut inst.store, fuel, timeout) {
+                Ok(()) => {
+                    let call = inst.world.weir_plugin_handler().call_on_response(
+                        &mut inst.store,
+                        Resource::new_borrow(0),
+                        Resource::new_borrow(0),
+                    );
+                    guard::run(call, hard).await
+                }
+                Err(e) => Err(Some(e)),
+            };
+            (inst, result)
+        })
+        .await;
+        let inst = lease.give_back(back);
         if let Some(back) = inst.store.data_mut().exchange.take_response() {
             *resp = back;
         }
@@ -428,23 +441,29 @@ impl Plugin {
         &self,
         request: &Arc<GatewayRequest>,
         provider: Option<&Arc<str>>,
-        chunk: &[u8],
+        chunk: Bytes,
     ) -> Result<ChunkDecision, Failure> {
         let mut lease = self.checkout(Hook::StreamChunk).await?;
-        let inst = lease.instance();
+        let mut inst = lease.lend();
         let started = Instant::now();
         inst.store.data_mut().exchange.put_shared(request.clone(), provider.cloned());
-        let result = match guard::arm(&mut inst.store, self.fuel, self.timeout) {
-            Ok(()) => {
-                let call = inst.world.weir_plugin_handler().call_on_stream_chunk(
-                    &mut inst.store,
-                    Resource::new_borrow(0),
-                    chunk,
-                );
-                guard::run(call, self.hard).await
-            }
-            Err(e) => Err(Some(e)),
-        };
+        let (fuel, timeout, hard) = (self.fuel, self.timeout, self.hard);
+        let (back, result) = offload::run(async move {
+            let result = match guard::arm(&mut inst.store, fuel, timeout) {
+                Ok(()) => {
+                    let call = inst.world.weir_plugin_handler().call_on_stream_chunk(
+                        &mut inst.store,
+                        Resource::new_borrow(0),
+                        &chunk,
+                    );
+                    guard::run(call, hard).await
+                }
+                Err(e) => Err(Some(e)),
+            };
+            (inst, result)
+        })
+        .await;
+        let inst = lease.give_back(back);
         let result = result
             .map_err(|e| guard::classify(e, inst.store.data()))
             .and_then(|action| convert::chunk_action(action, self.max_output));
@@ -496,18 +515,29 @@ impl Plugin {
 struct Lease<'a> {
     plugin: &'a Plugin,
     inst: Option<Instance>,
+    /// The instance is out with a call (which may be running on the plugin runtime).
+    lent: bool,
 }
 
 impl Lease<'_> {
-    fn instance(&mut self) -> &mut Instance {
-        self.inst.as_mut().expect("held until checked in")
+    /// Hands the instance to a call; [`Lease::give_back`] returns it.
+    fn lend(&mut self) -> Instance {
+        self.lent = true;
+        self.inst.take().expect("held until checked in")
+    }
+
+    fn give_back(&mut self, inst: Instance) -> &mut Instance {
+        self.lent = false;
+        self.inst.insert(inst)
     }
 }
 
+/// A lease dropped before check-in (the request was cancelled mid-call, e.g. its client left):
+/// the instance may be stopped inside a guest call, or went with an aborted call, so a fresh
+/// one replaces it.
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        if let Some(inst) = self.inst.take() {
-            drop(inst);
+        if self.inst.take().is_some() || self.lent {
             self.plugin.replace("cancelled");
         }
     }
