@@ -101,7 +101,10 @@ impl Server {
             // The socket moves to the shard's own reactor.
             let stream = match stream.into_std() {
                 Ok(s) => s,
-                Err(e) => return tracing::warn!(error = %e, "cannot hand a connection to a serving thread"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot hand a connection to a serving thread");
+                    return;
+                }
             };
             let (builder, watcher, handler) = (builder.clone(), graceful.watcher(), handler.clone());
             shards.spawn(move || async move {
@@ -131,7 +134,8 @@ impl Server {
         if conns.is_err() {
             tracing::warn!("shutdown timeout reached with connections still open");
         }
-        // Dropping `self.shards` stops the serving threads; all of their connections are done.
+        // Dropping `self.shards` stops the serving threads: their connections have ended, or
+        // the drain's deadline has passed and what is left is dropped with them.
     }
 }
 
