@@ -39,7 +39,7 @@ fn good_config_passes() {
 #[test]
 fn bad_configs_fail_naming_the_key() {
     let key = ("WEIR_E2E_CHECK_KEY", "sk-test-SECRET123");
-    let cases: [(&str, &str, &[&str]); 8] = [
+    let cases: [(&str, &str, &[&str]); 9] = [
         ("workers = 4", "workers = 0", &["providers[0].pool.workers"]),
         ("overflow = \"reject\"", "overflow = \"sometimes\"", &["sometimes", "overflow"]),
         ("queue_timeout = \"2s\"", "queue_timeout = \"soon\"", &["queue_timeout"]),
@@ -48,6 +48,7 @@ fn bad_configs_fail_naming_the_key() {
         ("name = \"mock\"", "name = \"openai\"", &["providers[1].name", "duplicate"]),
         ("${WEIR_E2E_CHECK_KEY}", "${WEIR_E2E_UNSET_VAR}", &["providers[0].keys[0].value", "WEIR_E2E_UNSET_VAR"]),
         ("max_body_bytes = 1048576", "max_body_bytes = 0", &["server.max_body_bytes"]),
+        ("max_body_bytes = 1048576", "max_body_bytes = 1048576\nthreads = 10000", &["server.threads", "256"]),
     ];
     for (from, to, expected) in cases {
         assert!(GOOD.contains(from), "bad test case: {from}");

@@ -109,6 +109,10 @@ impl std::fmt::Debug for AdminConfig {
     }
 }
 
+/// Most serving threads `server.threads` accepts: each is an OS thread with its own event loop,
+/// so a typo (`threads = 10000`) would otherwise start thousands of them.
+pub const MAX_THREADS: usize = 256;
+
 /// `[server]`: the client-facing listener.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -307,6 +311,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.server.max_body_bytes == 0 {
             return Err(ConfigError::invalid("server.max_body_bytes", "must be at least 1"));
+        }
+        if self.server.threads > MAX_THREADS {
+            return Err(ConfigError::invalid(
+                "server.threads",
+                format!("at most {MAX_THREADS} (0 means one per CPU core)"),
+            ));
         }
         if self.providers.is_empty() {
             return Err(ConfigError::invalid("providers", "at least one provider is required"));
