@@ -97,8 +97,10 @@ impl<W> Queue<W> {
     }
 
     /// The fast path: an idle worker when nobody is waiting, `None` otherwise. `rank` orders
-    /// the idle workers (0 best, e.g. a worker whose connection lives on the caller's thread);
-    /// among equals the most recently used is taken, so rarely used connections age out.
+    /// the idle workers ([`Rank::Best`] first, e.g. a worker whose connection lives on the
+    /// caller's thread); among equals the most recently used is taken, so rarely used
+    /// connections age out. The rank is asked of each idle worker under the lock, so it must
+    /// be cheap (the pool's reads two fields).
     ///
     /// # Errors
     /// [`Refused::Closed`] after shutdown began.
