@@ -38,3 +38,33 @@ async fn connections_spread_over_the_serving_threads_and_keep_working() {
     open.sort_by(f64::total_cmp);
     assert_eq!(open, vec![2.0, 2.0, 3.0], "{text}");
 }
+
+#[tokio::test]
+async fn http2_streams_on_one_connection_are_served_concurrently() {
+    let up = MockUpstream::start().await;
+    let config = format!("[server]\nthreads = 2\n{}", up.provider_toml("up", "", "workers = 4"));
+    let weir = Weir::start(&config).await;
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .timeout(crate::support::http::REQUEST_TIMEOUT)
+        .build()
+        .unwrap();
+    let url = weir.url("/v1/chat/completions");
+    // Six streams at once on the one connection (its stream tasks run on its serving thread).
+    let calls = (0..6).map(|i| {
+        let (h2, url) = (h2.clone(), url.clone());
+        async move {
+            let resp = h2.post(&url).json(&chat("up/m", &format!("stream {i}"))).send().await.unwrap();
+            assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+            let reply = Reply::read(resp).await;
+            assert!(reply.text.contains(&format!("stream {i}")), "{}", reply.text);
+            reply.status
+        }
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    assert_eq!(statuses, vec![200; 6]);
+    let text = Reply::read(h2.get(weir.url("/metrics")).send().await.unwrap()).await.text;
+    let open: f64 = ["0", "1"].iter().map(|t| metric(&text, "weir_connections_open", &[("thread", t)])).sum();
+    assert_eq!(open, 1.0, "one h2 connection carried every request: {text}");
+}
