@@ -50,6 +50,8 @@ pub struct PluginMetrics {
     /// Idle instances.
     pub idle: Gauge,
     replaced: [Counter; REASONS.len()],
+    /// Calls that outlasted their first epoch tick and moved off their serving thread.
+    pub moved: Counter,
 }
 
 impl PluginMetrics {
@@ -79,6 +81,7 @@ impl PluginMetrics {
             idle: gauge!("weir_plugin_instances_idle", "plugin" => p.clone()),
             replaced: REASONS
                 .map(|r| counter!("weir_plugin_instances_replaced_total", "plugin" => p.clone(), "reason" => r)),
+            moved: counter!("weir_plugin_calls_moved_total", "plugin" => p.clone()),
         }
     }
 
@@ -117,4 +120,8 @@ pub fn describe() {
     describe_gauge!("weir_plugin_instances_idle", "Idle plugin instances ready for a call");
     describe_counter!("weir_plugin_instances_replaced_total", "Plugin instances discarded and replaced, by reason");
     describe_counter!("weir_plugin_skipped_total", "Fail-open plugins skipped for a request after a failure");
+    describe_counter!(
+        "weir_plugin_calls_moved_total",
+        "Hook calls still running at an epoch tick, moved off their serving thread to the plugin runtime"
+    );
 }

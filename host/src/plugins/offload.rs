@@ -44,12 +44,12 @@ fn target() -> Option<Handle> {
 }
 
 /// Runs `call`: inline until its first `Pending`, then (on a serving thread) on the plugin
-/// runtime. Dropping the returned future aborts the call wherever it runs; what it owned (the
-/// instance) is dropped with it.
+/// runtime, counting the move in `moved`. Dropping the returned future aborts the call
+/// wherever it runs; what it owned (the instance) is dropped with it.
 ///
 /// # Panics
 /// Resumes a panic raised by `call`.
-pub async fn run<T, F>(call: F) -> T
+pub async fn run<T, F>(call: F, moved: &metrics::Counter) -> T
 where
     F: Future<Output = T> + Send + 'static,
     T: Send + 'static,
@@ -61,6 +61,7 @@ where
     let Some(rt) = crate::shards::current().and_then(|_| runtime()) else {
         return call.await;
     };
+    moved.increment(1);
     let mut task = Abort(rt.spawn(call));
     match (&mut task.0).await {
         Ok(v) => v,
@@ -110,12 +111,15 @@ mod tests {
         let shards = crate::shards::Shards::start(1).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         shards.spawn(move || async move {
-            let quick = run(async { thread_name() }).await;
-            let slow = run(async {
-                let before = thread_name();
-                tokio::task::yield_now().await;
-                (before, thread_name())
-            })
+            let quick = run(async { thread_name() }, &metrics::Counter::noop()).await;
+            let slow = run(
+                async {
+                    let before = thread_name();
+                    tokio::task::yield_now().await;
+                    (before, thread_name())
+                },
+                &metrics::Counter::noop(),
+            )
             .await;
             tx.send((quick, slow, thread_name())).unwrap();
         });
@@ -139,10 +143,14 @@ mod tests {
                     self.0.store(true, Ordering::SeqCst);
                 }
             }
-            let call = run(async move {
-                let _owned = Flag(flag);
-                std::future::pending::<()>().await;
-            });
+            let moved = metrics::Counter::noop();
+            let call = run(
+                async move {
+                    let _owned = Flag(flag);
+                    std::future::pending::<()>().await;
+                },
+                &moved,
+            );
             // The waiter gives up (as when the client leaves) while the call sits on the
             // plugin runtime.
             let _ = tokio::time::timeout(Duration::from_millis(20), call).await;
@@ -158,10 +166,13 @@ mod tests {
 
     #[tokio::test]
     async fn off_the_serving_threads_calls_stay_on_their_task() {
-        let name = run(async {
-            tokio::task::yield_now().await;
-            thread_name()
-        })
+        let name = run(
+            async {
+                tokio::task::yield_now().await;
+                thread_name()
+            },
+            &metrics::Counter::noop(),
+        )
         .await;
         assert!(!name.starts_with("weir-plugin"), "ran on {name}");
     }

@@ -347,17 +347,20 @@ impl Plugin {
         };
         inst.store.data_mut().exchange.put_request(std::mem::replace(req, placeholder), provider.cloned());
         let (fuel, timeout, hard) = (self.fuel, self.timeout, self.hard);
-        let (back, result) = offload::run(async move {
-            let result = match guard::arm(&mut inst.store, fuel, timeout) {
-                Ok(()) => {
-                    let call =
-                        inst.world.weir_plugin_handler().call_on_request(&mut inst.store, Resource::new_borrow(0));
-                    guard::run(call, hard).await
-                }
-                Err(e) => Err(Some(e)),
-            };
-            (inst, result)
-        })
+        let (back, result) = offload::run(
+            async move {
+                let result = match guard::arm(&mut inst.store, fuel, timeout) {
+                    Ok(()) => {
+                        let call =
+                            inst.world.weir_plugin_handler().call_on_request(&mut inst.store, Resource::new_borrow(0));
+                        guard::run(call, hard).await
+                    }
+                    Err(e) => Err(Some(e)),
+                };
+                (inst, result)
+            },
+            &self.metrics.moved,
+        )
         .await;
         let inst = lease.give_back(back);
         let ex = &mut inst.store.data_mut().exchange;
@@ -406,20 +409,23 @@ impl Plugin {
         ex.put_shared(request.clone(), provider.cloned());
         ex.put_response(std::mem::replace(resp, GatewayResponse::ok(Bytes::new())));
         let (fuel, timeout, hard) = (self.fuel, self.timeout, self.hard);
-        let (back, result) = offload::run(async move {
-            let result = match guard::arm(&mut inst.store, fuel, timeout) {
-                Ok(()) => {
-                    let call = inst.world.weir_plugin_handler().call_on_response(
-                        &mut inst.store,
-                        Resource::new_borrow(0),
-                        Resource::new_borrow(0),
-                    );
-                    guard::run(call, hard).await
-                }
-                Err(e) => Err(Some(e)),
-            };
-            (inst, result)
-        })
+        let (back, result) = offload::run(
+            async move {
+                let result = match guard::arm(&mut inst.store, fuel, timeout) {
+                    Ok(()) => {
+                        let call = inst.world.weir_plugin_handler().call_on_response(
+                            &mut inst.store,
+                            Resource::new_borrow(0),
+                            Resource::new_borrow(0),
+                        );
+                        guard::run(call, hard).await
+                    }
+                    Err(e) => Err(Some(e)),
+                };
+                (inst, result)
+            },
+            &self.metrics.moved,
+        )
         .await;
         let inst = lease.give_back(back);
         if let Some(back) = inst.store.data_mut().exchange.take_response() {
@@ -448,20 +454,23 @@ impl Plugin {
         let started = Instant::now();
         inst.store.data_mut().exchange.put_shared(request.clone(), provider.cloned());
         let (fuel, timeout, hard) = (self.fuel, self.timeout, self.hard);
-        let (back, result) = offload::run(async move {
-            let result = match guard::arm(&mut inst.store, fuel, timeout) {
-                Ok(()) => {
-                    let call = inst.world.weir_plugin_handler().call_on_stream_chunk(
-                        &mut inst.store,
-                        Resource::new_borrow(0),
-                        &chunk,
-                    );
-                    guard::run(call, hard).await
-                }
-                Err(e) => Err(Some(e)),
-            };
-            (inst, result)
-        })
+        let (back, result) = offload::run(
+            async move {
+                let result = match guard::arm(&mut inst.store, fuel, timeout) {
+                    Ok(()) => {
+                        let call = inst.world.weir_plugin_handler().call_on_stream_chunk(
+                            &mut inst.store,
+                            Resource::new_borrow(0),
+                            &chunk,
+                        );
+                        guard::run(call, hard).await
+                    }
+                    Err(e) => Err(Some(e)),
+                };
+                (inst, result)
+            },
+            &self.metrics.moved,
+        )
         .await;
         let inst = lease.give_back(back);
         let result = result
