@@ -2,6 +2,7 @@
 //! pool, and one guarded call per hook (check out, arm guards, call, classify, check in or
 //! replace in the background).
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -14,7 +15,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Store;
 use wasmtime::component::Resource;
 
-use super::bindings::{Hooks, PluginWorldPre};
+use super::bindings::{ChunkAction, Hooks, PluginWorldPre, RequestAction, ResponseAction};
 use super::convert::{self, ChunkDecision, RequestDecision, ResponseDecision};
 use super::engine::{self, Runtime};
 use super::guard::{self, Failure};
@@ -323,6 +324,27 @@ impl Plugin {
         });
     }
 
+    /// Runs one hook call on the leased instance under its guards (fresh fuel, deadline, hard
+    /// timeout): inline, or on the plugin runtime once it outlasts an epoch tick
+    /// ([`offload`]). The instance goes with the call and comes back to the lease.
+    async fn guarded<C: HookCall>(&self, lease: &mut Lease<'_>, call: C) -> Result<C::Out, Option<wasmtime::Error>> {
+        let mut inst = lease.lend();
+        let (fuel, timeout, hard) = (self.fuel, self.timeout, self.hard);
+        let (back, result) = offload::run(
+            async move {
+                let result = match guard::arm(&mut inst.store, fuel, timeout) {
+                    Ok(()) => guard::run(call.call(&mut inst), hard).await,
+                    Err(e) => Err(Some(e)),
+                };
+                (inst, result)
+            },
+            &self.metrics.moved,
+        )
+        .await;
+        lease.give_back(back);
+        result
+    }
+
     /// Calls `on-request`. The request moves into the instance for the call and comes back
     /// with the plugin's edits; an edited body is re-validated. Returns the decision and what
     /// the plugin edited.
@@ -335,7 +357,6 @@ impl Plugin {
         provider: Option<&Arc<str>>,
     ) -> Result<(RequestDecision, Edits), Failure> {
         let mut lease = self.checkout(Hook::Request).await?;
-        let mut inst = lease.lend();
         let started = Instant::now();
         let placeholder = GatewayRequest {
             id: req.id.clone(),
@@ -345,24 +366,10 @@ impl Plugin {
             body: Map::new(),
             headers: HeaderMap::new(),
         };
-        inst.store.data_mut().exchange.put_request(std::mem::replace(req, placeholder), provider.cloned());
-        let (fuel, timeout, hard) = (self.fuel, self.timeout, self.hard);
-        let (back, result) = offload::run(
-            async move {
-                let result = match guard::arm(&mut inst.store, fuel, timeout) {
-                    Ok(()) => {
-                        let call =
-                            inst.world.weir_plugin_handler().call_on_request(&mut inst.store, Resource::new_borrow(0));
-                        guard::run(call, hard).await
-                    }
-                    Err(e) => Err(Some(e)),
-                };
-                (inst, result)
-            },
-            &self.metrics.moved,
-        )
-        .await;
-        let inst = lease.give_back(back);
+        let ex = &mut lease.instance().store.data_mut().exchange;
+        ex.put_request(std::mem::replace(req, placeholder), provider.cloned());
+        let result = self.guarded(&mut lease, OnRequest).await;
+        let inst = lease.instance();
         let ex = &mut inst.store.data_mut().exchange;
         if let Some(back) = ex.take_request() {
             *req = back;
@@ -403,31 +410,12 @@ impl Plugin {
         resp: &mut GatewayResponse,
     ) -> Result<ResponseDecision, Failure> {
         let mut lease = self.checkout(Hook::Response).await?;
-        let mut inst = lease.lend();
         let started = Instant::now();
-        let ex = &mut inst.store.data_mut().exchange;
+        let ex = &mut lease.instance().store.data_mut().exchange;
         ex.put_shared(request.clone(), provider.cloned());
         ex.put_response(std::mem::replace(resp, GatewayResponse::ok(Bytes::new())));
-        let (fuel, timeout, hard) = (self.fuel, self.timeout, self.hard);
-        let (back, result) = offload::run(
-            async move {
-                let result = match guard::arm(&mut inst.store, fuel, timeout) {
-                    Ok(()) => {
-                        let call = inst.world.weir_plugin_handler().call_on_response(
-                            &mut inst.store,
-                            Resource::new_borrow(0),
-                            Resource::new_borrow(0),
-                        );
-                        guard::run(call, hard).await
-                    }
-                    Err(e) => Err(Some(e)),
-                };
-                (inst, result)
-            },
-            &self.metrics.moved,
-        )
-        .await;
-        let inst = lease.give_back(back);
+        let result = self.guarded(&mut lease, OnResponse).await;
+        let inst = lease.instance();
         if let Some(back) = inst.store.data_mut().exchange.take_response() {
             *resp = back;
         }
@@ -450,29 +438,10 @@ impl Plugin {
         chunk: Bytes,
     ) -> Result<ChunkDecision, Failure> {
         let mut lease = self.checkout(Hook::StreamChunk).await?;
-        let mut inst = lease.lend();
         let started = Instant::now();
-        inst.store.data_mut().exchange.put_shared(request.clone(), provider.cloned());
-        let (fuel, timeout, hard) = (self.fuel, self.timeout, self.hard);
-        let (back, result) = offload::run(
-            async move {
-                let result = match guard::arm(&mut inst.store, fuel, timeout) {
-                    Ok(()) => {
-                        let call = inst.world.weir_plugin_handler().call_on_stream_chunk(
-                            &mut inst.store,
-                            Resource::new_borrow(0),
-                            &chunk,
-                        );
-                        guard::run(call, hard).await
-                    }
-                    Err(e) => Err(Some(e)),
-                };
-                (inst, result)
-            },
-            &self.metrics.moved,
-        )
-        .await;
-        let inst = lease.give_back(back);
+        lease.instance().store.data_mut().exchange.put_shared(request.clone(), provider.cloned());
+        let result = self.guarded(&mut lease, OnStreamChunk(chunk)).await;
+        let inst = lease.instance();
         let result = result
             .map_err(|e| guard::classify(e, inst.store.data()))
             .and_then(|action| convert::chunk_action(action, self.max_output));
@@ -517,6 +486,45 @@ impl Plugin {
     }
 }
 
+/// One hook's call into an instance, for [`Plugin::guarded`]: what differs between the
+/// hooks is only which export is called and with what.
+trait HookCall: Send + 'static {
+    /// What the export returns.
+    type Out: Send + 'static;
+    /// Starts the call (the request and response are already in the instance's exchange).
+    fn call(self, inst: &mut Instance) -> impl Future<Output = wasmtime::Result<Self::Out>> + Send;
+}
+
+struct OnRequest;
+struct OnResponse;
+struct OnStreamChunk(Bytes);
+
+impl HookCall for OnRequest {
+    type Out = RequestAction;
+    fn call(self, inst: &mut Instance) -> impl Future<Output = wasmtime::Result<RequestAction>> + Send {
+        inst.world.weir_plugin_handler().call_on_request(&mut inst.store, Resource::new_borrow(0))
+    }
+}
+
+impl HookCall for OnResponse {
+    type Out = ResponseAction;
+    fn call(self, inst: &mut Instance) -> impl Future<Output = wasmtime::Result<ResponseAction>> + Send {
+        inst.world.weir_plugin_handler().call_on_response(
+            &mut inst.store,
+            Resource::new_borrow(0),
+            Resource::new_borrow(0),
+        )
+    }
+}
+
+impl HookCall for OnStreamChunk {
+    type Out = ChunkAction;
+    async fn call(self, inst: &mut Instance) -> wasmtime::Result<ChunkAction> {
+        let chunk = self.0;
+        inst.world.weir_plugin_handler().call_on_stream_chunk(&mut inst.store, Resource::new_borrow(0), &chunk).await
+    }
+}
+
 /// An instance checked out for one hook call. Dropped without [`Plugin::checkin`] (the request
 /// was cancelled during the call, e.g. its client left), the instance may be stopped inside
 /// a guest call, so it is discarded and replaced; without this the pool lost one instance for
@@ -535,9 +543,13 @@ impl Lease<'_> {
         self.inst.take().expect("held until checked in")
     }
 
-    fn give_back(&mut self, inst: Instance) -> &mut Instance {
+    fn give_back(&mut self, inst: Instance) {
         self.lent = false;
-        self.inst.insert(inst)
+        self.inst = Some(inst);
+    }
+
+    fn instance(&mut self) -> &mut Instance {
+        self.inst.as_mut().expect("held until checked in")
     }
 }
 
