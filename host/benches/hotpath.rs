@@ -1,5 +1,6 @@
 //! Hot-path pieces of one request, without sockets or plugins: model routing, the JSON front
-//! door (parse + validate a ~1 KB chat body, serialize it for upstream), the pool queue alone,
+//! door (scan + validate a ~1 KB chat body; parse it into a tree and serialize it, as plugins'
+//! edits need), the pool queue alone,
 //! and a whole pool hand-off (submit → worker → the built-in mock provider on a one-word
 //! prompt, so the provider's own work is small → reply).
 //!
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use weir::config::Config;
+use weir::exchange::JsonBody;
 use weir::pool::{Pool, Queue, Rank};
 use weir::providers::{Endpoint, Provider, ProviderRequest};
 use weir::routing::Router;
@@ -63,6 +65,13 @@ fn json_handling(c: &mut Criterion) {
             m
         })
     });
+    // What the front door does now: one scan, no tree (the body stays bytes).
+    c.bench_function("json_read_request_1kb", |b| {
+        b.iter(|| {
+            weir::api::read_request(Endpoint::ChatCompletions, black_box(body.clone()), weir::api::BodyUse::Forward)
+                .unwrap()
+        })
+    });
     c.bench_function("json_serialize_1kb", |b| b.iter(|| serde_json::to_vec(black_box(&map)).unwrap()));
     c.bench_function("json_serde_value_parse_1kb", |b| {
         b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&body)).unwrap())
@@ -96,9 +105,8 @@ fn queue_handoff(c: &mut Criterion) {
             let req = ProviderRequest {
                 endpoint: Endpoint::ChatCompletions,
                 model: "llama-3.1-8b".into(),
-                body: map.clone(),
+                body: JsonBody::from_map(map.clone()),
                 stream: false,
-                raw: None,
             };
             rt.block_on(pool.submit(req)).ok().unwrap()
         })
@@ -114,9 +122,8 @@ fn queue_handoff(c: &mut Criterion) {
             let req = ProviderRequest {
                 endpoint: Endpoint::ChatCompletions,
                 model: "llama-3.1-8b".into(),
-                body: map.clone(),
+                body: JsonBody::from_map(map.clone()),
                 stream: false,
-                raw: None,
             };
             mt.block_on(pool.submit(req)).ok().unwrap()
         })

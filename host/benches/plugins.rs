@@ -15,7 +15,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::HeaderMap;
 use serde_json::json;
 use weir::config::{PluginConfig, PluginRuntimeConfig};
-use weir::exchange::GatewayRequest;
+use weir::exchange::{GatewayRequest, JsonBody};
 use weir::plugins::Chain;
 use weir::plugins::bench::{RawCall, checkout_return, make_instance};
 use weir::providers::Endpoint;
@@ -34,7 +34,7 @@ fn request(kb: usize) -> GatewayRequest {
         endpoint: Endpoint::ChatCompletions,
         model: "m".into(),
         stream: false,
-        body: body.as_object().unwrap().clone(),
+        body: JsonBody::from_map(body.as_object().unwrap().clone()),
         headers: HeaderMap::new(),
     }
 }
@@ -67,7 +67,11 @@ fn default_chain(rt: &tokio::runtime::Runtime) -> Chain {
 /// The request body of scripts/bench.sh.
 fn bench_request() -> GatewayRequest {
     let body = common::bench_chat_body();
-    GatewayRequest { model: "bench-1".into(), body: body.as_object().unwrap().clone(), ..request(0) }
+    GatewayRequest {
+        model: "bench-1".into(),
+        body: JsonBody::from_map(body.as_object().unwrap().clone()),
+        ..request(0)
+    }
 }
 
 fn bench(c: &mut Criterion) {

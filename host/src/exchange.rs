@@ -1,5 +1,6 @@
 //! The request and response as they travel through the phases (and, through `plugins`, as
-//! plugins see them). Bodies stay JSON maps / `Bytes`; nothing here is provider-specific.
+//! plugins see them). Bodies stay the client's `Bytes` until something reads or edits their
+//! fields ([`JsonBody`]); nothing here is provider-specific.
 
 use std::sync::Arc;
 
@@ -21,9 +22,83 @@ pub struct GatewayRequest {
     /// Whether the client asked for a stream.
     pub stream: bool,
     /// The JSON body.
-    pub body: Map<String, Value>,
+    pub body: JsonBody,
     /// Client headers, minus credentials (`authorization`, `cookie`, `x-api-key`, ...).
     pub headers: HeaderMap,
+}
+
+/// A request's JSON body (an object): the client's bytes, parsed into a tree the first time
+/// something reads a field (a plugin, a provider that builds its own request). Reading keeps
+/// the bytes; editing drops them, so [`JsonBody::raw`] is `Some` exactly while the bytes still
+/// say what the tree says and may go upstream as they are.
+#[derive(Debug, Clone, Default)]
+pub struct JsonBody {
+    raw: Option<Bytes>,
+    tree: Option<Map<String, Value>>,
+}
+
+impl JsonBody {
+    /// A body from the client's bytes. They must hold one JSON object that repeats no key
+    /// (checked by [`crate::api::read_request`]): a tree parsed from them later then says
+    /// exactly what they say.
+    pub fn from_raw(bytes: Bytes) -> Self {
+        Self { raw: Some(bytes), tree: None }
+    }
+
+    /// A body parsed at once, with the bytes it came from when they say exactly what the
+    /// tree says (no repeated key).
+    pub fn from_parsed(raw: Option<Bytes>, map: Map<String, Value>) -> Self {
+        Self { raw, tree: Some(map) }
+    }
+
+    /// A body that exists only as a tree (edited, or built by Weir).
+    pub fn from_map(map: Map<String, Value>) -> Self {
+        Self { raw: None, tree: Some(map) }
+    }
+
+    /// The bytes, while nothing has edited the body.
+    pub fn raw(&self) -> Option<&Bytes> {
+        self.raw.as_ref()
+    }
+
+    /// The tree, if it has been parsed (for read-only holders that cannot parse it).
+    pub fn parsed(&self) -> Option<&Map<String, Value>> {
+        self.tree.as_ref()
+    }
+
+    /// The tree, parsed now if needed; the bytes are kept.
+    pub fn map(&mut self) -> &Map<String, Value> {
+        self.parse()
+    }
+
+    /// The tree for editing: the bytes are dropped (they no longer say what the tree says).
+    pub fn map_mut(&mut self) -> &mut Map<String, Value> {
+        self.parse();
+        self.raw = None;
+        self.tree.get_or_insert_with(Map::new)
+    }
+
+    /// Forgets the bytes, so that the body goes upstream re-serialised from the tree.
+    pub fn forget_raw(&mut self) {
+        self.parse();
+        self.raw = None;
+    }
+
+    /// The tree, by value.
+    pub fn into_map(mut self) -> Map<String, Value> {
+        self.parse();
+        self.tree.unwrap_or_default()
+    }
+
+    fn parse(&mut self) -> &mut Map<String, Value> {
+        if self.tree.is_none() {
+            // The bytes were checked at the front door, so this parse cannot fail; an empty
+            // object stands in if it ever did.
+            let map = self.raw.as_ref().and_then(|b| crate::api::parse_object(b).ok()).unwrap_or_default();
+            self.tree = Some(map);
+        }
+        self.tree.get_or_insert_with(Map::new)
+    }
 }
 
 /// A whole (non-stream) response, from upstream or produced by a plugin.

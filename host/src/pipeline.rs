@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, header};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
+use crate::api::BodyUse;
 use crate::body::{ResponseBody, read_limited};
 use crate::error::{Error, ErrorKind};
 use crate::exchange::{GatewayRequest, GatewayResponse, client_headers};
@@ -87,14 +88,16 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     let content_length =
         parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let bytes = read_limited(body, content_length, gw.config.server.max_body_bytes).await?;
-    let parsed = crate::api::parse_body(&bytes)?;
-    let (model, stream) = crate::api::validate(ctx.endpoint, &parsed.map)?;
+    // Without on-request hooks nothing reads the body's fields: one scan checks it and its
+    // bytes go upstream as they are, never parsed into a tree.
+    let usage = if gw.plugins.has_request_hooks() { BodyUse::Read } else { BodyUse::Forward };
+    let front = crate::api::read_request(ctx.endpoint, bytes, usage)?;
     let mut request = GatewayRequest {
         id: ctx.id.clone(),
         endpoint: ctx.endpoint,
-        model,
-        stream,
-        body: parsed.map,
+        model: front.model,
+        stream: front.stream,
+        body: front.body,
         headers: client_headers(&parts.headers),
     };
 
@@ -117,16 +120,14 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     ctx.pool = Some(pool.clone());
 
     // upstream_request. The client's bytes go as they are when they say exactly the validated
-    // request, no plugin edited it and the provider knows the model by the client's name.
-    let raw = (parsed.faithful && !pre.edited && route.upstream_model == request.model).then_some(bytes);
-    let upstream = ProviderRequest {
-        endpoint: request.endpoint,
-        model: route.upstream_model,
-        // The body moves upstream (no copy); post hooks see the request's metadata.
-        body: std::mem::take(&mut request.body),
-        stream: request.stream,
-        raw,
-    };
+    // request (`JsonBody::raw`: no plugin edited it) and the provider knows the model by the
+    // client's name. The body moves upstream (no copy); post hooks see the request's metadata.
+    let mut body = std::mem::take(&mut request.body);
+    if pre.edited || route.upstream_model != request.model {
+        body.forget_raw();
+    }
+    let upstream =
+        ProviderRequest { endpoint: request.endpoint, model: route.upstream_model, body, stream: request.stream };
     let hook = HookCtx { request: Arc::new(request), provider: Some(pool.name().clone()) };
     match pool.submit(upstream).await? {
         Reply::Full { body, upstream } => {

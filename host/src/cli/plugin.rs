@@ -161,7 +161,7 @@ async fn test(a: TestArgs) -> anyhow::Result<()> {
     let mut failed = false;
     let mut response = Some(GatewayResponse::ok(response_body));
     if run.has("on-request") {
-        let original = req.body.clone();
+        let original = req.body.clone().into_map();
         let call = run.on_request(&mut req).await;
         let stats = format!("fuel {}, {}", call.fuel, ms(call.time));
         match call.outcome {

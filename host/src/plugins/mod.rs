@@ -129,6 +129,11 @@ impl Chain {
         self.plugins.is_empty()
     }
 
+    /// Whether some plugin has an `on-request` hook (and so may read the request body).
+    pub fn has_request_hooks(&self) -> bool {
+        self.plugins.iter().any(|p| p.hooks.contains(Hooks::ON_REQUEST))
+    }
+
     /// Pool counters of every plugin, in chain order.
     pub fn stats(&self) -> Vec<PoolStats> {
         self.plugins.iter().map(|p| p.stats()).collect()

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::HeaderMap;
-use serde_json::Map;
 use sha2::{Digest, Sha256};
 use wasmtime::Store;
 use wasmtime::component::Resource;
@@ -24,7 +23,7 @@ use super::instances::{Instance, Pool};
 use super::metrics::{Hook, PluginMetrics};
 use super::offload;
 use crate::config::{OnError, PluginConfig};
-use crate::exchange::{GatewayRequest, GatewayResponse};
+use crate::exchange::{GatewayRequest, GatewayResponse, JsonBody};
 
 /// `init` may take this many times a hook's fuel and deadline (it parses config, builds
 /// regexes).
@@ -363,7 +362,7 @@ impl Plugin {
             endpoint: req.endpoint,
             model: String::new(),
             stream: req.stream,
-            body: Map::new(),
+            body: JsonBody::default(),
             headers: HeaderMap::new(),
         };
         let ex = &mut lease.instance().store.data_mut().exchange;
@@ -381,7 +380,7 @@ impl Plugin {
             .and_then(|action| convert::request_action(action, self.max_output))
             .and_then(|decision| {
                 if body_edited {
-                    let (model, stream) = crate::api::validate(req.endpoint, &req.body)
+                    let (model, stream) = crate::api::validate(req.endpoint, req.body.map())
                         .map_err(|e| Failure::Invalid(format!("edited request is invalid: {}", e.message)))?;
                     model_changed |= model != req.model;
                     req.model = model;

@@ -9,6 +9,7 @@ use http::HeaderMap;
 use serde_json::json;
 
 use super::*;
+use crate::exchange::JsonBody;
 use crate::providers::Endpoint;
 
 /// Path of a built plugin component (`WEIR_PLUGIN_DIR` overrides the directory).
@@ -44,7 +45,7 @@ pub(crate) fn request(model: &str, kb: usize) -> GatewayRequest {
         endpoint: Endpoint::ChatCompletions,
         model: model.into(),
         stream: false,
-        body: body.as_object().unwrap().clone(),
+        body: JsonBody::from_map(body.as_object().unwrap().clone()),
         headers: HeaderMap::new(),
     }
 }
@@ -75,7 +76,7 @@ async fn noop_plugin_continues_and_sees_the_response() {
     let pre = chain.on_request(&mut req, None).await.unwrap();
     assert!(pre.respond.is_none() && !pre.model_changed);
     assert!(!pre.edited, "a plugin that only reads leaves the client's bytes forwardable");
-    assert_eq!(req.body["messages"][0]["content"].as_str().unwrap().len(), 1024);
+    assert_eq!(req.body.map()["messages"][0]["content"].as_str().unwrap().len(), 1024);
     let ctx = HookCtx { request: Arc::new(req), provider: Some("mock".into()) };
     let mut resp = GatewayResponse::ok(Bytes::from_static(b"{}"));
     chain.on_response(&ctx, pre.seen, &mut resp).await.unwrap();
@@ -104,7 +105,7 @@ async fn each_failure_is_classified_and_the_pool_heals() {
             assert!(err.message.contains(expect), "{mode}: {err}");
             assert!(err.message.contains(&format!("`{mode}`")), "{mode}: names the plugin: {err}");
             // The request survives the failed call intact.
-            assert_eq!(req.body["messages"][0]["content"].as_str().unwrap().len(), 1024, "{mode}");
+            assert_eq!(req.body.map()["messages"][0]["content"].as_str().unwrap().len(), 1024, "{mode}");
         }
         wait_healed(&chain, 2).await;
         let replaced = chain.stats()[0].replaced;

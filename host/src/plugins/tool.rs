@@ -16,7 +16,7 @@ use super::engine;
 use super::plugin::Plugin;
 use crate::config::PluginConfig;
 use crate::error::Error;
-use crate::exchange::{GatewayRequest, GatewayResponse};
+use crate::exchange::{GatewayRequest, GatewayResponse, JsonBody};
 use crate::providers::Endpoint;
 
 /// How the compiled code was obtained.
@@ -195,7 +195,7 @@ impl TestRun {
         let result = self.plugin.on_request(req, None).await;
         let time = started.elapsed();
         let outcome = match result {
-            Ok((RequestDecision::Continue, _)) => Ok(RequestOutcome::Continue(req.body.clone())),
+            Ok((RequestDecision::Continue, _)) => Ok(RequestOutcome::Continue(req.body.clone().into_map())),
             Ok((RequestDecision::Respond(r), _)) => Ok(RequestOutcome::Respond(r)),
             Ok((RequestDecision::Reject(e), _)) => Ok(reject(&e)),
             Err(f) => Err(failure_text(f.describe(), f.detail())),
@@ -210,7 +210,7 @@ impl TestRun {
             endpoint: req.endpoint,
             model: req.model.clone(),
             stream: req.stream,
-            body: Map::new(),
+            body: JsonBody::default(),
             headers: req.headers.clone(),
         });
         let started = Instant::now();
@@ -243,7 +243,14 @@ fn failure_text(describe: &str, detail: &str) -> String {
 pub fn request(endpoint: Endpoint, body: Value, headers: HeaderMap) -> Result<GatewayRequest, String> {
     let Value::Object(body) = body else { return Err("the request must be a JSON object".into()) };
     let (model, stream) = crate::api::validate(endpoint, &body).map_err(|e| e.message.to_string())?;
-    Ok(GatewayRequest { id: "req_plugin_test".into(), endpoint, model, stream, body, headers })
+    Ok(GatewayRequest {
+        id: "req_plugin_test".into(),
+        endpoint,
+        model,
+        stream,
+        body: JsonBody::from_map(body),
+        headers,
+    })
 }
 
 /// A compile cache directory: the given one, or a private temporary one removed on drop.

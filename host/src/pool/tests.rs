@@ -4,6 +4,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
+use crate::exchange::JsonBody;
 use crate::providers::http::IDLE_TIMEOUT;
 use crate::providers::scripted::Scripted;
 use crate::providers::{Endpoint, Provider};
@@ -23,9 +24,8 @@ fn req(script: &str) -> ProviderRequest {
     ProviderRequest {
         endpoint: Endpoint::ChatCompletions,
         model: "m".into(),
-        body: body.as_object().cloned().unwrap(),
+        body: JsonBody::from_map(body.as_object().cloned().unwrap()),
         stream: false,
-        raw: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! the last user message (so a plugin's edits are visible end to end), streams send it word by
 //! word, embeddings are deterministic vectors. `latency` and `chunk_delay` shape its timing.
 
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -40,7 +41,8 @@ impl Mock {
     ///
     /// # Errors
     /// 400 if the embeddings input has an unsupported shape.
-    pub async fn call(&self, req: ProviderRequest) -> Result<ProviderResponse, Error> {
+    pub async fn call(&self, mut req: ProviderRequest) -> Result<ProviderResponse, Error> {
+        req.body.map();
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
@@ -55,10 +57,9 @@ impl Mock {
         let id = completion_id();
         let created = now_secs();
         let model = req.model.clone();
-        let reply = last_user_text(&req.body);
-        let prompt_tokens = prompt_tokens(&req.body);
-        let include_usage = req
-            .body
+        let reply = last_user_text(tree(req));
+        let prompt_tokens = prompt_tokens(tree(req));
+        let include_usage = tree(req)
             .get("stream_options")
             .and_then(|o| o.get("include_usage"))
             .and_then(Value::as_bool)
@@ -98,7 +99,7 @@ fn chunk(id: &str, created: u64, model: &str, delta: Value, finish: Option<&str>
 }
 
 fn chat_completion(req: &ProviderRequest) -> Bytes {
-    let reply = last_user_text(&req.body);
+    let reply = last_user_text(tree(req));
     let completion_tokens = split_words(&reply).len() as u64;
     let body = json!({
         "id": completion_id(),
@@ -110,13 +111,13 @@ fn chat_completion(req: &ProviderRequest) -> Bytes {
             "message": { "role": "assistant", "content": reply },
             "finish_reason": "stop",
         }],
-        "usage": usage(prompt_tokens(&req.body), completion_tokens),
+        "usage": usage(prompt_tokens(tree(req)), completion_tokens),
     });
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
 fn embeddings(req: &ProviderRequest) -> Result<Bytes, Error> {
-    let inputs: Vec<String> = match req.body.get("input") {
+    let inputs: Vec<String> = match tree(req).get("input") {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) => {
             items.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect()
@@ -124,8 +125,8 @@ fn embeddings(req: &ProviderRequest) -> Result<Bytes, Error> {
         _ => return Err(Error::invalid_param("input", "input must be a string or an array")),
     };
     let dims =
-        req.body.get("dimensions").and_then(Value::as_u64).map_or(DEFAULT_DIMS, |d| (d as usize).clamp(1, MAX_DIMS));
-    let base64 = req.body.get("encoding_format").and_then(Value::as_str) == Some("base64");
+        tree(req).get("dimensions").and_then(Value::as_u64).map_or(DEFAULT_DIMS, |d| (d as usize).clamp(1, MAX_DIMS));
+    let base64 = tree(req).get("encoding_format").and_then(Value::as_str) == Some("base64");
     let mut prompt_tokens = 0u64;
     let data: Vec<Value> = inputs
         .iter()
@@ -222,6 +223,12 @@ fn completion_id() -> String {
     format!("chatcmpl-mock-{:016x}", fastrand::u64(..))
 }
 
+/// The request's body tree (parsed by [`Mock::call`] before any helper runs).
+fn tree(req: &ProviderRequest) -> &Map<String, Value> {
+    static EMPTY: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
+    req.body.parsed().unwrap_or(&EMPTY)
+}
+
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -229,14 +236,14 @@ fn now_secs() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exchange::JsonBody;
 
     fn req(body: Value, stream: bool) -> ProviderRequest {
         ProviderRequest {
             endpoint: Endpoint::ChatCompletions,
             model: "mock-1".into(),
-            body: body.as_object().unwrap().clone(),
+            body: JsonBody::from_map(body.as_object().unwrap().clone()),
             stream,
-            raw: None,
         }
     }
 

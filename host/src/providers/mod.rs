@@ -11,10 +11,10 @@ pub mod sse;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use serde_json::{Map, Value};
 
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::Error;
+use crate::exchange::JsonBody;
 
 /// Which OpenAI endpoint a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,14 +51,12 @@ pub struct ProviderRequest {
     pub endpoint: Endpoint,
     /// The model name the provider knows.
     pub model: String,
-    /// The OpenAI-shaped JSON body (its `model` field is rewritten by the provider).
-    pub body: Map<String, Value>,
+    /// The OpenAI-shaped JSON body. While it still holds the client's own bytes
+    /// ([`JsonBody::raw`]: nothing edited the request and `model` is the client's name), HTTP
+    /// providers send them unchanged; otherwise they serialise the tree with `model` set.
+    pub body: JsonBody,
     /// Whether the client asked for a stream.
     pub stream: bool,
-    /// The client's own bytes, when they encode exactly `body` with `model` as the client
-    /// named it (nothing edited the request): HTTP providers send them unchanged instead of
-    /// serialising `body`.
-    pub raw: Option<Bytes>,
 }
 
 /// Stream of OpenAI `chat.completion.chunk` JSON payloads; ends after the last chunk

@@ -107,10 +107,10 @@ impl OpenAi {
             Endpoint::ChatCompletions => &self.chat_url,
             Endpoint::Embeddings => &self.embeddings_url,
         };
-        let bytes = match req.raw {
-            Some(raw) => raw,
+        let bytes = match req.body.raw() {
+            Some(raw) => raw.clone(),
             None => {
-                let mut body = req.body;
+                let mut body = req.body.into_map();
                 body.insert("model".into(), Value::String(req.model));
                 let bytes = serde_json::to_vec(&body).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
                 Bytes::from(bytes)

@@ -25,9 +25,9 @@ impl Scripted {
     ///
     /// # Errors
     /// `error:STATUS` answers with that upstream status.
-    pub async fn call(&self, req: ProviderRequest) -> Result<ProviderResponse, Error> {
+    pub async fn call(&self, mut req: ProviderRequest) -> Result<ProviderResponse, Error> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        let script = super::mock::last_user_text(&req.body);
+        let script = super::mock::last_user_text(req.body.map());
         for step in script.split_whitespace() {
             let (op, arg) = step.split_once(':').unwrap_or((step, ""));
             match op {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::StoreData;
-use crate::exchange::{GatewayRequest, GatewayResponse};
+use crate::exchange::{GatewayRequest, GatewayResponse, JsonBody};
 use crate::plugins::bindings::types::{self, Endpoint};
 use crate::plugins::bindings::{RequestHandle, ResponseHandle};
 use crate::plugins::json;
@@ -125,6 +125,16 @@ impl Exchange {
         }
     }
 
+    /// The request's endpoint and body tree, parsed on first use. `None` in post hooks, where
+    /// the body has gone upstream.
+    fn body_tree(&mut self) -> Option<(GatewayEndpoint, &Map<String, Value>)> {
+        match &mut self.request {
+            RequestSlot::Owned(r) => Some((r.endpoint, r.body.map())),
+            RequestSlot::Shared(r) => r.body.parsed().map(|m| (r.endpoint, m)),
+            RequestSlot::Empty => None,
+        }
+    }
+
     fn check_size(&self, len: usize) -> Result<(), String> {
         if len > self.max_output {
             return Err(format!("value larger than max_output_bytes ({})", self.max_output));
@@ -164,7 +174,7 @@ impl types::HostRequest for Exchange {
             return;
         }
         if let Ok(req) = self.req_mut() {
-            req.body.insert("model".into(), Value::String(model.clone()));
+            req.body.map_mut().insert("model".into(), Value::String(model.clone()));
             req.model = model;
             self.model_edited = true;
         }
@@ -189,21 +199,21 @@ impl types::HostRequest for Exchange {
     }
 
     fn body(&mut self, _: Resource<RequestHandle>) -> Option<String> {
-        match &self.request {
-            RequestSlot::Owned(r) => serde_json::to_string(&r.body).ok(),
+        match &mut self.request {
+            RequestSlot::Owned(r) => serde_json::to_string(r.body.map()).ok(),
             _ => None,
         }
     }
 
     fn get(&mut self, _: Resource<RequestHandle>, pointer: String) -> Option<String> {
-        let req = self.req()?;
-        json::get(&req.body, &pointer).and_then(|v| serde_json::to_string(v).ok())
+        let (_, body) = self.body_tree()?;
+        json::get(body, &pointer).and_then(|v| serde_json::to_string(v).ok())
     }
 
     fn prompt_texts(&mut self, _: Resource<RequestHandle>) -> Vec<String> {
-        let Some(req) = self.req() else { return Vec::new() };
+        let Some((endpoint, body)) = self.body_tree() else { return Vec::new() };
         let mut out = Vec::new();
-        json::visit_prompt_texts(&req.body, req.endpoint, &mut |t| out.push(t.to_owned()));
+        json::visit_prompt_texts(body, endpoint, &mut |t| out.push(t.to_owned()));
         out
     }
 
@@ -211,7 +221,7 @@ impl types::HostRequest for Exchange {
         self.check_size(json.len())?;
         let value: Value = serde_json::from_str(&json).map_err(|e| format!("invalid JSON: {e}"))?;
         let req = self.req_mut()?;
-        json::set(&mut req.body, &pointer, value).map_err(str::to_owned)?;
+        json::set(req.body.map_mut(), &pointer, value).map_err(str::to_owned)?;
         self.body_edited = true;
         Ok(())
     }
@@ -220,7 +230,7 @@ impl types::HostRequest for Exchange {
         self.check_size(json.len())?;
         let value: Value = serde_json::from_str(&json).map_err(|e| format!("invalid JSON: {e}"))?;
         let Value::Object(map) = value else { return Err("the body must be a JSON object".into()) };
-        self.req_mut()?.body = map;
+        self.req_mut()?.body = JsonBody::from_map(map);
         self.body_edited = true;
         Ok(())
     }
@@ -316,7 +326,9 @@ mod tests {
             endpoint: GatewayEndpoint::ChatCompletions,
             model: "m".into(),
             stream: false,
-            body: json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).as_object().unwrap().clone(),
+            body: JsonBody::from_map(
+                json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).as_object().unwrap().clone(),
+            ),
             headers,
         }
     }
@@ -348,10 +360,10 @@ mod tests {
         ex.put_request(request(), None);
         R::set(&mut ex, h(), "/messages/0/content".into(), "\"bye\"".into()).unwrap();
         R::set_model(&mut ex, h(), "other".into());
-        let req = ex.take_request().unwrap();
-        assert_eq!(req.body["messages"][0]["content"], "bye");
+        let mut req = ex.take_request().unwrap();
+        assert_eq!(req.body.map()["messages"][0]["content"], "bye");
         assert_eq!(req.model, "other");
-        assert_eq!(req.body["model"], "other");
+        assert_eq!(req.body.map()["model"], "other");
         assert!(ex.body_edited && ex.model_edited);
     }
 

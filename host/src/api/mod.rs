@@ -1,0 +1,399 @@
+//! The OpenAI wire format at the front door: checking request bodies into a
+//! [`GatewayRequest`], with a 400 that names the offending field for anything malformed.
+//!
+//! [`read_request`] scans the body once ([`scan`]) without building a JSON tree and validates
+//! the scan's summary; the body stays the client's bytes ([`JsonBody`]) and is parsed into a
+//! tree only if a plugin or provider reads its fields. Re-serialising or even parsing a 1 KB
+//! body into a tree costs more instructions than any other single step of a proxied request
+//! (docs/benchmarks.md), and a body that nothing edits needs neither: its bytes go upstream
+//! as they are. The one way the bytes can say something other than their tree is a repeated
+//! key (Weir keeps the last copy; another parser may keep the first), so such a body is
+//! parsed at once and always re-serialised: the provider then reads what routing and plugins
+//! read.
+//!
+//! [`GatewayRequest`]: crate::exchange::GatewayRequest
+
+mod scan;
+
+use std::cell::Cell;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+use crate::error::{Error, ErrorKind};
+use crate::exchange::JsonBody;
+use crate::providers::Endpoint;
+
+/// Roles accepted in `messages[].role`.
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+
+/// A request body as parsed at the front door.
+#[derive(Debug)]
+pub struct ParsedBody {
+    /// The JSON object.
+    pub map: Map<String, Value>,
+    /// Whether the bytes encode exactly `map` (no object in them repeats a key), so that they
+    /// may be forwarded unchanged while nothing edits the request.
+    pub faithful: bool,
+}
+
+/// A request body checked at the front door.
+#[derive(Debug)]
+pub struct FrontDoor {
+    /// `model`.
+    pub model: String,
+    /// `stream`.
+    pub stream: bool,
+    /// The body: the client's bytes, or a tree when a key repeats.
+    pub body: JsonBody,
+}
+
+/// What the phases after the front door will do with a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyUse {
+    /// Nothing reads its fields (no `on-request` hook): scan it, keep the bytes.
+    Forward,
+    /// Plugins read its fields: parse it into a tree now, in the same pass as the checks (a
+    /// scan first would read it twice).
+    Read,
+}
+
+/// Checks a request body for `endpoint`: JSON syntax, an object, the fields Weir relies on
+/// ([`validate`]'s rules and errors). Either way the bytes are kept while they say exactly
+/// what the tree says (no repeated key).
+///
+/// # Errors
+/// 400 `invalid_json` for malformed JSON, 400 `invalid_request` naming the first invalid
+/// field.
+pub fn read_request(endpoint: Endpoint, bytes: Bytes, usage: BodyUse) -> Result<FrontDoor, Error> {
+    if bytes.is_empty() {
+        return Err(Error::new(ErrorKind::InvalidJson, "request body is empty; expected a JSON object"));
+    }
+    let scanned = match usage {
+        BodyUse::Forward => scan::scan(&bytes),
+        BodyUse::Read => return read_tree(endpoint, bytes),
+    };
+    let (model, stream) = match scanned {
+        Ok(scan::Scanned { top: Some(top), repeated: false }) => validate_scanned(endpoint, &top)?,
+        // Rare and never the fast path: the tree decides which copy counts.
+        Ok(scan::Scanned { top: Some(_), repeated: true }) => return read_tree(endpoint, bytes),
+        Ok(scan::Scanned { top: None, .. }) => {
+            return Err(Error::new(ErrorKind::InvalidRequest, "request body must be a JSON object"));
+        }
+        Err(e) => return Err(Error::new(ErrorKind::InvalidJson, format!("request body is not valid JSON: {e}"))),
+    };
+    Ok(FrontDoor { model, stream, body: JsonBody::from_raw(bytes) })
+}
+
+/// [`read_request`] through a tree.
+fn read_tree(endpoint: Endpoint, bytes: Bytes) -> Result<FrontDoor, Error> {
+    let parsed = parse_body(&bytes)?;
+    let (model, stream) = validate(endpoint, &parsed.map)?;
+    let body = JsonBody::from_parsed(parsed.faithful.then_some(bytes), parsed.map);
+    Ok(FrontDoor { model, stream, body })
+}
+
+/// Parses the body as a JSON object (same grammar, limits and errors as
+/// `serde_json::from_slice::<Value>`), noting repeated keys.
+///
+/// # Errors
+/// 400 `invalid_json` for malformed JSON, 400 `invalid_request` for a non-object.
+pub fn parse_body(body: &Bytes) -> Result<ParsedBody, Error> {
+    if body.is_empty() {
+        return Err(Error::new(ErrorKind::InvalidJson, "request body is empty; expected a JSON object"));
+    }
+    let repeated = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = ValueSeed { repeated: &repeated }.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
+    match parsed {
+        Ok(Value::Object(map)) => Ok(ParsedBody { map, faithful: !repeated.get() }),
+        Ok(_) => Err(Error::new(ErrorKind::InvalidRequest, "request body must be a JSON object")),
+        Err(e) => Err(Error::new(ErrorKind::InvalidJson, format!("request body is not valid JSON: {e}"))),
+    }
+}
+
+/// Parses the body as a JSON object.
+///
+/// # Errors
+/// As [`parse_body`].
+pub fn parse_object(body: &Bytes) -> Result<Map<String, Value>, Error> {
+    parse_body(body).map(|p| p.map)
+}
+
+/// Builds a [`Value`] as `serde_json`'s own visitor does, and sets `repeated` when an object
+/// has the same key twice (the later value wins, as in `serde_json`).
+#[derive(Clone, Copy)]
+struct ValueSeed<'a> {
+    repeated: &'a Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        self.deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            let value = access.next_value_seed(self)?;
+            if map.insert(key, value).is_some() {
+                self.repeated.set(true);
+            }
+        }
+        Ok(Value::Object(map))
+    }
+}
+
+/// Validates the fields Weir relies on, returning `(model, stream)`.
+///
+/// # Errors
+/// 400 naming the first invalid field.
+pub fn validate(endpoint: Endpoint, body: &Map<String, Value>) -> Result<(String, bool), Error> {
+    let model = match body.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
+        Some(Value::String(_)) => return Err(Error::invalid_param("model", "model must not be empty")),
+        Some(_) => return Err(Error::invalid_param("model", "model must be a string")),
+        None => return Err(Error::invalid_param("model", "missing required field: model")),
+    };
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(Error::invalid_param("stream", "stream must be a boolean")),
+    };
+    match endpoint {
+        Endpoint::ChatCompletions => validate_chat(body)?,
+        Endpoint::Embeddings => {
+            if stream {
+                return Err(Error::invalid_param("stream", "embeddings cannot be streamed"));
+            }
+            validate_embeddings(body)?;
+        }
+    }
+    Ok((model, stream))
+}
+
+/// [`validate`] on a scan's summary: the same rules, order and errors.
+fn validate_scanned(endpoint: Endpoint, top: &scan::Top<'_>) -> Result<(String, bool), Error> {
+    use scan::Kind;
+    let model = match &top.model {
+        Some(Kind::Str(Some(m))) if !m.trim().is_empty() => m.clone().into_owned(),
+        Some(Kind::Str(_)) => return Err(Error::invalid_param("model", "model must not be empty")),
+        Some(_) => return Err(Error::invalid_param("model", "model must be a string")),
+        None => return Err(Error::invalid_param("model", "missing required field: model")),
+    };
+    let stream = match &top.stream {
+        None | Some(Kind::Null) => false,
+        Some(Kind::Bool(b)) => *b,
+        Some(_) => return Err(Error::invalid_param("stream", "stream must be a boolean")),
+    };
+    match endpoint {
+        Endpoint::ChatCompletions => validate_scanned_chat(top)?,
+        Endpoint::Embeddings => {
+            if stream {
+                return Err(Error::invalid_param("stream", "embeddings cannot be streamed"));
+            }
+            match &top.input {
+                Some(scan::Input::Str | scan::Input::Array { ok: true, len: 1.. }) => {}
+                Some(scan::Input::Array { len: 0, .. }) => {
+                    return Err(Error::invalid_param("input", "input must not be empty"));
+                }
+                Some(scan::Input::Array { .. }) => {
+                    return Err(Error::invalid_param(
+                        "input",
+                        "input must be a string, an array of strings, or token arrays",
+                    ));
+                }
+                Some(scan::Input::Other) => {
+                    return Err(Error::invalid_param("input", "input must be a string or an array"));
+                }
+                None => return Err(Error::invalid_param("input", "missing required field: input")),
+            }
+        }
+    }
+    Ok((model, stream))
+}
+
+fn validate_scanned_chat(top: &scan::Top<'_>) -> Result<(), Error> {
+    use scan::Kind;
+    let messages = match &top.messages {
+        Some(scan::Messages::Items(m)) if !m.is_empty() => m,
+        Some(scan::Messages::Items(_)) => {
+            return Err(Error::invalid_param("messages", "messages must not be empty"));
+        }
+        Some(scan::Messages::NotArray) => return Err(Error::invalid_param("messages", "messages must be an array")),
+        None => return Err(Error::invalid_param("messages", "missing required field: messages")),
+    };
+    for (i, m) in messages.iter().enumerate() {
+        if !m.object {
+            return Err(not_an_object(i));
+        }
+        match &m.role {
+            Some(Kind::Str(Some(r))) => check_role(i, r)?,
+            _ => return Err(role_required(i)),
+        }
+        if !matches!(m.content, None | Some(Kind::Null | Kind::Str(_) | Kind::Array)) {
+            return Err(bad_content(i));
+        }
+    }
+    for (field, v) in
+        [("max_tokens", &top.max_tokens), ("max_completion_tokens", &top.max_completion_tokens), ("n", &top.n)]
+    {
+        if let Some(v) = v.as_ref().filter(|v| **v != Kind::Null)
+            && v.as_u64().is_none()
+        {
+            return Err(not_a_count(field));
+        }
+    }
+    if let Some(t) = top.temperature.as_ref().filter(|v| **v != Kind::Null) {
+        check_temperature(t.as_f64())?;
+    }
+    Ok(())
+}
+
+fn not_an_object(i: usize) -> Error {
+    Error::new(ErrorKind::InvalidRequest, format!("messages[{i}] must be an object"))
+        .with_param(format!("messages[{i}]"))
+}
+
+fn check_role(i: usize, role: &str) -> Result<(), Error> {
+    if ROLES.contains(&role) {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::InvalidRequest,
+        format!("messages[{i}].role {role:?} is not one of {}", ROLES.join(", ")),
+    )
+    .with_param(format!("messages[{i}].role")))
+}
+
+fn role_required(i: usize) -> Error {
+    Error::new(ErrorKind::InvalidRequest, format!("messages[{i}].role is required"))
+        .with_param(format!("messages[{i}].role"))
+}
+
+fn bad_content(i: usize) -> Error {
+    Error::new(
+        ErrorKind::InvalidRequest,
+        format!("messages[{i}].content must be a string or an array of content parts"),
+    )
+    .with_param(format!("messages[{i}].content"))
+}
+
+fn not_a_count(field: &'static str) -> Error {
+    Error::invalid_param(field, format!("{field} must be a non-negative integer"))
+}
+
+fn check_temperature(t: Option<f64>) -> Result<(), Error> {
+    match t {
+        Some(t) if (0.0..=2.0).contains(&t) => Ok(()),
+        _ => Err(Error::invalid_param("temperature", "temperature must be a number between 0 and 2")),
+    }
+}
+
+fn validate_chat(body: &Map<String, Value>) -> Result<(), Error> {
+    let messages = match body.get("messages") {
+        Some(Value::Array(m)) if !m.is_empty() => m,
+        Some(Value::Array(_)) => return Err(Error::invalid_param("messages", "messages must not be empty")),
+        Some(_) => return Err(Error::invalid_param("messages", "messages must be an array")),
+        None => return Err(Error::invalid_param("messages", "missing required field: messages")),
+    };
+    for (i, m) in messages.iter().enumerate() {
+        let Some(obj) = m.as_object() else { return Err(not_an_object(i)) };
+        match obj.get("role").and_then(Value::as_str) {
+            Some(r) => check_role(i, r)?,
+            None => return Err(role_required(i)),
+        }
+        if !matches!(obj.get("content"), None | Some(Value::Null | Value::String(_) | Value::Array(_))) {
+            return Err(bad_content(i));
+        }
+    }
+    for field in ["max_tokens", "max_completion_tokens", "n"] {
+        if let Some(v) = body.get(field).filter(|v| !v.is_null())
+            && v.as_u64().is_none()
+        {
+            return Err(not_a_count(field));
+        }
+    }
+    if let Some(t) = body.get("temperature").filter(|v| !v.is_null()) {
+        check_temperature(t.as_f64())?;
+    }
+    Ok(())
+}
+
+fn validate_embeddings(body: &Map<String, Value>) -> Result<(), Error> {
+    match body.get("input") {
+        Some(Value::String(_)) => Ok(()),
+        Some(Value::Array(items)) if items.is_empty() => Err(Error::invalid_param("input", "input must not be empty")),
+        Some(Value::Array(items)) => {
+            let ok = items
+                .iter()
+                .all(|v| v.is_string() || v.is_u64() || v.as_array().is_some_and(|a| a.iter().all(Value::is_u64)));
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::invalid_param("input", "input must be a string, an array of strings, or token arrays"))
+            }
+        }
+        Some(_) => Err(Error::invalid_param("input", "input must be a string or an array")),
+        None => Err(Error::invalid_param("input", "missing required field: input")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

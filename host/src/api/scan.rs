@@ -1,0 +1,452 @@
+//! One pass over a request body that checks what the front door needs without building a
+//! `serde_json::Value` tree: the JSON grammar (the same deserializer as [`super::parse_body`],
+//! so the same limits and error messages), repeated keys at any depth, and a summary of the
+//! fields [`super::validate`] reads. A tree costs a `String` per key and string and a B-tree
+//! node per object, then as much again to free; most requests never need one (nothing reads
+//! their fields after validation, and the client's bytes go upstream as they are).
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// Objects with more keys than this check repeats in a hash set instead of a list.
+const LINEAR_KEYS: usize = 16;
+
+/// What a value is, keeping only what validation reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind<'de> {
+    Null,
+    Bool(bool),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    /// A string; its text only where the caller asked to keep it.
+    Str(Option<Cow<'de, str>>),
+    Array,
+    Object,
+}
+
+impl Kind<'_> {
+    /// As `Value::as_u64`.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Self::U64(v) => Some(v),
+            Self::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// As `Value::as_f64`.
+    #[allow(clippy::cast_precision_loss)]
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Self::U64(v) => Some(v as f64),
+            Self::I64(v) => Some(v as f64),
+            Self::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// One element of `messages`.
+#[derive(Debug, Default)]
+pub struct Message<'de> {
+    pub object: bool,
+    pub role: Option<Kind<'de>>,
+    pub content: Option<Kind<'de>>,
+}
+
+/// `messages`: an array's elements, or what it was instead.
+#[derive(Debug)]
+pub enum Messages<'de> {
+    Items(Vec<Message<'de>>),
+    NotArray,
+}
+
+/// `input` (embeddings).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input {
+    Str,
+    /// An array: how many items, and whether each is a string, a token or a token array.
+    Array {
+        len: usize,
+        ok: bool,
+    },
+    Other,
+}
+
+/// The top-level fields validation reads (the last copy, as in a tree, if a key repeats).
+#[derive(Debug, Default)]
+pub struct Top<'de> {
+    pub model: Option<Kind<'de>>,
+    pub stream: Option<Kind<'de>>,
+    pub messages: Option<Messages<'de>>,
+    pub max_tokens: Option<Kind<'de>>,
+    pub max_completion_tokens: Option<Kind<'de>>,
+    pub n: Option<Kind<'de>>,
+    pub temperature: Option<Kind<'de>>,
+    pub input: Option<Input>,
+}
+
+/// The scan's result.
+#[derive(Debug)]
+pub struct Scanned<'de> {
+    /// `None` when the body is valid JSON but not an object.
+    pub top: Option<Top<'de>>,
+    /// Whether some object in the body repeats a key.
+    pub repeated: bool,
+}
+
+/// Scans `body` (the same grammar as `serde_json::from_slice::<Value>`).
+///
+/// # Errors
+/// serde_json's error for malformed JSON.
+pub fn scan(body: &[u8]) -> Result<Scanned<'_>, serde_json::Error> {
+    let repeated = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let top = TopSeed(&repeated).deserialize(&mut de)?;
+    de.end()?;
+    Ok(Scanned { top, repeated: repeated.get() })
+}
+
+/// An object key, borrowed from the body when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// The keys of one object seen so far.
+#[derive(Default)]
+struct Keys<'de> {
+    list: Vec<Cow<'de, str>>,
+    set: Option<HashSet<Cow<'de, str>>>,
+}
+
+impl<'de> Keys<'de> {
+    /// Records `key`; returns it back, noting on `repeated` when the object already had it.
+    fn note(&mut self, key: Cow<'de, str>, repeated: &Cell<bool>) {
+        let fresh = match &mut self.set {
+            Some(set) => set.insert(key),
+            None if self.list.contains(&key) => false,
+            None => {
+                self.list.push(key);
+                if self.list.len() > LINEAR_KEYS {
+                    self.set = Some(self.list.drain(..).collect());
+                }
+                true
+            }
+        };
+        if !fresh {
+            repeated.set(true);
+        }
+    }
+}
+
+/// Walks the rest of an object, checking its keys and values.
+fn skip_map<'de, A: MapAccess<'de>>(mut access: A, repeated: &Cell<bool>) -> Result<(), A::Error> {
+    let mut keys = Keys::default();
+    while let Some(Key(key)) = access.next_key()? {
+        keys.note(key, repeated);
+        access.next_value_seed(Any { keep: false, repeated })?;
+    }
+    Ok(())
+}
+
+/// Walks the rest of an array, checking its values.
+fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A, repeated: &Cell<bool>) -> Result<(), A::Error> {
+    while seq.next_element_seed(Any { keep: false, repeated })?.is_some() {}
+    Ok(())
+}
+
+/// Any value, summarised as a [`Kind`]; `keep` keeps a string's text.
+#[derive(Clone, Copy)]
+struct Any<'a> {
+    keep: bool,
+    repeated: &'a Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for Any<'_> {
+    type Value = Kind<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Kind<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Any<'_> {
+    type Value = Kind<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Kind<'de>, E> {
+        Ok(Kind::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Kind<'de>, E> {
+        Ok(Kind::I64(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Kind<'de>, E> {
+        Ok(Kind::U64(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Kind<'de>, E> {
+        Ok(Kind::F64(v))
+    }
+    fn visit_unit<E>(self) -> Result<Kind<'de>, E> {
+        Ok(Kind::Null)
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Kind<'de>, E> {
+        Ok(Kind::Str(self.keep.then_some(Cow::Borrowed(v))))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Kind<'de>, E> {
+        Ok(Kind::Str(self.keep.then(|| Cow::Owned(v.to_owned()))))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Kind<'de>, A::Error> {
+        skip_seq(seq, self.repeated)?;
+        Ok(Kind::Array)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Kind<'de>, A::Error> {
+        skip_map(access, self.repeated)?;
+        Ok(Kind::Object)
+    }
+}
+
+/// Implements the scalar visits of a seed whose value is `$other` for any scalar.
+macro_rules! scalars_are {
+    ($other:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+    };
+    ($other:expr, strings too) => {
+        scalars_are!($other);
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+    };
+}
+
+/// The body: an object's fields, or `None` for any other value.
+struct TopSeed<'a>(&'a Cell<bool>);
+
+impl<'de> DeserializeSeed<'de> for TopSeed<'_> {
+    type Value = Option<Top<'de>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopSeed<'_> {
+    type Value = Option<Top<'de>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    scalars_are!(None, strings too);
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        skip_seq(seq, self.0)?;
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let repeated = self.0;
+        let any = |keep| Any { keep, repeated };
+        let mut top = Top::default();
+        let mut keys = Keys::default();
+        while let Some(Key(key)) = access.next_key()? {
+            match &*key {
+                "model" => top.model = Some(access.next_value_seed(any(true))?),
+                "stream" => top.stream = Some(access.next_value_seed(any(false))?),
+                "messages" => top.messages = Some(access.next_value_seed(MessagesSeed(repeated))?),
+                "max_tokens" => top.max_tokens = Some(access.next_value_seed(any(false))?),
+                "max_completion_tokens" => top.max_completion_tokens = Some(access.next_value_seed(any(false))?),
+                "n" => top.n = Some(access.next_value_seed(any(false))?),
+                "temperature" => top.temperature = Some(access.next_value_seed(any(false))?),
+                "input" => top.input = Some(access.next_value_seed(InputSeed(repeated))?),
+                _ => {
+                    access.next_value_seed(any(false))?;
+                }
+            }
+            keys.note(key, repeated);
+        }
+        Ok(Some(top))
+    }
+}
+
+/// `messages`.
+struct MessagesSeed<'a>(&'a Cell<bool>);
+
+impl<'de> DeserializeSeed<'de> for MessagesSeed<'_> {
+    type Value = Messages<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MessagesSeed<'_> {
+    type Value = Messages<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of messages")
+    }
+    scalars_are!(Messages::NotArray, strings too);
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(64));
+        while let Some(m) = seq.next_element_seed(MessageSeed(self.0))? {
+            items.push(m);
+        }
+        Ok(Messages::Items(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Self::Value, A::Error> {
+        skip_map(access, self.0)?;
+        Ok(Messages::NotArray)
+    }
+}
+
+/// One element of `messages`.
+struct MessageSeed<'a>(&'a Cell<bool>);
+
+impl<'de> DeserializeSeed<'de> for MessageSeed<'_> {
+    type Value = Message<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MessageSeed<'_> {
+    type Value = Message<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a message object")
+    }
+    scalars_are!(Message::default(), strings too);
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        skip_seq(seq, self.0)?;
+        Ok(Message::default())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let repeated = self.0;
+        let mut m = Message { object: true, ..Message::default() };
+        let mut keys = Keys::default();
+        while let Some(Key(key)) = access.next_key()? {
+            match &*key {
+                "role" => m.role = Some(access.next_value_seed(Any { keep: true, repeated })?),
+                "content" => m.content = Some(access.next_value_seed(Any { keep: false, repeated })?),
+                _ => {
+                    access.next_value_seed(Any { keep: false, repeated })?;
+                }
+            }
+            keys.note(key, repeated);
+        }
+        Ok(m)
+    }
+}
+
+/// `input` (embeddings).
+struct InputSeed<'a>(&'a Cell<bool>);
+
+impl<'de> DeserializeSeed<'de> for InputSeed<'_> {
+    type Value = Input;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Input, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for InputSeed<'_> {
+    type Value = Input;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or an array")
+    }
+    scalars_are!(Input::Other);
+    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Input, E> {
+        Ok(Input::Str)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Input, E> {
+        Ok(Input::Str)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Input, A::Error> {
+        let (mut len, mut ok) = (0, true);
+        while let Some(item_ok) = seq.next_element_seed(InputItemSeed(self.0))? {
+            len += 1;
+            ok &= item_ok;
+        }
+        Ok(Input::Array { len, ok })
+    }
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Input, A::Error> {
+        skip_map(access, self.0)?;
+        Ok(Input::Other)
+    }
+}
+
+/// One item of an `input` array: whether it is a string, a token or an array of tokens.
+struct InputItemSeed<'a>(&'a Cell<bool>);
+
+impl<'de> DeserializeSeed<'de> for InputItemSeed<'_> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for InputItemSeed<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string, a token or a token array")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<bool, E> {
+        Ok(v >= 0)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(true)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(true)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        let mut ok = true;
+        while let Some(token) = seq.next_element_seed(Any { keep: false, repeated: self.0 })? {
+            ok &= token.as_u64().is_some();
+        }
+        Ok(ok)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<bool, A::Error> {
+        skip_map(access, self.0)?;
+        Ok(false)
+    }
+}
