@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use serde_json::{Map, Value};
 
+use crate::api::index::BodyIndex;
 use crate::providers::Endpoint;
 
 /// A validated client request.
@@ -35,6 +36,8 @@ pub struct GatewayRequest {
 pub struct JsonBody {
     raw: Option<Bytes>,
     tree: Option<Map<String, Value>>,
+    /// Where the bytes' prompt texts and top-level fields are (while `raw` is set).
+    index: Option<Box<BodyIndex>>,
 }
 
 impl JsonBody {
@@ -42,23 +45,38 @@ impl JsonBody {
     /// (checked by [`crate::api::read_request`]): a tree parsed from them later then says
     /// exactly what they say.
     pub fn from_raw(bytes: Bytes) -> Self {
-        Self { raw: Some(bytes), tree: None }
+        Self { raw: Some(bytes), tree: None, index: None }
+    }
+
+    /// As [`JsonBody::from_raw`], with the scan's record of where the prompt texts and
+    /// top-level fields are, so that plugins' usual reads need no tree.
+    pub fn from_indexed(bytes: Bytes, index: BodyIndex) -> Self {
+        Self { raw: Some(bytes), tree: None, index: Some(Box::new(index)) }
     }
 
     /// A body parsed at once, with the bytes it came from when they say exactly what the
     /// tree says (no repeated key).
     pub fn from_parsed(raw: Option<Bytes>, map: Map<String, Value>) -> Self {
-        Self { raw, tree: Some(map) }
+        Self { raw, tree: Some(map), index: None }
     }
 
     /// A body that exists only as a tree (edited, or built by Weir).
     pub fn from_map(map: Map<String, Value>) -> Self {
-        Self { raw: None, tree: Some(map) }
+        Self { raw: None, tree: Some(map), index: None }
     }
 
     /// The bytes, while nothing has edited the body.
     pub fn raw(&self) -> Option<&Bytes> {
         self.raw.as_ref()
+    }
+
+    /// The index and the bytes it describes, while no tree has been parsed (a parsed tree
+    /// answers reads more cheaply).
+    pub fn indexed(&self) -> Option<(&BodyIndex, &Bytes)> {
+        match (&self.tree, &self.index, &self.raw) {
+            (None, Some(index), Some(raw)) => Some((index, raw)),
+            _ => None,
+        }
     }
 
     /// The tree, if it has been parsed (for read-only holders that cannot parse it).
@@ -75,6 +93,7 @@ impl JsonBody {
     pub fn map_mut(&mut self) -> &mut Map<String, Value> {
         self.parse();
         self.raw = None;
+        self.index = None;
         self.tree.get_or_insert_with(Map::new)
     }
 
@@ -82,6 +101,7 @@ impl JsonBody {
     pub fn forget_raw(&mut self) {
         self.parse();
         self.raw = None;
+        self.index = None;
     }
 
     /// The tree, by value.

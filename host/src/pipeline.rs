@@ -88,8 +88,9 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     let content_length =
         parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let bytes = read_limited(body, content_length, gw.config.server.max_body_bytes).await?;
-    // Without on-request hooks nothing reads the body's fields: one scan checks it and its
-    // bytes go upstream as they are, never parsed into a tree.
+    // One scan checks the body; it stays the client's bytes. With on-request hooks the scan
+    // also records where the prompt texts and top-level fields are, which answers the hooks'
+    // usual reads without parsing the body into a tree.
     let usage = if gw.plugins.has_request_hooks() { BodyUse::Read } else { BodyUse::Forward };
     let front = crate::api::read_request(ctx.endpoint, bytes, usage)?;
     let mut request = GatewayRequest {

@@ -13,6 +13,7 @@
 //!
 //! [`GatewayRequest`]: crate::exchange::GatewayRequest
 
+pub mod index;
 mod scan;
 
 use std::cell::Cell;
@@ -55,14 +56,15 @@ pub struct FrontDoor {
 pub enum BodyUse {
     /// Nothing reads its fields (no `on-request` hook): scan it, keep the bytes.
     Forward,
-    /// Plugins read its fields: parse it into a tree now, in the same pass as the checks (a
-    /// scan first would read it twice).
+    /// Plugins read it: scan it and also record where its prompt texts and top-level fields
+    /// are ([`index::BodyIndex`]), so that their usual reads need no tree.
     Read,
 }
 
 /// Checks a request body for `endpoint`: JSON syntax, an object, the fields Weir relies on
-/// ([`validate`]'s rules and errors). Either way the bytes are kept while they say exactly
-/// what the tree says (no repeated key).
+/// ([`validate`]'s rules and errors). The body stays the client's bytes (parsed into a tree
+/// later only if something needs one), except when a key repeats: then it is parsed at once,
+/// and the tree decides which copy counts.
 ///
 /// # Errors
 /// 400 `invalid_json` for malformed JSON, 400 `invalid_request` naming the first invalid
@@ -71,20 +73,27 @@ pub fn read_request(endpoint: Endpoint, bytes: Bytes, usage: BodyUse) -> Result<
     if bytes.is_empty() {
         return Err(Error::new(ErrorKind::InvalidJson, "request body is empty; expected a JSON object"));
     }
-    let scanned = match usage {
-        BodyUse::Forward => scan::scan(&bytes),
-        BodyUse::Read => return read_tree(endpoint, bytes),
-    };
-    let (model, stream) = match scanned {
-        Ok(scan::Scanned { top: Some(top), repeated: false }) => validate_scanned(endpoint, &top)?,
+    let (model, stream, index) = match scan::scan(&bytes, usage == BodyUse::Read) {
+        Ok(scan::Scanned { top: Some(mut top), repeated: false, chat_texts, input_texts }) => {
+            let (model, stream) = validate_scanned(endpoint, &top)?;
+            let texts = match endpoint {
+                Endpoint::ChatCompletions => chat_texts,
+                Endpoint::Embeddings => input_texts,
+            };
+            (model, stream, index::BodyIndex { texts, fields: std::mem::take(&mut top.fields) })
+        }
         // Rare and never the fast path: the tree decides which copy counts.
-        Ok(scan::Scanned { top: Some(_), repeated: true }) => return read_tree(endpoint, bytes),
+        Ok(scan::Scanned { top: Some(_), repeated: true, .. }) => return read_tree(endpoint, bytes),
         Ok(scan::Scanned { top: None, .. }) => {
             return Err(Error::new(ErrorKind::InvalidRequest, "request body must be a JSON object"));
         }
         Err(e) => return Err(Error::new(ErrorKind::InvalidJson, format!("request body is not valid JSON: {e}"))),
     };
-    Ok(FrontDoor { model, stream, body: JsonBody::from_raw(bytes) })
+    let body = match usage {
+        BodyUse::Forward => JsonBody::from_raw(bytes),
+        BodyUse::Read => JsonBody::from_indexed(bytes, index),
+    };
+    Ok(FrontDoor { model, stream, body })
 }
 
 /// [`read_request`] through a tree.

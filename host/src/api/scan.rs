@@ -6,11 +6,13 @@
 //! their fields after validation, and the client's bytes go upstream as they are).
 
 use std::borrow::Cow;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use super::index::{Field, FieldValue, Text};
 
 /// Objects with more keys than this check repeats in a hash set instead of a list.
 const LINEAR_KEYS: usize = 16;
@@ -89,6 +91,8 @@ pub struct Top<'de> {
     pub n: Option<Kind<'de>>,
     pub temperature: Option<Kind<'de>>,
     pub input: Option<Input>,
+    /// With `index`: every top-level field.
+    pub fields: Vec<Field>,
 }
 
 /// The scan's result.
@@ -98,18 +102,80 @@ pub struct Scanned<'de> {
     pub top: Option<Top<'de>>,
     /// Whether some object in the body repeats a key.
     pub repeated: bool,
+    /// With `index`: the chat prompt texts (`messages[].content` strings and text parts).
+    pub chat_texts: Vec<Text>,
+    /// With `index`: the embeddings prompt texts (`input` strings).
+    pub input_texts: Vec<Text>,
 }
 
-/// Scans `body` (the same grammar as `serde_json::from_slice::<Value>`).
+/// Scans `body` (the same grammar as `serde_json::from_slice::<Value>`); with `index`, also
+/// records where its prompt texts and top-level fields are.
 ///
 /// # Errors
 /// serde_json's error for malformed JSON.
-pub fn scan(body: &[u8]) -> Result<Scanned<'_>, serde_json::Error> {
-    let repeated = Cell::new(false);
+pub fn scan(body: &[u8], index: bool) -> Result<Scanned<'_>, serde_json::Error> {
+    let cx = Cx {
+        repeated: Cell::new(false),
+        base: body.as_ptr() as usize,
+        len: body.len(),
+        index,
+        chat_texts: RefCell::default(),
+        input_texts: RefCell::default(),
+    };
     let mut de = serde_json::Deserializer::from_slice(body);
-    let top = TopSeed(&repeated).deserialize(&mut de)?;
+    let top = TopSeed(&cx).deserialize(&mut de)?;
     de.end()?;
-    Ok(Scanned { top, repeated: repeated.get() })
+    let (chat_texts, input_texts) = (cx.chat_texts.into_inner(), cx.input_texts.into_inner());
+    Ok(Scanned { top, repeated: cx.repeated.get(), chat_texts, input_texts })
+}
+
+/// What every seed of one scan shares.
+struct Cx {
+    /// Some object repeated a key.
+    repeated: Cell<bool>,
+    /// The body's address and length: a borrowed string's span is its address minus `base`.
+    base: usize,
+    len: usize,
+    /// Whether to record prompt texts and top-level fields (for plugins).
+    index: bool,
+    /// `messages[].content` strings and text parts, in order.
+    chat_texts: RefCell<Vec<Text>>,
+    /// `input` strings, in order.
+    input_texts: RefCell<Vec<Text>>,
+}
+
+impl Cx {
+    /// Where `v` is: its span when it was borrowed from the body, else a copy.
+    fn text(&self, v: &str, borrowed: bool) -> Text {
+        match (v.as_ptr() as usize).checked_sub(self.base) {
+            Some(start) if borrowed && start + v.len() <= self.len => Text::Span(start..start + v.len()),
+            _ => Text::Owned(v.into()),
+        }
+    }
+
+    #[allow(clippy::ptr_arg)] // whether the text was borrowed is the point
+    fn cow_text(&self, v: &Cow<'_, str>) -> Text {
+        self.text(v, matches!(v, Cow::Borrowed(_)))
+    }
+
+    /// A top-level value as the index keeps it.
+    fn field_value(&self, kind: &Kind<'_>) -> FieldValue {
+        match kind {
+            Kind::Null => FieldValue::Null,
+            Kind::Bool(b) => FieldValue::Bool(*b),
+            Kind::U64(v) => FieldValue::U64(*v),
+            Kind::I64(v) => FieldValue::I64(*v),
+            Kind::F64(v) => FieldValue::F64(*v),
+            Kind::Str(Some(t)) => FieldValue::Str(self.cow_text(t)),
+            Kind::Str(None) | Kind::Array | Kind::Object => FieldValue::Composite,
+        }
+    }
+
+    fn push_text(&self, list: &RefCell<Vec<Text>>, v: &str, borrowed: bool) {
+        if self.index {
+            list.borrow_mut().push(self.text(v, borrowed));
+        }
+    }
 }
 
 /// An object key, borrowed from the body when it has no escapes.
@@ -145,8 +211,8 @@ struct Keys<'de> {
 }
 
 impl<'de> Keys<'de> {
-    /// Records `key`; returns it back, noting on `repeated` when the object already had it.
-    fn note(&mut self, key: Cow<'de, str>, repeated: &Cell<bool>) {
+    /// Records `key`, noting on `repeated` when the object already had it.
+    fn note(&mut self, key: Cow<'de, str>, cx: &Cx) {
         let fresh = match &mut self.set {
             Some(set) => set.insert(key),
             None if self.list.contains(&key) => false,
@@ -159,24 +225,24 @@ impl<'de> Keys<'de> {
             }
         };
         if !fresh {
-            repeated.set(true);
+            cx.repeated.set(true);
         }
     }
 }
 
 /// Walks the rest of an object, checking its keys and values.
-fn skip_map<'de, A: MapAccess<'de>>(mut access: A, repeated: &Cell<bool>) -> Result<(), A::Error> {
+fn skip_map<'de, A: MapAccess<'de>>(mut access: A, cx: &Cx) -> Result<(), A::Error> {
     let mut keys = Keys::default();
     while let Some(Key(key)) = access.next_key()? {
-        keys.note(key, repeated);
-        access.next_value_seed(Any { keep: false, repeated })?;
+        keys.note(key, cx);
+        access.next_value_seed(Any { keep: false, cx })?;
     }
     Ok(())
 }
 
 /// Walks the rest of an array, checking its values.
-fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A, repeated: &Cell<bool>) -> Result<(), A::Error> {
-    while seq.next_element_seed(Any { keep: false, repeated })?.is_some() {}
+fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A, cx: &Cx) -> Result<(), A::Error> {
+    while seq.next_element_seed(Any { keep: false, cx })?.is_some() {}
     Ok(())
 }
 
@@ -184,7 +250,7 @@ fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A, repeated: &Cell<bool>) -> Result
 #[derive(Clone, Copy)]
 struct Any<'a> {
     keep: bool,
-    repeated: &'a Cell<bool>,
+    cx: &'a Cx,
 }
 
 impl<'de> DeserializeSeed<'de> for Any<'_> {
@@ -221,11 +287,11 @@ impl<'de> Visitor<'de> for Any<'_> {
         Ok(Kind::Str(self.keep.then(|| Cow::Owned(v.to_owned()))))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Kind<'de>, A::Error> {
-        skip_seq(seq, self.repeated)?;
+        skip_seq(seq, self.cx)?;
         Ok(Kind::Array)
     }
     fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Kind<'de>, A::Error> {
-        skip_map(access, self.repeated)?;
+        skip_map(access, self.cx)?;
         Ok(Kind::Object)
     }
 }
@@ -258,7 +324,7 @@ macro_rules! scalars_are {
 }
 
 /// The body: an object's fields, or `None` for any other value.
-struct TopSeed<'a>(&'a Cell<bool>);
+struct TopSeed<'a>(&'a Cx);
 
 impl<'de> DeserializeSeed<'de> for TopSeed<'_> {
     type Value = Option<Top<'de>>;
@@ -278,32 +344,46 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
         Ok(None)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
-        let repeated = self.0;
-        let any = |keep| Any { keep, repeated };
+        let cx = self.0;
         let mut top = Top::default();
         let mut keys = Keys::default();
         while let Some(Key(key)) = access.next_key()? {
-            match &*key {
-                "model" => top.model = Some(access.next_value_seed(any(true))?),
-                "stream" => top.stream = Some(access.next_value_seed(any(false))?),
-                "messages" => top.messages = Some(access.next_value_seed(MessagesSeed(repeated))?),
-                "max_tokens" => top.max_tokens = Some(access.next_value_seed(any(false))?),
-                "max_completion_tokens" => top.max_completion_tokens = Some(access.next_value_seed(any(false))?),
-                "n" => top.n = Some(access.next_value_seed(any(false))?),
-                "temperature" => top.temperature = Some(access.next_value_seed(any(false))?),
-                "input" => top.input = Some(access.next_value_seed(InputSeed(repeated))?),
-                _ => {
-                    access.next_value_seed(any(false))?;
+            let value = match &*key {
+                "messages" => {
+                    top.messages = Some(access.next_value_seed(MessagesSeed(cx))?);
+                    FieldValue::Composite
                 }
+                "input" => {
+                    top.input = Some(access.next_value_seed(InputSeed(cx))?);
+                    FieldValue::Composite
+                }
+                name => {
+                    let kind = access.next_value_seed(Any { keep: cx.index || name == "model", cx })?;
+                    let value = if cx.index { cx.field_value(&kind) } else { FieldValue::Composite };
+                    let slot = match name {
+                        "model" => &mut top.model,
+                        "stream" => &mut top.stream,
+                        "max_tokens" => &mut top.max_tokens,
+                        "max_completion_tokens" => &mut top.max_completion_tokens,
+                        "n" => &mut top.n,
+                        "temperature" => &mut top.temperature,
+                        _ => &mut None,
+                    };
+                    *slot = Some(kind);
+                    value
+                }
+            };
+            if cx.index {
+                top.fields.push(Field { key: cx.cow_text(&key), value });
             }
-            keys.note(key, repeated);
+            keys.note(key, cx);
         }
         Ok(Some(top))
     }
 }
 
 /// `messages`.
-struct MessagesSeed<'a>(&'a Cell<bool>);
+struct MessagesSeed<'a>(&'a Cx);
 
 impl<'de> DeserializeSeed<'de> for MessagesSeed<'_> {
     type Value = Messages<'de>;
@@ -332,7 +412,7 @@ impl<'de> Visitor<'de> for MessagesSeed<'_> {
 }
 
 /// One element of `messages`.
-struct MessageSeed<'a>(&'a Cell<bool>);
+struct MessageSeed<'a>(&'a Cx);
 
 impl<'de> DeserializeSeed<'de> for MessageSeed<'_> {
     type Value = Message<'de>;
@@ -352,25 +432,112 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
         Ok(Message::default())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
-        let repeated = self.0;
+        let cx = self.0;
         let mut m = Message { object: true, ..Message::default() };
         let mut keys = Keys::default();
         while let Some(Key(key)) = access.next_key()? {
             match &*key {
-                "role" => m.role = Some(access.next_value_seed(Any { keep: true, repeated })?),
-                "content" => m.content = Some(access.next_value_seed(Any { keep: false, repeated })?),
+                "role" => m.role = Some(access.next_value_seed(Any { keep: true, cx })?),
+                "content" => m.content = Some(access.next_value_seed(ContentSeed(cx))?),
                 _ => {
-                    access.next_value_seed(Any { keep: false, repeated })?;
+                    access.next_value_seed(Any { keep: false, cx })?;
                 }
             }
-            keys.note(key, repeated);
+            keys.note(key, cx);
         }
         Ok(m)
     }
 }
 
+/// A message's `content`: its kind, recording a string or the text parts of an array.
+struct ContentSeed<'a>(&'a Cx);
+
+impl<'de> DeserializeSeed<'de> for ContentSeed<'_> {
+    type Value = Kind<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Kind<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ContentSeed<'_> {
+    type Value = Kind<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("message content")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Kind<'de>, E> {
+        Ok(Kind::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Kind<'de>, E> {
+        Ok(Kind::I64(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Kind<'de>, E> {
+        Ok(Kind::U64(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Kind<'de>, E> {
+        Ok(Kind::F64(v))
+    }
+    fn visit_unit<E>(self) -> Result<Kind<'de>, E> {
+        Ok(Kind::Null)
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Kind<'de>, E> {
+        self.0.push_text(&self.0.chat_texts, v, true);
+        Ok(Kind::Str(None))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Kind<'de>, E> {
+        self.0.push_text(&self.0.chat_texts, v, false);
+        Ok(Kind::Str(None))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Kind<'de>, A::Error> {
+        while seq.next_element_seed(PartSeed(self.0))?.is_some() {}
+        Ok(Kind::Array)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Kind<'de>, A::Error> {
+        skip_map(access, self.0)?;
+        Ok(Kind::Object)
+    }
+}
+
+/// One content part: `{"type": "text", "text": ...}` is a prompt text.
+struct PartSeed<'a>(&'a Cx);
+
+impl<'de> DeserializeSeed<'de> for PartSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PartSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a content part")
+    }
+    scalars_are!((), strings too);
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        skip_seq(seq, self.0)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
+        let cx = self.0;
+        let (mut is_text, mut text) = (false, None);
+        let mut keys = Keys::default();
+        while let Some(Key(key)) = access.next_key()? {
+            let kind = access.next_value_seed(Any { keep: cx.index && (key == "type" || key == "text"), cx })?;
+            match (&*key, kind) {
+                ("type", Kind::Str(Some(t))) => is_text = t == "text",
+                ("text", Kind::Str(Some(t))) => text = Some(cx.cow_text(&t)),
+                _ => {}
+            }
+            keys.note(key, cx);
+        }
+        if let (true, Some(t)) = (is_text, text) {
+            cx.chat_texts.borrow_mut().push(t);
+        }
+        Ok(())
+    }
+}
+
 /// `input` (embeddings).
-struct InputSeed<'a>(&'a Cell<bool>);
+struct InputSeed<'a>(&'a Cx);
 
 impl<'de> DeserializeSeed<'de> for InputSeed<'_> {
     type Value = Input;
@@ -385,10 +552,12 @@ impl<'de> Visitor<'de> for InputSeed<'_> {
         f.write_str("a string or an array")
     }
     scalars_are!(Input::Other);
-    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Input, E> {
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Input, E> {
+        self.0.push_text(&self.0.input_texts, v, true);
         Ok(Input::Str)
     }
-    fn visit_str<E>(self, _: &str) -> Result<Input, E> {
+    fn visit_str<E>(self, v: &str) -> Result<Input, E> {
+        self.0.push_text(&self.0.input_texts, v, false);
         Ok(Input::Str)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Input, A::Error> {
@@ -406,7 +575,7 @@ impl<'de> Visitor<'de> for InputSeed<'_> {
 }
 
 /// One item of an `input` array: whether it is a string, a token or an array of tokens.
-struct InputItemSeed<'a>(&'a Cell<bool>);
+struct InputItemSeed<'a>(&'a Cx);
 
 impl<'de> DeserializeSeed<'de> for InputItemSeed<'_> {
     type Value = bool;
@@ -435,12 +604,17 @@ impl<'de> Visitor<'de> for InputItemSeed<'_> {
     fn visit_unit<E>(self) -> Result<bool, E> {
         Ok(false)
     }
-    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<bool, E> {
+        self.0.push_text(&self.0.input_texts, v, true);
+        Ok(true)
+    }
+    fn visit_str<E>(self, v: &str) -> Result<bool, E> {
+        self.0.push_text(&self.0.input_texts, v, false);
         Ok(true)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
         let mut ok = true;
-        while let Some(token) = seq.next_element_seed(Any { keep: false, repeated: self.0 })? {
+        while let Some(token) = seq.next_element_seed(Any { keep: false, cx: self.0 })? {
             ok &= token.as_u64().is_some();
         }
         Ok(ok)

@@ -231,18 +231,73 @@ fn objects_with_many_keys_still_find_repeats() {
 }
 
 #[test]
-fn reading_parses_at_once_and_keeps_faithful_bytes() {
+fn reading_keeps_the_bytes_with_an_index_and_repeats_still_make_a_tree() {
     let clean = Bytes::from_static(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
-    let front = read_request(Endpoint::ChatCompletions, clean.clone(), BodyUse::Read).unwrap();
-    assert!(front.body.parsed().is_some());
+    let mut front = read_request(Endpoint::ChatCompletions, clean.clone(), BodyUse::Read).unwrap();
+    assert!(front.body.parsed().is_none());
+    assert!(front.body.indexed().is_some());
+    front.body.map();
+    assert!(front.body.indexed().is_none(), "a parsed tree answers reads from then on");
     assert_eq!(front.body.raw(), Some(&clean));
     let repeated = Bytes::from_static(br#"{"model":"m","messages":[{"role":"user"}],"n":1,"n":2}"#);
     let front = read_request(Endpoint::ChatCompletions, repeated, BodyUse::Read).unwrap();
     assert_eq!(front.body.raw(), None);
-    for body in ["[1]", "{", r#"{"model":"m"}"#] {
-        decides_alike(Endpoint::ChatCompletions, body);
+    assert!(front.body.indexed().is_none());
+    for body in ["[1]", "{", r#"{"model":"m"}"#, r#"{"model":"m","messages":[{"role":"user","content":5}]}"#] {
         let read = read_request(Endpoint::ChatCompletions, Bytes::copy_from_slice(body.as_bytes()), BodyUse::Read);
         let tree = by_tree(Endpoint::ChatCompletions, body);
         assert_eq!(read.unwrap_err().message, tree.unwrap_err().message, "{body}");
+    }
+}
+
+/// The prompt texts and one-token reads the index gives, against the tree's.
+fn index_reads_alike(endpoint: Endpoint, body: &str, pointers: &[&str]) {
+    let bytes = Bytes::copy_from_slice(body.as_bytes());
+    let front = read_request(endpoint, bytes.clone(), BodyUse::Read).unwrap();
+    let (index, raw) = front.body.indexed().unwrap_or_else(|| panic!("{body}: no index"));
+    let tree = parse_object(&bytes).unwrap();
+    let mut texts = Vec::new();
+    crate::plugins::json::visit_prompt_texts(&tree, endpoint, &mut |t| texts.push(t.to_owned()));
+    assert_eq!(index.prompt_texts(raw), texts, "{body}");
+    for p in pointers {
+        let want = crate::plugins::json::get(&tree, p).map(|v| serde_json::to_string(v).unwrap());
+        match index.get(raw, p) {
+            index::Lookup::Found(v) => assert_eq!(Some(serde_json::to_string(&v).unwrap()), want, "{body} {p}"),
+            index::Lookup::Absent => assert_eq!(None, want, "{body} {p}"),
+            index::Lookup::NeedsTree => {}
+        }
+    }
+}
+
+#[test]
+fn the_index_reads_what_the_tree_reads() {
+    let pointers = [
+        "/max_tokens",
+        "/max_completion_tokens",
+        "/temperature",
+        "/model",
+        "/stream",
+        "/user",
+        "/a~1b",
+        "/t~0",
+        "/neg",
+        "/big",
+        "/null",
+        "/messages",
+        "/messages/0/content",
+        "",
+        "max_tokens",
+    ];
+    for body in [
+        r#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"Hi \"you\"\n\u00e9"}],"max_tokens":200,"temperature":0.7}"#,
+        r#"{"model":"m\u00e9","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"text":"b","type":"text"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":5},{"type":"text"},"loose",{"type":"te\u0078t","text":"c\td"}]}],"user":"u\"1","stream":false}"#,
+        r#"{"messages":[{"role":"user","content":null},{"role":"assistant"},{"role":"tool","content":"t"}],"model":"m","a/b":1,"t~":2,"neg":-5,"big":1e300,"null":null,"max_completion_tokens":7}"#,
+        r#"{"model":"m","messages":[{"role":"user","content":"x","name":"n","extra":{"content":"not a prompt"}}],"n":2}"#,
+    ] {
+        index_reads_alike(Endpoint::ChatCompletions, body, &pointers);
+    }
+    for input in [r#""one""#, r#"["a","b\u0021"]"#, r#"[[1,2],"c",3]"#, r#"[[1],"z"]"#] {
+        let body = format!(r#"{{"model":"e","input":{input},"messages":[{{"role":"user","content":"ignored"}}]}}"#);
+        index_reads_alike(Endpoint::Embeddings, &body, &["/input", "/model", "/dimensions"]);
     }
 }

@@ -19,7 +19,7 @@ mod engine;
 mod guard;
 mod host;
 mod instances;
-mod json;
+pub(crate) mod json;
 mod metrics;
 mod offload;
 mod plugin;

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::StoreData;
+use crate::api::index::Lookup;
 use crate::exchange::{GatewayRequest, GatewayResponse, JsonBody};
 use crate::plugins::bindings::types::{self, Endpoint};
 use crate::plugins::bindings::{RequestHandle, ResponseHandle};
@@ -21,6 +22,7 @@ use crate::providers::Endpoint as GatewayEndpoint;
 pub const MAX_MODEL_BYTES: usize = 256;
 
 /// The request as the current call sees it.
+#[allow(clippy::large_enum_variant)] // one slot per instance; boxing would allocate on every call
 enum RequestSlot {
     Empty,
     /// `on-request`: editable.
@@ -206,11 +208,25 @@ impl types::HostRequest for Exchange {
     }
 
     fn get(&mut self, _: Resource<RequestHandle>, pointer: String) -> Option<String> {
+        if let RequestSlot::Owned(r) = &self.request
+            && let Some((index, raw)) = r.body.indexed()
+        {
+            match index.get(raw, &pointer) {
+                Lookup::Found(v) => return serde_json::to_string(&v).ok(),
+                Lookup::Absent => return None,
+                Lookup::NeedsTree => {}
+            }
+        }
         let (_, body) = self.body_tree()?;
         json::get(body, &pointer).and_then(|v| serde_json::to_string(v).ok())
     }
 
     fn prompt_texts(&mut self, _: Resource<RequestHandle>) -> Vec<String> {
+        if let RequestSlot::Owned(r) = &self.request
+            && let Some((index, raw)) = r.body.indexed()
+        {
+            return index.prompt_texts(raw);
+        }
         let Some((endpoint, body)) = self.body_tree() else { return Vec::new() };
         let mut out = Vec::new();
         json::visit_prompt_texts(body, endpoint, &mut |t| out.push(t.to_owned()));
