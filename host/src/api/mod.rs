@@ -15,6 +15,7 @@
 
 pub mod index;
 mod scan;
+mod summary;
 
 use std::cell::Cell;
 use std::fmt;
@@ -214,27 +215,65 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
 /// # Errors
 /// 400 naming the first invalid field.
 pub fn validate(endpoint: Endpoint, body: &Map<String, Value>) -> Result<(String, bool), Error> {
-    let model = match body.get("model") {
-        Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
-        Some(Value::String(_)) => return Err(Error::invalid_param("model", "model must not be empty")),
-        Some(_) => return Err(Error::invalid_param("model", "model must be a string")),
-        None => return Err(Error::invalid_param("model", "missing required field: model")),
-    };
-    let stream = match body.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(Error::invalid_param("stream", "stream must be a boolean")),
-    };
-    match endpoint {
-        Endpoint::ChatCompletions => validate_chat(body)?,
-        Endpoint::Embeddings => {
-            if stream {
-                return Err(Error::invalid_param("stream", "embeddings cannot be streamed"));
-            }
-            validate_embeddings(body)?;
-        }
+    validate_scanned(endpoint, &summarise(body))
+}
+
+/// The summary the scan makes, taken from a tree instead: one set of rules for both.
+fn summarise(body: &Map<String, Value>) -> scan::Top<'_> {
+    use scan::{Input, Message, Messages};
+    let field = |name: &str| body.get(name).map(kind);
+    let messages = body.get("messages").map(|m| match m {
+        Value::Array(items) => Messages::Items(
+            items
+                .iter()
+                .map(|m| match m.as_object() {
+                    Some(o) => {
+                        Message { object: true, role: o.get("role").map(kind), content: o.get("content").map(kind) }
+                    }
+                    None => Message::default(),
+                })
+                .collect(),
+        ),
+        _ => Messages::NotArray,
+    });
+    let input = body.get("input").map(|v| match v {
+        Value::String(_) => Input::Str,
+        Value::Array(items) => Input::Array {
+            len: items.len(),
+            ok: items
+                .iter()
+                .all(|v| v.is_string() || v.is_u64() || v.as_array().is_some_and(|a| a.iter().all(Value::is_u64))),
+        },
+        _ => Input::Other,
+    });
+    scan::Top {
+        model: field("model"),
+        stream: field("stream"),
+        messages,
+        max_tokens: field("max_tokens"),
+        max_completion_tokens: field("max_completion_tokens"),
+        n: field("n"),
+        temperature: field("temperature"),
+        input,
+        fields: Vec::new(),
     }
-    Ok((model, stream))
+}
+
+/// A tree value as the scan summarises it.
+fn kind(v: &Value) -> scan::Kind<'_> {
+    use scan::Kind;
+    match v {
+        Value::Null => Kind::Null,
+        Value::Bool(b) => Kind::Bool(*b),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => Kind::U64(u),
+            (None, Some(i)) => Kind::I64(i),
+            (None, None) => Kind::F64(n.as_f64().unwrap_or_default()),
+        },
+        Value::String(s) => Kind::Str(Some(std::borrow::Cow::Borrowed(s))),
+        Value::Array(_) => Kind::Array,
+        Value::Object(_) => Kind::Object,
+    }
 }
 
 /// [`validate`] on a scan's summary: the same rules, order and errors.
@@ -352,55 +391,6 @@ fn check_temperature(t: Option<f64>) -> Result<(), Error> {
     match t {
         Some(t) if (0.0..=2.0).contains(&t) => Ok(()),
         _ => Err(Error::invalid_param("temperature", "temperature must be a number between 0 and 2")),
-    }
-}
-
-fn validate_chat(body: &Map<String, Value>) -> Result<(), Error> {
-    let messages = match body.get("messages") {
-        Some(Value::Array(m)) if !m.is_empty() => m,
-        Some(Value::Array(_)) => return Err(Error::invalid_param("messages", "messages must not be empty")),
-        Some(_) => return Err(Error::invalid_param("messages", "messages must be an array")),
-        None => return Err(Error::invalid_param("messages", "missing required field: messages")),
-    };
-    for (i, m) in messages.iter().enumerate() {
-        let Some(obj) = m.as_object() else { return Err(not_an_object(i)) };
-        match obj.get("role").and_then(Value::as_str) {
-            Some(r) => check_role(i, r)?,
-            None => return Err(role_required(i)),
-        }
-        if !matches!(obj.get("content"), None | Some(Value::Null | Value::String(_) | Value::Array(_))) {
-            return Err(bad_content(i));
-        }
-    }
-    for field in ["max_tokens", "max_completion_tokens", "n"] {
-        if let Some(v) = body.get(field).filter(|v| !v.is_null())
-            && v.as_u64().is_none()
-        {
-            return Err(not_a_count(field));
-        }
-    }
-    if let Some(t) = body.get("temperature").filter(|v| !v.is_null()) {
-        check_temperature(t.as_f64())?;
-    }
-    Ok(())
-}
-
-fn validate_embeddings(body: &Map<String, Value>) -> Result<(), Error> {
-    match body.get("input") {
-        Some(Value::String(_)) => Ok(()),
-        Some(Value::Array(items)) if items.is_empty() => Err(Error::invalid_param("input", "input must not be empty")),
-        Some(Value::Array(items)) => {
-            let ok = items
-                .iter()
-                .all(|v| v.is_string() || v.is_u64() || v.as_array().is_some_and(|a| a.iter().all(Value::is_u64)));
-            if ok {
-                Ok(())
-            } else {
-                Err(Error::invalid_param("input", "input must be a string, an array of strings, or token arrays"))
-            }
-        }
-        Some(_) => Err(Error::invalid_param("input", "input must be a string or an array")),
-        None => Err(Error::invalid_param("input", "missing required field: input")),
     }
 }
 

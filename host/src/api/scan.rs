@@ -13,87 +13,10 @@ use std::fmt;
 use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::index::{Field, FieldValue, Text};
+pub use super::summary::{Input, Kind, Message, Messages, Top};
 
 /// Objects with more keys than this check repeats in a hash set instead of a list.
 const LINEAR_KEYS: usize = 16;
-
-/// What a value is, keeping only what validation reads.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Kind<'de> {
-    Null,
-    Bool(bool),
-    U64(u64),
-    I64(i64),
-    F64(f64),
-    /// A string; its text only where the caller asked to keep it.
-    Str(Option<Cow<'de, str>>),
-    Array,
-    Object,
-}
-
-impl Kind<'_> {
-    /// As `Value::as_u64`.
-    pub fn as_u64(&self) -> Option<u64> {
-        match *self {
-            Self::U64(v) => Some(v),
-            Self::I64(v) => u64::try_from(v).ok(),
-            _ => None,
-        }
-    }
-
-    /// As `Value::as_f64`.
-    #[allow(clippy::cast_precision_loss)]
-    pub fn as_f64(&self) -> Option<f64> {
-        match *self {
-            Self::U64(v) => Some(v as f64),
-            Self::I64(v) => Some(v as f64),
-            Self::F64(v) => Some(v),
-            _ => None,
-        }
-    }
-}
-
-/// One element of `messages`.
-#[derive(Debug, Default)]
-pub struct Message<'de> {
-    pub object: bool,
-    pub role: Option<Kind<'de>>,
-    pub content: Option<Kind<'de>>,
-}
-
-/// `messages`: an array's elements, or what it was instead.
-#[derive(Debug)]
-pub enum Messages<'de> {
-    Items(Vec<Message<'de>>),
-    NotArray,
-}
-
-/// `input` (embeddings).
-#[derive(Debug, PartialEq, Eq)]
-pub enum Input {
-    Str,
-    /// An array: how many items, and whether each is a string, a token or a token array.
-    Array {
-        len: usize,
-        ok: bool,
-    },
-    Other,
-}
-
-/// The top-level fields validation reads (the last copy, as in a tree, if a key repeats).
-#[derive(Debug, Default)]
-pub struct Top<'de> {
-    pub model: Option<Kind<'de>>,
-    pub stream: Option<Kind<'de>>,
-    pub messages: Option<Messages<'de>>,
-    pub max_tokens: Option<Kind<'de>>,
-    pub max_completion_tokens: Option<Kind<'de>>,
-    pub n: Option<Kind<'de>>,
-    pub temperature: Option<Kind<'de>>,
-    pub input: Option<Input>,
-    /// With `index`: every top-level field.
-    pub fields: Vec<Field>,
-}
 
 /// The scan's result.
 #[derive(Debug)]
@@ -246,6 +169,27 @@ fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A, cx: &Cx) -> Result<(), A::Error>
     Ok(())
 }
 
+/// Implements the scalar visits of a seed whose value is the scalar's [`Kind`].
+macro_rules! scalar_kinds {
+    () => {
+        fn visit_bool<E>(self, v: bool) -> Result<Kind<'de>, E> {
+            Ok(Kind::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Kind<'de>, E> {
+            Ok(Kind::I64(v))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Kind<'de>, E> {
+            Ok(Kind::U64(v))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Kind<'de>, E> {
+            Ok(Kind::F64(v))
+        }
+        fn visit_unit<E>(self) -> Result<Kind<'de>, E> {
+            Ok(Kind::Null)
+        }
+    };
+}
+
 /// Any value, summarised as a [`Kind`]; `keep` keeps a string's text.
 #[derive(Clone, Copy)]
 struct Any<'a> {
@@ -265,21 +209,7 @@ impl<'de> Visitor<'de> for Any<'_> {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Kind<'de>, E> {
-        Ok(Kind::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Kind<'de>, E> {
-        Ok(Kind::I64(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Kind<'de>, E> {
-        Ok(Kind::U64(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Kind<'de>, E> {
-        Ok(Kind::F64(v))
-    }
-    fn visit_unit<E>(self) -> Result<Kind<'de>, E> {
-        Ok(Kind::Null)
-    }
+    scalar_kinds!();
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Kind<'de>, E> {
         Ok(Kind::Str(self.keep.then_some(Cow::Borrowed(v))))
     }
@@ -464,21 +394,7 @@ impl<'de> Visitor<'de> for ContentSeed<'_> {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("message content")
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Kind<'de>, E> {
-        Ok(Kind::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Kind<'de>, E> {
-        Ok(Kind::I64(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Kind<'de>, E> {
-        Ok(Kind::U64(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Kind<'de>, E> {
-        Ok(Kind::F64(v))
-    }
-    fn visit_unit<E>(self) -> Result<Kind<'de>, E> {
-        Ok(Kind::Null)
-    }
+    scalar_kinds!();
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Kind<'de>, E> {
         self.0.push_text(&self.0.chat_texts, v, true);
         Ok(Kind::Str(None))

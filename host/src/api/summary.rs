@@ -1,0 +1,84 @@
+//! What the front door's scan reports about a body: the fields validation reads, summarised
+//! (`api::validate` makes the same summary from a tree, so one set of rules serves both).
+
+use std::borrow::Cow;
+
+use super::index::Field;
+
+/// What a value is, keeping only what validation reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind<'de> {
+    Null,
+    Bool(bool),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    /// A string; its text only where the caller asked to keep it.
+    Str(Option<Cow<'de, str>>),
+    Array,
+    Object,
+}
+
+impl Kind<'_> {
+    /// As `Value::as_u64`.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Self::U64(v) => Some(v),
+            Self::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// As `Value::as_f64`.
+    #[allow(clippy::cast_precision_loss)]
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Self::U64(v) => Some(v as f64),
+            Self::I64(v) => Some(v as f64),
+            Self::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// One element of `messages`.
+#[derive(Debug, Default)]
+pub struct Message<'de> {
+    pub object: bool,
+    pub role: Option<Kind<'de>>,
+    pub content: Option<Kind<'de>>,
+}
+
+/// `messages`: an array's elements, or what it was instead.
+#[derive(Debug)]
+pub enum Messages<'de> {
+    Items(Vec<Message<'de>>),
+    NotArray,
+}
+
+/// `input` (embeddings).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input {
+    Str,
+    /// An array: how many items, and whether each is a string, a token or a token array.
+    Array {
+        len: usize,
+        ok: bool,
+    },
+    Other,
+}
+
+/// The top-level fields validation reads (the last copy, as in a tree, if a key repeats).
+#[derive(Debug, Default)]
+pub struct Top<'de> {
+    pub model: Option<Kind<'de>>,
+    pub stream: Option<Kind<'de>>,
+    pub messages: Option<Messages<'de>>,
+    pub max_tokens: Option<Kind<'de>>,
+    pub max_completion_tokens: Option<Kind<'de>>,
+    pub n: Option<Kind<'de>>,
+    pub temperature: Option<Kind<'de>>,
+    pub input: Option<Input>,
+    /// With `index`: every top-level field.
+    pub fields: Vec<Field>,
+}
