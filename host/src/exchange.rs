@@ -54,12 +54,6 @@ impl JsonBody {
         Self { raw: Some(bytes), tree: None, index: Some(Box::new(index)) }
     }
 
-    /// A body parsed at once, with the bytes it came from when they say exactly what the
-    /// tree says (no repeated key).
-    pub fn from_parsed(raw: Option<Bytes>, map: Map<String, Value>) -> Self {
-        Self { raw, tree: Some(map), index: None }
-    }
-
     /// A body that exists only as a tree (edited, or built by Weir).
     pub fn from_map(map: Map<String, Value>) -> Self {
         Self { raw: None, tree: Some(map), index: None }

@@ -84,7 +84,7 @@ pub fn read_request(endpoint: Endpoint, bytes: Bytes, usage: BodyUse) -> Result<
             (model, stream, index::BodyIndex { texts, fields: std::mem::take(&mut top.fields) })
         }
         // Rare and never the fast path: the tree decides which copy counts.
-        Ok(scan::Scanned { top: Some(_), repeated: true, .. }) => return read_tree(endpoint, bytes),
+        Ok(scan::Scanned { top: Some(_), repeated: true, .. }) => return read_tree(endpoint, &bytes),
         Ok(scan::Scanned { top: None, .. }) => {
             return Err(Error::new(ErrorKind::InvalidRequest, "request body must be a JSON object"));
         }
@@ -97,12 +97,12 @@ pub fn read_request(endpoint: Endpoint, bytes: Bytes, usage: BodyUse) -> Result<
     Ok(FrontDoor { model, stream, body })
 }
 
-/// [`read_request`] through a tree.
-fn read_tree(endpoint: Endpoint, bytes: Bytes) -> Result<FrontDoor, Error> {
-    let parsed = parse_body(&bytes)?;
+/// [`read_request`] for a body that repeats a key: through a tree, whose bytes are never
+/// forwarded (they may say something else to another parser).
+fn read_tree(endpoint: Endpoint, bytes: &Bytes) -> Result<FrontDoor, Error> {
+    let parsed = parse_body(bytes)?;
     let (model, stream) = validate(endpoint, &parsed.map)?;
-    let body = JsonBody::from_parsed(parsed.faithful.then_some(bytes), parsed.map);
-    Ok(FrontDoor { model, stream, body })
+    Ok(FrontDoor { model, stream, body: JsonBody::from_map(parsed.map) })
 }
 
 /// Parses the body as a JSON object (same grammar, limits and errors as

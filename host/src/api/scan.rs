@@ -169,6 +169,18 @@ fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A, cx: &Cx) -> Result<(), A::Error>
     Ok(())
 }
 
+/// Implements `DeserializeSeed` for a seed that is its own visitor (of any JSON value).
+macro_rules! seed_by_visitor {
+    ($seed:ident) => {
+        impl<'de> DeserializeSeed<'de> for $seed<'_> {
+            type Value = <Self as Visitor<'de>>::Value;
+            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_any(self)
+            }
+        }
+    };
+}
+
 /// Implements the scalar visits of a seed whose value is the scalar's [`Kind`].
 macro_rules! scalar_kinds {
     () => {
@@ -197,12 +209,7 @@ struct Any<'a> {
     cx: &'a Cx,
 }
 
-impl<'de> DeserializeSeed<'de> for Any<'_> {
-    type Value = Kind<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Kind<'de>, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_by_visitor!(Any);
 
 impl<'de> Visitor<'de> for Any<'_> {
     type Value = Kind<'de>;
@@ -256,12 +263,7 @@ macro_rules! scalars_are {
 /// The body: an object's fields, or `None` for any other value.
 struct TopSeed<'a>(&'a Cx);
 
-impl<'de> DeserializeSeed<'de> for TopSeed<'_> {
-    type Value = Option<Top<'de>>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_by_visitor!(TopSeed);
 
 impl<'de> Visitor<'de> for TopSeed<'_> {
     type Value = Option<Top<'de>>;
@@ -315,12 +317,7 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
 /// `messages`.
 struct MessagesSeed<'a>(&'a Cx);
 
-impl<'de> DeserializeSeed<'de> for MessagesSeed<'_> {
-    type Value = Messages<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_by_visitor!(MessagesSeed);
 
 impl<'de> Visitor<'de> for MessagesSeed<'_> {
     type Value = Messages<'de>;
@@ -344,12 +341,7 @@ impl<'de> Visitor<'de> for MessagesSeed<'_> {
 /// One element of `messages`.
 struct MessageSeed<'a>(&'a Cx);
 
-impl<'de> DeserializeSeed<'de> for MessageSeed<'_> {
-    type Value = Message<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_by_visitor!(MessageSeed);
 
 impl<'de> Visitor<'de> for MessageSeed<'_> {
     type Value = Message<'de>;
@@ -382,12 +374,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
 /// A message's `content`: its kind, recording a string or the text parts of an array.
 struct ContentSeed<'a>(&'a Cx);
 
-impl<'de> DeserializeSeed<'de> for ContentSeed<'_> {
-    type Value = Kind<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Kind<'de>, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_by_visitor!(ContentSeed);
 
 impl<'de> Visitor<'de> for ContentSeed<'_> {
     type Value = Kind<'de>;
@@ -416,12 +403,7 @@ impl<'de> Visitor<'de> for ContentSeed<'_> {
 /// One content part: `{"type": "text", "text": ...}` is a prompt text.
 struct PartSeed<'a>(&'a Cx);
 
-impl<'de> DeserializeSeed<'de> for PartSeed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_by_visitor!(PartSeed);
 
 impl<'de> Visitor<'de> for PartSeed<'_> {
     type Value = ();
@@ -455,12 +437,7 @@ impl<'de> Visitor<'de> for PartSeed<'_> {
 /// `input` (embeddings).
 struct InputSeed<'a>(&'a Cx);
 
-impl<'de> DeserializeSeed<'de> for InputSeed<'_> {
-    type Value = Input;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Input, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_by_visitor!(InputSeed);
 
 impl<'de> Visitor<'de> for InputSeed<'_> {
     type Value = Input;
@@ -493,12 +470,7 @@ impl<'de> Visitor<'de> for InputSeed<'_> {
 /// One item of an `input` array: whether it is a string, a token or an array of tokens.
 struct InputItemSeed<'a>(&'a Cx);
 
-impl<'de> DeserializeSeed<'de> for InputItemSeed<'_> {
-    type Value = bool;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_by_visitor!(InputItemSeed);
 
 impl<'de> Visitor<'de> for InputItemSeed<'_> {
     type Value = bool;

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::StoreData;
-use crate::api::index::Lookup;
+use crate::api::index::{BodyIndex, Lookup};
 use crate::exchange::{GatewayRequest, GatewayResponse, JsonBody};
 use crate::plugins::bindings::types::{self, Endpoint};
 use crate::plugins::bindings::{RequestHandle, ResponseHandle};
@@ -127,6 +127,15 @@ impl Exchange {
         }
     }
 
+    /// The front door's record of the request body, while no tree has been parsed
+    /// (`on-request` only).
+    fn body_index(&self) -> Option<(&BodyIndex, &Bytes)> {
+        match &self.request {
+            RequestSlot::Owned(r) => r.body.indexed(),
+            _ => None,
+        }
+    }
+
     /// The request's endpoint and body tree, parsed on first use. `None` in post hooks, where
     /// the body has gone upstream.
     fn body_tree(&mut self) -> Option<(GatewayEndpoint, &Map<String, Value>)> {
@@ -208,9 +217,7 @@ impl types::HostRequest for Exchange {
     }
 
     fn get(&mut self, _: Resource<RequestHandle>, pointer: String) -> Option<String> {
-        if let RequestSlot::Owned(r) = &self.request
-            && let Some((index, raw)) = r.body.indexed()
-        {
+        if let Some((index, raw)) = self.body_index() {
             match index.get(raw, &pointer) {
                 Lookup::Found(v) => return serde_json::to_string(&v).ok(),
                 Lookup::Absent => return None,
@@ -222,9 +229,7 @@ impl types::HostRequest for Exchange {
     }
 
     fn prompt_texts(&mut self, _: Resource<RequestHandle>) -> Vec<String> {
-        if let RequestSlot::Owned(r) = &self.request
-            && let Some((index, raw)) = r.body.indexed()
-        {
+        if let Some((index, raw)) = self.body_index() {
             return index.prompt_texts(raw);
         }
         let Some((endpoint, body)) = self.body_tree() else { return Vec::new() };
