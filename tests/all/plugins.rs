@@ -202,7 +202,7 @@ async fn misbehaving_plugins_fail_closed_only_their_own_request_and_heal() {
     }
     let trap = metric(&text, "weir_plugin_instances_replaced_total", &[("plugin", "trap"), ("reason", "trap")]);
     assert_eq!(trap, 4.0, "a panic is a trap");
-    // Each of the 4 spinning calls (~7 ms of fuel, yielding every 10M) left its serving thread,
+    // Each of the 4 spinning calls (~7 ms of fuel, yielding every 2M) left its serving thread,
     // which is how the good requests above kept their latency. (Quick calls of the same plugin
     // move too when an epoch tick happens to fall inside one, hence at least.)
     let moved = metric(&text, "weir_plugin_calls_moved_total", &[("plugin", "loop")]);

@@ -5,7 +5,6 @@
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
@@ -14,10 +13,6 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use super::bindings::{PACKAGE, VERSION};
 use super::host::{self, StoreData};
 use crate::config::MAX_MEMORY_LIMIT;
-
-/// How often the epoch advances. Each tick, a running guest checks its deadline and yields to
-/// the tokio scheduler, so a stalled plugin never holds a worker thread longer than this.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// The process-wide engine and the linker with every granted capability.
 pub struct Runtime {
@@ -63,17 +58,7 @@ fn build() -> Result<Runtime, String> {
     let engine = Engine::new(&config).map_err(|e| format!("cannot start the wasm engine: {e}"))?;
     let mut linker = Linker::new(&engine);
     host::add_to_linker(&mut linker).map_err(|e| format!("cannot link host capabilities: {e}"))?;
-    let ticker = engine.weak();
-    std::thread::Builder::new()
-        .name("weir-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = ticker.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })
-        .map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
+    super::ticker::start(engine.weak()).map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
     Ok(Runtime { engine, linker, compile_config })
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::host::StoreData;
+use super::ticker::Watch;
 
 /// Why a plugin call failed. Each is a metric `outcome` and decides whether the instance is
 /// kept.
@@ -101,15 +102,19 @@ pub fn install(store: &mut Store<StoreData>) -> wasmtime::Result<()> {
         }
         Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
     });
-    // Also yield every ~10M instructions (several epoch ticks' worth): the tokio timer (the
-    // hard timeout) then fires even when the epoch ticker thread is starved on a saturated
+    // Also yield every 2M fuel. This is the first yield of a CPU-bound call, which moves it off
+    // its serving thread and turns the ticker to its fast rate (`run`). After that the tokio
+    // timer (the hard timeout) fires even when the ticker thread is starved on a saturated
     // machine.
     store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))
 }
 
-/// Fuel between forced yields: a fallback for a starved epoch ticker, rare enough that the
-/// epoch's polite yield is the one that normally lets other requests through.
-const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
+/// Fuel between forced yields. A tight loop burns it in ~0.3 ms and ordinary guest code in
+/// about 1 ms (the stall benchmark's loop burns 50M fuel in ~7 ms), so a call that spins yields
+/// first through fuel, well before the ticker's idle tick ([`super::ticker::IDLE_EPOCH_TICK`]).
+/// The yield itself is a bare self-wake. The call is on the plugin runtime by then (it moved
+/// at its first yield), so that wake holds up no serving thread.
+const FUEL_YIELD_INTERVAL: u64 = 2_000_000;
 
 /// Arms the guards for one call: fresh fuel, a deadline, a cleared memory flag.
 ///
@@ -130,12 +135,25 @@ pub fn hard_timeout(timeout: Duration) -> Duration {
     timeout + (timeout / 2).max(Duration::from_millis(10))
 }
 
-/// Runs a call future under the hard timeout. `Err(None)` means the timeout fired.
+/// Runs a call future under the hard timeout. `Err(None)` means the timeout fired. A call
+/// still running after its first poll is counted as slow ([`Watch`]) until it ends, which turns
+/// the epoch ticker to its fast rate so the deadline is checked every tick.
 pub async fn run<T>(
     fut: impl Future<Output = wasmtime::Result<T>>,
     hard: Duration,
 ) -> Result<T, Option<wasmtime::Error>> {
-    match tokio::time::timeout(hard, fut).await {
+    let mut fut = std::pin::pin!(tokio::time::timeout(hard, fut));
+    let mut slow = None;
+    let outcome = std::future::poll_fn(|cx| {
+        let poll = fut.as_mut().poll(cx);
+        if poll.is_pending() && slow.is_none() {
+            slow = Some(Watch::begin());
+        }
+        poll
+    })
+    .await;
+    drop(slow);
+    match outcome {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(Some(e)),
         Err(_) => Err(None),
@@ -180,6 +198,24 @@ mod tests {
     fn hard_timeout_leaves_room_for_the_epoch_deadline() {
         assert_eq!(hard_timeout(Duration::from_millis(4)), Duration::from_millis(14));
         assert_eq!(hard_timeout(Duration::from_millis(100)), Duration::from_millis(150));
+    }
+
+    #[tokio::test]
+    async fn a_call_is_counted_as_slow_from_its_first_yield_to_its_end() {
+        // Other tests' calls may be counted at the same time: compare from inside the call.
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let call = run(
+            async move {
+                let _ = rx.await;
+                Ok(Watch::count())
+            },
+            Duration::from_secs(5),
+        );
+        let (during, ()) = tokio::join!(call, async move {
+            tokio::task::yield_now().await;
+            let _ = tx.send(());
+        });
+        assert!(during.unwrap() >= 1, "a call that yielded is counted while it runs");
     }
 
     #[tokio::test(start_paused = true)]

@@ -50,7 +50,7 @@ pub struct PluginMetrics {
     /// Idle instances.
     pub idle: Gauge,
     replaced: [Counter; REASONS.len()],
-    /// Calls that outlasted their first epoch tick and moved off their serving thread.
+    /// Calls still running at their first yield, moved off their serving thread.
     pub moved: Counter,
 }
 
@@ -122,6 +122,6 @@ pub fn describe() {
     describe_counter!("weir_plugin_skipped_total", "Fail-open plugins skipped for a request after a failure");
     describe_counter!(
         "weir_plugin_calls_moved_total",
-        "Hook calls still running at an epoch tick, moved off their serving thread to the plugin runtime"
+        "Hook calls still running at their first yield, moved off their serving thread to the plugin runtime"
     );
 }

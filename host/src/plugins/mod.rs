@@ -23,6 +23,7 @@ pub(crate) mod json;
 mod metrics;
 mod offload;
 mod plugin;
+mod ticker;
 pub mod tool;
 
 use std::sync::Arc;

@@ -1,11 +1,12 @@
 //! Keeps slow plugin work off the serving threads. A hook call starts on the request's serving
 //! thread ([`crate::shards`]) and nearly always ends within its first poll (about 1.5 us). A
-//! call that is still running at its first yield (an epoch tick: it has run for up to 1 ms, or
-//! it is spinning to its deadline) moves to the plugin runtime, a small multi-thread tokio
-//! runtime of its own, and the request waits for it there; so does making a replacement
-//! instance. A stalled plugin then costs its own request its deadline and the other
-//! connections of its thread at most one tick, as it did when one work-stealing runtime served
-//! everything (docs/benchmarks.md, "Fifth session").
+//! call that is still running at its first yield moves to the plugin runtime, a small
+//! multi-thread tokio runtime of its own, and the request waits for it there; so does making a
+//! replacement instance. A call yields first when it has burned 2M fuel (well under a
+//! millisecond of a spinning guest), at an epoch tick, or in a host call that waits. A stalled
+//! plugin then costs its own request its deadline and the other connections of its thread at
+//! most that first stretch, as it did when one work-stealing runtime served everything
+//! (docs/benchmarks.md, "Fifth session").
 
 use std::future::Future;
 use std::pin::Pin;

@@ -324,8 +324,8 @@ impl Plugin {
     }
 
     /// Runs one hook call on the leased instance under its guards (fresh fuel, deadline, hard
-    /// timeout): inline, or on the plugin runtime once it outlasts an epoch tick
-    /// ([`offload`]). The instance goes with the call and comes back to the lease.
+    /// timeout): inline, or on the plugin runtime from its first yield on ([`offload`]). The
+    /// instance goes with the call and comes back to the lease.
     async fn guarded<C: HookCall>(&self, lease: &mut Lease<'_>, call: C) -> Result<C::Out, Option<wasmtime::Error>> {
         let mut inst = lease.lend();
         let (fuel, timeout, hard) = (self.fuel, self.timeout, self.hard);
