@@ -2,6 +2,7 @@
 //! classification of what went wrong when a call fails.
 
 use std::future::Future;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -135,24 +136,27 @@ pub fn hard_timeout(timeout: Duration) -> Duration {
     timeout + (timeout / 2).max(Duration::from_millis(10))
 }
 
-/// Runs a call future under the hard timeout. `Err(None)` means the timeout fired. A call
-/// still running after its first poll is counted as slow ([`Watch`]) until it ends, which turns
-/// the epoch ticker to its fast rate so the deadline is checked every tick.
+/// Runs a call future under the hard timeout. `Err(None)` means the timeout fired.
+///
+/// The first poll runs without a timer: nearly every call ends there, within microseconds,
+/// and then neither arms the timer nor counts as slow. A call still running after it is
+/// counted as slow ([`Watch`]) until it ends, which turns the epoch ticker to its fast rate so
+/// the deadline is checked every tick, and from then on runs under the hard timeout, which
+/// counts from the call's start.
 pub async fn run<T>(
     fut: impl Future<Output = wasmtime::Result<T>>,
     hard: Duration,
 ) -> Result<T, Option<wasmtime::Error>> {
-    let mut fut = std::pin::pin!(tokio::time::timeout(hard, fut));
-    let mut slow = None;
-    let outcome = std::future::poll_fn(|cx| {
-        let poll = fut.as_mut().poll(cx);
-        if poll.is_pending() && slow.is_none() {
-            slow = Some(Watch::begin());
+    let hard_at = tokio::time::Instant::now() + hard;
+    let mut fut = std::pin::pin!(fut);
+    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    let outcome = match first {
+        Poll::Ready(r) => Ok(r),
+        Poll::Pending => {
+            let _slow = Watch::begin();
+            tokio::time::timeout_at(hard_at, fut).await
         }
-        poll
-    })
-    .await;
-    drop(slow);
+    };
     match outcome {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(Some(e)),
