@@ -1,16 +1,16 @@
 //! The epoch ticker: the thread that advances the engine's epoch, which is how a running guest
 //! learns that time passed (its deadline check and its polite yield, `guard.rs`).
 //!
-//! It ticks at two rates. While any guest call is past its first poll (it yielded: it is a slow
-//! call, and now runs on the plugin runtime, `offload.rs`), it ticks every [`EPOCH_TICK`], so
-//! that call's deadline is checked every millisecond. Otherwise it ticks every
+//! It ticks at two rates. While any guest call is past its first poll (it yielded at least
+//! once, which makes it a slow call; on a serving thread it has then moved to the plugin
+//! runtime, `offload.rs`), it ticks every [`EPOCH_TICK`], so that call's deadline is checked
+//! every millisecond. Otherwise it ticks every
 //! [`IDLE_EPOCH_TICK`], as the backstop for a call that has not yielded yet. Nearly every call
 //! ends within its first poll, a few microseconds, and needs no tick at all. A CPU-bound call
 //! yields first through fuel (`guard.rs`), well within a millisecond. So the fast rate is
 //! spent only where it is needed. The ticker used to wake every millisecond for as long as
-//! plugins were loaded. On the benchmark VM that cost ~25 us of CPU per wake-up, 2.5% of a core
-//! when idle, and it preempted the serving threads about once a millisecond
-//! (docs/benchmarks.md, "Seventh session").
+//! plugins were loaded. On the benchmark VM each wake-up cost ~25 us of CPU: ~3% of a core
+//! when idle, and 22-32 us per request at 1,000 req/s (docs/benchmarks.md, "Seventh session").
 //!
 //! A call becomes slow through [`Watch::begin`], which wakes a ticker sleeping at the idle rate.
 //! The ticker then advances the epoch at once. That costs one wake-up per slow call, never one
