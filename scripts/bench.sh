@@ -5,12 +5,15 @@
 # configurations, drives each in interleaved rounds after a warm-up, prints one table and
 # stops every process it started. Not part of the test suite. See docs/benchmarks.md.
 #
-#   scripts/bench.sh            # full run, ~5-7 minutes on 2 cores
+#   scripts/bench.sh            # full run, ~5-7 minutes on 2 cores (plus the build)
 #   scripts/bench.sh --quick    # ~1.5 minutes, one round of short runs
 #   scripts/bench.sh --out FILE # also write the table (markdown) to FILE
 #
+# Weir is the profile-guided release build of scripts/pgo.sh (~20 minutes to build from clean
+# on 2 cores); BENCH_PGO=0 measures the plain `cargo build --release` instead.
 # Knobs (environment): BENCH_ROUNDS, BENCH_SECS (seconds per run), BENCH_WARMUP_SECS,
-# BENCH_CONCURRENCY (closed loop, default 32), BENCH_SKIP_BUILD=1 (use existing binaries).
+# BENCH_CONCURRENCY (closed loop, default 32), BENCH_PGO (1 or 0, default 1),
+# BENCH_SKIP_BUILD=1 (use existing binaries).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -21,7 +24,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --out) OUT="$2"; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -47,13 +50,27 @@ if [ ! -x "$NGINX" ]; then
 fi
 command -v python3 >/dev/null || { echo "python3 is needed for the report" >&2; exit 1; }
 
+PGO=${BENCH_PGO:-1}
+HOST=$(rustc -vV | awk '/^host:/ {print $2}')
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-    echo "==> building plugins (wasm32-wasip2), weir and the bench helpers (release)"
-    command -v rustup >/dev/null && rustup target add wasm32-wasip2 >/dev/null
-    cargo build -q --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --release
-    cargo build -q --release -p weir -p weir-bench
+    if [ "$PGO" = 1 ]; then
+        # Builds the plugins and the bench helpers too.
+        scripts/pgo.sh
+    else
+        echo "==> building plugins (wasm32-wasip2), weir and the bench helpers (release)"
+        command -v rustup >/dev/null && rustup target add wasm32-wasip2 >/dev/null
+        cargo build -q --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --release
+        cargo build -q --release -p weir -p weir-bench
+    fi
 fi
-WEIR=$ROOT/target/release/weir
+if [ "$PGO" = 1 ]; then
+    WEIR=$ROOT/target/pgo/$HOST/release/weir
+    BUILD=pgo
+else
+    WEIR=$ROOT/target/release/weir
+    BUILD=release
+fi
+[ -x "$WEIR" ] || { echo "no weir binary at $WEIR: run without BENCH_SKIP_BUILD=1" >&2; exit 1; }
 MOCK=$ROOT/target/release/weir-mock-upstream
 STREAMC=$ROOT/target/release/weir-stream-client
 WASM=$ROOT/plugins/target/wasm32-wasip2/release
@@ -232,7 +249,7 @@ echo "==> load: uptime after: $(uptime)"
 getconf CLK_TCK >"$RES/clk_tck.txt"
 META="rounds=$ROUNDS secs=$SECS warmup=$WARMUP concurrency=$CONC default_plugins=$DEFAULT_N"
 META="$META oha=$(oha --version | awk '{print $2}') nginx=$("$NGINX" -v 2>&1 | sed 's#.*/##')"
-META="$META weir=$(git rev-parse --short HEAD)$(git diff --quiet -- host bench || echo +dirty)"
+META="$META weir=$(git rev-parse --short HEAD)$(git diff --quiet -- host bench || echo +dirty) build=$BUILD"
 python3 bench/report.py "$RES" "$META" | tee "${OUT:-/dev/null}"
 for w in none default five stall; do
     if grep -q "panicked" "$TMP/weir-$w.log"; then echo "warning: weir-$w logged a panic" >&2; fi
