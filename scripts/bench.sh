@@ -9,7 +9,7 @@
 #   scripts/bench.sh --quick    # ~1.5 minutes, one round of short runs
 #   scripts/bench.sh --out FILE # also write the table (markdown) to FILE
 #
-# Weir is the profile-guided release build of scripts/pgo.sh (~20 minutes to build from clean
+# Weir is the profile-guided release build of scripts/pgo.sh (~18 minutes to build from clean
 # on 2 cores); BENCH_PGO=0 measures the plain `cargo build --release` instead.
 # Knobs (environment): BENCH_ROUNDS, BENCH_SECS (seconds per run), BENCH_WARMUP_SECS,
 # BENCH_CONCURRENCY (closed loop, default 32), BENCH_PGO (1 or 0, default 1),

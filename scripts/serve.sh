@@ -2,7 +2,7 @@
 # Sets up and runs Weir on its embedded default config (127.0.0.1:8080, built-in mock provider,
 # the first-party plugin chain). Needs only Rust (rustup). Extra arguments go to `weir serve`,
 # e.g. `scripts/serve.sh --config examples/weir.toml`. A first argument `--pgo` runs the
-# profile-guided build of scripts/pgo.sh instead of the plain release build (~20 minutes to
+# profile-guided build of scripts/pgo.sh instead of the plain release build (~18 minutes to
 # build from clean on 2 cores; it also installs oha and llvm-tools for its training load).
 set -euo pipefail
 cd "$(dirname "$0")/.."
