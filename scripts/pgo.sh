@@ -5,13 +5,14 @@
 # profile and builds weir again with it. The code is the same as `cargo build --release`;
 # the compiler only lays it out and inlines it for the paths the training load takes, which
 # cuts CPU per request by about a quarter on the machine in docs/benchmarks.md.
-# scripts/bench.sh measures this build unless BENCH_PGO=0. Takes ~20 minutes on 2 cores
-# from clean (two release builds), about half that when only Weir's own code changed.
+# scripts/bench.sh measures this build unless BENCH_PGO=0. Took ~18 minutes on 2 cores from
+# clean (two release builds). A new profile changes the code of every crate, so after any
+# change to Weir the second build starts over (~8.5 minutes here).
 #
 #   scripts/pgo.sh    # prints the path of the optimised binary (progress goes to stderr)
 #
 # Output: target/pgo/<host>/release/weir. The profile, target/pgo/weir-<key>.profdata, is
-# reused while the instrumented binary and this script are unchanged (<key> is their hash),
+# reused while the instrumented binary and the training are unchanged (<key> is their hash),
 # so a second run with no change to the code trains nothing and rebuilds nothing.
 # Knobs (environment): PGO_TRAIN_SECS (seconds per training run, default 3).
 set -euo pipefail
@@ -116,7 +117,9 @@ PY
 }
 
 # ---------------------------------------------------------------- training
-KEY=$(cat "$GEN" scripts/pgo.sh scripts/bench-common.sh | sha256sum | cut -c1-16)
+# The key covers what decides the profile: the instrumented binary and the training (the
+# function as bash prints it, without comments, its helpers and PGO_TRAIN_SECS).
+KEY=$({ cat "$GEN" scripts/bench-common.sh; declare -f train_all; echo "$SECS"; } | sha256sum | cut -c1-16)
 PROFILE=$ROOT/target/pgo/weir-$KEY.profdata
 if [ -f "$PROFILE" ]; then
     echo "==> the instrumented weir and the training are unchanged: reusing $PROFILE" >&2
