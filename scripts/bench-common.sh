@@ -1,6 +1,6 @@
-# Shared by scripts/bench.sh and scripts/instructions.sh (sourced, not run): a free loopback
-# port, waiting for a server to answer, the request bodies and the weir config both benchmark
-# with.
+# Shared by scripts/bench.sh, scripts/instructions.sh and scripts/pgo.sh (sourced, not run):
+# the build, a free loopback port, waiting for a server to answer, the request bodies and the
+# weir config they all run.
 
 # Makes $TMP (removed on exit) and $PIDS (append every started process: PIDS+=($!); each is
 # stopped on exit, Ctrl-C included).
@@ -14,6 +14,15 @@ bench_cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     rm -rf "$TMP"
+}
+
+# Builds the first-party plugins (wasm32-wasip2) and the given packages, in release.
+bench_build() { # package...
+    local packages=()
+    for p in "$@"; do packages+=(-p "$p"); done
+    if command -v rustup >/dev/null; then rustup target add wasm32-wasip2 >/dev/null 2>&1; fi
+    cargo build -q --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --release
+    cargo build -q --release "${packages[@]}"
 }
 
 # Waits until URL answers HTTP at all (any status), for up to SECONDS (default 10).

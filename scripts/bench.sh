@@ -17,6 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=scripts/bench-common.sh
+. "$ROOT/scripts/bench-common.sh"
 
 QUICK=0
 OUT=""
@@ -58,9 +60,7 @@ if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
         scripts/pgo.sh
     else
         echo "==> building plugins (wasm32-wasip2), weir and the bench helpers (release)"
-        command -v rustup >/dev/null && rustup target add wasm32-wasip2 >/dev/null
-        cargo build -q --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --release
-        cargo build -q --release -p weir -p weir-bench
+        bench_build weir weir-bench
     fi
 fi
 if [ "$PGO" = 1 ]; then
@@ -76,8 +76,6 @@ STREAMC=$ROOT/target/release/weir-stream-client
 WASM=$ROOT/plugins/target/wasm32-wasip2/release
 
 # ---------------------------------------------------------------- processes
-# shellcheck source=scripts/bench-common.sh
-. "$ROOT/scripts/bench-common.sh"
 bench_tmp weir-bench
 
 # Request body: a ~1 KB chat completion (system + user message).

@@ -19,6 +19,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=scripts/bench-common.sh
+. "$ROOT/scripts/bench-common.sh"
 N=${INSTR_REQUESTS:-1000}
 
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -28,16 +30,12 @@ if ! command -v valgrind >/dev/null; then
     else sudo apt-get update -qq && sudo apt-get install -y -qq valgrind >/dev/null; fi
 fi
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-    command -v rustup >/dev/null && rustup target add wasm32-wasip2 >/dev/null
-    cargo build -q --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --release
-    cargo build -q --release -p weir -p weir-bench
+    bench_build weir weir-bench
 fi
 WASM=$ROOT/plugins/target/wasm32-wasip2/release
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("weir=$ROOT/target/release/weir")
 
-# shellcheck source=scripts/bench-common.sh
-. "$ROOT/scripts/bench-common.sh"
 bench_tmp weir-instr
 
 bench_bodies "$TMP"

@@ -20,6 +20,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 export PATH="$HOME/.cargo/bin:$PATH"
 SECS=${PGO_TRAIN_SECS:-3}
+# shellcheck source=scripts/bench-common.sh
+. "$ROOT/scripts/bench-common.sh"
 
 # ---------------------------------------------------------------- tools
 HOST=$(rustc -vV | awk '/^host:/ {print $2}')
@@ -36,9 +38,7 @@ fi
 command -v python3 >/dev/null || { echo "python3 is needed for the training requests" >&2; exit 1; }
 
 echo "==> building plugins (wasm32-wasip2) and the mock upstream (release)" >&2
-command -v rustup >/dev/null && rustup target add wasm32-wasip2 >/dev/null 2>&1
-cargo build -q --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --release
-cargo build -q --release -p weir-bench
+bench_build weir-bench
 MOCK=$ROOT/target/release/weir-mock-upstream
 WASM=$ROOT/plugins/target/wasm32-wasip2/release
 
@@ -54,7 +54,6 @@ GEN=$ROOT/target/pgo-gen/$HOST/release/weir
 # Serves the training load with the instrumented weir; it writes raw profiles into $RAW.
 train_all() {
     rm -f "$RAW"/*.profraw
-    . "$ROOT/scripts/bench-common.sh"
     bench_tmp weir-pgo
     bench_bodies "$TMP"
     python3 - "$TMP" <<'PY'
