@@ -4,9 +4,11 @@
 Usage: report.py RESULTS_DIR "META". RESULTS_DIR holds `<scenario>.<target>.<round>.json`
 (oha JSON, or weir-stream-client JSON for the `stream` scenario), for closed-loop runs
 `closed.<target>.<round>.cpu` (the proxy's CPU clock ticks over the run), `clk_tck.txt` and
-`rss.txt`. Every number is the mean over rounds; "added" is the target's latency minus the
-direct path's in the same scenario, "x nginx" its throughput divided by nginx's, and "proxy CPU
-us/req" the proxy processes' user + system time divided by the requests answered.
+`rss.txt`. RPS and latency are the mean over rounds. "added" is the target's latency minus the
+direct path's in the same scenario and the same round, the median over rounds: a round hit by
+a burst from other tenants moves every target in it, and one such round moves a mean of
+differences but not their median. "x nginx" is the target's throughput divided by nginx's, and
+"proxy CPU us/req" the proxy processes' user + system time divided by the requests answered.
 """
 
 import glob
@@ -17,8 +19,9 @@ from collections import defaultdict
 
 res_dir, meta = sys.argv[1], sys.argv[2]
 runs = defaultdict(list)  # (scenario, target) -> [dict]
+by_round = defaultdict(dict)  # (scenario, target) -> {round: dict}
 for path in sorted(glob.glob(os.path.join(res_dir, "*.json"))):
-    scenario, target, _round, _ = os.path.basename(path).split(".")
+    scenario, target, rnd, _ = os.path.basename(path).split(".")
     with open(path) as f:
         try:
             data = json.load(f)
@@ -32,6 +35,7 @@ for path in sorted(glob.glob(os.path.join(res_dir, "*.json"))):
             except ValueError:
                 data["_stall"] = {"failed": True}
     runs[(scenario, target)].append(data)
+    by_round[(scenario, target)][rnd] = data
 
 
 def cpu_us_per_request(target):
@@ -89,6 +93,30 @@ def mean(scenario, target, parse=oha, key=None):
     return out
 
 
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    if not n:
+        return None
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def paired(scenario, target, key, parse=oha):
+    """Per round: (the direct path's `key`, the target's `key` minus it), rounds both finished."""
+    direct, mine = by_round.get((scenario, "direct"), {}), by_round.get((scenario, target), {})
+    out = []
+    for rnd in sorted(set(direct) & set(mine)):
+        d, m = parse(direct[rnd]), parse(mine[rnd])
+        if d and m:
+            out.append((d[key], m[key] - d[key]))
+    return out
+
+
+def added(scenario, target, key, parse=oha):
+    """Median over rounds of the target's `key` minus the direct path's in the same round."""
+    return median([diff for _, diff in paired(scenario, target, key, parse)])
+
+
 def f(v, digits=3):
     return "-" if v is None else f"{v:.{digits}f}"
 
@@ -108,14 +136,14 @@ for scenario, title in [("closed", "Closed loop, concurrency 32, non-stream"),
     out.append("| target | RPS | p50 ms | p90 ms | p99 ms | errors | added p50 ms | added p99 ms | RPS x nginx |"
                + (" proxy CPU us/req |" if cpu else ""))
     out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if cpu else ""))
-    direct, nginx = mean(scenario, "direct"), mean(scenario, "nginx")
+    nginx = mean(scenario, "nginx")
     for t in TARGETS:
         m = mean(scenario, t)
         if not m:
             out.append(f"| {LABEL[t]} | failed | | | | | | | |" + (" |" if cpu else ""))
             continue
-        add50 = m["p50"] - direct["p50"] if direct and t != "direct" else None
-        add99 = m["p99"] - direct["p99"] if direct and t != "direct" else None
+        add50 = added(scenario, t, "p50") if t != "direct" else None
+        add99 = added(scenario, t, "p99") if t != "direct" else None
         ratio = m["rps"] / nginx["rps"] if nginx and nginx["rps"] else None
         out.append(f"| {LABEL[t]} | {m['rps']:.0f} | {f(m['p50'])} | {f(m['p90'])} | {f(m['p99'])} | "
                    f"{m['errors']} | {f(add50)} | {f(add99)} | {f(ratio, 2)} |"
@@ -125,12 +153,17 @@ for scenario, title in [("closed", "Closed loop, concurrency 32, non-stream"),
         if scenario == "rate1000" and t == "weir-default" and add50 is not None:
             checks.append(("added latency p50 @1,000 req/s (default chain) <= 0.15 ms", f"{add50:.3f} ms",
                            add50 <= 0.15))
-            # When the direct path's own p99 is above the target, the host's tail swamps what
-            # the proxy adds (the difference can even come out negative): no verdict.
-            noisy = direct["p99"] > 1.0
+            # In a round where the direct path's own p99 is above the target, the host's tail
+            # swamps what a proxy adds (the difference can even come out negative). The verdict
+            # takes the median over the quiet rounds, and needs at least half of them quiet.
+            pairs = paired(scenario, t, "p99")
+            quiet = [diff for base, diff in pairs if base <= 1.0]
+            q99 = median(quiet)
+            judged = q99 is not None and 2 * len(quiet) >= len(pairs)
             checks.append(("added latency p99 @1,000 req/s (default chain) <= 1 ms",
-                           f"{add99:.3f} ms" + (f" (direct p99 {direct['p99']:.3f} ms)" if noisy else ""),
-                           None if noisy else add99 <= 1.0))
+                           (f"{q99:.3f} ms" if q99 is not None else "-")
+                           + f" ({len(quiet)} of {len(pairs)} rounds with direct p99 <= 1 ms)",
+                           q99 <= 1.0 if judged else None))
         if scenario == "rate1000" and t == "weir-none" and add50 is not None:
             checks.append(("added latency p50 @1,000 req/s (no plugins) <= 0.15 ms", f"{add50:.3f} ms",
                            add50 <= 0.15))
@@ -140,13 +173,13 @@ out.append("### Stream, closed loop, concurrency 32 (8 chunks 1 ms apart)\n")
 out.append("| target | RPS | TTFB p50 ms | TTFB p99 ms | total p50 ms | total p99 ms | errors | added TTFB p50 ms "
            "| RPS x nginx |")
 out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-sd, sn = mean("stream", "direct", stream), mean("stream", "nginx", stream)
+sn = mean("stream", "nginx", stream)
 for t in ["direct", "nginx", "weir-none", "weir-default"]:
     m = mean("stream", t, stream)
     if not m:
         out.append(f"| {LABEL[t]} | failed | | | | | | | |")
         continue
-    add = m["ttfb50"] - sd["ttfb50"] if sd and t != "direct" else None
+    add = added("stream", t, "ttfb50", stream) if t != "direct" else None
     ratio = m["rps"] / sn["rps"] if sn and sn["rps"] else None
     out.append(f"| {LABEL[t]} | {m['rps']:.0f} | {f(m['ttfb50'])} | {f(m['ttfb99'])} | {f(m['p50'])} | "
                f"{f(m['p99'])} | {m['errors']} | {f(add)} | {f(ratio, 2)} |")

@@ -227,12 +227,22 @@ echo "==> warm-up (${WARMUP}s per target)"
 for t in "${TARGETS[@]}" weir-stall; do closed /dev/null "$WARMUP" "${URL[$t]}"; done
 for t in direct nginx weir-none weir-default; do stream "$TMP/warm.json" "$WARMUP" "${URL[$t]}"; done
 
+# The targets in round r, rotated by r - 1: no target always runs first after another
+# scenario's load, or always last when the host's load drifts through a round.
+rotated() { # round target...
+    local r=$1; shift
+    local n=$# i
+    local -a all=("$@")
+    for ((i = 0; i < n; i++)); do echo "${all[$(((i + r - 1) % n))]}"; done
+}
 for r in $(seq 1 "$ROUNDS"); do
     echo "==> round $r/$ROUNDS (${SECS}s per run)"
-    for t in "${TARGETS[@]}"; do closed_cpu "$RES/closed.$t.$r.json" "$SECS" "$t"; done
-    for t in "${TARGETS[@]}"; do fixed "$RES/rate1000.$t.$r.json" "$SECS" "${URL[$t]}" 1000; done
-    for t in "${TARGETS[@]}"; do fixed "$RES/rate5000.$t.$r.json" "$SECS" "${URL[$t]}" 5000; done
-    for t in direct nginx weir-none weir-default; do stream "$RES/stream.$t.$r.json" "$SECS" "${URL[$t]}"; done
+    mapfile -t ORDER < <(rotated "$r" "${TARGETS[@]}")
+    mapfile -t SORDER < <(rotated "$r" direct nginx weir-none weir-default)
+    for t in "${ORDER[@]}"; do closed_cpu "$RES/closed.$t.$r.json" "$SECS" "$t"; done
+    for t in "${ORDER[@]}"; do fixed "$RES/rate1000.$t.$r.json" "$SECS" "${URL[$t]}" 1000; done
+    for t in "${ORDER[@]}"; do fixed "$RES/rate5000.$t.$r.json" "$SECS" "${URL[$t]}" 5000; done
+    for t in "${SORDER[@]}"; do stream "$RES/stream.$t.$r.json" "$SECS" "${URL[$t]}"; done
     fixed "$RES/stall0.weir-stall.$r.json" "$SECS" "${URL[weir-stall]}" 1000
     stalled "$RES/stall1.weir-stall.$r.json" "$SECS" "${URL[weir-stall]}"
 done
