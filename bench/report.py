@@ -177,7 +177,8 @@ for scenario, title in [("closed", "Closed loop, concurrency 32, non-stream"),
                            add50 <= 0.15))
             # In a round where the direct path's own p99 is above the target, the host's tail
             # swamps what a proxy adds (the difference can even come out negative). The verdict
-            # takes the median over the quiet rounds, and needs at least half of them quiet.
+            # takes the median over the other (quiet) rounds, and needs at least half of all
+            # rounds to be quiet.
             pairs = paired(scenario, t, "p99")
             quiet = [diff for base, diff in pairs if base <= 1.0]
             q99 = median(quiet)
