@@ -102,19 +102,20 @@ def median(xs):
 
 
 def paired(scenario, target, key, parse=oha):
-    """Per round: (the direct path's `key`, the target's `key` minus it), rounds both finished."""
+    """Per round both finished, in round order: (round, the direct path's `key`, the target's
+    `key` minus it)."""
     direct, mine = by_round.get((scenario, "direct"), {}), by_round.get((scenario, target), {})
     out = []
-    for rnd in sorted(set(direct) & set(mine)):
+    for rnd in sorted(set(direct) & set(mine), key=int):
         d, m = parse(direct[rnd]), parse(mine[rnd])
         if d and m:
-            out.append((d[key], m[key] - d[key]))
+            out.append((rnd, d[key], m[key] - d[key]))
     return out
 
 
 def added(scenario, target, key, parse=oha):
     """Median over rounds of the target's `key` minus the direct path's in the same round."""
-    return median([diff for _, diff in paired(scenario, target, key, parse)])
+    return median([diff for _, _, diff in paired(scenario, target, key, parse)])
 
 
 def f(v, digits=3):
@@ -124,20 +125,18 @@ def f(v, digits=3):
 def rounds_table(scenario, title):
     """The rounds of `scenario` one by one: how far the host's own tail (the direct path's
     p99) moves between rounds, and what each proxy added in the same round."""
-    rounds = sorted(by_round.get((scenario, "direct"), {}))
+    rounds = sorted(by_round.get((scenario, "direct"), {}), key=int)
     if not rounds:
         return
+    diffs = {(t, k): {rnd: diff for rnd, _, diff in paired(scenario, t, k)} for t in TARGETS[1:] for k in ("p50", "p99")}
     out.append(f"#### {title}, round by round (added = target minus direct, same round)\n")
     out.append("| round | direct p50 ms | direct p99 ms | "
                + " | ".join(f"{LABEL[t]}: added p50 / p99 ms" for t in TARGETS[1:]) + " |")
     out.append("|---:|---:|---:|" + "---:|" * (len(TARGETS) - 1))
     for rnd in rounds:
         d = oha(by_round[(scenario, "direct")][rnd])
-        cells = []
-        for t in TARGETS[1:]:
-            raw = by_round.get((scenario, t), {}).get(rnd)
-            m = oha(raw) if raw else None
-            cells.append(f"{f(m['p50'] - d['p50'])} / {f(m['p99'] - d['p99'])}" if m and d else "-")
+        cells = [f"{f(diffs[(t, 'p50')][rnd])} / {f(diffs[(t, 'p99')][rnd])}" if rnd in diffs[(t, "p50")] else "-"
+                 for t in TARGETS[1:]]
         base = f"{f(d['p50'])} | {f(d['p99'])}" if d else "- | -"
         out.append(f"| {rnd} | {base} | " + " | ".join(cells) + " |")
     out.append("")
@@ -180,10 +179,10 @@ for scenario, title in [("closed", "Closed loop, concurrency 32, non-stream"),
             # takes the median over the other (quiet) rounds, and needs at least half of all
             # rounds to be quiet.
             pairs = paired(scenario, t, "p99")
-            quiet = [diff for base, diff in pairs if base <= 1.0]
+            quiet = [diff for _, base, diff in pairs if base <= 1.0]
             q99 = median(quiet)
             judged = q99 is not None and 2 * len(quiet) >= len(pairs)
-            nginx_quiet = median([diff for base, diff in paired(scenario, "nginx", "p99") if base <= 1.0])
+            nginx_quiet = median([diff for _, base, diff in paired(scenario, "nginx", "p99") if base <= 1.0])
             checks.append(("added latency p99 @1,000 req/s (default chain) <= 1 ms",
                            (f"{q99:.3f} ms" if q99 is not None else "-")
                            + f" ({len(quiet)} of {len(pairs)} rounds with direct p99 <= 1 ms"
