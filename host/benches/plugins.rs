@@ -1,6 +1,8 @@
 //! Plugin runtime costs: one no-op `on-request` through the chain on a 1 KB and a 64 KB
-//! request (checkout + guards + call + return), pool checkout/return alone, instance
-//! replacement (instantiate + init), and the raw call made sync vs async on one instance.
+//! request (checkout + guards + call + return), the default chain on the load script's body,
+//! pool checkout/return alone, instance replacement (instantiate + init), and the raw call made
+//! sync vs async on one instance. The `_cold` variants flush the core's caches before each
+//! timed call, as happens between requests at a low request rate.
 //!
 //! Needs the plugins built: `cargo build --manifest-path plugins/Cargo.toml --target
 //! wasm32-wasip2 --release`. Run: `cargo bench -p weir --bench plugins -- --warm-up-time 1
@@ -10,6 +12,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::HeaderMap;
@@ -74,6 +77,34 @@ fn bench_request() -> GatewayRequest {
     }
 }
 
+/// A buffer larger than the per-core caches (L1 + L2), written through before each timed call
+/// so the call finds its code and data in L3 at best.
+struct Evict(Vec<u64>);
+
+impl Evict {
+    const BYTES: usize = 4 << 20;
+
+    fn new() -> Self {
+        Self(vec![0; Self::BYTES / 8])
+    }
+
+    /// Total time of `iters` calls of `f`, each made right after the caches were flushed.
+    fn time_cold<T>(&mut self, iters: u64, mut f: impl FnMut() -> T) -> Duration {
+        let mut total = Duration::ZERO;
+        for i in 0..iters {
+            // One write per 64-byte line.
+            for line in self.0.chunks_exact_mut(8) {
+                line[0] = line[0].wrapping_add(i);
+            }
+            std::hint::black_box(&self.0);
+            let started = Instant::now();
+            std::hint::black_box(f());
+            total += started.elapsed();
+        }
+        total
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let chain = noop_chain(&rt);
@@ -83,6 +114,12 @@ fn bench(c: &mut Criterion) {
     c.bench_function("default_chain_on_request_bench_body", |b| {
         b.iter(|| rt.block_on(default.on_request(&mut req, None)).unwrap());
     });
+    // The same call with the caches cold, as at 1,000 req/s: there the serving thread sleeps
+    // between requests while the load generator and the provider run on the same cores.
+    let mut evict = Evict::new();
+    c.bench_function("default_chain_on_request_bench_body_cold", |b| {
+        b.iter_custom(|iters| evict.time_cold(iters, || rt.block_on(default.on_request(&mut req, None)).unwrap()));
+    });
 
     for kb in [1, 64] {
         let mut req = request(kb);
@@ -90,6 +127,10 @@ fn bench(c: &mut Criterion) {
             b.iter(|| rt.block_on(chain.on_request(&mut req, None)).unwrap());
         });
     }
+    let mut req = request(1);
+    c.bench_function("chain_noop_on_request_1kb_cold", |b| {
+        b.iter_custom(|iters| evict.time_cold(iters, || rt.block_on(chain.on_request(&mut req, None)).unwrap()));
+    });
 
     c.bench_function("pool_checkout_return", |b| b.iter(|| rt.block_on(checkout_return(&chain))));
 
