@@ -10,6 +10,41 @@ use crate::providers::Endpoint;
 /// Why a pointer write failed (shown to the plugin).
 pub type WriteError = &'static str;
 
+/// Deepest nesting of arrays and objects a plugin's edits may build. A single parse stops at
+/// 128 (serde_json's limit), but a value set at a deep pointer nests one parse inside another;
+/// serialising, cloning and dropping a tree recurse once per level, so a tree built that way
+/// without a bound overflows the stack and kills the process.
+pub const MAX_DEPTH: usize = 128;
+
+/// Nesting depth of `v`: 0 for a scalar, 1 + the deepest child for an array or object.
+/// Recursive, which is safe on what it is given: parsed values (at most 127 levels) and trees
+/// kept under [`MAX_DEPTH`].
+pub fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Length of `v`'s compact JSON text, counted without building it.
+pub fn text_len(v: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    // Writing to a counter cannot fail, and a `Value` always serialises.
+    let _ = serde_json::to_writer(&mut n, v);
+    n.0
+}
+
 /// Splits a pointer into unescaped tokens; `None` if it does not start with `/` (and is not
 /// empty). A token is copied only when it has an escape (`~1` for `/`, `~0` for `~`): a
 /// plugin's `get("/max_tokens")` on the request path allocates nothing here.
@@ -46,15 +81,21 @@ fn index(t: &str) -> Option<usize> {
     t.parse().ok()
 }
 
-/// Sets the value at `pointer` (parent must exist; `-` appends to an array).
+/// Sets the value at `pointer` (parent must exist; `-` appends to an array). The body (an
+/// object, one level) with the value at the pointer's depth must stay within [`MAX_DEPTH`].
 ///
 /// # Errors
-/// A short reason when the pointer is malformed or its parent is missing.
+/// A short reason when the pointer is malformed, its parent is missing or the tree would
+/// nest too deep.
 pub fn set(body: &mut Map<String, Value>, pointer: &str, value: Value) -> Result<(), WriteError> {
     let toks: Vec<Cow<'_, str>> = tokens(pointer).ok_or("pointer must start with '/'")?.collect();
     let Some((last, parents)) = toks.split_last() else {
         return Err("use set-body to replace the whole body");
     };
+    // The body and each parent on the path are one container level each.
+    if toks.len() + depth(&value) > MAX_DEPTH {
+        return Err("the edit would nest the body deeper than 128 levels");
+    }
     let Some((first, rest)) = parents.split_first() else {
         body.insert(last.clone().into_owned(), value);
         return Ok(());
@@ -171,5 +212,29 @@ mod tests {
         assert!(set(&mut b, "/messages/9", json!(1)).is_err());
         assert!(set(&mut b, "", json!(1)).is_err());
         assert!(set(&mut b, "/model/x", json!(1)).is_err());
+    }
+
+    /// `{"d":{"d":...0}}`, `levels` objects deep.
+    fn nested(levels: usize) -> Value {
+        (0..levels).fold(json!(0), |inner, _| json!({ "d": inner }))
+    }
+
+    #[test]
+    fn set_refuses_to_nest_past_the_depth_cap() {
+        let mut b = body();
+        // 1 (body) + 127 = 128 levels: allowed; one more is refused, wherever it is nested.
+        set(&mut b, "/deep", nested(127)).unwrap();
+        assert_eq!(depth(&Value::Object(b.clone())), MAX_DEPTH);
+        let inner = format!("/deep{}", "/d".repeat(126));
+        assert!(set(&mut b, &format!("{inner}/x"), json!([])).is_err());
+        set(&mut b, &format!("{inner}/x"), json!(1)).unwrap();
+        assert!(set(&mut b, "/deeper", nested(128)).is_err());
+        assert_eq!(depth(&Value::Object(b)), MAX_DEPTH);
+    }
+
+    #[test]
+    fn text_len_counts_the_compact_text() {
+        let v = json!({"a": [1, "é", null], "b": {"c": true}});
+        assert_eq!(text_len(&v), serde_json::to_string(&v).unwrap().len());
     }
 }
