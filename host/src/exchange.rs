@@ -38,6 +38,18 @@ pub struct JsonBody {
     tree: Option<Map<String, Value>>,
     /// Where the bytes' prompt texts and top-level fields are (while `raw` is set).
     index: Option<Box<BodyIndex>>,
+    /// What plugins' edits did to its size (`None` until the first edit).
+    growth: Option<Growth>,
+}
+
+/// What plugins' edits have done to a body's size. It travels with the body from hook to hook,
+/// so a cap on growth holds for the whole request, not per call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Growth {
+    /// Length of the body's JSON text before the first edit.
+    pub base: usize,
+    /// Net bytes the edits added to it since (negative when they shrank it).
+    pub added: i64,
 }
 
 impl JsonBody {
@@ -45,18 +57,28 @@ impl JsonBody {
     /// (checked by [`crate::api::read_request`]): a tree parsed from them later then says
     /// exactly what they say.
     pub fn from_raw(bytes: Bytes) -> Self {
-        Self { raw: Some(bytes), tree: None, index: None }
+        Self { raw: Some(bytes), tree: None, index: None, growth: None }
     }
 
     /// As [`JsonBody::from_raw`], with the scan's record of where the prompt texts and
     /// top-level fields are, so that plugins' usual reads need no tree.
     pub fn from_indexed(bytes: Bytes, index: BodyIndex) -> Self {
-        Self { raw: Some(bytes), tree: None, index: Some(Box::new(index)) }
+        Self { raw: Some(bytes), tree: None, index: Some(Box::new(index)), growth: None }
     }
 
     /// A body that exists only as a tree (edited, or built by Weir).
     pub fn from_map(map: Map<String, Value>) -> Self {
-        Self { raw: None, tree: Some(map), index: None }
+        Self { raw: None, tree: Some(map), index: None, growth: None }
+    }
+
+    /// What plugins' edits did to the body's size so far.
+    pub fn growth(&self) -> Option<Growth> {
+        self.growth
+    }
+
+    /// Records what plugins' edits did to the body's size.
+    pub fn set_growth(&mut self, growth: Growth) {
+        self.growth = Some(growth);
     }
 
     /// The bytes, while nothing has edited the body.
@@ -124,12 +146,14 @@ pub struct GatewayResponse {
     pub headers: HeaderMap,
     /// JSON body.
     pub body: Bytes,
+    /// What plugins' edits did to the body's size (`None` until the first edit).
+    pub growth: Option<Growth>,
 }
 
 impl GatewayResponse {
     /// A 200 JSON response.
     pub fn ok(body: Bytes) -> Self {
-        Self { status: 200, headers: HeaderMap::new(), body }
+        Self { status: 200, headers: HeaderMap::new(), body, growth: None }
     }
 }
 

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::StoreData;
 use crate::api::index::{BodyIndex, Lookup};
-use crate::exchange::{GatewayRequest, GatewayResponse, JsonBody};
+use crate::exchange::{GatewayRequest, GatewayResponse, Growth, JsonBody};
 use crate::plugins::bindings::types::{self, Endpoint};
 use crate::plugins::bindings::{RequestHandle, ResponseHandle};
 use crate::plugins::json;
@@ -20,6 +20,20 @@ use crate::providers::Endpoint as GatewayEndpoint;
 
 /// Longest model name a plugin may set.
 pub const MAX_MODEL_BYTES: usize = 256;
+
+/// Most headers a response may carry from plugins' `set-header` calls and replies (together,
+/// across every hook of the request). The header map panics past 32,768 entries, and each
+/// entry is sent to the client.
+pub const MAX_HEADERS: usize = 100;
+
+/// Most bytes (names + values) of those headers. Without it, calls each under
+/// `max_output_bytes` add up to any size.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// How far plugins' edits may grow a request or response body past its size as received
+/// (JSON text, counted across every call and hook of the request). Per-call caps alone let
+/// many calls add up to any size.
+pub const MAX_BODY_GROWTH_BYTES: usize = 4 * 1024 * 1024;
 
 /// The request as the current call sees it.
 #[allow(clippy::large_enum_variant)] // one slot per instance; boxing would allocate on every call
@@ -39,6 +53,8 @@ pub struct Exchange {
     /// The response body parsed on the first pointer access; re-serialized when edited.
     response_doc: Option<Value>,
     response_edited: bool,
+    /// What edits (this hook's and earlier hooks') did to the response body's size.
+    response_growth: Growth,
     /// The request body was edited through `set`/`set-body` (the caller re-validates it).
     pub body_edited: bool,
     /// The model was changed (the caller re-routes).
@@ -55,6 +71,7 @@ impl Exchange {
             response: None,
             response_doc: None,
             response_edited: false,
+            response_growth: Growth { base: 0, added: 0 },
             body_edited: false,
             model_edited: false,
             max_output,
@@ -86,6 +103,7 @@ impl Exchange {
 
     /// Puts a response in for `on-response`.
     pub fn put_response(&mut self, resp: GatewayResponse) {
+        self.response_growth = resp.growth.unwrap_or(Growth { base: resp.body.len(), added: 0 });
         self.response = Some(resp);
         self.response_doc = None;
         self.response_edited = false;
@@ -98,6 +116,7 @@ impl Exchange {
             && let Some(doc) = self.response_doc.take()
         {
             resp.body = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
+            resp.growth = Some(self.response_growth);
         }
         self.response_doc = None;
         self.response_edited = false;
@@ -151,6 +170,21 @@ impl Exchange {
             return Err(format!("value larger than max_output_bytes ({})", self.max_output));
         }
         Ok(())
+    }
+
+    /// The request body's size accounting, started at its current length on the first edit.
+    fn request_growth(&mut self) -> Result<Growth, String> {
+        let req = self.req_mut()?;
+        Ok(match req.body.growth() {
+            Some(g) => g,
+            None => {
+                let base = match req.body.raw() {
+                    Some(raw) => raw.len(),
+                    None => json::text_len(req.body.map()),
+                };
+                Growth { base, added: 0 }
+            }
+        })
     }
 
     fn response_doc(&mut self) -> Option<&mut Value> {
@@ -241,8 +275,11 @@ impl types::HostRequest for Exchange {
     fn set(&mut self, _: Resource<RequestHandle>, pointer: String, json: String) -> Result<(), String> {
         self.check_size(json.len())?;
         let value: Value = serde_json::from_str(&json).map_err(|e| format!("invalid JSON: {e}"))?;
+        let growth = self.request_growth()?;
         let req = self.req_mut()?;
+        let growth = grow(growth, set_delta(req.body.map(), &pointer, json.len()))?;
         json::set(req.body.map_mut(), &pointer, value).map_err(str::to_owned)?;
+        req.body.set_growth(growth);
         self.body_edited = true;
         Ok(())
     }
@@ -251,7 +288,10 @@ impl types::HostRequest for Exchange {
         self.check_size(json.len())?;
         let value: Value = serde_json::from_str(&json).map_err(|e| format!("invalid JSON: {e}"))?;
         let Value::Object(map) = value else { return Err("the body must be a JSON object".into()) };
-        self.req_mut()?.body = JsonBody::from_map(map);
+        let growth = replaced(self.request_growth()?, json.len())?;
+        let mut body = JsonBody::from_map(map);
+        body.set_growth(growth);
+        self.req_mut()?.body = body;
         self.body_edited = true;
         Ok(())
     }
@@ -279,7 +319,8 @@ impl types::HostResponse for Exchange {
         }
         let value = HeaderValue::from_str(&value).map_err(|_| "invalid header value".to_owned())?;
         let resp = self.response.as_mut().ok_or("no response in this hook")?;
-        resp.headers.insert(name, value);
+        header_room(&resp.headers, &name, &value)?;
+        resp.headers.try_insert(name, value).map_err(|_| "too many response headers".to_owned())?;
         Ok(())
     }
 
@@ -300,9 +341,12 @@ impl types::HostResponse for Exchange {
     fn set(&mut self, _: Resource<ResponseHandle>, pointer: String, json: String) -> Result<(), String> {
         self.check_size(json.len())?;
         let value: Value = serde_json::from_str(&json).map_err(|e| format!("invalid JSON: {e}"))?;
+        let growth = self.response_growth;
         let doc = self.response_doc().ok_or("the response body is not JSON")?;
         let map = doc.as_object_mut().ok_or("the response body is not a JSON object")?;
+        let growth = grow(growth, set_delta(map, &pointer, json.len()))?;
         json::set(map, &pointer, value).map_err(str::to_owned)?;
+        self.response_growth = growth;
         self.response_edited = true;
         Ok(())
     }
@@ -313,6 +357,7 @@ impl types::HostResponse for Exchange {
         if self.response.is_none() {
             return Err("no response in this hook".into());
         }
+        self.response_growth = replaced(self.response_growth, json.len())?;
         self.response_doc = Some(value);
         self.response_edited = true;
         Ok(())
@@ -321,6 +366,45 @@ impl types::HostResponse for Exchange {
     fn drop(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<()> {
         Ok(())
     }
+}
+
+/// Bytes `set(pointer, json)` adds to a body's JSON text, less those it replaces: the old
+/// value's or, for a new member, none but the key and its punctuation.
+fn set_delta(body: &Map<String, Value>, pointer: &str, new_len: usize) -> i64 {
+    let new = new_len as i64;
+    match json::get(body, pointer) {
+        Some(old) => new - json::text_len(old) as i64,
+        None => new + pointer.rsplit('/').next().map_or(0, str::len) as i64 + 4,
+    }
+}
+
+/// `growth` after an edit that adds `delta` bytes, unless that passes
+/// [`MAX_BODY_GROWTH_BYTES`].
+fn grow(growth: Growth, delta: i64) -> Result<Growth, String> {
+    let added = growth.added.saturating_add(delta);
+    if added > MAX_BODY_GROWTH_BYTES as i64 {
+        return Err(format!("edits may grow a body by at most {MAX_BODY_GROWTH_BYTES} bytes per request"));
+    }
+    Ok(Growth { added, ..growth })
+}
+
+/// `growth` after the whole body is replaced by `new_len` bytes of JSON text.
+fn replaced(growth: Growth, new_len: usize) -> Result<Growth, String> {
+    grow(Growth { added: 0, ..growth }, new_len as i64 - growth.base as i64)
+}
+
+/// Refuses a header that would take a response's headers past [`MAX_HEADERS`] or
+/// [`MAX_HEADER_BYTES`] (`name`'s current values are replaced, so they do not count).
+fn header_room(headers: &HeaderMap, name: &HeaderName, value: &HeaderValue) -> Result<(), String> {
+    let current = headers.get_all(name).iter().count();
+    if headers.len() - current + 1 > MAX_HEADERS {
+        return Err(format!("a response may carry at most {MAX_HEADERS} plugin headers"));
+    }
+    let others: usize = headers.iter().filter(|(k, _)| *k != name).map(|(k, v)| k.as_str().len() + v.len()).sum();
+    if others + name.as_str().len() + value.len() > MAX_HEADER_BYTES {
+        return Err(format!("plugin headers may total at most {MAX_HEADER_BYTES} bytes per response"));
+    }
+    Ok(())
 }
 
 /// Adds `weir:plugin/types` (the two resources) to the linker.
@@ -332,102 +416,4 @@ pub fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use http::HeaderMap;
-    use serde_json::json;
-    use types::{HostRequest as R, HostResponse as S};
-
-    use super::*;
-
-    fn request() -> GatewayRequest {
-        let mut headers = HeaderMap::new();
-        headers.insert("user-agent", HeaderValue::from_static("t"));
-        GatewayRequest {
-            id: "req_1".into(),
-            endpoint: GatewayEndpoint::ChatCompletions,
-            model: "m".into(),
-            stream: false,
-            body: JsonBody::from_map(
-                json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).as_object().unwrap().clone(),
-            ),
-            headers,
-        }
-    }
-
-    fn h() -> Resource<RequestHandle> {
-        Resource::new_borrow(0)
-    }
-
-    fn rh() -> Resource<ResponseHandle> {
-        Resource::new_borrow(0)
-    }
-
-    #[test]
-    fn getters_copy_only_what_is_asked() {
-        let mut ex = Exchange::new(1024);
-        ex.put_request(request(), Some("mock".into()));
-        assert_eq!(R::id(&mut ex, h()), "req_1");
-        assert_eq!(R::model(&mut ex, h()), "m");
-        assert_eq!(R::provider(&mut ex, h()).as_deref(), Some("mock"));
-        assert_eq!(R::get(&mut ex, h(), "/messages/0/content".into()).as_deref(), Some("\"hi\""));
-        assert_eq!(R::header(&mut ex, h(), "user-agent".into()).as_deref(), Some("t"));
-        assert_eq!(R::headers(&mut ex, h()).len(), 1);
-        assert!(!ex.body_edited && !ex.model_edited);
-    }
-
-    #[test]
-    fn edits_apply_in_place_and_are_flagged() {
-        let mut ex = Exchange::new(1024);
-        ex.put_request(request(), None);
-        R::set(&mut ex, h(), "/messages/0/content".into(), "\"bye\"".into()).unwrap();
-        R::set_model(&mut ex, h(), "other".into());
-        let mut req = ex.take_request().unwrap();
-        assert_eq!(req.body.map()["messages"][0]["content"], "bye");
-        assert_eq!(req.model, "other");
-        assert_eq!(req.body.map()["model"], "other");
-        assert!(ex.body_edited && ex.model_edited);
-    }
-
-    #[test]
-    fn writes_are_capped_and_validated() {
-        let mut ex = Exchange::new(16);
-        ex.put_request(request(), None);
-        assert!(R::set(&mut ex, h(), "/x".into(), format!("\"{}\"", "a".repeat(64))).is_err());
-        assert!(R::set(&mut ex, h(), "/x".into(), "{not json".into()).is_err());
-        assert!(R::set_body(&mut ex, h(), "[1]".into()).is_err());
-        R::set_model(&mut ex, h(), "m".repeat(MAX_MODEL_BYTES + 1));
-        assert!(!ex.model_edited);
-    }
-
-    #[test]
-    fn post_hooks_cannot_edit_the_request() {
-        let mut ex = Exchange::new(1024);
-        ex.put_shared(Arc::new(request()), Some("mock".into()));
-        assert!(R::set(&mut ex, h(), "/x".into(), "1".into()).is_err());
-        assert_eq!(R::body(&mut ex, h()), None);
-        assert_eq!(R::model(&mut ex, h()), "m");
-    }
-
-    #[test]
-    fn response_edits_are_serialized_back() {
-        let mut ex = Exchange::new(1024);
-        ex.put_response(GatewayResponse::ok(Bytes::from_static(br#"{"choices":[{"text":"a"}]}"#)));
-        assert_eq!(S::get(&mut ex, rh(), "/choices/0/text".into()).as_deref(), Some("\"a\""));
-        S::set(&mut ex, rh(), "/choices/0/text".into(), "\"b\"".into()).unwrap();
-        S::set_header(&mut ex, rh(), "x-plugin".into(), "1".into()).unwrap();
-        assert!(S::set_header(&mut ex, rh(), "content-length".into(), "1".into()).is_err());
-        let resp = ex.take_response().unwrap();
-        let v: Value = serde_json::from_slice(&resp.body).unwrap();
-        assert_eq!(v["choices"][0]["text"], "b");
-        assert_eq!(resp.headers["x-plugin"], "1");
-    }
-
-    #[test]
-    fn unedited_response_is_passed_through_untouched() {
-        let mut ex = Exchange::new(1024);
-        let body = Bytes::from_static(b"{ \"a\" : 1 }");
-        ex.put_response(GatewayResponse::ok(body.clone()));
-        let _ = S::get(&mut ex, rh(), "/a".into());
-        assert_eq!(ex.take_response().unwrap().body, body);
-    }
-}
+mod tests;
