@@ -6,6 +6,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::bindings::{ChunkAction, Rejection, Reply, RequestAction, ResponseAction};
 use super::guard::Failure;
+use super::host::exchange::{MAX_HEADER_BYTES, MAX_HEADERS};
 use crate::error::{Error, ErrorKind};
 use crate::exchange::GatewayResponse;
 
@@ -81,12 +82,19 @@ pub fn chunk_action(action: ChunkAction, max: usize) -> Result<ChunkDecision, Fa
 }
 
 fn reply(r: Reply, max: usize) -> Result<GatewayResponse, Failure> {
-    let size = r.body.len() + r.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-    if size > max {
+    let header_bytes = r.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    if r.body.len() + header_bytes > max {
         return Err(Failure::Output);
     }
-    if !(100..=599).contains(&r.status) {
-        return Err(Failure::Invalid(format!("reply status {} is not 100..=599", r.status)));
+    // A 1xx is not a final answer: 100 left the client waiting and 101 was sent as one.
+    if !(200..=599).contains(&r.status) {
+        return Err(Failure::Invalid(format!("reply status {} is not 200..=599", r.status)));
+    }
+    // Checked before the header map is sized: it panics past 32,768 entries.
+    if r.headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
+        return Err(Failure::Invalid(format!(
+            "a reply may carry at most {MAX_HEADERS} headers of {MAX_HEADER_BYTES} bytes in all"
+        )));
     }
     if serde_json::from_str::<serde::de::IgnoredAny>(&r.body).is_err() {
         return Err(Failure::Invalid("reply body is not JSON".into()));
@@ -99,9 +107,9 @@ fn reply(r: Reply, max: usize) -> Result<GatewayResponse, Failure> {
             return Err(Failure::Invalid(format!("header {name} is managed by the gateway")));
         }
         let value = HeaderValue::from_str(&v).map_err(|_| Failure::Invalid(format!("bad value for header {name}")))?;
-        headers.append(name, value);
+        headers.try_append(name, value).map_err(|_| Failure::Invalid("too many reply headers".into()))?;
     }
-    Ok(GatewayResponse { status: r.status, headers, body: Bytes::from(r.body) })
+    Ok(GatewayResponse { status: r.status, headers, body: Bytes::from(r.body), growth: None })
 }
 
 fn rejection(r: Rejection, max: usize) -> Result<Error, Failure> {
@@ -154,6 +162,43 @@ mod tests {
             body: "{}".into(),
         });
         assert!(matches!(request_action(bad_header, 1024), Err(Failure::Invalid(_))));
+    }
+
+    fn reply_with(status: u16, headers: usize) -> RequestAction {
+        let headers = (0..headers).map(|i| (format!("x-{i}"), String::new())).collect();
+        RequestAction::Respond(Reply { status, headers, body: "{}".into() })
+    }
+
+    #[test]
+    fn informational_reply_statuses_are_refused() {
+        for status in [100, 101, 103, 199] {
+            assert!(matches!(request_action(reply_with(status, 0), 1024), Err(Failure::Invalid(_))), "{status}");
+        }
+        assert!(matches!(request_action(reply_with(200, 0), 1024), Ok(RequestDecision::Respond(_))));
+        assert!(matches!(request_action(reply_with(599, 0), 1024), Ok(RequestDecision::Respond(_))));
+    }
+
+    #[test]
+    fn replies_with_too_many_headers_are_refused_not_a_panic() {
+        // 30,000 headers of ~7 bytes each fit a 1 MiB output cap.
+        let r = request_action(reply_with(200, 30_000), 1 << 20);
+        assert!(matches!(r, Err(Failure::Invalid(_))));
+        let r = response_action(
+            ResponseAction::Replace(Reply {
+                status: 200,
+                headers: (0..MAX_HEADERS + 1).map(|i| (format!("x-{i}"), String::new())).collect(),
+                body: "{}".into(),
+            }),
+            1 << 20,
+        );
+        assert!(matches!(r, Err(Failure::Invalid(_))));
+        let big = vec![("x-big".to_owned(), "v".repeat(MAX_HEADER_BYTES))];
+        let r = request_action(RequestAction::Respond(Reply { status: 200, headers: big, body: "{}".into() }), 1 << 20);
+        assert!(matches!(r, Err(Failure::Invalid(_))));
+        let Ok(RequestDecision::Respond(resp)) = request_action(reply_with(200, MAX_HEADERS), 1 << 20) else {
+            panic!()
+        };
+        assert_eq!(resp.headers.len(), MAX_HEADERS);
     }
 
     #[test]
