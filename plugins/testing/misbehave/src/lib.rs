@@ -4,8 +4,14 @@
 //! requests carrying the trigger header (default `x-misbehave`), unless `always` is set, so
 //! tests can mix good and bad requests.
 //!
+//! Edit and reply modes against the host's limits (`deep-json`, `deep-json-body`,
+//! `many-headers`, `reply-many-headers`, `reply-status-100`, `reply-status-101`,
+//! `accumulate-body`, `accumulate-headers`) are in `sandbox_edits`.
+//!
 //! Config: `{ "mode": "loop", "hook": "request" | "response" | "chunk", "always": false,
 //! "trigger_header": "x-misbehave", "fail_init": false }`.
+
+mod sandbox_edits;
 
 use std::hint::black_box;
 
@@ -108,6 +114,23 @@ impl Misbehave {
     }
 }
 
+impl Misbehave {
+    /// The modes that push the host's limits on edits and replies (`sandbox_edits`).
+    fn edit(&self, at: &sandbox_edits::Target<'_>) -> Option<Act> {
+        match self.cfg.mode.as_str() {
+            "deep-json" => sandbox_edits::deep_json(at),
+            "deep-json-body" => sandbox_edits::deep_json_body(at),
+            "many-headers" => sandbox_edits::many_headers(at),
+            "reply-many-headers" => Some(sandbox_edits::reply(200, 30_000)),
+            "reply-status-100" => Some(sandbox_edits::reply(100, 0)),
+            "reply-status-101" => Some(sandbox_edits::reply(101, 0)),
+            "accumulate-body" => sandbox_edits::accumulate_body(at),
+            "accumulate-headers" => sandbox_edits::accumulate_headers(at),
+            _ => None,
+        }
+    }
+}
+
 #[inline(never)]
 #[allow(unconditional_recursion)]
 fn recurse(n: u64) -> u64 {
@@ -130,18 +153,18 @@ impl Plugin for Misbehave {
         if !self.triggered(req, "request") {
             return RequestAction::Continue;
         }
-        match self.misbehave() {
+        match self.edit(&sandbox_edits::Target::Request(req)).or_else(|| self.misbehave()) {
             Some(Act::Reply(r)) => RequestAction::Respond(r),
             Some(Act::Reject(r)) => RequestAction::Reject(r),
             None => RequestAction::Continue,
         }
     }
 
-    fn on_response(&mut self, req: &Request, _resp: &Response) -> ResponseAction {
+    fn on_response(&mut self, req: &Request, resp: &Response) -> ResponseAction {
         if !self.triggered(req, "response") {
             return ResponseAction::Pass;
         }
-        match self.misbehave() {
+        match self.edit(&sandbox_edits::Target::Response(resp)).or_else(|| self.misbehave()) {
             Some(Act::Reply(r)) => ResponseAction::Replace(r),
             Some(Act::Reject(r)) => ResponseAction::Replace(Reply { status: 0, headers: Vec::new(), body: r.message }),
             None => ResponseAction::Pass,
