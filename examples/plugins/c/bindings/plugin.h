@@ -90,7 +90,7 @@ typedef struct {
 
 // A response made by a plugin.
 typedef struct weir_plugin_types_reply_t {
-  // HTTP status (100..=599).
+  // HTTP status (200..=599; a 1xx is refused as an invalid decision).
   uint16_t   status;
   // Extra headers.
   plugin_list_tuple2_string_string_t   headers;

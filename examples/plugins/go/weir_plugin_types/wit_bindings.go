@@ -123,7 +123,7 @@ func ResponseFromBorrowHandle(handleValue int32) *Response {
 
 // A response made by a plugin.
 type Reply struct {
-        // HTTP status (100..=599).
+        // HTTP status (200..=599; a 1xx is refused as an invalid decision).
 Status uint16
 // Extra headers.
 Headers []witTypes.Tuple2[string, string]
