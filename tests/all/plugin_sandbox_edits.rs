@@ -77,7 +77,7 @@ async fn json_nested_past_the_depth_cap_is_refused_and_weir_stays_up() {
     let (up, weir) = start(&plugins).await;
     each_fails_alone(&weir, &plugins).await;
     // The host refused the nesting (the plugin panics quoting the setter's error).
-    assert!(weir.logs().contains("deeper than 128 levels"), "{}", tail(&weir.logs()));
+    assert!(weir.logs().contains("deeper than 127 levels"), "{}", tail(&weir.logs()));
     // The failing request hooks kept their requests from the provider; the rest got there.
     assert_eq!(up.chats().len(), 2 + plugins.len(), "clean requests and the two response-hook ones");
 }

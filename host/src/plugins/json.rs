@@ -10,15 +10,16 @@ use crate::providers::Endpoint;
 /// Why a pointer write failed (shown to the plugin).
 pub type WriteError = &'static str;
 
-/// Deepest nesting of arrays and objects a plugin's edits may build. A single parse stops at
-/// 128 (serde_json's limit), but a value set at a deep pointer nests one parse inside another;
-/// serialising, cloning and dropping a tree recurse once per level, so a tree built that way
-/// without a bound overflows the stack and kills the process.
-pub const MAX_DEPTH: usize = 128;
+/// Deepest nesting of arrays and objects a plugin's edits may build: the most one parse
+/// accepts (serde_json refuses the 128th level), so an edited body still parses wherever it
+/// goes next. A value set at a deep pointer nests one parse inside another, and serialising,
+/// cloning and dropping a tree recurse once per level, so a tree built that way without a
+/// bound overflows the stack and kills the process.
+pub const MAX_DEPTH: usize = 127;
 
 /// Nesting depth of `v`: 0 for a scalar, 1 + the deepest child for an array or object.
-/// Recursive, which is safe on what it is given: parsed values (at most 127 levels) and trees
-/// kept under [`MAX_DEPTH`].
+/// Recursive, which is safe on what it is given: parsed values and trees kept within
+/// [`MAX_DEPTH`].
 pub fn depth(v: &Value) -> usize {
     match v {
         Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
@@ -94,7 +95,7 @@ pub fn set(body: &mut Map<String, Value>, pointer: &str, value: Value) -> Result
     };
     // The body and each parent on the path are one container level each.
     if toks.len() + depth(&value) > MAX_DEPTH {
-        return Err("the edit would nest the body deeper than 128 levels");
+        return Err("the edit would nest the body deeper than 127 levels (what one JSON parse accepts)");
     }
     let Some((first, rest)) = parents.split_first() else {
         body.insert(last.clone().into_owned(), value);
@@ -222,14 +223,19 @@ mod tests {
     #[test]
     fn set_refuses_to_nest_past_the_depth_cap() {
         let mut b = body();
-        // 1 (body) + 127 = 128 levels: allowed; one more is refused, wherever it is nested.
-        set(&mut b, "/deep", nested(127)).unwrap();
+        // 1 (body) + 126 = 127 levels: allowed; one more is refused, wherever it is nested.
+        set(&mut b, "/deep", nested(126)).unwrap();
         assert_eq!(depth(&Value::Object(b.clone())), MAX_DEPTH);
-        let inner = format!("/deep{}", "/d".repeat(126));
+        let inner = format!("/deep{}", "/d".repeat(125));
         assert!(set(&mut b, &format!("{inner}/x"), json!([])).is_err());
         set(&mut b, &format!("{inner}/x"), json!(1)).unwrap();
-        assert!(set(&mut b, "/deeper", nested(128)).is_err());
-        assert_eq!(depth(&Value::Object(b)), MAX_DEPTH);
+        assert!(set(&mut b, "/deeper", nested(127)).is_err());
+        assert_eq!(depth(&Value::Object(b.clone())), MAX_DEPTH);
+        // The deepest tree edits may build still parses.
+        let text = serde_json::to_string(&b).unwrap();
+        assert!(serde_json::from_str::<Value>(&text).is_ok());
+        let one_more = format!("[{text}]");
+        assert!(serde_json::from_str::<Value>(&one_more).is_err(), "MAX_DEPTH is below serde_json's limit");
     }
 
     #[test]

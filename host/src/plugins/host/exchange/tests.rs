@@ -103,14 +103,14 @@ fn nested(levels: usize) -> String {
 }
 
 /// Nests 100-level values inside each other 200 times through `set`, each at the innermost
-/// object of the last one, and checks every call that would pass 128 levels is refused.
+/// object of the last one, and checks every call that would pass the depth cap is refused.
 fn nest_repeatedly(mut set: impl FnMut(String, String) -> Result<(), String>, base: &str) -> String {
     let mut ptr = format!("{base}/x");
     for call in 0..200 {
         // The body is one level; each pointer token below it is one more.
         let depth = ptr.matches('/').count() + 100;
         let result = set(ptr.clone(), nested(100));
-        if depth > 128 {
+        if depth > json::MAX_DEPTH {
             assert!(result.is_err(), "call {call} nested the body {depth} levels deep");
         } else {
             result.unwrap();
