@@ -1,7 +1,8 @@
 //! The `request` and `response` resources: the host keeps the data, a hook gets a handle and
 //! copies out only what it asks for. One exchange slot per instance, filled for one call.
-//! Granted to every plugin; writes are capped by the plugin's `max_output_bytes` and refused
-//! in post hooks (the request body has gone upstream by then).
+//! Granted to every plugin; writes are capped by the plugin's `max_output_bytes` per call and,
+//! summed over the request's calls and hooks, by the depth, body-growth and header limits
+//! below; request writes are refused in post hooks (the body has gone upstream by then).
 
 use std::sync::Arc;
 
