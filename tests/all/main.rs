@@ -12,6 +12,7 @@ mod languages;
 mod overflow;
 mod plugin_cli;
 mod plugin_new;
+mod plugin_sandbox_runtime;
 mod plugins;
 mod reload;
 mod secrets;
