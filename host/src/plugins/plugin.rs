@@ -18,7 +18,7 @@ use super::bindings::{ChunkAction, Hooks, PluginWorldPre, RequestAction, Respons
 use super::convert::{self, ChunkDecision, RequestDecision, ResponseDecision};
 use super::engine::{self, Runtime};
 use super::guard::{self, Failure};
-use super::host::{Shared, StoreData, kv::KvStore, metrics::CustomMetrics};
+use super::host::{Shared, StoreData, kv::KvStore, log::LogBudget, metrics::CustomMetrics};
 use super::instances::{Instance, Pool};
 use super::metrics::{Hook, PluginMetrics};
 use super::offload;
@@ -159,9 +159,9 @@ impl Plugin {
             runtime,
             pre,
             shared: Shared {
-                name: name.clone(),
                 kv: KvStore::shared(&cfg.name),
                 metrics: Arc::new(CustomMetrics::new(name.clone())),
+                log: Arc::new(LogBudget::new(name.clone())),
             },
             init_config: serde_json::to_string(&cfg.config).map_err(|e| format!("config is not JSON: {e}"))?,
             fuel: cfg.fuel,
