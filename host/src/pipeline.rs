@@ -166,7 +166,7 @@ fn stream_response(
     head: HeaderMap,
     mut chunks: mpsc::Receiver<Result<StreamItem, Error>>,
     hook: HookCtx,
-    seen: Seen,
+    mut seen: Seen,
 ) -> Response<ResponseBody> {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let mut out = Response::new(ResponseBody::Stream(rx));
@@ -195,7 +195,7 @@ fn stream_response(
                 }
             };
             let payload = if hooks {
-                match gw.plugins.on_stream_chunk(&hook, seen, payload).await {
+                match gw.plugins.on_stream_chunk(&hook, &mut seen, payload).await {
                     Ok(ChunkOutcome::Pass(p)) => p,
                     Ok(ChunkOutcome::Drop) => continue,
                     Err(e) => {

@@ -61,7 +61,8 @@ pub fn health() -> Response<ResponseBody> {
     json_response(StatusCode::OK, &json!({ "status": "ok" }))
 }
 
-/// `GET /ready`: per-provider state; 503 when draining or when every provider has failed.
+/// `GET /ready`: per-provider and per-plugin state; 503 when draining or when every provider
+/// has failed.
 pub fn ready(gw: &Gateway, draining: bool) -> Response<ResponseBody> {
     let mut providers = serde_json::Map::new();
     let mut any_usable = false;
@@ -80,6 +81,20 @@ pub fn ready(gw: &Gateway, draining: bool) -> Response<ResponseBody> {
             }),
         );
     }
+    // A degraded plugin (its replacement instances keep failing) is reported, not fatal: its
+    // other instances still serve, and fail-open plugins are skipped.
+    let mut plugins = serde_json::Map::new();
+    for p in gw.plugins.stats() {
+        plugins.insert(
+            p.name,
+            json!({
+                "state": if p.degraded { "degraded" } else { "ready" },
+                "instances": p.live,
+                "configured": p.configured,
+                "replace_failures": p.replace_failures,
+            }),
+        );
+    }
     let ready = any_usable && !draining;
     let status = if draining {
         "draining"
@@ -89,7 +104,7 @@ pub fn ready(gw: &Gateway, draining: bool) -> Response<ResponseBody> {
         "not_ready"
     };
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    json_response(code, &json!({ "status": status, "providers": providers }))
+    json_response(code, &json!({ "status": status, "providers": providers, "plugins": plugins }))
 }
 
 /// `GET /metrics`: Prometheus text exposition.

@@ -13,6 +13,7 @@ mod overflow;
 mod plugin_cli;
 mod plugin_new;
 mod plugin_sandbox_edits;
+mod plugin_sandbox_runtime;
 mod plugins;
 mod reload;
 mod secrets;

@@ -11,8 +11,13 @@ use super::ConfigError;
 
 /// Most plugins in one chain (the chain tracks which plugins saw a request in a 64-bit set).
 pub const MAX_PLUGINS: usize = 64;
-/// Largest `memory_limit`: the size of one slot in the pooling allocator.
-pub const MAX_MEMORY_LIMIT: usize = 1024 * 1024 * 1024;
+/// Largest `memory_limit`, and the size of one memory slot in the pooling allocator. One
+/// bulk-memory instruction (`memory.fill`/`memory.copy`) runs to its end past any deadline.
+/// Wasmtime charges it 1 fuel per byte up front, so the call's fuel bounds it (the default
+/// 50M: ~50 MB, ~45 ms), and this cap bounds it whatever the fuel: filling 256 MiB of fresh
+/// pages takes ~0.15 s on an idle 2-core VM, where a 1 GiB cap let one fill run 1.1-1.6 s past
+/// a 100 ms deadline, holding its serving thread and the other requests on it.
+pub const MAX_MEMORY_LIMIT: usize = 256 * 1024 * 1024;
 
 /// What a failing plugin does to the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -46,7 +51,8 @@ pub struct PluginConfig {
     /// stalls that fuel cannot see.
     #[serde(default = "default_plugin_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// Linear memory cap per instance in bytes; stops memory bombs.
+    /// Linear memory cap per instance in bytes (at most 256 MiB); stops memory bombs, and
+    /// bounds how long one bulk-memory instruction can run.
     #[serde(default = "default_memory_limit")]
     pub memory_limit: usize,
     /// Largest reply, rewrite, rejection or body edit a plugin may hand back, in bytes; stops a
@@ -192,6 +198,10 @@ mod tests {
     fn oversized_memory_limit_is_refused() {
         let err = parse("[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\nmemory_limit = 4294967296\n").unwrap_err();
         assert!(err.to_string().contains("memory_limit"), "{err}");
+        // A cap whose single fill outlasts the deadline many times over.
+        let err = parse("[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\nmemory_limit = 1073741824\n").unwrap_err();
+        assert!(err.to_string().contains("268435456"), "{err}");
+        assert!(parse("[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\nmemory_limit = 268435456\n").is_ok());
     }
 
     #[test]

@@ -167,11 +167,13 @@ pub async fn run<T>(
 /// Classifies a failed call.
 pub fn classify(err: Option<wasmtime::Error>, data: &StoreData) -> Failure {
     let Some(err) = err else { return Failure::Deadline };
-    if data.limits.memory_hit {
-        return Failure::Memory;
-    }
+    // The deadline first: a call that was refused memory and went on until the deadline
+    // stopped it failed by its time, not its memory.
     if err.downcast_ref::<DeadlineExceeded>().is_some() {
         return Failure::Deadline;
+    }
+    if data.limits.memory_hit {
+        return Failure::Memory;
     }
     match err.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => Failure::Fuel,

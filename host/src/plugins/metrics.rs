@@ -2,7 +2,9 @@
 //! `weir_plugin_calls_total{plugin,hook,outcome}`, `weir_plugin_call_seconds{plugin,hook}`,
 //! `weir_plugin_fuel_used{plugin,hook}`, `weir_plugin_instances{plugin}`,
 //! `weir_plugin_instances_idle{plugin}`, `weir_plugin_instances_replaced_total{plugin,reason}`,
-//! `weir_plugin_skipped_total{plugin,hook}` (fail-open).
+//! `weir_plugin_skipped_total{plugin,hook}` (fail-open); described here, registered where
+//! they are kept: `weir_plugin_replace_failures_total{plugin}`, `weir_plugin_degraded{plugin}`
+//! (`plugin/refill.rs`), `weir_plugin_log_dropped_total{plugin}` (`host/log.rs`).
 
 use std::time::Duration;
 
@@ -119,7 +121,19 @@ pub fn describe() {
     describe_gauge!("weir_plugin_instances", "Live plugin instances (idle + busy)");
     describe_gauge!("weir_plugin_instances_idle", "Idle plugin instances ready for a call");
     describe_counter!("weir_plugin_instances_replaced_total", "Plugin instances discarded and replaced, by reason");
-    describe_counter!("weir_plugin_skipped_total", "Fail-open plugins skipped for a request after a failure");
+    describe_counter!(
+        "weir_plugin_skipped_total",
+        "Fail-open plugin calls that failed; the plugin is skipped for the rest of that request"
+    );
+    describe_counter!(
+        "weir_plugin_replace_failures_total",
+        "Attempts to replace a discarded plugin instance that failed (instantiation or init)"
+    );
+    describe_gauge!("weir_plugin_degraded", "1 while a plugin's instance replacements are failing");
+    describe_counter!(
+        "weir_plugin_log_dropped_total",
+        "Plugin log lines (log calls, stdout, stderr) over its rate limit"
+    );
     describe_counter!(
         "weir_plugin_calls_moved_total",
         "Hook calls still running at their first yield, moved off their serving thread to the plugin runtime"

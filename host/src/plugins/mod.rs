@@ -180,7 +180,8 @@ impl Chain {
         Ok(out)
     }
 
-    /// Runs `on-response` hooks of the plugins in `seen`, in reverse.
+    /// Runs `on-response` hooks of the plugins in `seen`, in reverse (the last hooks of a
+    /// request, so a fail-open failure here has nothing left to skip).
     ///
     /// # Errors
     /// A plugin failed closed.
@@ -203,11 +204,14 @@ impl Chain {
         self.plugins.iter().enumerate().any(|(i, p)| seen.contains(i) && p.hooks.contains(Hooks::ON_STREAM_CHUNK))
     }
 
-    /// Runs `on-stream-chunk` hooks of the plugins in `seen`, in reverse, on one chunk.
+    /// Runs `on-stream-chunk` hooks of the plugins in `seen`, in reverse, on one chunk. A
+    /// fail-open plugin whose call failed leaves `seen`, so it is skipped for the rest of the
+    /// stream: a plugin spinning to its deadline costs the stream one deadline, not one per
+    /// chunk.
     ///
     /// # Errors
     /// A plugin aborted the stream, or failed closed.
-    pub async fn on_stream_chunk(&self, ctx: &HookCtx, seen: Seen, chunk: Bytes) -> Result<ChunkOutcome, Error> {
+    pub async fn on_stream_chunk(&self, ctx: &HookCtx, seen: &mut Seen, chunk: Bytes) -> Result<ChunkOutcome, Error> {
         let mut chunk = chunk;
         for (i, p) in self.plugins.iter().enumerate().rev() {
             if !seen.contains(i) || !p.hooks.contains(Hooks::ON_STREAM_CHUNK) {
@@ -218,14 +222,18 @@ impl Chain {
                 Ok(ChunkDecision::Rewrite(b)) => chunk = b,
                 Ok(ChunkDecision::Drop) => return Ok(ChunkOutcome::Drop),
                 Ok(ChunkDecision::Abort(e)) => return Err(e),
-                Err(f) => failed(p, Hook::StreamChunk, &f, &ctx.request.id)?,
+                Err(f) => {
+                    failed(p, Hook::StreamChunk, &f, &ctx.request.id)?;
+                    seen.remove(i);
+                }
             }
         }
         Ok(ChunkOutcome::Pass(chunk))
     }
 }
 
-/// Applies the plugin's failure policy: `Err` (fail closed) or log-and-skip (fail open).
+/// Applies the plugin's failure policy: `Err` (fail closed) or log-and-skip (fail open; the
+/// caller then drops the plugin from the request's [`Seen`], so its later hooks are skipped).
 fn failed(p: &Plugin, hook: Hook, f: &Failure, request_id: &str) -> Result<(), Error> {
     tracing::warn!(
         plugin = %p.name, hook = hook.label(), outcome = f.label(), request_id, detail = f.detail(),

@@ -18,12 +18,14 @@ use super::bindings::{ChunkAction, Hooks, PluginWorldPre, RequestAction, Respons
 use super::convert::{self, ChunkDecision, RequestDecision, ResponseDecision};
 use super::engine::{self, Runtime};
 use super::guard::{self, Failure};
-use super::host::{Shared, StoreData, kv::KvStore, metrics::CustomMetrics};
+use super::host::{Shared, StoreData, kv::KvStore, log::LogBudget, metrics::CustomMetrics};
 use super::instances::{Instance, Pool};
 use super::metrics::{Hook, PluginMetrics};
 use super::offload;
 use crate::config::{OnError, PluginConfig};
 use crate::exchange::{GatewayRequest, GatewayResponse, JsonBody};
+
+mod refill;
 
 /// `init` may take this many times a hook's fuel and deadline (it parses config, builds
 /// regexes).
@@ -99,6 +101,9 @@ pub struct Plugin {
     max_calls: u64,
     factory: Factory,
     pool: Pool,
+    /// Configured instances: the size the refill brings the pool back to.
+    target: usize,
+    refill: refill::Refill,
     metrics: PluginMetrics,
     live: AtomicUsize,
     replaced: AtomicU64,
@@ -128,6 +133,12 @@ pub struct PoolStats {
     pub calls: u64,
     /// Hook calls that failed (trap, fuel, deadline, memory, output cap, no free instance).
     pub failures: u64,
+    /// Configured instances.
+    pub configured: usize,
+    /// The latest attempt to replace an instance failed (instantiation or `init`).
+    pub degraded: bool,
+    /// Failed replacement attempts so far.
+    pub replace_failures: u64,
 }
 
 impl Plugin {
@@ -159,9 +170,9 @@ impl Plugin {
             runtime,
             pre,
             shared: Shared {
-                name: name.clone(),
                 kv: KvStore::shared(&cfg.name),
                 metrics: Arc::new(CustomMetrics::new(name.clone())),
+                log: Arc::new(LogBudget::new(name.clone())),
             },
             init_config: serde_json::to_string(&cfg.config).map_err(|e| format!("config is not JSON: {e}"))?,
             fuel: cfg.fuel,
@@ -196,6 +207,8 @@ impl Plugin {
             max_calls: cfg.max_calls,
             factory,
             pool: Pool::new(instances),
+            target: cfg.instances,
+            refill: refill::Refill::new(&cfg.name),
             metrics,
             live,
             replaced: AtomicU64::new(0),
@@ -232,6 +245,9 @@ impl Plugin {
             .collect(),
             calls: self.calls.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
+            configured: self.target,
+            degraded: self.refill.degraded(),
+            replace_failures: self.refill.failures(),
         }
     }
 
@@ -242,7 +258,14 @@ impl Plugin {
 
     async fn checkout(&self, hook: Hook) -> Result<Lease<'_>, Failure> {
         let started = Instant::now();
-        match self.pool.take(self.timeout).await {
+        // With no instance left and replacements failing, none will come back within the
+        // deadline: fail at once rather than make every request wait it out.
+        let wait = if self.refill.degraded() && self.live.load(Ordering::Relaxed) == 0 {
+            Duration::ZERO
+        } else {
+            self.timeout
+        };
+        match self.pool.take(wait).await {
             Some(i) => {
                 self.metrics.idle.decrement(1.0);
                 Ok(Lease { plugin: self, inst: Some(i), lent: false })
@@ -290,37 +313,6 @@ impl Plugin {
                 self.replace(reason);
             }
         }
-    }
-
-    /// Makes a fresh instance in the background (retrying with backoff while the plugin is
-    /// alive); the pool is one short until it is ready.
-    fn replace(&self, reason: &'static str) {
-        self.metrics.replaced(reason);
-        self.metrics.instances.decrement(1.0);
-        self.live.fetch_sub(1, Ordering::Relaxed);
-        self.replaced.fetch_add(1, Ordering::Relaxed);
-        // Off the serving threads: instantiating and `init` may take milliseconds. Outside a
-        // runtime (a lease dropped while the process winds down) nobody is left to serve.
-        let weak = self.weak.clone();
-        offload::spawn(async move {
-            let mut backoff = Duration::from_millis(50);
-            loop {
-                let Some(plugin) = weak.upgrade() else { return };
-                match plugin.factory.make().await {
-                    Ok((inst, _)) => {
-                        plugin.live.fetch_add(1, Ordering::Relaxed);
-                        plugin.metrics.instances.increment(1.0);
-                        plugin.metrics.idle.increment(1.0);
-                        plugin.pool.put(inst);
-                        return;
-                    }
-                    Err(e) => tracing::error!(plugin = %plugin.name, error = %e, "cannot replace instance; retrying"),
-                }
-                drop(plugin);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        });
     }
 
     /// Runs one hook call on the leased instance under its guards (fresh fuel, deadline, hard

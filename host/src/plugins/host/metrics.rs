@@ -1,10 +1,12 @@
 //! Capability `metrics`: plugin-defined counters and histograms, exported as
 //! `weir_plugin_custom_<name>{plugin="..."}`. Granted to every plugin with bounded names and
-//! a bounded number of series, so a plugin cannot blow up the metrics cardinality.
+//! a bounded number of series, so a plugin cannot blow up the metrics cardinality, and with
+//! names that cannot clash: the prefix keeps them apart from the gateway's own, a name is one
+//! kind process-wide, and the suffixes a histogram's series use are refused.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -15,6 +17,29 @@ use crate::plugins::bindings::metrics;
 pub const MAX_NAME_BYTES: usize = 64;
 /// Most distinct names (counters + histograms) per plugin.
 pub const MAX_NAMES: usize = 32;
+/// Prefix of every custom metric; no built-in metric starts with it.
+pub const PREFIX: &str = "weir_plugin_custom_";
+/// Suffixes the exporter gives a histogram's own series (`_bucket`, or a summary's
+/// `_sum`/`_count`); a counter named so would clash with a histogram's series.
+const RESERVED_SUFFIXES: [&str; 3] = ["_bucket", "_sum", "_count"];
+
+/// A custom metric's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Histogram,
+}
+
+/// The kind of every custom name registered in this process, across plugins and reloads (the
+/// exporter keeps a series for the process's life). The exposition has one `# TYPE` per name,
+/// so a name used as a counter by one plugin and a histogram by another made it invalid.
+static KINDS: LazyLock<Mutex<HashMap<String, Kind>>> = LazyLock::new(Mutex::default);
+
+/// Claims `name` as `kind` for the process; false when it is already the other kind.
+fn claim(name: &str, kind: Kind) -> bool {
+    let mut kinds = KINDS.lock().unwrap_or_else(|e| e.into_inner());
+    *kinds.entry(name.to_owned()).or_insert(kind) == kind
+}
 
 /// One plugin's metric handles, shared by its instances.
 pub struct CustomMetrics {
@@ -31,9 +56,10 @@ impl CustomMetrics {
     }
 
     fn valid(name: &str) -> bool {
-        !name.is_empty()
+        name.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
             && name.len() <= MAX_NAME_BYTES
             && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && !RESERVED_SUFFIXES.iter().any(|s| name.ends_with(s))
     }
 
     fn refuse(&self, name: &str, why: &str) {
@@ -60,7 +86,10 @@ impl CustomMetrics {
         if self.total() >= MAX_NAMES {
             return self.refuse(name, "too many metric names");
         }
-        let c = ::metrics::counter!(format!("weir_plugin_custom_{name}"), "plugin" => self.plugin.to_string());
+        if !claim(name, Kind::Counter) {
+            return self.refuse(name, "the name is a histogram");
+        }
+        let c = ::metrics::counter!(format!("{PREFIX}{name}"), "plugin" => self.plugin.to_string());
         c.increment(value);
         if let Ok(mut m) = self.counters.lock() {
             m.insert(name.to_owned(), c);
@@ -81,7 +110,10 @@ impl CustomMetrics {
         if self.total() >= MAX_NAMES {
             return self.refuse(name, "too many metric names");
         }
-        let h = ::metrics::histogram!(format!("weir_plugin_custom_{name}"), "plugin" => self.plugin.to_string());
+        if !claim(name, Kind::Histogram) {
+            return self.refuse(name, "the name is a counter");
+        }
+        let h = ::metrics::histogram!(format!("{PREFIX}{name}"), "plugin" => self.plugin.to_string());
         h.record(value);
         if let Ok(mut m) = self.histograms.lock() {
             m.insert(name.to_owned(), h);
@@ -149,6 +181,30 @@ mod tests {
         m.counter("hits".into(), 1);
         m.histogram("size".into(), 3.0);
         assert_eq!(shared.len(), 2);
+    }
+
+    #[test]
+    fn a_name_is_one_kind_across_plugins() {
+        let a = Arc::new(CustomMetrics::new("a".into()));
+        let b = Arc::new(CustomMetrics::new("b".into()));
+        MetricsState::new(a.clone()).counter("kind_clash_x".into(), 1);
+        MetricsState::new(b.clone()).histogram("kind_clash_x".into(), 1.0);
+        MetricsState::new(a.clone()).histogram("kind_clash_x".into(), 1.0);
+        assert_eq!((a.len(), b.len()), (1, 0), "the histogram of the counter's name is refused");
+        MetricsState::new(b.clone()).counter("kind_clash_x".into(), 1);
+        assert_eq!(b.len(), 1, "another plugin may share the name as the same kind");
+    }
+
+    #[test]
+    fn names_that_pose_as_a_histograms_series_are_refused() {
+        let shared = Arc::new(CustomMetrics::new("p".into()));
+        let mut m = MetricsState::new(shared.clone());
+        for name in ["lat_count", "lat_sum", "lat_bucket", "9lives", "_x"] {
+            m.counter(name.into(), 1);
+        }
+        assert!(shared.is_empty());
+        m.counter("lat_counted".into(), 1);
+        assert_eq!(shared.len(), 1);
     }
 
     #[test]

@@ -21,12 +21,12 @@ use wasmtime_wasi::{WasiCtxView, WasiView};
 /// What every instance of one plugin shares.
 #[derive(Clone)]
 pub struct Shared {
-    /// Plugin name.
-    pub name: Arc<str>,
     /// The plugin's kv namespace.
     pub kv: Arc<kv::KvStore>,
     /// The plugin's custom metrics.
     pub metrics: Arc<metrics::CustomMetrics>,
+    /// The plugin's log budget (log calls and stdout/stderr).
+    pub log: Arc<log::LogBudget>,
 }
 
 /// Data of one instance's store.
@@ -53,12 +53,12 @@ impl StoreData {
     /// Fresh state for one instance.
     pub fn new(shared: &Shared, memory_limit: usize, max_output: usize) -> Self {
         Self {
-            log: log::LogState::new(shared.name.clone()),
+            log: log::LogState::new(shared.log.clone()),
             kv: kv::KvState::new(shared.kv.clone()),
             metrics: metrics::MetricsState::new(shared.metrics.clone()),
             clock: clock::ClockState,
             exchange: exchange::Exchange::new(max_output),
-            wasi: wasi::WasiState::new(&shared.name),
+            wasi: wasi::WasiState::new(&shared.log),
             limits: Limits::new(memory_limit),
             deadline: Instant::now(),
         }

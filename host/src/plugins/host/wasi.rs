@@ -1,7 +1,8 @@
 //! Capability WASI (for guests whose toolchain imports it: Rust std, Python, JS): a
 //! deny-by-default context. No preopened directories, no environment or arguments, no
 //! sockets or name lookups, stdin closed; clocks and random are harmless and allowed.
-//! stdout/stderr are captured line by line into the log (bounded line length).
+//! stdout/stderr are captured line by line into the log, through the plugin's log budget
+//! (bounded line length and rate, control characters escaped; see `log.rs`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView};
 
 use super::StoreData;
-use super::log::{MAX_MESSAGE_BYTES, emit};
+use super::log::{LogBudget, MAX_MESSAGE_BYTES};
 use crate::plugins::bindings::log::Level;
 
 /// Per-instance WASI state.
@@ -24,11 +25,11 @@ pub struct WasiState {
 }
 
 impl WasiState {
-    /// The deny-by-default context for `plugin`.
-    pub fn new(plugin: &Arc<str>) -> Self {
+    /// The deny-by-default context of a plugin whose output goes through `log`.
+    pub fn new(log: &Arc<LogBudget>) -> Self {
         let mut b = WasiCtx::builder();
-        b.stdout(LogSink { plugin: plugin.clone(), level: Level::Info })
-            .stderr(LogSink { plugin: plugin.clone(), level: Level::Warn })
+        b.stdout(LogSink { log: log.clone(), level: Level::Info })
+            .stderr(LogSink { log: log.clone(), level: Level::Warn })
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
@@ -52,7 +53,7 @@ pub fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
 /// stdout/stderr of one instance, turned into log lines.
 #[derive(Clone)]
 struct LogSink {
-    plugin: Arc<str>,
+    log: Arc<LogBudget>,
     level: Level,
 }
 
@@ -101,7 +102,7 @@ impl LineWriter {
 
     fn flush_line(&mut self) {
         if !self.line.is_empty() {
-            emit(&self.sink.plugin, self.sink.level, &String::from_utf8_lossy(&self.line));
+            self.sink.log.emit(self.sink.level, &String::from_utf8_lossy(&self.line));
             self.line.clear();
         }
     }
@@ -157,12 +158,24 @@ mod tests {
 
     #[test]
     fn lines_are_split_and_bounded() {
-        let mut w = LineWriter::new(LogSink { plugin: "p".into(), level: Level::Info });
+        let log = Arc::new(LogBudget::new("p".into()));
+        let mut w = LineWriter::new(LogSink { log, level: Level::Info });
         w.write_bytes(b"hello\nwor");
         assert_eq!(w.line, b"wor");
         w.write_bytes(b"ld\n");
         assert!(w.line.is_empty());
         w.write_bytes(&vec![b'x'; MAX_MESSAGE_BYTES * 3 + 5]);
         assert_eq!(w.line.len(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stdout_flood_spends_the_plugins_log_budget() {
+        let log = Arc::new(LogBudget::new("p".into()));
+        let mut w = LineWriter::new(LogSink { log: log.clone(), level: Level::Info });
+        // 6 MiB of output in 4 KiB lines: the burst passes, the rest is dropped.
+        for _ in 0..1536 {
+            w.write_bytes(&[b'y'; MAX_MESSAGE_BYTES]);
+        }
+        assert!(!log.admit(1), "the budget the log capability shares is spent");
     }
 }

@@ -1,6 +1,8 @@
 //! Misbehaves on purpose, for the runtime's tests: loops forever, eats memory, panics,
 //! recurses without end, returns oversized output or an invalid decision, sleeps in a host
-//! call; also probes WASI (to prove it is denied) and counts in kv. Misbehaves only on
+//! call; also probes WASI (to prove it is denied) and counts in kv; the sandbox-runtime modes
+//! (`sandbox_runtime.rs`) fill memory in one instruction, spin, fail `init` after a trap, flood
+//! and forge logs and clash metric names. Misbehaves only on
 //! requests carrying the trigger header (default `x-misbehave`), unless `always` is set, so
 //! tests can mix good and bad requests.
 //!
@@ -12,6 +14,7 @@
 //! "trigger_header": "x-misbehave", "fail_init": false }`.
 
 mod sandbox_edits;
+mod sandbox_runtime;
 
 use std::hint::black_box;
 
@@ -109,6 +112,13 @@ impl Misbehave {
                 weir_plugin_sdk::log::info(&format!("count is {n}"));
                 Some(Act::Reply(Reply { status: 200, headers: Vec::new(), body: json!({ "count": n }).to_string() }))
             }
+            "memory-fill" => sandbox_runtime::memory_fill(),
+            "spin-chunk" => sandbox_runtime::spin(),
+            "init-fails-after-trap" | "init-spins-after-trap" => sandbox_runtime::trap_and_mark(),
+            "log-flood" => sandbox_runtime::log_flood(),
+            "stdout-flood" => sandbox_runtime::stdout_flood(),
+            "log-forge" => sandbox_runtime::log_forge(),
+            "metric-collide" => sandbox_runtime::metric_collide(),
             _ => None,
         }
     }
@@ -146,6 +156,7 @@ impl Plugin for Misbehave {
         if cfg.fail_init {
             return Err("misbehave: refusing to start (fail_init)".into());
         }
+        sandbox_runtime::init_after_trap(&cfg.mode)?;
         Ok(Misbehave { cfg, hoard: Vec::new() })
     }
 
