@@ -119,7 +119,8 @@ impl ServerConfig {
             }
         }
         let o = &self.overload;
-        if o.memory_warning_bytes > 0 && o.memory_critical_bytes > 0 && o.memory_warning_bytes > o.memory_critical_bytes {
+        if o.memory_warning_bytes > 0 && o.memory_critical_bytes > 0 && o.memory_warning_bytes > o.memory_critical_bytes
+        {
             return Err(ConfigError::invalid(
                 "server.overload.memory_warning_bytes",
                 "must not be above memory_critical_bytes",
