@@ -70,7 +70,9 @@ impl ConnState {
         self.active.load(Ordering::Acquire) == 0 && !self.unflushed.load(Ordering::Acquire)
     }
 
-    /// When the watchdog should look again, or `None` to close the connection now.
+    /// When the watchdog should look again, or `None` to close the connection now. Checks
+    /// are lazy (a connection idles out within two `idle_timeout`s at most) so that a request
+    /// never touches a timer.
     fn next_check(&self, stopping: bool, limits: &Limits, now: Instant) -> Option<Instant> {
         if stopping {
             return (!self.idle()).then_some(now + STOP_POLL);
@@ -83,7 +85,8 @@ impl ConnState {
         } else {
             self.opened + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire)) + limits.idle_timeout
         };
-        (now < due).then_some(due)
+        // A request may start and end before `due`: look again within `idle_timeout` at most.
+        (now < due).then(|| due.min(now + limits.idle_timeout))
     }
 }
 
@@ -150,7 +153,7 @@ where
     // rather than through the scheduler (see `repoll`).
     Repoll::new(async move {
         tokio::pin!(conn);
-        let check = tokio::time::sleep_until(state.opened + limits.header_read_timeout);
+        let check = tokio::time::sleep_until(state.opened + limits.header_read_timeout.min(limits.idle_timeout));
         tokio::pin!(check);
         let mut stopping = *stop.borrow();
         if stopping {

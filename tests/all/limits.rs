@@ -88,6 +88,24 @@ async fn slowloris_heads_are_closed_after_the_header_timeout_and_clean_requests_
 }
 
 #[tokio::test]
+async fn a_connection_with_no_request_in_flight_closes_after_the_idle_timeout() {
+    let up = MockUpstream::start().await;
+    let config = format!(
+        "[server]\nheader_read_timeout = \"10s\"\nidle_timeout = \"500ms\"\n{}",
+        up.provider_toml("up", "", "")
+    );
+    let weir = Weir::start(&config).await;
+    let mut s = TcpStream::connect(weir.addr()).await.unwrap();
+    s.write_all(HEALTH).await.unwrap();
+    assert_eq!(read_response(&mut s).await.0, 200);
+    let started = Instant::now();
+    let (_, closed) = read_until_close(&mut s, Duration::from_secs(4)).await;
+    assert!(closed, "an idle keep-alive connection stays open");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(3), "closed after {took:?}");
+}
+
+#[tokio::test]
 async fn a_chunked_body_that_never_ends_gets_408_after_the_body_timeout() {
     let up = MockUpstream::start().await;
     let config = format!("[server]\nbody_read_timeout = \"500ms\"\n{}", up.provider_toml("up", "", ""));
