@@ -30,7 +30,7 @@ const REFUSE_LINGER: Duration = Duration::from_secs(1);
 /// Growth of the resident set over its low point that makes the monitor trim, below the
 /// warning threshold, once connections start closing: a burst of large bodies that has ended
 /// leaves its freed heap in glibc's arenas, resident, until it is trimmed.
-const TRIM_GROWTH: u64 = 64 * 1024 * 1024;
+const TRIM_GROWTH: u64 = 16 * 1024 * 1024;
 /// Least time between two such trims (a trim walks every arena, taking its lock).
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 
@@ -94,26 +94,29 @@ impl Overload {
 
     /// Samples memory until the task is dropped, at the current config's interval (so a
     /// reload changes thresholds and interval). `open` counts the open client connections:
-    /// when it falls while memory is well above its low point, load is subsiding and the
-    /// freed heap is returned to the OS.
+    /// when it is below its peak since the last trim while memory is well above its low
+    /// point, load is subsiding and the freed heap is returned to the OS.
     pub async fn monitor(self: Arc<Self>, state: Arc<AppState>, open: impl Fn() -> usize) {
         let mut next_trim = Instant::now();
         let mut low = self.rss.load(Ordering::Relaxed);
-        let mut was_open = open();
+        // The most connections open since the last trim: fewer now means some closed since,
+        // and what they held is freed.
+        let mut peak_open = open();
         loop {
             let cfg = state.gateway.load().config.server.overload.clone();
             tokio::time::sleep(cfg.sample_interval).await;
             let Some(mut rss) = rss_bytes() else { continue };
             let now_open = open();
             let warning = cfg.memory_warning_bytes > 0 && rss >= cfg.memory_warning_bytes;
+            peak_open = peak_open.max(now_open);
             let subsiding =
-                now_open < was_open && rss >= low.saturating_add(TRIM_GROWTH) && Instant::now() >= next_trim;
-            was_open = now_open;
+                now_open < peak_open && rss >= low.saturating_add(TRIM_GROWTH) && Instant::now() >= next_trim;
             if warning || subsiding {
                 crate::plugins::release_freed_heap();
                 let before = rss;
                 rss = rss_bytes().unwrap_or(rss);
                 next_trim = Instant::now() + TRIM_EVERY;
+                peak_open = now_open;
                 tracing::debug!(before, after = rss, "returned freed heap to the OS");
             }
             low = low.min(rss);

@@ -83,6 +83,7 @@ async fn slowloris_heads_are_closed_after_the_header_timeout_and_clean_requests_
         let (_, closed) = read_until_close(s, Duration::from_secs(4)).await;
         assert!(closed, "socket {i} still open {:?} after the header timeout", started.elapsed());
     }
+    eprintln!("20 slow or silent sockets closed {:?} after the first check", started.elapsed());
     let reply = post(&weir.url("/v1/chat/completions"), &chat("up/m", "clean")).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
 }
@@ -102,6 +103,7 @@ async fn a_connection_with_no_request_in_flight_closes_after_the_idle_timeout() 
     let (_, closed) = read_until_close(&mut s, Duration::from_secs(4)).await;
     assert!(closed, "an idle keep-alive connection stays open");
     let took = started.elapsed();
+    eprintln!("idle connection closed after {took:?}");
     assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(3), "closed after {took:?}");
 }
 
@@ -118,6 +120,7 @@ async fn a_chunked_body_that_never_ends_gets_408_after_the_body_timeout() {
     let (status, head, body) = read_response(&mut s).await;
     assert_eq!(status, 408, "{head}\n{body}");
     assert_eq!(error_code(&body), "request_timeout");
+    eprintln!("408 after {:?}", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(3), "408 after {:?}", started.elapsed());
     assert!(up.chats().is_empty());
 }
@@ -265,6 +268,7 @@ async fn sigterm_closes_half_sent_heads_and_idle_h2_connections_at_once() {
     let status = weir.wait_exit(Duration::from_secs(5)).await;
     let took = started.elapsed();
     assert!(status.success(), "{status}:\n{}", weir.logs());
+    eprintln!("SIGTERM to exit: {took:?}");
     assert!(took < Duration::from_secs(2), "exit took {took:?}");
     drop((half, h2, h2_client));
 }
@@ -318,7 +322,7 @@ async fn memory_held_by_bodies_that_never_end_is_returned_after_the_body_timeout
         drop(conns);
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut after = weir.rss_bytes();
-        while after > baseline + (peak - baseline) / 4 && Instant::now() < deadline {
+        while after > baseline + (peak - baseline) / 6 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
             after = weir.rss_bytes();
         }
@@ -329,6 +333,6 @@ async fn memory_held_by_bodies_that_never_end_is_returned_after_the_body_timeout
             mb(after)
         );
         assert!(peak > baseline + 64 * 1024 * 1024, "the burst was held: {:.1} -> {:.1} MB", mb(baseline), mb(peak));
-        assert!(after <= baseline + (peak - baseline) / 4, "burst {burst}: memory not returned: {:.1} MB", mb(after));
+        assert!(after <= baseline + (peak - baseline) / 6, "burst {burst}: memory not returned: {:.1} MB", mb(after));
     }
 }
