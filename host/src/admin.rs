@@ -141,7 +141,7 @@ async fn upload(
         return Err(Error::invalid_param("name", "plugin names use only [A-Za-z0-9_-], at most 64 characters"));
     }
     let len = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    let bytes = read_limited(req.into_body(), len, MAX_UPLOAD_BYTES).await?;
+    let bytes = read_limited(req.into_body(), len, MAX_UPLOAD_BYTES, gw.config.server.body_read_timeout).await?;
     if !bytes.starts_with(b"\0asm") {
         return Err(Error::new(
             ErrorKind::InvalidRequest,

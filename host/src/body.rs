@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -57,12 +58,33 @@ impl Body for ResponseBody {
 }
 
 /// Reads a request body, failing with 413 as soon as it exceeds `limit` bytes (checked against
-/// `Content-Length` first, then while reading, so an oversized body is never buffered whole).
+/// `Content-Length` first, then while reading, so an oversized body is never buffered whole),
+/// and with 408 if it has not all arrived within `timeout` (a body that never ends would
+/// otherwise hold its buffer and connection for good).
 ///
 /// # Errors
-/// [`ErrorKind::BodyTooLarge`] over the limit; [`ErrorKind::InvalidRequest`] if the client
-/// aborts the upload.
-pub async fn read_limited<B>(body: B, content_length: Option<u64>, limit: usize) -> Result<Bytes, Error>
+/// [`ErrorKind::BodyTooLarge`] over the limit; [`ErrorKind::BodyTimeout`] past `timeout`;
+/// [`ErrorKind::InvalidRequest`] if the client aborts the upload.
+pub async fn read_limited<B>(
+    body: B,
+    content_length: Option<u64>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, Error>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    // A body already in hand completes on the first poll, before the timer is registered.
+    tokio::time::timeout(timeout, read_within_limit(body, content_length, limit)).await.map_err(|_| {
+        Error::new(
+            ErrorKind::BodyTimeout,
+            format!("the request body did not arrive within {timeout:?} (server.body_read_timeout)"),
+        )
+    })?
+}
+
+async fn read_within_limit<B>(body: B, content_length: Option<u64>, limit: usize) -> Result<Bytes, Error>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
@@ -113,10 +135,12 @@ mod tests {
     use super::*;
     use http_body_util::{Full, StreamBody};
 
+    const LONG: Duration = Duration::from_secs(60);
+
     #[tokio::test]
     async fn rejects_declared_oversize_without_reading() {
         let body = Full::new(Bytes::from_static(b"{}"));
-        let err = read_limited(body, Some(11), 10).await.unwrap_err();
+        let err = read_limited(body, Some(11), 10, LONG).await.unwrap_err();
         assert_eq!(err.status(), 413);
     }
 
@@ -125,8 +149,23 @@ mod tests {
         let chunks: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
             (0..5).map(|_| Ok(Frame::data(Bytes::from_static(b"0123456789")))).collect();
         let body = StreamBody::new(futures_util::stream::iter(chunks));
-        let err = read_limited(body, None, 25).await.unwrap_err();
+        let err = read_limited(body, None, 25, LONG).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::BodyTooLarge);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_arriving_is_408_at_the_timeout() {
+        let first: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
+            vec![Ok(Frame::data(Bytes::from_static(b"{")))];
+        let body = StreamBody::new(futures_util::StreamExt::chain(
+            futures_util::stream::iter(first),
+            futures_util::stream::pending(),
+        ));
+        let started = tokio::time::Instant::now();
+        let err = read_limited(body, None, 10, Duration::from_secs(5)).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::BodyTimeout);
+        assert_eq!(err.status(), 408);
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
     }
 
     #[tokio::test]
@@ -134,6 +173,6 @@ mod tests {
         let chunks: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
             vec![Ok(Frame::data(Bytes::from_static(b"ab"))), Ok(Frame::data(Bytes::from_static(b"cd")))];
         let body = StreamBody::new(futures_util::stream::iter(chunks));
-        assert_eq!(read_limited(body, None, 10).await.unwrap(), Bytes::from_static(b"abcd"));
+        assert_eq!(read_limited(body, None, 10, LONG).await.unwrap(), Bytes::from_static(b"abcd"));
     }
 }

@@ -33,6 +33,12 @@ pub enum ErrorKind {
     InvalidRequest,
     /// The body is larger than `server.max_body_bytes`.
     BodyTooLarge,
+    /// The whole body did not arrive within `server.body_read_timeout`.
+    BodyTimeout,
+    /// The request head is larger than the server reads (hyper's own parse error).
+    HeaderTooLarge,
+    /// The request URI is longer than the server reads (hyper's own parse error).
+    UriTooLong,
     /// No route for this method and path.
     RouteNotFound,
     /// The method is not allowed on this path.
@@ -49,6 +55,8 @@ pub enum ErrorKind {
     Dropped,
     /// Weir is shutting down and did not get to this request.
     ShuttingDown,
+    /// Weir is past a memory or connection threshold and sheds new work (`[server.overload]`).
+    Overloaded,
     /// The provider did not answer within `request_timeout`.
     UpstreamTimeout,
     /// The provider answered with an error status.
@@ -95,6 +103,9 @@ impl Error {
             ErrorKind::InvalidJson
             | ErrorKind::InvalidRequest
             | ErrorKind::BodyTooLarge
+            | ErrorKind::BodyTimeout
+            | ErrorKind::HeaderTooLarge
+            | ErrorKind::UriTooLong
             | ErrorKind::RouteNotFound
             | ErrorKind::MethodNotAllowed
             | ErrorKind::Unauthorized
@@ -108,6 +119,7 @@ impl Error {
             | ErrorKind::QueueTimeout
             | ErrorKind::Dropped
             | ErrorKind::ShuttingDown
+            | ErrorKind::Overloaded
             | ErrorKind::Internal => Origin::Gateway,
         };
         Self { kind, origin, message: message.into(), param: None, retry_after: None, code: None }
@@ -143,6 +155,7 @@ impl Error {
             | ErrorKind::QueueTimeout
             | ErrorKind::Dropped
             | ErrorKind::ShuttingDown
+            | ErrorKind::Overloaded
             | ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamUnavailable => true,
             ErrorKind::Upstream { status } => status == 429 || status >= 500,
@@ -155,11 +168,14 @@ impl Error {
         let code = match self.kind {
             ErrorKind::InvalidJson | ErrorKind::InvalidRequest => 400,
             ErrorKind::BodyTooLarge => 413,
+            ErrorKind::BodyTimeout => 408,
+            ErrorKind::HeaderTooLarge => 431,
+            ErrorKind::UriTooLong => 414,
             ErrorKind::RouteNotFound | ErrorKind::ModelNotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::Unauthorized => 401,
             ErrorKind::QueueFull => 429,
-            ErrorKind::QueueTimeout | ErrorKind::Dropped | ErrorKind::ShuttingDown => 503,
+            ErrorKind::QueueTimeout | ErrorKind::Dropped | ErrorKind::ShuttingDown | ErrorKind::Overloaded => 503,
             ErrorKind::UpstreamTimeout => 504,
             ErrorKind::UpstreamUnavailable | ErrorKind::UpstreamInvalid => 502,
             ErrorKind::Upstream { status } => upstream_status(status),
@@ -175,6 +191,9 @@ impl Error {
             ErrorKind::InvalidJson
             | ErrorKind::InvalidRequest
             | ErrorKind::BodyTooLarge
+            | ErrorKind::BodyTimeout
+            | ErrorKind::HeaderTooLarge
+            | ErrorKind::UriTooLong
             | ErrorKind::RouteNotFound
             | ErrorKind::MethodNotAllowed
             | ErrorKind::ModelNotFound
@@ -186,7 +205,9 @@ impl Error {
                 "invalid_request_error"
             }
             ErrorKind::PluginFailed => "plugin_error",
-            ErrorKind::QueueTimeout | ErrorKind::Dropped | ErrorKind::ShuttingDown => "service_unavailable",
+            ErrorKind::QueueTimeout | ErrorKind::Dropped | ErrorKind::ShuttingDown | ErrorKind::Overloaded => {
+                "service_unavailable"
+            }
             _ => "api_error",
         }
     }
@@ -200,6 +221,9 @@ impl Error {
             ErrorKind::InvalidJson => "invalid_json",
             ErrorKind::InvalidRequest => "invalid_request",
             ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::BodyTimeout => "request_timeout",
+            ErrorKind::HeaderTooLarge => "request_header_too_large",
+            ErrorKind::UriTooLong => "uri_too_long",
             ErrorKind::RouteNotFound => "not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::Unauthorized => "unauthorized",
@@ -208,6 +232,7 @@ impl Error {
             ErrorKind::QueueTimeout => "queue_timeout",
             ErrorKind::Dropped => "dropped_from_queue",
             ErrorKind::ShuttingDown => "shutting_down",
+            ErrorKind::Overloaded => "overloaded",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::Upstream { status: 401 | 403 } => "upstream_auth_failed",
             ErrorKind::Upstream { status: 429 } => "upstream_rate_limited",
@@ -223,13 +248,19 @@ impl Error {
     /// Short label for metrics (`outcome` label values).
     pub fn metric_label(&self) -> &'static str {
         match self.kind {
-            ErrorKind::InvalidJson | ErrorKind::InvalidRequest | ErrorKind::BodyTooLarge => "bad_request",
+            ErrorKind::InvalidJson
+            | ErrorKind::InvalidRequest
+            | ErrorKind::BodyTooLarge
+            | ErrorKind::BodyTimeout
+            | ErrorKind::HeaderTooLarge
+            | ErrorKind::UriTooLong => "bad_request",
             ErrorKind::RouteNotFound | ErrorKind::MethodNotAllowed | ErrorKind::ModelNotFound => "not_found",
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::QueueFull => "rejected",
             ErrorKind::QueueTimeout => "queue_timeout",
             ErrorKind::Dropped => "dropped",
             ErrorKind::ShuttingDown => "shutdown",
+            ErrorKind::Overloaded => "overloaded",
             ErrorKind::UpstreamTimeout => "timeout",
             ErrorKind::Upstream { .. } | ErrorKind::UpstreamUnavailable | ErrorKind::UpstreamInvalid => {
                 "upstream_error"
@@ -272,11 +303,44 @@ impl Error {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
         }
         headers.insert(X_WEIR_ERROR_SOURCE, HeaderValue::from_static(self.origin_str()));
-        if self.kind == ErrorKind::BodyTooLarge {
+        if matches!(self.kind, ErrorKind::BodyTooLarge | ErrorKind::BodyTimeout) {
             // The rest of the body was not read: the connection cannot carry another request.
             headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
+    }
+
+    /// The same response as raw HTTP/1.1 bytes, ending the connection: for answers written
+    /// straight to a socket, outside hyper (refused connections, hyper's own parse errors).
+    pub fn to_http1_bytes(&self) -> Bytes {
+        let body = self.body();
+        let status = self.status();
+        let mut out = Vec::with_capacity(body.len() + 200);
+        out.extend_from_slice(
+            format!(
+                "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or(""),
+                body.len()
+            )
+            .as_bytes(),
+        );
+        if let Some(secs) = self.retry_after {
+            out.extend_from_slice(format!("retry-after: {secs}\r\n").as_bytes());
+        }
+        out.extend_from_slice(format!("x-weir-error-source: {}\r\n", self.origin_str()).as_bytes());
+        out.extend_from_slice(b"connection: close\r\n\r\n");
+        out.extend_from_slice(&body);
+        Bytes::from(out)
+    }
+
+    /// The error for a response hyper makes itself on a request head it cannot parse.
+    pub fn from_parse_status(status: u16) -> Self {
+        match status {
+            431 => Self::new(ErrorKind::HeaderTooLarge, "the request head is too large"),
+            414 => Self::new(ErrorKind::UriTooLong, "the request URI is too long"),
+            _ => Self::new(ErrorKind::InvalidRequest, "the request head is not valid HTTP/1.1"),
+        }
     }
 
     fn origin_str(&self) -> &'static str {

@@ -55,6 +55,11 @@ fn describe() {
     describe_counter!("weir_requests_total", "Requests finished, by provider, endpoint, outcome and status");
     describe_histogram!("weir_overhead_seconds", Unit::Seconds, "Time spent in Weir excluding the upstream wait");
     describe_gauge!("weir_connections_open", "Client connections open, by serving thread");
+    describe_counter!(
+        "weir_overload_shed_total",
+        "Work refused by the overload manager: requests past the memory threshold (memory), connections past max_connections (connections)"
+    );
+    describe_gauge!("weir_memory_resident_bytes", "Resident memory of the process at the last overload sample");
     describe_gauge!("weir_pool_queue_depth", "Requests waiting for a worker");
     describe_histogram!(
         "weir_pool_queue_wait_seconds",

@@ -87,7 +87,8 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     let (parts, body) = req.into_parts();
     let content_length =
         parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let bytes = read_limited(body, content_length, gw.config.server.max_body_bytes).await?;
+    let bytes =
+        read_limited(body, content_length, gw.config.server.max_body_bytes, gw.config.server.body_read_timeout).await?;
     // One scan checks the body; it stays the client's bytes. With on-request hooks the scan
     // also records where the prompt texts and top-level fields are, which answers the hooks'
     // usual reads without parsing the body into a tree.

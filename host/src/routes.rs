@@ -61,9 +61,11 @@ pub fn health() -> Response<ResponseBody> {
     json_response(StatusCode::OK, &json!({ "status": "ok" }))
 }
 
-/// `GET /ready`: per-provider and per-plugin state; 503 when draining or when every provider
-/// has failed.
-pub fn ready(gw: &Gateway, draining: bool) -> Response<ResponseBody> {
+/// `GET /ready`: per-provider and per-plugin state and the overload monitor's (`overload`:
+/// whether new requests are shed, and its status); 503 when draining, shedding, or when every
+/// provider has failed.
+pub fn ready(gw: &Gateway, draining: bool, overload: (bool, Value)) -> Response<ResponseBody> {
+    let (shedding, overload) = overload;
     let mut providers = serde_json::Map::new();
     let mut any_usable = false;
     for pool in &gw.pools {
@@ -95,16 +97,18 @@ pub fn ready(gw: &Gateway, draining: bool) -> Response<ResponseBody> {
             }),
         );
     }
-    let ready = any_usable && !draining;
+    let ready = any_usable && !draining && !shedding;
     let status = if draining {
         "draining"
+    } else if shedding {
+        "overloaded"
     } else if ready {
         "ready"
     } else {
         "not_ready"
     };
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    json_response(code, &json!({ "status": status, "providers": providers, "plugins": plugins }))
+    json_response(code, &json!({ "status": status, "providers": providers, "plugins": plugins, "overload": overload }))
 }
 
 /// `GET /metrics`: Prometheus text exposition.

@@ -1,9 +1,9 @@
 //! The socket side: accept connections (HTTP/1.1 and HTTP/2) on the client listener and the
-//! optional admin listener, serve each client connection on one of the serving threads
-//! ([`crate::shards`]), dispatch client requests by method and path, and shut down gracefully
-//! (stop accepting, drain pools, finish in-flight responses).
+//! optional admin listener, refuse those past `max_connections`, serve each client connection
+//! on one of the serving threads ([`crate::shards`], [`crate::conn`]), dispatch client requests
+//! by method and path, and shut down gracefully (stop accepting, drain pools, finish in-flight
+//! responses, close idle connections at once).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,23 +12,29 @@ use std::time::Duration;
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::body::ResponseBody;
+use crate::config::ServerConfig;
+use crate::conn::Limits;
 use crate::error::{Error, ErrorKind};
 use crate::gateway::AppState;
+use crate::overload::Overload;
 use crate::providers::Endpoint;
 use crate::reload::Reloader;
-use crate::repoll::Repoll;
 use crate::shards::Shards;
 
 /// After `shutdown_timeout`, how long connections may take to write the 503s of requests the
 /// drain did not finish (so they are answered, not cut off).
 const ANSWER_GRACE: Duration = Duration::from_secs(1);
+
+/// HTTP/2 keep-alive pings: how often, and how long an answer may take before the peer is
+/// taken for dead and the connection closed.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Bound, not yet serving, listeners, and the serving threads.
 pub struct Server {
@@ -37,6 +43,9 @@ pub struct Server {
     state: Arc<AppState>,
     draining: Arc<AtomicBool>,
     shards: Shards,
+    overload: Arc<Overload>,
+    /// `max_connections` when the config says 0, sized from the open-file limit.
+    auto_max_connections: usize,
 }
 
 impl Server {
@@ -45,9 +54,18 @@ impl Server {
     /// # Errors
     /// The bind error (address in use, permission), or a thread that could not start.
     pub async fn bind(addr: SocketAddr, threads: usize, state: Arc<AppState>) -> std::io::Result<Self> {
+        let auto_max_connections = crate::overload::auto_max_connections(crate::overload::raise_fd_limit());
         let listener = TcpListener::bind(addr).await?;
         let shards = Shards::start(crate::shards::count(threads))?;
-        Ok(Self { listener, admin: None, state, draining: Arc::new(AtomicBool::new(false)), shards })
+        Ok(Self {
+            listener,
+            admin: None,
+            state,
+            draining: Arc::new(AtomicBool::new(false)),
+            shards,
+            overload: Overload::new(),
+            auto_max_connections,
+        })
     }
 
     /// How many serving threads there are.
@@ -78,26 +96,39 @@ impl Server {
     /// no new connections, queued and in-flight requests finish, what is left gets 503.
     pub async fn serve(self, reloader: Arc<Reloader>, shutdown: impl Future<Output = ()>, shutdown_timeout: Duration) {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let graceful = GracefulShutdown::new();
-        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let server_cfg = self.state.gateway.load().config.server.clone();
+        let limits =
+            Limits { header_read_timeout: server_cfg.header_read_timeout, idle_timeout: server_cfg.idle_timeout };
+        let builder = Arc::new(builder(&server_cfg));
+        let open = self.shards.open_counter();
+        let monitor = tokio::spawn(self.overload.clone().monitor(self.state.clone(), open));
         let admin_task = self.admin.map(|l| {
             let stop = stop_rx.clone();
             let builder = builder.clone();
             tokio::spawn(async move {
                 let handler = move |req| crate::admin::dispatch(reloader.clone(), req);
-                let admin_graceful = GracefulShutdown::new();
                 // The admin API is served on the control runtime, beside reloads and signals.
-                accept_loop(l, stopped(stop), |stream| {
-                    tokio::spawn(serve_conn(stream, builder.clone(), admin_graceful.watcher(), handler.clone()));
+                accept_loop(l, stopped(stop.clone()), |stream| {
+                    tokio::spawn(crate::conn::serve(stream, builder.clone(), limits, stop.clone(), handler.clone()));
                 })
                 .await;
             })
         });
         let state = self.state.clone();
         let draining = self.draining.clone();
-        let handler = move |req| dispatch(state.clone(), draining.clone(), req);
+        let overload = self.overload.clone();
+        let handler = move |req| dispatch(state.clone(), draining.clone(), overload.clone(), req);
         let shards = &self.shards;
         let to_shard = |stream: TcpStream| {
+            let gw = self.state.gateway.load();
+            let cap = match gw.config.server.max_connections {
+                0 => self.auto_max_connections,
+                n => n,
+            };
+            if shards.open() >= cap {
+                self.overload.refuse(stream, gw.config.server.overload.retry_after_secs());
+                return;
+            }
             // The socket moves to the shard's own reactor.
             let stream = match stream.into_std() {
                 Ok(s) => s,
@@ -106,19 +137,21 @@ impl Server {
                     return;
                 }
             };
-            let (builder, watcher, handler) = (builder.clone(), graceful.watcher(), handler.clone());
+            let (builder, stop, handler) = (builder.clone(), stop_rx.clone(), handler.clone());
             shards.spawn(move || async move {
                 match TcpStream::from_std(stream) {
-                    Ok(stream) => serve_conn(stream, builder, watcher, handler).await,
+                    Ok(stream) => crate::conn::serve(stream, builder, limits, stop, handler).await,
                     Err(e) => tracing::warn!(error = %e, "cannot register a connection on a serving thread"),
                 }
             });
         };
         tokio::select! {
-            () = accept_loop(self.listener, stopped(stop_rx), to_shard) => {}
+            () = accept_loop(self.listener, stopped(stop_rx.clone()), to_shard) => {}
             () = shutdown => {}
         }
+        // Connections with nothing in flight close now; the others after their last response.
         let _ = stop_tx.send(true);
+        monitor.abort();
         if let Some(t) = admin_task {
             t.abort();
         }
@@ -129,7 +162,11 @@ impl Server {
         let drain_pools = gateway.shutdown(deadline);
         // At the deadline the pools answer what is left with 503; connections get a moment
         // more to write those answers before the process exits.
-        let drain_conns = tokio::time::timeout_at(deadline + ANSWER_GRACE, graceful.shutdown());
+        let drain_conns = tokio::time::timeout_at(deadline + ANSWER_GRACE, async {
+            while self.shards.open() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
         let (_, conns) = tokio::join!(drain_pools, drain_conns);
         if conns.is_err() {
             tracing::warn!("shutdown timeout reached with connections still open");
@@ -164,47 +201,42 @@ async fn accept_loop(listener: TcpListener, stop: impl Future<Output = ()>, mut 
     }
 }
 
-/// Serves one connection to its end, watched by the graceful shutdown so a drain lets its
-/// in-flight requests finish.
-fn serve_conn<H, F>(
-    stream: TcpStream,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
-    handler: H,
-) -> impl Future<Output = ()> + Send + 'static
-where
-    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<ResponseBody>> + Send + 'static,
-{
-    let service = hyper::service::service_fn(move |req| {
-        let fut = handler(req);
-        async move { Ok::<_, Infallible>(fut.await) }
-    });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-    let conn = watcher.watch(conn);
-    // Reading a request body makes the connection's task wake itself: poll it again at once
-    // rather than through the scheduler (see `repoll`).
-    Repoll::new(async move {
-        let _ = conn.await;
-    })
+/// hyper's connection settings: the head timeout (hyper's timer runs from when it starts
+/// waiting for a head, so it also bounds an HTTP/1 keep-alive wait) and HTTP/2 pings that
+/// find dead peers. Without a timer hyper enforces neither.
+fn builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(cfg.header_read_timeout);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(H2_PING_INTERVAL).keep_alive_timeout(H2_PING_TIMEOUT);
+    builder
 }
 
-async fn dispatch(state: Arc<AppState>, draining: Arc<AtomicBool>, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn dispatch(
+    state: Arc<AppState>,
+    draining: Arc<AtomicBool>,
+    overload: Arc<Overload>,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
     let path = req.uri().path();
     let method = req.method();
     match (method, path) {
-        (&Method::POST, "/v1/chat/completions") => {
-            crate::pipeline::handle(state.gateway.load_full(), Endpoint::ChatCompletions, req).await
-        }
-        (&Method::POST, "/v1/embeddings") => {
-            crate::pipeline::handle(state.gateway.load_full(), Endpoint::Embeddings, req).await
+        (&Method::POST, "/v1/chat/completions" | "/v1/embeddings") => {
+            let gw = state.gateway.load_full();
+            if let Some(e) = overload.shed(gw.config.server.overload.retry_after_secs()) {
+                return e.to_response();
+            }
+            let endpoint = if path == "/v1/embeddings" { Endpoint::Embeddings } else { Endpoint::ChatCompletions };
+            crate::pipeline::handle(gw, endpoint, req).await
         }
         (&Method::GET, "/v1/models") => crate::routes::models(&state.gateway.load()),
         (&Method::GET, p) if p.starts_with("/v1/models/") => {
             crate::routes::model(&state.gateway.load(), &p["/v1/models/".len()..])
         }
         (&Method::GET, "/health") => crate::routes::health(),
-        (&Method::GET, "/ready") => crate::routes::ready(&state.gateway.load(), draining.load(Ordering::Relaxed)),
+        (&Method::GET, "/ready") => {
+            let overload = (overload.shedding(), overload.status(&state));
+            crate::routes::ready(&state.gateway.load(), draining.load(Ordering::Relaxed), overload)
+        }
         (&Method::GET, "/metrics") => crate::routes::metrics(),
         (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/health" | "/ready" | "/metrics") => {
             Error::new(ErrorKind::MethodNotAllowed, format!("method {method} is not allowed on {path}")).to_response()

@@ -87,6 +87,17 @@ impl Shards {
         self.shards.is_empty()
     }
 
+    /// Open connections on all shards.
+    pub fn open(&self) -> usize {
+        self.shards.iter().map(|s| s.conns.load(Ordering::Relaxed)).sum()
+    }
+
+    /// A function counting the open connections on all shards, for other threads.
+    pub fn open_counter(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let counts: Vec<Arc<AtomicUsize>> = self.shards.iter().map(|s| s.conns.clone()).collect();
+        move || counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
     /// Open connections per shard, in shard order.
     pub fn loads(&self) -> Vec<usize> {
         self.shards.iter().map(|s| s.conns.load(Ordering::Relaxed)).collect()

@@ -9,6 +9,7 @@ mod cancel;
 mod chat;
 mod check;
 mod languages;
+mod limits;
 mod overflow;
 mod plugin_cli;
 mod plugin_new;

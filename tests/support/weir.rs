@@ -89,6 +89,13 @@ impl Weir {
         self.addr
     }
 
+    /// Resident memory of the process in bytes, from `/proc/<pid>/statm`.
+    pub fn rss_bytes(&self) -> u64 {
+        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.child.id())).unwrap();
+        let pages: u64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap();
+        pages * 4096
+    }
+
     /// Everything the process printed so far (stdout and stderr, interleaved).
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()

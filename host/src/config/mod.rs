@@ -5,6 +5,7 @@
 mod defaults;
 mod env;
 mod plugin;
+mod server;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use defaults::embedded_default;
 pub use plugin::{MAX_MEMORY_LIMIT, MAX_PLUGINS, OnError, PluginConfig, PluginRuntimeConfig};
+pub use server::{MAX_THREADS, OverloadConfig, ServerConfig};
 
 /// Why a configuration could not be loaded. The message names the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -106,37 +108,6 @@ impl std::fmt::Debug for AdminConfig {
             .field("plugin_dir", &self.plugin_dir)
             .field("watch", &self.watch)
             .finish()
-    }
-}
-
-/// Most serving threads `server.threads` accepts: each is an OS thread with its own event loop,
-/// so a typo (`threads = 10000`) would otherwise start thousands of them.
-pub const MAX_THREADS: usize = 256;
-
-/// `[server]`: the client-facing listener.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// Address to listen on for the OpenAI-compatible API.
-    pub listen: SocketAddr,
-    /// Largest accepted request body; larger bodies get 413 while being read (stops memory abuse).
-    pub max_body_bytes: usize,
-    /// On SIGTERM/SIGINT, how long in-flight and queued requests may take to finish.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_timeout: Duration,
-    /// Serving threads, each with its own event loop; a connection stays on one for its life.
-    /// 0 (the default) means one per CPU core. Takes effect on restart.
-    pub threads: usize,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            max_body_bytes: 10 * 1024 * 1024,
-            shutdown_timeout: Duration::from_secs(30),
-            threads: 0,
-        }
     }
 }
 
@@ -309,15 +280,7 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] for the first offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.server.max_body_bytes == 0 {
-            return Err(ConfigError::invalid("server.max_body_bytes", "must be at least 1"));
-        }
-        if self.server.threads > MAX_THREADS {
-            return Err(ConfigError::invalid(
-                "server.threads",
-                format!("at most {MAX_THREADS} (0 means one per CPU core)"),
-            ));
-        }
+        self.server.validate()?;
         if self.providers.is_empty() {
             return Err(ConfigError::invalid("providers", "at least one provider is required"));
         }

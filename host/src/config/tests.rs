@@ -1,4 +1,5 @@
 use super::*;
+use std::time::Duration;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::from_toml(text)
@@ -94,4 +95,23 @@ fn embedded_default_has_a_two_hook_chain() {
     let names: Vec<_> = cfg.plugins.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["prompt-guard", "pii-redact"]);
     assert_eq!(cfg.plugins[1].config.get("responses").and_then(toml::Value::as_bool), Some(false));
+}
+
+#[test]
+fn server_limits_have_defaults_and_are_validated() {
+    let cfg = parse(MIN).unwrap();
+    assert_eq!(cfg.server.header_read_timeout, Duration::from_secs(30));
+    assert_eq!(cfg.server.body_read_timeout, Duration::from_secs(60));
+    assert_eq!(cfg.server.idle_timeout, Duration::from_secs(60));
+    assert_eq!(cfg.server.max_connections, 0);
+    assert_eq!(cfg.server.overload.memory_critical_bytes, 1024 * 1024 * 1024);
+    assert_eq!(cfg.server.overload.retry_after_secs(), 1);
+    let err = parse(&format!("[server]\nbody_read_timeout = \"0s\"\n{MIN}")).unwrap_err().to_string();
+    assert!(err.contains("server.body_read_timeout"), "{err}");
+    let err = parse(&format!("[server.overload]\nmemory_warning_bytes = 20\nmemory_critical_bytes = 10\n{MIN}"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("server.overload.memory_warning_bytes"), "{err}");
+    let err = parse(&format!("[server.overload]\nmemory_critcal_bytes = 1\n{MIN}")).unwrap_err().to_string();
+    assert!(err.contains("memory_critcal_bytes"), "{err}");
 }

@@ -124,7 +124,7 @@ fn compat_hash(engine: &Engine) -> u64 {
 /// Returns free heap pages to the OS. Glibc keeps freed memory in the arena of the thread that
 /// freed it (here the compile threads), so the pages cranelift used would otherwise stay
 /// resident. Costs well under a millisecond next to a compile of 100 ms or more.
-fn release_freed_heap() {
+pub(crate) fn release_freed_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `malloc_trim` only hands free pages of glibc's arenas back to the kernel; it
     // touches no live allocation and is thread-safe.

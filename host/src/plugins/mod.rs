@@ -32,6 +32,7 @@ use bytes::Bytes;
 
 use self::bindings::Hooks;
 use self::convert::{ChunkDecision, RequestDecision, ResponseDecision};
+pub(crate) use self::engine::release_freed_heap;
 use self::guard::Failure;
 use self::metrics::Hook;
 pub use self::metrics::describe as describe_metrics;
