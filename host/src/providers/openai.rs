@@ -158,16 +158,18 @@ impl OpenAi {
             }
             loop {
                 match parser.next_event() {
-                    Some(SseEvent::Data(data)) => return Some((Ok(data), (upstream, parser, finished, name))),
-                    Some(SseEvent::Done) => return None,
-                    None => {}
+                    Ok(Some(SseEvent::Data(data))) => return Some((Ok(data), (upstream, parser, finished, name))),
+                    Ok(Some(SseEvent::Done)) => return None,
+                    Ok(None) => {}
+                    Err(e) => {
+                        finished = true;
+                        let err = Error::new(ErrorKind::UpstreamInvalid, format!("provider {name} sent {e}"));
+                        return Some((Err(err), (upstream, parser, finished, name)));
+                    }
                 }
-                if parser.pending() > super::sse::MAX_EVENT_BYTES {
-                    finished = true;
-                    let err =
-                        Error::new(ErrorKind::UpstreamInvalid, format!("provider {name} sent an oversized event"));
-                    return Some((Err(err), (upstream, parser, finished, name)));
-                }
+                // Each read costs one unit of tokio's cooperative budget: an upstream that
+                // always has bytes ready cannot keep its serving thread from other connections.
+                tokio::task::consume_budget().await;
                 match upstream.next().await {
                     Some(Ok(bytes)) => parser.feed(&bytes),
                     Some(Err(e)) => {
