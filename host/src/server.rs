@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::body::ResponseBody;
+use crate::client_io::{ClientConn, ClientIo};
 use crate::error::{Error, ErrorKind};
 use crate::gateway::AppState;
 use crate::providers::Endpoint;
@@ -29,6 +30,10 @@ use crate::shards::Shards;
 /// After `shutdown_timeout`, how long connections may take to write the 503s of requests the
 /// drain did not finish (so they are answered, not cut off).
 const ANSWER_GRACE: Duration = Duration::from_secs(1);
+
+/// The admin API's write timeout: its answers are small, and it is not reloaded with the
+/// client-facing settings.
+const ADMIN_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Bound, not yet serving, listeners, and the serving threads.
 pub struct Server {
@@ -84,19 +89,22 @@ impl Server {
             let stop = stop_rx.clone();
             let builder = builder.clone();
             tokio::spawn(async move {
-                let handler = move |req| crate::admin::dispatch(reloader.clone(), req);
+                let handler = move |req, _: &ClientConn| crate::admin::dispatch(reloader.clone(), req);
                 let admin_graceful = GracefulShutdown::new();
                 // The admin API is served on the control runtime, beside reloads and signals.
                 accept_loop(l, stopped(stop), |stream| {
-                    tokio::spawn(serve_conn(stream, builder.clone(), admin_graceful.watcher(), handler.clone()));
+                    let send_timeout = ADMIN_SEND_TIMEOUT;
+                    let watcher = admin_graceful.watcher();
+                    tokio::spawn(serve_conn(stream, send_timeout, builder.clone(), watcher, handler.clone()));
                 })
                 .await;
             })
         });
         let state = self.state.clone();
         let draining = self.draining.clone();
-        let handler = move |req| dispatch(state.clone(), draining.clone(), req);
+        let handler = move |req, conn: &ClientConn| dispatch(state.clone(), draining.clone(), conn.clone(), req);
         let shards = &self.shards;
+        let gateway = &self.state.gateway;
         let to_shard = |stream: TcpStream| {
             // The socket moves to the shard's own reactor.
             let stream = match stream.into_std() {
@@ -107,9 +115,11 @@ impl Server {
                 }
             };
             let (builder, watcher, handler) = (builder.clone(), graceful.watcher(), handler.clone());
+            // Read per connection: a reload changes it for new connections.
+            let send_timeout = gateway.load().config.server.send_timeout;
             shards.spawn(move || async move {
                 match TcpStream::from_std(stream) {
-                    Ok(stream) => serve_conn(stream, builder, watcher, handler).await,
+                    Ok(stream) => serve_conn(stream, send_timeout, builder, watcher, handler).await,
                     Err(e) => tracing::warn!(error = %e, "cannot register a connection on a serving thread"),
                 }
             });
@@ -165,22 +175,24 @@ async fn accept_loop(listener: TcpListener, stop: impl Future<Output = ()>, mut 
 }
 
 /// Serves one connection to its end, watched by the graceful shutdown so a drain lets its
-/// in-flight requests finish.
+/// in-flight requests finish. Writes that make no progress for `send_timeout` close it.
 fn serve_conn<H, F>(
     stream: TcpStream,
+    send_timeout: Duration,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
     handler: H,
 ) -> impl Future<Output = ()> + Send + 'static
 where
-    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, &ClientConn) -> F + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
+    let (io, client) = ClientIo::new(stream, send_timeout);
     let service = hyper::service::service_fn(move |req| {
-        let fut = handler(req);
+        let fut = handler(req, &client);
         async move { Ok::<_, Infallible>(fut.await) }
     });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
     let conn = watcher.watch(conn);
     // Reading a request body makes the connection's task wake itself: poll it again at once
     // rather than through the scheduler (see `repoll`).
@@ -189,15 +201,20 @@ where
     })
 }
 
-async fn dispatch(state: Arc<AppState>, draining: Arc<AtomicBool>, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn dispatch(
+    state: Arc<AppState>,
+    draining: Arc<AtomicBool>,
+    conn: ClientConn,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
     let path = req.uri().path();
     let method = req.method();
     match (method, path) {
         (&Method::POST, "/v1/chat/completions") => {
-            crate::pipeline::handle(state.gateway.load_full(), Endpoint::ChatCompletions, req).await
+            crate::pipeline::handle(state.gateway.load_full(), Endpoint::ChatCompletions, req, conn).await
         }
         (&Method::POST, "/v1/embeddings") => {
-            crate::pipeline::handle(state.gateway.load_full(), Endpoint::Embeddings, req).await
+            crate::pipeline::handle(state.gateway.load_full(), Endpoint::Embeddings, req, conn).await
         }
         (&Method::GET, "/v1/models") => crate::routes::models(&state.gateway.load()),
         (&Method::GET, p) if p.starts_with("/v1/models/") => {

@@ -1,8 +1,117 @@
-//! Streams relayed to clients: events reach the client re-framed per the SSE rules.
+//! A stream costs only its own client: one that stops reading is ended after
+//! `server.send_timeout` (its pool worker freed, counted once as 499 `client_stalled`), and a
+//! shutdown cuts it. Events reach the client re-framed per the SSE rules.
+
+use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::{TcpSocket, TcpStream};
 
-use crate::support::{MockUpstream, Weir, chat, client};
+use crate::support::{MockUpstream, Outcome, Weir, chat, client, metric, post};
+
+/// A stream far larger than every buffer between the upstream and a client that does not read
+/// (sockets on both sides, hyper's, the relay's channels): 8000 chunks of 4 KB.
+const BIG_STREAM: &str = "up/m;chunks=8000;pad=4096";
+
+/// Opens a connection with a small receive buffer, sends a streaming chat request and never
+/// reads the answer.
+async fn stalled_reader(weir: &Weir, tag: &str) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = socket.connect(weir.addr()).await.unwrap();
+    let mut body = chat(BIG_STREAM, tag);
+    body["stream"] = json!(true);
+    let body = serde_json::to_vec(&body).unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        weir.addr(),
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&body).await.unwrap();
+    conn
+}
+
+/// Waits (at most 15 s) until the upstream streams to `n` readers and none of them moves for
+/// 200 ms short of its end: every buffer on the way is full.
+async fn wait_stalled(up: &MockUpstream, n: usize) {
+    up.wait_until("the streams started", |s| s.iter().filter(|r| r.chunks_sent > 0).count() == n).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let before: Vec<usize> = up.chats().iter().map(|s| s.chunks_sent).collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let chats = up.chats();
+        let after: Vec<usize> = chats.iter().map(|s| s.chunks_sent).collect();
+        if before == after {
+            assert!(chats.iter().all(|s| s.outcome != Outcome::Completed), "a stream ended: {after:?}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "the streams never stalled: {after:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_frees_its_worker_after_send_timeout() {
+    let up = MockUpstream::start().await;
+    let pool = "workers = 2\nqueue = 4\nqueue_timeout = \"15s\"\nrequest_timeout = \"30s\"";
+    let config = format!("[server]\nsend_timeout = \"1s\"\n{}", up.provider_toml("up", "", pool));
+    let weir = Weir::start(&config).await;
+
+    // Two readers that never read hold both workers.
+    let mut readers = Vec::new();
+    for i in 0..2 {
+        readers.push(stalled_reader(&weir, &format!("stall{i}")).await);
+    }
+    wait_stalled(&up, 2).await;
+
+    // A normal request waits only until the write timeout ends the stalled streams.
+    let started = Instant::now();
+    let reply = post(&weir.url("/v1/chat/completions"), &chat("up/m", "after")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(started.elapsed() < Duration::from_secs(8), "served after {:?}", started.elapsed());
+
+    // The stalled streams stopped reading upstream and were counted once each.
+    up.wait_until("the stalled streams cancelled upstream", |s| {
+        s.iter().filter(|r| r.prompt().starts_with("stall") && r.outcome == Outcome::Cancelled).count() == 2
+    })
+    .await;
+    let labels = [("provider", "up"), ("outcome", "client_stalled"), ("status", "499")];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&weir.metrics().await, "weir_requests_total", &labels) < 2.0 {
+        assert!(Instant::now() < deadline, "not counted:\n{}", weir.metrics().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(metric(&weir.metrics().await, "weir_requests_total", &labels), 2.0, "counted once each");
+    drop(readers);
+}
+
+#[tokio::test]
+async fn sigterm_cuts_streams_blocked_on_clients_that_do_not_read() {
+    let up = MockUpstream::start().await;
+    let config = format!(
+        "[server]\nshutdown_timeout = \"300ms\"\nsend_timeout = \"60s\"\n{}",
+        up.provider_toml("up", "", "workers = 2\nrequest_timeout = \"30s\"")
+    );
+    let mut weir = Weir::start(&config).await;
+    let mut readers = Vec::new();
+    for i in 0..2 {
+        readers.push(stalled_reader(&weir, &format!("stall{i}")).await);
+    }
+    wait_stalled(&up, 2).await;
+
+    let started = Instant::now();
+    weir.sigterm();
+    let status = weir.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status}:\n{}", weir.logs());
+    assert!(started.elapsed() < Duration::from_secs(5), "exited after {:?}", started.elapsed());
+    // Each stream was ended by the stop signal and logged once, not dropped with its thread.
+    let logs = weir.logs();
+    assert_eq!(logs.matches("shutting_down (503)").count(), 2, "{logs}");
+    drop(readers);
+}
 
 #[tokio::test]
 async fn events_are_reframed_per_the_sse_rules() {
