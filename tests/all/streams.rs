@@ -1,5 +1,6 @@
 //! A stream costs only its own client: one that stops reading is ended after
-//! `server.send_timeout` (its pool worker freed, counted once as 499 `client_stalled`), and a
+//! `server.send_timeout` (its pool worker freed, counted once as 499 `client_stalled`), over
+//! HTTP/1.1 (the socket stops) and HTTP/2 (only the stream's window closes), and a
 //! shutdown cuts it. Events reach the client re-framed per the SSE rules.
 
 use std::time::{Duration, Instant};
@@ -56,7 +57,7 @@ async fn wait_stalled(up: &MockUpstream, n: usize) {
 async fn a_client_that_stops_reading_frees_its_worker_after_send_timeout() {
     let up = MockUpstream::start().await;
     let pool = "workers = 2\nqueue = 4\nqueue_timeout = \"15s\"\nrequest_timeout = \"30s\"";
-    let config = format!("[server]\nsend_timeout = \"1s\"\n{}", up.provider_toml("up", "", pool));
+    let config = format!("[server]\nsend_timeout = \"3s\"\n{}", up.provider_toml("up", "", pool));
     let weir = Weir::start(&config).await;
 
     // Two readers that never read hold both workers.
@@ -66,9 +67,12 @@ async fn a_client_that_stops_reading_frees_its_worker_after_send_timeout() {
     }
     wait_stalled(&up, 2).await;
 
-    // A normal request waits only until the write timeout ends the stalled streams.
+    // A normal request queues behind them, and waits only until the write timeout ends them.
     let started = Instant::now();
-    let reply = post(&weir.url("/v1/chat/completions"), &chat("up/m", "after")).await;
+    let url = weir.url("/v1/chat/completions");
+    let normal = tokio::spawn(async move { post(&url, &chat("up/m", "after")).await });
+    weir.wait_queue_depth("up", 1).await;
+    let reply = normal.await.unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert!(started.elapsed() < Duration::from_secs(8), "served after {:?}", started.elapsed());
 
@@ -86,6 +90,37 @@ async fn a_client_that_stops_reading_frees_its_worker_after_send_timeout() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(metric(&weir.metrics().await, "weir_requests_total", &labels), 2.0, "counted once each");
     drop(readers);
+}
+
+#[tokio::test]
+async fn an_http2_stream_its_client_does_not_read_frees_its_worker_after_send_timeout() {
+    let up = MockUpstream::start().await;
+    let pool = "workers = 1\nqueue = 4\nqueue_timeout = \"15s\"\nrequest_timeout = \"30s\"";
+    let config = format!("[server]\nsend_timeout = \"2s\"\n{}", up.provider_toml("up", "", pool));
+    let weir = Weir::start(&config).await;
+
+    // Over HTTP/2 the socket keeps moving (the connection stays usable); only the stream's
+    // flow-control window closes, once the unread body fills it.
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let mut body = chat(BIG_STREAM, "stall-h2");
+    body["stream"] = json!(true);
+    let unread = h2.post(weir.url("/v1/chat/completions")).json(&body).send().await.unwrap();
+    assert_eq!(unread.version(), reqwest::Version::HTTP_2);
+    wait_stalled(&up, 1).await;
+
+    let started = Instant::now();
+    let url = weir.url("/v1/chat/completions");
+    let normal = tokio::spawn(async move { post(&url, &chat("up/m", "after")).await });
+    weir.wait_queue_depth("up", 1).await;
+    let reply = normal.await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(started.elapsed() < Duration::from_secs(8), "served after {:?}", started.elapsed());
+    let labels = [("provider", "up"), ("outcome", "client_stalled"), ("status", "499")];
+    assert_eq!(metric(&weir.metrics().await, "weir_requests_total", &labels), 1.0);
+    // The same connection still serves requests.
+    let again = h2.post(weir.url("/v1/chat/completions")).json(&chat("up/m", "again")).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    drop(unread);
 }
 
 #[tokio::test]
