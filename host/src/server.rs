@@ -93,9 +93,8 @@ impl Server {
                 let admin_graceful = GracefulShutdown::new();
                 // The admin API is served on the control runtime, beside reloads and signals.
                 accept_loop(l, stopped(stop), |stream| {
-                    let send_timeout = ADMIN_SEND_TIMEOUT;
                     let watcher = admin_graceful.watcher();
-                    tokio::spawn(serve_conn(stream, send_timeout, builder.clone(), watcher, handler.clone()));
+                    tokio::spawn(serve_conn(stream, ADMIN_SEND_TIMEOUT, builder.clone(), watcher, handler.clone()));
                 })
                 .await;
             })
