@@ -1,5 +1,7 @@
 //! Bodies at the edges of the request path: reading a client body under a byte limit, and the
-//! response body type (a whole buffer, or a stream of SSE events fed by a pool worker).
+//! response body type (a whole buffer, or a stream of SSE events fed by a pool worker). A
+//! stream whose producer stops before its last frame (shutdown, a stalled client) fails the
+//! body, so hyper aborts the response instead of ending it as if it were complete.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -16,15 +18,40 @@ use crate::error::{Error, ErrorKind};
 pub enum ResponseBody {
     /// A complete body (JSON responses, errors).
     Full(Option<Bytes>),
-    /// Chunks pushed by a producer task; the stream ends when the sender is dropped.
-    /// Dropping this body (client went away) closes the channel, which the producer sees.
-    Stream(mpsc::Receiver<Bytes>),
+    /// Chunks pushed by a producer task. Dropping this body (client went away) closes the
+    /// channel, which the producer sees.
+    Stream {
+        /// The producer's frames.
+        rx: mpsc::Receiver<BodyFrame>,
+        /// The last frame came: the sender's drop ends the body cleanly.
+        ended: bool,
+    },
 }
+
+/// One frame of a streamed body. The producer ends a complete stream with `Last`; a channel
+/// that closes without one was cut, and the body fails with [`StreamCut`].
+#[derive(Debug)]
+pub enum BodyFrame {
+    /// More follows.
+    Data(Bytes),
+    /// The final frame.
+    Last(Bytes),
+}
+
+/// A streamed body's producer stopped before its last frame.
+#[derive(Debug, thiserror::Error)]
+#[error("the response stream was cut before its end")]
+pub struct StreamCut;
 
 impl ResponseBody {
     /// A complete body.
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         Self::Full(Some(bytes.into()))
+    }
+
+    /// A streamed body fed through `rx`.
+    pub fn stream(rx: mpsc::Receiver<BodyFrame>) -> Self {
+        Self::Stream { rx, ended: false }
     }
 
     /// An empty body.
@@ -35,12 +62,20 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = std::convert::Infallible;
+    type Error = StreamCut;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Self::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+            Self::Stream { rx, ended } => rx.poll_recv(cx).map(|frame| match frame {
+                Some(BodyFrame::Data(b)) => Some(Ok(Frame::data(b))),
+                Some(BodyFrame::Last(b)) => {
+                    *ended = true;
+                    Some(Ok(Frame::data(b)))
+                }
+                None if *ended => None,
+                None => Some(Err(StreamCut)),
+            }),
         }
     }
 
@@ -52,7 +87,7 @@ impl Body for ResponseBody {
         match self {
             Self::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
-            Self::Stream(_) => SizeHint::default(),
+            Self::Stream { .. } => SizeHint::default(),
         }
     }
 }
@@ -166,6 +201,20 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::BodyTimeout);
         assert_eq!(err.status(), 408);
         assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_cleanly_only_after_its_last_frame() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(BodyFrame::Data(Bytes::from_static(b"a"))).await.unwrap();
+        tx.send(BodyFrame::Last(Bytes::from_static(b"b"))).await.unwrap();
+        drop(tx);
+        assert_eq!(ResponseBody::stream(rx).collect().await.unwrap().to_bytes(), Bytes::from_static(b"ab"));
+
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(BodyFrame::Data(Bytes::from_static(b"a"))).await.unwrap();
+        drop(tx);
+        assert!(ResponseBody::stream(rx).collect().await.is_err(), "cut before its last frame");
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::client_io::{ClientConn, ClientIo};
 use crate::error::Error;
 use crate::repoll::Repoll;
 
@@ -40,6 +41,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// No request in flight for this long: closed.
     pub idle_timeout: Duration,
+    /// A write that makes no progress for this long fails and closes the connection.
+    pub send_timeout: Duration,
 }
 
 /// What the service, the response bodies and the socket wrapper tell the watchdog.
@@ -133,18 +136,19 @@ pub fn serve<H, F, B>(
     handler: H,
 ) -> impl Future<Output = ()> + Send + 'static
 where
-    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, &ClientConn) -> F + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let state = Arc::new(ConnState::new());
+    let (stream, client) = ClientIo::new(stream, limits.send_timeout);
     let service_state = state.clone();
     let service = hyper::service::service_fn(move |req| {
         service_state.active.fetch_add(1, Ordering::AcqRel);
         service_state.served.fetch_add(1, Ordering::AcqRel);
         let active = Active(service_state.clone());
-        let fut = handler(req);
+        let fut = handler(req, &client);
         async move { Ok::<_, Infallible>(fut.await.map(|inner| Tracked { inner, _active: active })) }
     });
     let io = Io { inner: stream, state: state.clone(), heads: 0, pending: None };
@@ -183,7 +187,7 @@ where
 /// replaces the bodiless 400/414/431 hyper answers a head it cannot parse with the same
 /// status in the JSON error shape (hyper offers no hook for those answers).
 struct Io {
-    inner: TcpStream,
+    inner: ClientIo,
     state: Arc<ConnState>,
     /// Final response heads written so far: one per served request, unless hyper made one.
     heads: u64,
@@ -285,8 +289,11 @@ impl AsyncWrite for Io {
 mod tests {
     use super::*;
 
-    const LIMITS: Limits =
-        Limits { header_read_timeout: Duration::from_secs(10), idle_timeout: Duration::from_secs(60) };
+    const LIMITS: Limits = Limits {
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+        send_timeout: Duration::from_secs(60),
+    };
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_without_a_request_closes_at_the_header_timeout() {

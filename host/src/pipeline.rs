@@ -15,12 +15,13 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use crate::api::BodyUse;
-use crate::body::{ResponseBody, read_limited};
+use crate::body::{BodyFrame, ResponseBody, read_limited};
+use crate::client_io::ClientConn;
 use crate::error::{Error, ErrorKind};
 use crate::exchange::{GatewayRequest, GatewayResponse, client_headers};
 use crate::gateway::Gateway;
 use crate::plugins::{ChunkOutcome, HookCtx, Seen};
-use crate::pool::{Pool, Reply, StreamItem};
+use crate::pool::{Pool, Reply, ShutdownSignal, StreamItem};
 use crate::providers::sse::{DONE_FRAME, frame};
 use crate::providers::{Endpoint, ProviderRequest};
 
@@ -57,7 +58,12 @@ impl Ctx {
 }
 
 /// Serves `POST /v1/chat/completions` and `POST /v1/embeddings`.
-pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: http::Request<Incoming>) -> Response<ResponseBody> {
+pub async fn handle(
+    gw: Arc<Gateway>,
+    endpoint: Endpoint,
+    req: http::Request<Incoming>,
+    conn: ClientConn,
+) -> Response<ResponseBody> {
     let started = Instant::now();
     let (id, id_header) = request_id(req.headers());
     let mut ctx = Ctx { id, id_header, endpoint, started, pool: None, upstream: Duration::ZERO };
@@ -67,7 +73,7 @@ pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: http::Request<Inc
             finish(&ctx, resp.status().as_u16(), None);
             resp
         }
-        Ok(Outcome::Stream { head, chunks, hook, seen }) => stream_response(gw, ctx, head, chunks, hook, seen),
+        Ok(Outcome::Stream(stream)) => stream_response(gw, ctx, conn, stream),
         Err(e) => {
             let mut resp = e.to_response();
             decorate(&ctx, resp.headers_mut());
@@ -79,7 +85,17 @@ pub async fn handle(gw: Arc<Gateway>, endpoint: Endpoint, req: http::Request<Inc
 
 enum Outcome {
     Full(GatewayResponse),
-    Stream { head: HeaderMap, chunks: mpsc::Receiver<Result<StreamItem, Error>>, hook: HookCtx, seen: Seen },
+    Stream(Stream),
+}
+
+/// A stream to relay: the pool's chunks, what its `on_stream_chunk` hooks need, and the pool's
+/// shutdown deadline.
+struct Stream {
+    head: HeaderMap,
+    chunks: mpsc::Receiver<Result<StreamItem, Error>>,
+    shutdown: ShutdownSignal,
+    hook: HookCtx,
+    seen: Seen,
 }
 
 async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Result<Outcome, Error> {
@@ -140,9 +156,9 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
             gw.plugins.on_response(&hook, pre.seen, &mut resp).await?;
             Ok(Outcome::Full(resp))
         }
-        Reply::Stream { chunks, upstream } => {
+        Reply::Stream { chunks, upstream, shutdown } => {
             ctx.upstream = upstream;
-            Ok(Outcome::Stream { head: HeaderMap::new(), chunks, hook, seen: pre.seen })
+            Ok(Outcome::Stream(Stream { head: HeaderMap::new(), chunks, shutdown, hook, seen: pre.seen }))
         }
     }
 }
@@ -160,24 +176,22 @@ fn full_response(ctx: &Ctx, resp: GatewayResponse) -> Response<ResponseBody> {
 }
 
 /// Relays a stream: one task reads chunks from the pool worker, runs `on_stream_chunk`, frames
-/// SSE and hands bytes to hyper. `finish` runs when the stream ends or the client leaves.
-fn stream_response(
-    gw: Arc<Gateway>,
-    ctx: Ctx,
-    head: HeaderMap,
-    mut chunks: mpsc::Receiver<Result<StreamItem, Error>>,
-    hook: HookCtx,
-    mut seen: Seen,
-) -> Response<ResponseBody> {
-    let (tx, rx) = mpsc::channel::<Bytes>(16);
-    let mut out = Response::new(ResponseBody::Stream(rx));
+/// SSE and hands bytes to hyper. `finish` runs once: when the stream ends, the client leaves,
+/// the client stops reading for `server.send_timeout` (499 `client_stalled`), or the shutdown
+/// deadline passes while the relay waits for the client (503 `shutting_down`).
+fn stream_response(gw: Arc<Gateway>, ctx: Ctx, conn: ClientConn, stream: Stream) -> Response<ResponseBody> {
+    let Stream { head, mut chunks, shutdown, hook, mut seen } = stream;
+    let (tx, rx) = mpsc::channel::<BodyFrame>(16);
+    let mut out = Response::new(ResponseBody::stream(rx));
     let headers = out.headers_mut();
     *headers = head;
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     decorate(&ctx, headers);
     let hooks = gw.plugins.has_stream_hooks(seen);
+    let send_timeout = gw.config.server.send_timeout;
     tokio::spawn(async move {
+        let to_client = ToClient { tx: &tx, send_timeout, shutdown: &shutdown };
         let mut failure: Option<Error> = None;
         loop {
             let payload = match chunks.recv().await {
@@ -188,10 +202,7 @@ fn stream_response(
                     break;
                 }
                 None => {
-                    failure = Some(Error::new(
-                        ErrorKind::ShuttingDown,
-                        "the stream was cut: Weir is shutting down and could not finish it",
-                    ));
+                    failure = Some(stream_cut());
                     break;
                 }
             };
@@ -207,22 +218,75 @@ fn stream_response(
             } else {
                 payload
             };
-            if tx.send(frame(&payload)).await.is_err() {
-                finish(&ctx, 499, None);
-                return; // Client left: dropping `chunks` stops the upstream read.
+            if let Err(why) = to_client.send(BodyFrame::Data(frame(&payload))).await {
+                // Dropping `chunks` stops the upstream read and frees the worker.
+                return ended_early(&ctx, &conn, why);
             }
         }
-        match &failure {
-            Some(e) => {
-                let _ = tx.send(e.sse_event()).await;
-            }
-            None => {
-                let _ = tx.send(Bytes::from_static(DONE_FRAME)).await;
-            }
+        let last = match &failure {
+            Some(e) => e.sse_event(),
+            None => Bytes::from_static(DONE_FRAME),
+        };
+        if let Err(why) = to_client.send(BodyFrame::Last(last)).await {
+            return ended_early(&ctx, &conn, why);
         }
         finish(&ctx, failure.as_ref().map_or(200, |e| e.status().as_u16()), failure.as_ref());
     });
     out
+}
+
+/// Why a frame could not be handed to the client.
+enum NotSent {
+    /// The client left (or its connection was closed for not reading).
+    Gone,
+    /// The client took nothing for `send_timeout`.
+    Stalled,
+    /// The pool's shutdown deadline passed while the client was not reading.
+    Stopped,
+}
+
+/// The relay's side of the response body channel.
+struct ToClient<'a> {
+    tx: &'a mpsc::Sender<BodyFrame>,
+    send_timeout: Duration,
+    shutdown: &'a ShutdownSignal,
+}
+
+impl ToClient<'_> {
+    /// Hands one frame to hyper. With room in the channel, at once and with no timer; else the
+    /// wait is bounded by `send_timeout` and the shutdown deadline, so a client that does not
+    /// read costs only itself.
+    async fn send(&self, frame: BodyFrame) -> Result<(), NotSent> {
+        let frame = match self.tx.try_send(frame) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(NotSent::Gone),
+            Err(mpsc::error::TrySendError::Full(frame)) => frame,
+        };
+        tokio::select! {
+            biased;
+            sent = self.tx.send(frame) => sent.map_err(|_| NotSent::Gone),
+            () = self.shutdown.fired() => Err(NotSent::Stopped),
+            () = tokio::time::sleep(self.send_timeout) => Err(NotSent::Stalled),
+        }
+    }
+}
+
+/// `finish` for a stream that could not be handed to its client to the end. The relay then
+/// drops the body's sender before the last frame, which fails the body: hyper aborts the
+/// response rather than end it as if complete.
+fn ended_early(ctx: &Ctx, conn: &ClientConn, why: NotSent) {
+    match why {
+        NotSent::Gone if !conn.stalled() => finish_as(ctx, 499, "client_closed", None),
+        NotSent::Gone | NotSent::Stalled => finish_as(ctx, 499, "client_stalled", None),
+        NotSent::Stopped => {
+            let e = stream_cut();
+            finish(ctx, e.status().as_u16(), Some(&e));
+        }
+    }
+}
+
+fn stream_cut() -> Error {
+    Error::new(ErrorKind::ShuttingDown, "the stream was cut: Weir is shutting down and could not finish it")
 }
 
 /// Headers every model response carries.
@@ -240,7 +304,11 @@ fn decorate(ctx: &Ctx, headers: &mut HeaderMap) {
 
 /// The `finish` phase: metrics and the access log line, once per request.
 fn finish(ctx: &Ctx, status: u16, error: Option<&Error>) {
-    let outcome = error.map_or(if status == 499 { "client_closed" } else { "ok" }, Error::metric_label);
+    finish_as(ctx, status, error.map_or("ok", Error::metric_label), error);
+}
+
+/// `finish` with the `outcome` label chosen by the caller.
+fn finish_as(ctx: &Ctx, status: u16, outcome: &'static str, error: Option<&Error>) {
     match ctx.pool.as_ref().map(|p| p.request_metrics()) {
         Some(m) => m.record(ctx.endpoint, outcome, status, ctx.overhead()),
         None => {
@@ -253,7 +321,7 @@ fn finish(ctx: &Ctx, status: u16, error: Option<&Error>) {
             request_id = %ctx.id, provider = ctx.provider_name(), status, error = %e, "request failed"
         ),
         _ => tracing::debug!(
-            request_id = %ctx.id, provider = ctx.provider_name(), status,
+            request_id = %ctx.id, provider = ctx.provider_name(), status, outcome,
             total_us = ctx.started.elapsed().as_micros() as u64, overhead_us = ctx.overhead().as_micros() as u64,
             "request finished"
         ),

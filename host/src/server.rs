@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::body::ResponseBody;
 use crate::config::ServerConfig;
 use crate::conn::Limits;
+use crate::client_io::ClientConn;
 use crate::error::{Error, ErrorKind};
 use crate::gateway::AppState;
 use crate::overload::Overload;
@@ -35,6 +36,10 @@ const ANSWER_GRACE: Duration = Duration::from_secs(1);
 /// taken for dead and the connection closed.
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The admin API's write timeout: its answers are small, and it is not reloaded with the
+/// client-facing settings.
+const ADMIN_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Bound, not yet serving, listeners, and the serving threads.
 pub struct Server {
@@ -97,8 +102,11 @@ impl Server {
     pub async fn serve(self, reloader: Arc<Reloader>, shutdown: impl Future<Output = ()>, shutdown_timeout: Duration) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let server_cfg = self.state.gateway.load().config.server.clone();
-        let limits =
-            Limits { header_read_timeout: server_cfg.header_read_timeout, idle_timeout: server_cfg.idle_timeout };
+        let limits = Limits {
+            header_read_timeout: server_cfg.header_read_timeout,
+            idle_timeout: server_cfg.idle_timeout,
+            send_timeout: server_cfg.send_timeout,
+        };
         let builder = Arc::new(builder(&server_cfg));
         let open = self.shards.open_counter();
         let monitor = tokio::spawn(self.overload.clone().monitor(self.state.clone(), open));
@@ -106,10 +114,10 @@ impl Server {
             let stop = stop_rx.clone();
             let builder = builder.clone();
             tokio::spawn(async move {
-                let handler = move |req| crate::admin::dispatch(reloader.clone(), req);
+                let handler = move |req, _: &ClientConn| crate::admin::dispatch(reloader.clone(), req);
                 // The admin API is served on the control runtime, beside reloads and signals.
                 accept_loop(l, stopped(stop.clone()), |stream| {
-                    tokio::spawn(crate::conn::serve(stream, builder.clone(), limits, stop.clone(), handler.clone()));
+                    tokio::spawn(crate::conn::serve(stream, builder.clone(), Limits { send_timeout: ADMIN_SEND_TIMEOUT, ..limits }, stop.clone(), handler.clone()));
                 })
                 .await;
             })
@@ -117,7 +125,9 @@ impl Server {
         let state = self.state.clone();
         let draining = self.draining.clone();
         let overload = self.overload.clone();
-        let handler = move |req| dispatch(state.clone(), draining.clone(), overload.clone(), req);
+        let handler = move |req, conn: &ClientConn| {
+            dispatch(state.clone(), draining.clone(), overload.clone(), conn.clone(), req)
+        };
         let shards = &self.shards;
         let to_shard = |stream: TcpStream| {
             let gw = self.state.gateway.load();
@@ -138,6 +148,8 @@ impl Server {
                 }
             };
             let (builder, stop, handler) = (builder.clone(), stop_rx.clone(), handler.clone());
+            // Read per connection: a reload changes it for new connections.
+            let limits = Limits { send_timeout: gw.config.server.send_timeout, ..limits };
             shards.spawn(move || async move {
                 match TcpStream::from_std(stream) {
                     Ok(stream) => crate::conn::serve(stream, builder, limits, stop, handler).await,
@@ -215,6 +227,7 @@ async fn dispatch(
     state: Arc<AppState>,
     draining: Arc<AtomicBool>,
     overload: Arc<Overload>,
+    conn: ClientConn,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let path = req.uri().path();
@@ -226,7 +239,7 @@ async fn dispatch(
                 return e.to_response();
             }
             let endpoint = if path == "/v1/embeddings" { Endpoint::Embeddings } else { Endpoint::ChatCompletions };
-            crate::pipeline::handle(gw, endpoint, req).await
+            crate::pipeline::handle(gw, endpoint, req, conn).await
         }
         (&Method::GET, "/v1/models") => crate::routes::models(&state.gateway.load()),
         (&Method::GET, p) if p.starts_with("/v1/models/") => {

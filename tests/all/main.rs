@@ -20,5 +20,6 @@ mod reload;
 mod secrets;
 mod shutdown;
 mod status;
+mod streams;
 mod threads;
 mod upstream_errors;

@@ -15,6 +15,11 @@
 //! - `hold_after=N`: after N stream chunks, wait until [`MockUpstream::release`].
 //! - `cut=nodone` (stream ends cleanly without `[DONE]`) or `cut=drop` (connection dropped
 //!   mid-stream), after the chunks.
+//! - `pad=BYTES`: each stream chunk's content is that many bytes long (large streams, to fill
+//!   socket buffers behind a client that does not read).
+//! - `sse=NAME`: the stream is the raw SSE fixture NAME, then `[DONE]`: `multiline` (one chunk
+//!   whose JSON spans two `data:` lines, with LF, CRLF and CR line ends) or `lone_cr` (two
+//!   events separated by CR CR, the second carrying a `data:` line after a lone CR).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -229,6 +234,8 @@ struct Directives {
     chunk_delay: Duration,
     hold_after: Option<usize>,
     cut: Option<String>,
+    pad: Option<usize>,
+    sse: Option<&'static [&'static [u8]]>,
 }
 
 impl Directives {
@@ -249,6 +256,8 @@ impl Directives {
                 "chunk_delay" => d.chunk_delay = Duration::from_millis(num()?),
                 "hold_after" => d.hold_after = Some(num()? as usize),
                 "cut" if value == "nodone" || value == "drop" => d.cut = Some(value.to_owned()),
+                "pad" => d.pad = Some(num()? as usize),
+                "sse" => d.sse = Some(SSE_FIXTURES.iter().find(|(n, _)| *n == value).ok_or("unknown sse fixture")?.1),
                 _ => return Err(format!("unknown directive {part:?}")),
             }
         }
@@ -371,18 +380,26 @@ fn stream_response(state: Arc<State>, index: usize, body: &Value, d: Directives)
         Some(n) => (0..n).map(|i| format!("c{i} ")).collect(),
         None => last_user_text(body).split_inclusive(' ').map(str::to_owned).collect(),
     };
+    let count = d.sse.map_or(pieces.len() + 1, <[_]>::len);
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
     tokio::spawn(async move {
-        let mut frames: Vec<Bytes> = pieces.iter().map(|p| sse(&chunk(&model, json!({"content": p}), None))).collect();
-        frames.push(sse(&chunk(&model, json!({}), Some("stop"))));
-        for (i, frame) in frames.into_iter().enumerate() {
+        // Frames are made as they are sent: a padded stream may be many megabytes.
+        let frame = |i: usize| match (d.sse, pieces.get(i)) {
+            (Some(raw), _) => Bytes::from_static(raw[i]),
+            (None, Some(p)) => {
+                let content = d.pad.map_or_else(|| p.clone(), |n| format!("{p:x<n$}"));
+                sse(&chunk(&model, json!({"content": content}), None))
+            }
+            (None, None) => sse(&chunk(&model, json!({}), Some("stop"))),
+        };
+        for i in 0..count {
             if d.hold_after == Some(i) {
                 wait_gate(&state).await;
             }
             if i > 0 && !d.chunk_delay.is_zero() {
                 tokio::time::sleep(d.chunk_delay).await;
             }
-            if tx.send(Ok(Frame::data(frame))).await.is_err() {
+            if tx.send(Ok(Frame::data(frame(i)))).await.is_err() {
                 state.update(index, |s| s.outcome = Outcome::Cancelled);
                 return;
             }
@@ -434,6 +451,12 @@ fn error_response(status: u16, param: Option<&str>, message: &str, retry_after: 
     }
     resp
 }
+
+/// Raw SSE fixtures (`sse=NAME`): the exact bytes sent, one entry per write.
+const SSE_FIXTURES: &[(&str, &[&[u8]])] = &[
+    ("multiline", &[b"data: {\"id\":\"m\",\n", b"data: \"choices\":[]}\r\n\r\n", b"data: {\"a\":\r", b"data: 1}\r\r"]),
+    ("lone_cr", &[b"data: {\"n\":1}\r\rdata: {\"n\":2}\rdata: {\"x\":3}\n\n"]),
+];
 
 fn sse(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))

@@ -23,6 +23,11 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long in-flight and queued requests may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Longest a write to a client may make no progress (nginx's `send_timeout`): then the
+    /// connection is closed, and a stream ends as 499 `client_stalled` and frees its pool
+    /// worker. Stops a client that does not read from holding a worker or a connection.
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
     /// Serving threads, each with its own event loop; a connection stays on one for its life.
     /// 0 (the default) means one per CPU core. Takes effect on restart.
     pub threads: usize,
@@ -50,6 +55,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 10 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
             threads: 0,
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(60),
@@ -109,6 +115,7 @@ impl ServerConfig {
             ));
         }
         for (key, value) in [
+            ("server.send_timeout", self.send_timeout),
             ("server.header_read_timeout", self.header_read_timeout),
             ("server.body_read_timeout", self.body_read_timeout),
             ("server.idle_timeout", self.idle_timeout),

@@ -23,6 +23,7 @@ fn embedded_default_is_valid() {
 fn defaults_apply() {
     let cfg = parse(MIN).unwrap();
     assert_eq!(cfg.server.max_body_bytes, 10 * 1024 * 1024);
+    assert_eq!(cfg.server.send_timeout, Duration::from_secs(60));
     assert_eq!(cfg.providers[0].pool.workers, 64);
     assert_eq!(cfg.providers[0].pool.overflow, Overflow::Block);
 }
@@ -37,6 +38,12 @@ fn unknown_key_is_named() {
 fn invalid_value_names_key() {
     let err = parse(&format!("{MIN}\n[providers.pool]\nworkers = 0\n")).unwrap_err().to_string();
     assert!(err.contains("providers[0].pool.workers"), "{err}");
+}
+
+#[test]
+fn a_zero_send_timeout_is_refused() {
+    let err = parse(&format!("[server]\nsend_timeout = \"0s\"\n{MIN}")).unwrap_err().to_string();
+    assert!(err.contains("server.send_timeout"), "{err}");
 }
 
 #[test]

@@ -36,6 +36,9 @@ pub enum Reply {
         chunks: mpsc::Receiver<Result<StreamItem, Error>>,
         /// Time until the upstream response head.
         upstream: Duration,
+        /// The pool's shutdown deadline: the relay cuts the stream there even while it waits
+        /// for its client.
+        shutdown: super::ShutdownSignal,
     },
 }
 

@@ -57,7 +57,7 @@ struct Shared {
     metrics: PoolMetrics,
     health: Health,
     /// Fired at the shutdown deadline: calls still running answer 503 `shutting_down`.
-    stop: Stop,
+    stop: Arc<Stop>,
     /// Signalled when a worker comes back to a closed pool (a drain waits for all of them).
     returned: Notify,
 }
@@ -97,7 +97,7 @@ impl Pool {
             queue: Queue::new(workers, cfg.queue),
             provider: Arc::new(provider),
             health: Health::default(),
-            stop: Stop::default(),
+            stop: Arc::default(),
             returned: Notify::new(),
             name,
             cfg,
@@ -203,6 +203,18 @@ async fn sweep_idle(pool: Weak<Shared>) {
                 w.lane.close();
             }
         });
+    }
+}
+
+/// The pool's shutdown deadline, for a stream relay blocked on its client: once it fires,
+/// the relay ends the stream instead of waiting for the client to read.
+#[derive(Clone)]
+pub struct ShutdownSignal(Arc<Stop>);
+
+impl ShutdownSignal {
+    /// Resolves once the pool's shutdown deadline has passed.
+    pub async fn fired(&self) {
+        self.0.wait().await;
     }
 }
 
@@ -403,7 +415,7 @@ impl Shared {
             Ok(ProviderResponse::Stream(stream)) => {
                 let (tx, rx) = mpsc::channel(STREAM_BUFFER);
                 tokio::spawn(pump(held, stream, tx));
-                Ok(Reply::Stream { chunks: rx, upstream })
+                Ok(Reply::Stream { chunks: rx, upstream, shutdown: ShutdownSignal(pool.stop.clone()) })
             }
         }
     }
@@ -432,9 +444,10 @@ impl Shared {
 }
 
 /// Relays a stream to the client side until it ends, fails, stalls past `request_timeout`,
-/// the client goes away (then the upstream read stops at once), or the shutdown deadline
-/// passes (then the channel closes without an end, which the relay reports as cut). Holds the
-/// stream's worker throughout.
+/// the client side goes away (the client left, or stopped reading for `server.send_timeout`;
+/// then the upstream read stops at once), or the shutdown deadline passes (then the channel
+/// closes without an end, which the relay reports as cut), even while waiting for the client
+/// side to take a chunk. Holds the stream's worker until its last chunk is handed over.
 async fn pump(mut held: Held, mut stream: ChunkStream, tx: mpsc::Sender<Result<StreamItem, Error>>) {
     let pool = held.pool.clone();
     let stop = pool.stop.wait();
@@ -469,11 +482,19 @@ async fn pump(mut held: Held, mut stream: ChunkStream, tx: mpsc::Sender<Result<S
             }
             Some(Err(e)) => {
                 pool.health.record_error(&e);
+                drop(stream);
+                drop(held); // The worker is free before the client reads the error.
                 let _ = tx.send(Err(e)).await;
                 return;
             }
             Some(Ok(chunk)) => {
-                if tx.send(Ok(StreamItem::Chunk(chunk))).await.is_err() {
+                // Waiting for room is bounded by the relay (send_timeout) and by `stop`.
+                let sent = tokio::select! {
+                    biased;
+                    () = &mut stop => return,
+                    sent = tx.send(Ok(StreamItem::Chunk(chunk))) => sent,
+                };
+                if sent.is_err() {
                     pool.metrics.cancelled.increment(1);
                     return;
                 }

@@ -150,46 +150,7 @@ impl OpenAi {
     /// Turns the upstream SSE body into chunk payloads. A stream that ends without `[DONE]`
     /// is reported as an error item so the client learns it was cut.
     fn chunks(&self, body: Incoming) -> ChunkStream {
-        let name = self.name.clone();
-        let state = (body.into_data_stream(), SseParser::default(), false, name);
-        futures_util::stream::unfold(state, |(mut upstream, mut parser, mut finished, name)| async move {
-            if finished {
-                return None;
-            }
-            loop {
-                match parser.next_event() {
-                    Some(SseEvent::Data(data)) => return Some((Ok(data), (upstream, parser, finished, name))),
-                    Some(SseEvent::Done) => return None,
-                    None => {}
-                }
-                if parser.pending() > super::sse::MAX_EVENT_BYTES {
-                    finished = true;
-                    let err =
-                        Error::new(ErrorKind::UpstreamInvalid, format!("provider {name} sent an oversized event"));
-                    return Some((Err(err), (upstream, parser, finished, name)));
-                }
-                match upstream.next().await {
-                    Some(Ok(bytes)) => parser.feed(&bytes),
-                    Some(Err(e)) => {
-                        finished = true;
-                        let err = Error::new(
-                            ErrorKind::UpstreamUnavailable,
-                            format!("provider {name} stream failed: {}", SendError::from_chain(&e).cause),
-                        );
-                        return Some((Err(err), (upstream, parser, finished, name)));
-                    }
-                    None => {
-                        finished = true;
-                        let err = Error::new(
-                            ErrorKind::UpstreamInvalid,
-                            format!("provider {name} ended the stream before [DONE]"),
-                        );
-                        return Some((Err(err), (upstream, parser, finished, name)));
-                    }
-                }
-            }
-        })
-        .boxed()
+        sse_chunks(self.name.clone(), body.into_data_stream())
     }
 
     /// `GET /models`: the ids the provider lists.
@@ -258,8 +219,95 @@ impl OpenAi {
     }
 }
 
+/// The chunk payloads of an upstream SSE body, read from `upstream` (the body's data frames).
+fn sse_chunks<S, E>(name: String, upstream: S) -> ChunkStream
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
+    E: std::error::Error + 'static,
+{
+    let state = (upstream, SseParser::default(), false, name);
+    futures_util::stream::unfold(state, |(mut upstream, mut parser, mut finished, name)| async move {
+        if finished {
+            return None;
+        }
+        loop {
+            match parser.next_event() {
+                Ok(Some(SseEvent::Data(data))) => return Some((Ok(data), (upstream, parser, finished, name))),
+                Ok(Some(SseEvent::Done)) => return None,
+                Ok(None) => {}
+                Err(e) => {
+                    finished = true;
+                    let err = Error::new(ErrorKind::UpstreamInvalid, format!("provider {name} sent {e}"));
+                    return Some((Err(err), (upstream, parser, finished, name)));
+                }
+            }
+            // Each read costs one unit of tokio's cooperative budget: an upstream that
+            // always has bytes ready cannot keep its serving thread from other connections.
+            tokio::task::consume_budget().await;
+            match upstream.next().await {
+                Some(Ok(bytes)) => parser.feed(&bytes),
+                Some(Err(e)) => {
+                    finished = true;
+                    let err = Error::new(
+                        ErrorKind::UpstreamUnavailable,
+                        format!("provider {name} stream failed: {}", SendError::from_chain(&e).cause),
+                    );
+                    return Some((Err(err), (upstream, parser, finished, name)));
+                }
+                None => {
+                    finished = true;
+                    let err = Error::new(
+                        ErrorKind::UpstreamInvalid,
+                        format!("provider {name} ended the stream before [DONE]"),
+                    );
+                    return Some((Err(err), (upstream, parser, finished, name)));
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
 /// The response body, whole (up to [`MAX_RESPONSE_BYTES`]).
 async fn read_body(resp: http::Response<Incoming>) -> Result<Bytes, SendError> {
     let hint = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
     read_capped(resp.into_body(), hint, MAX_RESPONSE_BYTES).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_long_event_in_tiny_pieces_lets_other_tasks_on_its_thread_run() {
+        // An upstream that always has the next byte ready: without yielding, the parse would
+        // hold the (single) thread until its event ends.
+        let pieces = 100_000;
+        let upstream = futures_util::stream::iter(
+            std::iter::once(Bytes::from_static(b"data: "))
+                .chain(std::iter::repeat_n(Bytes::from_static(b"x"), pieces))
+                .chain(std::iter::once(Bytes::from_static(b"\n\ndata: [DONE]\n\n")))
+                .map(Ok::<_, std::io::Error>),
+        );
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let other = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                loop {
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let mut chunks = sse_chunks("p".into(), upstream);
+        let event = chunks.next().await.unwrap().unwrap();
+        let ran = ticks.load(Ordering::Relaxed);
+        other.abort();
+        assert_eq!(event.len(), pieces);
+        assert!(ran >= 100, "the other task ran {ran} times during a {pieces}-read parse");
+        assert!(chunks.next().await.is_none(), "[DONE] ends the stream");
+    }
 }
