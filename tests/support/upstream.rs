@@ -8,7 +8,11 @@
 //! - `hold`: wait before the response head until [`MockUpstream::release`].
 //! - `status=CODE`: answer with that status and an OpenAI error body (`401` quotes the key
 //!   it was sent, like real providers do); `retry_after=S` adds `Retry-After`;
-//!   `echo_auth` puts the `Authorization` header it saw into any error message.
+//!   `echo_auth` puts the `Authorization` header it saw into any error message, the answer's
+//!   content (200) or a stream chunk (that chunk is written in two pieces, split inside the
+//!   key); `echo_param` puts the key it was sent into the error's `param`; `echo_header=NAME`
+//!   puts the value of request header `NAME` into the error message; `key_at=N` answers a
+//!   plain-text (not JSON) error body with the key starting at byte `N`.
 //! - `malformed`: answer 200 with a body that is not JSON.
 //! - `redirect`: answer `307 Temporary Redirect` to `/v1/redirected` (same method and body).
 //! - `chunks=N`, `chunk_delay=MS`: stream shape (default: one chunk per word of the prompt).
@@ -223,6 +227,9 @@ struct Directives {
     status: Option<u16>,
     retry_after: Option<u64>,
     echo_auth: bool,
+    echo_param: bool,
+    echo_header: Option<String>,
+    key_at: Option<usize>,
     malformed: bool,
     redirect: bool,
     chunks: Option<usize>,
@@ -243,6 +250,9 @@ impl Directives {
                 "status" => d.status = Some(num()? as u16),
                 "retry_after" => d.retry_after = Some(num()?),
                 "echo_auth" => d.echo_auth = true,
+                "echo_param" => d.echo_param = true,
+                "echo_header" => d.echo_header = Some(value.to_owned()),
+                "key_at" => d.key_at = Some(num()? as usize),
                 "malformed" => d.malformed = true,
                 "redirect" => d.redirect = true,
                 "chunks" => d.chunks = Some(num()? as usize),
@@ -275,6 +285,7 @@ impl Drop for CancelGuard {
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let authorization = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(Into::into);
+    let headers = req.headers().clone();
     let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let body: Value =
         if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
@@ -292,12 +303,19 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         seen.len() - 1
     };
     let mut guard = CancelGuard { state: state.clone(), index, armed: true };
-    let resp = respond(&state, index, &path, &body, authorization.as_deref()).await;
+    let resp = respond(&state, index, &path, &body, &headers).await;
     guard.armed = false;
     Ok(resp)
 }
 
-async fn respond(state: &Arc<State>, index: usize, path: &str, body: &Value, auth: Option<&str>) -> Response<Body> {
+async fn respond(
+    state: &Arc<State>,
+    index: usize,
+    path: &str,
+    body: &Value,
+    headers: &http::HeaderMap,
+) -> Response<Body> {
+    let auth = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let complete = |resp| {
         state.update(index, |s| s.outcome = Outcome::Completed);
         resp
@@ -329,7 +347,15 @@ async fn respond(state: &Arc<State>, index: usize, path: &str, body: &Value, aut
         if d.echo_auth {
             msg.push_str(&format!(" (request had Authorization: {})", auth.unwrap_or("none")));
         }
-        let param = (status == 400).then_some("messages");
+        if let Some(name) = &d.echo_header {
+            let value = headers.get(name.as_str()).and_then(|v| v.to_str().ok()).unwrap_or("none");
+            msg.push_str(&format!(" (request had {name}: {value})"));
+        }
+        let key = auth.unwrap_or("none").trim_start_matches("Bearer ");
+        if let Some(at) = d.key_at {
+            return complete(text_error(status, &format!("{}{key} and more text after the key", "x".repeat(at))));
+        }
+        let param = if d.echo_param { Some(key) } else { (status == 400).then_some("messages") };
         return complete(error_response(status, param, &msg, d.retry_after));
     }
     if d.redirect {
@@ -350,8 +376,17 @@ async fn respond(state: &Arc<State>, index: usize, path: &str, body: &Value, aut
         );
     }
     match path {
-        "/v1/chat/completions" if body["stream"] == true => stream_response(state.clone(), index, body, d),
-        "/v1/chat/completions" => complete(json_response(StatusCode::OK, &completion(body))),
+        "/v1/chat/completions" if body["stream"] == true => {
+            let echo = d.echo_auth.then(|| auth.unwrap_or("none").to_owned());
+            stream_response(state.clone(), index, body, d, echo)
+        }
+        "/v1/chat/completions" => {
+            let mut answer = completion(body);
+            if d.echo_auth {
+                answer["choices"][0]["message"]["content"] = json!(format!("you sent {}", auth.unwrap_or("none")));
+            }
+            complete(json_response(StatusCode::OK, &answer))
+        }
         "/v1/embeddings" => complete(json_response(StatusCode::OK, &embeddings(body))),
         _ => complete(error_response(404, None, &format!("no route {path}"), None)),
     }
@@ -364,8 +399,15 @@ async fn wait_gate(state: &State) {
 
 /// Streams chunks from a producer task; the body is a channel, so when Weir closes the
 /// connection hyper drops the receiver and the producer's next send fails: recorded as
-/// `Cancelled` with how many chunks went out.
-fn stream_response(state: Arc<State>, index: usize, body: &Value, d: Directives) -> Response<Body> {
+/// `Cancelled` with how many chunks went out. With `echo`, a first chunk quotes it, written
+/// in two pieces split in its middle (two reads upstream of Weir).
+fn stream_response(
+    state: Arc<State>,
+    index: usize,
+    body: &Value,
+    d: Directives,
+    echo: Option<String>,
+) -> Response<Body> {
     let model = body["model"].as_str().unwrap_or_default().to_owned();
     let pieces: Vec<String> = match d.chunks {
         Some(n) => (0..n).map(|i| format!("c{i} ")).collect(),
@@ -373,6 +415,16 @@ fn stream_response(state: Arc<State>, index: usize, body: &Value, d: Directives)
     };
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
     tokio::spawn(async move {
+        if let Some(echo) = echo {
+            let frame = sse(&chunk(&model, json!({"content": format!("you sent {echo}")}), None));
+            let at = frame.windows(echo.len()).position(|w| w == echo.as_bytes()).unwrap() + echo.len() / 2;
+            for piece in [frame.slice(..at), frame.slice(at..)] {
+                if tx.send(Ok(Frame::data(piece))).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         let mut frames: Vec<Bytes> = pieces.iter().map(|p| sse(&chunk(&model, json!({"content": p}), None))).collect();
         frames.push(sse(&chunk(&model, json!({}), Some("stop"))));
         for (i, frame) in frames.into_iter().enumerate() {
@@ -433,6 +485,11 @@ fn error_response(status: u16, param: Option<&str>, message: &str, retry_after: 
         resp.headers_mut().insert(http::header::RETRY_AFTER, secs.into());
     }
     resp
+}
+
+/// An error answered as plain text, as a misconfigured proxy in front of a provider would.
+fn text_error(status: u16, text: &str) -> Response<Body> {
+    Response::builder().status(status).header("content-type", "text/plain").body(full(text.to_owned())).unwrap()
 }
 
 fn sse(v: &Value) -> Bytes {

@@ -1,6 +1,7 @@
 //! Misbehaves on purpose, for the runtime's tests: loops forever, eats memory, panics,
 //! recurses without end, returns oversized output or an invalid decision, sleeps in a host
-//! call; also probes WASI (to prove it is denied) and counts in kv. Misbehaves only on
+//! call; also probes WASI (to prove it is denied), counts in kv, and reports the client
+//! headers it is shown (`headers`, to prove credentials are withheld). Misbehaves only on
 //! requests carrying the trigger header (default `x-misbehave`), unless `always` is set, so
 //! tests can mix good and bad requests.
 //!
@@ -108,6 +109,14 @@ impl Misbehave {
     }
 }
 
+/// A 200 whose body is `{"headers": {name: value, ...}}`: every client header the host let
+/// this plugin see.
+fn seen_headers(req: &Request) -> Reply {
+    let seen: serde_json::Map<String, serde_json::Value> =
+        req.headers().into_iter().map(|(name, value)| (name, serde_json::Value::String(value))).collect();
+    Reply { status: 200, headers: Vec::new(), body: json!({ "headers": seen }).to_string() }
+}
+
 #[inline(never)]
 #[allow(unconditional_recursion)]
 fn recurse(n: u64) -> u64 {
@@ -129,6 +138,9 @@ impl Plugin for Misbehave {
     fn on_request(&mut self, req: &Request) -> RequestAction {
         if !self.triggered(req, "request") {
             return RequestAction::Continue;
+        }
+        if self.cfg.mode == "headers" {
+            return RequestAction::Respond(seen_headers(req));
         }
         match self.misbehave() {
             Some(Act::Reply(r)) => RequestAction::Respond(r),
