@@ -107,6 +107,7 @@ fn queue_handoff(c: &mut Criterion) {
                 model: "llama-3.1-8b".into(),
                 body: JsonBody::from_map(map.clone()),
                 stream: false,
+                secrets: Default::default(),
             };
             rt.block_on(pool.submit(req)).ok().unwrap()
         })
@@ -124,6 +125,7 @@ fn queue_handoff(c: &mut Criterion) {
                 model: "llama-3.1-8b".into(),
                 body: JsonBody::from_map(map.clone()),
                 stream: false,
+                secrets: Default::default(),
             };
             mt.block_on(pool.submit(req)).ok().unwrap()
         })
