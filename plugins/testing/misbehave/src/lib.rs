@@ -1,12 +1,13 @@
 //! Misbehaves on purpose, for the runtime's tests: loops forever, eats memory, panics,
 //! recurses without end, returns oversized output or an invalid decision, sleeps in a host
 //! call; also probes WASI (to prove it is denied), counts in kv, and reports the client
-//! headers it is shown (`headers`, to prove credentials are withheld). Misbehaves only on
+//! headers it is shown (`headers`, to prove credentials are withheld) or logs its `note`
+//! through the log capability and stdout (`log`, to prove secrets are scrubbed from the log). Misbehaves only on
 //! requests carrying the trigger header (default `x-misbehave`), unless `always` is set, so
 //! tests can mix good and bad requests.
 //!
 //! Config: `{ "mode": "loop", "hook": "request" | "response" | "chunk", "always": false,
-//! "trigger_header": "x-misbehave", "fail_init": false }`.
+//! "trigger_header": "x-misbehave", "fail_init": false, "note": "" }`.
 
 use std::hint::black_box;
 
@@ -29,6 +30,8 @@ struct Config {
     trigger_header: String,
     #[serde(default)]
     fail_init: bool,
+    #[serde(default)]
+    note: String,
 }
 
 fn default_hook() -> String {
@@ -97,6 +100,11 @@ impl Misbehave {
                     "tcp_denied": tcp.is_err(),
                 });
                 Some(Act::Reply(Reply { status: 200, headers: Vec::new(), body: body.to_string() }))
+            }
+            "log" => {
+                weir_plugin_sdk::log::warn(&format!("note is {}", self.cfg.note));
+                println!("note on stdout is {}", self.cfg.note);
+                None
             }
             "count" => {
                 let n = weir_plugin_sdk::kv::incr("hits", 1, 0).unwrap_or(-1);
