@@ -265,3 +265,22 @@ async fn withheld_plugin_headers_are_configurable() {
     assert!(!seen.contains_key("x-tenant"), "{seen:?}");
     assert_eq!(seen["x-trace-id"], "trace-1", "{seen:?}");
 }
+
+#[tokio::test]
+async fn plugin_config_secrets_never_reach_the_log_through_the_plugin() {
+    let config = format!(
+        "[[providers]]\nname = \"mock\"\nkind = \"mock\"\nmodels = [\"m\"]\n{}\n{}",
+        runtime_toml(),
+        plugin_toml(
+            "chatty",
+            "misbehave",
+            "config = { mode = \"log\", always = true, note = \"${WEIR_E2E_PLUGIN_KEY}\" }"
+        )
+    );
+    let weir = Weir::builder(&config).env("WEIR_E2E_PLUGIN_KEY", KEY).start().await;
+    let r = post(&weir.url("/v1/chat/completions"), &chat("m", "hi")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    weir.wait_for_log("note on stdout is").await;
+    let logs = stop_and_check_logs(weir, &[KEY]).await;
+    assert!(logs.contains("note is <redacted>") && logs.contains("note on stdout is <redacted>"), "{logs}");
+}

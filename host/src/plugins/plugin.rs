@@ -162,6 +162,7 @@ impl Plugin {
                 name: name.clone(),
                 kv: KvStore::shared(&cfg.name),
                 metrics: Arc::new(CustomMetrics::new(name.clone())),
+                secrets: Arc::new(crate::secrets::Secrets::new(cfg.config_env.iter())),
             },
             init_config: serde_json::to_string(&cfg.config).map_err(|e| format!("config is not JSON: {e}"))?,
             fuel: cfg.fuel,

@@ -1,25 +1,30 @@
 //! Capability `log`: plugin log lines go to the gateway's tracing output (target
-//! `weir::plugin`), tagged with the plugin name. Granted to every plugin; bounded per line.
+//! `weir::plugin`), tagged with the plugin name. Granted to every plugin; bounded per line;
+//! scrubbed of the plugin's secrets (its config values from `${ENV}`), which a plugin may
+//! print by mistake.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
 use super::StoreData;
 use crate::plugins::bindings::log::{self, Level};
+use crate::secrets::Secrets;
 
 /// Longest message kept; the rest is cut (a plugin cannot flood the log with one line).
 pub const MAX_MESSAGE_BYTES: usize = 4096;
 
-/// Per-instance state: who is logging.
+/// Per-instance state: who is logging, and what must not be logged.
 pub struct LogState {
     plugin: Arc<str>,
+    secrets: Arc<Secrets>,
 }
 
 impl LogState {
-    /// Logging for `plugin`.
-    pub fn new(plugin: Arc<str>) -> Self {
-        Self { plugin }
+    /// Logging for `plugin`, scrubbing `secrets`.
+    pub fn new(plugin: Arc<str>, secrets: Arc<Secrets>) -> Self {
+        Self { plugin, secrets }
     }
 }
 
@@ -35,9 +40,14 @@ pub fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Emits one plugin line at `level` (shared with the stdout/stderr capture).
-pub fn emit(plugin: &str, level: Level, message: &str) {
-    let message = truncate(message, MAX_MESSAGE_BYTES);
+/// Emits one plugin line at `level`, scrubbed of `secrets` before it is cut (shared with the
+/// stdout/stderr capture).
+pub fn emit(plugin: &str, level: Level, message: &str, secrets: &Secrets) {
+    let message = if message.len() > MAX_MESSAGE_BYTES {
+        Cow::Owned(secrets.scrub_cut(message, MAX_MESSAGE_BYTES))
+    } else {
+        secrets.scrub(message)
+    };
     match level {
         Level::Trace => tracing::trace!(target: "weir::plugin", plugin, "{message}"),
         Level::Debug => tracing::debug!(target: "weir::plugin", plugin, "{message}"),
@@ -49,7 +59,7 @@ pub fn emit(plugin: &str, level: Level, message: &str) {
 
 impl log::Host for LogState {
     fn log(&mut self, level: Level, message: String) {
-        emit(&self.plugin, level, &message);
+        emit(&self.plugin, level, &message, &self.secrets);
     }
 }
 
@@ -76,7 +86,7 @@ mod tests {
 
     #[test]
     fn host_log_accepts_any_level() {
-        let mut state = LogState::new("p".into());
+        let mut state = LogState::new("p".into(), Default::default());
         for level in [Level::Trace, Level::Debug, Level::Info, Level::Warn, Level::Error] {
             log::Host::log(&mut state, level, "x".repeat(10_000));
         }

@@ -27,6 +27,8 @@ pub struct Shared {
     pub kv: Arc<kv::KvStore>,
     /// The plugin's custom metrics.
     pub metrics: Arc<metrics::CustomMetrics>,
+    /// The plugin's own secrets (its config values from `${ENV}`), kept out of its log lines.
+    pub secrets: Arc<crate::secrets::Secrets>,
 }
 
 /// Data of one instance's store.
@@ -53,12 +55,12 @@ impl StoreData {
     /// Fresh state for one instance.
     pub fn new(shared: &Shared, memory_limit: usize, max_output: usize) -> Self {
         Self {
-            log: log::LogState::new(shared.name.clone()),
+            log: log::LogState::new(shared.name.clone(), shared.secrets.clone()),
             kv: kv::KvState::new(shared.kv.clone()),
             metrics: metrics::MetricsState::new(shared.metrics.clone()),
             clock: clock::ClockState,
             exchange: exchange::Exchange::new(max_output),
-            wasi: wasi::WasiState::new(&shared.name),
+            wasi: wasi::WasiState::new(&shared.name, &shared.secrets),
             limits: Limits::new(memory_limit),
             deadline: Instant::now(),
         }

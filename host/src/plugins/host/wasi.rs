@@ -16,6 +16,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView};
 use super::StoreData;
 use super::log::{MAX_MESSAGE_BYTES, emit};
 use crate::plugins::bindings::log::Level;
+use crate::secrets::Secrets;
 
 /// Per-instance WASI state.
 pub struct WasiState {
@@ -24,11 +25,12 @@ pub struct WasiState {
 }
 
 impl WasiState {
-    /// The deny-by-default context for `plugin`.
-    pub fn new(plugin: &Arc<str>) -> Self {
+    /// The deny-by-default context for `plugin`; its output is scrubbed of `secrets`.
+    pub fn new(plugin: &Arc<str>, secrets: &Arc<Secrets>) -> Self {
         let mut b = WasiCtx::builder();
-        b.stdout(LogSink { plugin: plugin.clone(), level: Level::Info })
-            .stderr(LogSink { plugin: plugin.clone(), level: Level::Warn })
+        let sink = |level| LogSink { plugin: plugin.clone(), level, secrets: secrets.clone() };
+        b.stdout(sink(Level::Info))
+            .stderr(sink(Level::Warn))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
@@ -54,6 +56,7 @@ pub fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
 struct LogSink {
     plugin: Arc<str>,
     level: Level,
+    secrets: Arc<Secrets>,
 }
 
 impl IsTerminal for LogSink {
@@ -101,7 +104,7 @@ impl LineWriter {
 
     fn flush_line(&mut self) {
         if !self.line.is_empty() {
-            emit(&self.sink.plugin, self.sink.level, &String::from_utf8_lossy(&self.line));
+            emit(&self.sink.plugin, self.sink.level, &String::from_utf8_lossy(&self.line), &self.sink.secrets);
             self.line.clear();
         }
     }
@@ -157,7 +160,7 @@ mod tests {
 
     #[test]
     fn lines_are_split_and_bounded() {
-        let mut w = LineWriter::new(LogSink { plugin: "p".into(), level: Level::Info });
+        let mut w = LineWriter::new(LogSink { plugin: "p".into(), level: Level::Info, secrets: Default::default() });
         w.write_bytes(b"hello\nwor");
         assert_eq!(w.line, b"wor");
         w.write_bytes(b"ld\n");
