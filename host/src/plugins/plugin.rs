@@ -155,14 +155,15 @@ impl Plugin {
         let pre = runtime.linker.instantiate_pre(&component).map_err(|e| format!("cannot link: {e:#}"))?;
         let pre = PluginWorldPre::new(pre).map_err(|e| format!("not a weir:plugin world: {e:#}"))?;
         let name: Arc<str> = Arc::from(cfg.name.as_str());
+        let secrets = Arc::new(crate::secrets::Secrets::new(cfg.config_env.iter()));
         let factory = Factory {
             runtime,
             pre,
             shared: Shared {
                 name: name.clone(),
                 kv: KvStore::shared(&cfg.name),
-                metrics: Arc::new(CustomMetrics::new(name.clone())),
-                secrets: Arc::new(crate::secrets::Secrets::new(cfg.config_env.iter())),
+                metrics: Arc::new(CustomMetrics::new(name.clone(), secrets.clone())),
+                secrets,
             },
             init_config: serde_json::to_string(&cfg.config).map_err(|e| format!("config is not JSON: {e}"))?,
             fuel: cfg.fuel,
