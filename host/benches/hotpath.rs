@@ -2,7 +2,8 @@
 //! door (scan + validate a ~1 KB chat body; parse it into a tree and serialize it, as plugins'
 //! edits need), the pool queue alone,
 //! and a whole pool hand-off (submit → worker → the built-in mock provider on a one-word
-//! prompt, so the provider's own work is small → reply).
+//! prompt, so the provider's own work is small → reply); the secret scrub of an upstream
+//! answer and a stream chunk, and the copy of the client headers plugins may see.
 //!
 //! Run: `cargo bench -p weir --bench hotpath -- --warm-up-time 1 --measurement-time 3`.
 #![allow(missing_docs)]
@@ -107,6 +108,7 @@ fn queue_handoff(c: &mut Criterion) {
                 model: "llama-3.1-8b".into(),
                 body: JsonBody::from_map(map.clone()),
                 stream: false,
+                secrets: Default::default(),
             };
             rt.block_on(pool.submit(req)).ok().unwrap()
         })
@@ -124,11 +126,50 @@ fn queue_handoff(c: &mut Criterion) {
                 model: "llama-3.1-8b".into(),
                 body: JsonBody::from_map(map.clone()),
                 stream: false,
+                secrets: Default::default(),
             };
             mt.block_on(pool.submit(req)).ok().unwrap()
         })
     });
 }
 
-criterion_group!(benches, routing, json_handling, queue_handoff);
+/// The scan every upstream answer and stream event gets (three secrets, none present: the
+/// usual case), and the header copy for plugins under the credential rule.
+fn secrets(c: &mut Criterion) {
+    let secrets = weir::secrets::Secrets::new([
+        "sk-proj-Q7hZ2xW9pLm4vR8tKdY3aB6cD1eF0gH",
+        "hdr-Jc6wN1bT5yUe8Gs0",
+        "Wz4Rt8-qP3mK7nB2",
+    ]);
+    let answer = Bytes::from(
+        serde_json::to_vec(&json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "lorem ipsum dolor sit amet ".repeat(32)},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }))
+        .unwrap(),
+    );
+    let chunk = Bytes::from_static(
+        br#"{"id":"chatcmpl-up","object":"chat.completion.chunk","created":0,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"hello "},"finish_reason":null}]}"#,
+    );
+    c.bench_function("scrub_answer_1kb_clean", |b| b.iter(|| secrets.scrub_bytes(black_box(answer.clone()))));
+    c.bench_function("scrub_chunk_clean", |b| b.iter(|| secrets.scrub_bytes(black_box(chunk.clone()))));
+    let mut headers = http::HeaderMap::new();
+    for (n, v) in [
+        ("host", "127.0.0.1:8080"),
+        ("user-agent", "OpenAI/Python 1.54.0"),
+        ("accept", "application/json"),
+        ("content-type", "application/json"),
+        ("authorization", "Bearer sk-x"),
+        ("x-stainless-lang", "python"),
+        ("content-length", "1100"),
+    ] {
+        headers.insert(http::HeaderName::from_static(n), http::HeaderValue::from_static(v));
+    }
+    let rule = weir::exchange::HeaderRule::default();
+    c.bench_function("client_headers_7", |b| b.iter(|| weir::exchange::client_headers(black_box(&headers), &rule)));
+}
+
+criterion_group!(benches, routing, json_handling, queue_handoff, secrets);
 criterion_main!(benches);

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use serde_json::{Map, Value};
 
 use crate::api::index::BodyIndex;
+use crate::config::PluginRuntimeConfig;
 use crate::providers::Endpoint;
 
 /// A validated client request.
@@ -24,7 +25,7 @@ pub struct GatewayRequest {
     pub stream: bool,
     /// The JSON body.
     pub body: JsonBody,
-    /// Client headers, minus credentials (`authorization`, `cookie`, `x-api-key`, ...).
+    /// Client headers plugins may see: credential-looking ones are withheld ([`HeaderRule`]).
     pub headers: HeaderMap,
 }
 
@@ -157,19 +158,65 @@ impl GatewayResponse {
     }
 }
 
-/// Headers never copied into [`GatewayRequest::headers`] (so never visible to plugins).
-pub const CREDENTIAL_HEADERS: &[&str] =
-    &["authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "x-goog-api-key"];
+/// Which client headers plugins see ([`GatewayRequest::headers`]): deny by default for
+/// anything whose name looks like a credential ([`crate::secrets::credential_like`]), with
+/// `[plugin_runtime] expose_headers` and `withhold_headers` as exceptions. Built once per
+/// config snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderRule {
+    expose: Vec<HeaderName>,
+    withhold: Vec<HeaderName>,
+}
 
-/// Copies client headers, dropping credentials and hop-by-hop noise.
-pub fn client_headers(src: &HeaderMap) -> HeaderMap {
+impl HeaderRule {
+    /// The rule `[plugin_runtime]` configures (names already checked at load; an invalid one
+    /// is skipped).
+    pub fn new(cfg: &PluginRuntimeConfig) -> Self {
+        let names = |list: &[String]| list.iter().filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()).collect();
+        Self { expose: names(&cfg.expose_headers), withhold: names(&cfg.withhold_headers) }
+    }
+
+    /// Whether plugins may see header `name`.
+    pub fn visible(&self, name: &HeaderName) -> bool {
+        if self.expose.contains(name) {
+            return true;
+        }
+        !self.withhold.contains(name) && !crate::secrets::credential_like(name.as_str())
+    }
+}
+
+/// Copies the client headers plugins may see under `rule`, without hop-by-hop noise.
+pub fn client_headers(src: &HeaderMap, rule: &HeaderRule) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(src.len());
     for (name, value) in src {
         let n = name.as_str();
-        if CREDENTIAL_HEADERS.contains(&n) || n == "content-length" || n == "connection" || n == "host" {
+        if n == "content-length" || n == "connection" || n == "host" || !rule.visible(name) {
             continue;
         }
         out.append(name.clone(), value.clone());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_withheld_unless_exposed() {
+        let mut src = HeaderMap::new();
+        for (n, v) in [("x-auth-token", "a"), ("x-session-id", "s"), ("x-tenant", "t"), ("x-trace", "r"), ("host", "h")]
+        {
+            src.insert(HeaderName::from_static(n), v.parse().unwrap());
+        }
+        let seen = client_headers(&src, &HeaderRule::default());
+        assert_eq!(seen.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["x-tenant", "x-trace"]);
+        let cfg = PluginRuntimeConfig {
+            expose_headers: vec!["X-Session-Id".into()],
+            withhold_headers: vec!["x-tenant".into()],
+            ..Default::default()
+        };
+        let seen = client_headers(&src, &HeaderRule::new(&cfg));
+        assert_eq!(seen.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["x-session-id", "x-trace"]);
+    }
 }

@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
+use crate::exchange::HeaderRule;
 use crate::plugins::Chain;
 use crate::pool::Pool;
 use crate::providers::Provider;
 use crate::routing::Router;
+use crate::secrets::Secrets;
 
 /// Longest one background model-discovery call may take.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,6 +28,10 @@ pub struct Gateway {
     pub router: Router,
     /// Plugin chain.
     pub plugins: Arc<Chain>,
+    /// Every secret value of `config`, scrubbed from all Weir sends or logs.
+    pub secrets: Arc<Secrets>,
+    /// Which client headers plugins see.
+    pub plugin_headers: HeaderRule,
 }
 
 impl Gateway {
@@ -36,10 +42,13 @@ impl Gateway {
     /// pool, and the old one drains once the last request on the old snapshot is done.
     ///
     /// # Errors
-    /// A message naming the provider or plugin that could not be built. Nothing that was
+    /// A message naming the provider or plugin that could not be built, scrubbed of the
+    /// config's secrets (a plugin's `init` error may quote its config). Nothing that was
     /// running is touched in that case.
     pub async fn build(config: Config, previous: Option<&Gateway>) -> Result<Arc<Self>, String> {
-        let plugins = Chain::load(&config.plugins, &config.plugin_runtime).await?;
+        let secrets = Arc::new(Secrets::from_config(&config));
+        let scrubbed = |e: String| secrets.scrub(&e).into_owned();
+        let plugins = Chain::load(&config.plugins, &config.plugin_runtime).await.map_err(scrubbed)?;
         let mut pools = Vec::with_capacity(config.providers.len());
         for p in &config.providers {
             let reused = previous.and_then(|prev| {
@@ -49,7 +58,8 @@ impl Gateway {
             let pool = match reused {
                 Some(pool) => pool,
                 None => {
-                    let provider = Provider::from_config(p).map_err(|e| format!("provider {}: {e}", p.name))?;
+                    let provider =
+                        Provider::from_config(p).map_err(|e| scrubbed(format!("provider {}: {e}", p.name)))?;
                     Pool::start(&p.name, provider, p.pool.clone())
                 }
             };
@@ -57,6 +67,8 @@ impl Gateway {
         }
         let gw = Arc::new(Self {
             router: Router::new(&config.providers),
+            secrets,
+            plugin_headers: HeaderRule::new(&config.plugin_runtime),
             config: Arc::new(config),
             pools,
             plugins: Arc::new(plugins),
@@ -79,7 +91,8 @@ impl Gateway {
                     let Some(gw) = weak.upgrade() else { return };
                     let pool = gw.pools[i].clone();
                     let name = pool.name().clone();
-                    let result = tokio::time::timeout(DISCOVERY_TIMEOUT, pool.provider().discover_models()).await;
+                    let result =
+                        tokio::time::timeout(DISCOVERY_TIMEOUT, pool.provider().discover_models(&gw.secrets)).await;
                     match result {
                         Ok(Some(Ok(models))) => {
                             tracing::debug!(provider = %name, count = models.len(), "discovered models");

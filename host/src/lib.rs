@@ -23,6 +23,7 @@ pub mod reload;
 pub mod repoll;
 pub mod routes;
 pub mod routing;
+pub mod secrets;
 pub mod server;
 pub mod shards;
 pub mod watch;

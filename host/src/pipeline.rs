@@ -75,6 +75,8 @@ pub async fn handle(
         }
         Ok(Outcome::Stream(stream)) => stream_response(gw, ctx, conn, stream),
         Err(e) => {
+            // The last check on anything an error carries (upstream or plugin text).
+            let e = gw.secrets.scrub_error(e);
             let mut resp = e.to_response();
             decorate(&ctx, resp.headers_mut());
             finish(&ctx, resp.status().as_u16(), Some(&e));
@@ -117,7 +119,11 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         stream: front.stream,
         body: front.body,
         // Only plugins read the client's headers: without any, none are copied.
-        headers: if gw.plugins.is_empty() { HeaderMap::new() } else { client_headers(&parts.headers) },
+        headers: if gw.plugins.is_empty() {
+            HeaderMap::new()
+        } else {
+            client_headers(&parts.headers, &gw.plugin_headers)
+        },
     };
 
     // on_request (plugins scoped to a provider see where the model routes before the chain)
@@ -145,8 +151,13 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     if pre.edited || route.upstream_model != request.model {
         body.forget_raw();
     }
-    let upstream =
-        ProviderRequest { endpoint: request.endpoint, model: route.upstream_model, body, stream: request.stream };
+    let upstream = ProviderRequest {
+        endpoint: request.endpoint,
+        model: route.upstream_model,
+        body,
+        stream: request.stream,
+        secrets: gw.secrets.clone(),
+    };
     let hook = HookCtx { request: Arc::new(request), provider: Some(pool.name().clone()) };
     match pool.submit(upstream).await? {
         Reply::Full { body, upstream } => {
@@ -198,7 +209,7 @@ fn stream_response(gw: Arc<Gateway>, ctx: Ctx, conn: ClientConn, stream: Stream)
                 Some(Ok(StreamItem::Chunk(p))) => p,
                 Some(Ok(StreamItem::End)) => break,
                 Some(Err(e)) => {
-                    failure = Some(e);
+                    failure = Some(gw.secrets.scrub_error(e));
                     break;
                 }
                 None => {
@@ -211,7 +222,7 @@ fn stream_response(gw: Arc<Gateway>, ctx: Ctx, conn: ClientConn, stream: Stream)
                     Ok(ChunkOutcome::Pass(p)) => p,
                     Ok(ChunkOutcome::Drop) => continue,
                     Err(e) => {
-                        failure = Some(e);
+                        failure = Some(gw.secrets.scrub_error(e));
                         break;
                     }
                 }

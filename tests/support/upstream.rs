@@ -8,7 +8,11 @@
 //! - `hold`: wait before the response head until [`MockUpstream::release`].
 //! - `status=CODE`: answer with that status and an OpenAI error body (`401` quotes the key
 //!   it was sent, like real providers do); `retry_after=S` adds `Retry-After`;
-//!   `echo_auth` puts the `Authorization` header it saw into any error message.
+//!   `echo_auth` puts the `Authorization` header it saw into any error message, the answer's
+//!   content (200) or a stream chunk (that chunk is written in two pieces, split inside the
+//!   key); `echo_param` puts the key it was sent into the error's `param`; `echo_header=NAME`
+//!   puts the value of request header `NAME` into the error message; `key_at=N` answers a
+//!   plain-text (not JSON) error body with the key starting at byte `N`.
 //! - `malformed`: answer 200 with a body that is not JSON.
 //! - `redirect`: answer `307 Temporary Redirect` to `/v1/redirected` (same method and body).
 //! - `chunks=N`, `chunk_delay=MS`: stream shape (default: one chunk per word of the prompt).
@@ -228,6 +232,9 @@ struct Directives {
     status: Option<u16>,
     retry_after: Option<u64>,
     echo_auth: bool,
+    echo_param: bool,
+    echo_header: Option<String>,
+    key_at: Option<usize>,
     malformed: bool,
     redirect: bool,
     chunks: Option<usize>,
@@ -250,6 +257,9 @@ impl Directives {
                 "status" => d.status = Some(num()? as u16),
                 "retry_after" => d.retry_after = Some(num()?),
                 "echo_auth" => d.echo_auth = true,
+                "echo_param" => d.echo_param = true,
+                "echo_header" => d.echo_header = Some(value.to_owned()),
+                "key_at" => d.key_at = Some(num()? as usize),
                 "malformed" => d.malformed = true,
                 "redirect" => d.redirect = true,
                 "chunks" => d.chunks = Some(num()? as usize),
@@ -284,6 +294,7 @@ impl Drop for CancelGuard {
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let authorization = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(Into::into);
+    let headers = req.headers().clone();
     let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let body: Value =
         if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
@@ -301,12 +312,19 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         seen.len() - 1
     };
     let mut guard = CancelGuard { state: state.clone(), index, armed: true };
-    let resp = respond(&state, index, &path, &body, authorization.as_deref()).await;
+    let resp = respond(&state, index, &path, &body, &headers).await;
     guard.armed = false;
     Ok(resp)
 }
 
-async fn respond(state: &Arc<State>, index: usize, path: &str, body: &Value, auth: Option<&str>) -> Response<Body> {
+async fn respond(
+    state: &Arc<State>,
+    index: usize,
+    path: &str,
+    body: &Value,
+    headers: &http::HeaderMap,
+) -> Response<Body> {
+    let auth = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let complete = |resp| {
         state.update(index, |s| s.outcome = Outcome::Completed);
         resp
@@ -338,7 +356,15 @@ async fn respond(state: &Arc<State>, index: usize, path: &str, body: &Value, aut
         if d.echo_auth {
             msg.push_str(&format!(" (request had Authorization: {})", auth.unwrap_or("none")));
         }
-        let param = (status == 400).then_some("messages");
+        if let Some(name) = &d.echo_header {
+            let value = headers.get(name.as_str()).and_then(|v| v.to_str().ok()).unwrap_or("none");
+            msg.push_str(&format!(" (request had {name}: {value})"));
+        }
+        let key = auth.unwrap_or("none").trim_start_matches("Bearer ");
+        if let Some(at) = d.key_at {
+            return complete(text_error(status, &format!("{}{key} and more text after the key", "x".repeat(at))));
+        }
+        let param = if d.echo_param { Some(key) } else { (status == 400).then_some("messages") };
         return complete(error_response(status, param, &msg, d.retry_after));
     }
     if d.redirect {
@@ -359,8 +385,17 @@ async fn respond(state: &Arc<State>, index: usize, path: &str, body: &Value, aut
         );
     }
     match path {
-        "/v1/chat/completions" if body["stream"] == true => stream_response(state.clone(), index, body, d),
-        "/v1/chat/completions" => complete(json_response(StatusCode::OK, &completion(body))),
+        "/v1/chat/completions" if body["stream"] == true => {
+            let echo = d.echo_auth.then(|| auth.unwrap_or("none").to_owned());
+            stream_response(state.clone(), index, body, d, echo)
+        }
+        "/v1/chat/completions" => {
+            let mut answer = completion(body);
+            if d.echo_auth {
+                answer["choices"][0]["message"]["content"] = json!(format!("you sent {}", auth.unwrap_or("none")));
+            }
+            complete(json_response(StatusCode::OK, &answer))
+        }
         "/v1/embeddings" => complete(json_response(StatusCode::OK, &embeddings(body))),
         _ => complete(error_response(404, None, &format!("no route {path}"), None)),
     }
@@ -373,8 +408,15 @@ async fn wait_gate(state: &State) {
 
 /// Streams chunks from a producer task; the body is a channel, so when Weir closes the
 /// connection hyper drops the receiver and the producer's next send fails: recorded as
-/// `Cancelled` with how many chunks went out.
-fn stream_response(state: Arc<State>, index: usize, body: &Value, d: Directives) -> Response<Body> {
+/// `Cancelled` with how many chunks went out. With `echo`, a first chunk quotes it, written
+/// in two pieces split in its middle (two reads upstream of Weir).
+fn stream_response(
+    state: Arc<State>,
+    index: usize,
+    body: &Value,
+    d: Directives,
+    echo: Option<String>,
+) -> Response<Body> {
     let model = body["model"].as_str().unwrap_or_default().to_owned();
     let pieces: Vec<String> = match d.chunks {
         Some(n) => (0..n).map(|i| format!("c{i} ")).collect(),
@@ -383,6 +425,16 @@ fn stream_response(state: Arc<State>, index: usize, body: &Value, d: Directives)
     let count = d.sse.map_or(pieces.len() + 1, <[_]>::len);
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
     tokio::spawn(async move {
+        if let Some(echo) = echo {
+            let frame = sse(&chunk(&model, json!({"content": format!("you sent {echo}")}), None));
+            let at = frame.windows(echo.len()).position(|w| w == echo.as_bytes()).unwrap() + echo.len() / 2;
+            for piece in [frame.slice(..at), frame.slice(at..)] {
+                if tx.send(Ok(Frame::data(piece))).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         // Frames are made as they are sent: a padded stream may be many megabytes.
         let frame = |i: usize| match (d.sse, pieces.get(i)) {
             (Some(raw), _) => Bytes::from_static(raw[i]),
@@ -457,6 +509,11 @@ const SSE_FIXTURES: &[(&str, &[&[u8]])] = &[
     ("multiline", &[b"data: {\"id\":\"m\",\n", b"data: \"choices\":[]}\r\n\r\n", b"data: {\"a\":\r", b"data: 1}\r\r"]),
     ("lone_cr", &[b"data: {\"n\":1}\r\rdata: {\"n\":2}\rdata: {\"x\":3}\n\n"]),
 ];
+
+/// An error answered as plain text, as a misconfigured proxy in front of a provider would.
+fn text_error(status: u16, text: &str) -> Response<Body> {
+    Response::builder().status(status).header("content-type", "text/plain").body(full(text.to_owned())).unwrap()
+}
 
 fn sse(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))

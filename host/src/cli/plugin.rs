@@ -142,7 +142,7 @@ fn parse_headers(raw: &[String]) -> anyhow::Result<HeaderMap> {
         let name = HeaderName::try_from(name.trim().to_ascii_lowercase()).context("invalid header name")?;
         map.append(name, HeaderValue::try_from(value.trim()).context("invalid header value")?);
     }
-    Ok(weir::exchange::client_headers(&map))
+    Ok(weir::exchange::client_headers(&map, &weir::exchange::HeaderRule::default()))
 }
 
 const CANNED_RESPONSE: &str = r#"{"id":"chatcmpl-plugin-test","object":"chat.completion","created":0,"model":"MODEL","choices":[{"index":0,"message":{"role":"assistant","content":"(canned response from weir plugin test)"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;

@@ -1,11 +1,47 @@
 //! `${ENV}` interpolation for secrets and URLs. Runs once at load; a missing variable is a
 //! config error that names the key and the variable (never a value).
 
+use std::cell::RefCell;
+
 use super::{Config, ConfigError};
 
+/// The values substituted from the environment into one provider's header values or one
+/// plugin's config: secrets by rule (`crate::secrets`). Never printed nor serialised.
+#[derive(Clone, Default, PartialEq)]
+pub struct EnvValues(Vec<String>);
+
+impl EnvValues {
+    /// The values.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    /// Whether `text` holds one of the values (it was interpolated from the environment).
+    pub fn found_in(&self, text: &str) -> bool {
+        self.0.iter().any(|v| text.contains(v.as_str()))
+    }
+}
+
+impl std::fmt::Debug for EnvValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EnvValues(<{} redacted>)", self.0.len())
+    }
+}
+
 /// Replaces `${NAME}` (or `${NAME:-fallback}`) in every string that may hold a secret or URL:
-/// provider `base_url`, key values, header values, and string values of plugin configs.
+/// provider `base_url`, key values, header values, and string values of plugin configs. The
+/// values taken from the environment for header values and plugin configs are noted in
+/// `header_env` / `config_env`, as secrets.
 pub(super) fn interpolate_all(cfg: &mut Config, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    let noted = RefCell::new(Vec::new());
+    // The same lookup, noting each non-empty value it hands out.
+    let noting = |name: &str| {
+        let v = lookup(name).filter(|v| !v.is_empty());
+        if let Some(v) = &v {
+            noted.borrow_mut().push(v.clone());
+        }
+        v
+    };
     for (i, p) in cfg.providers.iter_mut().enumerate() {
         if let Some(url) = &mut p.base_url {
             *url = interpolate(url, &format!("providers[{i}].base_url"), &lookup)?;
@@ -14,16 +50,18 @@ pub(super) fn interpolate_all(cfg: &mut Config, lookup: impl Fn(&str) -> Option<
             k.value = interpolate(&k.value, &format!("providers[{i}].keys[{j}].value"), &lookup)?;
         }
         for (name, v) in p.headers.iter_mut() {
-            *v = interpolate(v, &format!("providers[{i}].headers.{name}"), &lookup)?;
+            *v = interpolate(v, &format!("providers[{i}].headers.{name}"), &noting)?;
         }
+        p.header_env = EnvValues(noted.take());
     }
     if let Some(token) = &mut cfg.admin.token {
         *token = interpolate(token, "admin.token", &lookup)?;
     }
     for (i, p) in cfg.plugins.iter_mut().enumerate() {
         for (k, v) in p.config.iter_mut() {
-            interpolate_value(v, &format!("plugins[{i}].config.{k}"), &lookup)?;
+            interpolate_value(v, &format!("plugins[{i}].config.{k}"), &noting)?;
         }
+        p.config_env = EnvValues(noted.take());
     }
     Ok(())
 }

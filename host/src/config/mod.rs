@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use defaults::embedded_default;
+pub use env::EnvValues;
 pub use plugin::{MAX_MEMORY_LIMIT, MAX_PLUGINS, OnError, PluginConfig, PluginRuntimeConfig};
 pub use server::{MAX_THREADS, OverloadConfig, ServerConfig};
 
@@ -141,9 +142,14 @@ pub struct ProviderConfig {
     /// Friendly names mapped to one of this provider's models.
     #[serde(default)]
     pub aliases: BTreeMap<String, String>,
-    /// Extra headers sent upstream with every request (values may use `${ENV}`).
+    /// Extra headers sent upstream with every request (values may use `${ENV}`). A value is
+    /// a secret (scrubbed from everything Weir sends or logs) when its name looks like a
+    /// credential or it came from `${ENV}`.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// The parts of `headers` values taken from the environment (filled in at load).
+    #[serde(skip)]
+    pub header_env: EnvValues,
     /// Ask the provider for its model list in the background (`GET /models`).
     #[serde(default = "default_true")]
     pub discover_models: bool,
@@ -343,11 +349,12 @@ impl Config {
                 return Err(ConfigError::invalid(key("pool.request_timeout"), "must be above 0"));
             }
         }
-        plugin::validate(&self.plugins, &names)?;
+        plugin::validate(&self.plugins, &self.plugin_runtime, &names)?;
         Ok(())
     }
 
-    /// The config as TOML with every secret (keys, header values) replaced by `<redacted>`.
+    /// The config with every secret (keys, header values, the admin token, plugin-config
+    /// strings that took a value from `${ENV}`) replaced by `<redacted>`.
     pub fn redacted(&self) -> Self {
         let mut c = self.clone();
         for p in &mut c.providers {
@@ -361,7 +368,22 @@ impl Config {
         if c.admin.token.is_some() {
             c.admin.token = Some("<redacted>".into());
         }
+        for p in &mut c.plugins {
+            for (_, v) in p.config.iter_mut() {
+                redact_env(v, &p.config_env);
+            }
+        }
         c
+    }
+}
+
+/// Replaces every string in `v` that holds a value taken from the environment.
+fn redact_env(v: &mut toml::Value, env: &EnvValues) {
+    match v {
+        toml::Value::String(s) if env.found_in(s) => *s = "<redacted>".into(),
+        toml::Value::Array(items) => items.iter_mut().for_each(|item| redact_env(item, env)),
+        toml::Value::Table(t) => t.iter_mut().for_each(|(_, item)| redact_env(item, env)),
+        _ => {}
     }
 }
 

@@ -38,9 +38,13 @@ pub struct PluginConfig {
     pub name: String,
     /// Path to the `.wasm` component (relative paths are relative to the config file).
     pub path: PathBuf,
-    /// Passed to the plugin's `init` as JSON.
+    /// Passed to the plugin's `init` as JSON. Values taken from `${ENV}` are secrets: redacted
+    /// in `GET /admin/config` and scrubbed from everything Weir sends or logs.
     #[serde(default)]
     pub config: toml::Table,
+    /// The parts of `config` taken from the environment (filled in at load).
+    #[serde(skip)]
+    pub config_env: super::EnvValues,
     /// Warm instances kept ready; also the most concurrent calls into this plugin.
     #[serde(default = "default_instances")]
     pub instances: usize,
@@ -104,6 +108,12 @@ pub struct PluginRuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Turns the disk cache off (every start compiles).
     pub no_cache: bool,
+    /// Client headers shown to plugins although their name looks like a credential (e.g.
+    /// `["x-session-id"]`; any case). Default: none.
+    pub expose_headers: Vec<String>,
+    /// More client headers withheld from plugins, beyond the credential-looking ones (any
+    /// case). Default: none.
+    pub withhold_headers: Vec<String>,
 }
 
 impl PluginRuntimeConfig {
@@ -124,7 +134,19 @@ impl PluginRuntimeConfig {
 ///
 /// # Errors
 /// [`ConfigError::Invalid`] for the first offending key.
-pub(super) fn validate(plugins: &[PluginConfig], providers: &HashSet<&str>) -> Result<(), ConfigError> {
+pub(super) fn validate(
+    plugins: &[PluginConfig],
+    runtime: &PluginRuntimeConfig,
+    providers: &HashSet<&str>,
+) -> Result<(), ConfigError> {
+    for (field, list) in [("expose_headers", &runtime.expose_headers), ("withhold_headers", &runtime.withhold_headers)]
+    {
+        for (i, name) in list.iter().enumerate() {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(ConfigError::invalid(format!("plugin_runtime.{field}[{i}]"), "is not a valid header name"));
+            }
+        }
+    }
     if plugins.len() > MAX_PLUGINS {
         return Err(ConfigError::invalid("plugins", format!("at most {MAX_PLUGINS} plugins")));
     }
@@ -202,6 +224,13 @@ mod tests {
         let err = parse("[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\nmemory_limit = 1073741824\n").unwrap_err();
         assert!(err.to_string().contains("268435456"), "{err}");
         assert!(parse("[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\nmemory_limit = 268435456\n").is_ok());
+    }
+
+    #[test]
+    fn plugin_header_lists_must_hold_header_names() {
+        let err = parse("[plugin_runtime]\nexpose_headers = [\"x ok\"]\n").unwrap_err();
+        assert!(err.to_string().contains("plugin_runtime.expose_headers[0]"), "{err}");
+        assert!(parse("[plugin_runtime]\nwithhold_headers = [\"X-Tenant\"]\n").is_ok());
     }
 
     #[test]

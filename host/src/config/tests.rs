@@ -69,6 +69,38 @@ fn env_interpolation() {
 }
 
 #[test]
+fn values_from_the_environment_are_noted_as_secrets_and_redacted() {
+    let text = r#"
+        [[providers]]
+        name = "o"
+        kind = "openai"
+        base_url = "${BASE:-http://x/v1}"
+        headers = { x-org = "org ${ORG}", x-team = "${TEAM:-blue}" }
+        [[plugins]]
+        name = "p"
+        path = "p.wasm"
+        config = { key = "Bearer ${PK}", level = "${LEVEL:-info}", deep = { list = ["${PK}", "plain"] } }
+    "#;
+    let mut cfg: Config = toml::from_str(text).unwrap();
+    let lookup = |n: &str| match n {
+        "ORG" => Some("org-value-1".to_string()),
+        "PK" => Some("plugin-key-1".to_string()),
+        _ => None,
+    };
+    env::interpolate_all(&mut cfg, lookup).unwrap();
+    assert_eq!(cfg.providers[0].header_env.iter().collect::<Vec<_>>(), ["org-value-1"], "fallbacks are not secrets");
+    assert_eq!(cfg.plugins[0].config_env.iter().collect::<Vec<_>>(), ["plugin-key-1", "plugin-key-1"]);
+    assert!(!format!("{:?}", cfg.plugins[0].config_env).contains("plugin-key-1"), "Debug never prints them");
+    let shown = serde_json::to_value(cfg.redacted()).unwrap();
+    let config = &shown["plugins"][0]["config"];
+    assert_eq!(config["key"], "<redacted>");
+    assert_eq!(config["level"], "info");
+    assert_eq!(config["deep"]["list"], serde_json::json!(["<redacted>", "plain"]));
+    let secrets = crate::secrets::Secrets::from_config(&cfg);
+    assert_eq!(secrets.scrub("org-value-1 plugin-key-1 blue"), "<redacted> <redacted> blue");
+}
+
+#[test]
 fn redacted_hides_keys() {
     let text =
         "[[providers]]\nname = \"o\"\nkind = \"openai\"\nbase_url = \"http://x/v1\"\nkeys = [{ value = \"sk-123\" }]\n";

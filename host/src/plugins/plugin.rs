@@ -166,13 +166,14 @@ impl Plugin {
         let pre = runtime.linker.instantiate_pre(&component).map_err(|e| format!("cannot link: {e:#}"))?;
         let pre = PluginWorldPre::new(pre).map_err(|e| format!("not a weir:plugin world: {e:#}"))?;
         let name: Arc<str> = Arc::from(cfg.name.as_str());
+        let secrets = Arc::new(crate::secrets::Secrets::new(cfg.config_env.iter()));
         let factory = Factory {
             runtime,
             pre,
             shared: Shared {
                 kv: KvStore::shared(&cfg.name),
-                metrics: Arc::new(CustomMetrics::new(name.clone())),
-                log: Arc::new(LogBudget::new(name.clone())),
+                metrics: Arc::new(CustomMetrics::new(name.clone(), secrets.clone())),
+                log: Arc::new(LogBudget::new(name.clone(), secrets)),
             },
             init_config: serde_json::to_string(&cfg.config).map_err(|e| format!("config is not JSON: {e}"))?,
             fuel: cfg.fuel,

@@ -26,6 +26,7 @@ fn req(script: &str) -> ProviderRequest {
         model: "m".into(),
         body: JsonBody::from_map(body.as_object().cloned().unwrap()),
         stream: false,
+        secrets: Default::default(),
     }
 }
 

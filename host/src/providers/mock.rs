@@ -244,6 +244,7 @@ mod tests {
             model: "mock-1".into(),
             body: JsonBody::from_map(body.as_object().unwrap().clone()),
             stream,
+            secrets: Default::default(),
         }
     }
 

@@ -9,12 +9,15 @@ pub mod openai;
 pub mod scripted;
 pub mod sse;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::Error;
 use crate::exchange::JsonBody;
+use crate::secrets::Secrets;
 
 /// Which OpenAI endpoint a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +60,8 @@ pub struct ProviderRequest {
     pub body: JsonBody,
     /// Whether the client asked for a stream.
     pub stream: bool,
+    /// The snapshot's secrets, scrubbed from everything read from upstream.
+    pub secrets: Arc<Secrets>,
 }
 
 /// Stream of OpenAI `chat.completion.chunk` JSON payloads; ends after the last chunk
@@ -109,10 +114,10 @@ impl Provider {
     }
 
     /// Asks the provider which models it serves, for `GET /v1/models` and routing.
-    /// `None` when the provider has no listing endpoint.
-    pub async fn discover_models(&self) -> Option<Result<Vec<String>, Error>> {
+    /// `None` when the provider has no listing endpoint. Errors are scrubbed of `secrets`.
+    pub async fn discover_models(&self, secrets: &Secrets) -> Option<Result<Vec<String>, Error>> {
         match self {
-            Self::Openai(p) => Some(p.list_models().await),
+            Self::Openai(p) => Some(p.list_models(secrets).await),
             Self::Mock(p) => Some(Ok(p.models())),
             #[cfg(test)]
             Self::Scripted(_) => None,

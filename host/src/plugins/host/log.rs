@@ -1,7 +1,8 @@
 //! Capability `log`: plugin log lines go to the gateway's tracing output (target
-//! `weir::plugin`), tagged with the plugin name. Granted to every plugin; bounded per line,
-//! rate-limited per plugin (with stdout/stderr, which share the budget) and escaped so a line
-//! cannot pose as the gateway's own.
+//! `weir::plugin`), tagged with the plugin name. Granted to every plugin; scrubbed of the
+//! plugin's secrets (its config values from `${ENV}`, which a plugin may print by mistake),
+//! bounded per line, rate-limited per plugin (with stdout/stderr, which share the budget) and
+//! escaped so a line cannot pose as the gateway's own.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -13,6 +14,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use super::StoreData;
 use crate::plugins::bindings::log::{self, Level};
+use crate::secrets::Secrets;
 
 /// Longest message kept; the rest is cut (a plugin cannot flood the log with one line).
 pub const MAX_MESSAGE_BYTES: usize = 4096;
@@ -33,6 +35,7 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// bounded rate instead of megabytes per request.
 pub struct LogBudget {
     plugin: Arc<str>,
+    secrets: Arc<Secrets>,
     bucket: Mutex<Bucket>,
     dropped: metrics::Counter,
 }
@@ -45,11 +48,11 @@ struct Bucket {
 }
 
 impl LogBudget {
-    /// A full budget for `plugin`.
-    pub fn new(plugin: Arc<str>) -> Self {
+    /// A full budget for `plugin`, whose lines are scrubbed of `secrets`.
+    pub fn new(plugin: Arc<str>, secrets: Arc<Secrets>) -> Self {
         let dropped = metrics::counter!("weir_plugin_log_dropped_total", "plugin" => plugin.to_string());
         let bucket = Bucket { bytes: BURST_BYTES, lines: BURST_LINES, refilled: Instant::now(), warned: None };
-        Self { plugin, bucket: Mutex::new(bucket), dropped }
+        Self { plugin, secrets, bucket: Mutex::new(bucket), dropped }
     }
 
     /// Takes one line of `len` bytes from the budget; false (and counted) when it does not fit.
@@ -77,14 +80,19 @@ impl LogBudget {
         false
     }
 
-    /// Emits one plugin line at `level` if the budget allows: cut to [`MAX_MESSAGE_BYTES`],
+    /// Emits one plugin line at `level` if the budget allows: scrubbed of the plugin's secrets
+    /// before it is cut to [`MAX_MESSAGE_BYTES`] (so no piece of one survives the cut),
     /// control characters escaped.
     pub fn emit(&self, level: Level, message: &str) {
-        let message = truncate(message, MAX_MESSAGE_BYTES);
+        let message = if message.len() > MAX_MESSAGE_BYTES {
+            Cow::Owned(self.secrets.scrub_cut(message, MAX_MESSAGE_BYTES))
+        } else {
+            self.secrets.scrub(message)
+        };
         if !self.admit(message.len()) {
             return;
         }
-        let message = escape(message);
+        let message = escape(&message);
         let plugin = &*self.plugin;
         match level {
             Level::Trace => tracing::trace!(target: "weir::plugin", plugin, "{message}"),
@@ -180,7 +188,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_flood_is_cut_to_the_burst_then_the_rate() {
-        let budget = LogBudget::new("flood".into());
+        let budget = LogBudget::new("flood".into(), Default::default());
         let mut admitted = 0usize;
         for _ in 0..1000 {
             if budget.admit(MAX_MESSAGE_BYTES) {
@@ -195,7 +203,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn short_lines_are_bounded_by_the_line_rate() {
-        let budget = LogBudget::new("chatty".into());
+        let budget = LogBudget::new("chatty".into(), Default::default());
         let admitted = (0..10_000).filter(|_| budget.admit(1)).count();
         assert_eq!(admitted as f64, BURST_LINES);
         tokio::time::advance(Duration::from_millis(500)).await;
@@ -205,7 +213,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn host_log_accepts_any_level_within_its_budget() {
-        let budget = Arc::new(LogBudget::new("p".into()));
+        let budget = Arc::new(LogBudget::new("p".into(), Default::default()));
         let mut state = LogState::new(budget.clone());
         for level in [Level::Trace, Level::Debug, Level::Info, Level::Warn, Level::Error] {
             log::Host::log(&mut state, level, "x".repeat(10_000));

@@ -2,7 +2,9 @@
 //! `weir_plugin_custom_<name>{plugin="..."}`. Granted to every plugin with bounded names and
 //! a bounded number of series, so a plugin cannot blow up the metrics cardinality, and with
 //! names that cannot clash: the prefix keeps them apart from the gateway's own, a name is one
-//! kind process-wide, and the suffixes a histogram's series use are refused.
+//! kind process-wide, and the suffixes a histogram's series use are refused. A name holding
+//! one of the plugin's secrets (its config values from `${ENV}`) is refused, and a refused
+//! name is logged scrubbed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +14,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use super::StoreData;
 use crate::plugins::bindings::metrics;
+use crate::secrets::Secrets;
 
 /// Longest metric name.
 pub const MAX_NAME_BYTES: usize = 64;
@@ -47,12 +50,24 @@ pub struct CustomMetrics {
     counters: Mutex<HashMap<String, ::metrics::Counter>>,
     histograms: Mutex<HashMap<String, ::metrics::Histogram>>,
     warned: AtomicBool,
+    secrets: Arc<Secrets>,
 }
 
 impl CustomMetrics {
-    /// No metrics yet for `plugin`.
-    pub fn new(plugin: Arc<str>) -> Self {
-        Self { plugin, counters: Mutex::default(), histograms: Mutex::default(), warned: AtomicBool::new(false) }
+    /// No metrics yet for `plugin`, whose names must not hold `secrets`.
+    pub fn new(plugin: Arc<str>, secrets: Arc<Secrets>) -> Self {
+        Self {
+            plugin,
+            counters: Mutex::default(),
+            histograms: Mutex::default(),
+            warned: AtomicBool::new(false),
+            secrets,
+        }
+    }
+
+    /// Checked once per name, when it is registered (a registered name passed it).
+    fn holds_secret(&self, name: &str) -> bool {
+        matches!(self.secrets.scrub(name), std::borrow::Cow::Owned(_))
     }
 
     fn valid(name: &str) -> bool {
@@ -64,7 +79,8 @@ impl CustomMetrics {
 
     fn refuse(&self, name: &str, why: &str) {
         if !self.warned.swap(true, Ordering::Relaxed) {
-            let name = super::log::truncate(name, MAX_NAME_BYTES);
+            let name = self.secrets.scrub_cut(name, MAX_NAME_BYTES);
+            let name = name.as_str();
             tracing::warn!(plugin = %self.plugin, metric = name, "plugin metric ignored: {why} (logged once)");
         }
     }
@@ -82,6 +98,9 @@ impl CustomMetrics {
         }
         if let Some(c) = self.counters.lock().ok().and_then(|m| m.get(name).cloned()) {
             return c.increment(value);
+        }
+        if self.holds_secret(name) {
+            return self.refuse(name, "the name holds a secret");
         }
         if self.total() >= MAX_NAMES {
             return self.refuse(name, "too many metric names");
@@ -106,6 +125,9 @@ impl CustomMetrics {
         }
         if let Some(h) = self.histograms.lock().ok().and_then(|m| m.get(name).cloned()) {
             return h.record(value);
+        }
+        if self.holds_secret(name) {
+            return self.refuse(name, "the name holds a secret");
         }
         if self.total() >= MAX_NAMES {
             return self.refuse(name, "too many metric names");
@@ -170,7 +192,7 @@ mod tests {
 
     #[test]
     fn names_are_validated() {
-        let shared = Arc::new(CustomMetrics::new("p".into()));
+        let shared = Arc::new(CustomMetrics::new("p".into(), Default::default()));
         let mut m = MetricsState::new(shared.clone());
         m.counter("Bad-Name".into(), 1);
         m.counter(String::new(), 1);
@@ -185,8 +207,8 @@ mod tests {
 
     #[test]
     fn a_name_is_one_kind_across_plugins() {
-        let a = Arc::new(CustomMetrics::new("a".into()));
-        let b = Arc::new(CustomMetrics::new("b".into()));
+        let a = Arc::new(CustomMetrics::new("a".into(), Default::default()));
+        let b = Arc::new(CustomMetrics::new("b".into(), Default::default()));
         MetricsState::new(a.clone()).counter("kind_clash_x".into(), 1);
         MetricsState::new(b.clone()).histogram("kind_clash_x".into(), 1.0);
         MetricsState::new(a.clone()).histogram("kind_clash_x".into(), 1.0);
@@ -197,7 +219,7 @@ mod tests {
 
     #[test]
     fn names_that_pose_as_a_histograms_series_are_refused() {
-        let shared = Arc::new(CustomMetrics::new("p".into()));
+        let shared = Arc::new(CustomMetrics::new("p".into(), Default::default()));
         let mut m = MetricsState::new(shared.clone());
         for name in ["lat_count", "lat_sum", "lat_bucket", "9lives", "_x"] {
             m.counter(name.into(), 1);
@@ -208,8 +230,19 @@ mod tests {
     }
 
     #[test]
+    fn names_holding_a_secret_are_refused() {
+        let shared = Arc::new(CustomMetrics::new("p".into(), Arc::new(Secrets::new(["tok12345abcd"]))));
+        let mut m = MetricsState::new(shared.clone());
+        m.counter("hits_tok12345abcd".into(), 1);
+        m.histogram("tok12345abcd".into(), 1.0);
+        assert!(shared.is_empty());
+        m.counter("hits".into(), 1);
+        assert_eq!(shared.len(), 1);
+    }
+
+    #[test]
     fn cardinality_is_bounded() {
-        let shared = Arc::new(CustomMetrics::new("p".into()));
+        let shared = Arc::new(CustomMetrics::new("p".into(), Default::default()));
         let mut m = MetricsState::new(shared.clone());
         for i in 0..(MAX_NAMES * 2) {
             m.counter(format!("c{i}"), 1);

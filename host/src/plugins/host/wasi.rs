@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn lines_are_split_and_bounded() {
-        let log = Arc::new(LogBudget::new("p".into()));
+        let log = Arc::new(LogBudget::new("p".into(), Default::default()));
         let mut w = LineWriter::new(LogSink { log, level: Level::Info });
         w.write_bytes(b"hello\nwor");
         assert_eq!(w.line, b"wor");
@@ -170,7 +170,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stdout_flood_spends_the_plugins_log_budget() {
-        let log = Arc::new(LogBudget::new("p".into()));
+        let log = Arc::new(LogBudget::new("p".into(), Default::default()));
         let mut w = LineWriter::new(LogSink { log: log.clone(), level: Level::Info });
         // 6 MiB of output in 4 KiB lines: the burst passes, the rest is dropped.
         for _ in 0..1536 {

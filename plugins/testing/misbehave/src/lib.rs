@@ -1,8 +1,10 @@
 //! Misbehaves on purpose, for the runtime's tests: loops forever, eats memory, panics,
 //! recurses without end, returns oversized output or an invalid decision, sleeps in a host
-//! call; also probes WASI (to prove it is denied) and counts in kv; the sandbox-runtime modes
-//! (`sandbox_runtime.rs`) fill memory in one instruction, spin, fail `init` after a trap, flood
-//! and forge logs and clash metric names. Misbehaves only on
+//! call; also probes WASI (to prove it is denied), counts in kv, and reports the client
+//! headers it is shown (`headers`, to prove credentials are withheld) or logs its `note`
+//! through the log capability and stdout (`log`, to prove secrets are scrubbed from the log);
+//! the sandbox-runtime modes (`sandbox_runtime.rs`) fill memory in one instruction, spin, fail
+//! `init` after a trap, flood and forge logs and clash metric names. Misbehaves only on
 //! requests carrying the trigger header (default `x-misbehave`), unless `always` is set, so
 //! tests can mix good and bad requests.
 //!
@@ -11,7 +13,7 @@
 //! `accumulate-body`, `accumulate-headers`) are in `sandbox_edits`.
 //!
 //! Config: `{ "mode": "loop", "hook": "request" | "response" | "chunk", "always": false,
-//! "trigger_header": "x-misbehave", "fail_init": false }`.
+//! "trigger_header": "x-misbehave", "fail_init": false, "note": "" }`.
 
 mod sandbox_edits;
 mod sandbox_runtime;
@@ -37,6 +39,8 @@ struct Config {
     trigger_header: String,
     #[serde(default)]
     fail_init: bool,
+    #[serde(default)]
+    note: String,
 }
 
 fn default_hook() -> String {
@@ -106,6 +110,11 @@ impl Misbehave {
                 });
                 Some(Act::Reply(Reply { status: 200, headers: Vec::new(), body: body.to_string() }))
             }
+            "log" => {
+                weir_plugin_sdk::log::warn(&format!("note is {}", self.cfg.note));
+                println!("note on stdout is {}", self.cfg.note);
+                None
+            }
             "count" => {
                 let n = weir_plugin_sdk::kv::incr("hits", 1, 0).unwrap_or(-1);
                 weir_plugin_sdk::metrics::counter("count_calls", 1);
@@ -141,6 +150,14 @@ impl Misbehave {
     }
 }
 
+/// A 200 whose body is `{"headers": {name: value, ...}}`: every client header the host let
+/// this plugin see.
+fn seen_headers(req: &Request) -> Reply {
+    let seen: serde_json::Map<String, serde_json::Value> =
+        req.headers().into_iter().map(|(name, value)| (name, serde_json::Value::String(value))).collect();
+    Reply { status: 200, headers: Vec::new(), body: json!({ "headers": seen }).to_string() }
+}
+
 #[inline(never)]
 #[allow(unconditional_recursion)]
 fn recurse(n: u64) -> u64 {
@@ -163,6 +180,9 @@ impl Plugin for Misbehave {
     fn on_request(&mut self, req: &Request) -> RequestAction {
         if !self.triggered(req, "request") {
             return RequestAction::Continue;
+        }
+        if self.cfg.mode == "headers" {
+            return RequestAction::Respond(seen_headers(req));
         }
         match self.edit(&sandbox_edits::Target::Request(req)).or_else(|| self.misbehave()) {
             Some(Act::Reply(r)) => RequestAction::Respond(r),
