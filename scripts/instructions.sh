@@ -32,7 +32,6 @@ fi
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
     bench_build weir weir-bench
 fi
-WASM=$ROOT/plugins/target/wasm32-wasip2/release
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("weir=$ROOT/target/release/weir")
 
@@ -51,7 +50,7 @@ load() { # url count
 # One config per chain: none, and the embedded default config's [[plugins]].
 write_config() { # chain port
     bench_weir_config "$2" "$MOCK_PORT" "$TMP/wasm-cache"
-    [ "$1" = none ] || bench_default_chain "$WASM"
+    [ "$1" = none ] || bench_default_chain
 }
 
 echo "| build | plugins | requests | instructions per request |"

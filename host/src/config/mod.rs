@@ -278,7 +278,7 @@ impl Config {
         let mut cfg = Self::from_toml(&text)?;
         if let Some(dir) = path.parent() {
             for p in &mut cfg.plugins {
-                if p.path.is_relative() {
+                if p.path.is_relative() && crate::plugins::builtin::name(&p.path).is_none() {
                     p.path = dir.join(&p.path);
                 }
             }

@@ -31,7 +31,9 @@ pub enum OnError {
 pub struct PluginConfig {
     /// Unique name (metrics label, log tag, kv namespace).
     pub name: String,
-    /// Path to the `.wasm` component (relative paths are relative to the config file).
+    /// Path to the `.wasm` component (relative paths are relative to the config file), or
+    /// `builtin:<name>` for a first-party plugin embedded in the binary (`builtin:prompt-guard`,
+    /// `builtin:pii-redact`).
     pub path: PathBuf,
     /// Passed to the plugin's `init` as JSON.
     #[serde(default)]
@@ -134,6 +136,15 @@ pub(super) fn validate(plugins: &[PluginConfig], providers: &HashSet<&str>) -> R
         if !names.insert(p.name.as_str()) {
             return Err(ConfigError::invalid(key("name"), format!("duplicate plugin name {:?}", p.name)));
         }
+        if let Some(builtin) = crate::plugins::builtin::name(&p.path)
+            && !crate::plugins::builtin::KNOWN.contains(&builtin)
+        {
+            let known = crate::plugins::builtin::KNOWN.join(", ");
+            return Err(ConfigError::invalid(
+                key("path"),
+                format!("no built-in plugin {builtin:?} (built-ins: {known})"),
+            ));
+        }
         if p.instances == 0 || p.instances > 1024 {
             return Err(ConfigError::invalid(key("instances"), "must be between 1 and 1024"));
         }
@@ -186,6 +197,14 @@ mod tests {
     fn unknown_plugin_provider_is_refused() {
         let err = parse("[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\nproviders = [\"nope\"]\n").unwrap_err();
         assert!(err.to_string().contains("plugins[0].providers"), "{err}");
+    }
+
+    #[test]
+    fn builtin_paths_must_name_a_builtin_and_stay_as_written() {
+        let cfg = parse("[[plugins]]\nname = \"p\"\npath = \"builtin:pii-redact\"\n").unwrap();
+        assert_eq!(cfg.plugins[0].path, PathBuf::from("builtin:pii-redact"));
+        let err = parse("[[plugins]]\nname = \"p\"\npath = \"builtin:pii\"\n").unwrap_err().to_string();
+        assert!(err.contains("plugins[0].path") && err.contains("pii-redact"), "{err}");
     }
 
     #[test]

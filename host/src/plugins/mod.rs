@@ -14,6 +14,7 @@
 #[doc(hidden)]
 pub mod bench;
 mod bindings;
+pub mod builtin;
 mod convert;
 mod engine;
 mod guard;
