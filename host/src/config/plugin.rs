@@ -46,7 +46,7 @@ pub struct PluginConfig {
     pub fuel: u64,
     /// Wall-clock deadline per hook call (also the longest wait for a free instance); stops
     /// stalls that fuel cannot see.
-    #[serde(default = "default_plugin_timeout", with = "humantime_serde")]
+    #[serde(default = "default_plugin_timeout", with = "super::values::duration")]
     pub timeout: Duration,
     /// Linear memory cap per instance in bytes; stops memory bombs.
     #[serde(default = "default_memory_limit")]
