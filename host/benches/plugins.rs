@@ -49,7 +49,7 @@ fn noop_chain(rt: &tokio::runtime::Runtime) -> Chain {
         toml::from_str(&format!("name = \"noop\"\npath = {:?}\ninstances = 2\ntimeout = \"5s\"\n", wasm("noop")))
             .unwrap();
     let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/weir-bench-cache");
-    let runtime = PluginRuntimeConfig { cache_dir: Some(cache), no_cache: false };
+    let runtime = PluginRuntimeConfig { cache_dir: Some(cache), ..Default::default() };
     rt.block_on(Chain::load(&[cfg], &runtime)).unwrap()
 }
 
@@ -63,7 +63,7 @@ fn default_chain(rt: &tokio::runtime::Runtime) -> Chain {
         p.timeout = std::time::Duration::from_secs(5);
     }
     let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/weir-bench-cache");
-    let runtime = PluginRuntimeConfig { cache_dir: Some(cache), no_cache: false };
+    let runtime = PluginRuntimeConfig { cache_dir: Some(cache), ..Default::default() };
     rt.block_on(Chain::load(&plugins, &runtime)).unwrap()
 }
 

@@ -38,10 +38,19 @@ impl Drop for Killed {
     }
 }
 
-#[tokio::test]
-async fn copied_binary_runs_the_default_plugin_chain() {
-    let bin_dir = Scratch::new("copied-bin");
-    let work_dir = Scratch::new("copied-cwd");
+/// A copied `weir serve` on the embedded default, started in a scratch working directory.
+struct Started {
+    child: Killed,
+    /// `127.0.0.1:PORT`.
+    addr: String,
+    /// Its log lines up to the start line.
+    logs: String,
+    _dirs: [Scratch; 2],
+}
+
+fn start_copied_default(label: &str) -> Started {
+    let bin_dir = Scratch::new(&format!("{label}-bin"));
+    let work_dir = Scratch::new(&format!("{label}-cwd"));
     let copied = bin_dir.0.join("weir");
     std::fs::copy(WEIR_BIN, &copied).unwrap();
 
@@ -52,6 +61,7 @@ async fn copied_binary_runs_the_default_plugin_chain() {
         .env("XDG_CACHE_HOME", PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/weir-test-xdg"))
         .env_remove("OPENAI_API_KEY")
         .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("WEIR_PLUGIN_ALLOCATOR")
         .env("WEIR_LOG", "weir=info,warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -77,13 +87,35 @@ async fn copied_binary_runs_the_default_plugin_chain() {
             break line;
         }
     };
-    assert!(!listening.contains("plugins: none"), "{logs}");
-    assert!(listening.contains("plugins: prompt-guard -> pii-redact"), "{logs}");
-    let addr = listening.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).unwrap();
+    let addr = listening.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_owned();
+    Started { child, addr, logs, _dirs: [bin_dir, work_dir] }
+}
 
-    let reply =
-        post(&format!("http://{addr}/v1/chat/completions"), &chat("mock-1", "mail me at ada@example.com")).await;
+#[tokio::test]
+async fn copied_binary_runs_the_default_plugin_chain() {
+    let weir = start_copied_default("copied");
+    let logs = &weir.logs;
+    assert!(!logs.contains("plugins: none"), "{logs}");
+    assert!(logs.contains("plugins: prompt-guard -> pii-redact"), "{logs}");
+
+    let url = format!("http://{}/v1/chat/completions", weir.addr);
+    let reply = post(&url, &chat("mock-1", "mail me at ada@example.com")).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.json()["choices"][0]["message"]["content"], "mail me at [email]", "{logs}");
-    drop(child);
+}
+
+/// The pooling allocator reserved ~4 GiB of address space for each of 1,000 memory slots
+/// (4.2 TB), whatever the config; the default chain's four instances need a few dozen.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn default_serve_reserves_address_space_sized_from_its_config() {
+    const MAX_KB: u64 = 256 * 1024 * 1024; // 256 GiB
+    let weir = start_copied_default("vmsize");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", weir.child.0.id())).unwrap();
+    let vm_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(vm_kb <= MAX_KB, "VmSize {vm_kb} kB is over {MAX_KB} kB:\n{}", weir.logs);
 }

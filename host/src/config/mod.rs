@@ -387,7 +387,7 @@ impl Config {
                 return Err(ConfigError::invalid(key("pool.request_timeout"), "must be above 0"));
             }
         }
-        plugin::validate(&self.plugins, &names)?;
+        plugin::validate(&self.plugins, &self.plugin_runtime, &names)?;
         Ok(())
     }
 

@@ -100,9 +100,33 @@ pub struct PluginRuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Turns the disk cache off (every start compiles).
     pub no_cache: bool,
+    /// Linear memories the pooling allocator reserves address space for: about 4 GiB each,
+    /// virtual, not resident; a plugin instance takes one per memory its component defines
+    /// (one for most). Bounds the reservation (1,000 slots would reserve 4.2 TB). Default: sized
+    /// from the first config loaded, see [`PluginRuntimeConfig::memory_slots`]. A plugin that
+    /// does not fit fails to load (a reload is refused naming it). Takes effect on restart.
+    pub max_memories: Option<u32>,
 }
 
+/// Memory slots per configured instance when sized from the config: a reload builds the new
+/// chain beside the running one (x2), and a component may define a second memory (x2).
+const SLOTS_PER_INSTANCE: u32 = 4;
+/// Memory slots on top, for plugins added by reloads and admin uploads.
+const SPARE_SLOTS: u32 = 32;
+/// Most memory slots `max_memories` accepts (as many as the pool has instance slots).
+pub const MAX_MEMORY_SLOTS: u32 = 1000;
+
 impl PluginRuntimeConfig {
+    /// The pooling allocator's memory slots: `max_memories`, or 4 per configured instance
+    /// plus 32.
+    pub fn memory_slots(&self, plugins: &[PluginConfig]) -> u32 {
+        self.max_memories.unwrap_or_else(|| {
+            let instances: usize = plugins.iter().map(|p| p.instances).sum();
+            let sized = u32::try_from(instances).unwrap_or(u32::MAX).saturating_mul(SLOTS_PER_INSTANCE);
+            sized.saturating_add(SPARE_SLOTS).min(MAX_MEMORY_SLOTS)
+        })
+    }
+
     /// The cache directory in effect, or `None` when caching is off or no home is known.
     pub fn effective_cache_dir(&self) -> Option<PathBuf> {
         if self.no_cache {
@@ -120,7 +144,17 @@ impl PluginRuntimeConfig {
 ///
 /// # Errors
 /// [`ConfigError::Invalid`] for the first offending key.
-pub(super) fn validate(plugins: &[PluginConfig], providers: &HashSet<&str>) -> Result<(), ConfigError> {
+pub(super) fn validate(
+    plugins: &[PluginConfig],
+    runtime: &PluginRuntimeConfig,
+    providers: &HashSet<&str>,
+) -> Result<(), ConfigError> {
+    if runtime.max_memories.is_some_and(|n| n == 0 || n > MAX_MEMORY_SLOTS) {
+        return Err(ConfigError::invalid(
+            "plugin_runtime.max_memories",
+            format!("must be between 1 and {MAX_MEMORY_SLOTS}"),
+        ));
+    }
     if plugins.len() > MAX_PLUGINS {
         return Err(ConfigError::invalid("plugins", format!("at most {MAX_PLUGINS} plugins")));
     }
@@ -211,6 +245,18 @@ mod tests {
     fn oversized_memory_limit_is_refused() {
         let err = parse("[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\nmemory_limit = 4294967296\n").unwrap_err();
         assert!(err.to_string().contains("memory_limit"), "{err}");
+    }
+
+    #[test]
+    fn memory_slots_are_sized_from_the_instances_unless_set() {
+        let two = "[[plugins]]\nname = \"a\"\npath = \"a.wasm\"\ninstances = 2\n\
+                   [[plugins]]\nname = \"b\"\npath = \"b.wasm\"\ninstances = 3\n";
+        let cfg = parse(two).unwrap();
+        assert_eq!(cfg.plugin_runtime.memory_slots(&cfg.plugins), 4 * 5 + 32);
+        let cfg = parse(&format!("[plugin_runtime]\nmax_memories = 10\n{two}")).unwrap();
+        assert_eq!(cfg.plugin_runtime.memory_slots(&cfg.plugins), 10);
+        let err = parse("[plugin_runtime]\nmax_memories = 0\n").unwrap_err().to_string();
+        assert!(err.contains("plugin_runtime.max_memories"), "{err}");
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub(crate) fn plugin(name: &str, file: &str, config: serde_json::Value) -> Plugi
 /// A cache shared by the tests of this run, so each component compiles once.
 fn runtime() -> PluginRuntimeConfig {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/weir-test-cache");
-    PluginRuntimeConfig { cache_dir: Some(dir), no_cache: false }
+    PluginRuntimeConfig { cache_dir: Some(dir), ..Default::default() }
 }
 
 pub(crate) fn request(model: &str, kb: usize) -> GatewayRequest {
@@ -222,7 +222,7 @@ async fn instances_are_recycled_after_max_calls() {
 #[tokio::test]
 async fn disk_cache_is_written_and_reused() {
     let dir = std::env::temp_dir().join(format!("weir-cache-test-{}", std::process::id()));
-    let rt = PluginRuntimeConfig { cache_dir: Some(dir.clone()), no_cache: false };
+    let rt = PluginRuntimeConfig { cache_dir: Some(dir.clone()), ..Default::default() };
     Chain::load(&[plugin("noop", "noop", json!({}))], &rt).await.unwrap();
     let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert_eq!(files.len(), 1);
