@@ -79,9 +79,8 @@ queue = 1024
 TOML
 }
 
-# The [[plugins]] chain of the embedded default config (host/src/config/default.toml), with
-# the first-party plugins loaded from WASM_DIR.
-bench_default_chain() { # wasm-dir
-    awk '/^\[\[plugins\]\]/{on=1} on' host/src/config/default.toml \
-        | sed "s#plugins/target/wasm32-wasip2/release#$1#"
+# The [[plugins]] chain of the embedded default config (host/src/config/default.toml): the
+# first-party plugins embedded in the weir binary (`builtin:`), as a default `weir serve` runs.
+bench_default_chain() {
+    awk '/^\[\[plugins\]\]/{on=1} on' host/src/config/default.toml
 }

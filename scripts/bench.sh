@@ -122,7 +122,7 @@ provider() { bench_weir_config "$1" "$MOCK_PORT" "$TMP/wasm-cache"; }
 plugin() { # name file [extra toml lines]
     printf '\n[[plugins]]\nname = "%s"\npath = "%s/%s.wasm"\n%s\n' "$1" "$WASM" "$2" "${3:-}"
 }
-default_chain() { bench_default_chain "$WASM"; }
+default_chain() { bench_default_chain; }
 DEFAULT_N=$(grep -c '^\[\[plugins\]\]' host/src/config/default.toml)
 
 declare -A WEIR_PORT WEIR_PID WEIR_IDLE

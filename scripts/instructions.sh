@@ -4,7 +4,7 @@
 # by +-10% between runs; this moves by well under 1%). For comparing two builds of the
 # request path; not part of the test suite. See docs/benchmarks.md.
 #
-#   scripts/instructions.sh                 # the current release build
+#   scripts/instructions.sh                 # the current `profiling` build (release + symbols)
 #   scripts/instructions.sh A=path B=path   # each binary in turn, same mock and requests
 #
 # Weir runs with one openai provider pointing at the bench mock upstream, once with no plugins
@@ -15,7 +15,9 @@
 # scripts/bench.sh, 200 warm-up requests, then INSTR_REQUESTS (1,000) at concurrency 4,
 # counted from a callgrind reset to a dump. Installs valgrind (Debian) and oha (crates.io)
 # when missing. Knobs: INSTR_REQUESTS, BENCH_SKIP_BUILD=1, INSTR_KEEP=DIR (keep each
-# callgrind profile there, for callgrind_annotate).
+# callgrind profile there, for callgrind_annotate). The `profiling` profile is the release
+# build with line tables and symbols (the release binary is stripped), so kept profiles name
+# functions and lines; debug info does not change the generated code.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -30,11 +32,11 @@ if ! command -v valgrind >/dev/null; then
     else sudo apt-get update -qq && sudo apt-get install -y -qq valgrind >/dev/null; fi
 fi
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-    bench_build weir weir-bench
+    bench_build weir-bench
+    cargo build -q --profile profiling -p weir
 fi
-WASM=$ROOT/plugins/target/wasm32-wasip2/release
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=("weir=$ROOT/target/release/weir")
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=("weir=$ROOT/target/profiling/weir")
 
 bench_tmp weir-instr
 
@@ -51,7 +53,7 @@ load() { # url count
 # One config per chain: none, and the embedded default config's [[plugins]].
 write_config() { # chain port
     bench_weir_config "$2" "$MOCK_PORT" "$TMP/wasm-cache"
-    [ "$1" = none ] || bench_default_chain "$WASM"
+    [ "$1" = none ] || bench_default_chain
 }
 
 echo "| build | plugins | requests | instructions per request |"

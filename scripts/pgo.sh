@@ -40,7 +40,6 @@ command -v python3 >/dev/null || { echo "python3 is needed for the training requ
 echo "==> building plugins (wasm32-wasip2) and the mock upstream (release)" >&2
 bench_build weir-bench
 MOCK=$ROOT/target/release/weir-mock-upstream
-WASM=$ROOT/plugins/target/wasm32-wasip2/release
 
 # `--target` keeps RUSTFLAGS off build scripts and proc macros, which run on this machine.
 RAW=$ROOT/target/pgo/raw
@@ -106,7 +105,7 @@ PY
         wait "$pid" || true
     }
     { bench_weir_config __PORT__ "$MOCK_PORT" "$TMP/wasm-cache"; } >"$TMP/none.toml"
-    { bench_weir_config __PORT__ "$MOCK_PORT" "$TMP/wasm-cache"; bench_default_chain "$WASM"; } >"$TMP/default.toml"
+    { bench_weir_config __PORT__ "$MOCK_PORT" "$TMP/wasm-cache"; bench_default_chain; } >"$TMP/default.toml"
     train none "$TMP/none.toml"
     train default "$TMP/default.toml"
     if ! ls "$RAW"/*.profraw >/dev/null 2>&1; then

@@ -26,11 +26,12 @@ enum Command {
         /// TOML config file.
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Override `server.listen`.
-        #[arg(long)]
+        /// Override `server.listen` (an IP address and port, or localhost:<port>).
+        #[arg(long, value_parser = weir::config::parse_listen)]
         listen: Option<std::net::SocketAddr>,
     },
-    /// Validate a config file and exit (non-zero with the offending key on error).
+    /// Validate a config and load what `serve` would (plugins compiled and `init`ed), without
+    /// binding sockets; exit non-zero naming the offending key or plugin.
     Check {
         /// TOML config file.
         #[arg(long, short)]
@@ -53,10 +54,11 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // `weir plugin`: the plugin's own log lines are the point; gateway chatter is not.
-    let default_filter = if matches!(cli.command, Command::Plugin { .. }) {
-        "weir::plugins=error,weir::plugin=trace,error"
-    } else {
-        "weir=info,warn"
+    // `weir check`: only what is wrong, not the load's progress.
+    let default_filter = match cli.command {
+        Command::Plugin { .. } => "weir::plugins=error,weir::plugin=trace,error",
+        Command::Check { .. } => "warn",
+        Command::Serve { .. } => "weir=info,warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -82,7 +84,12 @@ fn main() -> std::process::ExitCode {
 
 fn check(path: Option<&PathBuf>) -> anyhow::Result<()> {
     let cfg = load(path)?;
-    println!("config ok: {} provider(s), {} plugin(s)", cfg.providers.len(), cfg.plugins.len());
+    let (providers, plugins) = (cfg.providers.len(), cfg.plugins.len());
+    // The same build `serve` runs (providers, pools, plugins compiled, instantiated and
+    // `init`ed with their config), so what passes here also starts; only sockets are skipped.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    runtime.block_on(async { Gateway::build(cfg, None).await.map(drop) }).map_err(anyhow::Error::msg)?;
+    println!("config ok: {providers} provider(s), {plugins} plugin(s)");
     Ok(())
 }
 

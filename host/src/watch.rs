@@ -53,7 +53,14 @@ fn sync_watches(
     watched_dirs: &mut HashSet<PathBuf>,
 ) -> HashSet<PathBuf> {
     let gw = reloader.state().gateway.load();
-    let mut files: Vec<PathBuf> = gw.config.plugins.iter().map(|p| p.path.clone()).collect();
+    // Built-in plugins live in the binary: no file to watch.
+    let mut files: Vec<PathBuf> = gw
+        .config
+        .plugins
+        .iter()
+        .filter(|p| crate::plugins::builtin::name(&p.path).is_none())
+        .map(|p| p.path.clone())
+        .collect();
     files.extend(reloader.config_path().cloned());
     let mut wanted = HashSet::new();
     let mut out = HashSet::new();

@@ -8,6 +8,7 @@ mod bad_input;
 mod cancel;
 mod chat;
 mod check;
+mod first_run;
 mod languages;
 mod limits;
 mod overflow;

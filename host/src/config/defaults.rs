@@ -21,30 +21,23 @@ pub fn embedded_default() -> Result<Config, ConfigError> {
         text.push_str(ANTHROPIC);
     }
     let mut cfg = Config::from_toml(&text)?;
-    locate_default_plugins(&mut cfg);
+    keep_embedded_plugins(&mut cfg, crate::plugins::builtin::embedded);
     Ok(cfg)
 }
 
-/// The default chain names the first-party plugins by their build path in the repository.
-/// Look for them beside the working directory and beside the binary (`target/<profile>/weir`
-/// → repository root), and leave out, with a warning, any that are not built: the embedded
-/// default must always start.
-pub(super) fn locate_default_plugins(cfg: &mut Config) {
-    let exe_root = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()));
-    cfg.plugins.retain_mut(|p| {
-        let candidates = std::iter::once(p.path.clone()).chain(exe_root.iter().map(|root| root.join(&p.path)));
-        for candidate in candidates {
-            if candidate.is_file() {
-                p.path = candidate;
-                return true;
+/// The default chain names the first-party plugins embedded in the binary (`builtin:`). A
+/// binary built before the plugins were has none: leave them out with a warning, since the
+/// embedded default must always start.
+pub(super) fn keep_embedded_plugins(cfg: &mut Config, embedded: impl Fn(&str) -> Result<&'static [u8], String>) {
+    cfg.plugins.retain(|p| {
+        let Some(name) = crate::plugins::builtin::name(&p.path) else { return true };
+        match embedded(name) {
+            Ok(_) => true,
+            Err(reason) => {
+                tracing::warn!(plugin = %p.name, "default plugin left out: {reason}");
+                false
             }
         }
-        tracing::warn!(
-            plugin = %p.name,
-            path = %p.path.display(),
-            "default plugin not built; starting without it (scripts/serve.sh builds the plugins)"
-        );
-        false
     });
 }
 

@@ -6,6 +6,7 @@ mod defaults;
 mod env;
 mod plugin;
 mod server;
+mod values;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ pub use defaults::embedded_default;
 pub use env::EnvValues;
 pub use plugin::{MAX_MEMORY_LIMIT, MAX_PLUGINS, OnError, PluginConfig, PluginRuntimeConfig};
 pub use server::{MAX_THREADS, OverloadConfig, ServerConfig};
+pub use values::parse_listen;
 
 /// Why a configuration could not be loaded. The message names the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,7 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Address of the admin listener (keep it on loopback or a private network).
+    #[serde(deserialize_with = "values::listen")]
     pub listen: SocketAddr,
     /// Bearer token required on every admin request (usually `${WEIR_ADMIN_TOKEN}`).
     /// Unset or empty: the admin API is off.
@@ -85,7 +88,7 @@ pub struct AdminConfig {
     /// Watch the config file and plugin files and reload on change.
     pub watch: bool,
     /// Quiet period after a file change before reloading (editors write in bursts).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "values::duration")]
     pub watch_debounce: Duration,
 }
 
@@ -154,16 +157,16 @@ pub struct ProviderConfig {
     #[serde(default = "default_true")]
     pub discover_models: bool,
     /// How often the model list is refreshed.
-    #[serde(default = "default_refresh", with = "humantime_serde")]
+    #[serde(default = "default_refresh", with = "values::duration")]
     pub models_refresh: Duration,
     /// TCP/TLS connect timeout for this provider.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    #[serde(default = "default_connect_timeout", with = "values::duration")]
     pub connect_timeout: Duration,
     /// `mock` only: delay before the response (or the first chunk).
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "values::duration")]
     pub latency: Duration,
     /// `mock` only: delay between stream chunks.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "values::duration")]
     pub chunk_delay: Duration,
     /// The provider's worker pool.
     #[serde(default)]
@@ -225,10 +228,10 @@ pub struct PoolConfig {
     /// What happens when the queue is full.
     pub overflow: Overflow,
     /// Longest a request may wait, for queue space (`block`) and then for a worker.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "values::duration")]
     pub queue_timeout: Duration,
     /// Longest one upstream call may take (for streams: until the response head, and between chunks).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "values::duration")]
     pub request_timeout: Duration,
 }
 
@@ -255,7 +258,7 @@ impl Config {
         let mut cfg = Self::from_toml(&text)?;
         if let Some(dir) = path.parent() {
             for p in &mut cfg.plugins {
-                if p.path.is_relative() {
+                if p.path.is_relative() && crate::plugins::builtin::name(&p.path).is_none() {
                     p.path = dir.join(&p.path);
                 }
             }
@@ -275,7 +278,10 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the offending key.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let mut cfg: Config = toml::from_str(text).map_err(|e| match values::type_hint(e.message()) {
+            Some(hint) => ConfigError::Parse(format!("{e}hint: {hint}")),
+            None => ConfigError::Parse(e.to_string()),
+        })?;
         env::interpolate_all(&mut cfg, |name| std::env::var(name).ok())?;
         cfg.validate()?;
         Ok(cfg)

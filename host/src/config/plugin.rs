@@ -36,7 +36,9 @@ pub enum OnError {
 pub struct PluginConfig {
     /// Unique name (metrics label, log tag, kv namespace).
     pub name: String,
-    /// Path to the `.wasm` component (relative paths are relative to the config file).
+    /// Path to the `.wasm` component (relative paths are relative to the config file), or
+    /// `builtin:<name>` for a first-party plugin embedded in the binary (`builtin:prompt-guard`,
+    /// `builtin:pii-redact`).
     pub path: PathBuf,
     /// Passed to the plugin's `init` as JSON. Values taken from `${ENV}` are secrets: redacted
     /// in `GET /admin/config` and scrubbed from everything Weir sends or logs.
@@ -53,7 +55,7 @@ pub struct PluginConfig {
     pub fuel: u64,
     /// Wall-clock deadline per hook call (also the longest wait for a free instance); stops
     /// stalls that fuel cannot see.
-    #[serde(default = "default_plugin_timeout", with = "humantime_serde")]
+    #[serde(default = "default_plugin_timeout", with = "super::values::duration")]
     pub timeout: Duration,
     /// Linear memory cap per instance in bytes (at most 256 MiB); stops memory bombs, and
     /// bounds how long one bulk-memory instruction can run.
@@ -114,9 +116,33 @@ pub struct PluginRuntimeConfig {
     /// More client headers withheld from plugins, beyond the credential-looking ones (any
     /// case). Default: none.
     pub withhold_headers: Vec<String>,
+    /// Linear memories the pooling allocator reserves address space for: about 4 GiB each,
+    /// virtual, not resident; a plugin instance takes one per memory its component defines
+    /// (one for most). Bounds the reservation (1,000 slots would reserve 4.2 TB). Default: sized
+    /// from the first config loaded, see [`PluginRuntimeConfig::memory_slots`]. A plugin that
+    /// does not fit fails to load (a reload is refused naming it). Takes effect on restart.
+    pub max_memories: Option<u32>,
 }
 
+/// Memory slots per configured instance when sized from the config: a reload builds the new
+/// chain beside the running one (x2), and a component may define a second memory (x2).
+const SLOTS_PER_INSTANCE: u32 = 4;
+/// Memory slots on top, for plugins added by reloads and admin uploads.
+const SPARE_SLOTS: u32 = 32;
+/// Most memory slots `max_memories` accepts (as many as the pool has instance slots).
+pub const MAX_MEMORY_SLOTS: u32 = 1000;
+
 impl PluginRuntimeConfig {
+    /// The pooling allocator's memory slots: `max_memories`, or 4 per configured instance
+    /// plus 32.
+    pub fn memory_slots(&self, plugins: &[PluginConfig]) -> u32 {
+        self.max_memories.unwrap_or_else(|| {
+            let instances: usize = plugins.iter().map(|p| p.instances).sum();
+            let sized = u32::try_from(instances).unwrap_or(u32::MAX).saturating_mul(SLOTS_PER_INSTANCE);
+            sized.saturating_add(SPARE_SLOTS).min(MAX_MEMORY_SLOTS)
+        })
+    }
+
     /// The cache directory in effect, or `None` when caching is off or no home is known.
     pub fn effective_cache_dir(&self) -> Option<PathBuf> {
         if self.no_cache {
@@ -147,6 +173,12 @@ pub(super) fn validate(
             }
         }
     }
+    if runtime.max_memories.is_some_and(|n| n == 0 || n > MAX_MEMORY_SLOTS) {
+        return Err(ConfigError::invalid(
+            "plugin_runtime.max_memories",
+            format!("must be between 1 and {MAX_MEMORY_SLOTS}"),
+        ));
+    }
     if plugins.len() > MAX_PLUGINS {
         return Err(ConfigError::invalid("plugins", format!("at most {MAX_PLUGINS} plugins")));
     }
@@ -161,6 +193,15 @@ pub(super) fn validate(
         }
         if !names.insert(p.name.as_str()) {
             return Err(ConfigError::invalid(key("name"), format!("duplicate plugin name {:?}", p.name)));
+        }
+        if let Some(builtin) = crate::plugins::builtin::name(&p.path)
+            && !crate::plugins::builtin::KNOWN.contains(&builtin)
+        {
+            let known = crate::plugins::builtin::KNOWN.join(", ");
+            return Err(ConfigError::invalid(
+                key("path"),
+                format!("no built-in plugin {builtin:?} (built-ins: {known})"),
+            ));
         }
         if p.instances == 0 || p.instances > 1024 {
             return Err(ConfigError::invalid(key("instances"), "must be between 1 and 1024"));
@@ -217,6 +258,14 @@ mod tests {
     }
 
     #[test]
+    fn builtin_paths_must_name_a_builtin_and_stay_as_written() {
+        let cfg = parse("[[plugins]]\nname = \"p\"\npath = \"builtin:pii-redact\"\n").unwrap();
+        assert_eq!(cfg.plugins[0].path, PathBuf::from("builtin:pii-redact"));
+        let err = parse("[[plugins]]\nname = \"p\"\npath = \"builtin:pii\"\n").unwrap_err().to_string();
+        assert!(err.contains("plugins[0].path") && err.contains("pii-redact"), "{err}");
+    }
+
+    #[test]
     fn oversized_memory_limit_is_refused() {
         let err = parse("[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\nmemory_limit = 4294967296\n").unwrap_err();
         assert!(err.to_string().contains("memory_limit"), "{err}");
@@ -231,6 +280,18 @@ mod tests {
         let err = parse("[plugin_runtime]\nexpose_headers = [\"x ok\"]\n").unwrap_err();
         assert!(err.to_string().contains("plugin_runtime.expose_headers[0]"), "{err}");
         assert!(parse("[plugin_runtime]\nwithhold_headers = [\"X-Tenant\"]\n").is_ok());
+    }
+
+    #[test]
+    fn memory_slots_are_sized_from_the_instances_unless_set() {
+        let two = "[[plugins]]\nname = \"a\"\npath = \"a.wasm\"\ninstances = 2\n\
+                   [[plugins]]\nname = \"b\"\npath = \"b.wasm\"\ninstances = 3\n";
+        let cfg = parse(two).unwrap();
+        assert_eq!(cfg.plugin_runtime.memory_slots(&cfg.plugins), 4 * 5 + 32);
+        let cfg = parse(&format!("[plugin_runtime]\nmax_memories = 10\n{two}")).unwrap();
+        assert_eq!(cfg.plugin_runtime.memory_slots(&cfg.plugins), 10);
+        let err = parse("[plugin_runtime]\nmax_memories = 0\n").unwrap_err().to_string();
+        assert!(err.contains("plugin_runtime.max_memories"), "{err}");
     }
 
     #[test]

@@ -17,30 +17,31 @@ pub const MAX_THREADS: usize = 256;
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on for the OpenAI-compatible API.
+    #[serde(deserialize_with = "super::values::listen")]
     pub listen: SocketAddr,
     /// Largest accepted request body; larger bodies get 413 while being read (stops memory abuse).
     pub max_body_bytes: usize,
     /// On SIGTERM/SIGINT, how long in-flight and queued requests may take to finish.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::values::duration")]
     pub shutdown_timeout: Duration,
     /// Longest a write to a client may make no progress (nginx's `send_timeout`): then the
     /// connection is closed, and a stream ends as 499 `client_stalled` and frees its pool
     /// worker. Stops a client that does not read from holding a worker or a connection.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::values::duration")]
     pub send_timeout: Duration,
     /// Serving threads, each with its own event loop; a connection stays on one for its life.
     /// 0 (the default) means one per CPU core. Takes effect on restart.
     pub threads: usize,
     /// How long a request head may take to arrive whole, and how long an HTTP/1 connection
     /// waits for its next head (stops slowloris: half-sent heads holding sockets). Restart to change.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::values::duration")]
     pub header_read_timeout: Duration,
     /// How long a whole request body may take to arrive; later, 408 (stops bodies that never end).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::values::duration")]
     pub body_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed, HTTP/1 and HTTP/2
     /// alike (stops idle sockets piling up). Restart to change.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::values::duration")]
     pub idle_timeout: Duration,
     /// Most client connections open at once; past it a new connection is answered 503
     /// `overloaded` and closed (stops fd exhaustion). 0: sized from the open-file limit.
@@ -78,10 +79,10 @@ pub struct OverloadConfig {
     /// Resident memory at which new API requests are shed with 503 (0: off).
     pub memory_critical_bytes: u64,
     /// How often the resident memory is sampled.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::values::duration")]
     pub sample_interval: Duration,
     /// `Retry-After` sent with shed requests and refused connections (whole seconds, at least 1).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::values::duration")]
     pub retry_after: Duration,
 }
 

@@ -112,9 +112,13 @@ fn redacted_hides_keys() {
 
 #[test]
 fn embedded_default_always_starts_even_without_built_plugins() {
-    let mut cfg = parse(&format!("{MIN}\n[[plugins]]\nname = \"gone\"\npath = \"does/not/exist.wasm\"\n")).unwrap();
-    defaults::locate_default_plugins(&mut cfg);
+    let text = format!("{MIN}\n[[plugins]]\nname = \"gone\"\npath = \"builtin:pii-redact\"\n");
+    let mut cfg = parse(&text).unwrap();
+    defaults::keep_embedded_plugins(&mut cfg, |_| Err("not embedded".into()));
     assert!(cfg.plugins.is_empty());
+    let mut cfg = parse(&text).unwrap();
+    defaults::keep_embedded_plugins(&mut cfg, |_| Ok(b"\0asm"));
+    assert_eq!(cfg.plugins.len(), 1);
 }
 
 #[test]

@@ -35,6 +35,21 @@ pub fn runtime() -> Result<&'static Runtime, String> {
     RUNTIME.get_or_init(build).as_ref().map_err(Clone::clone)
 }
 
+/// Memory slots of the pool, set by the first config that loads plugins (see
+/// [`size_pool`]); `weir plugin` and the unit tests, which load plugins without one, get
+/// [`DEFAULT_MEMORY_SLOTS`].
+static MEMORY_SLOTS: OnceLock<u32> = OnceLock::new();
+
+/// Slots when no config sized the pool. Unit tests share one engine across tests that run
+/// at once, so they keep the old, larger pool.
+const DEFAULT_MEMORY_SLOTS: u32 = if cfg!(test) { 1000 } else { 64 };
+
+/// Sizes the pool's linear-memory slots (each reserves ~4 GiB of address space) before the
+/// engine is made; later calls change nothing, since the engine lives as long as the process.
+pub fn size_pool(memory_slots: u32) {
+    let _ = MEMORY_SLOTS.set(memory_slots.max(1));
+}
+
 fn build() -> Result<Runtime, String> {
     let mut config = Config::new();
     config
@@ -44,13 +59,17 @@ fn build() -> Result<Runtime, String> {
         .consume_fuel(true)
         .epoch_interruption(true)
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // Only memory slots are sized: each reserves ~4 GiB (the 32-bit index space, so compiled
+    // code needs no bounds checks); the other slots reserve a few GB for all 1,000 together.
+    let memories = *MEMORY_SLOTS.get_or_init(|| DEFAULT_MEMORY_SLOTS);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(1000)
         .total_core_instances(2000)
-        .total_memories(1000)
+        .total_memories(memories)
         .total_tables(2000)
         .total_stacks(1000)
         .max_memory_size(MAX_MEMORY_LIMIT);
+    tracing::debug!(memory_slots = memories, "plugin instance pool sized");
     let compile_config = config.clone();
     if pooling_allocator(std::env::var("WEIR_PLUGIN_ALLOCATOR").ok().as_deref())? {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

@@ -14,6 +14,7 @@
 #[doc(hidden)]
 pub mod bench;
 mod bindings;
+pub mod builtin;
 mod convert;
 mod engine;
 mod guard;
@@ -111,6 +112,7 @@ impl Chain {
         if configs.is_empty() {
             return Ok(Self::empty());
         }
+        engine::size_pool(runtime.memory_slots(configs));
         let rt = engine::runtime()?;
         let cache = runtime.effective_cache_dir();
         let mut plugins = Vec::with_capacity(configs.len());

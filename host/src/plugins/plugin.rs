@@ -151,14 +151,7 @@ impl Plugin {
         runtime: &'static Runtime,
         cache: Option<PathBuf>,
     ) -> Result<Arc<Self>, String> {
-        let bytes = tokio::fs::read(&cfg.path).await.map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::NotFound {
-                " (first-party plugins: cargo build --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --release)"
-            } else {
-                ""
-            };
-            format!("cannot read {}: {e}{hint}", cfg.path.display())
-        })?;
+        let bytes = super::builtin::read(&cfg.path).await?;
         let sha256: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
         let component = tokio::task::spawn_blocking(move || engine::compile(runtime, &bytes, cache.as_deref()))
             .await

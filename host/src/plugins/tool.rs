@@ -80,7 +80,7 @@ pub fn plugin_config(path: &Path, config: Option<&Value>) -> Result<PluginConfig
 /// The file cannot be read or is not a component at all.
 pub async fn inspect(cfg: &PluginConfig, cache: Option<&Path>) -> Result<Inspection, String> {
     let rt = engine::runtime()?;
-    let bytes = std::fs::read(&cfg.path).map_err(|e| format!("cannot read {}: {e}", cfg.path.display()))?;
+    let bytes = super::builtin::read(&cfg.path).await?;
     // Without a cache dir, compile into a private temporary one so loading does not compile again.
     let tmp = TempCache::new(cache);
     let dir = tmp.dir();
