@@ -10,6 +10,7 @@ mod chat;
 mod check;
 mod languages;
 mod limits;
+mod mock_bounds;
 mod overflow;
 mod plugin_cli;
 mod plugin_new;
