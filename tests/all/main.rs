@@ -17,6 +17,7 @@ mod plugin_new;
 mod plugin_sandbox_edits;
 mod plugin_sandbox_runtime;
 mod plugins;
+mod readiness;
 mod reload;
 mod secrets;
 mod shutdown;
