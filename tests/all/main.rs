@@ -25,3 +25,4 @@ mod status;
 mod streams;
 mod threads;
 mod upstream_errors;
+mod upstream_size;
