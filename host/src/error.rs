@@ -68,6 +68,8 @@ pub enum ErrorKind {
     UpstreamUnavailable,
     /// The provider answered with something that is not a valid response.
     UpstreamInvalid,
+    /// The provider's whole answer is larger than the pool's `max_response_bytes`.
+    UpstreamTooLarge,
     /// A plugin rejected the request with its own status.
     PluginRejected {
         /// Status chosen by the plugin (validated to 400..=599).
@@ -113,7 +115,8 @@ impl Error {
             ErrorKind::UpstreamTimeout
             | ErrorKind::Upstream { .. }
             | ErrorKind::UpstreamUnavailable
-            | ErrorKind::UpstreamInvalid => Origin::Provider,
+            | ErrorKind::UpstreamInvalid
+            | ErrorKind::UpstreamTooLarge => Origin::Provider,
             ErrorKind::PluginRejected { .. } | ErrorKind::PluginFailed => Origin::Plugin,
             ErrorKind::QueueFull
             | ErrorKind::QueueTimeout
@@ -177,7 +180,7 @@ impl Error {
             ErrorKind::QueueFull => 429,
             ErrorKind::QueueTimeout | ErrorKind::Dropped | ErrorKind::ShuttingDown | ErrorKind::Overloaded => 503,
             ErrorKind::UpstreamTimeout => 504,
-            ErrorKind::UpstreamUnavailable | ErrorKind::UpstreamInvalid => 502,
+            ErrorKind::UpstreamUnavailable | ErrorKind::UpstreamInvalid | ErrorKind::UpstreamTooLarge => 502,
             ErrorKind::Upstream { status } => upstream_status(status),
             ErrorKind::PluginRejected { status } => status,
             ErrorKind::PluginFailed | ErrorKind::Internal => 500,
@@ -239,6 +242,7 @@ impl Error {
             ErrorKind::Upstream { .. } => "upstream_error",
             ErrorKind::UpstreamUnavailable => "upstream_unavailable",
             ErrorKind::UpstreamInvalid => "upstream_invalid_response",
+            ErrorKind::UpstreamTooLarge => "upstream_response_too_large",
             ErrorKind::PluginRejected { .. } => "plugin_rejected",
             ErrorKind::PluginFailed => "plugin_error",
             ErrorKind::Internal => "internal_error",
@@ -262,9 +266,10 @@ impl Error {
             ErrorKind::ShuttingDown => "shutdown",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::UpstreamTimeout => "timeout",
-            ErrorKind::Upstream { .. } | ErrorKind::UpstreamUnavailable | ErrorKind::UpstreamInvalid => {
-                "upstream_error"
-            }
+            ErrorKind::Upstream { .. }
+            | ErrorKind::UpstreamUnavailable
+            | ErrorKind::UpstreamInvalid
+            | ErrorKind::UpstreamTooLarge => "upstream_error",
             ErrorKind::PluginRejected { .. } => "plugin_rejected",
             ErrorKind::PluginFailed => "plugin_error",
             ErrorKind::Internal => "panic",
@@ -396,6 +401,16 @@ mod tests {
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["code"], "invalid_request");
         assert_eq!(v["error"]["message"], "messages must be an array");
+    }
+
+    #[test]
+    fn oversized_upstream_answer_is_502_upstream_response_too_large() {
+        let err = Error::new(ErrorKind::UpstreamTooLarge, "too large");
+        assert_eq!(
+            (err.status().as_u16(), err.code_str(), err.origin),
+            (502, "upstream_response_too_large", Origin::Provider)
+        );
+        assert!(!err.retryable());
     }
 
     #[test]

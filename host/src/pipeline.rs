@@ -159,16 +159,15 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         secrets: gw.secrets.clone(),
     };
     let hook = HookCtx { request: Arc::new(request), provider: Some(pool.name().clone()) };
-    match pool.submit(upstream).await? {
-        Reply::Full { body, upstream } => {
-            ctx.upstream = upstream;
+    // Timed by the pool whatever the outcome: a failed call's upstream wait is not overhead.
+    match pool.submit_timed(upstream, &mut ctx.upstream).await? {
+        Reply::Full { body } => {
             // on_response
             let mut resp = GatewayResponse::ok(body);
             gw.plugins.on_response(&hook, pre.seen, &mut resp).await?;
             Ok(Outcome::Full(resp))
         }
-        Reply::Stream { chunks, upstream, shutdown } => {
-            ctx.upstream = upstream;
+        Reply::Stream { chunks, shutdown } => {
             Ok(Outcome::Stream(Stream { head: HeaderMap::new(), chunks, shutdown, hook, seen: pre.seen }))
         }
     }

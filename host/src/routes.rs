@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::body::ResponseBody;
 use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
+use crate::pool::HealthState;
 
 fn json_response(status: StatusCode, v: &Value) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(serde_json::to_vec(v).unwrap_or_default()));
@@ -62,8 +63,9 @@ pub fn health() -> Response<ResponseBody> {
 }
 
 /// `GET /ready`: per-provider and per-plugin state and the overload monitor's (`overload`:
-/// whether new requests are shed, and its status); 503 when draining, shedding, or when every
-/// provider has failed.
+/// whether new requests are shed, and its status); 503 when draining, shedding, or when no
+/// provider is usable. Usable means `healthy` or `degraded`: a `failing` provider (several
+/// consecutive failures) is not counted on until a call to it succeeds again.
 pub fn ready(gw: &Gateway, draining: bool, overload: (bool, Value)) -> Response<ResponseBody> {
     let (shedding, overload) = overload;
     let mut providers = serde_json::Map::new();
@@ -71,7 +73,7 @@ pub fn ready(gw: &Gateway, draining: bool, overload: (bool, Value)) -> Response<
     for pool in &gw.pools {
         let fill = pool.queue_depth() as f64 / pool.config().queue.max(1) as f64;
         let state = pool.health().state(fill);
-        any_usable |= state != crate::pool::HealthState::Failed;
+        any_usable |= matches!(state, HealthState::Healthy | HealthState::Degraded);
         providers.insert(
             pool.name().to_string(),
             json!({

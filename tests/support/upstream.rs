@@ -14,6 +14,8 @@
 //!   puts the value of request header `NAME` into the error message; `key_at=N` answers a
 //!   plain-text (not JSON) error body with the key starting at byte `N`.
 //! - `malformed`: answer 200 with a body that is not JSON.
+//! - `size=BYTES`: answer 200 with a valid JSON body of that many bytes, with Content-Length;
+//!   with `no_length` too, the same body goes chunked (no Content-Length) in 16 KiB frames.
 //! - `redirect`: answer `307 Temporary Redirect` to `/v1/redirected` (same method and body).
 //! - `chunks=N`, `chunk_delay=MS`: stream shape (default: one chunk per word of the prompt).
 //! - `hold_after=N`: after N stream chunks, wait until [`MockUpstream::release`].
@@ -236,6 +238,8 @@ struct Directives {
     echo_header: Option<String>,
     key_at: Option<usize>,
     malformed: bool,
+    size: Option<usize>,
+    no_length: bool,
     redirect: bool,
     chunks: Option<usize>,
     chunk_delay: Duration,
@@ -261,6 +265,8 @@ impl Directives {
                 "echo_header" => d.echo_header = Some(value.to_owned()),
                 "key_at" => d.key_at = Some(num()? as usize),
                 "malformed" => d.malformed = true,
+                "size" => d.size = Some(num()? as usize),
+                "no_length" => d.no_length = true,
                 "redirect" => d.redirect = true,
                 "chunks" => d.chunks = Some(num()? as usize),
                 "chunk_delay" => d.chunk_delay = Duration::from_millis(num()?),
@@ -384,6 +390,9 @@ async fn respond(
                 .unwrap(),
         );
     }
+    if let Some(size) = d.size {
+        return complete(sized_response(size, d.no_length));
+    }
     match path {
         "/v1/chat/completions" if body["stream"] == true => {
             let echo = d.echo_auth.then(|| auth.unwrap_or("none").to_owned());
@@ -502,6 +511,26 @@ fn error_response(status: u16, param: Option<&str>, message: &str, retry_after: 
         resp.headers_mut().insert(http::header::RETRY_AFTER, secs.into());
     }
     resp
+}
+
+/// A 200 JSON body of exactly `size` bytes (at least the JSON frame's), with Content-Length
+/// or, with `no_length`, chunked in 16 KiB frames.
+fn sized_response(size: usize, no_length: bool) -> Response<Body> {
+    let head = b"{\"id\":\"big\",\"pad\":\"";
+    let mut bytes = Vec::with_capacity(size.max(head.len() + 2));
+    bytes.extend_from_slice(head);
+    bytes.resize(size.saturating_sub(2).max(head.len()), b'x');
+    bytes.extend_from_slice(b"\"}");
+    let bytes = Bytes::from(bytes);
+    let builder = Response::builder().header("content-type", "application/json");
+    if !no_length {
+        return builder.body(full(bytes)).unwrap();
+    }
+    let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = (0..bytes.len())
+        .step_by(16 * 1024)
+        .map(|at| Ok(Frame::data(bytes.slice(at..(at + 16 * 1024).min(bytes.len())))))
+        .collect();
+    builder.body(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames)))).unwrap()
 }
 
 /// Raw SSE fixtures (`sse=NAME`): the exact bytes sent, one entry per write.

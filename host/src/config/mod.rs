@@ -233,6 +233,9 @@ pub struct PoolConfig {
     /// Longest one upstream call may take (for streams: until the response head, and between chunks).
     #[serde(with = "values::duration")]
     pub request_timeout: Duration,
+    /// Largest whole (non-stream) answer read from the provider; a larger one is a 502
+    /// `upstream_response_too_large`. Bounds the memory one answer holds per worker.
+    pub max_response_bytes: usize,
 }
 
 impl Default for PoolConfig {
@@ -243,6 +246,7 @@ impl Default for PoolConfig {
             overflow: Overflow::Block,
             queue_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(60),
+            max_response_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -353,6 +357,9 @@ impl Config {
             }
             if pool.request_timeout.is_zero() {
                 return Err(ConfigError::invalid(key("pool.request_timeout"), "must be above 0"));
+            }
+            if pool.max_response_bytes == 0 {
+                return Err(ConfigError::invalid(key("pool.max_response_bytes"), "must be at least 1"));
             }
         }
         plugin::validate(&self.plugins, &self.plugin_runtime, &names)?;

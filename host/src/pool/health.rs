@@ -56,9 +56,11 @@ impl Health {
         let _ = self.recent_failures.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
-    /// A call failed; counts only if the provider is to blame.
+    /// A call failed; counts only if the provider is to blame. An answer over
+    /// `max_response_bytes` does not: the provider answered, the request asked for much.
     pub fn record_error(&self, e: &Error) {
         let provider_fault = e.origin == Origin::Provider
+            && e.kind != ErrorKind::UpstreamTooLarge
             && !matches!(e.kind, ErrorKind::Upstream { status } if (400..500).contains(&status) && status != 401 && status != 403 && status != 429);
         if !provider_fault {
             return;

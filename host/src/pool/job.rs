@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -21,21 +20,18 @@ pub enum StreamItem {
     End,
 }
 
-/// What a pool call hands back to the handler.
+/// What a pool call hands back to the handler (the upstream time is reported apart, by
+/// [`super::Pool::submit_timed`], for failures too).
 pub enum Reply {
     /// A whole JSON body.
     Full {
         /// Upstream body.
         body: Bytes,
-        /// Time spent in the upstream call.
-        upstream: Duration,
     },
     /// A stream of chunk payloads; an `Err` item ends it.
     Stream {
         /// Chunks as the worker reads them; dropping this stops the upstream read.
         chunks: mpsc::Receiver<Result<StreamItem, Error>>,
-        /// Time until the upstream response head.
-        upstream: Duration,
         /// The pool's shutdown deadline: the relay cuts the stream there even while it waits
         /// for its client.
         shutdown: super::ShutdownSignal,

@@ -150,9 +150,20 @@ impl Pool {
     /// `queue_full` (429 + Retry-After), `queue_timeout` / `dropped_from_queue` /
     /// `shutting_down` (503), or whatever the provider call returned.
     pub async fn submit(&self, req: ProviderRequest) -> Result<Reply, Error> {
+        let mut upstream = Duration::ZERO;
+        self.submit_timed(req, &mut upstream).await
+    }
+
+    /// [`Pool::submit`], also setting `upstream` to the time the upstream call took, whatever
+    /// its outcome (zero if it never started), so a failed call's wait is not taken for
+    /// Weir's own time.
+    ///
+    /// # Errors
+    /// As [`Pool::submit`].
+    pub async fn submit_timed(&self, req: ProviderRequest, upstream: &mut Duration) -> Result<Reply, Error> {
         let s = &self.shared;
         let worker = s.admit().await?;
-        Shared::run(s, worker, req).await
+        Shared::run(s, worker, req, upstream).await
     }
 
     /// Graceful drain: refuse new requests, let running and waiting ones finish until
@@ -374,7 +385,12 @@ impl Shared {
 
     /// Runs one request on `worker`, on the caller's task. A stream keeps the worker until it
     /// ends; its relay runs on a task of its own.
-    async fn run(pool: &Arc<Self>, worker: Worker, req: ProviderRequest) -> Result<Reply, Error> {
+    async fn run(
+        pool: &Arc<Self>,
+        worker: Worker,
+        req: ProviderRequest,
+        upstream_time: &mut Duration,
+    ) -> Result<Reply, Error> {
         pool.metrics.busy(1.0);
         let mut held = Held { pool: pool.clone(), worker: Some(worker), clean: false, counted: false };
         let started = Instant::now();
@@ -387,8 +403,8 @@ impl Shared {
             }
         };
         held.counted = true;
-        let upstream = started.elapsed();
-        pool.metrics.upstream_latency.record(upstream.as_secs_f64());
+        *upstream_time = started.elapsed();
+        pool.metrics.upstream_latency.record(upstream_time.as_secs_f64());
         let result = match outcome {
             None => return Err(shutting_down()),
             Some(Err(_)) => {
@@ -410,12 +426,12 @@ impl Shared {
             }
             Ok(ProviderResponse::Full(body)) => {
                 pool.health.record_ok();
-                Ok(Reply::Full { body, upstream })
+                Ok(Reply::Full { body })
             }
             Ok(ProviderResponse::Stream(stream)) => {
                 let (tx, rx) = mpsc::channel(STREAM_BUFFER);
                 tokio::spawn(pump(held, stream, tx));
-                Ok(Reply::Stream { chunks: rx, upstream, shutdown: ShutdownSignal(pool.stop.clone()) })
+                Ok(Reply::Stream { chunks: rx, shutdown: ShutdownSignal(pool.stop.clone()) })
             }
         }
     }

@@ -16,6 +16,7 @@ fn cfg(workers: usize, queue: usize, overflow: Overflow) -> PoolConfig {
         overflow,
         queue_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(5),
+        ..PoolConfig::default()
     }
 }
 

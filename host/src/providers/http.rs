@@ -271,6 +271,71 @@ pub async fn read_capped(body: Incoming, size_hint: Option<u64>, cap: usize) -> 
     Ok(Bytes::from(buf))
 }
 
+/// Why a whole answer was not read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The connection failed while reading.
+    Send(SendError),
+    /// The answer is larger than the cap (by its `content-length`, or by the bytes read).
+    TooLarge,
+}
+
+/// Reads a whole answer of at most `cap` bytes, refusing a larger one: up front when its
+/// `content-length` says so, else as soon as the bytes read pass `cap` (the rest is not read).
+/// The bytes held meanwhile are counted in `buffered` until the read ends.
+///
+/// # Errors
+/// [`ReadError::TooLarge`] past `cap`, [`ReadError::Send`] if the connection fails.
+pub async fn read_whole(
+    body: Incoming,
+    content_length: Option<u64>,
+    cap: usize,
+    buffered: &metrics::Gauge,
+) -> Result<Bytes, ReadError> {
+    if content_length.is_some_and(|l| l > cap as u64) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut held = Held { gauge: buffered, bytes: 0 };
+    let mut body = body;
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ReadError::Send(SendError::from_chain(&e)))?;
+        let Ok(chunk) = frame.into_data() else { continue };
+        if buf.len() + chunk.len() > cap {
+            return Err(ReadError::TooLarge);
+        }
+        if buf.is_empty() && content_length == Some(chunk.len() as u64) {
+            // The whole body in one frame (the usual case for a small JSON answer): no copy.
+            return Ok(chunk);
+        }
+        if buf.is_empty() {
+            buf.reserve_exact(content_length.map_or(chunk.len(), |l| l as usize));
+        }
+        held.add(chunk.len());
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Bytes counted in a provider's `weir_pool_buffered_bytes` gauge, uncounted when dropped.
+struct Held<'a> {
+    gauge: &'a metrics::Gauge,
+    bytes: usize,
+}
+
+impl Held<'_> {
+    fn add(&mut self, n: usize) {
+        self.bytes += n;
+        self.gauge.increment(n as f64);
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.gauge.decrement(self.bytes as f64);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

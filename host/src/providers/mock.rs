@@ -1,6 +1,8 @@
 //! The built-in `mock` provider: answers like OpenAI with no network or key. Chat replies echo
 //! the last user message (so a plugin's edits are visible end to end), streams send it word by
 //! word, embeddings are deterministic vectors. `latency` and `chunk_delay` shape its timing.
+//! What it builds from request values is bounded (echo size, stream chunks, embedding floats),
+//! so a small request cannot make it allocate far more than the request itself.
 
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -8,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::{Endpoint, ProviderRequest, ProviderResponse};
@@ -16,8 +19,16 @@ use crate::error::Error;
 
 /// Default embedding width when the request does not ask for `dimensions`.
 const DEFAULT_DIMS: usize = 8;
-/// Largest `dimensions` the mock will produce (bounds the work a client can ask for).
-const MAX_DIMS: usize = 4096;
+/// Largest `dimensions` the mock accepts (OpenAI's widest model); past it: 400.
+const MAX_DIMS: usize = 3072;
+/// Most floats one embeddings request may ask for (inputs x dimensions, ~12 MB of JSON);
+/// past it: 400. Without it 4,000 one-letter inputs at full width took 1.6 GiB.
+const MAX_FLOATS: usize = 1_000_000;
+/// Longest reply echoed, in bytes (cut at a character boundary): a demo needs no more.
+const MAX_ECHO_BYTES: usize = 64 * 1024;
+/// Most content chunks in a stream; a longer reply puts several words in each chunk, so a
+/// prompt of many one-letter words cannot multiply into as many JSON chunks.
+const MAX_STREAM_CHUNKS: usize = 1024;
 
 /// Built-in echo provider.
 pub struct Mock {
@@ -40,7 +51,8 @@ impl Mock {
     /// Answers one request.
     ///
     /// # Errors
-    /// 400 if the embeddings input has an unsupported shape.
+    /// 400 if the embeddings input has an unsupported shape, or asks for more dimensions or
+    /// floats than the mock builds.
     pub async fn call(&self, mut req: ProviderRequest) -> Result<ProviderResponse, Error> {
         req.body.map();
         if !self.latency.is_zero() {
@@ -64,8 +76,8 @@ impl Mock {
             .and_then(|o| o.get("include_usage"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let words: Vec<String> = split_words(&reply);
-        let completion_tokens = words.len() as u64;
+        let completion_tokens = count_words(&reply) as u64;
+        let words = stream_pieces(&reply);
         let delay = self.chunk_delay;
 
         let mut chunks: Vec<Value> = Vec::with_capacity(words.len() + 3);
@@ -100,7 +112,7 @@ fn chunk(id: &str, created: u64, model: &str, delta: Value, finish: Option<&str>
 
 fn chat_completion(req: &ProviderRequest) -> Bytes {
     let reply = last_user_text(tree(req));
-    let completion_tokens = split_words(&reply).len() as u64;
+    let completion_tokens = count_words(&reply) as u64;
     let body = json!({
         "id": completion_id(),
         "object": "chat.completion",
@@ -124,32 +136,71 @@ fn embeddings(req: &ProviderRequest) -> Result<Bytes, Error> {
         }
         _ => return Err(Error::invalid_param("input", "input must be a string or an array")),
     };
-    let dims =
-        tree(req).get("dimensions").and_then(Value::as_u64).map_or(DEFAULT_DIMS, |d| (d as usize).clamp(1, MAX_DIMS));
+    let dims = match tree(req).get("dimensions") {
+        None | Some(Value::Null) => DEFAULT_DIMS,
+        Some(d) => match d.as_u64() {
+            Some(d @ 1..) if d <= MAX_DIMS as u64 => d as usize,
+            _ => {
+                return Err(Error::invalid_param(
+                    "dimensions",
+                    format!("dimensions must be an integer from 1 to {MAX_DIMS}"),
+                ));
+            }
+        },
+    };
+    if inputs.len().saturating_mul(dims) > MAX_FLOATS {
+        return Err(Error::invalid_param(
+            "input",
+            format!("{} inputs of {dims} dimensions exceed the mock's {MAX_FLOATS} floats per request", inputs.len()),
+        ));
+    }
     let base64 = tree(req).get("encoding_format").and_then(Value::as_str) == Some("base64");
     let mut prompt_tokens = 0u64;
-    let data: Vec<Value> = inputs
+    let data: Vec<EmbeddingItem> = inputs
         .iter()
         .enumerate()
-        .map(|(i, text)| {
-            prompt_tokens += split_words(text).len().max(1) as u64;
+        .map(|(index, text)| {
+            prompt_tokens += count_words(text).max(1) as u64;
             let v = vector(text, dims);
             let embedding = if base64 {
                 let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
-                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+                Embedding::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
             } else {
-                json!(v)
+                Embedding::Floats(v)
             };
-            json!({ "object": "embedding", "index": i, "embedding": embedding })
+            EmbeddingItem { object: "embedding", index, embedding }
         })
         .collect();
-    let body = json!({
-        "object": "list",
-        "data": data,
-        "model": req.model,
-        "usage": { "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens },
-    });
+    let body = EmbeddingList {
+        object: "list",
+        data,
+        model: &req.model,
+        usage: json!({ "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens }),
+    };
     Ok(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
+}
+
+// Serialised straight from the floats: a `Value` per float would cost 8x their size.
+#[derive(Serialize)]
+struct EmbeddingList<'a> {
+    object: &'static str,
+    data: Vec<EmbeddingItem>,
+    model: &'a str,
+    usage: Value,
+}
+
+#[derive(Serialize)]
+struct EmbeddingItem {
+    object: &'static str,
+    index: usize,
+    embedding: Embedding,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Embedding {
+    Floats(Vec<f32>),
+    Base64(String),
 }
 
 /// A deterministic unit vector derived from the text (FNV-1a seeded per dimension).
@@ -169,13 +220,19 @@ fn vector(text: &str, dims: usize) -> Vec<f32> {
     v
 }
 
-/// The text of the last `user` message (string content, or the text parts joined).
+/// The text of the last `user` message (string content, or the text parts joined), cut to
+/// [`MAX_ECHO_BYTES`].
 pub fn last_user_text(body: &Map<String, Value>) -> String {
     let Some(messages) = body.get("messages").and_then(Value::as_array) else { return String::new() };
     let Some(msg) = messages.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user")) else {
         return String::new();
     };
-    content_text(msg.get("content"))
+    let mut text = content_text(msg.get("content"));
+    if text.len() > MAX_ECHO_BYTES {
+        let cut = (0..=MAX_ECHO_BYTES).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        text.truncate(cut);
+    }
+    text
 }
 
 fn content_text(content: Option<&Value>) -> String {
@@ -209,10 +266,35 @@ fn split_words(text: &str) -> Vec<String> {
     out
 }
 
+/// Words in `text`, as [`split_words`] would cut it, without building them.
+fn count_words(text: &str) -> usize {
+    let mut count = 0;
+    let mut in_word = false;
+    for c in text.chars() {
+        let word = !c.is_whitespace();
+        if word && !in_word {
+            count += 1;
+        }
+        in_word = word;
+    }
+    count
+}
+
+/// The stream's content pieces: one per word, or, past [`MAX_STREAM_CHUNKS`] words, as many
+/// consecutive words per piece as keeps the count within it. They join to `text` exactly.
+fn stream_pieces(text: &str) -> Vec<String> {
+    let words = split_words(text);
+    let per = words.len().div_ceil(MAX_STREAM_CHUNKS).max(1);
+    if per == 1 {
+        return words;
+    }
+    words.chunks(per).map(<[String]>::concat).collect()
+}
+
 fn prompt_tokens(body: &Map<String, Value>) -> u64 {
     body.get("messages")
         .and_then(Value::as_array)
-        .map_or(0, |msgs| msgs.iter().map(|m| 3 + split_words(&content_text(m.get("content"))).len() as u64).sum())
+        .map_or(0, |msgs| msgs.iter().map(|m| 3 + count_words(&content_text(m.get("content"))) as u64).sum())
 }
 
 fn usage(prompt: u64, completion: u64) -> Value {
@@ -264,6 +346,25 @@ mod tests {
     fn stream_pieces_join_to_reply() {
         assert_eq!(split_words("a  b c ").concat(), "a  b c ");
         assert_eq!(split_words("hello world").len(), 2);
+        for text in ["a  b c ", " lead", "", "x\ty\nz"] {
+            assert_eq!(count_words(text), split_words(text).iter().filter(|w| !w.trim().is_empty()).count());
+        }
+    }
+
+    #[test]
+    fn long_replies_stream_in_bounded_pieces() {
+        let text = "ab ".repeat(5 * MAX_STREAM_CHUNKS + 3);
+        let pieces = stream_pieces(&text);
+        assert!(pieces.len() <= MAX_STREAM_CHUNKS, "{} pieces", pieces.len());
+        assert_eq!(pieces.concat(), text);
+        assert_eq!(stream_pieces("hello there").len(), 2);
+    }
+
+    #[test]
+    fn echo_is_cut_at_a_character_boundary() {
+        let long = "é".repeat(MAX_ECHO_BYTES);
+        let reply = last_user_text(json!({"messages": [{"role": "user", "content": long}]}).as_object().unwrap());
+        assert!(reply.len() <= MAX_ECHO_BYTES && reply.len() > MAX_ECHO_BYTES - 4, "{}", reply.len());
     }
 
     #[test]

@@ -12,15 +12,15 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::Value;
 
-use super::http::{Lane, SendError, Upstream, endpoint_uri, read_capped};
+use super::http::{Lane, ReadError, SendError, Upstream, endpoint_uri, read_capped, read_whole};
 use super::sse::{SseEvent, SseParser};
 use super::{ChunkStream, Endpoint, ProviderRequest, ProviderResponse};
 use crate::config::ProviderConfig;
 use crate::error::{Error, ErrorKind};
 use crate::secrets::Secrets;
 
-/// Largest non-stream response body accepted from upstream.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest model list accepted from `GET /models` (background discovery, one at a time).
+const MAX_MODEL_LIST_BYTES: usize = 4 * 1024 * 1024;
 /// Largest error body read from upstream: an error needs no more, and all of it is scanned.
 const MAX_ERROR_BYTES: usize = 64 * 1024;
 /// Most bytes of upstream text relayed in an error: its JSON `message`, else its raw body.
@@ -41,6 +41,10 @@ pub struct OpenAi {
     headers: HeaderMap,
     /// `Authorization` values (marked sensitive) with cumulative weights for the random choice.
     keys: Vec<(u64, HeaderValue)>,
+    /// `pool.max_response_bytes`: the largest whole answer read.
+    max_response_bytes: usize,
+    /// `weir_pool_buffered_bytes{provider}`: bytes of whole answers being read right now.
+    buffered: metrics::Gauge,
 }
 
 impl OpenAi {
@@ -81,6 +85,8 @@ impl OpenAi {
             models_url: endpoint_uri(base, "/models")?,
             headers,
             keys,
+            max_response_bytes: cfg.pool.max_response_bytes,
+            buffered: buffered_gauge(&cfg.name),
         })
     }
 
@@ -145,7 +151,14 @@ impl OpenAi {
             }
             return Ok(ProviderResponse::Stream(self.chunks(resp.into_body(), req.secrets)));
         }
-        let body = read_body(resp).await.map_err(|e| self.transport_error(&e))?;
+        let body = match self.read_answer(resp, self.max_response_bytes).await {
+            Ok(body) => body,
+            Err(e) => {
+                // The rest of the answer is unread: the connection cannot carry another request.
+                lane.close();
+                return Err(e);
+            }
+        };
         if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
             return Err(Error::new(
                 ErrorKind::UpstreamInvalid,
@@ -175,7 +188,7 @@ impl OpenAi {
             return Err(self.status_error(resp, secrets).await);
         }
         // Listed ids reach clients through `GET /v1/models`.
-        let body = secrets.scrub_bytes(read_body(resp).await.map_err(|e| self.transport_error(&e))?);
+        let body = secrets.scrub_bytes(self.read_answer(resp, MAX_MODEL_LIST_BYTES).await?);
         let v: Value = serde_json::from_slice(&body).map_err(|_| {
             Error::new(ErrorKind::UpstreamInvalid, format!("provider {} returned an invalid model list", self.name))
         })?;
@@ -183,6 +196,18 @@ impl OpenAi {
             .and_then(Value::as_array)
             .map(|items| items.iter().filter_map(|m| m.get("id")?.as_str().map(str::to_owned)).collect())
             .unwrap_or_default())
+    }
+
+    /// A whole answer of at most `cap` bytes.
+    async fn read_answer(&self, resp: http::Response<Incoming>, cap: usize) -> Result<Bytes, Error> {
+        let length = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+        read_whole(resp.into_body(), length, cap, &self.buffered).await.map_err(|e| match e {
+            ReadError::Send(e) => self.transport_error(&e),
+            ReadError::TooLarge => Error::new(
+                ErrorKind::UpstreamTooLarge,
+                format!("provider {} answered with more than {cap} bytes (max_response_bytes)", self.name),
+            ),
+        })
     }
 
     fn transport_error(&self, e: &SendError) -> Error {
@@ -278,10 +303,12 @@ where
     .boxed()
 }
 
-/// The response body, whole (up to [`MAX_RESPONSE_BYTES`]).
-async fn read_body(resp: http::Response<Incoming>) -> Result<Bytes, SendError> {
-    let hint = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
-    read_capped(resp.into_body(), hint, MAX_RESPONSE_BYTES).await
+/// The provider's `weir_pool_buffered_bytes` gauge, shown from the start (at 0). Old and new
+/// clients of one provider during a reload add to the same series.
+fn buffered_gauge(provider: &str) -> metrics::Gauge {
+    let g = metrics::gauge!("weir_pool_buffered_bytes", "provider" => provider.to_owned());
+    g.increment(0.0);
+    g
 }
 
 #[cfg(test)]
