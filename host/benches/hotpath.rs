@@ -17,8 +17,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use weir::config::Config;
 use weir::exchange::JsonBody;
+use weir::format::Endpoint;
 use weir::pool::{Pool, Queue, Rank};
-use weir::providers::{Endpoint, Provider, ProviderRequest};
+use weir::providers::{Provider, ProviderRequest};
 use weir::routing::Router;
 
 /// A ~1 KB chat completion body, like the load benchmark sends.

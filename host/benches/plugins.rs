@@ -19,9 +19,9 @@ use http::HeaderMap;
 use serde_json::json;
 use weir::config::{PluginConfig, PluginRuntimeConfig};
 use weir::exchange::{GatewayRequest, JsonBody};
+use weir::format::Endpoint;
 use weir::plugins::Chain;
 use weir::plugins::bench::{RawCall, checkout_return, make_instance};
-use weir::providers::Endpoint;
 
 fn wasm(name: &str) -> PathBuf {
     let path =

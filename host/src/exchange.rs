@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::api::index::BodyIndex;
 use crate::config::PluginRuntimeConfig;
-use crate::providers::Endpoint;
+use crate::format::Endpoint;
 
 /// A validated client request.
 #[derive(Debug, Clone)]

@@ -12,6 +12,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod exchange;
+pub mod format;
 pub mod gateway;
 pub mod metrics;
 pub mod overload;

@@ -19,11 +19,12 @@ use crate::body::{BodyFrame, ResponseBody, read_limited};
 use crate::client_io::ClientConn;
 use crate::error::{Error, ErrorKind};
 use crate::exchange::{GatewayRequest, GatewayResponse, client_headers};
+use crate::format::Endpoint;
 use crate::gateway::Gateway;
 use crate::plugins::{ChunkOutcome, HookCtx, Seen};
 use crate::pool::{Pool, Reply, ShutdownSignal, StreamItem};
+use crate::providers::ProviderRequest;
 use crate::providers::sse::{DONE_FRAME, frame};
-use crate::providers::{Endpoint, ProviderRequest};
 
 /// The request id, sent back to the client and accepted from it.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

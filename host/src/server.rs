@@ -18,13 +18,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::body::ResponseBody;
+use crate::client_io::ClientConn;
 use crate::config::ServerConfig;
 use crate::conn::Limits;
-use crate::client_io::ClientConn;
 use crate::error::{Error, ErrorKind};
+use crate::format::Endpoint;
 use crate::gateway::AppState;
 use crate::overload::Overload;
-use crate::providers::Endpoint;
 use crate::reload::Reloader;
 use crate::shards::Shards;
 
@@ -117,7 +117,13 @@ impl Server {
                 let handler = move |req, _: &ClientConn| crate::admin::dispatch(reloader.clone(), req);
                 // The admin API is served on the control runtime, beside reloads and signals.
                 accept_loop(l, stopped(stop.clone()), |stream| {
-                    tokio::spawn(crate::conn::serve(stream, builder.clone(), Limits { send_timeout: ADMIN_SEND_TIMEOUT, ..limits }, stop.clone(), handler.clone()));
+                    tokio::spawn(crate::conn::serve(
+                        stream,
+                        builder.clone(),
+                        Limits { send_timeout: ADMIN_SEND_TIMEOUT, ..limits },
+                        stop.clone(),
+                        handler.clone(),
+                    ));
                 })
                 .await;
             })

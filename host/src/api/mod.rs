@@ -26,7 +26,7 @@ use serde_json::{Map, Number, Value};
 
 use crate::error::{Error, ErrorKind};
 use crate::exchange::JsonBody;
-use crate::providers::Endpoint;
+use crate::format::Endpoint;
 
 /// Roles accepted in `messages[].role`.
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];

@@ -17,7 +17,7 @@ use super::plugin::Plugin;
 use crate::config::PluginConfig;
 use crate::error::Error;
 use crate::exchange::{GatewayRequest, GatewayResponse, JsonBody};
-use crate::providers::Endpoint;
+use crate::format::Endpoint;
 
 /// How the compiled code was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
