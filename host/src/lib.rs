@@ -14,6 +14,7 @@ pub mod error;
 pub mod exchange;
 pub mod format;
 pub mod gateway;
+pub mod json;
 pub mod metrics;
 pub mod overload;
 pub mod pipeline;
