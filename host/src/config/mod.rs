@@ -6,6 +6,7 @@ mod defaults;
 mod env;
 mod plugin;
 mod server;
+mod url;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ pub use defaults::embedded_default;
 pub use env::EnvValues;
 pub use plugin::{MAX_MEMORY_LIMIT, MAX_PLUGINS, OnError, PluginConfig, PluginRuntimeConfig};
 pub use server::{MAX_THREADS, OverloadConfig, ServerConfig};
+pub use url::check_base_url;
 
 /// Why a configuration could not be loaded. The message names the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -309,7 +311,7 @@ impl Config {
                     }
                     let uri: http::Uri =
                         url.parse().map_err(|_| ConfigError::invalid(key("base_url"), "is not a valid URL"))?;
-                    crate::providers::http::check_base(&uri).map_err(|e| ConfigError::invalid(key("base_url"), e))?;
+                    check_base_url(&uri).map_err(|e| ConfigError::invalid(key("base_url"), e))?;
                 }
                 ProviderKind::Mock => {
                     if p.models.is_empty() {
