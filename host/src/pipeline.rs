@@ -25,6 +25,7 @@ use crate::plugins::{ChunkOutcome, HookCtx, Seen};
 use crate::pool::{Pool, Reply, ShutdownSignal, StreamItem};
 use crate::providers::ProviderRequest;
 use crate::providers::sse::{DONE_FRAME, frame};
+use crate::respond::error_response;
 
 /// The request id, sent back to the client and accepted from it.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -78,7 +79,7 @@ pub async fn handle(
         Err(e) => {
             // The last check on anything an error carries (upstream or plugin text).
             let e = gw.secrets.scrub_error(e);
-            let mut resp = e.to_response();
+            let mut resp = error_response(&e);
             decorate(&ctx, resp.headers_mut());
             finish(&ctx, resp.status().as_u16(), Some(&e));
             resp
