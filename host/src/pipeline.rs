@@ -305,7 +305,7 @@ fn stream_cut() -> Error {
 /// Headers every model response carries.
 fn decorate(ctx: &Ctx, headers: &mut HeaderMap) {
     // Header names are constants and values made once: a `&str` name is parsed on every
-    // insert (~500 instructions each, docs/benchmarks.md).
+    // insert (~500 instructions each).
     if let Some(v) = &ctx.id_header {
         headers.insert(X_REQUEST_ID, v.clone());
     }
@@ -358,7 +358,7 @@ fn request_id(headers: &HeaderMap) -> (Arc<str>, Option<HeaderValue>) {
 }
 
 /// `req_` and 16 lower-case hex digits of `n`, without `format!`'s machinery (~1k
-/// instructions per request, docs/benchmarks.md).
+/// instructions per request).
 fn fresh_id(n: u64) -> [u8; 20] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = *b"req_0000000000000000";

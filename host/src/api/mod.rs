@@ -5,7 +5,7 @@
 //! the scan's summary; the body stays the client's bytes ([`JsonBody`]) and is parsed into a
 //! tree only if a plugin or provider reads its fields. Re-serialising or even parsing a 1 KB
 //! body into a tree costs more instructions than any other single step of a proxied request
-//! (docs/benchmarks.md), and a body that nothing edits needs neither: its bytes go upstream
+//! and a body that nothing edits needs neither: its bytes go upstream
 //! as they are. The one way the bytes can say something other than their tree is a repeated
 //! key (Weir keeps the last copy; another parser may keep the first), so such a body is
 //! parsed at once and always re-serialised: the provider then reads what routing and plugins
