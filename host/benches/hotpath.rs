@@ -17,8 +17,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use weir::config::Config;
 use weir::exchange::JsonBody;
+use weir::format::Endpoint;
 use weir::pool::{Pool, Queue, Rank};
-use weir::providers::{Endpoint, Provider, ProviderRequest};
+use weir::providers::{Provider, ProviderRequest};
 use weir::routing::Router;
 
 /// A ~1 KB chat completion body, like the load benchmark sends.
@@ -54,14 +55,14 @@ fn routing(c: &mut Criterion) {
 fn json_handling(c: &mut Criterion) {
     let body = chat_body();
     assert!((1000..1200).contains(&body.len()), "body is {} bytes", body.len());
-    c.bench_function("json_parse_1kb", |b| b.iter(|| weir::api::parse_object(black_box(&body)).unwrap()));
-    let map = weir::api::parse_object(&body).unwrap();
+    c.bench_function("json_parse_1kb", |b| b.iter(|| weir::json::parse_object(black_box(&body)).unwrap()));
+    let map = weir::json::parse_object(&body).unwrap();
     c.bench_function("json_validate_1kb", |b| {
         b.iter(|| weir::api::validate(Endpoint::ChatCompletions, black_box(&map)).unwrap())
     });
     c.bench_function("json_parse_validate_1kb", |b| {
         b.iter(|| {
-            let m = weir::api::parse_object(black_box(&body)).unwrap();
+            let m = weir::json::parse_object(black_box(&body)).unwrap();
             weir::api::validate(Endpoint::ChatCompletions, &m).unwrap();
             m
         })

@@ -5,8 +5,8 @@
 //! timed call, as happens between requests at a low request rate.
 //!
 //! Needs the plugins built: `cargo build --manifest-path plugins/Cargo.toml --target
-//! wasm32-wasip2 --release`. Run: `cargo bench -p weir --bench plugins -- --warm-up-time 1
-//! --measurement-time 3`.
+//! wasm32-wasip2 --release`. Run: `cargo bench -p weir --features bench --bench plugins --
+//! --warm-up-time 1 --measurement-time 3`.
 #![allow(missing_docs)]
 
 mod common;
@@ -19,9 +19,9 @@ use http::HeaderMap;
 use serde_json::json;
 use weir::config::{PluginConfig, PluginRuntimeConfig};
 use weir::exchange::{GatewayRequest, JsonBody};
+use weir::format::Endpoint;
 use weir::plugins::Chain;
 use weir::plugins::bench::{RawCall, checkout_return, make_instance};
-use weir::providers::Endpoint;
 
 fn wasm(name: &str) -> PathBuf {
     let path =

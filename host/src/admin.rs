@@ -14,6 +14,7 @@ use crate::config::PluginConfig;
 use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
 use crate::reload::Reloader;
+use crate::respond::error_response;
 
 /// Largest plugin upload (Python and JS components are 12-18 MB).
 const MAX_UPLOAD_BYTES: usize = 128 * 1024 * 1024;
@@ -33,8 +34,10 @@ pub async fn dispatch(reloader: Arc<Reloader>, req: Request<Incoming>) -> Respon
 
 async fn serve(reloader: &Arc<Reloader>, gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<ResponseBody> {
     if !authorized(req.headers(), gw.config.admin.token.as_deref()) {
-        return Error::new(ErrorKind::Unauthorized, "missing or invalid admin token (Authorization: Bearer ...)")
-            .to_response();
+        return error_response(&Error::new(
+            ErrorKind::Unauthorized,
+            "missing or invalid admin token (Authorization: Bearer ...)",
+        ));
     }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -49,7 +52,7 @@ async fn serve(reloader: &Arc<Reloader>, gw: &Arc<Gateway>, req: Request<Incomin
         (&Method::DELETE, _, Some(name)) => remove(reloader, gw, &name).await,
         _ => Err(Error::new(ErrorKind::RouteNotFound, format!("no admin route for {method} {path}"))),
     };
-    result.unwrap_or_else(|e| e.to_response())
+    result.unwrap_or_else(|e| error_response(&e))
 }
 
 /// Constant-time comparison of the bearer token. No token configured: nothing is authorized

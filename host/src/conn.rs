@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::client_io::{ClientConn, ClientIo};
 use crate::error::Error;
 use crate::repoll::Repoll;
+use crate::respond::error_http1_bytes;
 
 /// While shutting down, how often a connection with a request in flight checks whether it
 /// has become idle (and can be closed).
@@ -228,7 +229,7 @@ impl Io {
             && first.ends_with(b"\r\n\r\n")
             && first.windows(19).any(|w| w.eq_ignore_ascii_case(b"content-length: 0\r\n"));
         let code: u16 = std::str::from_utf8(status).ok()?.parse().ok()?;
-        own.then(|| Error::from_parse_status(code).to_http1_bytes())
+        own.then(|| error_http1_bytes(&Error::from_parse_status(code)))
     }
 }
 

@@ -1,15 +1,12 @@
-//! The one request error type, and the one place that turns it into an HTTP response
-//! (`error_response` phase). Every other module reports failures as an [`Error`].
+//! The one request error type, and the one place that decides its status, `type` and `code`
+//! (`crate::respond` builds the HTTP response from them). Every other module reports failures
+//! as an [`Error`].
 
 use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, StatusCode};
-
-/// Who failed: `client`, `provider`, `plugin` or `gateway` (a constant: a `&str` name is
-/// parsed on every insert).
-const X_WEIR_ERROR_SOURCE: HeaderName = HeaderName::from_static("x-weir-error-source");
+use http::StatusCode;
 
 /// Who caused a failure: decides the status family and whether a retry elsewhere may help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,47 +295,6 @@ impl Error {
         Bytes::from(out)
     }
 
-    /// Builds the full HTTP response (`error_response` phase).
-    pub fn to_response(&self) -> http::Response<crate::body::ResponseBody> {
-        let mut resp = http::Response::new(crate::body::ResponseBody::full(self.body()));
-        *resp.status_mut() = self.status();
-        let headers = resp.headers_mut();
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(secs) = self.retry_after {
-            headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        headers.insert(X_WEIR_ERROR_SOURCE, HeaderValue::from_static(self.origin_str()));
-        if matches!(self.kind, ErrorKind::BodyTooLarge | ErrorKind::BodyTimeout) {
-            // The rest of the body was not read: the connection cannot carry another request.
-            headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        resp
-    }
-
-    /// The same response as raw HTTP/1.1 bytes, ending the connection: for answers written
-    /// straight to a socket, outside hyper (refused connections, hyper's own parse errors).
-    pub fn to_http1_bytes(&self) -> Bytes {
-        let body = self.body();
-        let status = self.status();
-        let mut out = Vec::with_capacity(body.len() + 200);
-        out.extend_from_slice(
-            format!(
-                "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or(""),
-                body.len()
-            )
-            .as_bytes(),
-        );
-        if let Some(secs) = self.retry_after {
-            out.extend_from_slice(format!("retry-after: {secs}\r\n").as_bytes());
-        }
-        out.extend_from_slice(format!("x-weir-error-source: {}\r\n", self.origin_str()).as_bytes());
-        out.extend_from_slice(b"connection: close\r\n\r\n");
-        out.extend_from_slice(&body);
-        Bytes::from(out)
-    }
-
     /// The error for a response hyper makes itself on a request head it cannot parse.
     pub fn from_parse_status(status: u16) -> Self {
         match status {
@@ -348,7 +304,8 @@ impl Error {
         }
     }
 
-    fn origin_str(&self) -> &'static str {
+    /// Who failed, as the `x-weir-error-source` header says it.
+    pub fn origin_str(&self) -> &'static str {
         match self.origin {
             Origin::Client => "client",
             Origin::Provider => "provider",
@@ -383,15 +340,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn queue_full_is_429_with_retry_after() {
-        let err = Error::new(ErrorKind::QueueFull, "queue full").with_retry_after(2);
-        let resp = err.to_response();
-        assert_eq!(resp.status(), 429);
-        assert_eq!(resp.headers()["retry-after"], "2");
-        assert!(err.retryable());
-    }
 
     #[test]
     fn body_has_openai_shape() {

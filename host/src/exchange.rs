@@ -8,9 +8,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName};
 use serde_json::{Map, Value};
 
-use crate::api::index::BodyIndex;
 use crate::config::PluginRuntimeConfig;
-use crate::providers::Endpoint;
+use crate::format::Endpoint;
+use crate::json::index::BodyIndex;
 
 /// A validated client request.
 #[derive(Debug, Clone)]
@@ -55,7 +55,7 @@ pub struct Growth {
 
 impl JsonBody {
     /// A body from the client's bytes. They must hold one JSON object that repeats no key
-    /// (checked by [`crate::api::read_request`]): a tree parsed from them later then says
+    /// (the front door checks this): a tree parsed from them later then says
     /// exactly what they say.
     pub fn from_raw(bytes: Bytes) -> Self {
         Self { raw: Some(bytes), tree: None, index: None, growth: None }
@@ -131,7 +131,7 @@ impl JsonBody {
         if self.tree.is_none() {
             // The bytes were checked at the front door, so this parse cannot fail; an empty
             // object stands in if it ever did.
-            let map = self.raw.as_ref().and_then(|b| crate::api::parse_object(b).ok()).unwrap_or_default();
+            let map = self.raw.as_ref().and_then(|b| crate::json::parse_object(b).ok()).unwrap_or_default();
             self.tree = Some(map);
         }
         self.tree.get_or_insert_with(Map::new)

@@ -2,7 +2,7 @@
 //!
 //! Follow one request: [`server`] accepts and dispatches → [`pipeline`] sequences the phases →
 //! [`api`] validates → [`plugins`] runs hooks → [`routing`] picks a provider → [`pool`] queues
-//! it for a worker → [`providers`] talk upstream → [`error`] turns any failure into HTTP.
+//! it for a worker → [`providers`] talk upstream → [`respond`] turns any [`error`] into HTTP.
 
 pub mod admin;
 pub mod api;
@@ -12,7 +12,9 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod exchange;
+pub mod format;
 pub mod gateway;
+pub mod json;
 pub mod metrics;
 pub mod overload;
 pub mod pipeline;
@@ -21,6 +23,7 @@ pub mod pool;
 pub mod providers;
 pub mod reload;
 pub mod repoll;
+pub mod respond;
 pub mod routes;
 pub mod routing;
 pub mod secrets;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use metrics::{Counter, Histogram, SharedString, counter, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::providers::Endpoint;
+use crate::format::Endpoint;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

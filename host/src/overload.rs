@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 
 use crate::error::{Error, ErrorKind};
 use crate::gateway::AppState;
+use crate::respond::error_http1_bytes;
 
 /// File descriptors kept out of the automatic `max_connections`: upstream connections, plugin
 /// and config files, the runtimes' own descriptors, refusals in progress.
@@ -148,7 +149,7 @@ impl Overload {
         }
         let this = self.clone();
         tokio::spawn(async move {
-            let answer = overloaded("too many open connections; retry later", retry_after).to_http1_bytes();
+            let answer = error_http1_bytes(&overloaded("too many open connections; retry later", retry_after));
             let _ = tokio::time::timeout(REFUSE_LINGER, async {
                 stream.write_all(&answer).await?;
                 stream.shutdown().await?;

@@ -19,11 +19,13 @@ use crate::body::{BodyFrame, ResponseBody, read_limited};
 use crate::client_io::ClientConn;
 use crate::error::{Error, ErrorKind};
 use crate::exchange::{GatewayRequest, GatewayResponse, client_headers};
+use crate::format::Endpoint;
 use crate::gateway::Gateway;
 use crate::plugins::{ChunkOutcome, HookCtx, Seen};
 use crate::pool::{Pool, Reply, ShutdownSignal, StreamItem};
+use crate::providers::ProviderRequest;
 use crate::providers::sse::{DONE_FRAME, frame};
-use crate::providers::{Endpoint, ProviderRequest};
+use crate::respond::error_response;
 
 /// The request id, sent back to the client and accepted from it.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -77,7 +79,7 @@ pub async fn handle(
         Err(e) => {
             // The last check on anything an error carries (upstream or plugin text).
             let e = gw.secrets.scrub_error(e);
-            let mut resp = e.to_response();
+            let mut resp = error_response(&e);
             decorate(&ctx, resp.headers_mut());
             finish(&ctx, resp.status().as_u16(), Some(&e));
             resp
@@ -302,7 +304,7 @@ fn stream_cut() -> Error {
 /// Headers every model response carries.
 fn decorate(ctx: &Ctx, headers: &mut HeaderMap) {
     // Header names are constants and values made once: a `&str` name is parsed on every
-    // insert (~500 instructions each, docs/benchmarks.md).
+    // insert (~500 instructions each).
     if let Some(v) = &ctx.id_header {
         headers.insert(X_REQUEST_ID, v.clone());
     }
@@ -355,7 +357,7 @@ fn request_id(headers: &HeaderMap) -> (Arc<str>, Option<HeaderValue>) {
 }
 
 /// `req_` and 16 lower-case hex digits of `n`, without `format!`'s machinery (~1k
-/// instructions per request, docs/benchmarks.md).
+/// instructions per request).
 fn fresh_id(n: u64) -> [u8; 20] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = *b"req_0000000000000000";

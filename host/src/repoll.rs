@@ -5,8 +5,8 @@
 //! over). tokio's multi-thread scheduler treats a task woken during its own poll as a yield:
 //! it goes to the back of the run queue and an idle worker thread is woken to steal it. On a
 //! lightly loaded gateway that is one futex wake-up of a parked thread per request, on the
-//! request's critical path, and often the request then finishes on the other thread
-//! (docs/benchmarks.md, "Fourth session of 2026-11-26"). [`Repoll`] polls such a task again
+//! request's critical path, and often the request then finishes on the other thread.
+//! [`Repoll`] polls such a task again
 //! right away, a bounded number of times, and only then lets the wake go to the scheduler.
 //! Wakes from elsewhere (the I/O driver, another task) go to the scheduler as before.
 

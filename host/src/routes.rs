@@ -9,6 +9,7 @@ use crate::body::ResponseBody;
 use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
 use crate::pool::HealthState;
+use crate::respond::error_response;
 
 fn json_response(status: StatusCode, v: &Value) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(serde_json::to_vec(v).unwrap_or_default()));
@@ -51,9 +52,9 @@ pub fn models(gw: &Gateway) -> Response<ResponseBody> {
 pub fn model(gw: &Gateway, id: &str) -> Response<ResponseBody> {
     match gw.router.route(id) {
         Ok(route) => json_response(StatusCode::OK, &model_entry(id, &gw.config.providers[route.provider].name)),
-        Err(_) => Error::new(ErrorKind::ModelNotFound, format!("the model `{id}` does not exist"))
-            .with_param("model")
-            .to_response(),
+        Err(_) => error_response(
+            &Error::new(ErrorKind::ModelNotFound, format!("the model `{id}` does not exist")).with_param("model"),
+        ),
     }
 }
 

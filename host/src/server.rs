@@ -22,10 +22,11 @@ use crate::client_io::ClientConn;
 use crate::config::ServerConfig;
 use crate::conn::Limits;
 use crate::error::{Error, ErrorKind};
+use crate::format::Endpoint;
 use crate::gateway::AppState;
 use crate::overload::Overload;
-use crate::providers::Endpoint;
 use crate::reload::Reloader;
+use crate::respond::error_response;
 use crate::shards::Shards;
 
 /// After `shutdown_timeout`, how long connections may take to write the 503s of requests the
@@ -242,7 +243,7 @@ async fn dispatch(
         (&Method::POST, "/v1/chat/completions" | "/v1/embeddings") => {
             let gw = state.gateway.load_full();
             if let Some(e) = overload.shed(gw.config.server.overload.retry_after_secs()) {
-                return e.to_response();
+                return error_response(&e);
             }
             let endpoint = if path == "/v1/embeddings" { Endpoint::Embeddings } else { Endpoint::ChatCompletions };
             crate::pipeline::handle(gw, endpoint, req, conn).await
@@ -258,8 +259,11 @@ async fn dispatch(
         }
         (&Method::GET, "/metrics") => crate::routes::metrics(),
         (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/health" | "/ready" | "/metrics") => {
-            Error::new(ErrorKind::MethodNotAllowed, format!("method {method} is not allowed on {path}")).to_response()
+            error_response(&Error::new(
+                ErrorKind::MethodNotAllowed,
+                format!("method {method} is not allowed on {path}"),
+            ))
         }
-        _ => Error::new(ErrorKind::RouteNotFound, format!("no route for {method} {path}")).to_response(),
+        _ => error_response(&Error::new(ErrorKind::RouteNotFound, format!("no route for {method} {path}"))),
     }
 }

@@ -4,8 +4,8 @@
 //! shard that first used it, and preferred by requests of that shard, see
 //! [`crate::pool`]) and the tasks it spawns all share a thread and its run queue, so a wake-up
 //! is a push onto a local queue instead of a cross-thread futex call. This is how nginx and
-//! Envoy workers serve; measured here it gives 6-10% more requests per second than one
-//! work-stealing runtime (docs/benchmarks.md).
+//! Envoy workers serve, and it costs the gateway less CPU per request than one work-stealing
+//! runtime (ARCHITECTURE.md, "Threads", has the measurements).
 //!
 //! The acceptor (on the control runtime, with the admin API, reloads and signals) hands each
 //! new connection to the shard with the fewest open connections, so a few long-lived

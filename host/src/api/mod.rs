@@ -5,7 +5,7 @@
 //! the scan's summary; the body stays the client's bytes ([`JsonBody`]) and is parsed into a
 //! tree only if a plugin or provider reads its fields. Re-serialising or even parsing a 1 KB
 //! body into a tree costs more instructions than any other single step of a proxied request
-//! (docs/benchmarks.md), and a body that nothing edits needs neither: its bytes go upstream
+//! and a body that nothing edits needs neither: its bytes go upstream
 //! as they are. The one way the bytes can say something other than their tree is a repeated
 //! key (Weir keeps the last copy; another parser may keep the first), so such a body is
 //! parsed at once and always re-serialised: the provider then reads what routing and plugins
@@ -13,33 +13,19 @@
 //!
 //! [`GatewayRequest`]: crate::exchange::GatewayRequest
 
-pub mod index;
 mod scan;
 mod summary;
 
-use std::cell::Cell;
-use std::fmt;
-
 use bytes::Bytes;
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 
 use crate::error::{Error, ErrorKind};
 use crate::exchange::JsonBody;
-use crate::providers::Endpoint;
+use crate::format::Endpoint;
+use crate::json::{index, parse_body};
 
 /// Roles accepted in `messages[].role`.
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
-
-/// A request body as parsed at the front door.
-#[derive(Debug)]
-pub struct ParsedBody {
-    /// The JSON object.
-    pub map: Map<String, Value>,
-    /// Whether the bytes encode exactly `map` (no object in them repeats a key), so that they
-    /// may be forwarded unchanged while nothing edits the request.
-    pub faithful: bool,
-}
 
 /// A request body checked at the front door.
 #[derive(Debug)]
@@ -103,111 +89,6 @@ fn read_tree(endpoint: Endpoint, bytes: &Bytes) -> Result<FrontDoor, Error> {
     let parsed = parse_body(bytes)?;
     let (model, stream) = validate(endpoint, &parsed.map)?;
     Ok(FrontDoor { model, stream, body: JsonBody::from_map(parsed.map) })
-}
-
-/// Parses the body as a JSON object (same grammar, limits and errors as
-/// `serde_json::from_slice::<Value>`), noting repeated keys.
-///
-/// # Errors
-/// 400 `invalid_json` for malformed JSON, 400 `invalid_request` for a non-object.
-pub fn parse_body(body: &Bytes) -> Result<ParsedBody, Error> {
-    if body.is_empty() {
-        return Err(Error::new(ErrorKind::InvalidJson, "request body is empty; expected a JSON object"));
-    }
-    let repeated = Cell::new(false);
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed = ValueSeed { repeated: &repeated }.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
-    match parsed {
-        Ok(Value::Object(map)) => Ok(ParsedBody { map, faithful: !repeated.get() }),
-        Ok(_) => Err(Error::new(ErrorKind::InvalidRequest, "request body must be a JSON object")),
-        Err(e) => Err(Error::new(ErrorKind::InvalidJson, format!("request body is not valid JSON: {e}"))),
-    }
-}
-
-/// Parses the body as a JSON object.
-///
-/// # Errors
-/// As [`parse_body`].
-pub fn parse_object(body: &Bytes) -> Result<Map<String, Value>, Error> {
-    parse_body(body).map(|p| p.map)
-}
-
-/// Builds a [`Value`] as `serde_json`'s own visitor does, and sets `repeated` when an object
-/// has the same key twice (the later value wins, as in `serde_json`).
-#[derive(Clone, Copy)]
-struct ValueSeed<'a> {
-    repeated: &'a Cell<bool>,
-}
-
-impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
-    type Value = Value;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ValueSeed<'_> {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any valid JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        self.deserialize(d)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(item) = seq.next_element_seed(self)? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        let mut map = Map::new();
-        while let Some(key) = access.next_key::<String>()? {
-            let value = access.next_value_seed(self)?;
-            if map.insert(key, value).is_some() {
-                self.repeated.set(true);
-            }
-        }
-        Ok(Value::Object(map))
-    }
 }
 
 /// Validates the fields Weir relies on, returning `(model, stream)`.

@@ -1,5 +1,5 @@
 //! One pass over a request body that checks what the front door needs without building a
-//! `serde_json::Value` tree: the JSON grammar (the same deserializer as [`super::parse_body`],
+//! `serde_json::Value` tree: the JSON grammar (the same deserializer as [`crate::json::parse_body`],
 //! so the same limits and error messages), repeated keys at any depth, and a summary of the
 //! fields [`super::validate`] reads. A tree costs a `String` per key and string and a B-tree
 //! node per object, then as much again to free; most requests never need one (nothing reads
@@ -12,8 +12,8 @@ use std::fmt;
 
 use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::index::{Field, FieldValue, Text};
 pub use super::summary::{Input, Kind, Message, Messages, Top};
+use crate::json::index::{Field, FieldValue, Text};
 
 /// Objects with more keys than this check repeats in a hash set instead of a list.
 const LINEAR_KEYS: usize = 16;

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use super::index::Field;
+use crate::json::index::Field;
 
 /// What a value is, keeping only what validation reads.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,8 +12,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use weir::exchange::GatewayResponse;
+use weir::format::Endpoint;
 use weir::plugins::tool::{self, CompileSource, RequestOutcome, TestRun};
-use weir::providers::Endpoint;
 
 /// `weir plugin ...`.
 #[derive(Subcommand)]

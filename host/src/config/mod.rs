@@ -7,6 +7,7 @@ mod env;
 mod plugin;
 mod server;
 mod values;
+mod url;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ pub use env::EnvValues;
 pub use plugin::{MAX_MEMORY_LIMIT, MAX_PLUGINS, OnError, PluginConfig, PluginRuntimeConfig};
 pub use server::{MAX_THREADS, OverloadConfig, ServerConfig};
 pub use values::parse_listen;
+pub use url::check_base_url;
 
 /// Why a configuration could not be loaded. The message names the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -319,7 +321,7 @@ impl Config {
                     }
                     let uri: http::Uri =
                         url.parse().map_err(|_| ConfigError::invalid(key("base_url"), "is not a valid URL"))?;
-                    crate::providers::http::check_base(&uri).map_err(|e| ConfigError::invalid(key("base_url"), e))?;
+                    check_base_url(&uri).map_err(|e| ConfigError::invalid(key("base_url"), e))?;
                 }
                 ProviderKind::Mock => {
                     if p.models.is_empty() {

@@ -1,6 +1,6 @@
-//! Hooks for `host/benches/plugins.rs` (not part of the API): pool checkout/return, instance
-//! replacement, and a raw `on-request` call made synchronously or asynchronously on the same
-//! instance, to measure what the async (fiber) call costs.
+//! Hooks for `host/benches/plugins.rs` (not part of the API; only with the `bench` feature):
+//! pool checkout/return, instance replacement, and a raw `on-request` call made synchronously
+//! or asynchronously on the same instance, to measure what the async (fiber) call costs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,15 +20,15 @@ fn first(chain: &Chain) -> &Arc<Plugin> {
 
 /// Takes an instance from the first plugin's pool and puts it back.
 pub async fn checkout_return(chain: &Chain) {
-    let p = first(chain);
-    let inst = p.pool_take_for_bench().await;
-    p.pool_put_for_bench(inst);
+    let pool = first(chain).instances();
+    let inst = pool.take(WAIT).await.expect("idle instance");
+    pool.put(inst);
 }
 
 /// Makes one fresh instance (instantiate + `init`) of the first plugin and drops it: the cost
 /// of replacing a discarded instance.
 pub async fn make_instance(chain: &Chain) {
-    first(chain).make_for_bench().await;
+    first(chain).make_instance().await.expect("instance");
 }
 
 /// One instance with its raw `on-request` function, for sync-vs-async call timing.
@@ -44,8 +44,8 @@ impl RawCall {
         let p = first(chain);
         // A linker with synchronous WASI: with the gateway's async WASI, wasmtime requires
         // `call_async`, so a sync call can only be measured on a sync-only linker.
-        let component = p.pre_for_bench().instance_pre().component().clone();
-        let mut store = p.store_for_bench();
+        let component = p.pre().instance_pre().component().clone();
+        let mut store = p.new_store();
         let mut linker = wasmtime::component::Linker::new(store.engine());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
         super::host::exchange::add_to_linker(&mut linker).unwrap();

@@ -121,9 +121,8 @@ pub fn compile(rt: &Runtime, bytes: &[u8], cache_dir: Option<&Path>) -> Result<C
 /// cranelift's per-thread compiler contexts (their scratch buffers grow to tens of MB on a
 /// large component) inside the engine for its whole life; compiling on the serving engine
 /// would pin that memory for as long as the gateway runs. Dropping the scratch engine frees it,
-/// and `malloc_trim` then returns most of it to the OS: an idle gateway that compiled the
-/// default chain (cold cache) measured 21.7 MB of RSS, one that loaded it from the cache
-/// 14.0 MB (docs/benchmarks.md, "Twelfth session").
+/// and `malloc_trim` then returns most of it to the OS (about 10 MB of idle RSS after a cold
+/// start; ARCHITECTURE.md, "Plugin runtime", has the measurements).
 fn precompile(rt: &Runtime, bytes: &[u8]) -> Result<Vec<u8>, String> {
     let started = std::time::Instant::now();
     let scratch = Engine::new(&rt.compile_config).ok().filter(|e| compat_hash(e) == compat_hash(&rt.engine));

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use crate::providers::Endpoint;
+use crate::format::Endpoint;
 
 /// Why a pointer write failed (shown to the plugin).
 pub type WriteError = &'static str;

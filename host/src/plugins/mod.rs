@@ -11,6 +11,7 @@
 //! pre-instantiate, `init` every instance) before it serves anything, so a reload can build a
 //! new chain beside the running one and swap it in; requests in flight finish on the old one.
 
+#[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench;
 mod bindings;

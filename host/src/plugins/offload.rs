@@ -5,8 +5,7 @@
 //! replacement instance. A call yields first when it has burned 2M fuel (well under a
 //! millisecond of a spinning guest), at an epoch tick, or in a host call that waits. A stalled
 //! plugin then costs its own request its deadline and the other connections of its thread at
-//! most that first stretch, as it did when one work-stealing runtime served everything
-//! (docs/benchmarks.md, "Fifth session").
+//! most that first stretch, no more than when one work-stealing runtime serves everything.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -444,29 +444,33 @@ impl Plugin {
         self.last_fuel_used.load(Ordering::Relaxed)
     }
 
-    /// Bench hook: pool admission.
-    pub(super) async fn pool_take_for_bench(&self) -> Instance {
-        self.pool.take(super::bench::WAIT).await.expect("idle instance")
+    /// Makes one fresh instance (instantiate + `init`) outside the pool and drops it: what
+    /// replacing a discarded instance costs (`weir plugin inspect` and the benches time it).
+    ///
+    /// # Errors
+    /// Why the instance could not be made (instantiation or `init` failed).
+    pub(super) async fn make_instance(&self) -> Result<(), String> {
+        self.factory.make().await.map(drop)
+    }
+}
+
+/// What `bench.rs` reaches into; compiled only with the `bench` feature so release builds
+/// carry no bench hooks.
+#[cfg(feature = "bench")]
+impl Plugin {
+    /// The plugin's instance pool.
+    pub(super) fn instances(&self) -> &Pool {
+        &self.pool
     }
 
-    /// Bench hook: return to the pool.
-    pub(super) fn pool_put_for_bench(&self, inst: Instance) {
-        self.pool.put(inst);
-    }
-
-    /// Bench hook: make (and drop) one instance.
-    pub(super) async fn make_for_bench(&self) {
-        self.factory.make().await.expect("instance");
-    }
-
-    /// Bench hook: a fresh store for this plugin.
-    pub(super) fn store_for_bench(&self) -> Store<StoreData> {
+    /// A fresh store for this plugin, with the limits its pooled instances get.
+    pub(super) fn new_store(&self) -> Store<StoreData> {
         let f = &self.factory;
         Store::new(&f.runtime.engine, StoreData::new(&f.shared, f.memory_limit, f.max_output))
     }
 
-    /// Bench hook: the pre-instantiated component.
-    pub(super) fn pre_for_bench(&self) -> &PluginWorldPre<StoreData> {
+    /// The pre-instantiated component.
+    pub(super) fn pre(&self) -> &PluginWorldPre<StoreData> {
         &self.factory.pre
     }
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::*;
 use crate::exchange::JsonBody;
-use crate::providers::Endpoint;
+use crate::format::Endpoint;
 
 /// Path of a built plugin component (`WEIR_PLUGIN_DIR` overrides the directory).
 pub(crate) fn wasm(name: &str) -> PathBuf {

@@ -8,9 +8,8 @@
 //! [`IDLE_EPOCH_TICK`], as the backstop for a call that has not yielded yet. Nearly every call
 //! ends within its first poll, a few microseconds, and needs no tick at all. A CPU-bound call
 //! yields first through fuel (`guard.rs`), well within a millisecond. So the fast rate is
-//! spent only where it is needed. The ticker used to wake every millisecond for as long as
-//! plugins were loaded. On the benchmark VM each wake-up cost ~25 us of CPU: ~3% of a core
-//! when idle, and 22-32 us per request at 1,000 req/s (docs/benchmarks.md, "Seventh session").
+//! spent only where it is needed: on the benchmark VM each wake-up costs ~25 us of CPU, so a
+//! fixed 1 ms tick would take ~3% of a core whether or not a guest ran.
 //!
 //! A call becomes slow through [`Watch::begin`], which wakes a ticker sleeping at the idle rate.
 //! The ticker then advances the epoch at once. That costs one wake-up per slow call, never one

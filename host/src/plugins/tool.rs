@@ -17,7 +17,7 @@ use super::plugin::Plugin;
 use crate::config::PluginConfig;
 use crate::error::Error;
 use crate::exchange::{GatewayRequest, GatewayResponse, JsonBody};
-use crate::providers::Endpoint;
+use crate::format::Endpoint;
 
 /// How the compiled code was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +118,7 @@ async fn load_and_time(cfg: &PluginConfig, cache: &Path) -> Result<(Vec<&'static
     let mut best = Duration::MAX;
     for _ in 0..3 {
         let started = Instant::now();
-        plugin.make_for_bench().await;
+        plugin.make_instance().await?;
         best = best.min(started.elapsed());
     }
     Ok((hook_names(plugin.hooks), best))

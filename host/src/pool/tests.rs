@@ -5,9 +5,10 @@ use serde_json::json;
 
 use super::*;
 use crate::exchange::JsonBody;
+use crate::format::Endpoint;
+use crate::providers::Provider;
 use crate::providers::http::IDLE_TIMEOUT;
 use crate::providers::scripted::Scripted;
-use crate::providers::{Endpoint, Provider};
 
 fn cfg(workers: usize, queue: usize, overflow: Overflow) -> PoolConfig {
     PoolConfig {

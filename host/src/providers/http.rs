@@ -15,8 +15,8 @@
 //!
 //! Why not reqwest, which wraps this same client: per request it converts the URL to a `Uri`,
 //! parses it back into a `Url` twice (its redirect layer and its response), and runs redirect
-//! and retry layers even when both are off. The profile put that at 10-14% of the gateway's CPU
-//! per proxied request (docs/benchmarks.md).
+//! and retry layers even when both are off, which the profile put at 10-14% of the gateway's
+//! CPU per proxied request.
 
 use std::time::Duration;
 
@@ -32,6 +32,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+
+use crate::config::check_base_url;
 
 /// How long an idle upstream connection is kept (pooled client and lanes alike).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -222,30 +224,8 @@ impl SendError {
 /// The result is not an absolute `http(s)://` URI.
 pub fn endpoint_uri(base: &str, path: &str) -> Result<Uri, String> {
     let uri: Uri = format!("{}{path}", base.trim_end_matches('/')).parse().map_err(|e| format!("base_url: {e}"))?;
-    check_base(&uri)?;
+    check_base_url(&uri)?;
     Ok(uri)
-}
-
-/// What a provider `base_url` must be: absolute, `http` or `https`, with a host, and without
-/// credentials (they belong in `keys` or `headers`, where they are kept out of logs).
-///
-/// # Errors
-/// A message saying which rule is broken.
-pub fn check_base(uri: &Uri) -> Result<(), String> {
-    if !matches!(uri.scheme_str(), Some("http" | "https")) {
-        return Err("must start with http:// or https://".into());
-    }
-    let Some(authority) = uri.authority() else { return Err("has no host".into()) };
-    if authority.as_str().contains('@') {
-        return Err("must not embed credentials (use keys or headers)".into());
-    }
-    if authority.host().is_empty() {
-        return Err("has no host".into());
-    }
-    if uri.query().is_some() {
-        return Err("must not have a query string".into());
-    }
-    Ok(())
 }
 
 /// Reads a body whole, up to `cap` bytes (the rest is not read: the caller's JSON check then

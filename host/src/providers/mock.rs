@@ -13,9 +13,10 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::{Endpoint, ProviderRequest, ProviderResponse};
+use super::{ProviderRequest, ProviderResponse};
 use crate::config::ProviderConfig;
 use crate::error::Error;
+use crate::format::Endpoint;
 
 /// Default embedding width when the request does not ask for `dimensions`.
 const DEFAULT_DIMS: usize = 8;

@@ -17,34 +17,8 @@ use futures_util::stream::BoxStream;
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::Error;
 use crate::exchange::JsonBody;
+use crate::format::Endpoint;
 use crate::secrets::Secrets;
-
-/// Which OpenAI endpoint a request is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `POST /v1/chat/completions`.
-    ChatCompletions,
-    /// `POST /v1/embeddings`.
-    Embeddings,
-}
-
-impl Endpoint {
-    /// Path below the provider's base URL, and metrics label.
-    pub fn path(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "/chat/completions",
-            Self::Embeddings => "/embeddings",
-        }
-    }
-
-    /// Metrics label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "chat",
-            Self::Embeddings => "embeddings",
-        }
-    }
-}
 
 /// A request as handed to a provider: routed, validated, model already mapped to the
 /// provider's own name.

@@ -14,9 +14,10 @@ use serde_json::Value;
 
 use super::http::{Lane, ReadError, SendError, Upstream, endpoint_uri, read_capped, read_whole};
 use super::sse::{SseEvent, SseParser};
-use super::{ChunkStream, Endpoint, ProviderRequest, ProviderResponse};
+use super::{ChunkStream, ProviderRequest, ProviderResponse};
 use crate::config::ProviderConfig;
 use crate::error::{Error, ErrorKind};
+use crate::format::Endpoint;
 use crate::secrets::Secrets;
 
 /// Largest model list accepted from `GET /models` (background discovery, one at a time).

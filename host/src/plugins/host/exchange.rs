@@ -12,12 +12,12 @@ use serde_json::{Map, Value};
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::StoreData;
-use crate::api::index::{BodyIndex, Lookup};
 use crate::exchange::{GatewayRequest, GatewayResponse, Growth, JsonBody};
+use crate::format::Endpoint as GatewayEndpoint;
+use crate::json::index::{BodyIndex, Lookup};
 use crate::plugins::bindings::types::{self, Endpoint};
 use crate::plugins::bindings::{RequestHandle, ResponseHandle};
 use crate::plugins::json;
-use crate::providers::Endpoint as GatewayEndpoint;
 
 /// Longest model name a plugin may set.
 pub const MAX_MODEL_BYTES: usize = 256;
