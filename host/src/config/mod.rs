@@ -6,8 +6,8 @@ mod defaults;
 mod env;
 mod plugin;
 mod server;
-mod values;
 mod url;
+mod values;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -20,8 +20,8 @@ pub use defaults::embedded_default;
 pub use env::EnvValues;
 pub use plugin::{MAX_MEMORY_LIMIT, MAX_PLUGINS, OnError, PluginConfig, PluginRuntimeConfig};
 pub use server::{MAX_THREADS, OverloadConfig, ServerConfig};
-pub use values::parse_listen;
 pub use url::check_base_url;
+pub use values::parse_listen;
 
 /// Why a configuration could not be loaded. The message names the offending key.
 #[derive(Debug, thiserror::Error)]
