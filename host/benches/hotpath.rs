@@ -96,7 +96,7 @@ fn queue_handoff(c: &mut Criterion) {
     let mut provider_cfg = cfg.providers[1].clone();
     provider_cfg.pool.workers = 4;
     let pool = rt.block_on(async {
-        Pool::start("local", Provider::from_config(&provider_cfg).unwrap(), provider_cfg.pool.clone())
+        Pool::start("local", &[], Provider::from_config(&provider_cfg).unwrap(), provider_cfg.pool.clone())
     });
     // A one-word prompt: the mock echoes it word by word, so a long prompt would measure the
     // mock (about 45 us for 1 KB), not the hand-off.
@@ -118,7 +118,7 @@ fn queue_handoff(c: &mut Criterion) {
     // (until 705eb0e a worker task ran it, often on the other thread: 21.5 us here).
     let mt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let pool = mt.block_on(async {
-        Pool::start("local", Provider::from_config(&provider_cfg).unwrap(), provider_cfg.pool.clone())
+        Pool::start("local", &[], Provider::from_config(&provider_cfg).unwrap(), provider_cfg.pool.clone())
     });
     c.bench_function("pool_submit_mock_reply_2_threads", |b| {
         b.iter(|| {

@@ -60,7 +60,8 @@ impl Gateway {
                 None => {
                     let provider =
                         Provider::from_config(p).map_err(|e| scrubbed(format!("provider {}: {e}", p.name)))?;
-                    Pool::start(&p.name, provider, p.pool.clone())
+                    let models: Vec<&str> = p.models.iter().chain(p.aliases.keys()).map(String::as_str).collect();
+                    Pool::start(&p.name, &models, provider, p.pool.clone())
                 }
             };
             pools.push(pool);

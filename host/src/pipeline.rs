@@ -21,10 +21,12 @@ use crate::error::{Error, ErrorKind};
 use crate::exchange::{GatewayRequest, GatewayResponse, client_headers};
 use crate::format::Endpoint;
 use crate::gateway::Gateway;
+use crate::metrics::ModelLabel;
 use crate::plugins::{ChunkOutcome, HookCtx, Seen};
 use crate::pool::{Pool, Reply, ShutdownSignal, StreamItem};
 use crate::providers::ProviderRequest;
 use crate::providers::sse::{DONE_FRAME, frame};
+use crate::providers::usage::{StreamUsage, Usage};
 use crate::respond::error_response;
 
 /// The request id, sent back to the client and accepted from it.
@@ -41,16 +43,34 @@ struct Ctx {
     id_header: Option<HeaderValue>,
     endpoint: Endpoint,
     started: Instant,
-    /// The provider's pool once routed: its name, `x-weir-provider` value and pre-registered
-    /// request metrics.
-    pool: Option<Arc<Pool>>,
+    /// Where the request counts: known before the plugins run when the client's model routes,
+    /// so a plugin's answer or rejection counts for the provider the model goes to.
+    target: Option<Target>,
+    /// `select_provider` chose the target's provider (`x-weir-provider` then names it).
+    routed: bool,
     upstream: Duration,
+    /// Tokens the upstream answer reported.
+    usage: Option<Usage>,
+}
+
+/// The provider a request goes to and its `model` label there.
+struct Target {
+    /// The provider's pool: its name, `x-weir-provider` value and pre-registered request
+    /// metrics.
+    pool: Arc<Pool>,
+    model: ModelLabel,
+}
+
+impl Target {
+    fn new(pool: &Arc<Pool>, model: &str) -> Self {
+        Self { pool: pool.clone(), model: pool.request_metrics().model(model) }
+    }
 }
 
 impl Ctx {
     /// The provider's name for logs, `-` before routing.
     fn provider_name(&self) -> &str {
-        self.pool.as_ref().map_or("-", |p| p.name())
+        self.target.as_ref().map_or("-", |t| t.pool.name())
     }
 
     /// Time spent in Weir so far, excluding the upstream wait.
@@ -68,7 +88,8 @@ pub async fn handle(
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let (id, id_header) = request_id(req.headers());
-    let mut ctx = Ctx { id, id_header, endpoint, started, pool: None, upstream: Duration::ZERO };
+    let mut ctx =
+        Ctx { id, id_header, endpoint, started, target: None, routed: false, upstream: Duration::ZERO, usage: None };
     match run(&gw, &mut ctx, req).await {
         Ok(Outcome::Full(resp)) => {
             let resp = full_response(&ctx, resp);
@@ -130,6 +151,9 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
 
     // on_request (plugins scoped to a provider see where the model routes before the chain)
     let early = gw.router.route(&request.model).ok();
+    if let Some(route) = &early {
+        ctx.target = Some(Target::new(&gw.pools[route.provider], &request.model));
+    }
     let provider = early.as_ref().map(|r| gw.pools[r.provider].name().clone());
     let pre = gw.plugins.on_request(&mut request, provider.as_ref()).await?;
     if let Some(mut resp) = pre.respond {
@@ -141,10 +165,15 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     // select_provider (again if a plugin changed the model)
     let route = match early {
         Some(route) if !pre.model_changed => route,
-        _ => gw.router.route(&request.model)?,
+        _ => {
+            ctx.target = None;
+            let route = gw.router.route(&request.model)?;
+            ctx.target = Some(Target::new(&gw.pools[route.provider], &request.model));
+            route
+        }
     };
     let pool = &gw.pools[route.provider];
-    ctx.pool = Some(pool.clone());
+    ctx.routed = true;
 
     // upstream_request. The client's bytes go as they are when they say exactly the validated
     // request (`JsonBody::raw`: no plugin edited it) and the provider knows the model by the
@@ -163,7 +192,8 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     let hook = HookCtx { request: Arc::new(request), provider: Some(pool.name().clone()) };
     // Timed by the pool whatever the outcome: a failed call's upstream wait is not overhead.
     match pool.submit_timed(upstream, &mut ctx.upstream).await? {
-        Reply::Full { body } => {
+        Reply::Full { body, usage } => {
+            ctx.usage = usage;
             // on_response
             let mut resp = GatewayResponse::ok(body);
             gw.plugins.on_response(&hook, pre.seen, &mut resp).await?;
@@ -191,7 +221,7 @@ fn full_response(ctx: &Ctx, resp: GatewayResponse) -> Response<ResponseBody> {
 /// SSE and hands bytes to hyper. `finish` runs once: when the stream ends, the client leaves,
 /// the client stops reading for `server.send_timeout` (499 `client_stalled`), or the shutdown
 /// deadline passes while the relay waits for the client (503 `shutting_down`).
-fn stream_response(gw: Arc<Gateway>, ctx: Ctx, conn: ClientConn, stream: Stream) -> Response<ResponseBody> {
+fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Stream) -> Response<ResponseBody> {
     let Stream { head, mut chunks, shutdown, hook, mut seen } = stream;
     let (tx, rx) = mpsc::channel::<BodyFrame>(16);
     let mut out = Response::new(ResponseBody::stream(rx));
@@ -205,6 +235,8 @@ fn stream_response(gw: Arc<Gateway>, ctx: Ctx, conn: ClientConn, stream: Stream)
     tokio::spawn(async move {
         let to_client = ToClient { tx: &tx, send_timeout, shutdown: &shutdown };
         let mut failure: Option<Error> = None;
+        // The upstream's usage, noted before plugins see a chunk.
+        let mut tokens = StreamUsage::default();
         loop {
             let payload = match chunks.recv().await {
                 Some(Ok(StreamItem::Chunk(p))) => p,
@@ -218,6 +250,7 @@ fn stream_response(gw: Arc<Gateway>, ctx: Ctx, conn: ClientConn, stream: Stream)
                     break;
                 }
             };
+            tokens.note(&payload);
             let payload = if hooks {
                 match gw.plugins.on_stream_chunk(&hook, &mut seen, payload).await {
                     Ok(ChunkOutcome::Pass(p)) => p,
@@ -232,9 +265,11 @@ fn stream_response(gw: Arc<Gateway>, ctx: Ctx, conn: ClientConn, stream: Stream)
             };
             if let Err(why) = to_client.send(BodyFrame::Data(frame(&payload))).await {
                 // Dropping `chunks` stops the upstream read and frees the worker.
+                ctx.usage = tokens.usage();
                 return ended_early(&ctx, &conn, why);
             }
         }
+        ctx.usage = tokens.usage();
         let last = match &failure {
             Some(e) => e.sse_event(),
             None => Bytes::from_static(DONE_FRAME),
@@ -309,7 +344,7 @@ fn decorate(ctx: &Ctx, headers: &mut HeaderMap) {
         headers.insert(X_REQUEST_ID, v.clone());
     }
     headers.insert(X_WEIR_OVERHEAD_US, HeaderValue::from(ctx.overhead().as_micros() as u64));
-    if let Some(v) = ctx.pool.as_ref().and_then(|p| p.name_header()) {
+    if let Some(v) = ctx.target.as_ref().filter(|_| ctx.routed).and_then(|t| t.pool.name_header()) {
         headers.insert(X_WEIR_PROVIDER, v.clone());
     }
 }
@@ -321,12 +356,15 @@ fn finish(ctx: &Ctx, status: u16, error: Option<&Error>) {
 
 /// `finish` with the `outcome` label chosen by the caller.
 fn finish_as(ctx: &Ctx, status: u16, outcome: &'static str, error: Option<&Error>) {
-    match ctx.pool.as_ref().map(|p| p.request_metrics()) {
-        Some(m) => m.record(ctx.endpoint, outcome, status, ctx.overhead()),
-        None => {
-            crate::metrics::record_request("none".into(), ctx.endpoint, outcome, status);
-            metrics::histogram!("weir_overhead_seconds", "provider" => "none").record(ctx.overhead().as_secs_f64());
+    match &ctx.target {
+        Some(t) => {
+            let m = t.pool.request_metrics();
+            m.record(t.model, ctx.endpoint, outcome, status, ctx.overhead());
+            if let Some(usage) = &ctx.usage {
+                m.tokens(t.model, usage);
+            }
         }
+        None => crate::metrics::record_unrouted(ctx.endpoint, outcome, status, ctx.overhead()),
     }
     match error {
         Some(e) if e.status().is_server_error() => tracing::warn!(

@@ -11,6 +11,7 @@ mod check;
 mod first_run;
 mod languages;
 mod limits;
+mod metrics;
 mod mock_bounds;
 mod overflow;
 mod plugin_cli;

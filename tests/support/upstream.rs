@@ -23,6 +23,9 @@
 //!   mid-stream), after the chunks.
 //! - `pad=BYTES`: each stream chunk's content is that many bytes long (large streams, to fill
 //!   socket buffers behind a client that does not read).
+//! - Usage: every answer reports [`USAGE`] (cached tokens included); a stream does so in a last
+//!   chunk with no choices when the request asks with `stream_options.include_usage`, as
+//!   OpenAI does.
 //! - `sse=NAME`: the stream is the raw SSE fixture NAME, then `[DONE]`: `multiline` (one chunk
 //!   whose JSON spans two `data:` lines, with LF, CRLF and CR line ends) or `lone_cr` (two
 //!   events separated by CR CR, the second carrying a `data:` line after a lone CR).
@@ -39,6 +42,9 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
+
+/// Token usage every answer reports: prompt, completion and cached prompt tokens.
+pub const USAGE: (u64, u64, u64) = (12, 5, 4);
 
 /// Longest a `hold` waits for [`MockUpstream::release`]: nothing hangs forever.
 const MAX_HOLD: Duration = Duration::from_secs(30);
@@ -431,7 +437,8 @@ fn stream_response(
         Some(n) => (0..n).map(|i| format!("c{i} ")).collect(),
         None => last_user_text(body).split_inclusive(' ').map(str::to_owned).collect(),
     };
-    let count = d.sse.map_or(pieces.len() + 1, <[_]>::len);
+    let include_usage = body["stream_options"]["include_usage"] == true;
+    let count = d.sse.map_or(pieces.len() + 1 + usize::from(include_usage), <[_]>::len);
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
     tokio::spawn(async move {
         if let Some(echo) = echo {
@@ -451,7 +458,11 @@ fn stream_response(
                 let content = d.pad.map_or_else(|| p.clone(), |n| format!("{p:x<n$}"));
                 sse(&chunk(&model, json!({"content": content}), None))
             }
-            (None, None) => sse(&chunk(&model, json!({}), Some("stop"))),
+            (None, None) if i == pieces.len() => sse(&chunk(&model, json!({}), Some("stop"))),
+            (None, None) => sse(&json!({
+                "id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 0, "model": model,
+                "choices": [], "usage": usage(),
+            })),
         };
         for i in 0..count {
             if d.hold_after == Some(i) {
@@ -560,8 +571,14 @@ fn completion(body: &Value) -> Value {
         "id": "chatcmpl-up", "object": "chat.completion", "created": 0, "model": body["model"],
         "choices": [{"index": 0, "message": {"role": "assistant", "content": last_user_text(body)},
                      "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        "usage": usage(),
     })
+}
+
+fn usage() -> Value {
+    let (prompt, completion, cached) = USAGE;
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+           "prompt_tokens_details": {"cached_tokens": cached}})
 }
 
 fn embeddings(body: &Value) -> Value {

@@ -1,4 +1,6 @@
-//! Metric handles of one plugin, registered at load so a hook call only bumps atomics.
+//! Metric handles of one plugin, registered at load so a hook call only bumps atomics. Per-hook
+//! series exist only for the hooks the plugin's `init` returned: a hook it does not implement
+//! is never called, and a series that can only be 0 would say otherwise.
 //! `weir_plugin_calls_total{plugin,hook,outcome}`, `weir_plugin_call_seconds{plugin,hook}`,
 //! `weir_plugin_fuel_used{plugin,hook}`, `weir_plugin_instances{plugin}`,
 //! `weir_plugin_instances_idle{plugin}`, `weir_plugin_instances_replaced_total{plugin,reason}`,
@@ -9,6 +11,8 @@
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+use super::bindings::Hooks;
 
 /// Which hook a call was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +32,15 @@ impl Hook {
             Hook::Request => "on_request",
             Hook::Response => "on_response",
             Hook::StreamChunk => "on_stream_chunk",
+        }
+    }
+
+    /// The hook's flag in what `init` returns.
+    pub fn flag(self) -> Hooks {
+        match self {
+            Hook::Request => Hooks::ON_REQUEST,
+            Hook::Response => Hooks::ON_RESPONSE,
+            Hook::StreamChunk => Hooks::ON_STREAM_CHUNK,
         }
     }
 }
@@ -57,19 +70,32 @@ pub struct PluginMetrics {
 }
 
 impl PluginMetrics {
-    /// Registers the handles of `plugin`.
-    pub fn new(plugin: &str) -> Self {
+    /// Registers the handles of `plugin`; the per-hook ones only for hooks it `implements`
+    /// (the others are no-op handles, never exported).
+    pub fn new(plugin: &str, implements: impl Fn(Hook) -> bool) -> Self {
         let p = plugin.to_owned();
         let calls = HOOKS
             .iter()
-            .map(|h| {
-                OUTCOMES.map(
-                    |o| counter!("weir_plugin_calls_total", "plugin" => p.clone(), "hook" => h.label(), "outcome" => o),
-                )
+            .map(|&h| {
+                OUTCOMES.map(|o| {
+                    if !implements(h) {
+                        return Counter::noop();
+                    }
+                    counter!("weir_plugin_calls_total", "plugin" => p.clone(), "hook" => h.label(), "outcome" => o)
+                })
             })
             .collect();
         let per_hook = |name: &'static str| -> Vec<Histogram> {
-            HOOKS.iter().map(|h| histogram!(name, "plugin" => p.clone(), "hook" => h.label())).collect()
+            HOOKS
+                .iter()
+                .map(|&h| {
+                    if implements(h) {
+                        histogram!(name, "plugin" => p.clone(), "hook" => h.label())
+                    } else {
+                        Histogram::noop()
+                    }
+                })
+                .collect()
         };
         Self {
             calls,
@@ -77,7 +103,13 @@ impl PluginMetrics {
             fuel: per_hook("weir_plugin_fuel_used"),
             skipped: HOOKS
                 .iter()
-                .map(|h| counter!("weir_plugin_skipped_total", "plugin" => p.clone(), "hook" => h.label()))
+                .map(|&h| {
+                    if implements(h) {
+                        counter!("weir_plugin_skipped_total", "plugin" => p.clone(), "hook" => h.label())
+                    } else {
+                        Counter::noop()
+                    }
+                })
                 .collect(),
             instances: gauge!("weir_plugin_instances", "plugin" => p.clone()),
             idle: gauge!("weir_plugin_instances_idle", "plugin" => p.clone()),
@@ -117,7 +149,10 @@ pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!("weir_plugin_calls_total", "Plugin hook calls by plugin, hook and outcome");
     describe_histogram!("weir_plugin_call_seconds", Unit::Seconds, "Plugin hook call time, checkout included");
-    describe_histogram!("weir_plugin_fuel_used", "Fuel a plugin hook call used");
+    describe_histogram!(
+        "weir_plugin_fuel_used",
+        "Fuel a plugin hook call used (calls that used none are not recorded)"
+    );
     describe_gauge!("weir_plugin_instances", "Live plugin instances (idle + busy)");
     describe_gauge!("weir_plugin_instances_idle", "Idle plugin instances ready for a call");
     describe_counter!("weir_plugin_instances_replaced_total", "Plugin instances discarded and replaced, by reason");

@@ -184,13 +184,14 @@ impl Plugin {
             hooks = Some(h);
             instances.push(instance);
         }
-        let metrics = PluginMetrics::new(&cfg.name);
+        let hooks = hooks.unwrap_or(Hooks::empty());
+        let metrics = PluginMetrics::new(&cfg.name, |h| hooks.contains(h.flag()));
         metrics.instances.set(instances.len() as f64);
         metrics.idle.set(instances.len() as f64);
         let live = AtomicUsize::new(instances.len());
         Ok(Arc::new_cyclic(|weak| Plugin {
             name,
-            hooks: hooks.unwrap_or(Hooks::empty()),
+            hooks,
             on_error: cfg.on_error,
             providers: cfg.providers.clone(),
             models: cfg.models.clone(),

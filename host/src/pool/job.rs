@@ -27,6 +27,8 @@ pub enum Reply {
     Full {
         /// Upstream body.
         body: Bytes,
+        /// The tokens the upstream reports.
+        usage: Option<crate::providers::usage::Usage>,
     },
     /// A stream of chunk payloads; an `Err` item ends it.
     Stream {

@@ -85,13 +85,14 @@ impl Worker {
 }
 
 impl Pool {
-    /// Makes the pool's workers and starts its idle-connection sweeper. Must be called inside
-    /// a tokio runtime.
-    pub fn start(name: &str, provider: Provider, cfg: PoolConfig) -> Arc<Self> {
+    /// Makes the pool's workers and starts its idle-connection sweeper; `models` (the
+    /// provider's configured models and aliases) get a `model` label value of their own in its
+    /// request metrics. Must be called inside a tokio runtime.
+    pub fn start(name: &str, models: &[&str], provider: Provider, cfg: PoolConfig) -> Arc<Self> {
         let name: Arc<str> = Arc::from(name);
         let now = tokio::time::Instant::now();
         let workers = (0..cfg.workers).map(|_| Worker { lane: Lane::default(), last_used: now }).collect();
-        let requests = Arc::new(crate::metrics::RequestMetrics::new(&name));
+        let requests = Arc::new(crate::metrics::RequestMetrics::new(&name, models.iter().copied()));
         let shared = Arc::new(Shared {
             metrics: PoolMetrics::new(&name, cfg.workers),
             queue: Queue::new(workers, cfg.queue),
@@ -424,9 +425,9 @@ impl Shared {
                 pool.health.record_error(&e);
                 Err(e)
             }
-            Ok(ProviderResponse::Full(body)) => {
+            Ok(ProviderResponse::Full { body, usage }) => {
                 pool.health.record_ok();
-                Ok(Reply::Full { body })
+                Ok(Reply::Full { body, usage })
             }
             Ok(ProviderResponse::Stream(stream)) => {
                 let (tx, rx) = mpsc::channel(STREAM_BUFFER);

@@ -34,7 +34,7 @@ fn req(script: &str) -> ProviderRequest {
 
 fn pool(c: PoolConfig) -> (Arc<Pool>, Scripted) {
     let s = Scripted::default();
-    (Pool::start("p", Provider::Scripted(s.clone()), c), s)
+    (Pool::start("p", &[], Provider::Scripted(s.clone()), c), s)
 }
 
 async fn settle() {
@@ -290,7 +290,7 @@ fn upstream_pool(addr: std::net::SocketAddr) -> Arc<Pool> {
     );
     let config = crate::config::Config::from_toml(&toml).unwrap();
     let provider = Provider::from_config(&config.providers[0]).unwrap();
-    Pool::start("up", provider, cfg(1, 4, Overflow::Block))
+    Pool::start("up", &[], provider, cfg(1, 4, Overflow::Block))
 }
 
 #[tokio::test(start_paused = true)]

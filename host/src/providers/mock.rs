@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use super::usage::Usage;
 use super::{ProviderRequest, ProviderResponse};
 use crate::config::ProviderConfig;
 use crate::error::Error;
@@ -61,8 +62,13 @@ impl Mock {
         }
         match req.endpoint {
             Endpoint::ChatCompletions if req.stream => Ok(ProviderResponse::Stream(self.stream(&req))),
-            Endpoint::ChatCompletions => Ok(ProviderResponse::Full(chat_completion(&req))),
-            Endpoint::Embeddings => embeddings(&req).map(ProviderResponse::Full),
+            Endpoint::ChatCompletions => {
+                let (body, usage) = chat_completion(&req);
+                Ok(ProviderResponse::Full { body, usage: Some(usage) })
+            }
+            Endpoint::Embeddings => {
+                embeddings(&req).map(|(body, usage)| ProviderResponse::Full { body, usage: Some(usage) })
+            }
         }
     }
 
@@ -111,9 +117,11 @@ fn chunk(id: &str, created: u64, model: &str, delta: Value, finish: Option<&str>
     })
 }
 
-fn chat_completion(req: &ProviderRequest) -> Bytes {
+/// The answer and the usage it reports.
+fn chat_completion(req: &ProviderRequest) -> (Bytes, Usage) {
     let reply = last_user_text(tree(req));
     let completion_tokens = count_words(&reply) as u64;
+    let prompt_tokens = prompt_tokens(tree(req));
     let body = json!({
         "id": completion_id(),
         "object": "chat.completion",
@@ -124,12 +132,14 @@ fn chat_completion(req: &ProviderRequest) -> Bytes {
             "message": { "role": "assistant", "content": reply },
             "finish_reason": "stop",
         }],
-        "usage": usage(prompt_tokens(tree(req)), completion_tokens),
+        "usage": usage(prompt_tokens, completion_tokens),
     });
-    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    let usage = Usage { prompt: prompt_tokens, completion: completion_tokens, cached: 0 };
+    (Bytes::from(serde_json::to_vec(&body).unwrap_or_default()), usage)
 }
 
-fn embeddings(req: &ProviderRequest) -> Result<Bytes, Error> {
+/// The answer and the usage it reports.
+fn embeddings(req: &ProviderRequest) -> Result<(Bytes, Usage), Error> {
     let inputs: Vec<String> = match tree(req).get("input") {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) => {
@@ -178,7 +188,8 @@ fn embeddings(req: &ProviderRequest) -> Result<Bytes, Error> {
         model: &req.model,
         usage: json!({ "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens }),
     };
-    Ok(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
+    let usage = Usage { prompt: prompt_tokens, completion: 0, cached: 0 };
+    Ok((Bytes::from(serde_json::to_vec(&body).unwrap_or_default()), usage))
 }
 
 // Serialised straight from the floats: a `Value` per float would cost 8x their size.
@@ -337,7 +348,7 @@ mod tests {
             json!({"messages": [{"role":"user","content":"first"},{"role":"assistant","content":"x"},{"role":"user","content":"hello there"}]}),
             false,
         );
-        let v: Value = serde_json::from_slice(&chat_completion(&r)).unwrap();
+        let v: Value = serde_json::from_slice(&chat_completion(&r).0).unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], "hello there");
         assert_eq!(v["usage"]["completion_tokens"], 2);
         assert_eq!(v["model"], "mock-1");

@@ -8,6 +8,7 @@ pub mod openai;
 #[cfg(test)]
 pub mod scripted;
 pub mod sse;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -45,7 +46,12 @@ pub type ChunkStream = BoxStream<'static, Result<Bytes, Error>>;
 /// A provider's answer.
 pub enum ProviderResponse {
     /// A whole JSON body (non-stream requests), already checked to be valid JSON.
-    Full(Bytes),
+    Full {
+        /// The answer.
+        body: Bytes,
+        /// The tokens it reports, for `weir_tokens_total`.
+        usage: Option<usage::Usage>,
+    },
     /// Chunks relayed as they arrive.
     Stream(ChunkStream),
 }

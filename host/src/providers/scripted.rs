@@ -55,6 +55,6 @@ impl Scripted {
             }
         }
         self.completed.fetch_add(1, Ordering::SeqCst);
-        Ok(ProviderResponse::Full(Bytes::from_static(b"{\"ok\":true}")))
+        Ok(ProviderResponse::Full { body: Bytes::from_static(b"{\"ok\":true}"), usage: None })
     }
 }

@@ -41,7 +41,17 @@ static KINDS: LazyLock<Mutex<HashMap<String, Kind>>> = LazyLock::new(Mutex::defa
 /// Claims `name` as `kind` for the process; false when it is already the other kind.
 fn claim(name: &str, kind: Kind) -> bool {
     let mut kinds = KINDS.lock().unwrap_or_else(|e| e.into_inner());
-    *kinds.entry(name.to_owned()).or_insert(kind) == kind
+    if let Some(claimed) = kinds.get(name) {
+        return *claimed == kind;
+    }
+    kinds.insert(name.to_owned(), kind);
+    // Every exported series has a `# HELP`, a plugin's own too.
+    let full = format!("{PREFIX}{name}");
+    match kind {
+        Kind::Counter => ::metrics::describe_counter!(full, "Counter defined by a plugin (metrics.counter)"),
+        Kind::Histogram => ::metrics::describe_histogram!(full, "Histogram defined by a plugin (metrics.histogram)"),
+    }
+    true
 }
 
 /// One plugin's metric handles, shared by its instances.
