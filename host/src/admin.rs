@@ -2,6 +2,7 @@
 //! inspect plugins and the effective config (secrets redacted), reload, upload or remove a
 //! plugin. Every change goes through [`Reloader::reload`], so a bad change is refused whole.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,12 +20,17 @@ use crate::respond::error_response;
 /// Largest plugin upload (Python and JS components are 12-18 MB).
 const MAX_UPLOAD_BYTES: usize = 128 * 1024 * 1024;
 
-/// Serves one admin request.
-pub async fn dispatch(reloader: Arc<Reloader>, req: Request<Incoming>) -> Response<ResponseBody> {
+/// Serves one admin request on the listener bound to `listen`. The browser guard runs first:
+/// a web page must not reach the admin API, even by DNS rebinding. No CORS is granted here,
+/// so a browser cannot read admin answers nor send the token cross-site.
+pub async fn dispatch(reloader: Arc<Reloader>, listen: SocketAddr, req: Request<Incoming>) -> Response<ResponseBody> {
     let gw = reloader.state().gateway.load_full();
     let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
         || req.headers().get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
-    let mut resp = serve(&reloader, &gw, req).await;
+    let mut resp = match crate::browser::admit(&gw.config.server.browser, listen, &req) {
+        Ok(_) => serve(&reloader, &gw, req).await,
+        Err(e) => error_response(&e),
+    };
     if has_body && resp.status().is_client_error() {
         // The upload may not have been read: the connection cannot carry another request.
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -42,6 +42,12 @@ pub enum ErrorKind {
     MethodNotAllowed,
     /// Missing or wrong credentials (admin API).
     Unauthorized,
+    /// An API request whose `Content-Type` is present and not JSON (a browser form post).
+    UnsupportedMediaType,
+    /// An `Origin` not in `server.browser.allowed_origins`: a cross-site web page.
+    OriginNotAllowed,
+    /// A `Host` this listener does not answer to (DNS rebinding).
+    HostNotAllowed,
     /// No provider serves the requested model.
     ModelNotFound,
     /// The provider's queue is full and its policy is `reject`.
@@ -108,6 +114,9 @@ impl Error {
             | ErrorKind::RouteNotFound
             | ErrorKind::MethodNotAllowed
             | ErrorKind::Unauthorized
+            | ErrorKind::UnsupportedMediaType
+            | ErrorKind::OriginNotAllowed
+            | ErrorKind::HostNotAllowed
             | ErrorKind::ModelNotFound => Origin::Client,
             ErrorKind::UpstreamTimeout
             | ErrorKind::Upstream { .. }
@@ -174,6 +183,8 @@ impl Error {
             ErrorKind::RouteNotFound | ErrorKind::ModelNotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::Unauthorized => 401,
+            ErrorKind::UnsupportedMediaType => 415,
+            ErrorKind::OriginNotAllowed | ErrorKind::HostNotAllowed => 403,
             ErrorKind::QueueFull => 429,
             ErrorKind::QueueTimeout | ErrorKind::Dropped | ErrorKind::ShuttingDown | ErrorKind::Overloaded => 503,
             ErrorKind::UpstreamTimeout => 504,
@@ -197,7 +208,9 @@ impl Error {
             | ErrorKind::RouteNotFound
             | ErrorKind::MethodNotAllowed
             | ErrorKind::ModelNotFound
+            | ErrorKind::UnsupportedMediaType
             | ErrorKind::PluginRejected { .. } => "invalid_request_error",
+            ErrorKind::OriginNotAllowed | ErrorKind::HostNotAllowed => "permission_error",
             ErrorKind::QueueFull => "rate_limit_error",
             ErrorKind::Unauthorized => "authentication_error",
             ErrorKind::Upstream { status: 429 } => "rate_limit_error",
@@ -227,6 +240,9 @@ impl Error {
             ErrorKind::RouteNotFound => "not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::UnsupportedMediaType => "unsupported_media_type",
+            ErrorKind::OriginNotAllowed => "origin_not_allowed",
+            ErrorKind::HostNotAllowed => "host_not_allowed",
             ErrorKind::ModelNotFound => "model_not_found",
             ErrorKind::QueueFull => "queue_full",
             ErrorKind::QueueTimeout => "queue_timeout",
@@ -254,7 +270,9 @@ impl Error {
             | ErrorKind::BodyTooLarge
             | ErrorKind::BodyTimeout
             | ErrorKind::HeaderTooLarge
-            | ErrorKind::UriTooLong => "bad_request",
+            | ErrorKind::UriTooLong
+            | ErrorKind::UnsupportedMediaType => "bad_request",
+            ErrorKind::OriginNotAllowed | ErrorKind::HostNotAllowed => "forbidden",
             ErrorKind::RouteNotFound | ErrorKind::MethodNotAllowed | ErrorKind::ModelNotFound => "not_found",
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::QueueFull => "rejected",

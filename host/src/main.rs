@@ -84,6 +84,9 @@ fn main() -> std::process::ExitCode {
 
 fn check(path: Option<&PathBuf>) -> anyhow::Result<()> {
     let cfg = load(path)?;
+    if let Some(w) = cfg.admin.exposure_warning() {
+        eprintln!("warning: {w}");
+    }
     let (providers, plugins) = (cfg.providers.len(), cfg.plugins.len());
     // The same build `serve` runs (providers, pools, plugins compiled, instantiated and
     // `init`ed with their config), so what passes here also starts; only sockets are skipped.
@@ -108,6 +111,9 @@ fn serve(path: Option<&PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow
         let threads = cfg.server.threads;
         let summary = startup_summary(&cfg);
         let admin = cfg.admin.clone();
+        if let Some(w) = admin.exposure_warning() {
+            tracing::warn!("{w}");
+        }
         let gateway = Gateway::build(cfg, None).await.map_err(anyhow::Error::msg)?;
         let state = AppState::new(gateway);
         let reloader = Reloader::new(state.clone(), path.cloned());

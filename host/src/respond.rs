@@ -23,7 +23,14 @@ pub fn error_response(err: &Error) -> Response<ResponseBody> {
         headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
     }
     headers.insert(X_WEIR_ERROR_SOURCE, HeaderValue::from_static(err.origin_str()));
-    if matches!(err.kind, ErrorKind::BodyTooLarge | ErrorKind::BodyTimeout) {
+    if matches!(
+        err.kind,
+        ErrorKind::BodyTooLarge
+            | ErrorKind::BodyTimeout
+            | ErrorKind::UnsupportedMediaType
+            | ErrorKind::OriginNotAllowed
+            | ErrorKind::HostNotAllowed
+    ) {
         // The rest of the body was not read: the connection cannot carry another request.
         headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }

@@ -111,11 +111,15 @@ impl Server {
         let builder = Arc::new(builder(&server_cfg));
         let open = self.shards.open_counter();
         let monitor = tokio::spawn(self.overload.clone().monitor(self.state.clone(), open));
+        // The browser guard compares `Host` with the address the listener is bound to.
+        let unbound = SocketAddr::from(([0, 0, 0, 0], 0));
+        let listen = self.listener.local_addr().unwrap_or(server_cfg.listen);
         let admin_task = self.admin.map(|l| {
             let stop = stop_rx.clone();
             let builder = builder.clone();
+            let admin_listen = l.local_addr().unwrap_or(unbound);
             tokio::spawn(async move {
-                let handler = move |req, _: &ClientConn| crate::admin::dispatch(reloader.clone(), req);
+                let handler = move |req, _: &ClientConn| crate::admin::dispatch(reloader.clone(), admin_listen, req);
                 // The admin API is served on the control runtime, beside reloads and signals.
                 accept_loop(l, stopped(stop.clone()), |stream| {
                     tokio::spawn(crate::conn::serve(
@@ -133,7 +137,7 @@ impl Server {
         let draining = self.draining.clone();
         let overload = self.overload.clone();
         let handler = move |req, conn: &ClientConn| {
-            dispatch(state.clone(), draining.clone(), overload.clone(), conn.clone(), req)
+            dispatch(state.clone(), draining.clone(), overload.clone(), conn.clone(), listen, req)
         };
         let shards = &self.shards;
         let to_shard = |stream: TcpStream| {
@@ -230,7 +234,32 @@ fn builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// Methods a CORS preflight may ask for on the client listener.
+const API_METHODS: &str = "GET, POST, OPTIONS";
+
+/// The browser guard, then the route; an allowed `Origin` may read the answer, errors included.
 async fn dispatch(
+    state: Arc<AppState>,
+    draining: Arc<AtomicBool>,
+    overload: Arc<Overload>,
+    conn: ClientConn,
+    listen: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let origin = match crate::browser::admit(&state.gateway.load().config.server.browser, listen, &req) {
+        Ok(origin) => origin,
+        Err(e) => return error_response(&e),
+    };
+    let Some(origin) = origin else { return route(state, draining, overload, conn, req).await };
+    if crate::browser::is_preflight(&req) {
+        return crate::browser::preflight(origin, API_METHODS, req.headers());
+    }
+    let mut resp = route(state, draining, overload, conn, req).await;
+    crate::browser::grant(&mut resp, origin);
+    resp
+}
+
+async fn route(
     state: Arc<AppState>,
     draining: Arc<AtomicBool>,
     overload: Arc<Overload>,
@@ -241,6 +270,9 @@ async fn dispatch(
     let method = req.method();
     match (method, path) {
         (&Method::POST, "/v1/chat/completions" | "/v1/embeddings") => {
+            if let Err(e) = crate::browser::require_json(req.headers()) {
+                return error_response(&e);
+            }
             let gw = state.gateway.load_full();
             if let Some(e) = overload.shed(gw.config.server.overload.retry_after_secs()) {
                 return error_response(&e);

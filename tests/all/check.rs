@@ -128,3 +128,17 @@ fn duration_and_type_errors_show_a_valid_example() {
         assert!(stderr.contains(example), "{to:?}: error shows no example like {example}:\n{stderr}");
     }
 }
+
+#[test]
+fn a_network_facing_admin_listener_is_warned_about() {
+    let key = ("WEIR_E2E_CHECK_KEY", "sk-test-SECRET123");
+    let exposed = format!("{GOOD}\n[admin]\nlisten = \"0.0.0.0:0\"\ntoken = \"admin-SECRET\"\nwatch = false\n");
+    let out = weir_check(&exposed, &[key]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("warning") && stderr.contains("admin.listen"), "no warning:\n{stderr}");
+    assert!(!stderr.contains("admin-SECRET"), "{stderr}");
+    // On loopback there is nothing to warn about.
+    let out = weir_check(&exposed.replace("0.0.0.0:0", "127.0.0.1:0"), &[key]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("admin.listen"));
+}

@@ -58,7 +58,7 @@ fn error_code(body: &str) -> String {
     v["error"]["code"].as_str().unwrap_or_default().to_owned()
 }
 
-const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nhost: weir\r\n\r\n";
+const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n";
 
 #[tokio::test]
 async fn slowloris_heads_are_closed_after_the_header_timeout_and_clean_requests_still_succeed() {
@@ -70,7 +70,7 @@ async fn slowloris_heads_are_closed_after_the_header_timeout_and_clean_requests_
     for i in 0..20 {
         let mut s = TcpStream::connect(weir.addr()).await.unwrap();
         if i % 2 == 0 {
-            s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: weir\r\nx-slow: ").await.unwrap();
+            s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: ").await.unwrap();
         }
         held.push(s);
     }
@@ -113,7 +113,7 @@ async fn a_chunked_body_that_never_ends_gets_408_after_the_body_timeout() {
     let config = format!("[server]\nbody_read_timeout = \"500ms\"\n{}", up.provider_toml("up", "", ""));
     let weir = Weir::start(&config).await;
     let mut s = TcpStream::connect(weir.addr()).await.unwrap();
-    let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: weir\r\ncontent-type: application/json\r\n\
+    let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
                 transfer-encoding: chunked\r\n\r\n5\r\n{\"mod\r\n";
     s.write_all(head.as_bytes()).await.unwrap();
     let started = Instant::now();
@@ -174,7 +174,7 @@ async fn past_max_connections_new_connections_get_503_and_existing_ones_work() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(again.is_some(), "a closed connection frees its place");
-    held[0].write_all(b"GET /metrics HTTP/1.1\r\nhost: weir\r\n\r\n").await.unwrap();
+    held[0].write_all(b"GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").await.unwrap();
     let (_, _, metrics) = read_response(&mut held[0]).await;
     let m = metric(&metrics, "weir_overload_shed_total", &[("reason", "connections")]);
     assert!(m >= 3.0, "shed connections counted: {m}");
@@ -232,11 +232,11 @@ async fn past_the_critical_memory_threshold_requests_get_503_with_retry_after_an
 async fn errors_hyper_makes_itself_carry_the_json_error_shape() {
     let up = MockUpstream::start().await;
     let weir = Weir::start(&up.provider_toml("up", "", "")).await;
-    let huge = format!("GET /health HTTP/1.1\r\nhost: weir\r\nx-big: {}\r\n\r\n", "a".repeat(512 * 1024));
+    let huge = format!("GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\nx-big: {}\r\n\r\n", "a".repeat(512 * 1024));
     for (request, want, code) in [
         (huge.as_bytes(), 431, "request_header_too_large"),
         (&b"GET /health HTTP/1.1\r\nbad header\r\n\r\n"[..], 400, "invalid_request"),
-        (&b"G@T /health HTTP/1.1\r\nhost: weir\r\n\r\n"[..], 400, "invalid_request"),
+        (&b"G@T /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"[..], 400, "invalid_request"),
     ] {
         let mut s = TcpStream::connect(weir.addr()).await.unwrap();
         let _ = s.write_all(request).await;
@@ -254,7 +254,7 @@ async fn sigterm_closes_half_sent_heads_and_idle_h2_connections_at_once() {
     let config = format!("[server]\nshutdown_timeout = \"20s\"\n{}", up.provider_toml("up", "", ""));
     let mut weir = Weir::start(&config).await;
     let mut half = TcpStream::connect(weir.addr()).await.unwrap();
-    half.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: weir\r\n").await.unwrap();
+    half.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n").await.unwrap();
     // An HTTP/2 connection that said hello and then nothing (it never answers pings either).
     let mut h2 = TcpStream::connect(weir.addr()).await.unwrap();
     h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
@@ -281,7 +281,7 @@ async fn hung_bodies(weir: &Weir, conns: usize, sent: usize) -> Vec<TcpStream> {
         let (addr, chunk) = (weir.addr(), chunk.clone());
         tasks.push(tokio::spawn(async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
-            let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: weir\r\ntransfer-encoding: chunked\r\n\r\n";
+            let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ntransfer-encoding: chunked\r\n\r\n";
             s.write_all(head.as_bytes()).await.unwrap();
             for _ in 0..sent / (64 * 1024) {
                 if s.write_all(chunk.as_bytes()).await.is_err() {

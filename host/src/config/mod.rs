@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use defaults::embedded_default;
 pub use env::EnvValues;
 pub use plugin::{MAX_MEMORY_LIMIT, MAX_PLUGINS, OnError, PluginConfig, PluginRuntimeConfig};
-pub use server::{MAX_THREADS, OverloadConfig, ServerConfig};
+pub use server::{BrowserConfig, MAX_THREADS, OverloadConfig, ServerConfig};
 pub use url::check_base_url;
 pub use values::parse_listen;
 
@@ -92,6 +92,21 @@ pub struct AdminConfig {
     /// Quiet period after a file change before reloading (editors write in bursts).
     #[serde(with = "values::duration")]
     pub watch_debounce: Duration,
+}
+
+impl AdminConfig {
+    /// A warning when the admin API would be reachable beyond this machine: it can replace
+    /// plugins (code), so a token alone should not be all that guards it.
+    pub fn exposure_warning(&self) -> Option<String> {
+        let on = self.token.as_deref().is_some_and(|t| !t.is_empty());
+        (on && !self.listen.ip().is_loopback()).then(|| {
+            format!(
+                "admin.listen = \"{}\" is not a loopback address: the admin API (which can replace plugins) \
+                 is reachable from the network, guarded only by admin.token; prefer 127.0.0.1",
+                self.listen
+            )
+        })
+    }
 }
 
 impl Default for AdminConfig {

@@ -1,5 +1,6 @@
 //! `[server]`: the client-facing listener, the limits that keep slow or abusive clients from
-//! holding connections and memory, and `[server.overload]`, when Weir stops taking new work.
+//! holding connections and memory, `[server.overload]`, when Weir stops taking new work, and
+//! `[server.browser]`, which browser pages may call it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -48,6 +49,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// When Weir sheds new work because of its memory use.
     pub overload: OverloadConfig,
+    /// Which web pages may call Weir from a browser (CORS) and which `Host` names it answers.
+    pub browser: BrowserConfig,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +66,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             max_connections: 0,
             overload: OverloadConfig::default(),
+            browser: BrowserConfig::default(),
         }
     }
 }
@@ -104,6 +108,50 @@ impl OverloadConfig {
     }
 }
 
+/// `[server.browser]`: without client auth, any web page could make a visitor's browser post
+/// to Weir and spend the provider keys. So a request carrying an `Origin` not listed here is
+/// refused (403 `origin_not_allowed`), and on a loopback listener a `Host` that is neither an
+/// IP literal, `localhost` nor listed here is refused (403 `host_not_allowed`: DNS rebinding).
+/// Both apply to the admin listener too.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrowserConfig {
+    /// Origins (`https://app.example`, exact match) whose pages may call the API; they get
+    /// CORS headers and preflight answers. `"*"` allows every origin. Empty: none.
+    pub allowed_origins: Vec<String>,
+    /// Extra `Host` names (no port) Weir answers to besides IP literals and `localhost`.
+    /// Checked on a loopback listener always, on other addresses only when not empty.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl BrowserConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for origin in &self.allowed_origins {
+            let ok = origin == "*"
+                || origin.split_once("://").is_some_and(|(scheme, rest)| {
+                    matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains(['/', '?', '#', ' '])
+                });
+            if !ok {
+                return Err(ConfigError::invalid(
+                    "server.browser.allowed_origins",
+                    format!(
+                        "{origin:?} is not an origin like \"https://app.example\" (no path, no trailing /) or \"*\""
+                    ),
+                ));
+            }
+        }
+        for host in &self.allowed_hosts {
+            if host.is_empty() || host.contains([':', '/', ' ', '*']) {
+                return Err(ConfigError::invalid(
+                    "server.browser.allowed_hosts",
+                    format!("{host:?} is not a host name (no port, scheme or wildcard)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl ServerConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.max_body_bytes == 0 {
@@ -134,6 +182,6 @@ impl ServerConfig {
                 "must not be above memory_critical_bytes",
             ));
         }
-        Ok(())
+        self.browser.validate()
     }
 }

@@ -102,14 +102,7 @@ fn pooling_allocator(value: Option<&str>) -> Result<bool, String> {
 pub fn compile(rt: &Runtime, bytes: &[u8], cache_dir: Option<&Path>) -> Result<Component, String> {
     let component = match cache_dir {
         Some(dir) => cached(rt, bytes, dir)?,
-        None => {
-            let compiled = precompile(rt, bytes)?;
-            // SAFETY: `compiled` was produced by `precompile_component` just now on an engine
-            // with the same compatibility hash as this one (checked in `precompile`).
-            #[allow(unsafe_code)]
-            let component = unsafe { Component::deserialize(&rt.engine, &compiled) };
-            component.map_err(|e| format!("invalid component: {e:#}"))?
-        }
+        None => fresh(rt, &precompile(rt, bytes)?)?,
     };
     check_contract(&rt.engine, &component)?;
     Ok(component)
@@ -161,11 +154,15 @@ pub fn cache_path(engine: &Engine, bytes: &[u8], dir: &Path) -> PathBuf {
 
 fn cached(rt: &Runtime, bytes: &[u8], dir: &Path) -> Result<Component, String> {
     let path = cache_path(&rt.engine, bytes, dir);
+    if !super::cache_trust::usable(dir, &path) {
+        // Neither read nor written: someone else can change what is in it.
+        return fresh(rt, &precompile(rt, bytes)?);
+    }
     if path.exists() {
         // SAFETY: the file was written by `precompile_component` on an engine with the same
-        // compatibility hash (it is in the name) into a cache directory private to the
-        // gateway's user (documented requirement); wasmtime also checks its header. A file that
-        // fails to load is recompiled and overwritten.
+        // compatibility hash (it is in the name) into a cache directory owned by the gateway's
+        // user and writable by no one else (checked just above by `cache_trust`); wasmtime
+        // also checks its header. A file that fails to load is recompiled and overwritten.
         #[allow(unsafe_code)]
         let loaded = unsafe { Component::deserialize_file(&rt.engine, &path) };
         match loaded {
@@ -191,10 +188,15 @@ fn cached(rt: &Runtime, bytes: &[u8], dir: &Path) -> Result<Component, String> {
         }
         Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot write the component cache"),
     }
+    fresh(rt, &compiled)
+}
+
+/// Loads a compilation made just now in memory.
+fn fresh(rt: &Runtime, compiled: &[u8]) -> Result<Component, String> {
     // SAFETY: `compiled` was produced by `precompile_component` just now on an engine with the
     // same compatibility hash as this one (checked in `precompile`).
     #[allow(unsafe_code)]
-    let component = unsafe { Component::deserialize(&rt.engine, &compiled) };
+    let component = unsafe { Component::deserialize(&rt.engine, compiled) };
     component.map_err(|e| format!("invalid component: {e:#}"))
 }
 

@@ -16,6 +16,7 @@
 pub mod bench;
 mod bindings;
 pub mod builtin;
+mod cache_trust;
 mod convert;
 mod engine;
 mod guard;

@@ -230,3 +230,20 @@ async fn disk_cache_is_written_and_reused() {
     chain.on_request(&mut request("m", 1), None).await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_world_writable_cache_is_neither_read_nor_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("weir-cache-untrusted-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    // Anyone could plant a compiled component here and have it mapped as code.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let rt = PluginRuntimeConfig { cache_dir: Some(dir.clone()), ..Default::default() };
+    let chain = Chain::load(&[plugin("noop", "noop", json!({}))], &rt).await.unwrap();
+    chain.on_request(&mut request("m", 1), None).await.unwrap();
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(files.is_empty(), "the plugin was cached in an untrusted directory: {files:?}");
+}
