@@ -133,7 +133,7 @@ async fn an_allowed_origin_gets_cors_headers_and_a_preflight_204() {
     assert!(headers.contains("authorization") && headers.contains("content-type"), "{headers}");
     assert!(pre.header("access-control-max-age").is_some_and(|a| a.parse::<u64>().is_ok()));
     assert!(pre.header("vary").is_some_and(|v| v.to_ascii_lowercase().contains("origin")));
-    assert!(up.seen().is_empty(), "a preflight reached the provider");
+    assert!(up.chats().is_empty(), "a preflight reached the provider");
 
     let req = client()
         .post(weir.url("/v1/chat/completions"))
