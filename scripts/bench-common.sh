@@ -79,8 +79,8 @@ queue = 1024
 TOML
 }
 
-# The [[plugins]] chain of the embedded default config (host/src/config/default.toml): the
+# The [[plugins]] chain of the embedded default config (crates/config/src/default.toml): the
 # first-party plugins embedded in the weir binary (`builtin:`), as a default `weir serve` runs.
 bench_default_chain() {
-    awk '/^\[\[plugins\]\]/{on=1} on' host/src/config/default.toml
+    awk '/^\[\[plugins\]\]/{on=1} on' crates/config/src/default.toml
 }

@@ -123,7 +123,7 @@ plugin() { # name file [extra toml lines]
     printf '\n[[plugins]]\nname = "%s"\npath = "%s/%s.wasm"\n%s\n' "$1" "$WASM" "$2" "${3:-}"
 }
 default_chain() { bench_default_chain; }
-DEFAULT_N=$(grep -c '^\[\[plugins\]\]' host/src/config/default.toml)
+DEFAULT_N=$(grep -c '^\[\[plugins\]\]' crates/config/src/default.toml)
 
 declare -A WEIR_PORT WEIR_PID WEIR_IDLE
 start_weir() { # label config-file

@@ -4,18 +4,15 @@
 //! [`api`] validates → [`plugins`] runs hooks → [`routing`] picks a provider → [`pool`] queues
 //! it for a worker → [`providers`] talk upstream → [`respond`] turns any [`error`] into HTTP.
 
+pub use weir_api as api;
+pub use weir_config as config;
+pub use weir_types::{body, error, exchange, format, json, secrets};
+
 pub mod admin;
-pub mod api;
-pub mod body;
 pub mod browser;
 pub mod client_io;
-pub mod config;
 pub mod conn;
-pub mod error;
-pub mod exchange;
-pub mod format;
 pub mod gateway;
-pub mod json;
 pub mod metrics;
 pub mod overload;
 pub mod pipeline;
@@ -27,7 +24,6 @@ pub mod repoll;
 pub mod respond;
 pub mod routes;
 pub mod routing;
-pub mod secrets;
 pub mod server;
 pub mod shards;
 pub mod watch;

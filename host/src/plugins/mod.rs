@@ -15,14 +15,14 @@
 #[doc(hidden)]
 pub mod bench;
 mod bindings;
-pub mod builtin;
+pub use weir_config::builtin;
 mod cache_trust;
 mod convert;
 mod engine;
 mod guard;
 mod host;
 mod instances;
-pub(crate) mod json;
+pub(crate) use weir_types::json::pointer as json;
 mod metrics;
 mod offload;
 mod plugin;

@@ -96,8 +96,6 @@ fn values_from_the_environment_are_noted_as_secrets_and_redacted() {
     assert_eq!(config["key"], "<redacted>");
     assert_eq!(config["level"], "info");
     assert_eq!(config["deep"]["list"], serde_json::json!(["<redacted>", "plain"]));
-    let secrets = crate::secrets::Secrets::from_config(&cfg);
-    assert_eq!(secrets.scrub("org-value-1 plugin-key-1 blue"), "<redacted> <redacted> blue");
 }
 
 #[test]
@@ -123,7 +121,7 @@ fn embedded_default_always_starts_even_without_built_plugins() {
 
 #[test]
 fn reference_config_in_examples_is_valid() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/weir.toml");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/weir.toml");
     let cfg = Config::load(&path).unwrap();
     assert_eq!(cfg.providers.len(), 2);
     let names: Vec<_> = cfg.plugins.iter().map(|p| p.name.as_str()).collect();

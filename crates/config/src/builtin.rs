@@ -1,4 +1,4 @@
-//! Load time: the first-party plugins compiled into the binary by `host/build.rs`, named in a
+//! Load time: the first-party plugins compiled into the binary by `build.rs`, named in a
 //! config as `path = "builtin:<name>"` (the embedded default chain uses them).
 
 use std::borrow::Cow;

@@ -18,7 +18,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=WEIR_BUILTIN_PLUGIN_DIR");
     let dir = std::env::var_os("WEIR_BUILTIN_PLUGIN_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| manifest.join("../plugins/target/wasm32-wasip2/release"));
+        .unwrap_or_else(|| manifest.join("../../plugins/target/wasm32-wasip2/release"));
 
     let mut code = String::from("/// Every built-in name, embedded in this binary or not.\n");
     let names: Vec<String> = BUILTINS.iter().map(|(name, _)| format!("{name:?}")).collect();

@@ -2,6 +2,7 @@
 //! `${ENV}` secrets interpolated, then validated. The result is immutable and shared as an
 //! `Arc<Config>` snapshot; a reload builds a new one, it never mutates in place.
 
+pub mod builtin;
 mod defaults;
 mod env;
 mod plugin;
@@ -279,7 +280,7 @@ impl Config {
         let mut cfg = Self::from_toml(&text)?;
         if let Some(dir) = path.parent() {
             for p in &mut cfg.plugins {
-                if p.path.is_relative() && crate::plugins::builtin::name(&p.path).is_none() {
+                if p.path.is_relative() && crate::builtin::name(&p.path).is_none() {
                     p.path = dir.join(&p.path);
                 }
             }

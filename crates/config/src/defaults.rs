@@ -21,7 +21,7 @@ pub fn embedded_default() -> Result<Config, ConfigError> {
         text.push_str(ANTHROPIC);
     }
     let mut cfg = Config::from_toml(&text)?;
-    keep_embedded_plugins(&mut cfg, crate::plugins::builtin::embedded);
+    keep_embedded_plugins(&mut cfg, crate::builtin::embedded);
     Ok(cfg)
 }
 
@@ -30,7 +30,7 @@ pub fn embedded_default() -> Result<Config, ConfigError> {
 /// embedded default must always start.
 pub(super) fn keep_embedded_plugins(cfg: &mut Config, embedded: impl Fn(&str) -> Result<&'static [u8], String>) {
     cfg.plugins.retain(|p| {
-        let Some(name) = crate::plugins::builtin::name(&p.path) else { return true };
+        let Some(name) = crate::builtin::name(&p.path) else { return true };
         match embedded(name) {
             Ok(_) => true,
             Err(reason) => {

@@ -222,10 +222,10 @@ fn index_reads_alike(endpoint: Endpoint, body: &str, pointers: &[&str]) {
     let (index, raw) = front.body.indexed().unwrap_or_else(|| panic!("{body}: no index"));
     let tree = parse_object(&bytes).unwrap();
     let mut texts = Vec::new();
-    crate::plugins::json::visit_prompt_texts(&tree, endpoint, &mut |t| texts.push(t.to_owned()));
+    crate::json::pointer::visit_prompt_texts(&tree, endpoint, &mut |t| texts.push(t.to_owned()));
     assert_eq!(index.prompt_texts(raw), texts, "{body}");
     for p in pointers {
-        let want = crate::plugins::json::get(&tree, p).map(|v| serde_json::to_string(v).unwrap());
+        let want = crate::json::pointer::get(&tree, p).map(|v| serde_json::to_string(v).unwrap());
         match index.get(raw, p) {
             index::Lookup::Found(v) => assert_eq!(Some(serde_json::to_string(&v).unwrap()), want, "{body} {p}"),
             index::Lookup::Absent => assert_eq!(None, want, "{body} {p}"),

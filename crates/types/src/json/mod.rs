@@ -4,6 +4,7 @@
 //! API format.
 
 pub mod index;
+pub mod pointer;
 
 use std::cell::Cell;
 use std::fmt;

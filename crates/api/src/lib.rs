@@ -16,6 +16,8 @@
 mod scan;
 mod summary;
 
+use weir_types::{error, exchange, format, json};
+
 use bytes::Bytes;
 use serde_json::{Map, Value};
 

@@ -194,10 +194,10 @@ pub(super) fn validate(
         if !names.insert(p.name.as_str()) {
             return Err(ConfigError::invalid(key("name"), format!("duplicate plugin name {:?}", p.name)));
         }
-        if let Some(builtin) = crate::plugins::builtin::name(&p.path)
-            && !crate::plugins::builtin::KNOWN.contains(&builtin)
+        if let Some(builtin) = crate::builtin::name(&p.path)
+            && !crate::builtin::KNOWN.contains(&builtin)
         {
-            let known = crate::plugins::builtin::KNOWN.join(", ");
+            let known = crate::builtin::KNOWN.join(", ");
             return Err(ConfigError::invalid(
                 key("path"),
                 format!("no built-in plugin {builtin:?} (built-ins: {known})"),
@@ -233,7 +233,7 @@ pub(super) fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::Config;
 
     const BASE: &str = "[[providers]]\nname = \"mock\"\nkind = \"mock\"\nmodels = [\"m\"]\n";
 
