@@ -10,15 +10,15 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use crate::body::{ResponseBody, read_limited};
+use crate::body::{Limit, ResponseBody};
 use crate::config::PluginConfig;
 use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
 use crate::reload::Reloader;
 use crate::respond::error_response;
 
-/// Largest plugin upload (Python and JS components are 12-18 MB).
-const MAX_UPLOAD_BYTES: usize = 128 * 1024 * 1024;
+/// Write buffer of an upload on its way to disk: memory per upload stays this, whatever its size.
+const UPLOAD_BUFFER: usize = 1024 * 1024;
 
 /// Serves one admin request on the listener bound to `listen`. The browser guard runs first:
 /// a web page must not reach the admin API, even by DNS rebinding. No CORS is granted here,
@@ -149,14 +149,6 @@ async fn upload(
     if !valid_name(name) {
         return Err(Error::invalid_param("name", "plugin names use only [A-Za-z0-9_-], at most 64 characters"));
     }
-    let len = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    let bytes = read_limited(req.into_body(), len, MAX_UPLOAD_BYTES, gw.config.server.body_read_timeout).await?;
-    if !bytes.starts_with(b"\0asm") {
-        return Err(Error::new(
-            ErrorKind::InvalidRequest,
-            "the body is not a WebAssembly component (no \\0asm header)",
-        ));
-    }
     let (overlay_prev, was_disabled) = reloader.overlay_entry(name);
     let configured = gw.config.plugins.iter().find(|p| p.name == name).cloned();
     let target: PathBuf = match (&configured, &overlay_prev) {
@@ -164,28 +156,29 @@ async fn upload(
         (_, Some(p)) => p.path.clone(),
         _ => plugin_dir(gw).join(format!("{name}.wasm")),
     };
-    let previous = tokio::fs::read(&target).await.ok();
-    write_atomically(&target, &bytes)
-        .await
-        .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot store plugin {name}: {e}")))?;
+    let len = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let limit = Limit { bytes: gw.config.admin.max_upload_bytes, key: "admin.max_upload_bytes" };
+    let timeout = gw.config.server.body_read_timeout;
+    let upload =
+        tokio::time::timeout(timeout, receive(req.into_body(), len, limit, &target)).await.map_err(|_| {
+            Error::new(
+                ErrorKind::BodyTimeout,
+                format!("the upload did not arrive within {timeout:?} (server.body_read_timeout)"),
+            )
+        })??;
+    let size = upload.size;
+    let previous = Backup::take(&target).await.map_err(|e| store_failed(name, &e))?;
+    upload.commit(&target).await.map_err(|e| store_failed(name, &e))?;
     if configured.is_none() {
         let plugin = overlay_prev.clone().unwrap_or_else(|| default_plugin(name, target.clone()));
         reloader.overlay_add(plugin);
     }
     match reloader.reload("admin").await {
-        Ok(report) => Ok(json_ok(
-            StatusCode::OK,
-            &json!({ "status": "stored", "path": target, "bytes": bytes.len(), "report": report }),
-        )),
+        Ok(report) => {
+            Ok(json_ok(StatusCode::OK, &json!({ "status": "stored", "path": target, "bytes": size, "report": report })))
+        }
         Err(e) => {
-            match previous {
-                Some(old) => {
-                    let _ = write_atomically(&target, &old).await;
-                }
-                None => {
-                    let _ = tokio::fs::remove_file(&target).await;
-                }
-            }
+            previous.restore(&target).await;
             reloader.overlay_restore(name, overlay_prev, was_disabled);
             Ok(refused(&e))
         }
@@ -224,27 +217,136 @@ fn default_plugin(name: &str, path: PathBuf) -> PluginConfig {
     toml::from_str(&text).expect("a name and a path are all a plugin entry needs")
 }
 
-/// Writes to a temporary file in the same directory, fsyncs, then renames over the target,
-/// so a reader (the watcher, a reload, a restart) never sees half a component.
-async fn write_atomically(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn store_failed(name: &str, e: &std::io::Error) -> Error {
+    Error::new(ErrorKind::Internal, format!("cannot store plugin {name}: {e}"))
+}
+
+/// An upload received into a temporary file beside its target. Dropped without
+/// [`Upload::commit`], the file is removed.
+struct Upload {
+    tmp: PathBuf,
+    size: usize,
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+impl Upload {
+    /// Renames the file over `target`, so a reader (the watcher, a reload, a restart) never
+    /// sees half a component.
+    async fn commit(mut self, target: &Path) -> std::io::Result<()> {
+        let tmp = std::mem::take(&mut self.tmp);
+        let renamed = tokio::fs::rename(&tmp, target).await;
+        if renamed.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        renamed
+    }
+}
+
+/// A temporary name in `target`'s directory (same file system, so a rename is atomic).
+fn temp_beside(target: &Path, what: &str) -> PathBuf {
     let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    tokio::fs::create_dir_all(dir).await?;
-    let tmp = dir.join(format!(
-        ".{}.{:08x}.tmp",
-        target.file_name().and_then(|n| n.to_str()).unwrap_or("plugin"),
-        fastrand::u32(..)
-    ));
-    let data = bytes.to_vec();
-    let tmp2 = tmp.clone();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write as _;
-        let mut f = std::fs::File::create(&tmp2)?;
-        f.write_all(&data)?;
-        f.sync_all()
-    })
-    .await
-    .map_err(std::io::Error::other)??;
-    tokio::fs::rename(&tmp, target).await
+    let file = target.file_name().and_then(|n| n.to_str()).unwrap_or("plugin");
+    dir.join(format!(".{file}.{what}.{:08x}.tmp", fastrand::u32(..)))
+}
+
+/// Streams the body to a temporary file beside `target` through a bounded buffer, so an
+/// upload costs [`UPLOAD_BUFFER`] of memory whatever its size. Refuses a body over `limit`
+/// (from `Content-Length` first, then while reading) and one that does not start like a
+/// WebAssembly binary, before writing much of it.
+async fn receive(
+    mut body: Incoming,
+    content_length: Option<u64>,
+    limit: Limit,
+    target: &Path,
+) -> Result<Upload, Error> {
+    use http_body_util::BodyExt as _;
+    use tokio::io::AsyncWriteExt as _;
+
+    if content_length.is_some_and(|len| len > limit.bytes as u64) {
+        return Err(limit.exceeded());
+    }
+    let io = |e: std::io::Error| Error::new(ErrorKind::Internal, format!("cannot store the upload: {e}"));
+    let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    tokio::fs::create_dir_all(dir).await.map_err(io)?;
+    let mut upload = Upload { tmp: temp_beside(target, "upload"), size: 0 };
+    let file = tokio::fs::File::create(&upload.tmp).await.map_err(io)?;
+    let mut out = tokio::io::BufWriter::with_capacity(UPLOAD_BUFFER, file);
+    let mut head = [0u8; 4];
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| Error::new(ErrorKind::InvalidRequest, format!("failed to read the upload: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        let seen = upload.size;
+        upload.size += data.len();
+        if upload.size > limit.bytes {
+            return Err(limit.exceeded());
+        }
+        if seen < head.len() {
+            let n = (head.len() - seen).min(data.len());
+            head[seen..seen + n].copy_from_slice(&data[..n]);
+            if seen + n == head.len() && &head != b"\0asm" {
+                return Err(not_wasm());
+            }
+        }
+        out.write_all(&data).await.map_err(io)?;
+    }
+    if upload.size < head.len() {
+        return Err(not_wasm());
+    }
+    out.flush().await.map_err(io)?;
+    out.into_inner().sync_all().await.map_err(io)?;
+    Ok(upload)
+}
+
+fn not_wasm() -> Error {
+    Error::new(ErrorKind::InvalidRequest, "the body is not a WebAssembly component (no \\0asm header)")
+}
+
+/// The file an upload replaces, kept aside (a hard link, else a copy) until the reload is
+/// accepted: a refused reload puts it back.
+struct Backup {
+    saved: Option<PathBuf>,
+}
+
+impl Backup {
+    async fn take(target: &Path) -> std::io::Result<Self> {
+        if tokio::fs::metadata(target).await.is_err() {
+            return Ok(Self { saved: None });
+        }
+        let saved = temp_beside(target, "previous");
+        if tokio::fs::hard_link(target, &saved).await.is_err() {
+            tokio::fs::copy(target, &saved).await?;
+        }
+        Ok(Self { saved: Some(saved) })
+    }
+
+    /// The reload was refused: the previous file goes back (or, if there was none, the
+    /// upload is removed).
+    async fn restore(mut self, target: &Path) {
+        match self.saved.take() {
+            Some(saved) => {
+                let _ = tokio::fs::rename(&saved, target).await;
+            }
+            None => {
+                let _ = tokio::fs::remove_file(target).await;
+            }
+        }
+    }
+}
+
+impl Drop for Backup {
+    fn drop(&mut self) {
+        if let Some(saved) = self.saved.take() {
+            let _ = std::fs::remove_file(saved);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use crate::api::BodyUse;
-use crate::body::{BodyFrame, ResponseBody, read_limited};
+use crate::body::{BodyFrame, Limit, ResponseBody, read_limited};
 use crate::client_io::ClientConn;
 use crate::error::{Error, ErrorKind};
 use crate::exchange::{GatewayRequest, GatewayResponse, client_headers};
@@ -128,8 +128,13 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     let (parts, body) = req.into_parts();
     let content_length =
         parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let bytes =
-        read_limited(body, content_length, gw.config.server.max_body_bytes, gw.config.server.body_read_timeout).await?;
+    let bytes = read_limited(
+        body,
+        content_length,
+        Limit { bytes: gw.config.server.max_body_bytes, key: "server.max_body_bytes" },
+        gw.config.server.body_read_timeout,
+    )
+    .await?;
     // One scan checks the body; it stays the client's bytes. With on-request hooks the scan
     // also records where the prompt texts and top-level fields are, which answers the hooks'
     // usual reads without parsing the body into a tree.

@@ -96,6 +96,13 @@ impl Weir {
         pages * 4096
     }
 
+    /// The most resident memory the process has held so far (`VmHWM`), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().strip_suffix("kB"));
+        kb.and_then(|v| v.trim().parse::<u64>().ok()).expect("VmHWM in /proc/<pid>/status") * 1024
+    }
+
     /// Everything the process printed so far (stdout and stderr, interleaved).
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()

@@ -93,6 +93,9 @@ pub struct AdminConfig {
     /// Quiet period after a file change before reloading (editors write in bursts).
     #[serde(with = "values::duration")]
     pub watch_debounce: Duration,
+    /// Largest plugin upload (`PUT /admin/plugins/{name}`); Python and JS components are
+    /// 12-18 MB. An upload is streamed to disk, so this bounds the file, not memory.
+    pub max_upload_bytes: usize,
 }
 
 impl AdminConfig {
@@ -118,6 +121,7 @@ impl Default for AdminConfig {
             plugin_dir: None,
             watch: true,
             watch_debounce: Duration::from_millis(300),
+            max_upload_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -129,6 +133,7 @@ impl std::fmt::Debug for AdminConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("plugin_dir", &self.plugin_dir)
             .field("watch", &self.watch)
+            .field("max_upload_bytes", &self.max_upload_bytes)
             .finish()
     }
 }

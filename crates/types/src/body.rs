@@ -92,6 +92,25 @@ impl Body for ResponseBody {
     }
 }
 
+/// A body size limit and the setting that sets it, which a 413 names.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit {
+    /// Most bytes accepted.
+    pub bytes: usize,
+    /// The config key, e.g. `server.max_body_bytes`.
+    pub key: &'static str,
+}
+
+impl Limit {
+    /// The 413 for a body over this limit.
+    pub fn exceeded(self) -> Error {
+        Error::new(
+            ErrorKind::BodyTooLarge,
+            format!("request body exceeds the limit of {} bytes ({})", self.bytes, self.key),
+        )
+    }
+}
+
 /// Reads a request body, failing with 413 as soon as it exceeds `limit` bytes (checked against
 /// `Content-Length` first, then while reading, so an oversized body is never buffered whole),
 /// and with 408 if it has not all arrived within `timeout` (a body that never ends would
@@ -103,7 +122,7 @@ impl Body for ResponseBody {
 pub async fn read_limited<B>(
     body: B,
     content_length: Option<u64>,
-    limit: usize,
+    limit: Limit,
     timeout: Duration,
 ) -> Result<Bytes, Error>
 where
@@ -119,18 +138,13 @@ where
     })?
 }
 
-async fn read_within_limit<B>(body: B, content_length: Option<u64>, limit: usize) -> Result<Bytes, Error>
+async fn read_within_limit<B>(body: B, content_length: Option<u64>, limit: Limit) -> Result<Bytes, Error>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let too_large = || {
-        Error::new(
-            ErrorKind::BodyTooLarge,
-            format!("request body exceeds the limit of {limit} bytes (server.max_body_bytes)"),
-        )
-    };
-    if content_length.is_some_and(|len| len > limit as u64) {
+    let too_large = || limit.exceeded();
+    if content_length.is_some_and(|len| len > limit.bytes as u64) {
         return Err(too_large());
     }
     let mut body = body;
@@ -142,7 +156,7 @@ where
             frame.map_err(|e| Error::new(ErrorKind::InvalidRequest, format!("failed to read request body: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
         total += data.len();
-        if total > limit {
+        if total > limit.bytes {
             return Err(too_large());
         }
         // One frame (the common case) is kept as-is with no copy.
@@ -172,10 +186,14 @@ mod tests {
 
     const LONG: Duration = Duration::from_secs(60);
 
+    fn lim(bytes: usize) -> Limit {
+        Limit { bytes, key: "test.limit" }
+    }
+
     #[tokio::test]
     async fn rejects_declared_oversize_without_reading() {
         let body = Full::new(Bytes::from_static(b"{}"));
-        let err = read_limited(body, Some(11), 10, LONG).await.unwrap_err();
+        let err = read_limited(body, Some(11), lim(10), LONG).await.unwrap_err();
         assert_eq!(err.status(), 413);
     }
 
@@ -184,7 +202,7 @@ mod tests {
         let chunks: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
             (0..5).map(|_| Ok(Frame::data(Bytes::from_static(b"0123456789")))).collect();
         let body = StreamBody::new(futures_util::stream::iter(chunks));
-        let err = read_limited(body, None, 25, LONG).await.unwrap_err();
+        let err = read_limited(body, None, lim(25), LONG).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::BodyTooLarge);
     }
 
@@ -197,7 +215,7 @@ mod tests {
             futures_util::stream::pending(),
         ));
         let started = tokio::time::Instant::now();
-        let err = read_limited(body, None, 10, Duration::from_secs(5)).await.unwrap_err();
+        let err = read_limited(body, None, lim(10), Duration::from_secs(5)).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::BodyTimeout);
         assert_eq!(err.status(), 408);
         assert_eq!(started.elapsed(), Duration::from_secs(5));
@@ -222,6 +240,6 @@ mod tests {
         let chunks: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
             vec![Ok(Frame::data(Bytes::from_static(b"ab"))), Ok(Frame::data(Bytes::from_static(b"cd")))];
         let body = StreamBody::new(futures_util::stream::iter(chunks));
-        assert_eq!(read_limited(body, None, 10, LONG).await.unwrap(), Bytes::from_static(b"abcd"));
+        assert_eq!(read_limited(body, None, lim(10), LONG).await.unwrap(), Bytes::from_static(b"abcd"));
     }
 }
