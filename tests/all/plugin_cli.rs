@@ -110,3 +110,58 @@ fn go_guard_survives_thousands_of_calls_on_one_instance() {
     assert!(ok, "{}", out.lines().filter(|l| !l.contains("xxxx")).take(20).collect::<Vec<_>>().join("\n"));
     assert!(out.contains("5000 calls, mean"), "{out}");
 }
+
+#[test]
+fn test_runs_on_stream_chunk_over_an_sse_file() {
+    let req =
+        json_file("stream-req.json", r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#);
+    let cfg = json_file("pii-streams.json", r#"{"streams":true}"#);
+    let sse = json_file(
+        "answer.sse",
+        concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"mail \"}}]}\n\n",
+            ": a keep-alive comment\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"bob@example.com now\"}}]}\r\n\r\n",
+            "data: [DONE]\n\n",
+        ),
+    );
+    let args =
+        ["--request", req.to_str().unwrap(), "--config", cfg.to_str().unwrap(), "--stream", sse.to_str().unwrap()];
+    let (ok, out) = weir_plugin(&[&["test", "builtin:pii-redact"][..], &args].concat());
+    assert!(ok, "{out}");
+    assert!(out.contains("on-stream-chunk [0]: pass (fuel "), "{out}");
+    assert!(out.contains("on-stream-chunk [1]: rewrite (fuel "), "{out}");
+    assert!(!out.contains("on-stream-chunk [2]"), "[DONE] ends the stream, it is not a chunk: {out}");
+    let sent = out.split("stream sent to the client:").nth(1).unwrap_or_default();
+    assert!(sent.contains("mail ") && !sent.contains("bob@example.com"), "{out}");
+    assert!(!out.contains("on-response:"), "a streamed answer has no on-response: {out}");
+}
+
+#[test]
+fn test_and_inspect_cache_compiled_components_by_default_and_log_lines_name_the_plugin() {
+    let home = std::env::temp_dir().join(format!("weir-cli-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    let run = |args: &[&str]| {
+        let out = Command::new(WEIR_BIN)
+            .arg("plugin")
+            .args(args)
+            .env("XDG_CACHE_HOME", &home)
+            .env("WEIR_LOG", "weir::plugin=info,error")
+            .output()
+            .unwrap();
+        let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let guard = c_guard();
+    let first = run(&["inspect", &guard]);
+    assert!(first.contains("compile:     compiled"), "{first}");
+    let second = run(&["inspect", &guard]);
+    assert!(second.contains("compile:     loaded from the compile cache"), "{second}");
+    let fresh = run(&["inspect", &guard, "--no-cache"]);
+    assert!(fresh.contains("compile:     compiled"), "--no-cache compiles: {fresh}");
+    // The plugin's init logs a line; offline it carries the component's name, as in the gateway.
+    let line = second.lines().find(|l| l.contains("guard (c) ready")).unwrap_or_default();
+    assert!(line.contains("plugin=guard") || line.contains("plugin=\"guard\""), "{second}");
+    let _ = std::fs::remove_dir_all(&home);
+}

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use weir::exchange::GatewayResponse;
 use weir::format::Endpoint;
-use weir::plugins::tool::{self, CompileSource, RequestOutcome, TestRun};
+use weir::plugins::tool::{self, ChunkOutcome, CompileSource, RequestOutcome, TestRun};
 
 /// `weir plugin ...`.
 #[derive(Subcommand)]
@@ -26,9 +26,8 @@ pub enum PluginCommand {
         /// JSON file passed to `init` as the plugin's config (default `{}`).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Compile through this cache directory (default: compile fresh, cache nothing).
-        #[arg(long)]
-        cache_dir: Option<PathBuf>,
+        #[command(flatten)]
+        cache: CacheArgs,
     },
     /// Run the hooks offline on a request (and a response) under the gateway's guards; print
     /// each decision, the resulting request/response, fuel and time. Plugin log lines go to
@@ -52,16 +51,38 @@ pub enum PluginCommand {
         /// The request is an embeddings request.
         #[arg(long)]
         embeddings: bool,
+        /// SSE file: a provider's streamed answer (`data:` events, OpenAI chunks). Runs
+        /// `on-stream-chunk` on each event, as for a `"stream": true` request, instead of
+        /// `on-response`.
+        #[arg(long, value_name = "FILE")]
+        stream: Option<PathBuf>,
         /// Also call `on-request` this many more times and print the mean time per call.
         #[arg(long, default_value_t = 0)]
         repeat: u32,
-        /// Compile through this cache directory (default: compile fresh, cache nothing).
-        #[arg(long)]
-        cache_dir: Option<PathBuf>,
+        #[command(flatten)]
+        cache: CacheArgs,
     },
     /// Scaffold a working plugin project (contract, source, build script, sample request and
     /// config) in Rust, Python, JavaScript, C or Go.
     New(super::new::NewArgs),
+}
+
+/// Where compiled components are cached between runs.
+#[derive(clap::Args)]
+pub struct CacheArgs {
+    /// Compile through this cache directory (default: the gateway's, `$XDG_CACHE_HOME/weir` or
+    /// `~/.cache/weir`, so only the first run of a component compiles it).
+    #[arg(long, conflicts_with = "no_cache")]
+    cache_dir: Option<PathBuf>,
+    /// Compile fresh and cache nothing.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl CacheArgs {
+    fn dir(self) -> Option<PathBuf> {
+        if self.no_cache { None } else { self.cache_dir.or_else(tool::default_cache_dir) }
+    }
 }
 
 /// Runs a `weir plugin` subcommand.
@@ -72,15 +93,75 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(async move {
         match cmd {
-            PluginCommand::Inspect { file, config, cache_dir } => inspect(file, config, cache_dir).await,
-            PluginCommand::Test { file, request, response, config, headers, embeddings, repeat, cache_dir } => {
+            PluginCommand::Inspect { file, config, cache } => inspect(file, config, cache.dir()).await,
+            PluginCommand::Test { file, request, response, config, headers, embeddings, stream, repeat, cache } => {
                 let endpoint = if embeddings { Endpoint::Embeddings } else { Endpoint::ChatCompletions };
-                let t = TestArgs { file, request, response, config, headers, endpoint, repeat, cache_dir };
+                let cache_dir = cache.dir();
+                let t = TestArgs { file, request, response, config, headers, endpoint, stream, repeat, cache_dir };
                 test(t).await
             }
             PluginCommand::New(args) => super::new::run(&args),
         }
     })
+}
+
+/// The `data:` payloads of an SSE file, in order, without the `[DONE]` marker.
+fn read_sse(path: &PathBuf) -> anyhow::Result<Vec<Bytes>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut parser = weir::providers::sse::SseParser::default();
+    parser.feed(&bytes);
+    // A last event without its blank line still counts, as when a provider closes after it.
+    parser.feed(b"\n\n");
+    let mut events = Vec::new();
+    while let Some(event) = parser.next_event().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))? {
+        match event {
+            weir::providers::sse::SseEvent::Data(payload) => events.push(payload),
+            weir::providers::sse::SseEvent::Done => break,
+        }
+    }
+    if events.is_empty() {
+        bail!("{} holds no `data:` events", path.display());
+    }
+    Ok(events)
+}
+
+/// Runs `on-stream-chunk` on each event and prints the decisions and the stream the client
+/// would get. Returns whether a call failed.
+async fn stream_chunks(run: &TestRun, req: &weir::exchange::GatewayRequest, events: &[Bytes]) -> bool {
+    if !run.has("on-stream-chunk") {
+        println!("on-stream-chunk: not implemented; the {} events pass unchanged", events.len());
+        return false;
+    }
+    let mut out = Vec::new();
+    for (i, payload) in events.iter().enumerate() {
+        let call = run.on_stream_chunk(req, payload.clone()).await;
+        let stats = format!("fuel {}, {}", call.fuel, ms(call.time));
+        match call.outcome {
+            Ok(ChunkOutcome::Pass) => {
+                println!("on-stream-chunk [{i}]: pass ({stats})");
+                out.push(payload.clone());
+            }
+            Ok(ChunkOutcome::Rewrite(b)) => {
+                println!("on-stream-chunk [{i}]: rewrite ({stats})");
+                out.push(b);
+            }
+            Ok(ChunkOutcome::Drop) => println!("on-stream-chunk [{i}]: drop ({stats})"),
+            Ok(ChunkOutcome::Abort(status, body)) => {
+                println!("on-stream-chunk [{i}]: ABORT with status {status} ({stats}); the stream ends with:");
+                println!("{}", String::from_utf8_lossy(&body));
+                break;
+            }
+            Err(e) => {
+                println!("on-stream-chunk [{i}]: FAILED: plugin {e} ({stats})");
+                return true;
+            }
+        }
+    }
+    println!("stream sent to the client:");
+    for payload in out {
+        println!("data: {}", String::from_utf8_lossy(&payload));
+    }
+    false
 }
 
 fn read_json(path: &PathBuf) -> anyhow::Result<Value> {
@@ -131,6 +212,7 @@ struct TestArgs {
     config: Option<PathBuf>,
     headers: Vec<String>,
     endpoint: Endpoint,
+    stream: Option<PathBuf>,
     repeat: u32,
     cache_dir: Option<PathBuf>,
 }
@@ -152,6 +234,10 @@ async fn test(a: TestArgs) -> anyhow::Result<()> {
     let cfg = tool::plugin_config(&a.file, config.as_ref()).map_err(anyhow::Error::msg)?;
     let mut req = tool::request(a.endpoint, read_json(&a.request)?, parse_headers(&a.headers)?)
         .map_err(|e| anyhow::anyhow!("invalid request: {e}"))?;
+    let events = a.stream.as_ref().map(read_sse).transpose()?;
+    if events.is_some() {
+        req.stream = true;
+    }
     let response_body = match &a.response {
         Some(p) => Bytes::from(serde_json::to_vec(&read_json(p)?)?),
         None => Bytes::from(CANNED_RESPONSE.replace("MODEL", &req.model)),
@@ -199,7 +285,9 @@ async fn test(a: TestArgs) -> anyhow::Result<()> {
             println!("on-request: {} calls, mean {} per call", a.repeat, ms(total / a.repeat));
         }
     }
-    if let Some(mut resp) = response
+    if let (Some(events), Some(_)) = (&events, &response) {
+        failed |= stream_chunks(&run, &req, events).await;
+    } else if let Some(mut resp) = response
         && run.has("on-response")
     {
         let call = run.on_response(&req, &mut resp).await;

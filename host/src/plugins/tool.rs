@@ -11,7 +11,7 @@ use http::HeaderMap;
 use serde_json::{Map, Value};
 
 use super::bindings::{Hooks, PACKAGE, VERSION};
-use super::convert::{RequestDecision, ResponseDecision};
+use super::convert::{ChunkDecision, RequestDecision, ResponseDecision};
 use super::engine;
 use super::plugin::Plugin;
 use crate::config::PluginConfig;
@@ -60,13 +60,17 @@ pub fn grant(import: &str) -> &'static str {
     }
 }
 
-/// A `PluginConfig` for `path` with one instance and `config` as its `config` table.
+/// A `PluginConfig` for `path` with one instance and `config` as its `config` table, named
+/// after the file (its log lines then carry that name, as in the gateway).
 ///
 /// # Errors
 /// When `config` is not a JSON object representable as TOML.
 pub fn plugin_config(path: &Path, config: Option<&Value>) -> Result<PluginConfig, String> {
-    let mut cfg: PluginConfig = toml::from_str(&format!("name = \"plugin\"\npath = {:?}\ninstances = 1\n", path))
-        .map_err(|e| format!("internal: {e}"))?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
+    let name = stem.rsplit(':').next().unwrap_or(stem);
+    let mut cfg: PluginConfig =
+        toml::from_str(&format!("name = {name:?}\npath = {:?}\ninstances = 1\n", path.display().to_string()))
+            .map_err(|e| format!("internal: {e}"))?;
     if let Some(v) = config {
         cfg.config = serde_json::from_value(v.clone()).map_err(|e| format!("config must be a JSON object: {e}"))?;
     }
@@ -226,6 +230,49 @@ impl TestRun {
         };
         Call { outcome, fuel: self.plugin.last_fuel_used(), time }
     }
+}
+
+/// What `on-stream-chunk` decided for one event payload.
+pub enum ChunkOutcome {
+    /// Sent unchanged.
+    Pass,
+    /// Sent as these bytes instead.
+    Rewrite(Bytes),
+    /// Not sent.
+    Drop,
+    /// The stream ends with this error: status and error body.
+    Abort(u16, Bytes),
+}
+
+impl TestRun {
+    /// Runs `on-stream-chunk` on one event payload of `req`'s streamed answer.
+    pub async fn on_stream_chunk(&self, req: &GatewayRequest, chunk: Bytes) -> Call<ChunkOutcome> {
+        let shared = Arc::new(GatewayRequest {
+            id: req.id.clone(),
+            endpoint: req.endpoint,
+            model: req.model.clone(),
+            stream: true,
+            body: JsonBody::default(),
+            headers: req.headers.clone(),
+        });
+        let started = Instant::now();
+        let result = self.plugin.on_stream_chunk(&shared, None, chunk).await;
+        let time = started.elapsed();
+        let outcome = match result {
+            Ok(ChunkDecision::Pass) => Ok(ChunkOutcome::Pass),
+            Ok(ChunkDecision::Rewrite(b)) => Ok(ChunkOutcome::Rewrite(b)),
+            Ok(ChunkDecision::Drop) => Ok(ChunkOutcome::Drop),
+            Ok(ChunkDecision::Abort(e)) => Ok(ChunkOutcome::Abort(e.status().as_u16(), e.body())),
+            Err(f) => Err(failure_text(f.describe(), f.detail())),
+        };
+        Call { outcome, fuel: self.plugin.last_fuel_used(), time }
+    }
+}
+
+/// The compile cache `weir plugin` uses by default: the gateway's own (`plugin_runtime`'s
+/// default, under `$XDG_CACHE_HOME` or `~/.cache`), so a second run does not compile again.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    crate::config::PluginRuntimeConfig::default().effective_cache_dir()
 }
 
 fn reject(e: &Error) -> RequestOutcome {
