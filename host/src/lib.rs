@@ -8,6 +8,7 @@ pub mod admin;
 pub mod api;
 pub mod body;
 pub mod browser;
+pub mod canonical;
 pub mod client_io;
 pub mod config;
 pub mod conn;
