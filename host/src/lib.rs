@@ -10,6 +10,7 @@ pub use weir_types::{body, error, exchange, format, json, secrets};
 
 pub mod admin;
 pub mod browser;
+pub mod canonical;
 pub mod client_io;
 pub mod conn;
 pub mod gateway;

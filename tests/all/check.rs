@@ -40,12 +40,17 @@ fn good_config_passes() {
 #[test]
 fn bad_configs_fail_naming_the_key() {
     let key = ("WEIR_E2E_CHECK_KEY", "sk-test-SECRET123");
-    let cases: [(&str, &str, &[&str]); 9] = [
+    let cases: [(&str, &str, &[&str]); 10] = [
         ("workers = 4", "workers = 0", &["providers[0].pool.workers"]),
         ("overflow = \"reject\"", "overflow = \"sometimes\"", &["sometimes", "overflow"]),
         ("queue_timeout = \"2s\"", "queue_timeout = \"soon\"", &["queue_timeout"]),
         ("models = [\"gpt-4o-mini\"]", "models = [\"gpt-4o-mini\"]\ncolour = \"red\"", &["colour"]),
         ("base_url = \"http://127.0.0.1:9/v1\"", "base_url = \"ftp://x\"", &["providers[0].base_url"]),
+        (
+            "models = [\"gpt-4o-mini\"]",
+            "models = [\"gpt-4o-mini\"]\nlatency = \"1s\"",
+            &["`providers[0].latency`", "only kind = \"mock\"", "provider \"openai\" is kind = \"openai\""],
+        ),
         ("name = \"mock\"", "name = \"openai\"", &["providers[1].name", "duplicate"]),
         ("${WEIR_E2E_CHECK_KEY}", "${WEIR_E2E_UNSET_VAR}", &["providers[0].keys[0].value", "WEIR_E2E_UNSET_VAR"]),
         ("max_body_bytes = 1048576", "max_body_bytes = 0", &["server.max_body_bytes"]),

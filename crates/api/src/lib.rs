@@ -13,6 +13,7 @@
 //!
 //! [`GatewayRequest`]: crate::exchange::GatewayRequest
 
+pub mod openai_canonical;
 mod scan;
 mod summary;
 

@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, ProviderKind};
 
 /// The values substituted from the environment into one provider's header values or one
 /// plugin's config: secrets by rule (`crate::secrets`). Never printed nor serialised.
@@ -31,7 +31,8 @@ impl std::fmt::Debug for EnvValues {
 /// Replaces `${NAME}` (or `${NAME:-fallback}`) in every string that may hold a secret or URL:
 /// provider `base_url`, key values, header values, and string values of plugin configs. The
 /// values taken from the environment for header values and plugin configs are noted in
-/// `header_env` / `config_env`, as secrets.
+/// `header_env` / `config_env`, as secrets. Runs once the kinds are sorted out: only an `openai`
+/// provider has these settings.
 pub(super) fn interpolate_all(cfg: &mut Config, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
     let noted = RefCell::new(Vec::new());
     // The same lookup, noting each non-empty value it hands out.
@@ -43,16 +44,15 @@ pub(super) fn interpolate_all(cfg: &mut Config, lookup: impl Fn(&str) -> Option<
         v
     };
     for (i, p) in cfg.providers.iter_mut().enumerate() {
-        if let Some(url) = &mut p.base_url {
-            *url = interpolate(url, &format!("providers[{i}].base_url"), &lookup)?;
-        }
-        for (j, k) in p.keys.iter_mut().enumerate() {
+        let ProviderKind::OpenAi(o) = &mut p.kind else { continue };
+        o.base_url = interpolate(&o.base_url, &format!("providers[{i}].base_url"), &lookup)?;
+        for (j, k) in o.keys.iter_mut().enumerate() {
             k.value = interpolate(&k.value, &format!("providers[{i}].keys[{j}].value"), &lookup)?;
         }
-        for (name, v) in p.headers.iter_mut() {
+        for (name, v) in o.headers.iter_mut() {
             *v = interpolate(v, &format!("providers[{i}].headers.{name}"), &noting)?;
         }
-        p.header_env = EnvValues(noted.take());
+        o.header_env = EnvValues(noted.take());
     }
     if let Some(token) = &mut cfg.admin.token {
         *token = interpolate(token, "admin.token", &lookup)?;

@@ -1,16 +1,18 @@
-//! Configuration: the TOML file (or the embedded default) parsed into plain `serde` structs,
-//! `${ENV}` secrets interpolated, then validated. The result is immutable and shared as an
+//! Configuration: the TOML file (or the embedded default) parsed into plain `serde` structs
+//! ([`ConfigFile`]), each provider's settings sorted by its kind, `${ENV}` secrets
+//! interpolated, then validated. The result is immutable and shared as an
 //! `Arc<Config>` snapshot; a reload builds a new one, it never mutates in place.
 
 pub mod builtin;
 mod defaults;
 mod env;
 mod plugin;
+mod provider;
 mod server;
 mod url;
 mod values;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,6 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use defaults::embedded_default;
 pub use env::EnvValues;
 pub use plugin::{MAX_MEMORY_LIMIT, MAX_PLUGINS, OnError, PluginConfig, PluginRuntimeConfig};
+pub use provider::{KeyConfig, Kind, MockConfig, OpenAiConfig, ProviderConfig, ProviderFile, ProviderKind};
 pub use server::{BrowserConfig, MAX_THREADS, OverloadConfig, ServerConfig};
 pub use url::check_base_url;
 pub use values::parse_listen;
@@ -54,25 +57,57 @@ impl ConfigError {
     }
 }
 
-/// The whole gateway configuration.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+/// The whole gateway configuration, validated (built from a [`ConfigFile`]).
+#[derive(Debug, Clone, Serialize)]
 pub struct Config {
     /// The client-facing listener.
-    #[serde(default)]
     pub server: ServerConfig,
     /// Upstream providers, in routing priority order (first match wins for bare models).
-    #[serde(default)]
     pub providers: Vec<ProviderConfig>,
     /// Plugins, in chain order (pre hooks run in this order, post hooks in reverse).
-    #[serde(default)]
     pub plugins: Vec<PluginConfig>,
     /// Settings shared by all plugins (compiled-component cache).
-    #[serde(default)]
     pub plugin_runtime: PluginRuntimeConfig,
     /// The admin API and reload behaviour.
+    pub admin: AdminConfig,
+}
+
+/// The configuration file as written: [`Config`] with each provider table holding the
+/// settings of every kind ([`ProviderFile`]), so that serde reports unknown keys and wrong
+/// types with their span, before the kinds are sorted out.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[[providers]]`.
+    #[serde(default)]
+    pub providers: Vec<ProviderFile>,
+    /// `[[plugins]]`.
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+    /// `[plugin_runtime]`.
+    #[serde(default)]
+    pub plugin_runtime: PluginRuntimeConfig,
+    /// `[admin]`.
     #[serde(default)]
     pub admin: AdminConfig,
+}
+
+impl TryFrom<ConfigFile> for Config {
+    type Error = ConfigError;
+
+    /// Gives each provider the settings of its kind.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming a setting of another kind, or a missing one.
+    fn try_from(f: ConfigFile) -> Result<Self, ConfigError> {
+        let providers = (f.providers.into_iter().enumerate())
+            .map(|(i, p)| ProviderConfig::from_file(p, &format!("providers[{i}]")))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { server: f.server, providers, plugins: f.plugins, plugin_runtime: f.plugin_runtime, admin: f.admin })
+    }
 }
 
 /// `[admin]`: the admin API (a separate listener) and hot reload.
@@ -135,95 +170,6 @@ impl std::fmt::Debug for AdminConfig {
             .field("watch", &self.watch)
             .field("max_upload_bytes", &self.max_upload_bytes)
             .finish()
-    }
-}
-
-/// Which implementation talks to a provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProviderKind {
-    /// Any OpenAI-compatible HTTP API (OpenAI, Groq, Mistral, vLLM, Ollama, ...).
-    Openai,
-    /// Built-in provider that echoes the last user message; needs no network or key.
-    Mock,
-}
-
-/// `[[providers]]`: one upstream provider and its pool.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderConfig {
-    /// Unique name; also the prefix for explicit routing (`name/model`).
-    pub name: String,
-    /// Implementation.
-    pub kind: ProviderKind,
-    /// Base URL of the API, up to and including the version segment (e.g. `.../v1`).
-    #[serde(default)]
-    pub base_url: Option<String>,
-    /// API keys, chosen per request by weighted random choice.
-    #[serde(default)]
-    pub keys: Vec<KeyConfig>,
-    /// Models this provider serves (bare model names are routed by this list).
-    #[serde(default)]
-    pub models: Vec<String>,
-    /// Friendly names mapped to one of this provider's models.
-    #[serde(default)]
-    pub aliases: BTreeMap<String, String>,
-    /// Extra headers sent upstream with every request (values may use `${ENV}`). A value is
-    /// a secret (scrubbed from everything Weir sends or logs) when its name looks like a
-    /// credential or it came from `${ENV}`.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// The parts of `headers` values taken from the environment (filled in at load).
-    #[serde(skip)]
-    pub header_env: EnvValues,
-    /// Ask the provider for its model list in the background (`GET /models`).
-    #[serde(default = "default_true")]
-    pub discover_models: bool,
-    /// How often the model list is refreshed.
-    #[serde(default = "default_refresh", with = "values::duration")]
-    pub models_refresh: Duration,
-    /// TCP/TLS connect timeout for this provider.
-    #[serde(default = "default_connect_timeout", with = "values::duration")]
-    pub connect_timeout: Duration,
-    /// `mock` only: delay before the response (or the first chunk).
-    #[serde(default, with = "values::duration")]
-    pub latency: Duration,
-    /// `mock` only: delay between stream chunks.
-    #[serde(default, with = "values::duration")]
-    pub chunk_delay: Duration,
-    /// The provider's worker pool.
-    #[serde(default)]
-    pub pool: PoolConfig,
-}
-
-fn default_true() -> bool {
-    true
-}
-fn default_refresh() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-/// One API key and its weight in the random choice.
-#[derive(Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeyConfig {
-    /// The key (usually `${ENV_VAR}`). Never logged.
-    pub value: String,
-    /// Relative weight; 0 disables the key.
-    #[serde(default = "default_weight")]
-    pub weight: u32,
-}
-
-fn default_weight() -> u32 {
-    1
-}
-
-impl std::fmt::Debug for KeyConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyConfig").field("value", &"<redacted>").field("weight", &self.weight).finish()
     }
 }
 
@@ -305,10 +251,11 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the offending key.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| match values::type_hint(e.message()) {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| match values::type_hint(e.message()) {
             Some(hint) => ConfigError::Parse(format!("{e}hint: {hint}")),
             None => ConfigError::Parse(e.to_string()),
         })?;
+        let mut cfg = Config::try_from(file)?;
         env::interpolate_all(&mut cfg, |name| std::env::var(name).ok())?;
         cfg.validate()?;
         Ok(cfg)
@@ -325,65 +272,7 @@ impl Config {
         }
         let mut names = HashSet::new();
         for (i, p) in self.providers.iter().enumerate() {
-            let key = |field: &str| format!("providers[{i}].{field}");
-            if p.name.is_empty() || p.name.contains('/') {
-                return Err(ConfigError::invalid(key("name"), "must be non-empty and contain no '/'"));
-            }
-            if !names.insert(p.name.as_str()) {
-                return Err(ConfigError::invalid(key("name"), format!("duplicate provider name {:?}", p.name)));
-            }
-            match p.kind {
-                ProviderKind::Openai => {
-                    let Some(url) = &p.base_url else {
-                        return Err(ConfigError::invalid(key("base_url"), "required for kind = \"openai\""));
-                    };
-                    if !(url.starts_with("http://") || url.starts_with("https://")) {
-                        return Err(ConfigError::invalid(key("base_url"), "must start with http:// or https://"));
-                    }
-                    let uri: http::Uri =
-                        url.parse().map_err(|_| ConfigError::invalid(key("base_url"), "is not a valid URL"))?;
-                    check_base_url(&uri).map_err(|e| ConfigError::invalid(key("base_url"), e))?;
-                }
-                ProviderKind::Mock => {
-                    if p.models.is_empty() {
-                        return Err(ConfigError::invalid(key("models"), "a mock provider needs at least one model"));
-                    }
-                }
-            }
-            if !p.keys.is_empty() && p.keys.iter().all(|k| k.weight == 0) {
-                return Err(ConfigError::invalid(key("keys"), "at least one key needs a weight above 0"));
-            }
-            for (j, k) in p.keys.iter().enumerate() {
-                if k.value.is_empty() {
-                    return Err(ConfigError::invalid(key(&format!("keys[{j}].value")), "is empty"));
-                }
-            }
-            for (alias, target) in &p.aliases {
-                if !p.models.contains(target) && p.kind == ProviderKind::Mock {
-                    return Err(ConfigError::invalid(
-                        key(&format!("aliases.{alias}")),
-                        format!("targets {target:?}, which is not in this provider's models"),
-                    ));
-                }
-            }
-            for name in p.headers.keys() {
-                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    return Err(ConfigError::invalid(key(&format!("headers.{name}")), "is not a valid header name"));
-                }
-            }
-            let pool = &p.pool;
-            if pool.workers == 0 || pool.workers > 100_000 {
-                return Err(ConfigError::invalid(key("pool.workers"), "must be between 1 and 100000"));
-            }
-            if pool.queue == 0 || pool.queue > 10_000_000 {
-                return Err(ConfigError::invalid(key("pool.queue"), "must be between 1 and 10000000"));
-            }
-            if pool.request_timeout.is_zero() {
-                return Err(ConfigError::invalid(key("pool.request_timeout"), "must be above 0"));
-            }
-            if pool.max_response_bytes == 0 {
-                return Err(ConfigError::invalid(key("pool.max_response_bytes"), "must be at least 1"));
-            }
+            p.validate(i, &mut names)?;
         }
         plugin::validate(&self.plugins, &self.plugin_runtime, &names)?;
         Ok(())
@@ -394,11 +283,8 @@ impl Config {
     pub fn redacted(&self) -> Self {
         let mut c = self.clone();
         for p in &mut c.providers {
-            for k in &mut p.keys {
-                k.value = "<redacted>".into();
-            }
-            for v in p.headers.values_mut() {
-                *v = "<redacted>".into();
+            if let ProviderKind::OpenAi(o) = &mut p.kind {
+                o.redact();
             }
         }
         if c.admin.token.is_some() {

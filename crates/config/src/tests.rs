@@ -81,14 +81,15 @@ fn values_from_the_environment_are_noted_as_secrets_and_redacted() {
         path = "p.wasm"
         config = { key = "Bearer ${PK}", level = "${LEVEL:-info}", deep = { list = ["${PK}", "plain"] } }
     "#;
-    let mut cfg: Config = toml::from_str(text).unwrap();
+    let mut cfg = Config::try_from(toml::from_str::<ConfigFile>(text).unwrap()).unwrap();
     let lookup = |n: &str| match n {
         "ORG" => Some("org-value-1".to_string()),
         "PK" => Some("plugin-key-1".to_string()),
         _ => None,
     };
     env::interpolate_all(&mut cfg, lookup).unwrap();
-    assert_eq!(cfg.providers[0].header_env.iter().collect::<Vec<_>>(), ["org-value-1"], "fallbacks are not secrets");
+    let ProviderKind::OpenAi(o) = &cfg.providers[0].kind else { panic!("not openai") };
+    assert_eq!(o.header_env.iter().collect::<Vec<_>>(), ["org-value-1"], "fallbacks are not secrets");
     assert_eq!(cfg.plugins[0].config_env.iter().collect::<Vec<_>>(), ["plugin-key-1", "plugin-key-1"]);
     assert!(!format!("{:?}", cfg.plugins[0].config_env).contains("plugin-key-1"), "Debug never prints them");
     let shown = serde_json::to_value(cfg.redacted()).unwrap();
@@ -155,4 +156,74 @@ fn server_limits_have_defaults_and_are_validated() {
     assert!(err.contains("server.overload.memory_warning_bytes"), "{err}");
     let err = parse(&format!("[server.overload]\nmemory_critcal_bytes = 1\n{MIN}")).unwrap_err().to_string();
     assert!(err.contains("memory_critcal_bytes"), "{err}");
+}
+
+#[test]
+fn each_kind_gets_its_own_settings_with_defaults() {
+    let cfg = parse(&format!("{MIN}latency = \"20ms\"\n{OPENAI}")).unwrap();
+    assert_eq!(
+        cfg.providers[0].kind,
+        ProviderKind::Mock(MockConfig { latency: Duration::from_millis(20), chunk_delay: Duration::ZERO })
+    );
+    let ProviderKind::OpenAi(o) = &cfg.providers[1].kind else { panic!("not openai") };
+    assert_eq!((o.base_url.as_str(), o.connect_timeout), ("http://x/v1", Duration::from_secs(10)));
+    assert!(o.keys.is_empty() && o.headers.is_empty());
+}
+
+const OPENAI: &str = "[[providers]]\nname = \"o\"\nkind = \"openai\"\nbase_url = \"http://x/v1\"\n";
+
+#[test]
+fn a_setting_of_another_kind_is_refused_by_name() {
+    let cases = [
+        (
+            format!("{OPENAI}latency = \"1s\"\n"),
+            "providers[0].latency",
+            "only kind = \"mock\"",
+            "\"o\" is kind = \"openai\"",
+        ),
+        (format!("{OPENAI}chunk_delay = \"1s\"\n"), "providers[0].chunk_delay", "kind = \"mock\"", "\"openai\""),
+        (
+            format!("{MIN}keys = [{{ value = \"sk-1\" }}]\n"),
+            "providers[0].keys",
+            "only kind = \"openai\"",
+            "is kind = \"mock\"",
+        ),
+        (format!("{MIN}base_url = \"http://x/v1\"\n"), "providers[0].base_url", "kind = \"openai\"", "\"m\""),
+        (format!("{MIN}headers = {{}}\n"), "providers[0].headers", "kind = \"openai\"", "\"mock\""),
+        (
+            format!("{OPENAI}{MIN}connect_timeout = \"1s\"\n"),
+            "providers[1].connect_timeout",
+            "kind = \"openai\"",
+            "\"m\"",
+        ),
+    ];
+    for (text, key, owner, is) in cases {
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains(&format!("`{key}`")) && err.contains(owner) && err.contains(is), "{text}: {err}");
+    }
+    let err = parse(&format!("{OPENAI}keys = [{{ value = \"sk-SECRET\" }}]\nlatency = \"1s\"\n")).unwrap_err();
+    assert!(!err.to_string().contains("sk-SECRET"), "{err}");
+}
+
+#[test]
+fn an_unknown_kind_is_a_parse_error_naming_the_kinds() {
+    let err = parse("[[providers]]\nname = \"b\"\nkind = \"bedrok\"\n").unwrap_err().to_string();
+    assert!(err.contains("bedrok") && err.contains("openai") && err.contains("mock"), "{err}");
+}
+
+#[test]
+fn the_redacted_config_shows_each_kind_its_own_settings_and_loads_again() {
+    let text = format!(
+        "{MIN}chunk_delay = \"5ms\"\n{OPENAI}keys = [{{ value = \"sk-123\" }}]\nheaders = {{ x-org = \"acme\" }}\n"
+    );
+    let cfg = parse(&text).unwrap();
+    let shown = serde_json::to_value(cfg.redacted()).unwrap();
+    let (mock, openai) = (&shown["providers"][0], &shown["providers"][1]);
+    assert_eq!((&mock["kind"], &mock["latency"], &mock["chunk_delay"]), (&"mock".into(), &"0s".into(), &"5ms".into()));
+    assert!(mock.get("base_url").is_none() && mock.get("keys").is_none(), "{mock}");
+    assert_eq!(openai["keys"][0]["value"], "<redacted>");
+    assert_eq!((&openai["headers"]["x-org"], &openai["connect_timeout"]), (&"<redacted>".into(), &"10s".into()));
+    assert!(openai.get("latency").is_none(), "{openai}");
+    let again = parse(&toml::to_string(&cfg).unwrap()).unwrap();
+    assert_eq!(again.providers, cfg.providers);
 }

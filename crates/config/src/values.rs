@@ -41,6 +41,30 @@ pub mod duration {
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_duration(*d))
     }
+
+    /// `#[serde(default, with = "values::duration::option")]`: a duration that may be left out.
+    pub mod option {
+        use super::*;
+
+        /// As [`super::deserialize`], for a key that is present.
+        ///
+        /// # Errors
+        /// See [`super::deserialize`].
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+
+        /// Writes the humantime form; `None` is left out by `skip_serializing_if`.
+        ///
+        /// # Errors
+        /// Only the serializer's own.
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+    }
 }
 
 /// `#[serde(deserialize_with = "values::listen")]`: an address to listen on.

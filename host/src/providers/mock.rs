@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 
 use super::usage::Usage;
 use super::{ProviderRequest, ProviderResponse};
-use crate::config::ProviderConfig;
+use crate::config::MockConfig;
 use crate::error::Error;
 use crate::format::Endpoint;
 
@@ -40,9 +40,9 @@ pub struct Mock {
 }
 
 impl Mock {
-    /// Builds the mock from its provider config.
-    pub fn new(cfg: &ProviderConfig) -> Self {
-        Self { models: cfg.models.clone(), latency: cfg.latency, chunk_delay: cfg.chunk_delay }
+    /// Builds the mock that serves `models`.
+    pub fn new(models: &[String], cfg: &MockConfig) -> Self {
+        Self { models: models.to_vec(), latency: cfg.latency, chunk_delay: cfg.chunk_delay }
     }
 
     /// Configured models.

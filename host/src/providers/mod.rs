@@ -73,9 +73,9 @@ impl Provider {
     /// # Errors
     /// A message if the HTTP client cannot be built (bad header values, TLS init).
     pub fn from_config(cfg: &ProviderConfig) -> Result<Self, String> {
-        Ok(match cfg.kind {
-            ProviderKind::Openai => Self::Openai(Box::new(openai::OpenAi::new(cfg)?)),
-            ProviderKind::Mock => Self::Mock(mock::Mock::new(cfg)),
+        Ok(match &cfg.kind {
+            ProviderKind::OpenAi(o) => Self::Openai(Box::new(openai::OpenAi::new(&cfg.name, o, &cfg.pool)?)),
+            ProviderKind::Mock(m) => Self::Mock(mock::Mock::new(&cfg.models, m)),
         })
     }
 

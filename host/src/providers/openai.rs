@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::http::{Lane, ReadError, SendError, Upstream, endpoint_uri, read_capped, read_whole};
 use super::sse::{SseEvent, SseParser};
 use super::{ChunkStream, ProviderRequest, ProviderResponse};
-use crate::config::ProviderConfig;
+use crate::config::{OpenAiConfig, PoolConfig};
 use crate::error::{Error, ErrorKind};
 use crate::format::Endpoint;
 use crate::secrets::Secrets;
@@ -49,12 +49,12 @@ pub struct OpenAi {
 }
 
 impl OpenAi {
-    /// Builds the client.
+    /// Builds the client of provider `name`.
     ///
     /// # Errors
     /// A message for an invalid URL, header or key.
-    pub fn new(cfg: &ProviderConfig) -> Result<Self, String> {
-        let base = cfg.base_url.as_deref().unwrap_or_default();
+    pub fn new(name: &str, cfg: &OpenAiConfig, pool: &PoolConfig) -> Result<Self, String> {
+        let base = cfg.base_url.as_str();
         let mut headers = HeaderMap::new();
         headers.insert(header::USER_AGENT, HeaderValue::from_static(concat!("weir/", env!("CARGO_PKG_VERSION"))));
         for (name, value) in &cfg.headers {
@@ -79,15 +79,15 @@ impl OpenAi {
         }
         let chat_url = endpoint_uri(base, Endpoint::ChatCompletions.path())?;
         Ok(Self {
-            name: cfg.name.clone(),
-            client: Upstream::new(&chat_url, cfg.connect_timeout, cfg.pool.workers),
+            name: name.to_owned(),
+            client: Upstream::new(&chat_url, cfg.connect_timeout, pool.workers),
             chat_url,
             embeddings_url: endpoint_uri(base, Endpoint::Embeddings.path())?,
             models_url: endpoint_uri(base, "/models")?,
             headers,
             keys,
-            max_response_bytes: cfg.pool.max_response_bytes,
-            buffered: buffered_gauge(&cfg.name),
+            max_response_bytes: pool.max_response_bytes,
+            buffered: buffered_gauge(name),
         })
     }
 
