@@ -6,11 +6,10 @@
 
 pub use weir_api as api;
 pub use weir_config as config;
-pub use weir_types::{body, error, exchange, format, json, secrets};
+pub use weir_types::{body, canonical, error, exchange, format, json, secrets};
 
 pub mod admin;
 pub mod browser;
-pub mod canonical;
 pub mod client_io;
 pub mod conn;
 pub mod gateway;

@@ -17,7 +17,7 @@ pub mod openai_canonical;
 mod scan;
 mod summary;
 
-use weir_types::{error, exchange, format, json};
+use weir_types::{canonical, error, exchange, format, json};
 
 use bytes::Bytes;
 use serde_json::{Map, Value};

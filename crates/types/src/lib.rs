@@ -4,6 +4,7 @@
 //! reading ([`body`]) and the secret values that must never leave the gateway ([`secrets`]).
 
 pub mod body;
+pub mod canonical;
 pub mod error;
 pub mod exchange;
 pub mod format;
