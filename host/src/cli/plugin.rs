@@ -74,7 +74,7 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
         match cmd {
             PluginCommand::Inspect { file, config, cache_dir } => inspect(file, config, cache_dir).await,
             PluginCommand::Test { file, request, response, config, headers, embeddings, repeat, cache_dir } => {
-                let endpoint = if embeddings { Endpoint::Embeddings } else { Endpoint::ChatCompletions };
+                let endpoint = if embeddings { Endpoint::OPENAI_EMBEDDINGS } else { Endpoint::OPENAI_CHAT };
                 let t = TestArgs { file, request, response, config, headers, endpoint, repeat, cache_dir };
                 test(t).await
             }

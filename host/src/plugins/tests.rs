@@ -42,7 +42,7 @@ pub(crate) fn request(model: &str, kb: usize) -> GatewayRequest {
     let body = json!({"model": model, "messages": [{"role": "user", "content": filler}]});
     GatewayRequest {
         id: "req_test".into(),
-        endpoint: Endpoint::ChatCompletions,
+        endpoint: Endpoint::OPENAI_CHAT,
         model: model.into(),
         stream: false,
         body: JsonBody::from_map(body.as_object().unwrap().clone()),

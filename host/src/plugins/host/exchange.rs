@@ -13,7 +13,7 @@ use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::StoreData;
 use crate::exchange::{GatewayRequest, GatewayResponse, Growth, JsonBody};
-use crate::format::Endpoint as GatewayEndpoint;
+use crate::format::{Endpoint as GatewayEndpoint, Operation};
 use crate::json::index::{BodyIndex, Lookup};
 use crate::plugins::bindings::types::{self, Endpoint};
 use crate::plugins::bindings::{RequestHandle, ResponseHandle};
@@ -205,8 +205,8 @@ impl types::HostRequest for Exchange {
     }
 
     fn endpoint(&mut self, _: Resource<RequestHandle>) -> Endpoint {
-        match self.req().map(|r| r.endpoint) {
-            Some(GatewayEndpoint::Embeddings) => Endpoint::Embeddings,
+        match self.req().map(|r| r.endpoint.op) {
+            Some(Operation::Embeddings) => Endpoint::Embeddings,
             _ => Endpoint::ChatCompletions,
         }
     }

@@ -10,7 +10,7 @@ fn request() -> GatewayRequest {
     headers.insert("user-agent", HeaderValue::from_static("t"));
     GatewayRequest {
         id: "req_1".into(),
-        endpoint: GatewayEndpoint::ChatCompletions,
+        endpoint: GatewayEndpoint::OPENAI_CHAT,
         model: "m".into(),
         stream: false,
         body: JsonBody::from_map(
