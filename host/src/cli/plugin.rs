@@ -114,6 +114,9 @@ async fn inspect(file: PathBuf, config: Option<PathBuf>, cache: Option<PathBuf>)
     if let Err(e) = &r.contract {
         bail!("the gateway would refuse this component: {e}");
     }
+    if let Some(steps) = &r.upgrade {
+        println!("legacy:      {}", steps.join("\n             "));
+    }
     match &r.loaded {
         Ok((hooks, inst)) => {
             println!("hooks:       {}", if hooks.is_empty() { "none".to_owned() } else { hooks.join(", ") });

@@ -85,6 +85,26 @@ async fn noop_plugin_continues_and_sees_the_response() {
 }
 
 #[tokio::test]
+async fn a_0_1_plugin_loads_and_its_edits_and_answers_reach_the_gateway() {
+    let chain = Chain::load(&[plugin("old", "legacy-v0_1", json!({}))], &runtime()).await.unwrap();
+    assert_eq!(chain.plugins[0].contract, bindings::Contract::V0_1);
+    let mut req = request("m", 0);
+    req.body.map_mut()["messages"][0]["content"] = json!("hi");
+    let pre = chain.on_request(&mut req, None).await.unwrap();
+    assert!(pre.edited && pre.respond.is_none());
+    assert_eq!(req.body.map()["messages"][0]["content"], "hi [legacy:chat-completions]");
+    let ctx = HookCtx { request: Arc::new(req), provider: None };
+    let mut resp = GatewayResponse::ok(Bytes::from_static(b"{}"));
+    chain.on_response(&ctx, pre.seen, &mut resp).await.unwrap();
+    assert_eq!(resp.headers["x-legacy"], "chat-completions");
+
+    let mut refused = request("m", 0);
+    refused.headers.insert("x-legacy-reject", http::HeaderValue::from_static("1"));
+    let err = chain.on_request(&mut refused, None).await.err().unwrap();
+    assert_eq!((err.status().as_u16(), err.code_str()), (403, "legacy_rejected"));
+}
+
+#[tokio::test]
 async fn each_failure_is_classified_and_the_pool_heals() {
     let cases = [
         ("loop", json!({}), "ran out of fuel"),
