@@ -58,19 +58,19 @@ fn json_handling(c: &mut Criterion) {
     c.bench_function("json_parse_1kb", |b| b.iter(|| weir::json::parse_object(black_box(&body)).unwrap()));
     let map = weir::json::parse_object(&body).unwrap();
     c.bench_function("json_validate_1kb", |b| {
-        b.iter(|| weir::api::validate(Endpoint::ChatCompletions, black_box(&map)).unwrap())
+        b.iter(|| weir::api::validate(Endpoint::OPENAI_CHAT, black_box(&map)).unwrap())
     });
     c.bench_function("json_parse_validate_1kb", |b| {
         b.iter(|| {
             let m = weir::json::parse_object(black_box(&body)).unwrap();
-            weir::api::validate(Endpoint::ChatCompletions, &m).unwrap();
+            weir::api::validate(Endpoint::OPENAI_CHAT, &m).unwrap();
             m
         })
     });
     // What the front door does now: one scan, no tree (the body stays bytes).
     c.bench_function("json_read_request_1kb", |b| {
         b.iter(|| {
-            weir::api::read_request(Endpoint::ChatCompletions, black_box(body.clone()), weir::api::BodyUse::Forward)
+            weir::api::read_request(Endpoint::OPENAI_CHAT, black_box(body.clone()), weir::api::BodyUse::Forward)
                 .unwrap()
         })
     });
@@ -105,7 +105,7 @@ fn queue_handoff(c: &mut Criterion) {
     c.bench_function("pool_submit_mock_reply", |b| {
         b.iter(|| {
             let req = ProviderRequest {
-                endpoint: Endpoint::ChatCompletions,
+                endpoint: Endpoint::OPENAI_CHAT,
                 model: "llama-3.1-8b".into(),
                 body: JsonBody::from_map(map.clone()),
                 stream: false,
@@ -123,7 +123,7 @@ fn queue_handoff(c: &mut Criterion) {
     c.bench_function("pool_submit_mock_reply_2_threads", |b| {
         b.iter(|| {
             let req = ProviderRequest {
-                endpoint: Endpoint::ChatCompletions,
+                endpoint: Endpoint::OPENAI_CHAT,
                 model: "llama-3.1-8b".into(),
                 body: JsonBody::from_map(map.clone()),
                 stream: false,

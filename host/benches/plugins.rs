@@ -34,7 +34,7 @@ fn request(kb: usize) -> GatewayRequest {
     let body = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(kb * 1024)}]});
     GatewayRequest {
         id: "req_bench".into(),
-        endpoint: Endpoint::ChatCompletions,
+        endpoint: Endpoint::OPENAI_CHAT,
         model: "m".into(),
         stream: false,
         body: JsonBody::from_map(body.as_object().unwrap().clone()),

@@ -131,8 +131,8 @@ pub struct RequestMetrics {
 /// The handles of one `(provider, model)` label pair.
 struct ModelMetrics {
     model: SharedString,
-    /// `weir_requests_total{outcome="ok",status="200"}` per endpoint (chat, embeddings).
-    ok: [Counter; 2],
+    /// `weir_requests_total{outcome="ok",status="200"}` per endpoint, by [`Endpoint::index`].
+    ok: [Counter; Endpoint::COUNT],
     /// `weir_tokens_total` by kind: prompt, completion, cached.
     tokens: [Counter; 3],
 }
@@ -150,11 +150,7 @@ impl ModelMetrics {
             )
         };
         let tokens = |kind: &'static str| counter!("weir_tokens_total", "provider" => provider.clone(), "model" => model.clone(), "kind" => kind);
-        Self {
-            ok: [ok(Endpoint::ChatCompletions), ok(Endpoint::Embeddings)],
-            tokens: [tokens("prompt"), tokens("completion"), tokens("cached")],
-            model,
-        }
+        Self { ok: Endpoint::ALL.map(ok), tokens: [tokens("prompt"), tokens("completion"), tokens("cached")], model }
     }
 }
 
@@ -203,11 +199,7 @@ impl RequestMetrics {
     ) {
         let m = &self.models[model.0];
         if outcome == "ok" && status == 200 {
-            let i = match endpoint {
-                Endpoint::ChatCompletions => 0,
-                Endpoint::Embeddings => 1,
-            };
-            m.ok[i].increment(1);
+            m.ok[endpoint.index()].increment(1);
         } else {
             record_request(self.provider.clone(), m.model.clone(), endpoint, outcome, status);
         }

@@ -277,7 +277,7 @@ async fn route(
             if let Some(e) = overload.shed(gw.config.server.overload.retry_after_secs()) {
                 return error_response(&e);
             }
-            let endpoint = if path == "/v1/embeddings" { Endpoint::Embeddings } else { Endpoint::ChatCompletions };
+            let endpoint = if path == "/v1/embeddings" { Endpoint::OPENAI_EMBEDDINGS } else { Endpoint::OPENAI_CHAT };
             crate::pipeline::handle(gw, endpoint, req, conn).await
         }
         (&Method::GET, "/v1/models") => crate::routes::models(&state.gateway.load()),

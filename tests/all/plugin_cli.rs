@@ -1,6 +1,6 @@
 //! `weir plugin inspect|test` as a plugin author uses them: on the C example (small, compiles
-//! fast), on a plugin that runs out of fuel, on a component of another contract version and
-//! on a file that is not a component.
+//! fast), on a plugin that runs out of fuel, on a `weir:plugin@0.1.0` component, on a component
+//! of an unsupported contract version and on a file that is not a component.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -37,9 +37,10 @@ fn c_guard() -> String {
 fn inspect_reports_contract_imports_hooks_and_times() {
     let (ok, out) = weir_plugin(&["inspect", &c_guard()]);
     assert!(ok, "{out}");
-    assert!(out.contains("targets:     weir:plugin/handler@0.1.0"), "{out}");
+    assert!(out.contains("targets:     weir:plugin/handler@0.2.0"), "{out}");
+    assert!(!out.contains("legacy:"), "{out}");
     assert!(out.contains("hooks:       on-request, on-response"), "{out}");
-    assert!(out.lines().any(|l| l.contains("weir:plugin/log@0.1.0") && l.ends_with("granted")), "{out}");
+    assert!(out.lines().any(|l| l.contains("weir:plugin/log@0.2.0") && l.ends_with("granted")), "{out}");
     assert!(out.lines().any(|l| l.contains("wasi:filesystem/preopens") && l.contains("no directories")), "{out}");
     assert!(out.contains("compile:") && out.contains("instantiate:"), "{out}");
     // init ran, and its log line reached stderr.
@@ -50,10 +51,29 @@ fn inspect_reports_contract_imports_hooks_and_times() {
 fn inspect_refuses_other_contract_versions_and_non_components() {
     let (ok, out) = weir_plugin(&["inspect", &wasm("wrong-version")]);
     assert!(!ok, "{out}");
-    assert!(out.contains("would refuse") && out.contains("weir:plugin@0.1.0"), "{out}");
+    assert!(out.contains("would refuse") && out.contains("supports weir:plugin@0.2.0"), "{out}");
     let junk = json_file("junk.wasm", "not wasm");
     let (ok, out) = weir_plugin(&["inspect", junk.to_str().unwrap()]);
     assert!(!ok && out.contains("invalid component"), "{out}");
+}
+
+/// A `weir:plugin@0.1.0` component loads, and its owner is told what it is limited to and what
+/// to change (it calls the removed `endpoint()`, which its imports show).
+#[test]
+fn inspect_tells_the_owner_of_a_0_1_component_what_to_change() {
+    let (ok, out) = weir_plugin(&["inspect", &wasm("legacy-v0_1")]);
+    assert!(ok, "{out}");
+    assert!(out.contains("targets:     weir:plugin/handler@0.1.0"), "{out}");
+    assert!(out.contains("legacy:      built for weir:plugin@0.1.0"), "{out}");
+    assert!(out.contains("OpenAI-format requests only"), "{out}");
+    assert!(out.contains("replace request.endpoint() (it calls it) with request.operation()"), "{out}");
+    assert!(out.contains("request.api-format() is \"openai\"") && out.contains("weir-plugin-sdk 0.2"), "{out}");
+    assert!(out.contains("hooks:       on-request, on-response"), "{out}");
+
+    let req = json_file("legacy.json", r#"{"model":"m","input":"hi"}"#);
+    let (ok, out) = weir_plugin(&["test", &wasm("legacy-v0_1"), "--request", req.to_str().unwrap(), "--embeddings"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("x-legacy: embeddings"), "{out}");
 }
 
 #[test]

@@ -275,6 +275,37 @@ async fn unknown_contract_version_is_refused_at_startup() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("plugin future") && stderr.contains("weir:plugin@1.0.0"), "{stderr}");
-    assert!(stderr.contains("supports weir:plugin@0.1.0"), "{stderr}");
+    assert!(stderr.contains("supports weir:plugin@0.2.0") && stderr.contains("still loads @0.1.0"), "{stderr}");
     assert!(wasm("wrong-version").ends_with(".wasm"));
+}
+
+/// A component built for `weir:plugin@0.1.0` (`plugins/testing/legacy-v0_1`) still loads and
+/// runs on OpenAI-format requests: its `endpoint()` names the endpoint, its edits, rejections
+/// and response headers take effect, and its kv, log and metrics imports work.
+#[tokio::test]
+async fn legacy_v0_1_plugins_still_load_and_run() {
+    let up = MockUpstream::start().await;
+    let mut config = up.provider_toml("up", r#"models = ["gpt-up"]"#, "");
+    config += &plugin_toml("old", "legacy-v0_1", "");
+    config += &runtime_toml();
+    let weir = Weir::start(&config).await;
+    assert!(weir.logs().contains("weir:plugin@0.1.0: it runs on OpenAI-format requests only"), "{}", weir.logs());
+
+    let (reply, _) = send(&weir, None, "hello").await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.header("x-legacy"), Some("chat-completions"));
+    assert_eq!(up.chats()[0].prompt(), "hello [legacy:chat-completions]");
+
+    let body = json!({"model": "gpt-up", "input": "hi"});
+    let reply = Reply::read(client().post(weir.url("/v1/embeddings")).json(&body).send().await.unwrap()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.header("x-legacy"), Some("embeddings"));
+
+    let (reply, _) = send(&weir, Some("x-legacy-reject"), "hello").await;
+    assert_eq!((reply.status, reply.error_code()), (403, "legacy_rejected".to_owned()), "{}", reply.text);
+    assert_eq!(up.chats().len(), 1, "a rejected request never reaches the provider");
+
+    weir.wait_for_log("legacy plugin saw embeddings call 2").await;
+    let text = weir.metrics().await;
+    assert_eq!(metric(&text, "weir_plugin_custom_legacy_calls", &[("plugin", "old")]), 2.0);
 }

@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, ErrorKind};
 use crate::exchange::JsonBody;
-use crate::format::Endpoint;
+use crate::format::{Endpoint, Operation};
 use crate::json::{index, parse_body};
 
 /// Roles accepted in `messages[].role`.
@@ -66,9 +66,9 @@ pub fn read_request(endpoint: Endpoint, bytes: Bytes, usage: BodyUse) -> Result<
     let (model, stream, index) = match scan::scan(&bytes, usage == BodyUse::Read) {
         Ok(scan::Scanned { top: Some(mut top), repeated: false, chat_texts, input_texts }) => {
             let (model, stream) = validate_scanned(endpoint, &top)?;
-            let texts = match endpoint {
-                Endpoint::ChatCompletions => chat_texts,
-                Endpoint::Embeddings => input_texts,
+            let texts = match endpoint.op {
+                Operation::Chat => chat_texts,
+                Operation::Embeddings => input_texts,
             };
             (model, stream, index::BodyIndex { texts, fields: std::mem::take(&mut top.fields) })
         }
@@ -174,9 +174,9 @@ fn validate_scanned(endpoint: Endpoint, top: &scan::Top<'_>) -> Result<(String, 
         Some(Kind::Bool(b)) => *b,
         Some(_) => return Err(Error::invalid_param("stream", "stream must be a boolean")),
     };
-    match endpoint {
-        Endpoint::ChatCompletions => validate_scanned_chat(top)?,
-        Endpoint::Embeddings => {
+    match endpoint.op {
+        Operation::Chat => validate_scanned_chat(top)?,
+        Operation::Embeddings => {
             if stream {
                 return Err(Error::invalid_param("stream", "embeddings cannot be streamed"));
             }

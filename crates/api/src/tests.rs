@@ -11,23 +11,23 @@ fn check(endpoint: Endpoint, v: Value) -> Result<(String, bool), Error> {
 #[test]
 fn chat_fields_are_checked() {
     let ok = json!({"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true});
-    assert_eq!(check(Endpoint::ChatCompletions, ok).unwrap(), ("m".into(), true));
-    let err = check(Endpoint::ChatCompletions, json!({"messages":[]})).unwrap_err();
+    assert_eq!(check(Endpoint::OPENAI_CHAT, ok).unwrap(), ("m".into(), true));
+    let err = check(Endpoint::OPENAI_CHAT, json!({"messages":[]})).unwrap_err();
     assert_eq!(err.param.as_deref(), Some("model"));
-    let err = check(Endpoint::ChatCompletions, json!({"model":"m","messages":"hi"})).unwrap_err();
+    let err = check(Endpoint::OPENAI_CHAT, json!({"model":"m","messages":"hi"})).unwrap_err();
     assert_eq!(err.param.as_deref(), Some("messages"));
-    let err = check(Endpoint::ChatCompletions, json!({"model":"m","messages":[{"role":"robot"}]})).unwrap_err();
+    let err = check(Endpoint::OPENAI_CHAT, json!({"model":"m","messages":[{"role":"robot"}]})).unwrap_err();
     assert_eq!(err.param.as_deref(), Some("messages[0].role"));
-    let err = check(Endpoint::ChatCompletions, json!({"model":"m","messages":[{"role":"user"}],"max_tokens":-1}))
-        .unwrap_err();
+    let err =
+        check(Endpoint::OPENAI_CHAT, json!({"model":"m","messages":[{"role":"user"}],"max_tokens":-1})).unwrap_err();
     assert_eq!(err.param.as_deref(), Some("max_tokens"));
 }
 
 #[test]
 fn embeddings_input_is_checked() {
-    assert!(check(Endpoint::Embeddings, json!({"model":"e","input":["a","b"]})).is_ok());
-    assert!(check(Endpoint::Embeddings, json!({"model":"e","input":[[1,2]]})).is_ok());
-    let err = check(Endpoint::Embeddings, json!({"model":"e","input":{}})).unwrap_err();
+    assert!(check(Endpoint::OPENAI_EMBEDDINGS, json!({"model":"e","input":["a","b"]})).is_ok());
+    assert!(check(Endpoint::OPENAI_EMBEDDINGS, json!({"model":"e","input":[[1,2]]})).is_ok());
+    let err = check(Endpoint::OPENAI_EMBEDDINGS, json!({"model":"e","input":{}})).unwrap_err();
     assert_eq!(err.param.as_deref(), Some("input"));
 }
 
@@ -118,7 +118,7 @@ fn the_scan_decides_chat_bodies_as_the_tree_does() {
     bodies.push("[".repeat(200));
     bodies.push(format!(r#"{{"model":"m","messages":{msgs},"x":{}1{}}}"#, "[".repeat(200), "]".repeat(200)));
     for body in &bodies {
-        decides_alike(Endpoint::ChatCompletions, body);
+        decides_alike(Endpoint::OPENAI_CHAT, body);
     }
 }
 
@@ -143,16 +143,16 @@ fn the_scan_decides_embeddings_bodies_as_the_tree_does() {
         "[{\"a\":1}]",
         "[[\"a\"]]",
     ] {
-        decides_alike(Endpoint::Embeddings, &format!(r#"{{"model":"e","input":{input}}}"#));
+        decides_alike(Endpoint::OPENAI_EMBEDDINGS, &format!(r#"{{"model":"e","input":{input}}}"#));
     }
-    decides_alike(Endpoint::Embeddings, r#"{"model":"e"}"#);
-    decides_alike(Endpoint::Embeddings, r#"{"model":"e","input":"a","stream":true}"#);
+    decides_alike(Endpoint::OPENAI_EMBEDDINGS, r#"{"model":"e"}"#);
+    decides_alike(Endpoint::OPENAI_EMBEDDINGS, r#"{"model":"e","input":"a","stream":true}"#);
 }
 
 #[test]
 fn clean_bodies_stay_bytes_and_repeated_keys_make_a_tree() {
     let clean = Bytes::from_static(br#"{"model":"m","messages":[{"role":"user","content":"h\u00e9"}],"x":{"y":[1]}}"#);
-    let mut front = read_request(Endpoint::ChatCompletions, clean.clone(), BodyUse::Forward).unwrap();
+    let mut front = read_request(Endpoint::OPENAI_CHAT, clean.clone(), BodyUse::Forward).unwrap();
     assert_eq!(front.body.raw(), Some(&clean));
     assert!(front.body.parsed().is_none(), "no tree until something reads a field");
     let expected: Value = serde_json::from_slice(&clean).unwrap();
@@ -167,14 +167,13 @@ fn clean_bodies_stay_bytes_and_repeated_keys_make_a_tree() {
         br#"{"model":"m","messages":[{"role":"user"}],"x":[{"k":1,"k":2}]}"#,
         br#"{"model":"m","messages":[{"role":"user"}],"x":{"mod\u0065l":1,"model":2}}"#,
     ] {
-        let mut front =
-            read_request(Endpoint::ChatCompletions, Bytes::from_static(repeated), BodyUse::Forward).unwrap();
+        let mut front = read_request(Endpoint::OPENAI_CHAT, Bytes::from_static(repeated), BodyUse::Forward).unwrap();
         assert!(front.body.raw().is_none(), "{}", String::from_utf8_lossy(repeated));
         let tree: Value = serde_json::from_slice(repeated).unwrap();
         assert_eq!(Value::Object(front.body.map().clone()), tree, "the last copy wins, as in serde_json");
     }
     let front = read_request(
-        Endpoint::ChatCompletions,
+        Endpoint::OPENAI_CHAT,
         Bytes::from_static(br#"{"model":"a","messages":[{"role":"user"}],"model":"b"}"#),
         BodyUse::Forward,
     )
@@ -186,31 +185,27 @@ fn clean_bodies_stay_bytes_and_repeated_keys_make_a_tree() {
 fn objects_with_many_keys_still_find_repeats() {
     let keys: Vec<String> = (0..40).map(|i| format!(r#""k{i}":{i}"#)).collect();
     let unique = format!(r#"{{"model":"m","messages":[{{"role":"user"}}],"x":{{{}}}}}"#, keys.join(","));
-    assert!(
-        read_request(Endpoint::ChatCompletions, Bytes::from(unique), BodyUse::Forward).unwrap().body.raw().is_some()
-    );
+    assert!(read_request(Endpoint::OPENAI_CHAT, Bytes::from(unique), BodyUse::Forward).unwrap().body.raw().is_some());
     let twice = format!(r#"{{"model":"m","messages":[{{"role":"user"}}],"x":{{{},"k3":0}}}}"#, keys.join(","));
-    assert!(
-        read_request(Endpoint::ChatCompletions, Bytes::from(twice), BodyUse::Forward).unwrap().body.raw().is_none()
-    );
+    assert!(read_request(Endpoint::OPENAI_CHAT, Bytes::from(twice), BodyUse::Forward).unwrap().body.raw().is_none());
 }
 
 #[test]
 fn reading_keeps_the_bytes_with_an_index_and_repeats_still_make_a_tree() {
     let clean = Bytes::from_static(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
-    let mut front = read_request(Endpoint::ChatCompletions, clean.clone(), BodyUse::Read).unwrap();
+    let mut front = read_request(Endpoint::OPENAI_CHAT, clean.clone(), BodyUse::Read).unwrap();
     assert!(front.body.parsed().is_none());
     assert!(front.body.indexed().is_some());
     front.body.map();
     assert!(front.body.indexed().is_none(), "a parsed tree answers reads from then on");
     assert_eq!(front.body.raw(), Some(&clean));
     let repeated = Bytes::from_static(br#"{"model":"m","messages":[{"role":"user"}],"n":1,"n":2}"#);
-    let front = read_request(Endpoint::ChatCompletions, repeated, BodyUse::Read).unwrap();
+    let front = read_request(Endpoint::OPENAI_CHAT, repeated, BodyUse::Read).unwrap();
     assert_eq!(front.body.raw(), None);
     assert!(front.body.indexed().is_none());
     for body in ["[1]", "{", r#"{"model":"m"}"#, r#"{"model":"m","messages":[{"role":"user","content":5}]}"#] {
-        let read = read_request(Endpoint::ChatCompletions, Bytes::copy_from_slice(body.as_bytes()), BodyUse::Read);
-        let tree = by_tree(Endpoint::ChatCompletions, body);
+        let read = read_request(Endpoint::OPENAI_CHAT, Bytes::copy_from_slice(body.as_bytes()), BodyUse::Read);
+        let tree = by_tree(Endpoint::OPENAI_CHAT, body);
         assert_eq!(read.unwrap_err().message, tree.unwrap_err().message, "{body}");
     }
 }
@@ -259,10 +254,10 @@ fn the_index_reads_what_the_tree_reads() {
         r#"{"messages":[{"role":"user","content":null},{"role":"assistant"},{"role":"tool","content":"t"}],"model":"m","a/b":1,"t~":2,"neg":-5,"big":1e300,"null":null,"max_completion_tokens":7}"#,
         r#"{"model":"m","messages":[{"role":"user","content":"x","name":"n","extra":{"content":"not a prompt"}}],"n":2}"#,
     ] {
-        index_reads_alike(Endpoint::ChatCompletions, body, &pointers);
+        index_reads_alike(Endpoint::OPENAI_CHAT, body, &pointers);
     }
     for input in [r#""one""#, r#"["a","b\u0021"]"#, r#"[[1,2],"c",3]"#, r#"[[1],"z"]"#] {
         let body = format!(r#"{{"model":"e","input":{input},"messages":[{{"role":"user","content":"ignored"}}]}}"#);
-        index_reads_alike(Endpoint::Embeddings, &body, &["/input", "/model", "/dimensions"]);
+        index_reads_alike(Endpoint::OPENAI_EMBEDDINGS, &body, &["/input", "/model", "/dimensions"]);
     }
 }

@@ -16,17 +16,10 @@ use serde_json::{Map, Value};
 /// Fields of the source format that no canonical field holds, as that format wrote them.
 pub type Extra = Map<String, Value>;
 
-/// An API format with a conversion to and from the canonical types: the format whose fields
-/// an `extra` holds. A converter writes `extra` back only into its own format, since another
-/// format's fields would be refused upstream (e.g. Anthropic's `top_k` sent to OpenAI).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum ApiFormat {
-    /// OpenAI Chat Completions (`/v1/chat/completions`).
-    #[serde(rename = "openai")]
-    OpenAi,
-}
+/// The format whose fields an `extra` holds: a converter writes `extra` back only into its own
+/// format, since another format's fields would be refused upstream (e.g. Anthropic's `top_k`
+/// sent to OpenAI).
+pub use crate::format::ApiFormat;
 
 /// A conversion that cannot be made: the input lacks something the other side needs or has
 /// something it cannot express. The path names the field, as in `messages[2].tool_call_id`.

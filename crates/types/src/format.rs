@@ -1,29 +1,93 @@
 //! What a request is for, as the front door recognised it: the vocabulary that the front door,
 //! the phases, plugins, metrics and providers share, so none of them imports another for it.
+//!
+//! Not `#[non_exhaustive]` on purpose: a new API format or operation must then be handled in
+//! every `match` on it, and the compiler lists them.
 
-/// Which OpenAI endpoint a request is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `POST /v1/chat/completions`.
-    ChatCompletions,
-    /// `POST /v1/embeddings`.
+/// The API format a client spoke: which JSON shapes its body, responses and stream events use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum ApiFormat {
+    /// OpenAI's chat completions and embeddings API.
+    #[serde(rename = "openai")]
+    OpenAi,
+}
+
+impl ApiFormat {
+    /// The name plugins see (`request.api-format()`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+        }
+    }
+}
+
+/// What a client asked for, the same on every API format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// A chat (completion) turn.
+    Chat,
+    /// Embeddings of the input texts.
     Embeddings,
 }
 
-impl Endpoint {
-    /// Path below the provider's base URL, and metrics label.
-    pub fn path(self) -> &'static str {
+impl Operation {
+    /// The name plugins see (`request.operation()`), and the `endpoint` metrics label.
+    pub const fn name(self) -> &'static str {
         match self {
-            Self::ChatCompletions => "/chat/completions",
-            Self::Embeddings => "/embeddings",
+            Self::Chat => "chat",
+            Self::Embeddings => "embeddings",
+        }
+    }
+}
+
+/// Where a request came in: an operation in an API format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// The API format of the body, the responses and the stream events.
+    pub format: ApiFormat,
+    /// What was asked.
+    pub op: Operation,
+}
+
+impl Endpoint {
+    /// `POST /v1/chat/completions`.
+    pub const OPENAI_CHAT: Self = Self { format: ApiFormat::OpenAi, op: Operation::Chat };
+    /// `POST /v1/embeddings`.
+    pub const OPENAI_EMBEDDINGS: Self = Self { format: ApiFormat::OpenAi, op: Operation::Embeddings };
+    /// Every endpoint, in [`Endpoint::index`] order.
+    pub const ALL: [Self; 2] = [Self::OPENAI_CHAT, Self::OPENAI_EMBEDDINGS];
+    /// How many endpoints there are: the size of per-endpoint arrays (metrics handles).
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// The position in [`Endpoint::ALL`], for per-endpoint arrays.
+    pub const fn index(self) -> usize {
+        match (self.format, self.op) {
+            (ApiFormat::OpenAi, Operation::Chat) => 0,
+            (ApiFormat::OpenAi, Operation::Embeddings) => 1,
         }
     }
 
-    /// Metrics label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "chat",
-            Self::Embeddings => "embeddings",
+    /// The `endpoint` metrics label: the operation's name, whatever the format.
+    pub const fn label(self) -> &'static str {
+        self.op.name()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_is_the_position_in_all() {
+        for (i, e) in Endpoint::ALL.iter().enumerate() {
+            assert_eq!(e.index(), i, "{e:?}");
         }
+    }
+
+    #[test]
+    fn names_are_what_plugins_and_metrics_see() {
+        assert_eq!(Endpoint::OPENAI_CHAT.format.name(), "openai");
+        assert_eq!(Endpoint::OPENAI_CHAT.label(), "chat");
+        assert_eq!(Endpoint::OPENAI_EMBEDDINGS.op.name(), "embeddings");
     }
 }

@@ -95,7 +95,7 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
         match cmd {
             PluginCommand::Inspect { file, config, cache } => inspect(file, config, cache.dir()).await,
             PluginCommand::Test { file, request, response, config, headers, embeddings, stream, repeat, cache } => {
-                let endpoint = if embeddings { Endpoint::Embeddings } else { Endpoint::ChatCompletions };
+                let endpoint = if embeddings { Endpoint::OPENAI_EMBEDDINGS } else { Endpoint::OPENAI_CHAT };
                 let cache_dir = cache.dir();
                 let t = TestArgs { file, request, response, config, headers, endpoint, stream, repeat, cache_dir };
                 test(t).await
@@ -194,6 +194,9 @@ async fn inspect(file: PathBuf, config: Option<PathBuf>, cache: Option<PathBuf>)
     }
     if let Err(e) = &r.contract {
         bail!("the gateway would refuse this component: {e}");
+    }
+    if let Some(steps) = &r.upgrade {
+        println!("legacy:      {}", steps.join("\n             "));
     }
     match &r.loaded {
         Ok((hooks, inst)) => {

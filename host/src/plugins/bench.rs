@@ -9,7 +9,7 @@ use wasmtime::component::{Resource, TypedFunc};
 use wasmtime::{Store, UpdateDeadline};
 
 use super::Chain;
-use super::bindings::{PluginWorld, RequestAction, RequestHandle};
+use super::bindings::{PACKAGE, PluginWorld, RequestAction, RequestHandle, VERSION};
 use super::host::StoreData;
 use super::plugin::Plugin;
 use crate::exchange::GatewayRequest;
@@ -38,8 +38,8 @@ pub struct RawCall {
 }
 
 impl RawCall {
-    /// Instantiates the first plugin of `chain` on its own store and puts `req` in its
-    /// exchange slot.
+    /// Instantiates the first plugin of `chain` (built for the current contract) on its own
+    /// store and puts `req` in its exchange slot.
     pub async fn new(chain: &Chain, req: GatewayRequest) -> Self {
         let p = first(chain);
         // A linker with synchronous WASI: with the gateway's async WASI, wasmtime requires
@@ -59,7 +59,7 @@ impl RawCall {
         let instance = linker.instantiate_async(&mut store, &component).await.unwrap();
         let world = PluginWorld::new(&mut store, &instance).unwrap();
         world.weir_plugin_handler().call_init(&mut store, "{}").await.unwrap().unwrap();
-        let iface = instance.get_export_index(&mut store, None, "weir:plugin/handler@0.1.0").unwrap();
+        let iface = instance.get_export_index(&mut store, None, &format!("{PACKAGE}/handler@{VERSION}")).unwrap();
         let idx = instance.get_export_index(&mut store, Some(&iface), "on-request").unwrap();
         let func = instance.get_typed_func(&mut store, idx).unwrap();
         store.data_mut().exchange.put_request(req, None);

@@ -1,10 +1,12 @@
 //! Generated WIT types → gateway types, validating what a plugin hands back (statuses,
-//! JSON, header syntax, the `max_output_bytes` cap). Generated types stop here.
+//! JSON, header syntax, the `max_output_bytes` cap). Generated types stop here. A
+//! `weir:plugin@0.1.0` component's values are first mapped to their 0.2 twins (the records are
+//! the same), so everything past this file knows one contract.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::bindings::{ChunkAction, Rejection, Reply, RequestAction, ResponseAction};
+use super::bindings::{ChunkAction, Hooks, Rejection, Reply, RequestAction, ResponseAction, log, v0_1};
 use super::guard::Failure;
 use super::host::exchange::{MAX_HEADER_BYTES, MAX_HEADERS};
 use crate::error::{Error, ErrorKind};
@@ -79,6 +81,85 @@ pub fn chunk_action(action: ChunkAction, max: usize) -> Result<ChunkDecision, Fa
         }
         ChunkAction::Abort(r) => ChunkDecision::Abort(rejection(r, max)?),
     })
+}
+
+impl From<v0_1::Hooks> for Hooks {
+    fn from(h: v0_1::Hooks) -> Self {
+        let mut out = Hooks::empty();
+        for (old, new) in [
+            (v0_1::Hooks::ON_REQUEST, Hooks::ON_REQUEST),
+            (v0_1::Hooks::ON_RESPONSE, Hooks::ON_RESPONSE),
+            (v0_1::Hooks::ON_STREAM_CHUNK, Hooks::ON_STREAM_CHUNK),
+        ] {
+            if h.contains(old) {
+                out |= new;
+            }
+        }
+        out
+    }
+}
+
+impl From<v0_1::Reply> for Reply {
+    fn from(r: v0_1::Reply) -> Self {
+        Reply { status: r.status, headers: r.headers, body: r.body }
+    }
+}
+
+impl From<v0_1::Rejection> for Rejection {
+    fn from(r: v0_1::Rejection) -> Self {
+        Rejection { status: r.status, message: r.message, code: r.code }
+    }
+}
+
+impl From<v0_1::RequestAction> for RequestAction {
+    fn from(a: v0_1::RequestAction) -> Self {
+        match a {
+            v0_1::RequestAction::Continue => RequestAction::Continue,
+            v0_1::RequestAction::Respond(r) => RequestAction::Respond(r.into()),
+            v0_1::RequestAction::Reject(r) => RequestAction::Reject(r.into()),
+        }
+    }
+}
+
+impl From<v0_1::ResponseAction> for ResponseAction {
+    fn from(a: v0_1::ResponseAction) -> Self {
+        match a {
+            v0_1::ResponseAction::Pass => ResponseAction::Pass,
+            v0_1::ResponseAction::Replace(r) => ResponseAction::Replace(r.into()),
+        }
+    }
+}
+
+impl From<v0_1::ChunkAction> for ChunkAction {
+    fn from(a: v0_1::ChunkAction) -> Self {
+        match a {
+            v0_1::ChunkAction::Pass => ChunkAction::Pass,
+            v0_1::ChunkAction::Rewrite(b) => ChunkAction::Rewrite(b),
+            v0_1::ChunkAction::Drop => ChunkAction::Drop,
+            v0_1::ChunkAction::Abort(r) => ChunkAction::Abort(r.into()),
+        }
+    }
+}
+
+impl From<v0_1::log::Level> for log::Level {
+    fn from(l: v0_1::log::Level) -> Self {
+        match l {
+            v0_1::log::Level::Trace => log::Level::Trace,
+            v0_1::log::Level::Debug => log::Level::Debug,
+            v0_1::log::Level::Info => log::Level::Info,
+            v0_1::log::Level::Warn => log::Level::Warn,
+            v0_1::log::Level::Error => log::Level::Error,
+        }
+    }
+}
+
+/// The 0.1 `endpoint` enum for an operation: 0.1 components only ever see OpenAI-format
+/// requests, whose operations it names.
+pub fn legacy_endpoint(op: crate::format::Operation) -> v0_1::Endpoint {
+    match op {
+        crate::format::Operation::Chat => v0_1::Endpoint::ChatCompletions,
+        crate::format::Operation::Embeddings => v0_1::Endpoint::Embeddings,
+    }
 }
 
 fn reply(r: Reply, max: usize) -> Result<GatewayResponse, Failure> {
@@ -208,6 +289,18 @@ mod tests {
         assert_eq!(request_action(big, 64).err(), Some(Failure::Output));
         assert_eq!(chunk_action(ChunkAction::Rewrite(vec![0; 65]), 64).err(), Some(Failure::Output));
         assert!(matches!(chunk_action(ChunkAction::Rewrite(vec![0; 64]), 64), Ok(ChunkDecision::Rewrite(_))));
+    }
+
+    #[test]
+    fn legacy_actions_map_to_their_twins() {
+        let old = v0_1::RequestAction::Reject(v0_1::Rejection { status: 451, message: "m".into(), code: None });
+        let Ok(RequestDecision::Reject(e)) = request_action(old.into(), 1024) else { panic!() };
+        assert_eq!((e.status().as_u16(), &*e.message), (451, "m"));
+        let old = v0_1::ChunkAction::Rewrite(b"x".to_vec());
+        assert!(matches!(ChunkAction::from(old), ChunkAction::Rewrite(b) if b == b"x"));
+        let hooks = Hooks::from(v0_1::Hooks::ON_REQUEST | v0_1::Hooks::ON_STREAM_CHUNK);
+        assert_eq!(hooks, Hooks::ON_REQUEST | Hooks::ON_STREAM_CHUNK);
+        assert!(matches!(legacy_endpoint(crate::format::Operation::Embeddings), v0_1::Endpoint::Embeddings));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::{PACKAGE, VERSION};
+use super::bindings::{Contract, PACKAGE, VERSION, v0_1};
 use super::host::{self, StoreData};
 use crate::config::MAX_MEMORY_LIMIT;
 
@@ -95,17 +95,18 @@ fn pooling_allocator(value: Option<&str>) -> Result<bool, String> {
     }
 }
 
-/// Compiles `bytes`, or loads the cached compilation from `cache_dir`.
+/// Compiles `bytes`, or loads the cached compilation from `cache_dir`; returns it with the
+/// contract version it was built for.
 ///
 /// # Errors
 /// The component is invalid or not a Weir plugin of a supported version.
-pub fn compile(rt: &Runtime, bytes: &[u8], cache_dir: Option<&Path>) -> Result<Component, String> {
+pub fn compile(rt: &Runtime, bytes: &[u8], cache_dir: Option<&Path>) -> Result<(Component, Contract), String> {
     let component = match cache_dir {
         Some(dir) => cached(rt, bytes, dir)?,
         None => fresh(rt, &precompile(rt, bytes)?)?,
     };
-    check_contract(&rt.engine, &component)?;
-    Ok(component)
+    let contract = check_contract(&rt.engine, &component)?;
+    Ok((component, contract))
 }
 
 /// Compiles `bytes` to an artifact the serving engine loads.
@@ -225,33 +226,39 @@ fn compat_key(version: &str) -> Option<(u64, u64)> {
     Some(if major == 0 { (0, minor) } else { (major, 0) })
 }
 
-/// Refuses components that do not export `weir:plugin/handler` at a compatible version.
+/// Which contract version a component exports `weir:plugin/handler` at: the current one or
+/// the legacy 0.1, each compatible by semver (same major, same minor for 0.x).
 ///
 /// # Errors
 /// A message saying which version the component targets and which this gateway supports.
-pub fn check_contract(engine: &Engine, component: &Component) -> Result<(), String> {
+pub fn check_contract(engine: &Engine, component: &Component) -> Result<Contract, String> {
     let ty = component.component_type();
-    let ours = compat_key(VERSION).expect("VERSION is semver");
     let mut found = None;
     for (name, _) in ty.exports(engine) {
         if let Some(rest) = name.strip_prefix(PACKAGE).and_then(|r| r.strip_prefix("/handler")) {
             found = Some(rest.strip_prefix('@').unwrap_or("").to_owned());
         }
     }
-    check_version(found.as_deref(), ours)
+    check_version(found.as_deref())
 }
 
-fn check_version(found: Option<&str>, ours: (u64, u64)) -> Result<(), String> {
+fn check_version(found: Option<&str>) -> Result<Contract, String> {
     let Some(version) = found else {
         return Err(format!("the component does not export {PACKAGE}/handler: is it a Weir plugin?"));
     };
-    match compat_key(version) {
-        Some(key) if key == ours => Ok(()),
-        _ => Err(format!(
-            "the component was built for {PACKAGE}@{version}, but this gateway supports {PACKAGE}@{VERSION} \
-             (compatible: same major version, same minor for 0.x); rebuild it with a matching SDK"
-        )),
+    let key = compat_key(version);
+    if key.is_some() && key == compat_key(VERSION) {
+        return Ok(Contract::V0_2);
     }
+    if key.is_some() && key == compat_key(v0_1::VERSION) {
+        return Ok(Contract::V0_1);
+    }
+    Err(format!(
+        "the component was built for {PACKAGE}@{version}, but this gateway supports {PACKAGE}@{VERSION} \
+         (and still loads @{}; compatible: same major version, same minor for 0.x); rebuild it against \
+         this gateway's wit/ (weir:plugin@{VERSION})",
+        v0_1::VERSION
+    ))
 }
 
 #[cfg(test)]
@@ -277,16 +284,22 @@ mod tests {
     }
 
     #[test]
-    fn versions_match_by_major_or_zero_minor() {
-        let ours = compat_key("0.1.0").unwrap();
-        assert!(check_version(Some("0.1.0"), ours).is_ok());
-        assert!(check_version(Some("0.1.7"), ours).is_ok());
-        let err = check_version(Some("0.2.0"), ours).unwrap_err();
-        assert!(err.contains("weir:plugin@0.2.0") && err.contains("supports weir:plugin@0.1.0"), "{err}");
-        assert!(check_version(Some("1.0.0"), ours).is_err());
-        assert!(check_version(Some(""), ours).is_err());
-        assert!(check_version(None, ours).unwrap_err().contains("is it a Weir plugin"));
+    fn versions_0_1_and_0_2_are_accepted_by_zero_minor() {
+        assert_eq!(check_version(Some("0.2.0")), Ok(Contract::V0_2));
+        assert_eq!(check_version(Some("0.2.9")), Ok(Contract::V0_2));
+        assert_eq!(check_version(Some("0.1.0")), Ok(Contract::V0_1));
+        assert_eq!(check_version(Some("0.1.7")), Ok(Contract::V0_1));
         assert_eq!(compat_key("2.3.4"), Some((2, 0)));
+    }
+
+    #[test]
+    fn other_versions_are_refused_naming_both_supported_ones() {
+        for v in ["0.3.0", "0.0.1", "1.0.0", "1.2.0", "", "x"] {
+            let err = check_version(Some(v)).unwrap_err();
+            assert!(err.contains(&format!("weir:plugin@{v},")), "{err}");
+            assert!(err.contains("supports weir:plugin@0.2.0") && err.contains("still loads @0.1.0"), "{err}");
+        }
+        assert!(check_version(None).unwrap_err().contains("is it a Weir plugin"));
     }
 
     #[test]

@@ -8,15 +8,15 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, TryAcquireError};
 use wasmtime::Store;
 
-use super::bindings::PluginWorld;
 use super::host::StoreData;
+use super::world::World;
 
 /// One instantiated, initialised plugin.
 pub struct Instance {
     /// Its store (one per instance; never shared).
     pub store: Store<StoreData>,
     /// Export handles.
-    pub world: PluginWorld,
+    pub world: World,
     /// Hook calls made on it.
     pub calls: u64,
 }

@@ -3,7 +3,8 @@
 //! Chain semantics (also in `wit/handler.wit`): pre hooks run in configured order, post hooks
 //! in reverse; a plugin that answers or refuses stops the chain, and the post hooks of every
 //! plugin that saw the request (itself included) run on the answer, in reverse. Plugins out
-//! of scope (provider/model lists) are skipped and do not "see" the request. A failing plugin
+//! of scope (provider/model lists; a `weir:plugin@0.1.0` plugin on a request in another API
+//! format than OpenAI's) are skipped and do not "see" the request. A failing plugin
 //! fails the request (`fail-closed`, 500 `plugin_error` naming it) or is skipped for it
 //! (`fail-open`, logged and counted).
 //!
@@ -28,6 +29,7 @@ mod offload;
 mod plugin;
 mod ticker;
 pub mod tool;
+mod world;
 
 use std::sync::Arc;
 
@@ -153,7 +155,7 @@ impl Chain {
     pub async fn on_request(&self, req: &mut GatewayRequest, provider: Option<&Arc<str>>) -> Result<PreOutcome, Error> {
         let mut out = PreOutcome { seen: Seen::default(), respond: None, model_changed: false, edited: false };
         for (i, p) in self.plugins.iter().enumerate() {
-            if !p.in_scope(provider.map(|p| &**p), &req.model) {
+            if !p.in_scope(req.endpoint.format, provider.map(|p| &**p), &req.model) {
                 continue;
             }
             out.seen.insert(i);

@@ -12,9 +12,8 @@ use bytes::Bytes;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use wasmtime::Store;
-use wasmtime::component::Resource;
 
-use super::bindings::{ChunkAction, Hooks, PluginWorldPre, RequestAction, ResponseAction};
+use super::bindings::{ChunkAction, Contract, Hooks, RequestAction, ResponseAction};
 use super::convert::{self, ChunkDecision, RequestDecision, ResponseDecision};
 use super::engine::{self, Runtime};
 use super::guard::{self, Failure};
@@ -22,8 +21,10 @@ use super::host::{Shared, StoreData, kv::KvStore, log::LogBudget, metrics::Custo
 use super::instances::{Instance, Pool};
 use super::metrics::{Hook, PluginMetrics};
 use super::offload;
+use super::world::WorldPre;
 use crate::config::{OnError, PluginConfig};
 use crate::exchange::{GatewayRequest, GatewayResponse, JsonBody};
+use crate::format::ApiFormat;
 
 mod refill;
 
@@ -34,7 +35,7 @@ const INIT_FACTOR: u32 = 10;
 /// Everything needed to make a fresh instance, at load and when replacing one.
 struct Factory {
     runtime: &'static Runtime,
-    pre: PluginWorldPre<StoreData>,
+    pre: WorldPre,
     shared: Shared,
     init_config: String,
     fuel: u64,
@@ -58,7 +59,7 @@ impl Factory {
             Err(e) => return Err(format!("instantiation failed: {}", explain(e, store.data()))),
         };
         guard::arm(&mut store, fuel, timeout).map_err(|e| e.to_string())?;
-        let init = world.weir_plugin_handler().call_init(&mut store, &self.init_config);
+        let init = world.init(&mut store, &self.init_config);
         match guard::run(init, hard).await {
             Ok(Ok(hooks)) => Ok((Instance { store, world, calls: 0 }, hooks)),
             Ok(Err(msg)) => Err(format!("init refused the config: {}", super::host::log::truncate(&msg, 1024))),
@@ -92,6 +93,8 @@ pub struct Plugin {
     pub hooks: Hooks,
     /// Failure policy.
     pub on_error: OnError,
+    /// The contract version it was built for.
+    pub contract: Contract,
     providers: Vec<String>,
     models: Vec<String>,
     fuel: u64,
@@ -153,11 +156,21 @@ impl Plugin {
     ) -> Result<Arc<Self>, String> {
         let bytes = super::builtin::read(&cfg.path).await?;
         let sha256: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-        let component = tokio::task::spawn_blocking(move || engine::compile(runtime, &bytes, cache.as_deref()))
-            .await
-            .map_err(|e| format!("compile task failed: {e}"))??;
+        let (component, contract) =
+            tokio::task::spawn_blocking(move || engine::compile(runtime, &bytes, cache.as_deref()))
+                .await
+                .map_err(|e| format!("compile task failed: {e}"))??;
         let pre = runtime.linker.instantiate_pre(&component).map_err(|e| format!("cannot link: {e:#}"))?;
-        let pre = PluginWorldPre::new(pre).map_err(|e| format!("not a weir:plugin world: {e:#}"))?;
+        let pre = WorldPre::new(contract, pre).map_err(|e| format!("not a weir:plugin world: {e:#}"))?;
+        if contract == Contract::V0_1 {
+            tracing::warn!(
+                plugin = %cfg.name,
+                "built for weir:plugin@{}: it runs on OpenAI-format requests only (skipped on others); \
+                 rebuild it against weir:plugin@{} to run on every API format (`weir plugin inspect` says how)",
+                Contract::V0_1.version(),
+                Contract::V0_2.version()
+            );
+        }
         let name: Arc<str> = Arc::from(cfg.name.as_str());
         let secrets = Arc::new(crate::secrets::Secrets::new(cfg.config_env.iter()));
         let factory = Factory {
@@ -193,6 +206,7 @@ impl Plugin {
             name,
             hooks,
             on_error: cfg.on_error,
+            contract,
             providers: cfg.providers.clone(),
             models: cfg.models.clone(),
             fuel: cfg.fuel,
@@ -215,10 +229,15 @@ impl Plugin {
         }))
     }
 
-    /// Whether the plugin runs for this provider and model.
-    pub fn in_scope(&self, provider: Option<&str>, model: &str) -> bool {
+    /// Whether the plugin runs for a request in this API format, to this provider and model.
+    /// A 0.1 plugin knows only OpenAI's JSON, so it is out of scope for any other format.
+    pub fn in_scope(&self, format: ApiFormat, provider: Option<&str>, model: &str) -> bool {
+        let format_ok = match self.contract {
+            Contract::V0_1 => format == ApiFormat::OpenAi,
+            Contract::V0_2 => true,
+        };
         let provider_ok = self.providers.is_empty() || provider.is_some_and(|p| self.providers.iter().any(|x| x == p));
-        provider_ok && (self.models.is_empty() || self.models.iter().any(|m| m == model))
+        format_ok && provider_ok && (self.models.is_empty() || self.models.iter().any(|m| m == model))
     }
 
     /// Pool counters.
@@ -471,7 +490,7 @@ impl Plugin {
     }
 
     /// The pre-instantiated component.
-    pub(super) fn pre(&self) -> &PluginWorldPre<StoreData> {
+    pub(super) fn pre(&self) -> &WorldPre {
         &self.factory.pre
     }
 }
@@ -492,18 +511,14 @@ struct OnStreamChunk(Bytes);
 impl HookCall for OnRequest {
     type Out = RequestAction;
     fn call(self, inst: &mut Instance) -> impl Future<Output = wasmtime::Result<RequestAction>> + Send {
-        inst.world.weir_plugin_handler().call_on_request(&mut inst.store, Resource::new_borrow(0))
+        inst.world.on_request(&mut inst.store)
     }
 }
 
 impl HookCall for OnResponse {
     type Out = ResponseAction;
     fn call(self, inst: &mut Instance) -> impl Future<Output = wasmtime::Result<ResponseAction>> + Send {
-        inst.world.weir_plugin_handler().call_on_response(
-            &mut inst.store,
-            Resource::new_borrow(0),
-            Resource::new_borrow(0),
-        )
+        inst.world.on_response(&mut inst.store)
     }
 }
 
@@ -511,7 +526,7 @@ impl HookCall for OnStreamChunk {
     type Out = ChunkAction;
     async fn call(self, inst: &mut Instance) -> wasmtime::Result<ChunkAction> {
         let chunk = self.0;
-        inst.world.weir_plugin_handler().call_on_stream_chunk(&mut inst.store, Resource::new_borrow(0), &chunk).await
+        inst.world.on_stream_chunk(&mut inst.store, &chunk).await
     }
 }
 

@@ -42,7 +42,7 @@ pub(crate) fn request(model: &str, kb: usize) -> GatewayRequest {
     let body = json!({"model": model, "messages": [{"role": "user", "content": filler}]});
     GatewayRequest {
         id: "req_test".into(),
-        endpoint: Endpoint::ChatCompletions,
+        endpoint: Endpoint::OPENAI_CHAT,
         model: model.into(),
         stream: false,
         body: JsonBody::from_map(body.as_object().unwrap().clone()),
@@ -82,6 +82,26 @@ async fn noop_plugin_continues_and_sees_the_response() {
     chain.on_response(&ctx, pre.seen, &mut resp).await.unwrap();
     assert!(chain.has_stream_hooks(pre.seen));
     assert_eq!(chain.stats()[0].live, 4);
+}
+
+#[tokio::test]
+async fn a_0_1_plugin_loads_and_its_edits_and_answers_reach_the_gateway() {
+    let chain = Chain::load(&[plugin("old", "legacy-v0_1", json!({}))], &runtime()).await.unwrap();
+    assert_eq!(chain.plugins[0].contract, bindings::Contract::V0_1);
+    let mut req = request("m", 0);
+    req.body.map_mut()["messages"][0]["content"] = json!("hi");
+    let pre = chain.on_request(&mut req, None).await.unwrap();
+    assert!(pre.edited && pre.respond.is_none());
+    assert_eq!(req.body.map()["messages"][0]["content"], "hi [legacy:chat-completions]");
+    let ctx = HookCtx { request: Arc::new(req), provider: None };
+    let mut resp = GatewayResponse::ok(Bytes::from_static(b"{}"));
+    chain.on_response(&ctx, pre.seen, &mut resp).await.unwrap();
+    assert_eq!(resp.headers["x-legacy"], "chat-completions");
+
+    let mut refused = request("m", 0);
+    refused.headers.insert("x-legacy-reject", http::HeaderValue::from_static("1"));
+    let err = chain.on_request(&mut refused, None).await.err().unwrap();
+    assert_eq!((err.status().as_u16(), err.code_str()), (403, "legacy_rejected"));
 }
 
 #[tokio::test]

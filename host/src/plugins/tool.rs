@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use serde_json::{Map, Value};
 
-use super::bindings::{Hooks, PACKAGE, VERSION};
+use super::bindings::{Contract, Hooks, PACKAGE, VERSION};
 use super::convert::{ChunkDecision, RequestDecision, ResponseDecision};
 use super::engine;
 use super::plugin::Plugin;
@@ -37,6 +37,9 @@ pub struct Inspection {
     pub target: Option<String>,
     /// The contract version check: `Ok` or why the gateway refuses it.
     pub contract: Result<(), String>,
+    /// For a component built for the legacy `weir:plugin@0.1.0`: what it is limited to and
+    /// the steps that move it to the current version, one per line.
+    pub upgrade: Option<Vec<String>>,
     /// Compile (or cache load) time and which it was.
     pub compile: (Duration, CompileSource),
     /// Imports and what Weir grants for each.
@@ -99,21 +102,65 @@ pub async fn inspect(cfg: &PluginConfig, cache: Option<&Path>) -> Result<Inspect
         .await
         .map_err(|e| format!("compile task failed: {e}"))?;
     let compile = (started.elapsed(), source);
-    let contract = compiled.as_ref().map(|_| ()).map_err(Clone::clone);
+    let contract = compiled.as_ref().map(|(_, c)| *c).map_err(Clone::clone);
     // The raw component (even one of another contract version) for the listing.
     let component = match compiled {
-        Ok(c) => c,
+        Ok((c, _)) => c,
         Err(e) if e.starts_with("invalid component") => return Err(e),
         Err(_) => wasmtime::component::Component::new(&rt.engine, &bytes).map_err(|e| format!("{e:#}"))?,
     };
     let ty = component.component_type();
     let imports = ty.imports(&rt.engine).map(|(name, _)| (name.to_owned(), grant(name))).collect();
     let target = ty.exports(&rt.engine).map(|(name, _)| name).find(|n| n.starts_with(PACKAGE)).map(str::to_owned);
+    let upgrade = matches!(contract, Ok(Contract::V0_1)).then(|| upgrade_steps(calls_legacy_endpoint(&ty, &rt.engine)));
     let loaded = match contract {
-        Ok(()) => load_and_time(cfg, dir).await,
+        Ok(_) => load_and_time(cfg, dir).await,
         Err(ref e) => Err(e.clone()),
     };
-    Ok(Inspection { size: bytes.len(), target, contract, compile, imports, loaded })
+    let contract = contract.map(drop);
+    Ok(Inspection { size: bytes.len(), target, contract, upgrade, compile, imports, loaded })
+}
+
+/// Whether a component imports `request.endpoint` of `weir:plugin@0.1.x`, which 0.2 replaced.
+/// Components list only the functions they call, so this says whether the source uses it.
+fn calls_legacy_endpoint(ty: &wasmtime::component::types::Component, engine: &wasmtime::Engine) -> bool {
+    use wasmtime::component::types::ComponentItem;
+    ty.imports(engine).any(|(name, import)| {
+        name.starts_with(&format!("{PACKAGE}/types@0.1."))
+            && matches!(&import.ty, ComponentItem::ComponentInstance(i)
+                if i.get_export(engine, "[method]request.endpoint").is_some())
+    })
+}
+
+/// What the owner of a `weir:plugin@0.1.0` component is told: what it is limited to, and what
+/// to change to move it to the current contract.
+fn upgrade_steps(calls_endpoint: bool) -> Vec<String> {
+    let old = Contract::V0_1.version();
+    let mut steps = vec![
+        format!(
+            "built for {PACKAGE}@{old} (legacy, still loaded): it runs on OpenAI-format requests only and is \
+             skipped on any other API format"
+        ),
+        format!("to move it to {PACKAGE}@{VERSION}:"),
+    ];
+    if calls_endpoint {
+        steps.push(
+            "- replace request.endpoint() (it calls it) with request.operation(): \"chat\" where it had \
+             chat-completions, \"embeddings\" where it had embeddings; treat any other value as not yours"
+                .into(),
+        );
+    }
+    steps.push(
+        "- where it reads or writes JSON (body, get, set, responses, stream chunks), check first that \
+         request.api-format() is \"openai\"; model, set-model, is-stream and prompt-texts work on every format"
+            .into(),
+    );
+    steps.push(format!(
+        "- rebuild it against this gateway's wit/ ({PACKAGE}@{VERSION}): Rust: weir-plugin-sdk 0.2; Python: \
+         componentize-py -d wit; JavaScript: import from 'weir:plugin/<interface>@{VERSION}'; C and Go: \
+         regenerate the bindings with wit-bindgen (`weir plugin new` writes a project with them)"
+    ));
+    steps
 }
 
 async fn load_and_time(cfg: &PluginConfig, cache: &Path) -> Result<(Vec<&'static str>, Duration), String> {
@@ -141,9 +188,9 @@ pub fn hook_names(hooks: Hooks) -> Vec<&'static str> {
     .collect()
 }
 
-/// The contract this gateway implements, e.g. `weir:plugin@0.1.0`.
+/// The contracts this gateway implements, e.g. `weir:plugin@0.2.0, and still loads @0.1.0`.
 pub fn contract() -> String {
-    format!("{PACKAGE}@{VERSION}")
+    format!("{PACKAGE}@{VERSION}, and still loads @{}", Contract::V0_1.version())
 }
 
 /// A plugin loaded for offline hook runs (`weir plugin test`).

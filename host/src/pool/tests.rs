@@ -24,7 +24,7 @@ fn cfg(workers: usize, queue: usize, overflow: Overflow) -> PoolConfig {
 fn req(script: &str) -> ProviderRequest {
     let body = json!({"messages": [{"role": "user", "content": script}]});
     ProviderRequest {
-        endpoint: Endpoint::ChatCompletions,
+        endpoint: Endpoint::OPENAI_CHAT,
         model: "m".into(),
         body: JsonBody::from_map(body.as_object().cloned().unwrap()),
         stream: false,

@@ -17,7 +17,7 @@ use super::usage::Usage;
 use super::{ProviderRequest, ProviderResponse};
 use crate::config::MockConfig;
 use crate::error::Error;
-use crate::format::Endpoint;
+use crate::format::Operation;
 
 /// Default embedding width when the request does not ask for `dimensions`.
 const DEFAULT_DIMS: usize = 8;
@@ -60,13 +60,13 @@ impl Mock {
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
-        match req.endpoint {
-            Endpoint::ChatCompletions if req.stream => Ok(ProviderResponse::Stream(self.stream(&req))),
-            Endpoint::ChatCompletions => {
+        match req.endpoint.op {
+            Operation::Chat if req.stream => Ok(ProviderResponse::Stream(self.stream(&req))),
+            Operation::Chat => {
                 let (body, usage) = chat_completion(&req);
                 Ok(ProviderResponse::Full { body, usage: Some(usage) })
             }
-            Endpoint::Embeddings => {
+            Operation::Embeddings => {
                 embeddings(&req).map(|(body, usage)| ProviderResponse::Full { body, usage: Some(usage) })
             }
         }
@@ -334,7 +334,7 @@ mod tests {
 
     fn req(body: Value, stream: bool) -> ProviderRequest {
         ProviderRequest {
-            endpoint: Endpoint::ChatCompletions,
+            endpoint: crate::format::Endpoint::OPENAI_CHAT,
             model: "mock-1".into(),
             body: JsonBody::from_map(body.as_object().unwrap().clone()),
             stream,

@@ -17,7 +17,7 @@ use super::sse::{SseEvent, SseParser};
 use super::{ChunkStream, ProviderRequest, ProviderResponse};
 use crate::config::{OpenAiConfig, PoolConfig};
 use crate::error::{Error, ErrorKind};
-use crate::format::Endpoint;
+use crate::format::Operation;
 use crate::secrets::Secrets;
 
 /// Largest model list accepted from `GET /models` (background discovery, one at a time).
@@ -77,12 +77,12 @@ impl OpenAi {
             value.set_sensitive(true);
             keys.push((total, value));
         }
-        let chat_url = endpoint_uri(base, Endpoint::ChatCompletions.path())?;
+        let chat_url = endpoint_uri(base, "/chat/completions")?;
         Ok(Self {
             name: name.to_owned(),
             client: Upstream::new(&chat_url, cfg.connect_timeout, pool.workers),
             chat_url,
-            embeddings_url: endpoint_uri(base, Endpoint::Embeddings.path())?,
+            embeddings_url: endpoint_uri(base, "/embeddings")?,
             models_url: endpoint_uri(base, "/models")?,
             headers,
             keys,
@@ -118,9 +118,9 @@ impl OpenAi {
     /// # Errors
     /// Transport failures, error statuses and invalid bodies, mapped to [`Error`].
     pub async fn call(&self, req: ProviderRequest, lane: &mut Lane) -> Result<ProviderResponse, Error> {
-        let url = match req.endpoint {
-            Endpoint::ChatCompletions => &self.chat_url,
-            Endpoint::Embeddings => &self.embeddings_url,
+        let url = match req.endpoint.op {
+            Operation::Chat => &self.chat_url,
+            Operation::Embeddings => &self.embeddings_url,
         };
         let bytes = match req.body.raw() {
             Some(raw) => raw.clone(),

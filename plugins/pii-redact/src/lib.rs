@@ -14,8 +14,8 @@ mod redact;
 use serde_json::Value;
 use weir_plugin_sdk::chat::rewrite_texts;
 use weir_plugin_sdk::{
-    ChunkAction, Endpoint, Hooks, Plugin, Request, RequestAction, Response, ResponseAction, export, get_json,
-    parse_config,
+    ChunkAction, Hooks, Plugin, Request, RequestAction, Response, ResponseAction, api_format, export, get_json,
+    operation, parse_config,
 };
 
 use crate::redact::{Config, Redactor};
@@ -65,15 +65,18 @@ impl Plugin for PiiRedact {
     }
 
     fn on_request(&mut self, req: &Request) -> RequestAction {
-        // Fast path: scan the plain prompt texts the host hands over (for either endpoint);
+        // Fast path: scan the plain prompt texts the host hands over (on any format);
         // ask for anything else, and fetch and parse the JSON, only when one of them may hold
         // something to mask. Each call into the host costs about as much as the scan.
         if !req.prompt_texts().iter().any(|t| self.redactor.may_redact(t)) {
             return RequestAction::Continue;
         }
-        let pointer = match req.endpoint() {
-            Endpoint::ChatCompletions => "/messages",
-            Endpoint::Embeddings => "/input",
+        let (format, op) = (req.api_format(), req.operation());
+        let pointer = match (format.as_str(), op.as_str()) {
+            (api_format::OPENAI, operation::CHAT) => "/messages",
+            (api_format::OPENAI, operation::EMBEDDINGS) => "/input",
+            // A body this plugin cannot rewrite: refuse rather than let the text through.
+            _ => return weir_plugin_sdk::reject(400, format!("pii-redact cannot redact {format} {op} requests")),
         };
         if let Some(mut value) = get_json::<Value>(req, pointer)
             && self.rewrite(&mut value)
@@ -85,6 +88,7 @@ impl Plugin for PiiRedact {
         RequestAction::Continue
     }
 
+    // Answers and chunks are read in OpenAI's shape (`choices`); on another format nothing matches.
     fn on_response(&mut self, _req: &Request, resp: &Response) -> ResponseAction {
         if let Some(mut choices) = resp.get("/choices").and_then(|t| serde_json::from_str::<Value>(&t).ok()) {
             let mut doc = serde_json::json!({ "choices": choices.take() });

@@ -11,7 +11,9 @@
 mod guard;
 mod keywords;
 
-use weir_plugin_sdk::{Endpoint, Hooks, Plugin, Rejection, Request, RequestAction, export, get_json, parse_config};
+use weir_plugin_sdk::{
+    Hooks, Plugin, Rejection, Request, RequestAction, api_format, export, get_json, operation, parse_config,
+};
 
 use crate::guard::{Config, Guard};
 
@@ -31,13 +33,15 @@ impl Plugin for PromptGuard {
         // The host hands over the prompt texts as plain strings: no JSON crosses or is parsed
         // here unless a message limit is configured.
         let texts = req.prompt_texts();
-        let messages = if self.guard.counts_messages() && req.endpoint() == Endpoint::ChatCompletions {
+        // Message count and max_tokens are read where OpenAI keeps them.
+        let openai = || req.api_format() == api_format::OPENAI;
+        let messages = if self.guard.counts_messages() && req.operation() == operation::CHAT && openai() {
             get_json::<Vec<serde::de::IgnoredAny>>(req, "/messages").map_or(0, |m| m.len())
         } else {
             0
         };
         // Each lookup is a call into the host: skipped when no limit is set.
-        let max_tokens = if self.guard.limits_tokens() {
+        let max_tokens = if self.guard.limits_tokens() && openai() {
             get_json::<u64>(req, "/max_tokens").or_else(|| get_json::<u64>(req, "/max_completion_tokens"))
         } else {
             None

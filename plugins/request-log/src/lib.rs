@@ -1,5 +1,5 @@
 //! `request-log`: one structured audit line per request (and per response) through the log
-//! import: id, endpoint, model, provider, sizes, token usage, allow-listed headers. Never
+//! import: id, API format, operation, model, provider, sizes, token usage, allow-listed headers. Never
 //! prompt text, answers or secrets.
 //!
 //! ```toml
@@ -15,7 +15,8 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 use weir_plugin_sdk::log::Level;
 use weir_plugin_sdk::{
-    Endpoint, Hooks, Plugin, Request, RequestAction, Response, ResponseAction, export, get_json, parse_config,
+    Hooks, Plugin, Request, RequestAction, Response, ResponseAction, api_format, export, get_json, operation,
+    parse_config,
 };
 
 use crate::line::{Config, RequestFacts, request_line, response_line};
@@ -44,18 +45,19 @@ impl Plugin for RequestLog {
     }
 
     fn on_request(&mut self, req: &Request) -> RequestAction {
-        let (endpoint, messages) = match req.endpoint() {
-            Endpoint::ChatCompletions => {
-                ("chat.completions", get_json::<Vec<IgnoredAny>>(req, "/messages").map_or(0, |m| m.len()))
-            }
-            Endpoint::Embeddings => ("embeddings", 0),
+        let (format, op) = (req.api_format(), req.operation());
+        let messages = if format == api_format::OPENAI && op == operation::CHAT {
+            get_json::<Vec<IgnoredAny>>(req, "/messages").map_or(0, |m| m.len())
+        } else {
+            0
         };
         let prompt_chars = req.prompt_texts().iter().map(|t| t.chars().count()).sum();
         let headers = self.cfg.headers.iter().filter_map(|h| Some((h.clone(), req.header(h)?))).collect();
         let (id, model, provider) = (req.id(), req.model(), req.provider());
         let line = request_line(&RequestFacts {
             id: &id,
-            endpoint,
+            api_format: &format,
+            operation: &op,
             model: &model,
             provider: provider.as_deref(),
             stream: req.is_stream(),

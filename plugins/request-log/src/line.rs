@@ -27,8 +27,10 @@ impl Default for Config {
 pub struct RequestFacts<'a> {
     /// Request id.
     pub id: &'a str,
-    /// `chat.completions` or `embeddings`.
-    pub endpoint: &'a str,
+    /// The API format the client spoke, e.g. `openai`.
+    pub api_format: &'a str,
+    /// What was asked: `chat` or `embeddings`.
+    pub operation: &'a str,
     /// Model requested.
     pub model: &'a str,
     /// Provider it routes to, if known.
@@ -49,7 +51,8 @@ pub fn request_line(f: &RequestFacts<'_>) -> String {
     json!({
         "event": "request",
         "request_id": f.id,
-        "endpoint": f.endpoint,
+        "api_format": f.api_format,
+        "operation": f.operation,
         "model": f.model,
         "provider": f.provider,
         "stream": f.stream,
@@ -83,7 +86,8 @@ mod tests {
     fn request_line_has_metadata_only() {
         let line = request_line(&RequestFacts {
             id: "r1",
-            endpoint: "chat.completions",
+            api_format: "openai",
+            operation: "chat",
             model: "m",
             provider: Some("mock"),
             stream: false,
@@ -93,6 +97,7 @@ mod tests {
         });
         let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["request_id"], "r1");
+        assert_eq!((&v["api_format"], &v["operation"]), (&json!("openai"), &json!("chat")));
         assert_eq!(v["headers"]["user-agent"], "curl");
         assert_eq!(v["prompt_chars"], 11);
     }

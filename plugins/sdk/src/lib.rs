@@ -27,7 +27,7 @@
 
 #[doc(hidden)]
 pub mod bindings {
-    //! Generated from `wit/` (package `weir:plugin@0.1.0`). Use the re-exports instead.
+    //! Generated from `wit/` (package `weir:plugin@0.2.0`). Use the re-exports instead.
     #![allow(missing_docs)]
     // The generated canonical-ABI glue is unsafe by nature; it is the only unsafe code here.
     #![allow(unsafe_code)]
@@ -44,8 +44,24 @@ use serde::de::DeserializeOwned;
 
 pub use bindings::exports::weir::plugin::handler::Guest as __Guest;
 pub use bindings::weir::plugin::types::{
-    ChunkAction, Endpoint, Hooks, Rejection, Reply, Request, RequestAction, Response, ResponseAction,
+    ChunkAction, Hooks, Rejection, Reply, Request, RequestAction, Response, ResponseAction,
 };
+
+/// Values of [`Request::api_format`]: the API format the client spoke, which shapes the JSON of
+/// the body, the response and stream chunks. More may come; treat others as "not mine".
+pub mod api_format {
+    /// OpenAI's chat completions and embeddings API.
+    pub const OPENAI: &str = "openai";
+}
+
+/// Values of [`Request::operation`]: what was asked, the same on every API format (this
+/// replaces 0.1's `endpoint()`). More may come; treat others as "not mine".
+pub mod operation {
+    /// A chat turn (OpenAI: `/v1/chat/completions`).
+    pub const CHAT: &str = "chat";
+    /// Embeddings (OpenAI: `/v1/embeddings`).
+    pub const EMBEDDINGS: &str = "embeddings";
+}
 
 /// A plugin: one value per instance, made by `init`, then called for each hook it declares.
 pub trait Plugin: Sized + 'static {
@@ -75,7 +91,8 @@ pub trait Plugin: Sized + 'static {
         ResponseAction::Pass
     }
 
-    /// On each stream chunk (one SSE `data:` payload, usually a JSON object). Default: pass.
+    /// On each stream chunk (one event payload in the request's API format; for "openai" an
+    /// SSE `data:` payload, a JSON object). Default: pass.
     fn on_stream_chunk(&mut self, _req: &Request, _chunk: &[u8]) -> ChunkAction {
         ChunkAction::Pass
     }

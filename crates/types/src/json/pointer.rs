@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use crate::format::Endpoint;
+use crate::format::{Endpoint, Operation};
 
 /// Why a pointer write failed (shown to the plugin).
 pub type WriteError = &'static str;
@@ -130,8 +130,8 @@ pub fn set(body: &mut Map<String, Value>, pointer: &str, value: Value) -> Result
 /// Calls `f` on every prompt text of a request body, in order: the `content` strings and `text`
 /// parts of `messages` (chat), or the `input` string or strings (embeddings).
 pub fn visit_prompt_texts<'a>(body: &'a Map<String, Value>, endpoint: Endpoint, f: &mut dyn FnMut(&'a str)) {
-    match endpoint {
-        Endpoint::ChatCompletions => {
+    match endpoint.op {
+        Operation::Chat => {
             for message in body.get("messages").and_then(Value::as_array).into_iter().flatten() {
                 match message.get("content") {
                     Some(Value::String(s)) => f(s),
@@ -148,7 +148,7 @@ pub fn visit_prompt_texts<'a>(body: &'a Map<String, Value>, endpoint: Endpoint, 
                 }
             }
         }
-        Endpoint::Embeddings => match body.get("input") {
+        Operation::Embeddings => match body.get("input") {
             Some(Value::String(s)) => f(s),
             Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).for_each(f),
             _ => {}
@@ -190,12 +190,12 @@ mod tests {
             {"role": "user", "content": "c"},
         ]});
         let mut seen = Vec::new();
-        visit_prompt_texts(chat.as_object().unwrap(), Endpoint::ChatCompletions, &mut |t| seen.push(t));
+        visit_prompt_texts(chat.as_object().unwrap(), Endpoint::OPENAI_CHAT, &mut |t| seen.push(t));
         assert_eq!(seen, ["a", "b", "c"]);
         for (input, want) in [(json!("x"), vec!["x"]), (json!(["x", "y"]), vec!["x", "y"]), (json!([1, 2]), vec![])] {
             let body = json!({ "input": input });
             let mut seen = Vec::new();
-            visit_prompt_texts(body.as_object().unwrap(), Endpoint::Embeddings, &mut |t| seen.push(t));
+            visit_prompt_texts(body.as_object().unwrap(), Endpoint::OPENAI_EMBEDDINGS, &mut |t| seen.push(t));
             assert_eq!(seen, want);
         }
     }

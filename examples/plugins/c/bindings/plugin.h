@@ -48,12 +48,6 @@ typedef struct {
   } val;
 } weir_plugin_kv_result_s64_string_t;
 
-// Which OpenAI-compatible endpoint the request came in on.
-typedef uint8_t weir_plugin_types_endpoint_t;
-
-#define WEIR_PLUGIN_TYPES_ENDPOINT_CHAT_COMPLETIONS 0
-#define WEIR_PLUGIN_TYPES_ENDPOINT_EMBEDDINGS 1
-
 // The hooks a plugin implements, returned by `init`. The host never calls (or pays for) a
 // hook that is not listed.
 typedef uint8_t weir_plugin_types_hooks_t;
@@ -92,7 +86,7 @@ typedef struct {
 typedef struct weir_plugin_types_reply_t {
   // HTTP status (200..=599; a 1xx is refused as an invalid decision).
   uint16_t   status;
-  // Extra headers.
+  // Extra headers: at most 100, 64 KiB of names and values in all.
   plugin_list_tuple2_string_string_t   headers;
   // Body (JSON text, sent as `application/json`).
   plugin_string_t   body;
@@ -142,7 +136,8 @@ typedef struct weir_plugin_types_response_action_t {
 // Replace the response entirely.
 #define WEIR_PLUGIN_TYPES_RESPONSE_ACTION_REPLACE 1
 
-// What `on-stream-chunk` decided for one chunk (one SSE `data:` payload).
+// What `on-stream-chunk` decided for one chunk (one event payload of the request's
+// `api-format`; for "openai", one SSE `data:` payload).
 typedef struct weir_plugin_types_chunk_action_t {
   uint8_t tag;
   union {
@@ -185,11 +180,11 @@ typedef weir_plugin_types_borrow_request_t exports_weir_plugin_handler_borrow_re
 
 typedef weir_plugin_types_borrow_response_t exports_weir_plugin_handler_borrow_response_t;
 
-// Imported Functions from `weir:plugin/log@0.1.0`
+// Imported Functions from `weir:plugin/log@0.2.0`
 // Writes one log line (messages longer than 4 KiB are truncated).
 extern void weir_plugin_log_log(weir_plugin_log_level_t level, plugin_string_t *message);
 
-// Imported Functions from `weir:plugin/kv@0.1.0`
+// Imported Functions from `weir:plugin/kv@0.2.0`
 // The value stored under `key`, if present and not expired.
 extern bool weir_plugin_kv_get(plugin_string_t *key, plugin_list_u8_t *ret);
 // Stores `value` under `key`.
@@ -200,64 +195,77 @@ extern bool weir_plugin_kv_incr(plugin_string_t *key, int64_t delta, uint64_t tt
 // Removes `key`.
 extern void weir_plugin_kv_delete(plugin_string_t *key);
 
-// Imported Functions from `weir:plugin/metrics@0.1.0`
+// Imported Functions from `weir:plugin/metrics@0.2.0`
 // Adds `value` to a counter.
 extern void weir_plugin_metrics_counter(plugin_string_t *name, uint64_t value);
 // Records one observation in a histogram.
 extern void weir_plugin_metrics_histogram(plugin_string_t *name, double value);
 
-// Imported Functions from `weir:plugin/clock@0.1.0`
+// Imported Functions from `weir:plugin/clock@0.2.0`
 // Milliseconds since the Unix epoch.
 extern uint64_t weir_plugin_clock_now(void);
 
-// Imported Functions from `weir:plugin/types@0.1.0`
+// Imported Functions from `weir:plugin/types@0.2.0`
 // Request id (`x-request-id`), also in the gateway's logs.
 extern void weir_plugin_types_method_request_id(weir_plugin_types_borrow_request_t self, plugin_string_t *ret);
-// The endpoint.
-extern weir_plugin_types_endpoint_t weir_plugin_types_method_request_endpoint(weir_plugin_types_borrow_request_t self);
-// The model as currently requested (after earlier plugins' edits).
+// The API format the client spoke, e.g. "openai" (later others, such as "anthropic").
+// `body`, `get`, `set` and stream chunks use this format's JSON. New formats add
+// values, never new types: treat an unknown value as "not mine" and continue.
+extern void weir_plugin_types_method_request_api_format(weir_plugin_types_borrow_request_t self, plugin_string_t *ret);
+// What was asked, the same on every format: "chat" or "embeddings" (more may come;
+// treat an unknown value as "not mine").
+extern void weir_plugin_types_method_request_operation(weir_plugin_types_borrow_request_t self, plugin_string_t *ret);
+// The model as currently requested (after earlier plugins' edits), wherever the
+// request's format keeps it.
 extern void weir_plugin_types_method_request_model(weir_plugin_types_borrow_request_t self, plugin_string_t *ret);
-// Changes the model (and the body's `model` field); routing uses the new name.
+// Changes the model; the host writes it back where the format keeps it, and routing
+// uses the new name.
 extern void weir_plugin_types_method_request_set_model(weir_plugin_types_borrow_request_t self, plugin_string_t *model);
 // Provider chosen for the request, when known (always in post hooks; in `on-request`
 // the provider the model routes to before the chain runs).
 extern bool weir_plugin_types_method_request_provider(weir_plugin_types_borrow_request_t self, plugin_string_t *ret);
-// Whether the client asked for a stream.
+// Whether the client asked for a stream (on any format).
 extern bool weir_plugin_types_method_request_is_stream(weir_plugin_types_borrow_request_t self);
-// One client header (lower-case name), if present.
+// One client header (lower-case name), if present and not withheld.
 extern bool weir_plugin_types_method_request_header(weir_plugin_types_borrow_request_t self, plugin_string_t *name, plugin_string_t *ret);
-// All client headers (client metadata), credentials removed.
+// All client headers (client metadata), credential-looking ones withheld.
 extern void weir_plugin_types_method_request_headers(weir_plugin_types_borrow_request_t self, plugin_list_tuple2_string_string_t *ret);
 // The whole JSON body. `none` in post hooks: the body has gone upstream by then.
 extern bool weir_plugin_types_method_request_body(weir_plugin_types_borrow_request_t self, plugin_string_t *ret);
 // The JSON text of the value at `pointer` (e.g. `/messages/0/content`), if present.
 extern bool weir_plugin_types_method_request_get(weir_plugin_types_borrow_request_t self, plugin_string_t *pointer, plugin_string_t *ret);
-// Every prompt text, in order, as plain strings: each message's `content` string and
-// `text` content parts (chat), or the `input` string(s) (embeddings). The host walks the
-// body, so a plugin that only scans prompts (guards, redaction checks, counters)
-// neither receives nor parses JSON. Empty in post hooks.
+// Every prompt text, in order, as plain strings, on any format: the system prompt and
+// each message's text content (chat; for "openai", each `content` string and `text`
+// content part), or the input texts (embeddings). The host walks the body, so a plugin
+// that only scans prompts (guards, redaction checks, counters) neither receives nor
+// parses JSON, nor needs to know the format. Empty in post hooks.
 extern void weir_plugin_types_method_request_prompt_texts(weir_plugin_types_borrow_request_t self, plugin_list_string_t *ret);
 // Replaces the value at `pointer` with `json` (the parent must exist; `-` appends
-// to an array). Errors on invalid JSON, a missing parent, or in post hooks.
+// to an array). Errors on invalid JSON, a missing parent, in post hooks, when the
+// body would nest deeper than 127 levels (the pointer's depth + the value's), or
+// when edits would grow the body more than 4 MiB past its size as received (counted
+// over every call and hook of the request).
 extern bool weir_plugin_types_method_request_set(weir_plugin_types_borrow_request_t self, plugin_string_t *pointer, plugin_string_t *json, plugin_string_t *err);
-// Replaces the whole body with `json` (a JSON object).
+// Replaces the whole body with `json` (a JSON object). Errors as `set` does.
 extern bool weir_plugin_types_method_request_set_body(weir_plugin_types_borrow_request_t self, plugin_string_t *json, plugin_string_t *err);
 // HTTP status.
 extern uint16_t weir_plugin_types_method_response_status(weir_plugin_types_borrow_response_t self);
 // One response header, if set.
 extern bool weir_plugin_types_method_response_header(weir_plugin_types_borrow_response_t self, plugin_string_t *name, plugin_string_t *ret);
-// Sets (replaces) a response header. Errors on invalid names or values.
+// Sets (replaces) a response header. Errors on invalid names or values, and past 100
+// headers or 64 KiB of names and values on the response (counted across hooks).
 extern bool weir_plugin_types_method_response_set_header(weir_plugin_types_borrow_response_t self, plugin_string_t *name, plugin_string_t *value, plugin_string_t *err);
 // The JSON body.
 extern void weir_plugin_types_method_response_body(weir_plugin_types_borrow_response_t self, plugin_string_t *ret);
 // The JSON text of the value at `pointer`, if present.
 extern bool weir_plugin_types_method_response_get(weir_plugin_types_borrow_response_t self, plugin_string_t *pointer, plugin_string_t *ret);
-// Replaces the value at `pointer` with `json`.
+// Replaces the value at `pointer` with `json`. Errors as the request's `set` does
+// (depth 127, growth 4 MiB past the body as received, across hooks).
 extern bool weir_plugin_types_method_response_set(weir_plugin_types_borrow_response_t self, plugin_string_t *pointer, plugin_string_t *json, plugin_string_t *err);
-// Replaces the whole body with `json`.
+// Replaces the whole body with `json`. Errors as `set` does.
 extern bool weir_plugin_types_method_response_set_body(weir_plugin_types_borrow_response_t self, plugin_string_t *json, plugin_string_t *err);
 
-// Exported Functions from `weir:plugin/handler@0.1.0`
+// Exported Functions from `weir:plugin/handler@0.2.0`
 bool exports_weir_plugin_handler_init(plugin_string_t *config, exports_weir_plugin_handler_hooks_t *ret, plugin_string_t *err);
 void exports_weir_plugin_handler_on_request(exports_weir_plugin_handler_borrow_request_t req, exports_weir_plugin_handler_request_action_t *ret);
 void exports_weir_plugin_handler_on_response(exports_weir_plugin_handler_borrow_request_t req, exports_weir_plugin_handler_borrow_response_t resp, exports_weir_plugin_handler_response_action_t *ret);

@@ -13,9 +13,9 @@ use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::StoreData;
 use crate::exchange::{GatewayRequest, GatewayResponse, Growth, JsonBody};
-use crate::format::Endpoint as GatewayEndpoint;
+use crate::format::Endpoint;
 use crate::json::index::{BodyIndex, Lookup};
-use crate::plugins::bindings::types::{self, Endpoint};
+use crate::plugins::bindings::types;
 use crate::plugins::bindings::{RequestHandle, ResponseHandle};
 use crate::plugins::json;
 
@@ -132,6 +132,11 @@ impl Exchange {
         self.response_doc = None;
     }
 
+    /// Where the current call's request came in (`None` between calls).
+    pub fn request_endpoint(&self) -> Option<Endpoint> {
+        self.req().map(|r| r.endpoint)
+    }
+
     fn req(&self) -> Option<&GatewayRequest> {
         match &self.request {
             RequestSlot::Owned(r) => Some(r),
@@ -158,7 +163,7 @@ impl Exchange {
 
     /// The request's endpoint and body tree, parsed on first use. `None` in post hooks, where
     /// the body has gone upstream.
-    fn body_tree(&mut self) -> Option<(GatewayEndpoint, &Map<String, Value>)> {
+    fn body_tree(&mut self) -> Option<(Endpoint, &Map<String, Value>)> {
         match &mut self.request {
             RequestSlot::Owned(r) => Some((r.endpoint, r.body.map())),
             RequestSlot::Shared(r) => r.body.parsed().map(|m| (r.endpoint, m)),
@@ -204,11 +209,12 @@ impl types::HostRequest for Exchange {
         self.req().map(|r| r.id.to_string()).unwrap_or_default()
     }
 
-    fn endpoint(&mut self, _: Resource<RequestHandle>) -> Endpoint {
-        match self.req().map(|r| r.endpoint) {
-            Some(GatewayEndpoint::Embeddings) => Endpoint::Embeddings,
-            _ => Endpoint::ChatCompletions,
-        }
+    fn api_format(&mut self, _: Resource<RequestHandle>) -> String {
+        self.request_endpoint().map_or("", |e| e.format.name()).to_owned()
+    }
+
+    fn operation(&mut self, _: Resource<RequestHandle>) -> String {
+        self.request_endpoint().map_or("", |e| e.op.name()).to_owned()
     }
 
     fn model(&mut self, _: Resource<RequestHandle>) -> String {

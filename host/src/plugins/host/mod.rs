@@ -1,12 +1,14 @@
 //! What a plugin may import: one file per capability (`log`, `kv`, `metrics`, `clock`, the
 //! `request`/`response` resources in `exchange`, and deny-by-default `wasi`). Each holds its
-//! grant, its per-instance state, its generated `Host` impl and its `add_to_linker`. The
+//! grant, its per-instance state, its generated `Host` impl and its `add_to_linker`; `legacy`
+//! links the same capabilities under their `weir:plugin@0.1.0` names. The
 //! store's data has one field per capability; anything not linked here is denied, and a
 //! component that imports it fails to load.
 
 pub mod clock;
 pub mod exchange;
 pub mod kv;
+pub mod legacy;
 pub mod log;
 pub mod metrics;
 pub mod wasi;
@@ -113,7 +115,8 @@ pub fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
     log::add_to_linker(linker)?;
     kv::add_to_linker(linker)?;
     metrics::add_to_linker(linker)?;
-    clock::add_to_linker(linker)
+    clock::add_to_linker(linker)?;
+    legacy::add_to_linker(linker)
 }
 
 #[cfg(test)]

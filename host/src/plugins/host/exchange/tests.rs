@@ -10,7 +10,7 @@ fn request() -> GatewayRequest {
     headers.insert("user-agent", HeaderValue::from_static("t"));
     GatewayRequest {
         id: "req_1".into(),
-        endpoint: GatewayEndpoint::ChatCompletions,
+        endpoint: Endpoint::OPENAI_CHAT,
         model: "m".into(),
         stream: false,
         body: JsonBody::from_map(
@@ -34,6 +34,7 @@ fn getters_copy_only_what_is_asked() {
     ex.put_request(request(), Some("mock".into()));
     assert_eq!(R::id(&mut ex, h()), "req_1");
     assert_eq!(R::model(&mut ex, h()), "m");
+    assert_eq!((R::api_format(&mut ex, h()), R::operation(&mut ex, h())), ("openai".into(), "chat".into()));
     assert_eq!(R::provider(&mut ex, h()).as_deref(), Some("mock"));
     assert_eq!(R::get(&mut ex, h(), "/messages/0/content".into()).as_deref(), Some("\"hi\""));
     assert_eq!(R::header(&mut ex, h(), "user-agent".into()).as_deref(), Some("t"));
