@@ -24,6 +24,8 @@ pub struct Gateway {
     pub config: Arc<Config>,
     /// One pool per provider, in config order (indexes match `Route::provider`).
     pub pools: Vec<Arc<Pool>>,
+    /// The providers behind the pools, in the same order.
+    pub providers: Vec<Arc<Provider>>,
     /// Model routing.
     pub router: Router,
     /// Plugin chain.
@@ -50,21 +52,24 @@ impl Gateway {
         let scrubbed = |e: String| secrets.scrub(&e).into_owned();
         let plugins = Chain::load(&config.plugins, &config.plugin_runtime).await.map_err(scrubbed)?;
         let mut pools = Vec::with_capacity(config.providers.len());
+        let mut providers = Vec::with_capacity(config.providers.len());
+        let threads = crate::shards::count(config.server.threads);
         for p in &config.providers {
             let reused = previous.and_then(|prev| {
                 let i = prev.config.providers.iter().position(|old| old == p)?;
-                Some(prev.pools[i].clone())
+                Some((prev.pools[i].clone(), prev.providers[i].clone()))
             });
-            let pool = match reused {
-                Some(pool) => pool,
+            let (pool, provider) = match reused {
+                Some(reused) => reused,
                 None => {
                     let provider =
-                        Provider::from_config(p).map_err(|e| scrubbed(format!("provider {}: {e}", p.name)))?;
+                        Provider::from_config(p, threads).map_err(|e| scrubbed(format!("provider {}: {e}", p.name)))?;
                     let models: Vec<&str> = p.models.iter().chain(p.aliases.keys()).map(String::as_str).collect();
-                    Pool::start(&p.name, &models, provider, p.pool.clone())
+                    (Pool::start(&p.name, &models, p.pool.clone()), Arc::new(provider))
                 }
             };
             pools.push(pool);
+            providers.push(provider);
         }
         let gw = Arc::new(Self {
             router: Router::new(&config.providers),
@@ -72,6 +77,7 @@ impl Gateway {
             plugin_headers: HeaderRule::new(&config.plugin_runtime),
             config: Arc::new(config),
             pools,
+            providers,
             plugins: Arc::new(plugins),
         });
         gw.start_discovery();
@@ -90,10 +96,9 @@ impl Gateway {
             tokio::spawn(async move {
                 loop {
                     let Some(gw) = weak.upgrade() else { return };
-                    let pool = gw.pools[i].clone();
-                    let name = pool.name().clone();
-                    let result =
-                        tokio::time::timeout(DISCOVERY_TIMEOUT, pool.provider().discover_models(&gw.secrets)).await;
+                    let provider = gw.providers[i].clone();
+                    let name = gw.pools[i].name().clone();
+                    let result = tokio::time::timeout(DISCOVERY_TIMEOUT, provider.discover_models(&gw.secrets)).await;
                     match result {
                         Ok(Some(Ok(models))) => {
                             tracing::debug!(provider = %name, count = models.len(), "discovered models");

@@ -5,6 +5,7 @@
 //! it for a worker → [`providers`] talk upstream → [`respond`] turns any [`error`] into HTTP.
 
 pub mod admin;
+pub mod affinity;
 pub mod api;
 pub mod body;
 pub mod browser;

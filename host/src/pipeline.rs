@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, header};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
+use crate::affinity::Affinity;
 use crate::api::BodyUse;
 use crate::body::{BodyFrame, ResponseBody, read_limited};
 use crate::client_io::ClientConn;
@@ -42,6 +43,8 @@ struct Ctx {
     /// `id` as the `x-request-id` response header value.
     id_header: Option<HeaderValue>,
     endpoint: Endpoint,
+    /// The serving thread the request runs on.
+    here: Affinity,
     started: Instant,
     /// Where the request counts: known before the plugins run when the client's model routes,
     /// so a plugin's answer or rejection counts for the provider the model goes to.
@@ -83,13 +86,23 @@ impl Ctx {
 pub async fn handle(
     gw: Arc<Gateway>,
     endpoint: Endpoint,
+    here: Affinity,
     req: http::Request<Incoming>,
     conn: ClientConn,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let (id, id_header) = request_id(req.headers());
-    let mut ctx =
-        Ctx { id, id_header, endpoint, started, target: None, routed: false, upstream: Duration::ZERO, usage: None };
+    let mut ctx = Ctx {
+        id,
+        id_header,
+        endpoint,
+        here,
+        started,
+        target: None,
+        routed: false,
+        upstream: Duration::ZERO,
+        usage: None,
+    };
     match run(&gw, &mut ctx, req).await {
         Ok(Outcome::Full(resp)) => {
             let resp = full_response(&ctx, resp);
@@ -147,6 +160,7 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         } else {
             client_headers(&parts.headers, &gw.plugin_headers)
         },
+        affinity: ctx.here,
     };
 
     // on_request (plugins scoped to a provider see where the model routes before the chain)
@@ -188,10 +202,13 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         body,
         stream: request.stream,
         secrets: gw.secrets.clone(),
+        affinity: request.affinity,
     };
     let hook = HookCtx { request: Arc::new(request), provider: Some(pool.name().clone()) };
     // Timed by the pool whatever the outcome: a failed call's upstream wait is not overhead.
-    match pool.submit_timed(upstream, &mut ctx.upstream).await? {
+    let permit = pool.admit().await?;
+    let call = gw.providers[route.provider].call(upstream);
+    match pool.run(permit, call, &mut ctx.upstream).await? {
         Reply::Full { body, usage } => {
             ctx.usage = usage;
             // on_response
