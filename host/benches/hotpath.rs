@@ -18,6 +18,7 @@ use serde_json::json;
 use weir::config::Config;
 use weir::exchange::JsonBody;
 use weir::format::Endpoint;
+use weir::policy::{Target, attempt};
 use weir::pool::{Pool, Queue, Reply};
 use weir::providers::{Provider, ProviderRequest};
 use weir::routing::Router;
@@ -80,11 +81,10 @@ fn json_handling(c: &mut Criterion) {
     });
 }
 
-/// One attempt: admission, then the provider's call on the permit.
-async fn submit(pool: &Pool, provider: &Provider, req: ProviderRequest) -> Result<Reply, weir::error::Error> {
-    let permit = pool.admit().await?;
+/// One attempt, as the policy makes it.
+async fn submit(target: &Target, req: ProviderRequest) -> Result<Reply, weir::error::Error> {
     let mut upstream = std::time::Duration::ZERO;
-    pool.run(permit, provider.call(req), &mut upstream).await
+    attempt(target, req, &mut upstream).await
 }
 
 fn queue_handoff(c: &mut Criterion) {
@@ -101,8 +101,9 @@ fn queue_handoff(c: &mut Criterion) {
     let cfg = config();
     let mut provider_cfg = cfg.providers[1].clone();
     provider_cfg.pool.workers = 4;
-    let provider = Provider::from_config(&provider_cfg, 1).unwrap();
+    let provider = std::sync::Arc::new(Provider::from_config(&provider_cfg, 1).unwrap());
     let pool = rt.block_on(async { Pool::start("local", &[], provider_cfg.pool.clone()) });
+    let target = Target { pool, provider: provider.clone() };
     // A one-word prompt: the mock echoes it word by word, so a long prompt would measure the
     // mock (about 45 us for 1 KB), not the hand-off.
     let tiny = json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}]});
@@ -117,13 +118,14 @@ fn queue_handoff(c: &mut Criterion) {
                 secrets: Default::default(),
                 affinity: weir::affinity::Affinity::NONE,
             };
-            rt.block_on(submit(&pool, &provider, req)).ok().unwrap()
+            rt.block_on(submit(&target, req)).ok().unwrap()
         })
     });
     // The same on a two-thread runtime, as in Weir: the call still runs on the submitting task
     // (until 705eb0e a worker task ran it, often on the other thread: 21.5 us here).
     let mt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let pool = mt.block_on(async { Pool::start("local", &[], provider_cfg.pool.clone()) });
+    let target = Target { pool, provider };
     c.bench_function("pool_submit_mock_reply_2_threads", |b| {
         b.iter(|| {
             let req = ProviderRequest {
@@ -134,7 +136,7 @@ fn queue_handoff(c: &mut Criterion) {
                 secrets: Default::default(),
                 affinity: weir::affinity::Affinity::NONE,
             };
-            mt.block_on(submit(&pool, &provider, req)).ok().unwrap()
+            mt.block_on(submit(&target, req)).ok().unwrap()
         })
     });
 }

@@ -1,8 +1,9 @@
 //! Weir: an LLM API gateway extended with sandboxed WebAssembly plugins.
 //!
 //! Follow one request: [`server`] accepts and dispatches → [`pipeline`] sequences the phases →
-//! [`api`] validates → [`plugins`] runs hooks → [`routing`] picks a provider → [`pool`] queues
-//! it for a worker → [`providers`] talk upstream → [`respond`] turns any [`error`] into HTTP.
+//! [`api`] validates → [`plugins`] runs hooks → [`routing`] picks a provider → [`policy`]
+//! decides the attempts → [`pool`] admits each → [`providers`] talk upstream → [`respond`]
+//! turns any [`error`] into HTTP.
 
 pub mod admin;
 pub mod affinity;
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod overload;
 pub mod pipeline;
 pub mod plugins;
+pub mod policy;
 pub mod pool;
 pub mod providers;
 pub mod reload;

@@ -3,7 +3,7 @@
 //! `read_body → on_request → select_provider → upstream_request → on_response | on_stream_chunk
 //!  → error_response → finish`
 //!
-//! Each phase's work lives in its own module (`api`, `plugins`, `routing`, `pool`/`providers`,
+//! Each phase's work lives in its own module (`api`, `plugins`, `routing`, `policy`,
 //! `error`); `finish` runs exactly once per request, when the last byte is handed to hyper.
 
 use std::sync::Arc;
@@ -166,9 +166,9 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     // on_request (plugins scoped to a provider see where the model routes before the chain)
     let early = gw.router.route(&request.model).ok();
     if let Some(route) = &early {
-        ctx.target = Some(Target::new(&gw.pools[route.provider], &request.model));
+        ctx.target = Some(Target::new(&gw.targets[route.provider].pool, &request.model));
     }
-    let provider = early.as_ref().map(|r| gw.pools[r.provider].name().clone());
+    let provider = early.as_ref().map(|r| gw.targets[r.provider].pool.name().clone());
     let pre = gw.plugins.on_request(&mut request, provider.as_ref()).await?;
     if let Some(mut resp) = pre.respond {
         let hook = HookCtx { request: Arc::new(request), provider: None };
@@ -182,14 +182,14 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         _ => {
             ctx.target = None;
             let route = gw.router.route(&request.model)?;
-            ctx.target = Some(Target::new(&gw.pools[route.provider], &request.model));
+            ctx.target = Some(Target::new(&gw.targets[route.provider].pool, &request.model));
             route
         }
     };
-    let pool = &gw.pools[route.provider];
+    let pool = &gw.targets[route.provider].pool;
     ctx.routed = true;
 
-    // upstream_request. The client's bytes go as they are when they say exactly the validated
+    // upstream_request: the policy decides the attempts. The client's bytes go as they are when they say exactly the validated
     // request (`JsonBody::raw`: no plugin edited it) and the provider knows the model by the
     // client's name. The body moves upstream (no copy); post hooks see the request's metadata.
     let mut body = std::mem::take(&mut request.body);
@@ -205,10 +205,8 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         affinity: request.affinity,
     };
     let hook = HookCtx { request: Arc::new(request), provider: Some(pool.name().clone()) };
-    // Timed by the pool whatever the outcome: a failed call's upstream wait is not overhead.
-    let permit = pool.admit().await?;
-    let call = gw.providers[route.provider].call(upstream);
-    match pool.run(permit, call, &mut ctx.upstream).await? {
+    // Timed whatever the outcome: a failed call's upstream wait is not overhead.
+    match gw.policy.execute(&gw.targets, route.provider, upstream, &mut ctx.upstream).await? {
         Reply::Full { body, usage } => {
             ctx.usage = usage;
             // on_response
