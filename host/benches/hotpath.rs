@@ -18,7 +18,8 @@ use serde_json::json;
 use weir::config::Config;
 use weir::exchange::JsonBody;
 use weir::format::Endpoint;
-use weir::pool::{Pool, Queue, Rank};
+use weir::policy::{Target, attempt};
+use weir::pool::{Pool, Queue, Reply};
 use weir::providers::{Provider, ProviderRequest};
 use weir::routing::Router;
 
@@ -80,14 +81,19 @@ fn json_handling(c: &mut Criterion) {
     });
 }
 
+/// One attempt, as the policy makes it.
+async fn submit(target: &Target, req: ProviderRequest) -> Result<Reply, weir::error::Error> {
+    let mut upstream = std::time::Duration::ZERO;
+    attempt(target, req, &mut upstream).await
+}
+
 fn queue_handoff(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    // Pool admission's fast path: take an idle worker, hand it back. The rank is the worst
-    // case: no worker is local, so all 64 are looked at.
+    // Pool admission's fast path: take a free slot, hand it back.
     let q: Queue<u64> = Queue::new((0..64).collect(), 1024);
     c.bench_function("queue_take_release", |b| {
         b.iter(|| {
-            let w = q.take(|_| Rank::Any).ok().flatten().unwrap();
+            let w = q.take().ok().flatten().unwrap();
             q.release(black_box(w))
         })
     });
@@ -95,9 +101,9 @@ fn queue_handoff(c: &mut Criterion) {
     let cfg = config();
     let mut provider_cfg = cfg.providers[1].clone();
     provider_cfg.pool.workers = 4;
-    let pool = rt.block_on(async {
-        Pool::start("local", &[], Provider::from_config(&provider_cfg).unwrap(), provider_cfg.pool.clone())
-    });
+    let provider = std::sync::Arc::new(Provider::from_config(&provider_cfg, 1).unwrap());
+    let pool = rt.block_on(async { Pool::start("local", &[], provider_cfg.pool.clone()) });
+    let target = Target { pool, provider: provider.clone() };
     // A one-word prompt: the mock echoes it word by word, so a long prompt would measure the
     // mock (about 45 us for 1 KB), not the hand-off.
     let tiny = json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}]});
@@ -110,16 +116,16 @@ fn queue_handoff(c: &mut Criterion) {
                 body: JsonBody::from_map(map.clone()),
                 stream: false,
                 secrets: Default::default(),
+                affinity: weir::affinity::Affinity::NONE,
             };
-            rt.block_on(pool.submit(req)).ok().unwrap()
+            rt.block_on(submit(&target, req)).ok().unwrap()
         })
     });
     // The same on a two-thread runtime, as in Weir: the call still runs on the submitting task
     // (until 705eb0e a worker task ran it, often on the other thread: 21.5 us here).
     let mt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let pool = mt.block_on(async {
-        Pool::start("local", &[], Provider::from_config(&provider_cfg).unwrap(), provider_cfg.pool.clone())
-    });
+    let pool = mt.block_on(async { Pool::start("local", &[], provider_cfg.pool.clone()) });
+    let target = Target { pool, provider };
     c.bench_function("pool_submit_mock_reply_2_threads", |b| {
         b.iter(|| {
             let req = ProviderRequest {
@@ -128,8 +134,9 @@ fn queue_handoff(c: &mut Criterion) {
                 body: JsonBody::from_map(map.clone()),
                 stream: false,
                 secrets: Default::default(),
+                affinity: weir::affinity::Affinity::NONE,
             };
-            mt.block_on(pool.submit(req)).ok().unwrap()
+            mt.block_on(submit(&target, req)).ok().unwrap()
         })
     });
 }

@@ -39,6 +39,7 @@ fn request(kb: usize) -> GatewayRequest {
         stream: false,
         body: JsonBody::from_map(body.as_object().unwrap().clone()),
         headers: HeaderMap::new(),
+        affinity: weir::affinity::Affinity::NONE,
     }
 }
 

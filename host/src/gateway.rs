@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use crate::config::Config;
 use crate::exchange::HeaderRule;
 use crate::plugins::Chain;
+use crate::policy::{Policy, Target};
 use crate::pool::Pool;
 use crate::providers::Provider;
 use crate::routing::Router;
@@ -22,8 +23,10 @@ const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Gateway {
     /// The config this snapshot was built from.
     pub config: Arc<Config>,
-    /// One pool per provider, in config order (indexes match `Route::provider`).
-    pub pools: Vec<Arc<Pool>>,
+    /// Each provider and its pool, in config order (indexes match `Route::provider`).
+    pub targets: Vec<Target>,
+    /// Decides each request's attempts (the `upstream_request` phase).
+    pub policy: Policy,
     /// Model routing.
     pub router: Router,
     /// Plugin chain.
@@ -49,29 +52,31 @@ impl Gateway {
         let secrets = Arc::new(Secrets::from_config(&config));
         let scrubbed = |e: String| secrets.scrub(&e).into_owned();
         let plugins = Chain::load(&config.plugins, &config.plugin_runtime).await.map_err(scrubbed)?;
-        let mut pools = Vec::with_capacity(config.providers.len());
+        let mut targets = Vec::with_capacity(config.providers.len());
+        let threads = crate::shards::count(config.server.threads);
         for p in &config.providers {
             let reused = previous.and_then(|prev| {
                 let i = prev.config.providers.iter().position(|old| old == p)?;
-                Some(prev.pools[i].clone())
+                Some(prev.targets[i].clone())
             });
-            let pool = match reused {
-                Some(pool) => pool,
+            let target = match reused {
+                Some(reused) => reused,
                 None => {
                     let provider =
-                        Provider::from_config(p).map_err(|e| scrubbed(format!("provider {}: {e}", p.name)))?;
+                        Provider::from_config(p, threads).map_err(|e| scrubbed(format!("provider {}: {e}", p.name)))?;
                     let models: Vec<&str> = p.models.iter().chain(p.aliases.keys()).map(String::as_str).collect();
-                    Pool::start(&p.name, &models, provider, p.pool.clone())
+                    Target { pool: Pool::start(&p.name, &models, p.pool.clone()), provider: Arc::new(provider) }
                 }
             };
-            pools.push(pool);
+            targets.push(target);
         }
         let gw = Arc::new(Self {
             router: Router::new(&config.providers),
             secrets,
             plugin_headers: HeaderRule::new(&config.plugin_runtime),
             config: Arc::new(config),
-            pools,
+            targets,
+            policy: Policy::default(),
             plugins: Arc::new(plugins),
         });
         gw.start_discovery();
@@ -90,10 +95,9 @@ impl Gateway {
             tokio::spawn(async move {
                 loop {
                     let Some(gw) = weak.upgrade() else { return };
-                    let pool = gw.pools[i].clone();
-                    let name = pool.name().clone();
-                    let result =
-                        tokio::time::timeout(DISCOVERY_TIMEOUT, pool.provider().discover_models(&gw.secrets)).await;
+                    let provider = gw.targets[i].provider.clone();
+                    let name = gw.targets[i].pool.name().clone();
+                    let result = tokio::time::timeout(DISCOVERY_TIMEOUT, provider.discover_models(&gw.secrets)).await;
                     match result {
                         Ok(Some(Ok(models))) => {
                             tracing::debug!(provider = %name, count = models.len(), "discovered models");
@@ -112,7 +116,7 @@ impl Gateway {
 
     /// Drains every pool until `deadline`.
     pub async fn shutdown(&self, deadline: tokio::time::Instant) {
-        futures_util::future::join_all(self.pools.iter().map(|p| p.shutdown(deadline))).await;
+        futures_util::future::join_all(self.targets.iter().map(|t| t.pool.shutdown(deadline))).await;
     }
 }
 

@@ -3,7 +3,7 @@
 //! `read_body → on_request → select_provider → upstream_request → on_response | on_stream_chunk
 //!  → error_response → finish`
 //!
-//! Each phase's work lives in its own module (`api`, `plugins`, `routing`, `pool`/`providers`,
+//! Each phase's work lives in its own module (`api`, `plugins`, `routing`, `policy`,
 //! `error`); `finish` runs exactly once per request, when the last byte is handed to hyper.
 
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, header};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
+use crate::affinity::Affinity;
 use crate::api::BodyUse;
 use crate::body::{BodyFrame, Limit, ResponseBody, read_limited};
 use crate::client_io::ClientConn;
@@ -42,6 +43,8 @@ struct Ctx {
     /// `id` as the `x-request-id` response header value.
     id_header: Option<HeaderValue>,
     endpoint: Endpoint,
+    /// The serving thread the request runs on.
+    here: Affinity,
     started: Instant,
     /// Where the request counts: known before the plugins run when the client's model routes,
     /// so a plugin's answer or rejection counts for the provider the model goes to.
@@ -83,13 +86,23 @@ impl Ctx {
 pub async fn handle(
     gw: Arc<Gateway>,
     endpoint: Endpoint,
+    here: Affinity,
     req: http::Request<Incoming>,
     conn: ClientConn,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let (id, id_header) = request_id(req.headers());
-    let mut ctx =
-        Ctx { id, id_header, endpoint, started, target: None, routed: false, upstream: Duration::ZERO, usage: None };
+    let mut ctx = Ctx {
+        id,
+        id_header,
+        endpoint,
+        here,
+        started,
+        target: None,
+        routed: false,
+        upstream: Duration::ZERO,
+        usage: None,
+    };
     match run(&gw, &mut ctx, req).await {
         Ok(Outcome::Full(resp)) => {
             let resp = full_response(&ctx, resp);
@@ -152,14 +165,15 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         } else {
             client_headers(&parts.headers, &gw.plugin_headers)
         },
+        affinity: ctx.here,
     };
 
     // on_request (plugins scoped to a provider see where the model routes before the chain)
     let early = gw.router.route(&request.model).ok();
     if let Some(route) = &early {
-        ctx.target = Some(Target::new(&gw.pools[route.provider], &request.model));
+        ctx.target = Some(Target::new(&gw.targets[route.provider].pool, &request.model));
     }
-    let provider = early.as_ref().map(|r| gw.pools[r.provider].name().clone());
+    let provider = early.as_ref().map(|r| gw.targets[r.provider].pool.name().clone());
     let pre = gw.plugins.on_request(&mut request, provider.as_ref()).await?;
     if let Some(mut resp) = pre.respond {
         let hook = HookCtx { request: Arc::new(request), provider: None };
@@ -173,14 +187,14 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         _ => {
             ctx.target = None;
             let route = gw.router.route(&request.model)?;
-            ctx.target = Some(Target::new(&gw.pools[route.provider], &request.model));
+            ctx.target = Some(Target::new(&gw.targets[route.provider].pool, &request.model));
             route
         }
     };
-    let pool = &gw.pools[route.provider];
+    let pool = &gw.targets[route.provider].pool;
     ctx.routed = true;
 
-    // upstream_request. The client's bytes go as they are when they say exactly the validated
+    // upstream_request: the policy decides the attempts. The client's bytes go as they are when they say exactly the validated
     // request (`JsonBody::raw`: no plugin edited it) and the provider knows the model by the
     // client's name. The body moves upstream (no copy); post hooks see the request's metadata.
     let mut body = std::mem::take(&mut request.body);
@@ -193,10 +207,11 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         body,
         stream: request.stream,
         secrets: gw.secrets.clone(),
+        affinity: request.affinity,
     };
     let hook = HookCtx { request: Arc::new(request), provider: Some(pool.name().clone()) };
-    // Timed by the pool whatever the outcome: a failed call's upstream wait is not overhead.
-    match pool.submit_timed(upstream, &mut ctx.upstream).await? {
+    // Timed whatever the outcome: a failed call's upstream wait is not overhead.
+    match gw.policy.execute(&gw.targets, route.provider, upstream, &mut ctx.upstream).await? {
         Reply::Full { body, usage } => {
             ctx.usage = usage;
             // on_response

@@ -71,7 +71,7 @@ pub fn ready(gw: &Gateway, draining: bool, overload: (bool, Value)) -> Response<
     let (shedding, overload) = overload;
     let mut providers = serde_json::Map::new();
     let mut any_usable = false;
-    for pool in &gw.pools {
+    for pool in gw.targets.iter().map(|t| &t.pool) {
         let fill = pool.queue_depth() as f64 / pool.config().queue.max(1) as f64;
         let state = pool.health().state(fill);
         any_usable |= matches!(state, HealthState::Healthy | HealthState::Degraded);

@@ -17,6 +17,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::affinity::Affinity;
 use crate::body::ResponseBody;
 use crate::client_io::ClientConn;
 use crate::config::ServerConfig;
@@ -136,8 +137,8 @@ impl Server {
         let state = self.state.clone();
         let draining = self.draining.clone();
         let overload = self.overload.clone();
-        let handler = move |req, conn: &ClientConn| {
-            dispatch(state.clone(), draining.clone(), overload.clone(), conn.clone(), listen, req)
+        let handler = move |req, conn: &ClientConn, here: Affinity| {
+            dispatch(state.clone(), draining.clone(), overload.clone(), conn.clone(), listen, here, req)
         };
         let shards = &self.shards;
         let to_shard = |stream: TcpStream| {
@@ -161,7 +162,9 @@ impl Server {
             let (builder, stop, handler) = (builder.clone(), stop_rx.clone(), handler.clone());
             // Read per connection: a reload changes it for new connections.
             let limits = Limits { send_timeout: gw.config.server.send_timeout, ..limits };
-            shards.spawn(move || async move {
+            shards.spawn(move |here| async move {
+                // Every request of the connection runs on this shard and says so.
+                let handler = move |req, conn: &ClientConn| handler(req, conn, here);
                 match TcpStream::from_std(stream) {
                     Ok(stream) => crate::conn::serve(stream, builder, limits, stop, handler).await,
                     Err(e) => tracing::warn!(error = %e, "cannot register a connection on a serving thread"),
@@ -244,17 +247,18 @@ async fn dispatch(
     overload: Arc<Overload>,
     conn: ClientConn,
     listen: SocketAddr,
+    here: Affinity,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let origin = match crate::browser::admit(&state.gateway.load().config.server.browser, listen, &req) {
         Ok(origin) => origin,
         Err(e) => return error_response(&e),
     };
-    let Some(origin) = origin else { return route(state, draining, overload, conn, req).await };
+    let Some(origin) = origin else { return route(state, draining, overload, conn, here, req).await };
     if crate::browser::is_preflight(&req) {
         return crate::browser::preflight(origin, API_METHODS, req.headers());
     }
-    let mut resp = route(state, draining, overload, conn, req).await;
+    let mut resp = route(state, draining, overload, conn, here, req).await;
     crate::browser::grant(&mut resp, origin);
     resp
 }
@@ -264,6 +268,7 @@ async fn route(
     draining: Arc<AtomicBool>,
     overload: Arc<Overload>,
     conn: ClientConn,
+    here: Affinity,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let path = req.uri().path();
@@ -278,7 +283,7 @@ async fn route(
                 return error_response(&e);
             }
             let endpoint = if path == "/v1/embeddings" { Endpoint::OPENAI_EMBEDDINGS } else { Endpoint::OPENAI_CHAT };
-            crate::pipeline::handle(gw, endpoint, req, conn).await
+            crate::pipeline::handle(gw, endpoint, here, req, conn).await
         }
         (&Method::GET, "/v1/models") => crate::routes::models(&state.gateway.load()),
         (&Method::GET, p) if p.starts_with("/v1/models/") => {

@@ -1,8 +1,8 @@
 //! Serving threads ("shards"), one per core: each runs its own single-thread tokio runtime,
 //! and every client connection lives on one shard from accept to close. A request then never
-//! changes thread: its connection task, its pool worker's upstream connection (made on the
-//! shard that first used it, and preferred by requests of that shard, see
-//! [`crate::pool`]) and the tasks it spawns all share a thread and its run queue, so a wake-up
+//! changes thread: its connection task, its upstream connection (taken from the idle ones of
+//! its shard, which the request names by its [`Affinity`]) and the tasks it spawns all share
+//! a thread and its run queue, so a wake-up
 //! is a push onto a local queue instead of a cross-thread futex call. This is how nginx and
 //! Envoy workers serve, and it costs the gateway less CPU per request than one work-stealing
 //! runtime (ARCHITECTURE.md, "Threads", has the measurements).
@@ -11,7 +11,6 @@
 //! new connection to the shard with the fewest open connections, so a few long-lived
 //! connections cannot pile onto one core the way `SO_REUSEPORT` hashing can.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,17 +18,10 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
 
-/// Work sent to a shard: runs on the shard's thread, inside its runtime.
-type Job = Box<dyn FnOnce() + Send>;
+use crate::affinity::Affinity;
 
-thread_local! {
-    static CURRENT: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-/// The shard the calling thread serves, if it is a shard thread.
-pub fn current() -> Option<usize> {
-    CURRENT.with(Cell::get)
-}
+/// Work sent to a shard: runs on the shard's thread, inside its runtime, told which shard.
+type Job = Box<dyn FnOnce(Affinity) + Send>;
 
 struct Shard {
     jobs: mpsc::UnboundedSender<Job>,
@@ -61,11 +53,11 @@ impl Shards {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
             let thread = std::thread::Builder::new().name(format!("weir-shard-{i}")).spawn(move || {
-                CURRENT.with(|c| c.set(Some(i)));
+                let here = Affinity::shard(i);
                 runtime.block_on(async move {
                     let _floor = tokio::spawn(keep_a_timer_armed());
                     while let Some(job) = rx.recv().await {
-                        job();
+                        job(here);
                     }
                 });
             })?;
@@ -106,18 +98,18 @@ impl Shards {
     /// Runs `start` on the shard with the fewest open connections and spawns the future it
     /// returns there; that shard counts one more connection until the future ends. `start`
     /// runs inside the shard's runtime, so it is where a socket is registered with the
-    /// shard's reactor.
+    /// shard's reactor; it is given the shard's [`Affinity`] for the requests it serves.
     pub fn spawn<F, Fut>(&self, start: F)
     where
-        F: FnOnce() -> Fut + Send + 'static,
+        F: FnOnce(Affinity) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let shard = &self.shards[self.least_loaded()];
         shard.conns.fetch_add(1, Ordering::Relaxed);
         shard.gauge.increment(1.0);
         let open = Open(shard.conns.clone(), shard.gauge.clone());
-        let job: Job = Box::new(move || {
-            let fut = start();
+        let job: Job = Box::new(move |here| {
+            let fut = start(here);
             tokio::spawn(async move {
                 let _open = open;
                 fut.await;
@@ -200,8 +192,8 @@ mod tests {
         for _ in 0..3 {
             let tx = tx.clone();
             let mut hold = hold_rx.clone();
-            shards.spawn(move || {
-                tx.send((current(), std::thread::current().name().map(str::to_owned))).unwrap();
+            shards.spawn(move |here| {
+                tx.send((here.index(), std::thread::current().name().map(str::to_owned))).unwrap();
                 async move {
                     let _ = hold.wait_for(|done| *done).await;
                 }
@@ -218,7 +210,6 @@ mod tests {
         let mut loads = shards.loads();
         loads.sort_unstable();
         assert_eq!(loads, vec![1, 2]);
-        assert_eq!(current(), None, "the test thread is not a shard");
         // Ended connections stop counting.
         hold_tx.send(true).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName};
 use serde_json::{Map, Value};
 
+use crate::affinity::Affinity;
 use crate::config::PluginRuntimeConfig;
 use crate::format::Endpoint;
 use crate::json::index::BodyIndex;
@@ -27,6 +28,8 @@ pub struct GatewayRequest {
     pub body: JsonBody,
     /// Client headers plugins may see: credential-looking ones are withheld ([`HeaderRule`]).
     pub headers: HeaderMap,
+    /// The serving thread the request runs on (plugin calls start there).
+    pub affinity: Affinity,
 }
 
 /// A request's JSON body (an object): the client's bytes, parsed into a tree the first time

@@ -3,6 +3,7 @@
 //! phases ([`exchange`]), JSON bodies read without building a tree ([`json`]), bounded body
 //! reading ([`body`]) and the secret values that must never leave the gateway ([`secrets`]).
 
+pub mod affinity;
 pub mod body;
 pub mod canonical;
 pub mod error;

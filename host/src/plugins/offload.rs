@@ -15,6 +15,8 @@ use std::task::Poll;
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
 
+use crate::affinity::Affinity;
+
 /// The plugin runtime, made on first use (the first slow call); `None` if it could not be.
 fn runtime() -> Option<&'static Runtime> {
     static RUNTIME: OnceLock<Option<Runtime>> = OnceLock::new();
@@ -32,24 +34,20 @@ fn runtime() -> Option<&'static Runtime> {
         .as_ref()
 }
 
-/// Where work that may run long goes from here: the plugin runtime when called on a serving
-/// thread, else the current runtime (the CLI, tests and benches run plugins on an ordinary
-/// tokio runtime, where work stealing already keeps one stalled call from holding the rest).
-fn target() -> Option<Handle> {
-    if crate::shards::current().is_some() {
-        runtime().map(|rt| rt.handle().clone())
-    } else {
-        Handle::try_current().ok()
-    }
+/// Where work that may run long goes from `here`: the plugin runtime from a serving thread,
+/// else the current runtime (the CLI, tests and benches run plugins on an ordinary tokio
+/// runtime, where work stealing already keeps one stalled call from holding the rest).
+fn target(here: Affinity) -> Option<Handle> {
+    if here.is_serving() { runtime().map(|rt| rt.handle().clone()) } else { Handle::try_current().ok() }
 }
 
-/// Runs `call`: inline until its first `Pending`, then (on a serving thread) on the plugin
-/// runtime, counting the move in `moved`. Dropping the returned future aborts the call
+/// Runs `call`: inline until its first `Pending`, then (when `here` is a serving thread) on
+/// the plugin runtime, counting the move in `moved`. Dropping the returned future aborts the call
 /// wherever it runs; what it owned (the instance) is dropped with it.
 ///
 /// # Panics
 /// Resumes a panic raised by `call`.
-pub async fn run<T, F>(call: F, moved: &metrics::Counter) -> T
+pub async fn run<T, F>(call: F, here: Affinity, moved: &metrics::Counter) -> T
 where
     F: Future<Output = T> + Send + 'static,
     T: Send + 'static,
@@ -58,7 +56,7 @@ where
     if let Poll::Ready(v) = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
         return v;
     }
-    let Some(rt) = crate::shards::current().and_then(|_| runtime()) else {
+    let Some(rt) = here.is_serving().then(runtime).flatten() else {
         return call.await;
     };
     moved.increment(1);
@@ -74,10 +72,10 @@ where
 }
 
 /// Spawns background plugin work (making a replacement instance): on the plugin runtime when
-/// called on a serving thread, else on the current runtime. Returns false (and drops `work`)
+/// `here` is a serving thread, else on the current runtime. Returns false (and drops `work`)
 /// outside any runtime, when the process is winding down.
-pub fn spawn(work: impl Future<Output = ()> + Send + 'static) -> bool {
-    match target() {
+pub fn spawn(work: impl Future<Output = ()> + Send + 'static, here: Affinity) -> bool {
+    match target(here) {
         Some(h) => {
             h.spawn(work);
             true
@@ -110,14 +108,15 @@ mod tests {
     fn a_call_that_yields_moves_off_the_serving_thread_and_a_quick_one_does_not() {
         let shards = crate::shards::Shards::start(1).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        shards.spawn(move || async move {
-            let quick = run(async { thread_name() }, &metrics::Counter::noop()).await;
+        shards.spawn(move |here| async move {
+            let quick = run(async { thread_name() }, here, &metrics::Counter::noop()).await;
             let slow = run(
                 async {
                     let before = thread_name();
                     tokio::task::yield_now().await;
                     (before, thread_name())
                 },
+                here,
                 &metrics::Counter::noop(),
             )
             .await;
@@ -136,7 +135,7 @@ mod tests {
         let dropped = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
         let flag = dropped.clone();
-        shards.spawn(move || async move {
+        shards.spawn(move |here| async move {
             struct Flag(Arc<AtomicBool>);
             impl Drop for Flag {
                 fn drop(&mut self) {
@@ -149,6 +148,7 @@ mod tests {
                     let _owned = Flag(flag);
                     std::future::pending::<()>().await;
                 },
+                here,
                 &moved,
             );
             // The waiter gives up (as when the client leaves) while the call sits on the
@@ -171,6 +171,7 @@ mod tests {
                 tokio::task::yield_now().await;
                 thread_name()
             },
+            Affinity::NONE,
             &metrics::Counter::noop(),
         )
         .await;

@@ -22,6 +22,7 @@ use super::instances::{Instance, Pool};
 use super::metrics::{Hook, PluginMetrics};
 use super::offload;
 use super::world::WorldPre;
+use crate::affinity::Affinity;
 use crate::config::{OnError, PluginConfig};
 use crate::exchange::{GatewayRequest, GatewayResponse, JsonBody};
 use crate::format::ApiFormat;
@@ -270,7 +271,7 @@ impl Plugin {
         self.metrics.skipped(hook);
     }
 
-    async fn checkout(&self, hook: Hook) -> Result<Lease<'_>, Failure> {
+    async fn checkout(&self, hook: Hook, here: Affinity) -> Result<Lease<'_>, Failure> {
         let started = Instant::now();
         // With no instance left and replacements failing, none will come back within the
         // deadline: fail at once rather than make every request wait it out.
@@ -282,7 +283,7 @@ impl Plugin {
         match self.pool.take(wait).await {
             Some(i) => {
                 self.metrics.idle.decrement(1.0);
-                Ok(Lease { plugin: self, inst: Some(i), lent: false })
+                Ok(Lease { plugin: self, inst: Some(i), lent: false, here })
             }
             None => {
                 self.metrics.call(hook, Failure::Busy.label(), started.elapsed(), 0);
@@ -324,7 +325,7 @@ impl Plugin {
             }
             Some(reason) => {
                 drop(inst);
-                self.replace(reason);
+                self.replace(reason, lease.here);
             }
         }
     }
@@ -335,6 +336,7 @@ impl Plugin {
     async fn guarded<C: HookCall>(&self, lease: &mut Lease<'_>, call: C) -> Result<C::Out, Option<wasmtime::Error>> {
         let mut inst = lease.lend();
         let (fuel, timeout, hard) = (self.fuel, self.timeout, self.hard);
+        let here = lease.here;
         let (back, result) = offload::run(
             async move {
                 let result = match guard::arm(&mut inst.store, fuel, timeout) {
@@ -343,6 +345,7 @@ impl Plugin {
                 };
                 (inst, result)
             },
+            here,
             &self.metrics.moved,
         )
         .await;
@@ -361,7 +364,7 @@ impl Plugin {
         req: &mut GatewayRequest,
         provider: Option<&Arc<str>>,
     ) -> Result<(RequestDecision, Edits), Failure> {
-        let mut lease = self.checkout(Hook::Request).await?;
+        let mut lease = self.checkout(Hook::Request, req.affinity).await?;
         let started = Instant::now();
         let placeholder = GatewayRequest {
             id: req.id.clone(),
@@ -370,6 +373,7 @@ impl Plugin {
             stream: req.stream,
             body: JsonBody::default(),
             headers: HeaderMap::new(),
+            affinity: req.affinity,
         };
         let ex = &mut lease.instance().store.data_mut().exchange;
         ex.put_request(std::mem::replace(req, placeholder), provider.cloned());
@@ -414,7 +418,7 @@ impl Plugin {
         provider: Option<&Arc<str>>,
         resp: &mut GatewayResponse,
     ) -> Result<ResponseDecision, Failure> {
-        let mut lease = self.checkout(Hook::Response).await?;
+        let mut lease = self.checkout(Hook::Response, request.affinity).await?;
         let started = Instant::now();
         let ex = &mut lease.instance().store.data_mut().exchange;
         ex.put_shared(request.clone(), provider.cloned());
@@ -442,7 +446,7 @@ impl Plugin {
         provider: Option<&Arc<str>>,
         chunk: Bytes,
     ) -> Result<ChunkDecision, Failure> {
-        let mut lease = self.checkout(Hook::StreamChunk).await?;
+        let mut lease = self.checkout(Hook::StreamChunk, request.affinity).await?;
         let started = Instant::now();
         lease.instance().store.data_mut().exchange.put_shared(request.clone(), provider.cloned());
         let result = self.guarded(&mut lease, OnStreamChunk(chunk)).await;
@@ -539,6 +543,8 @@ struct Lease<'a> {
     inst: Option<Instance>,
     /// The instance is out with a call (which may be running on the plugin runtime).
     lent: bool,
+    /// The serving thread of the request the call is for.
+    here: Affinity,
 }
 
 impl Lease<'_> {
@@ -564,7 +570,7 @@ impl Lease<'_> {
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         if self.inst.take().is_some() || self.lent {
-            self.plugin.replace("cancelled");
+            self.plugin.replace("cancelled", self.here);
         }
     }
 }

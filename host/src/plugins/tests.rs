@@ -47,6 +47,7 @@ pub(crate) fn request(model: &str, kb: usize) -> GatewayRequest {
         stream: false,
         body: JsonBody::from_map(body.as_object().unwrap().clone()),
         headers: HeaderMap::new(),
+        affinity: crate::affinity::Affinity::NONE,
     }
 }
 

@@ -263,6 +263,7 @@ impl TestRun {
             stream: req.stream,
             body: JsonBody::default(),
             headers: req.headers.clone(),
+            affinity: req.affinity,
         });
         let started = Instant::now();
         let result = self.plugin.on_response(&shared, None, resp).await;
@@ -301,6 +302,7 @@ impl TestRun {
             stream: true,
             body: JsonBody::default(),
             headers: req.headers.clone(),
+            affinity: req.affinity,
         });
         let started = Instant::now();
         let result = self.plugin.on_stream_chunk(&shared, None, chunk).await;
@@ -344,6 +346,7 @@ pub fn request(endpoint: Endpoint, body: Value, headers: HeaderMap) -> Result<Ga
         stream,
         body: JsonBody::from_map(body),
         headers,
+        affinity: crate::affinity::Affinity::NONE,
     })
 }
 

@@ -21,7 +21,7 @@ pub enum StreamItem {
 }
 
 /// What a pool call hands back to the handler (the upstream time is reported apart, by
-/// [`super::Pool::submit_timed`], for failures too).
+/// [`super::Pool::run`], for failures too).
 pub enum Reply {
     /// A whole JSON body.
     Full {

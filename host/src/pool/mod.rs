@@ -1,19 +1,20 @@
-//! Per-provider pools: the only way a request reaches a provider. A pool owns `workers`
-//! workers, made at start, each with its own upstream connection (a [`Lane`]); at most that
-//! many requests are in flight to the provider. Admission ([`Pool::submit`]) gives the request
-//! an idle worker, or a place in a bounded line under the overflow policy; the worker then runs
-//! the call on the request's own task (no hand-off to a worker task, which cost 15-20% of the
-//! gateway's CPU per request) under `request_timeout`, catching provider panics and stopping
-//! the upstream call when the client goes away. A worker that comes back is handed to the
-//! oldest waiter. A slow provider fills only its own line.
+//! Per-provider pools: bounded admission in front of a provider. A pool has `workers` slots;
+//! at most that many calls are in flight to the provider. Admission ([`Pool::admit`]) gives
+//! the request a free slot, or a place in a bounded line under the overflow policy; the
+//! [`Permit`] then runs one call ([`Pool::run`]) on the request's own task (no hand-off to a
+//! worker task, which cost 15-20% of the gateway's CPU per request) under `request_timeout`,
+//! catching panics and stopping the call when the request is dropped. A slot that comes back
+//! is handed to the oldest waiter. A slow provider fills only its own line. The pool does not
+//! know what the call does: connections are the provider's, attempts the policy's.
 
 mod health;
 mod job;
 mod metrics;
 mod queue;
 
+use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
@@ -24,20 +25,15 @@ pub use health::{Health, HealthState};
 pub use job::{Reply, StreamItem};
 use metrics::PoolMetrics;
 use queue::Admit;
-pub use queue::{Queue, Rank, Refused};
+pub use queue::{Queue, Refused};
 
 use crate::config::{Overflow, PoolConfig};
 use crate::error::{Error, ErrorKind};
-use crate::providers::http::{IDLE_TIMEOUT, Lane};
-use crate::providers::{ChunkStream, Provider, ProviderRequest, ProviderResponse};
+use crate::providers::{ChunkStream, ProviderResponse};
 
 /// Chunks buffered between a streaming worker and the client relay; bounds memory per stream
 /// and makes a slow client slow down the upstream read instead of growing a buffer.
 const STREAM_BUFFER: usize = 16;
-
-/// How often idle workers are checked for a connection unused for [`IDLE_TIMEOUT`]. One timer
-/// per pool: arming one per request cost ~1k instructions.
-const IDLE_SWEEP: Duration = Duration::from_secs(30);
 
 /// One provider's pool.
 pub struct Pool {
@@ -51,59 +47,35 @@ pub struct Pool {
 /// What running calls and streams need of their pool.
 struct Shared {
     name: Arc<str>,
-    provider: Arc<Provider>,
     cfg: PoolConfig,
-    queue: Queue<Worker>,
+    queue: Queue<Slot>,
     metrics: PoolMetrics,
     health: Health,
     /// Fired at the shutdown deadline: calls still running answer 503 `shutting_down`.
     stop: Arc<Stop>,
-    /// Signalled when a worker comes back to a closed pool (a drain waits for all of them).
+    /// Signalled when a slot comes back to a closed pool (a drain waits for all of them).
     returned: Notify,
 }
 
-/// One worker: a unit of the provider's concurrency and its own HTTP/1.1 connection
-/// (plain-http providers), reused request after request.
-struct Worker {
-    lane: Lane,
-    last_used: tokio::time::Instant,
-}
-
-impl Worker {
-    /// How well this idle worker suits a request on serving thread `here`: best if its
-    /// connection's I/O task runs on that thread (no cross-thread wake-ups), good if it has no
-    /// connection yet (it will open one there).
-    fn rank(&self, here: Option<usize>) -> Rank {
-        if !self.lane.is_open() {
-            Rank::Good
-        } else if here.is_some() && self.lane.home() == here {
-            Rank::Best
-        } else {
-            Rank::Any
-        }
-    }
-}
+/// One unit of the provider's concurrency ("worker" in the config and metrics).
+struct Slot;
 
 impl Pool {
-    /// Makes the pool's workers and starts its idle-connection sweeper; `models` (the
-    /// provider's configured models and aliases) get a `model` label value of their own in its
-    /// request metrics. Must be called inside a tokio runtime.
-    pub fn start(name: &str, models: &[&str], provider: Provider, cfg: PoolConfig) -> Arc<Self> {
+    /// Makes the pool of provider `name`; `models` (the provider's configured models and
+    /// aliases) get a `model` label value of their own in its request metrics.
+    pub fn start(name: &str, models: &[&str], cfg: PoolConfig) -> Arc<Self> {
         let name: Arc<str> = Arc::from(name);
-        let now = tokio::time::Instant::now();
-        let workers = (0..cfg.workers).map(|_| Worker { lane: Lane::default(), last_used: now }).collect();
+        let slots = (0..cfg.workers).map(|_| Slot).collect();
         let requests = Arc::new(crate::metrics::RequestMetrics::new(&name, models.iter().copied()));
         let shared = Arc::new(Shared {
             metrics: PoolMetrics::new(&name, cfg.workers),
-            queue: Queue::new(workers, cfg.queue),
-            provider: Arc::new(provider),
+            queue: Queue::new(slots, cfg.queue),
             health: Health::default(),
             stop: Arc::default(),
             returned: Notify::new(),
             name,
             cfg,
         });
-        tokio::spawn(sweep_idle(Arc::downgrade(&shared)));
         let name_header = http::HeaderValue::from_str(&shared.name).ok();
         Arc::new(Self { shared, requests, name_header })
     }
@@ -116,11 +88,6 @@ impl Pool {
     /// Provider name as a response header value (`x-weir-provider`), if it is a valid one.
     pub fn name_header(&self) -> Option<&http::HeaderValue> {
         self.name_header.as_ref()
-    }
-
-    /// The provider behind this pool (for model discovery, which bypasses the line).
-    pub fn provider(&self) -> &Arc<Provider> {
-        &self.shared.provider
     }
 
     /// Pool settings.
@@ -138,33 +105,40 @@ impl Pool {
         &self.shared.health
     }
 
-    /// Requests waiting for a worker.
+    /// Requests waiting for a slot.
     pub fn queue_depth(&self) -> usize {
         self.shared.queue.len()
     }
 
-    /// Admits a request (an idle worker, or a place in the line under the overflow policy)
-    /// and runs it on its worker. Dropping the returned future (client disconnect) cancels
-    /// it: a waiting request leaves the line, a running one stops its upstream call.
+    /// Admits a request: a free slot, or a place in the line under the overflow policy and
+    /// the wait for a slot, at most until `queue_timeout` since arrival. Dropping the future
+    /// leaves the line; dropping the permit frees the slot.
     ///
     /// # Errors
     /// `queue_full` (429 + Retry-After), `queue_timeout` / `dropped_from_queue` /
-    /// `shutting_down` (503), or whatever the provider call returned.
-    pub async fn submit(&self, req: ProviderRequest) -> Result<Reply, Error> {
-        let mut upstream = Duration::ZERO;
-        self.submit_timed(req, &mut upstream).await
+    /// `shutting_down` (503).
+    pub async fn admit(&self) -> Result<Permit, Error> {
+        let slot = self.shared.admit().await?;
+        self.shared.metrics.busy(1.0);
+        Ok(Permit { pool: self.shared.clone(), slot: Some(slot), counted: false })
     }
 
-    /// [`Pool::submit`], also setting `upstream` to the time the upstream call took, whatever
-    /// its outcome (zero if it never started), so a failed call's wait is not taken for
-    /// Weir's own time.
+    /// Runs one call on `permit`'s slot, on the caller's task, under `request_timeout` and
+    /// the shutdown deadline, catching a panic. Sets `upstream` to the time the call took,
+    /// whatever its outcome, so a failed call's wait is not taken for Weir's own time. A
+    /// stream keeps the slot until it ends; its pump runs on a task of its own. Dropping the
+    /// returned future (the client left, or the policy stopped the attempt) drops `call`
+    /// wherever it is and frees the slot.
     ///
     /// # Errors
-    /// As [`Pool::submit`].
-    pub async fn submit_timed(&self, req: ProviderRequest, upstream: &mut Duration) -> Result<Reply, Error> {
-        let s = &self.shared;
-        let worker = s.admit().await?;
-        Shared::run(s, worker, req, upstream).await
+    /// `upstream_timeout` (504), `shutting_down` (503), `internal` (a panic), or whatever the
+    /// call returned.
+    pub async fn run<F>(&self, permit: Permit, call: F, upstream: &mut Duration) -> Result<Reply, Error>
+    where
+        F: Future<Output = Result<ProviderResponse, Error>>,
+    {
+        debug_assert!(Arc::ptr_eq(&permit.pool, &self.shared), "a permit runs on its own pool");
+        Shared::run(&self.shared, permit, call, upstream).await
     }
 
     /// Graceful drain: refuse new requests, let running and waiting ones finish until
@@ -203,21 +177,6 @@ fn shutting_down() -> Error {
     Error::new(ErrorKind::ShuttingDown, "Weir is shutting down and could not finish this request").with_retry_after(1)
 }
 
-/// Closes connections that idle workers left unused for [`IDLE_TIMEOUT`], as the pooled client
-/// closes its idle ones; ends with the pool.
-async fn sweep_idle(pool: Weak<Shared>) {
-    loop {
-        tokio::time::sleep(IDLE_SWEEP).await;
-        let Some(s) = pool.upgrade() else { return };
-        let now = tokio::time::Instant::now();
-        s.queue.for_each_idle(|w| {
-            if w.lane.is_open() && now.duration_since(w.last_used) >= IDLE_TIMEOUT {
-                w.lane.close();
-            }
-        });
-    }
-}
-
 /// The pool's shutdown deadline, for a stream relay blocked on its client: once it fires,
 /// the relay ends the stream instead of waiting for the client to read.
 #[derive(Clone)]
@@ -254,37 +213,24 @@ impl Stop {
     }
 }
 
-/// A worker checked out by one request. Dropping it hands the worker back (to the oldest
-/// waiter, or idle). A call that did not end cleanly (cancelled, timed out, panicked, stopped)
-/// may have left its connection mid-exchange, so that connection is closed first.
-struct Held {
+/// A slot admitted for one call. Dropping it hands the slot back (to the oldest waiter, or
+/// free).
+pub struct Permit {
     pool: Arc<Shared>,
-    worker: Option<Worker>,
-    /// The exchange on the lane ended cleanly; the connection can be reused.
-    clean: bool,
+    slot: Option<Slot>,
     /// The outcome was accounted for; if not, the request was dropped (the client left).
     counted: bool,
 }
 
-impl Held {
-    fn lane(&mut self) -> &mut Lane {
-        &mut self.worker.as_mut().expect("held until dropped").lane
-    }
-}
-
-impl Drop for Held {
+impl Drop for Permit {
     fn drop(&mut self) {
-        let Some(mut worker) = self.worker.take() else { return };
+        let Some(slot) = self.slot.take() else { return };
         let s = &self.pool;
-        if !self.clean {
-            worker.lane.close();
-        }
         if !self.counted {
             s.metrics.cancelled.increment(1);
         }
-        worker.last_used = tokio::time::Instant::now();
         s.metrics.busy(-1.0);
-        let (cancelled, closed) = s.queue.release(worker);
+        let (cancelled, closed) = s.queue.release(slot);
         if cancelled > 0 {
             s.metrics.cancelled.increment(cancelled as u64);
         }
@@ -295,12 +241,11 @@ impl Drop for Held {
 }
 
 impl Shared {
-    /// Pool admission: an idle worker when nobody is waiting (the fast path, one mutex), else
-    /// a place in the line under the overflow policy and the wait for a worker, at most until
+    /// Pool admission: a free slot when nobody is waiting (the fast path, one mutex), else a
+    /// place in the line under the overflow policy and the wait for a slot, at most until
     /// `queue_timeout` since arrival.
-    async fn admit(&self) -> Result<Worker, Error> {
-        let here = crate::shards::current();
-        let admitted = match self.queue.take(|w| w.rank(here)) {
+    async fn admit(&self) -> Result<Slot, Error> {
+        let admitted = match self.queue.take() {
             Ok(Some(w)) => Ok(Admit::Now(w)),
             Err(refused) => Err(refused),
             Ok(None) => match self.cfg.overflow {
@@ -384,19 +329,14 @@ impl Shared {
         }
     }
 
-    /// Runs one request on `worker`, on the caller's task. A stream keeps the worker until it
-    /// ends; its relay runs on a task of its own.
-    async fn run(
-        pool: &Arc<Self>,
-        worker: Worker,
-        req: ProviderRequest,
-        upstream_time: &mut Duration,
-    ) -> Result<Reply, Error> {
-        pool.metrics.busy(1.0);
-        let mut held = Held { pool: pool.clone(), worker: Some(worker), clean: false, counted: false };
+    /// Runs one call on `held`'s slot, on the caller's task.
+    async fn run<F>(pool: &Arc<Self>, mut held: Permit, call: F, upstream_time: &mut Duration) -> Result<Reply, Error>
+    where
+        F: Future<Output = Result<ProviderResponse, Error>>,
+    {
         let started = Instant::now();
         let outcome = {
-            let call = std::panic::AssertUnwindSafe(pool.provider.call(req, held.lane())).catch_unwind();
+            let call = std::panic::AssertUnwindSafe(call).catch_unwind();
             tokio::select! {
                 biased;
                 () = pool.stop.wait() => None,
@@ -413,12 +353,7 @@ impl Shared {
                 Err(pool.timeout_error())
             }
             Some(Ok(Err(panic))) => Err(pool.panicked(&panic)),
-            Some(Ok(Ok(r))) => {
-                // The provider answered, if only with an error; a stream's connection stays
-                // mid-exchange until the stream ends.
-                held.clean = !matches!(r, Ok(ProviderResponse::Stream(_)));
-                r
-            }
+            Some(Ok(Ok(r))) => r,
         };
         match result {
             Err(e) => {
@@ -464,8 +399,8 @@ impl Shared {
 /// the client side goes away (the client left, or stopped reading for `server.send_timeout`;
 /// then the upstream read stops at once), or the shutdown deadline passes (then the channel
 /// closes without an end, which the relay reports as cut), even while waiting for the client
-/// side to take a chunk. Holds the stream's worker until its last chunk is handed over.
-async fn pump(mut held: Held, mut stream: ChunkStream, tx: mpsc::Sender<Result<StreamItem, Error>>) {
+/// side to take a chunk. Holds the stream's slot until its last chunk is handed over.
+async fn pump(held: Permit, mut stream: ChunkStream, tx: mpsc::Sender<Result<StreamItem, Error>>) {
     let pool = held.pool.clone();
     let stop = pool.stop.wait();
     tokio::pin!(stop);
@@ -491,16 +426,15 @@ async fn pump(mut held: Held, mut stream: ChunkStream, tx: mpsc::Sender<Result<S
         match item {
             None => {
                 pool.health.record_ok();
-                held.clean = true;
                 drop(stream);
-                drop(held); // The worker is free before the client reads the end.
+                drop(held); // The slot is free before the client reads the end.
                 let _ = tx.send(Ok(StreamItem::End)).await;
                 return;
             }
             Some(Err(e)) => {
                 pool.health.record_error(&e);
                 drop(stream);
-                drop(held); // The worker is free before the client reads the error.
+                drop(held); // The slot is free before the client reads the error.
                 let _ = tx.send(Err(e)).await;
                 return;
             }
@@ -521,4 +455,4 @@ async fn pump(mut held: Held, mut stream: ChunkStream, tx: mpsc::Sender<Result<S
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -24,17 +24,6 @@ pub enum Refused {
     Closed,
 }
 
-/// How well an idle worker suits the request asking for one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rank {
-    /// Take it if there is one.
-    Best,
-    /// Take it if there is no best one.
-    Good,
-    /// Any other.
-    Any,
-}
-
 /// The outcome of joining: a worker right away, or a place in the line.
 pub enum Admit<W> {
     /// An idle worker; nobody was waiting.
@@ -96,37 +85,12 @@ impl<W> Queue<W> {
         self.len() == 0
     }
 
-    /// The fast path: an idle worker when nobody is waiting, `None` otherwise. `rank` orders
-    /// the idle workers ([`Rank::Best`] first, e.g. a worker whose connection lives on the
-    /// caller's thread); among equals the most recently used is taken, so rarely used
-    /// connections age out. The rank is asked of each idle worker under the lock, so it must
-    /// be cheap (the pool's reads two fields).
+    /// The fast path: an idle worker when nobody is waiting, `None` otherwise.
     ///
     /// # Errors
     /// [`Refused::Closed`] after shutdown began.
-    pub fn take(&self, rank: impl Fn(&W) -> Rank) -> Result<Option<W>, Refused> {
-        let mut st = self.lock();
-        if st.closed {
-            return Err(Refused::Closed);
-        }
-        if !st.line.is_empty() {
-            return Ok(None);
-        }
-        let mut pick = None;
-        for (i, w) in st.idle.iter().enumerate().rev() {
-            match rank(w) {
-                Rank::Best => {
-                    pick = Some(i);
-                    break;
-                }
-                Rank::Good if pick.is_none() => pick = Some(i),
-                Rank::Good | Rank::Any => {}
-            }
-        }
-        Ok(match pick {
-            Some(i) => Some(st.idle.remove(i)),
-            None => st.idle.pop(),
-        })
+    pub fn take(&self) -> Result<Option<W>, Refused> {
+        self.lock().take_idle()
     }
 
     /// Joins only if the line has space (`reject` policy).
@@ -256,11 +220,6 @@ impl<W> Queue<W> {
         let st = self.lock();
         st.line.is_empty() && st.idle.len() >= workers
     }
-
-    /// Runs `f` on each idle worker (housekeeping such as closing idle connections).
-    pub fn for_each_idle(&self, f: impl FnMut(&mut W)) {
-        self.lock().idle.iter_mut().for_each(f);
-    }
 }
 
 impl<W> State<W> {
@@ -296,35 +255,13 @@ mod tests {
         }
     }
 
-    fn any(_: &u8) -> Rank {
-        Rank::Any
-    }
-
     #[test]
     fn idle_worker_is_taken_at_once() {
         let q = Queue::new(vec![7], 2);
-        assert_eq!(q.take(any), Ok(Some(7)));
-        assert_eq!(q.take(any), Ok(None));
+        assert_eq!(q.take(), Ok(Some(7)));
+        assert_eq!(q.take(), Ok(None));
         q.release(7);
         assert!(matches!(q.try_push(), Ok(Admit::Now(7))));
-    }
-
-    #[test]
-    fn take_prefers_the_best_ranked_then_the_most_recent() {
-        // Even numbers are "best" (say, on this thread), 1 and 3 "good" (not connected yet).
-        let rank = |w: &u8| match w {
-            w if w % 2 == 0 => Rank::Best,
-            1 | 3 => Rank::Good,
-            _ => Rank::Any,
-        };
-        let q = Queue::new(vec![2, 1, 3, 5, 4, 7], 8);
-        assert_eq!(q.take(rank), Ok(Some(4)), "the most recent best one, not the top");
-        assert_eq!(q.take(rank), Ok(Some(2)));
-        assert_eq!(q.take(rank), Ok(Some(3)), "no best left: the most recent good one");
-        assert_eq!(q.take(rank), Ok(Some(1)));
-        assert_eq!(q.take(rank), Ok(Some(7)), "then the most recent of the rest");
-        assert_eq!(q.take(rank), Ok(Some(5)));
-        assert_eq!(q.take(rank), Ok(None));
     }
 
     #[test]
@@ -341,7 +278,7 @@ mod tests {
         let mut first = queued(q.try_push().ok().unwrap());
         // A racing release hands the worker to the waiter, not to a newcomer.
         q.release(1);
-        assert_eq!(q.take(any), Ok(None));
+        assert_eq!(q.take(), Ok(None));
         assert_eq!(first.rx.try_recv(), Ok(1));
     }
 
@@ -397,7 +334,7 @@ mod tests {
         let mut first = queued(q.try_push().ok().unwrap());
         let mut second = queued(q.try_push().ok().unwrap());
         q.close();
-        assert_eq!(q.take(any), Err(Refused::Closed));
+        assert_eq!(q.take(), Err(Refused::Closed));
         assert!(matches!(q.try_push(), Err(Refused::Closed)));
         assert_eq!(q.release(1), (0, true));
         assert_eq!(first.rx.try_recv(), Ok(1));

@@ -6,9 +6,9 @@ use serde_json::json;
 use super::*;
 use crate::exchange::JsonBody;
 use crate::format::Endpoint;
-use crate::providers::Provider;
 use crate::providers::http::IDLE_TIMEOUT;
 use crate::providers::scripted::Scripted;
+use crate::providers::{Provider, ProviderRequest};
 
 fn cfg(workers: usize, queue: usize, overflow: Overflow) -> PoolConfig {
     PoolConfig {
@@ -29,12 +29,36 @@ fn req(script: &str) -> ProviderRequest {
         body: JsonBody::from_map(body.as_object().cloned().unwrap()),
         stream: false,
         secrets: Default::default(),
+        affinity: crate::affinity::Affinity::NONE,
     }
 }
 
-fn pool(c: PoolConfig) -> (Arc<Pool>, Scripted) {
+/// A pool and the provider its calls go to.
+#[derive(Clone)]
+struct P {
+    pool: Arc<Pool>,
+    provider: Arc<Provider>,
+}
+
+impl P {
+    /// One call: admission, then the provider's call on the permit.
+    async fn submit(&self, req: ProviderRequest) -> Result<Reply, Error> {
+        let permit = self.pool.admit().await?;
+        let mut upstream = Duration::ZERO;
+        self.pool.run(permit, self.provider.call(req), &mut upstream).await
+    }
+}
+
+impl std::ops::Deref for P {
+    type Target = Pool;
+    fn deref(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+fn pool(c: PoolConfig) -> (P, Scripted) {
     let s = Scripted::default();
-    (Pool::start("p", &[], Provider::Scripted(s.clone()), c), s)
+    (P { pool: Pool::start("p", &[], c), provider: Arc::new(Provider::Scripted(s.clone())) }, s)
 }
 
 async fn settle() {
@@ -253,7 +277,7 @@ async fn shutdown_deadline_answers_rest_with_503() {
 
 /// A plain-http upstream on 127.0.0.1 that answers every chat with a fixed completion after
 /// `delay` and counts the connections it has open.
-async fn counting_upstream(delay: Duration) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+pub(crate) async fn counting_upstream(delay: Duration) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     use hyper::service::service_fn;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -284,26 +308,32 @@ async fn counting_upstream(delay: Duration) -> (std::net::SocketAddr, Arc<std::s
 }
 
 /// A one-worker pool of an openai provider at `addr`.
-fn upstream_pool(addr: std::net::SocketAddr) -> Arc<Pool> {
+fn upstream_pool(addr: std::net::SocketAddr) -> P {
     let toml = format!(
         "[[providers]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nmodels = [\"m\"]\ndiscover_models = false\n"
     );
     let config = crate::config::Config::from_toml(&toml).unwrap();
-    let provider = Provider::from_config(&config.providers[0]).unwrap();
-    Pool::start("up", &[], provider, cfg(1, 4, Overflow::Block))
+    let provider = Provider::from_config(&config.providers[0], 1).unwrap();
+    P { pool: Pool::start("up", &[], cfg(1, 4, Overflow::Block)), provider: Arc::new(provider) }
+}
+
+/// Waits (a bounded number of short sleeps) until the upstream counts `n` open connections.
+pub(crate) async fn open_connections(open: &std::sync::atomic::AtomicUsize, n: usize) -> usize {
+    for _ in 0..200 {
+        if open.load(Ordering::SeqCst) == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    open.load(Ordering::SeqCst)
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_call_closes_its_connection_and_frees_its_worker() {
-    let (addr, _) = counting_upstream(Duration::from_secs(1)).await;
+    let (addr, open) = counting_upstream(Duration::from_secs(1)).await;
     let p = upstream_pool(addr);
     assert!(p.submit(req("warm")).await.is_ok());
-    let lane_open = |p: &Pool| {
-        let mut open = false;
-        p.shared.queue.for_each_idle(|w| open |= w.lane.is_open());
-        open
-    };
-    assert!(lane_open(&p), "a clean exchange keeps its connection");
+    assert_eq!(open_connections(&open, 1).await, 1, "a clean exchange keeps its connection");
     let call = tokio::spawn({
         let p = p.clone();
         async move { p.submit(req("hi")).await.is_ok() }
@@ -311,9 +341,9 @@ async fn a_cancelled_call_closes_its_connection_and_frees_its_worker() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     call.abort();
     settle().await;
-    assert!(!lane_open(&p), "a connection left mid-exchange must not be reused");
+    assert_eq!(open_connections(&open, 0).await, 0, "a connection left mid-exchange must not be reused");
     assert!(p.submit(req("again")).await.is_ok(), "the worker is free again");
-    assert!(lane_open(&p));
+    assert_eq!(open_connections(&open, 1).await, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -330,13 +360,7 @@ async fn idle_lane_connections_are_closed_after_the_idle_timeout() {
     assert_eq!(open.load(Ordering::SeqCst), 1);
     // Past it: the sweeper closes the connection, and the next request opens a fresh one.
     tokio::time::sleep(IDLE_TIMEOUT).await;
-    for _ in 0..200 {
-        if open.load(Ordering::SeqCst) == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(open.load(Ordering::SeqCst), 0, "the idle connection is still open");
+    assert_eq!(open_connections(&open, 0).await, 0, "the idle connection is still open");
     assert!(p.submit(req("again")).await.is_ok());
     assert_eq!(open.load(Ordering::SeqCst), 1);
 }

@@ -5,19 +5,21 @@
 //! provider's API key attached), no retries (later a policy of the pool), no proxy.
 //!
 //! Plain `http://` providers (a local vLLM, Ollama or any OpenAI-compatible server on the
-//! network) skip that pool: each pool worker owns one HTTP/1.1 keep-alive connection, a
-//! [`Lane`], like nginx's upstream `keepalive`. A worker runs one request at a time, so its
-//! connection is always free when a request takes the worker: no connection-pool lock, no key
-//! lookup, no connector clone and no task spawned per request to return the connection to a
-//! pool (all of which the pooled client does on every request). A connection that the
-//! provider closed while idle is replaced, and a request that was never written on it is sent
-//! again on the new one.
+//! network) skip that pool: their HTTP/1.1 keep-alive connections are kept per serving thread
+//! ([`lanes`]), like nginx's upstream `keepalive`. A request takes an idle one of its own
+//! thread: no contended lock, no key lookup, no connector clone and no task spawned per
+//! request to return the connection to a pool (all of which the pooled client does on every
+//! request). A connection that the provider closed while idle is replaced, and a request that
+//! was never written on it is sent again on a new one.
 //!
 //! Why not reqwest, which wraps this same client: per request it converts the URL to a `Uri`,
 //! parses it back into a `Url` twice (its redirect layer and its response), and runs redirect
 //! and retry layers even when both are off, which the profile put at 10-14% of the gateway's
 //! CPU per proxied request.
 
+pub mod lanes;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,7 +35,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
+use crate::affinity::Affinity;
 use crate::config::check_base_url;
+use lanes::Lanes;
+pub use lanes::{Conn, Returning};
 
 /// How long an idle upstream connection is kept (pooled client and lanes alike).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -41,49 +46,23 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// A request body: the whole JSON document, sent with a `content-length`.
 pub type Body = Full<Bytes>;
 
-/// One provider's connections: the pooled client, and for `http://` providers the address
-/// that pool workers open their own [`Lane`]s to.
+/// One provider's connections: the pooled client, and for `http://` providers their own idle
+/// connections per serving thread.
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Body>,
     direct: Option<Direct>,
 }
 
-/// Where a plain-http provider's lanes connect, and the `Host` header they send.
+/// Where a plain-http provider's connections go, the `Host` header they send, and the idle
+/// ones.
 #[derive(Clone)]
 struct Direct {
     host: String,
     port: u16,
     host_header: HeaderValue,
     connect_timeout: Duration,
-}
-
-/// One pool worker's own HTTP/1.1 connection to its provider (empty until first used, and
-/// after the connection closed). Used by one request at a time.
-#[derive(Default)]
-pub struct Lane {
-    sender: Option<http1::SendRequest<Body>>,
-    /// The serving thread ([`crate::shards`]) whose runtime runs the connection's I/O task.
-    home: Option<usize>,
-}
-
-impl Lane {
-    /// The serving thread the connection's I/O task runs on (`None` if not on one).
-    pub fn home(&self) -> Option<usize> {
-        self.home
-    }
-
-    /// Whether the lane holds a connection that is still open.
-    pub fn is_open(&self) -> bool {
-        self.sender.as_ref().is_some_and(|s| !s.is_closed())
-    }
-
-    /// Closes the lane's connection (its I/O task ends once the sender is gone); the next
-    /// request opens a fresh one. The pool calls this for a connection a call left
-    /// mid-exchange, and for one unused for [`IDLE_TIMEOUT`].
-    pub fn close(&mut self) {
-        self.sender = None;
-    }
+    lanes: Arc<Lanes>,
 }
 
 /// Why a request got no response head.
@@ -96,8 +75,9 @@ pub struct SendError {
 }
 
 impl Upstream {
-    /// A client for the provider at `base` that keeps up to `idle_per_host` idle connections.
-    pub fn new(base: &Uri, connect_timeout: Duration, idle_per_host: usize) -> Self {
+    /// A client for the provider at `base` that keeps up to `idle_per_host` idle connections,
+    /// for requests on `threads` serving threads.
+    pub fn new(base: &Uri, connect_timeout: Duration, idle_per_host: usize, threads: usize) -> Self {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false); // the TLS layer handles https:// and passes http:// through
         tcp.set_nodelay(true);
@@ -120,6 +100,7 @@ impl Upstream {
                 port: a.port_u16().unwrap_or(80),
                 host_header: HeaderValue::from_str(a.as_str()).ok()?,
                 connect_timeout,
+                lanes: Lanes::new(threads, idle_per_host),
             })
         });
         Self { client, direct }
@@ -133,56 +114,69 @@ impl Upstream {
         self.client.request(req).await.map_err(|e| SendError::from_chain(&e))
     }
 
-    /// Sends one request on the worker's `lane` (plain-http providers) or through the pooled
-    /// client (the others). `req` carries an absolute URI.
+    /// Sends one request on an idle connection of serving thread `here` or a new one made
+    /// there (plain-http providers), or through the pooled client (the others). `req`
+    /// carries an absolute URI. With a connection of its own, the exchange holds it until
+    /// the caller hands it back ([`Upstream::put_back`]) or drops it (which closes it).
     ///
     /// # Errors
     /// Connecting, writing or reading the head failed.
-    pub async fn send_on(&self, lane: &mut Lane, mut req: Request<Body>) -> Result<Response<Incoming>, SendError> {
-        let Some(direct) = &self.direct else { return self.send(req).await };
+    pub async fn send_on(
+        &self,
+        here: Affinity,
+        mut req: Request<Body>,
+    ) -> Result<(Response<Incoming>, Option<Conn>), SendError> {
+        let Some(direct) = &self.direct else { return Ok((self.send(req).await?, None)) };
         // HTTP/1.1 on a direct connection: origin-form target and a Host header.
         if let Some(pq) = req.uri().path_and_query().cloned() {
             *req.uri_mut() = Uri::from(pq);
         }
         req.headers_mut().insert(HOST, direct.host_header.clone());
-        // At most two passes: only a reused connection may fail into a retry, and the retry
-        // runs on a fresh one, whose failure is final.
+        // Only a reused connection may fail into a retry; a fresh one's failure is final.
         loop {
-            let reused = match &lane.sender {
-                Some(s) if !s.is_closed() => true,
-                _ => {
-                    lane.sender = Some(direct.connect().await?);
-                    lane.home = crate::shards::current();
-                    false
-                }
+            let (mut conn, reused) = match direct.lanes.take(here) {
+                Some(conn) => (conn, true),
+                None => (Conn::new(direct.connect().await?, here), false),
             };
-            let sender = lane.sender.as_mut().expect("set above");
-            if let Err(e) = sender.ready().await {
-                lane.sender = None;
+            if let Err(e) = conn.sender.ready().await {
                 if reused {
-                    continue; // closed while idle: open a fresh one
+                    continue; // closed while idle: try the next one, or a fresh one
                 }
                 return Err(SendError::from_chain(&e));
             }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(resp),
-                Err(mut e) => {
-                    lane.sender = None;
-                    match e.take_message() {
-                        // Never written on a reused connection (it was closing): send it on a
-                        // fresh one. A fresh connection fails for good.
-                        Some(back) if reused => req = back,
-                        _ => return Err(SendError::from_chain(e.error())),
-                    }
-                }
+            match conn.sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, Some(conn))),
+                Err(mut e) => match e.take_message() {
+                    // Never written on a reused connection (it was closing): send it again.
+                    Some(back) if reused => req = back,
+                    _ => return Err(SendError::from_chain(e.error())),
+                },
             }
         }
+    }
+
+    /// Keeps the connection of an exchange that ended cleanly for the next request of its
+    /// thread.
+    pub fn put_back(&self, conn: Option<Conn>) {
+        if let (Some(direct), Some(conn)) = (&self.direct, conn) {
+            direct.lanes.put_back(conn);
+        }
+    }
+
+    /// Ties a stream's connection to its lanes, to be handed back when the stream ends cleanly.
+    pub fn returning(&self, conn: Option<Conn>) -> Option<Returning> {
+        Some(Returning::new(self.direct.as_ref()?.lanes.clone(), conn?))
+    }
+
+    /// Idle connections of a plain-http provider (0 for the others).
+    pub fn idle(&self) -> usize {
+        self.direct.as_ref().map_or(0, |d| d.lanes.idle())
     }
 }
 
 impl Direct {
     /// Opens a connection (bounded by the connect timeout) and starts its I/O task, which
-    /// ends when the lane drops the sender or either side closes.
+    /// ends when the sender is dropped or either side closes.
     async fn connect(&self) -> Result<http1::SendRequest<Body>, SendError> {
         let connect = TcpStream::connect((self.host.as_str(), self.port));
         let stream = match tokio::time::timeout(self.connect_timeout, connect).await {

@@ -339,6 +339,7 @@ mod tests {
             body: JsonBody::from_map(body.as_object().unwrap().clone()),
             stream,
             secrets: Default::default(),
+            affinity: crate::affinity::Affinity::NONE,
         }
     }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 
+use crate::affinity::Affinity;
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::Error;
 use crate::exchange::JsonBody;
@@ -37,6 +38,9 @@ pub struct ProviderRequest {
     pub stream: bool,
     /// The snapshot's secrets, scrubbed from everything read from upstream.
     pub secrets: Arc<Secrets>,
+    /// The serving thread the request runs on: the upstream connection is taken from its
+    /// idle ones.
+    pub affinity: Affinity,
 }
 
 /// Stream of OpenAI `chat.completion.chunk` JSON payloads; ends after the last chunk
@@ -68,25 +72,27 @@ pub enum Provider {
 }
 
 impl Provider {
-    /// Builds the provider's client from its config.
+    /// Builds the provider's client from its config, for requests on `threads` serving
+    /// threads ([`crate::affinity`]).
     ///
     /// # Errors
     /// A message if the HTTP client cannot be built (bad header values, TLS init).
-    pub fn from_config(cfg: &ProviderConfig) -> Result<Self, String> {
+    pub fn from_config(cfg: &ProviderConfig, threads: usize) -> Result<Self, String> {
         Ok(match &cfg.kind {
-            ProviderKind::OpenAi(o) => Self::Openai(Box::new(openai::OpenAi::new(&cfg.name, o, &cfg.pool)?)),
+            ProviderKind::OpenAi(o) => Self::Openai(Box::new(openai::OpenAi::new(&cfg.name, o, &cfg.pool, threads)?)),
             ProviderKind::Mock(m) => Self::Mock(mock::Mock::new(&cfg.models, m)),
         })
     }
 
-    /// Sends one request upstream, on the calling pool worker's `lane` where the provider
-    /// kind uses one. For streams, resolves when the response head arrived.
+    /// Makes one attempt upstream; for streams, resolves when the response head arrived.
+    /// Which connection it uses is the provider's business; dropping the future stops the
+    /// attempt and closes a connection it left mid-exchange.
     ///
     /// # Errors
     /// Upstream errors mapped to [`Error`] (status and message carried over, secrets scrubbed).
-    pub async fn call(&self, req: ProviderRequest, lane: &mut http::Lane) -> Result<ProviderResponse, Error> {
+    pub async fn call(&self, req: ProviderRequest) -> Result<ProviderResponse, Error> {
         match self {
-            Self::Openai(p) => p.call(req, lane).await,
+            Self::Openai(p) => p.call(req).await,
             Self::Mock(p) => p.call(req).await,
             #[cfg(test)]
             Self::Scripted(p) => p.call(req).await,

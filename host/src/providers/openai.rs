@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::Value;
 
-use super::http::{Lane, ReadError, SendError, Upstream, endpoint_uri, read_capped, read_whole};
+use super::http::{ReadError, Returning, SendError, Upstream, endpoint_uri, read_capped, read_whole};
 use super::sse::{SseEvent, SseParser};
 use super::{ChunkStream, ProviderRequest, ProviderResponse};
 use crate::config::{OpenAiConfig, PoolConfig};
@@ -53,7 +53,7 @@ impl OpenAi {
     ///
     /// # Errors
     /// A message for an invalid URL, header or key.
-    pub fn new(name: &str, cfg: &OpenAiConfig, pool: &PoolConfig) -> Result<Self, String> {
+    pub fn new(name: &str, cfg: &OpenAiConfig, pool: &PoolConfig, threads: usize) -> Result<Self, String> {
         let base = cfg.base_url.as_str();
         let mut headers = HeaderMap::new();
         headers.insert(header::USER_AGENT, HeaderValue::from_static(concat!("weir/", env!("CARGO_PKG_VERSION"))));
@@ -80,7 +80,7 @@ impl OpenAi {
         let chat_url = endpoint_uri(base, "/chat/completions")?;
         Ok(Self {
             name: name.to_owned(),
-            client: Upstream::new(&chat_url, cfg.connect_timeout, pool.workers),
+            client: Upstream::new(&chat_url, cfg.connect_timeout, pool.workers, threads),
             chat_url,
             embeddings_url: endpoint_uri(base, "/embeddings")?,
             models_url: endpoint_uri(base, "/models")?,
@@ -113,11 +113,12 @@ impl OpenAi {
         req
     }
 
-    /// Sends one request, on the calling worker's `lane` for plain-http providers.
+    /// Sends one request (for plain-http providers, on a connection of the request's serving
+    /// thread, kept for the next request only if the exchange ends cleanly).
     ///
     /// # Errors
     /// Transport failures, error statuses and invalid bodies, mapped to [`Error`].
-    pub async fn call(&self, req: ProviderRequest, lane: &mut Lane) -> Result<ProviderResponse, Error> {
+    pub async fn call(&self, req: ProviderRequest) -> Result<ProviderResponse, Error> {
         let url = match req.endpoint.op {
             Operation::Chat => &self.chat_url,
             Operation::Embeddings => &self.embeddings_url,
@@ -133,10 +134,12 @@ impl OpenAi {
         };
         let mut request = self.request(Method::POST, url, bytes);
         request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let resp = self.client.send_on(lane, request).await.map_err(|e| self.transport_error(&e))?;
+        let (resp, conn) = self.client.send_on(req.affinity, request).await.map_err(|e| self.transport_error(&e))?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(self.status_error(resp, &req.secrets).await);
+            let e = self.status_error(resp, &req.secrets).await;
+            self.client.put_back(conn);
+            return Err(e);
         }
         if req.stream {
             let is_sse = resp
@@ -150,16 +153,12 @@ impl OpenAi {
                     format!("provider {} answered a stream request without an event stream", self.name),
                 ));
             }
-            return Ok(ProviderResponse::Stream(self.chunks(resp.into_body(), req.secrets)));
+            let conn = self.client.returning(conn);
+            return Ok(ProviderResponse::Stream(self.chunks(resp.into_body(), req.secrets, conn)));
         }
-        let body = match self.read_answer(resp, self.max_response_bytes).await {
-            Ok(body) => body,
-            Err(e) => {
-                // The rest of the answer is unread: the connection cannot carry another request.
-                lane.close();
-                return Err(e);
-            }
-        };
+        // On an error the rest of the answer is unread: dropping the connection closes it.
+        let body = self.read_answer(resp, self.max_response_bytes).await?;
+        self.client.put_back(conn);
         // The validity check reads the token usage in the same pass.
         let Ok(usage) = super::usage::read_answer(&body) else {
             return Err(Error::new(
@@ -175,8 +174,8 @@ impl OpenAi {
     /// Turns the upstream SSE body into chunk payloads, each scrubbed of `secrets` (an event is
     /// whole, so a secret split across two reads is found too). A stream that ends without
     /// `[DONE]` is reported as an error item so the client learns it was cut.
-    fn chunks(&self, body: Incoming, secrets: Arc<Secrets>) -> ChunkStream {
-        sse_chunks(self.name.clone(), body.into_data_stream(), secrets)
+    fn chunks(&self, body: Incoming, secrets: Arc<Secrets>, conn: Option<Returning>) -> ChunkStream {
+        sse_chunks(self.name.clone(), body.into_data_stream(), secrets, conn)
     }
 
     /// `GET /models`: the ids the provider lists.
@@ -253,14 +252,15 @@ impl OpenAi {
 }
 
 /// The chunk payloads of an upstream SSE body, read from `upstream` (the body's data frames),
-/// each scrubbed of `secrets`.
-fn sse_chunks<S, E>(name: String, upstream: S, secrets: Arc<Secrets>) -> ChunkStream
+/// each scrubbed of `secrets`. The connection `conn` goes back to its lanes at `[DONE]`; a
+/// stream that fails or is dropped before closes it.
+fn sse_chunks<S, E>(name: String, upstream: S, secrets: Arc<Secrets>, conn: Option<Returning>) -> ChunkStream
 where
     S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
     E: std::error::Error + 'static,
 {
-    let state = (upstream, SseParser::default(), false, (name, secrets));
-    futures_util::stream::unfold(state, |(mut upstream, mut parser, mut finished, (name, secrets))| async move {
+    let state = (upstream, SseParser::default(), false, (name, secrets, conn));
+    futures_util::stream::unfold(state, |(mut upstream, mut parser, mut finished, (name, secrets, conn))| async move {
         if finished {
             return None;
         }
@@ -268,14 +268,19 @@ where
             match parser.next_event() {
                 Ok(Some(SseEvent::Data(data))) => {
                     let data = secrets.scrub_bytes(data);
-                    return Some((Ok(data), (upstream, parser, finished, (name, secrets))));
+                    return Some((Ok(data), (upstream, parser, finished, (name, secrets, conn))));
                 }
-                Ok(Some(SseEvent::Done)) => return None,
+                Ok(Some(SseEvent::Done)) => {
+                    if let Some(conn) = conn {
+                        conn.done();
+                    }
+                    return None;
+                }
                 Ok(None) => {}
                 Err(e) => {
                     finished = true;
                     let err = Error::new(ErrorKind::UpstreamInvalid, format!("provider {name} sent {e}"));
-                    return Some((Err(err), (upstream, parser, finished, (name, secrets))));
+                    return Some((Err(err), (upstream, parser, finished, (name, secrets, conn))));
                 }
             }
             // Each read costs one unit of tokio's cooperative budget: an upstream that
@@ -289,7 +294,7 @@ where
                         ErrorKind::UpstreamUnavailable,
                         format!("provider {name} stream failed: {}", SendError::from_chain(&e).cause),
                     );
-                    return Some((Err(err), (upstream, parser, finished, (name, secrets))));
+                    return Some((Err(err), (upstream, parser, finished, (name, secrets, conn))));
                 }
                 None => {
                     finished = true;
@@ -297,7 +302,7 @@ where
                         ErrorKind::UpstreamInvalid,
                         format!("provider {name} ended the stream before [DONE]"),
                     );
-                    return Some((Err(err), (upstream, parser, finished, (name, secrets))));
+                    return Some((Err(err), (upstream, parser, finished, (name, secrets, conn))));
                 }
             }
         }
@@ -341,7 +346,7 @@ mod tests {
                 }
             }
         });
-        let mut chunks = sse_chunks("p".into(), upstream, Default::default());
+        let mut chunks = sse_chunks("p".into(), upstream, Default::default(), None);
         let event = chunks.next().await.unwrap().unwrap();
         let ran = ticks.load(Ordering::Relaxed);
         other.abort();

@@ -156,6 +156,7 @@ mod tests {
             stream: false,
             body,
             headers: HeaderMap::new(),
+            affinity: crate::affinity::Affinity::NONE,
         };
         ex.put_request(req, None);
     }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use metrics::{Counter, Gauge, counter, gauge};
 
 use super::Plugin;
+use crate::affinity::Affinity;
 use crate::plugins::offload;
 
 /// Wait after the first failed attempt; doubles per failure.
@@ -87,22 +88,23 @@ impl Refill {
 
 impl Plugin {
     /// An instance was discarded for `reason`: counts it and starts the refill task unless one
-    /// is running. The pool is one short until the refill makes a new instance.
-    pub(super) fn replace(&self, reason: &'static str) {
+    /// is running (off the serving thread `here`). The pool is one short until the refill
+    /// makes a new instance.
+    pub(super) fn replace(&self, reason: &'static str, here: Affinity) {
         self.metrics.replaced(reason);
         self.metrics.instances.decrement(1.0);
         self.live.fetch_sub(1, Ordering::Relaxed);
         self.replaced.fetch_add(1, Ordering::Relaxed);
-        self.start_refill();
+        self.start_refill(here);
     }
 
-    fn start_refill(&self) {
+    fn start_refill(&self, here: Affinity) {
         if self.refill.running.swap(true, Ordering::AcqRel) {
             return;
         }
         // Off the serving threads: instantiating and `init` may take milliseconds. Outside a
         // runtime (a lease dropped while the process winds down) nobody is left to serve.
-        if !offload::spawn(refill(self.weak.clone())) {
+        if !offload::spawn(refill(self.weak.clone()), here) {
             self.refill.running.store(false, Ordering::Release);
         }
     }

@@ -17,6 +17,7 @@ fn request() -> GatewayRequest {
             json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).as_object().unwrap().clone(),
         ),
         headers,
+        affinity: crate::affinity::Affinity::NONE,
     }
 }
 

@@ -1,0 +1,143 @@
+//! The idle HTTP/1.1 connections of one plain-http provider, kept per serving thread
+//! ([`Affinity`]), like nginx's upstream `keepalive` per worker. A request takes the most
+//! recently used idle connection of its own thread, so the connection's I/O task always runs
+//! on the request's thread (no cross-thread wake-ups); each stack's mutex is touched only by
+//! its thread and the sweeper, so it is never contended. A connection goes back only after an
+//! exchange that ended cleanly ([`Lanes::put_back`]); dropping a checked-out [`Conn`] (the call
+//! was cancelled, timed out or failed mid-answer) closes it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use hyper::client::conn::http1::SendRequest;
+use tokio::time::Instant;
+
+use super::{Body, IDLE_TIMEOUT};
+use crate::affinity::Affinity;
+
+/// How often idle connections are checked for one unused for [`IDLE_TIMEOUT`]. One timer per
+/// provider: arming one per request cost ~1k instructions.
+const IDLE_SWEEP: Duration = Duration::from_secs(30);
+
+/// One provider's idle connections.
+pub struct Lanes {
+    /// One stack per serving thread, most recently used last.
+    by_thread: Box<[Mutex<Vec<Idle>>]>,
+    /// Requests that run on no serving thread (tests, benches).
+    other: Mutex<Vec<Idle>>,
+    /// Idle connections on all stacks, kept at most `cap` (the provider's pool size: no more
+    /// exchanges than that run at once, so no more idle connections are ever needed).
+    idle: AtomicUsize,
+    cap: usize,
+}
+
+struct Idle {
+    sender: SendRequest<Body>,
+    last_used: Instant,
+}
+
+/// A connection checked out for one exchange, on the thread it was taken for. Dropping it
+/// closes the connection (its I/O task ends once the sender is gone).
+pub struct Conn {
+    pub(super) sender: SendRequest<Body>,
+    here: Affinity,
+}
+
+impl Conn {
+    pub(super) fn new(sender: SendRequest<Body>, here: Affinity) -> Self {
+        Self { sender, here }
+    }
+}
+
+impl Lanes {
+    /// Stacks for `threads` serving threads, keeping at most `cap` idle connections in all,
+    /// and (inside a tokio runtime) the sweeper that closes those idle past [`IDLE_TIMEOUT`].
+    pub fn new(threads: usize, cap: usize) -> Arc<Self> {
+        let lanes = Arc::new(Self {
+            by_thread: (0..threads).map(|_| Mutex::default()).collect(),
+            other: Mutex::default(),
+            idle: AtomicUsize::new(0),
+            cap,
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(sweep_idle(Arc::downgrade(&lanes)));
+        }
+        lanes
+    }
+
+    fn stack(&self, here: Affinity) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        let m = here.index().and_then(|i| self.by_thread.get(i)).unwrap_or(&self.other);
+        // Only Vec pushes and pops happen under the lock: a poisoned one is still whole.
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The most recently used idle connection of `here` that is still open.
+    pub fn take(&self, here: Affinity) -> Option<Conn> {
+        let mut stack = self.stack(here);
+        while let Some(idle) = stack.pop() {
+            self.idle.fetch_sub(1, Ordering::Relaxed);
+            if !idle.sender.is_closed() {
+                return Some(Conn { sender: idle.sender, here });
+            }
+        }
+        None
+    }
+
+    /// Keeps `conn` for the next request of its thread after an exchange that ended cleanly,
+    /// unless it closed or the cap is reached.
+    pub fn put_back(&self, conn: Conn) {
+        if conn.sender.is_closed() {
+            return;
+        }
+        if self.idle.fetch_add(1, Ordering::Relaxed) >= self.cap {
+            self.idle.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        self.stack(conn.here).push(Idle { sender: conn.sender, last_used: Instant::now() });
+    }
+
+    /// Idle connections now.
+    pub fn idle(&self) -> usize {
+        self.idle.load(Ordering::Relaxed)
+    }
+
+    /// Closes the connections idle for [`IDLE_TIMEOUT`] or closed by the provider.
+    fn sweep(&self, now: Instant) {
+        for m in self.by_thread.iter().chain(std::iter::once(&self.other)) {
+            let mut stack = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let before = stack.len();
+            stack.retain(|i| !i.sender.is_closed() && now.duration_since(i.last_used) < IDLE_TIMEOUT);
+            self.idle.fetch_sub(before - stack.len(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// A stream's connection: handed back when the stream ended cleanly ([`Returning::done`]),
+/// closed when the stream is dropped before (the client left, or the read failed).
+pub struct Returning {
+    lanes: Arc<Lanes>,
+    conn: Conn,
+}
+
+impl Returning {
+    /// Ties `conn` to `lanes` for the life of a stream.
+    pub fn new(lanes: Arc<Lanes>, conn: Conn) -> Self {
+        Self { lanes, conn }
+    }
+
+    /// The stream ended cleanly: the connection may carry another request.
+    pub fn done(self) {
+        self.lanes.put_back(self.conn);
+    }
+}
+
+/// Closes idle connections unused for [`IDLE_TIMEOUT`], as the pooled client closes its idle
+/// ones; ends with the provider.
+async fn sweep_idle(lanes: Weak<Lanes>) {
+    loop {
+        tokio::time::sleep(IDLE_SWEEP).await;
+        let Some(lanes) = lanes.upgrade() else { return };
+        lanes.sweep(Instant::now());
+    }
+}
