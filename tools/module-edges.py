@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Module dependency edges of a crate's src/ (default host/src), from `crate::` and `super::`
+"""Module dependency edges of a crate's src/ (default crates/server/src), from `crate::` and `super::`
 paths outside comments; an edge used only by test code is marked (t). `plugins/` submodules are
 nodes of their own. Prints the edges, then any cycles (2-cycles and strongly connected groups),
 without and with test-only edges. `-v` also prints where each edge comes from.
 
-Run from the repository root: `python3 tools/module-edges.py [host/src] [-v]`."""
+Run from the repository root: `python3 tools/module-edges.py [crates/<name>/src] [-v]`."""
 import os, re, sys, itertools
 args = [a for a in sys.argv[1:] if not a.startswith("-")]
-root = args[0] if args else "host/src"
+root = args[0] if args else "crates/server/src"
 SPLIT = {"plugins"}  # modules whose submodules are nodes of their own
 def node_of(rel):
     parts = rel[:-3].split("/")

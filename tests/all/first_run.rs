@@ -58,7 +58,7 @@ fn start_copied_default(label: &str) -> Started {
         .args(["serve", "--listen", "127.0.0.1:0"])
         .current_dir(&work_dir.0)
         // The compile cache: shared by test runs (each component compiles once), not in $HOME.
-        .env("XDG_CACHE_HOME", PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/weir-test-xdg"))
+        .env("XDG_CACHE_HOME", PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/weir-test-xdg"))
         .env_remove("OPENAI_API_KEY")
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("WEIR_PLUGIN_ALLOCATOR")

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::support::weir::WEIR_BIN;
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// Runs `cmd` with stdout and stderr in `log`, killing it after `limit`. Returns whether it

@@ -17,7 +17,7 @@ use crate::support::{Reply, Weir, chat, client, metric, post};
 const SWAP_DEADLINE: Duration = Duration::from_secs(10);
 
 fn plugin(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/wasm32-wasip2/release").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/target/wasm32-wasip2/release").join(name);
     assert!(p.exists(), "{} is missing: build the plugins first (scripts/test.sh does)", p.display());
     p
 }

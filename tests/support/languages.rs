@@ -14,7 +14,7 @@ use super::weir::WEIR_BIN;
 pub const REQUIRED: [&str; 4] = ["python", "js", "c", "go"];
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// The compile cache shared by the test run (same as `plugins::runtime_toml`).

@@ -1,0 +1,463 @@
+//! Per-provider pools: bounded admission in front of a provider. A pool has `workers` slots;
+//! at most that many calls are in flight to the provider. Admission ([`Pool::admit`]) gives
+//! the request a free slot, or a place in a bounded line under the overflow policy; the
+//! [`Permit`] then runs one call ([`Pool::run`]) on the request's own task (no hand-off to a
+//! worker task, which cost 15-20% of the gateway's CPU per request) under `request_timeout`,
+//! catching panics and stopping the call when the request is dropped. A slot that comes back
+//! is handed to the oldest waiter. A slow provider fills only its own line. The pool does not
+//! know what the call does: connections are the provider's, attempts the policy's.
+
+mod health;
+mod job;
+mod metrics;
+mod queue;
+pub mod requests;
+
+use weir_config as config;
+use weir_providers as providers;
+use weir_types::{error, format};
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt as _;
+use futures_util::StreamExt as _;
+use tokio::sync::{Notify, mpsc};
+
+pub use health::{Health, HealthState};
+pub use job::{Reply, StreamItem};
+use metrics::PoolMetrics;
+use queue::Admit;
+pub use queue::{Queue, Refused};
+
+use crate::config::{Overflow, PoolConfig};
+use crate::error::{Error, ErrorKind};
+use crate::providers::{ChunkStream, ProviderResponse};
+
+/// Chunks buffered between a streaming worker and the client relay; bounds memory per stream
+/// and makes a slow client slow down the upstream read instead of growing a buffer.
+const STREAM_BUFFER: usize = 16;
+
+/// One provider's pool.
+pub struct Pool {
+    shared: Arc<Shared>,
+    requests: Arc<crate::requests::RequestMetrics>,
+    /// The name as an `x-weir-provider` header value, made once (`None` if the name is not a
+    /// valid header value).
+    name_header: Option<http::HeaderValue>,
+}
+
+/// What running calls and streams need of their pool.
+struct Shared {
+    name: Arc<str>,
+    cfg: PoolConfig,
+    queue: Queue<Slot>,
+    metrics: PoolMetrics,
+    health: Health,
+    /// Fired at the shutdown deadline: calls still running answer 503 `shutting_down`.
+    stop: Arc<Stop>,
+    /// Signalled when a slot comes back to a closed pool (a drain waits for all of them).
+    returned: Notify,
+}
+
+/// One unit of the provider's concurrency ("worker" in the config and metrics).
+struct Slot;
+
+impl Pool {
+    /// Makes the pool of provider `name`; `models` (the provider's configured models and
+    /// aliases) get a `model` label value of their own in its request metrics.
+    pub fn start(name: &str, models: &[&str], cfg: PoolConfig) -> Arc<Self> {
+        let name: Arc<str> = Arc::from(name);
+        let slots = (0..cfg.workers).map(|_| Slot).collect();
+        let requests = Arc::new(crate::requests::RequestMetrics::new(&name, models.iter().copied()));
+        let shared = Arc::new(Shared {
+            metrics: PoolMetrics::new(&name, cfg.workers),
+            queue: Queue::new(slots, cfg.queue),
+            health: Health::default(),
+            stop: Arc::default(),
+            returned: Notify::new(),
+            name,
+            cfg,
+        });
+        let name_header = http::HeaderValue::from_str(&shared.name).ok();
+        Arc::new(Self { shared, requests, name_header })
+    }
+
+    /// Provider name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.shared.name
+    }
+
+    /// Provider name as a response header value (`x-weir-provider`), if it is a valid one.
+    pub fn name_header(&self) -> Option<&http::HeaderValue> {
+        self.name_header.as_ref()
+    }
+
+    /// Pool settings.
+    pub fn config(&self) -> &PoolConfig {
+        &self.shared.cfg
+    }
+
+    /// The request metrics `finish` records for this provider.
+    pub fn request_metrics(&self) -> &Arc<crate::requests::RequestMetrics> {
+        &self.requests
+    }
+
+    /// Health as reported by `/ready`.
+    pub fn health(&self) -> &Health {
+        &self.shared.health
+    }
+
+    /// Requests waiting for a slot.
+    pub fn queue_depth(&self) -> usize {
+        self.shared.queue.len()
+    }
+
+    /// Admits a request: a free slot, or a place in the line under the overflow policy and
+    /// the wait for a slot, at most until `queue_timeout` since arrival. Dropping the future
+    /// leaves the line; dropping the permit frees the slot.
+    ///
+    /// # Errors
+    /// `queue_full` (429 + Retry-After), `queue_timeout` / `dropped_from_queue` /
+    /// `shutting_down` (503).
+    pub async fn admit(&self) -> Result<Permit, Error> {
+        let slot = self.shared.admit().await?;
+        self.shared.metrics.busy(1.0);
+        Ok(Permit { pool: self.shared.clone(), slot: Some(slot), counted: false })
+    }
+
+    /// Runs one call on `permit`'s slot, on the caller's task, under `request_timeout` and
+    /// the shutdown deadline, catching a panic. Sets `upstream` to the time the call took,
+    /// whatever its outcome, so a failed call's wait is not taken for Weir's own time. A
+    /// stream keeps the slot until it ends; its pump runs on a task of its own. Dropping the
+    /// returned future (the client left, or the policy stopped the attempt) drops `call`
+    /// wherever it is and frees the slot.
+    ///
+    /// # Errors
+    /// `upstream_timeout` (504), `shutting_down` (503), `internal` (a panic), or whatever the
+    /// call returned.
+    pub async fn run<F>(&self, permit: Permit, call: F, upstream: &mut Duration) -> Result<Reply, Error>
+    where
+        F: Future<Output = Result<ProviderResponse, Error>>,
+    {
+        debug_assert!(Arc::ptr_eq(&permit.pool, &self.shared), "a permit runs on its own pool");
+        Shared::run(&self.shared, permit, call, upstream).await
+    }
+
+    /// Graceful drain: refuse new requests, let running and waiting ones finish until
+    /// `deadline`, then answer whatever is left with 503.
+    pub async fn shutdown(&self, deadline: tokio::time::Instant) {
+        let s = &self.shared;
+        s.queue.close();
+        let all_back = async {
+            loop {
+                let back = s.returned.notified();
+                tokio::pin!(back);
+                back.as_mut().enable();
+                if s.queue.quiet(s.cfg.workers) {
+                    return;
+                }
+                back.await;
+            }
+        };
+        if tokio::time::timeout_at(deadline, all_back).await.is_err() {
+            // Waiters see their ticket close, running calls see `stop`: each answers 503.
+            s.queue.drain();
+            s.stop.fire();
+        }
+    }
+}
+
+/// A pool dropped by a reload (its provider was removed or re-sized) is gone once no request
+/// holds its snapshot and its last stream has ended.
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.metrics.workers_gone(self.cfg.workers);
+    }
+}
+
+fn shutting_down() -> Error {
+    Error::new(ErrorKind::ShuttingDown, "Weir is shutting down and could not finish this request").with_retry_after(1)
+}
+
+/// The pool's shutdown deadline, for a stream relay blocked on its client: once it fires,
+/// the relay ends the stream instead of waiting for the client to read.
+#[derive(Clone)]
+pub struct ShutdownSignal(Arc<Stop>);
+
+impl ShutdownSignal {
+    /// Resolves once the pool's shutdown deadline has passed.
+    pub async fn fired(&self) {
+        self.0.wait().await;
+    }
+}
+
+/// The shutdown deadline, as a future every running call waits on.
+#[derive(Default)]
+struct Stop {
+    fired: AtomicBool,
+    notify: Notify,
+}
+
+impl Stop {
+    fn fire(&self) {
+        self.fired.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    async fn wait(&self) {
+        let fired = self.notify.notified();
+        tokio::pin!(fired);
+        fired.as_mut().enable();
+        if self.fired.load(Ordering::Acquire) {
+            return;
+        }
+        fired.await;
+    }
+}
+
+/// A slot admitted for one call. Dropping it hands the slot back (to the oldest waiter, or
+/// free).
+pub struct Permit {
+    pool: Arc<Shared>,
+    slot: Option<Slot>,
+    /// The outcome was accounted for; if not, the request was dropped (the client left).
+    counted: bool,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else { return };
+        let s = &self.pool;
+        if !self.counted {
+            s.metrics.cancelled.increment(1);
+        }
+        s.metrics.busy(-1.0);
+        let (cancelled, closed) = s.queue.release(slot);
+        if cancelled > 0 {
+            s.metrics.cancelled.increment(cancelled as u64);
+        }
+        if closed {
+            s.returned.notify_waiters();
+        }
+    }
+}
+
+impl Shared {
+    /// Pool admission: a free slot when nobody is waiting (the fast path, one mutex), else a
+    /// place in the line under the overflow policy and the wait for a slot, at most until
+    /// `queue_timeout` since arrival.
+    async fn admit(&self) -> Result<Slot, Error> {
+        let admitted = match self.queue.take() {
+            Ok(Some(w)) => Ok(Admit::Now(w)),
+            Err(refused) => Err(refused),
+            Ok(None) => match self.cfg.overflow {
+                Overflow::Reject => self.queue.try_push(),
+                Overflow::Block => self.queue.push_waiting(self.cfg.queue_timeout).await,
+                Overflow::DropOldest => self.queue.push_evicting().map(|(admit, evicted)| {
+                    if evicted {
+                        self.metrics.dropped.increment(1);
+                    }
+                    admit
+                }),
+            },
+        };
+        let mut ticket = match admitted {
+            Ok(Admit::Now(w)) => {
+                self.metrics.queue_wait.record(0.0);
+                return Ok(w);
+            }
+            Ok(Admit::Queued(t)) => t,
+            Err(refused) => return Err(self.refused_error(refused)),
+        };
+        self.metrics.queue_depth.set(self.queue.len() as f64);
+        let remaining = self.cfg.queue_timeout.saturating_sub(ticket.enqueued.elapsed());
+        let handed = match tokio::time::timeout(remaining, &mut ticket.rx).await {
+            Ok(handed) => handed,
+            Err(_) if ticket.state.abandon() => {
+                self.queue.remove(&ticket.state);
+                self.metrics.queue_depth.set(self.queue.len() as f64);
+                self.metrics.queue_timeouts.increment(1);
+                return Err(Error::new(
+                    ErrorKind::QueueTimeout,
+                    format!(
+                        "request waited {}ms for a worker of provider {} (queue_timeout)",
+                        self.cfg.queue_timeout.as_millis(),
+                        self.name
+                    ),
+                )
+                .with_retry_after(1));
+            }
+            // A worker was handed over just now: the request_timeout bounds the rest.
+            Err(_) => ticket.rx.await,
+        };
+        self.metrics.queue_depth.set(self.queue.len() as f64);
+        match handed {
+            Ok(w) => {
+                self.metrics.queue_wait.record(ticket.enqueued.elapsed().as_secs_f64());
+                Ok(w)
+            }
+            Err(_) if ticket.state.evicted() => Err(Error::new(
+                ErrorKind::Dropped,
+                format!("evicted from provider {}'s full queue by a newer request (drop-oldest)", self.name),
+            )
+            .with_retry_after(1)),
+            Err(_) => Err(shutting_down()),
+        }
+    }
+
+    fn refused_error(&self, refused: Refused) -> Error {
+        match refused {
+            Refused::Full => {
+                self.metrics.rejected.increment(1);
+                Error::new(
+                    ErrorKind::QueueFull,
+                    format!("provider {} is at capacity ({} queued); retry later", self.name, self.cfg.queue),
+                )
+                .with_retry_after(1)
+            }
+            Refused::Timeout => {
+                self.metrics.queue_timeouts.increment(1);
+                Error::new(
+                    ErrorKind::QueueTimeout,
+                    format!(
+                        "no queue space for provider {} within {}ms (queue_timeout)",
+                        self.name,
+                        self.cfg.queue_timeout.as_millis()
+                    ),
+                )
+                .with_retry_after(1)
+            }
+            Refused::Closed => shutting_down(),
+        }
+    }
+
+    /// Runs one call on `held`'s slot, on the caller's task.
+    async fn run<F>(pool: &Arc<Self>, mut held: Permit, call: F, upstream_time: &mut Duration) -> Result<Reply, Error>
+    where
+        F: Future<Output = Result<ProviderResponse, Error>>,
+    {
+        let started = Instant::now();
+        let outcome = {
+            let call = std::panic::AssertUnwindSafe(call).catch_unwind();
+            tokio::select! {
+                biased;
+                () = pool.stop.wait() => None,
+                r = tokio::time::timeout(pool.cfg.request_timeout, call) => Some(r),
+            }
+        };
+        held.counted = true;
+        *upstream_time = started.elapsed();
+        pool.metrics.upstream_latency.record(upstream_time.as_secs_f64());
+        let result = match outcome {
+            None => return Err(shutting_down()),
+            Some(Err(_)) => {
+                pool.metrics.request_timeouts.increment(1);
+                Err(pool.timeout_error())
+            }
+            Some(Ok(Err(panic))) => Err(pool.panicked(&panic)),
+            Some(Ok(Ok(r))) => r,
+        };
+        match result {
+            Err(e) => {
+                pool.health.record_error(&e);
+                Err(e)
+            }
+            Ok(ProviderResponse::Full { body, usage }) => {
+                pool.health.record_ok();
+                Ok(Reply::Full { body, usage })
+            }
+            Ok(ProviderResponse::Stream(stream)) => {
+                let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+                tokio::spawn(pump(held, stream, tx));
+                Ok(Reply::Stream { chunks: rx, shutdown: ShutdownSignal(pool.stop.clone()) })
+            }
+        }
+    }
+
+    fn timeout_error(&self) -> Error {
+        Error::new(
+            ErrorKind::UpstreamTimeout,
+            format!(
+                "provider {} did not answer within {}ms (request_timeout)",
+                self.name,
+                self.cfg.request_timeout.as_millis()
+            ),
+        )
+    }
+
+    fn panicked(&self, panic: &(dyn std::any::Any + Send)) -> Error {
+        self.metrics.panics.increment(1);
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(provider = %self.name, panic = %what, "provider code panicked; request failed, worker continues");
+        Error::new(ErrorKind::Internal, format!("internal error in provider {}", self.name))
+    }
+}
+
+/// Relays a stream to the client side until it ends, fails, stalls past `request_timeout`,
+/// the client side goes away (the client left, or stopped reading for `server.send_timeout`;
+/// then the upstream read stops at once), or the shutdown deadline passes (then the channel
+/// closes without an end, which the relay reports as cut), even while waiting for the client
+/// side to take a chunk. Holds the stream's slot until its last chunk is handed over.
+async fn pump(held: Permit, mut stream: ChunkStream, tx: mpsc::Sender<Result<StreamItem, Error>>) {
+    let pool = held.pool.clone();
+    let stop = pool.stop.wait();
+    tokio::pin!(stop);
+    loop {
+        let next = std::panic::AssertUnwindSafe(stream.next()).catch_unwind();
+        let item = tokio::select! {
+            biased;
+            () = tx.closed() => {
+                pool.metrics.cancelled.increment(1);
+                return;
+            }
+            () = &mut stop => return,
+            r = tokio::time::timeout(pool.cfg.request_timeout, next) => r,
+        };
+        let item = match item {
+            Err(_) => {
+                pool.metrics.request_timeouts.increment(1);
+                Some(Err(pool.timeout_error()))
+            }
+            Ok(Err(panic)) => Some(Err(pool.panicked(&panic))),
+            Ok(Ok(item)) => item,
+        };
+        match item {
+            None => {
+                pool.health.record_ok();
+                drop(stream);
+                drop(held); // The slot is free before the client reads the end.
+                let _ = tx.send(Ok(StreamItem::End)).await;
+                return;
+            }
+            Some(Err(e)) => {
+                pool.health.record_error(&e);
+                drop(stream);
+                drop(held); // The slot is free before the client reads the error.
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+            Some(Ok(chunk)) => {
+                // Waiting for room is bounded by the relay (send_timeout) and by `stop`.
+                let sent = tokio::select! {
+                    biased;
+                    () = &mut stop => return,
+                    sent = tx.send(Ok(StreamItem::Chunk(chunk))) => sent,
+                };
+                if sent.is_err() {
+                    pool.metrics.cancelled.increment(1);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+//! Providers: the `upstream_request` phase. Each kind translates Weir's OpenAI-shaped request
+//! into its own wire format and its answer (whole or streamed) back. Dispatch is a plain enum:
+//! no boxing per call, and a new kind (Anthropic, Bedrock, ...) is one more variant and module.
+
+pub mod http;
+pub mod mock;
+pub mod openai;
+#[cfg(any(test, feature = "testing"))]
+pub mod scripted;
+pub mod sse;
+pub mod usage;
+
+use weir_config as config;
+use weir_types::{affinity, error, exchange, format, secrets};
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+
+use crate::affinity::Affinity;
+use crate::config::{ProviderConfig, ProviderKind};
+use crate::error::Error;
+use crate::exchange::JsonBody;
+use crate::format::Endpoint;
+use crate::secrets::Secrets;
+
+/// A request as handed to a provider: routed, validated, model already mapped to the
+/// provider's own name.
+#[derive(Debug, Clone)]
+pub struct ProviderRequest {
+    /// Endpoint.
+    pub endpoint: Endpoint,
+    /// The model name the provider knows.
+    pub model: String,
+    /// The OpenAI-shaped JSON body. While it still holds the client's own bytes
+    /// ([`JsonBody::raw`]: nothing edited the request and `model` is the client's name), HTTP
+    /// providers send them unchanged; otherwise they serialise the tree with `model` set.
+    pub body: JsonBody,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// The snapshot's secrets, scrubbed from everything read from upstream.
+    pub secrets: Arc<Secrets>,
+    /// The serving thread the request runs on: the upstream connection is taken from its
+    /// idle ones.
+    pub affinity: Affinity,
+}
+
+/// Stream of OpenAI `chat.completion.chunk` JSON payloads; ends after the last chunk
+/// (`[DONE]` is not an item). An `Err` item ends the stream with that error.
+pub type ChunkStream = BoxStream<'static, Result<Bytes, Error>>;
+
+/// A provider's answer.
+pub enum ProviderResponse {
+    /// A whole JSON body (non-stream requests), already checked to be valid JSON.
+    Full {
+        /// The answer.
+        body: Bytes,
+        /// The tokens it reports, for `weir_tokens_total`.
+        usage: Option<usage::Usage>,
+    },
+    /// Chunks relayed as they arrive.
+    Stream(ChunkStream),
+}
+
+/// One configured provider.
+pub enum Provider {
+    /// OpenAI-compatible HTTP API.
+    Openai(Box<openai::OpenAi>),
+    /// Built-in echo provider.
+    Mock(mock::Mock),
+    /// Test double with scripted behaviour (delays, errors, panics).
+    #[cfg(any(test, feature = "testing"))]
+    Scripted(scripted::Scripted),
+}
+
+impl Provider {
+    /// Builds the provider's client from its config, for requests on `threads` serving
+    /// threads ([`crate::affinity`]).
+    ///
+    /// # Errors
+    /// A message if the HTTP client cannot be built (bad header values, TLS init).
+    pub fn from_config(cfg: &ProviderConfig, threads: usize) -> Result<Self, String> {
+        Ok(match &cfg.kind {
+            ProviderKind::OpenAi(o) => Self::Openai(Box::new(openai::OpenAi::new(&cfg.name, o, &cfg.pool, threads)?)),
+            ProviderKind::Mock(m) => Self::Mock(mock::Mock::new(&cfg.models, m)),
+        })
+    }
+
+    /// Makes one attempt upstream; for streams, resolves when the response head arrived.
+    /// Which connection it uses is the provider's business; dropping the future stops the
+    /// attempt and closes a connection it left mid-exchange.
+    ///
+    /// # Errors
+    /// Upstream errors mapped to [`Error`] (status and message carried over, secrets scrubbed).
+    pub async fn call(&self, req: ProviderRequest) -> Result<ProviderResponse, Error> {
+        match self {
+            Self::Openai(p) => p.call(req).await,
+            Self::Mock(p) => p.call(req).await,
+            #[cfg(any(test, feature = "testing"))]
+            Self::Scripted(p) => p.call(req).await,
+        }
+    }
+
+    /// Asks the provider which models it serves, for `GET /v1/models` and routing.
+    /// `None` when the provider has no listing endpoint. Errors are scrubbed of `secrets`.
+    pub async fn discover_models(&self, secrets: &Secrets) -> Option<Result<Vec<String>, Error>> {
+        match self {
+            Self::Openai(p) => Some(p.list_models(secrets).await),
+            Self::Mock(p) => Some(Ok(p.models())),
+            #[cfg(any(test, feature = "testing"))]
+            Self::Scripted(_) => None,
+        }
+    }
+}

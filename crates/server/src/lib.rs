@@ -1,0 +1,32 @@
+//! The gateway server: listeners and serving threads, the request phases, admin API, reload
+//! and metrics, built on the other Weir crates (re-exported here under their concern).
+//!
+//! Follow one request: [`server`] accepts and dispatches → [`pipeline`] sequences the phases →
+//! [`api`] validates → [`plugins`] runs hooks → [`routing`] picks a provider → [`policy`]
+//! decides the attempts → [`pool`] admits each → [`providers`] talk upstream → [`respond`]
+//! turns any [`error`] into HTTP.
+
+pub use weir_api as api;
+pub use weir_config as config;
+pub use weir_plugins as plugins;
+pub use weir_policy as policy;
+pub use weir_policy::routing;
+pub use weir_pool as pool;
+pub use weir_providers as providers;
+pub use weir_types::{affinity, body, canonical, error, exchange, format, json, secrets};
+
+pub mod admin;
+pub mod browser;
+pub mod client_io;
+pub mod conn;
+pub mod gateway;
+pub mod metrics;
+pub mod overload;
+pub mod pipeline;
+pub mod reload;
+pub mod repoll;
+pub mod respond;
+pub mod routes;
+pub mod server;
+pub mod shards;
+pub mod watch;

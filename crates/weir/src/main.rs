@@ -1,0 +1,172 @@
+//! The `weir` command line: `serve`, `check` and `plugin` (in `cli/`).
+
+use std::path::PathBuf;
+
+mod cli;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use weir_server::config::{Config, embedded_default};
+use weir_server::gateway::{AppState, Gateway};
+use weir_server::reload::Reloader;
+use weir_server::server::Server;
+
+#[derive(Parser)]
+#[command(name = "weir", version, about = "LLM API gateway with sandboxed WebAssembly plugins")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (on the embedded default config unless --config is given).
+    Serve {
+        /// TOML config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Override `server.listen` (an IP address and port, or localhost:<port>).
+        #[arg(long, value_parser = weir_server::config::parse_listen)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Validate a config and load what `serve` would (plugins compiled and `init`ed), without
+    /// binding sockets; exit non-zero naming the offending key or plugin.
+    Check {
+        /// TOML config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Develop plugins without a gateway: scaffold a project, inspect a component, run its hooks offline.
+    Plugin {
+        #[command(subcommand)]
+        command: cli::plugin::PluginCommand,
+    },
+}
+
+fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Config::load(p).map_err(anyhow::Error::from),
+        None => embedded_default().context("embedded default config"),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // `weir plugin`: the plugin's own log lines are the point; gateway chatter is not.
+    // `weir check`: only what is wrong, not the load's progress.
+    let default_filter = match cli.command {
+        Command::Plugin { .. } => "weir_plugins=error,weir::plugin=trace,error",
+        Command::Check { .. } => "warn",
+        Command::Serve { .. } => "weir=info,warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match cli.command {
+        Command::Check { config } => check(config.as_ref()),
+        Command::Serve { config, listen } => serve(config.as_ref(), listen),
+        Command::Plugin { command } => cli::plugin::run(command),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: Option<&PathBuf>) -> anyhow::Result<()> {
+    let cfg = load(path)?;
+    if let Some(w) = cfg.admin.exposure_warning() {
+        eprintln!("warning: {w}");
+    }
+    let (providers, plugins) = (cfg.providers.len(), cfg.plugins.len());
+    // The same build `serve` runs (providers, pools, plugins compiled, instantiated and
+    // `init`ed with their config), so what passes here also starts; only sockets are skipped.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    runtime.block_on(async { Gateway::build(cfg, None).await.map(drop) }).map_err(anyhow::Error::msg)?;
+    println!("config ok: {providers} provider(s), {plugins} plugin(s)");
+    Ok(())
+}
+
+fn serve(path: Option<&PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    let mut cfg = load(path)?;
+    if let Some(addr) = listen {
+        cfg.server.listen = addr;
+    }
+    // The control runtime: startup, reloads, signals, the admin API and the acceptor. Client
+    // connections are served on the serving threads `Server::bind` starts.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    runtime.block_on(async move {
+        weir_server::metrics::install();
+        let shutdown_timeout = cfg.server.shutdown_timeout;
+        let listen = cfg.server.listen;
+        let threads = cfg.server.threads;
+        let summary = startup_summary(&cfg);
+        let admin = cfg.admin.clone();
+        if let Some(w) = admin.exposure_warning() {
+            tracing::warn!("{w}");
+        }
+        let gateway = Gateway::build(cfg, None).await.map_err(anyhow::Error::msg)?;
+        let state = AppState::new(gateway);
+        let reloader = Reloader::new(state.clone(), path.cloned());
+        let mut server =
+            Server::bind(listen, threads, state).await.with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = server.local_addr()?;
+        let admin_note = if admin.token.as_deref().is_some_and(|t| !t.is_empty()) {
+            let a =
+                server.bind_admin(admin.listen).await.with_context(|| format!("cannot listen on {}", admin.listen))?;
+            format!("admin API on http://{a}")
+        } else {
+            "admin API off (no admin.token)".to_string()
+        };
+        reloader.spawn_sighup();
+        if admin.watch
+            && path.is_some()
+            && let Err(e) = weir_server::watch::spawn(reloader.clone())
+        {
+            tracing::warn!(error = %e, "file watching unavailable; reload with SIGHUP or the admin API");
+        }
+        tracing::info!("weir listening on http://{addr} ({} threads) {summary} | {admin_note}", server.threads());
+        server.serve(reloader, shutdown_signal(), shutdown_timeout).await;
+        tracing::info!("weir stopped");
+        Ok(())
+    })
+}
+
+fn startup_summary(cfg: &Config) -> String {
+    let providers: Vec<String> = cfg.providers.iter().map(|p| format!("{}[{}]", p.name, p.models.join(","))).collect();
+    let plugins: Vec<&str> = cfg.plugins.iter().map(|p| p.name.as_str()).collect();
+    format!(
+        "providers: {} | plugins: {}",
+        providers.join(" "),
+        if plugins.is_empty() { "none".to_string() } else { plugins.join(" -> ") }
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
