@@ -37,21 +37,23 @@ pub struct Policy {}
 
 impl Policy {
     /// Runs the attempts of one request routed to `targets[routed]`: today one attempt there.
-    /// `upstream` is set to the time spent upstream, whatever the outcome.
+    /// `upstream` is set to the time spent upstream, whatever the outcome. While it makes one
+    /// attempt it returns that attempt's future itself: one async layer less to copy the call
+    /// future through (see [`Pool::run`]).
     ///
     /// # Errors
     /// The last attempt's error (pool admission or the provider call).
     ///
     /// # Panics
     /// If `routed` is not an index of `targets` (routing only returns configured providers).
-    pub async fn execute(
-        &self,
-        targets: &[Target],
+    pub fn execute<'a>(
+        &'a self,
+        targets: &'a [Target],
         routed: usize,
         req: ProviderRequest,
-        upstream: &mut Duration,
-    ) -> Result<Reply, Error> {
-        attempt(&targets[routed], req, upstream).await
+        upstream: &'a mut Duration,
+    ) -> impl Future<Output = Result<Reply, Error>> + 'a {
+        attempt(&targets[routed], req, upstream)
     }
 }
 
@@ -64,7 +66,7 @@ impl Policy {
 /// Admission refused (429/503), or the call's error.
 pub async fn attempt(target: &Target, req: ProviderRequest, upstream: &mut Duration) -> Result<Reply, Error> {
     let permit = target.pool.admit().await?;
-    target.pool.run(permit, target.provider.call(req), upstream).await
+    target.pool.run(permit, || target.provider.call(req), upstream).await
 }
 
 /// Runs `a` and `b` at once; the first `Ok` wins and the other is dropped (cancelled) at

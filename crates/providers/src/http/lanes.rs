@@ -141,3 +141,74 @@ async fn sweep_idle(lanes: Weak<Lanes>) {
         lanes.sweep(Instant::now());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper_util::rt::TokioIo;
+
+    /// A listener that keeps each connection until the client closes it, counting closes.
+    async fn server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let closed = Arc::new(AtomicUsize::new(0));
+        let count = closed.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    while s.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                    count.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (addr, closed)
+    }
+
+    async fn connect(addr: std::net::SocketAddr, here: Affinity) -> Conn {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(conn);
+        Conn::new(sender, here)
+    }
+
+    #[tokio::test]
+    async fn a_connection_goes_back_to_its_own_threads_stack() {
+        let (addr, _) = server().await;
+        let lanes = Lanes::new(2, 4);
+        lanes.put_back(connect(addr, Affinity::shard(0)).await);
+        assert_eq!(lanes.idle(), 1);
+        assert!(lanes.take(Affinity::shard(1)).is_none(), "another thread's connection is not taken");
+        assert!(lanes.take(Affinity::NONE).is_none());
+        let conn = lanes.take(Affinity::shard(0)).expect("its own thread takes it");
+        assert_eq!(lanes.idle(), 0);
+        // Off the serving threads (and past the known ones) requests share one stack.
+        lanes.put_back(Conn { here: Affinity::shard(7), ..conn });
+        assert!(lanes.take(Affinity::NONE).is_some());
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_capped_and_a_dropped_one_is_closed() {
+        let (addr, closed) = server().await;
+        let lanes = Lanes::new(1, 1);
+        let (a, b) = (connect(addr, Affinity::shard(0)).await, connect(addr, Affinity::shard(0)).await);
+        lanes.put_back(a);
+        lanes.put_back(b);
+        assert_eq!(lanes.idle(), 1, "at most `cap` idle connections");
+        let wait_closed = |n| {
+            let closed = closed.clone();
+            tokio::time::timeout(Duration::from_secs(5), async move {
+                while closed.load(Ordering::SeqCst) < n {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        wait_closed(1).await.expect("the connection over the cap was closed");
+        // A checked-out connection dropped (an exchange cancelled mid-way) is closed too.
+        drop(lanes.take(Affinity::shard(0)).expect("the kept one"));
+        wait_closed(2).await.expect("a dropped connection was closed");
+        assert_eq!(lanes.idle(), 0);
+    }
+}
