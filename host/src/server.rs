@@ -23,7 +23,7 @@ use crate::config::ServerConfig;
 use crate::conn::Limits;
 use crate::error::{Error, ErrorKind};
 use crate::format::Endpoint;
-use crate::gateway::AppState;
+use crate::gateway::{AppState, Gateway};
 use crate::overload::Overload;
 use crate::reload::Reloader;
 use crate::respond::error_response;
@@ -246,21 +246,24 @@ async fn dispatch(
     listen: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
-    let origin = match crate::browser::admit(&state.gateway.load().config.server.browser, listen, &req) {
+    // One snapshot of the config for the guard and the route.
+    let gw = state.gateway.load_full();
+    let origin = match crate::browser::admit(&gw.config.server.browser, listen, &req) {
         Ok(origin) => origin,
         Err(e) => return error_response(&e),
     };
-    let Some(origin) = origin else { return route(state, draining, overload, conn, req).await };
+    let Some(origin) = origin else { return route(state, gw, draining, overload, conn, req).await };
     if crate::browser::is_preflight(&req) {
         return crate::browser::preflight(origin, API_METHODS, req.headers());
     }
-    let mut resp = route(state, draining, overload, conn, req).await;
+    let mut resp = route(state, gw, draining, overload, conn, req).await;
     crate::browser::grant(&mut resp, origin);
     resp
 }
 
 async fn route(
     state: Arc<AppState>,
+    gw: Arc<Gateway>,
     draining: Arc<AtomicBool>,
     overload: Arc<Overload>,
     conn: ClientConn,
@@ -273,21 +276,18 @@ async fn route(
             if let Err(e) = crate::browser::require_json(req.headers()) {
                 return error_response(&e);
             }
-            let gw = state.gateway.load_full();
             if let Some(e) = overload.shed(gw.config.server.overload.retry_after_secs()) {
                 return error_response(&e);
             }
             let endpoint = if path == "/v1/embeddings" { Endpoint::Embeddings } else { Endpoint::ChatCompletions };
             crate::pipeline::handle(gw, endpoint, req, conn).await
         }
-        (&Method::GET, "/v1/models") => crate::routes::models(&state.gateway.load()),
-        (&Method::GET, p) if p.starts_with("/v1/models/") => {
-            crate::routes::model(&state.gateway.load(), &p["/v1/models/".len()..])
-        }
+        (&Method::GET, "/v1/models") => crate::routes::models(&gw),
+        (&Method::GET, p) if p.starts_with("/v1/models/") => crate::routes::model(&gw, &p["/v1/models/".len()..]),
         (&Method::GET, "/health") => crate::routes::health(),
         (&Method::GET, "/ready") => {
             let overload = (overload.shedding(), overload.status(&state));
-            crate::routes::ready(&state.gateway.load(), draining.load(Ordering::Relaxed), overload)
+            crate::routes::ready(&gw, draining.load(Ordering::Relaxed), overload)
         }
         (&Method::GET, "/metrics") => crate::routes::metrics(),
         (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/health" | "/ready" | "/metrics") => {
