@@ -19,7 +19,6 @@ use tokio::sync::watch;
 
 use crate::body::ResponseBody;
 use crate::client_io::ClientConn;
-use crate::config::ServerConfig;
 use crate::conn::Limits;
 use crate::error::{Error, ErrorKind};
 use crate::format::Endpoint;
@@ -108,7 +107,7 @@ impl Server {
             idle_timeout: server_cfg.idle_timeout,
             send_timeout: server_cfg.send_timeout,
         };
-        let builder = Arc::new(builder(&server_cfg));
+        let builder = Arc::new(builder());
         let open = self.shards.open_counter();
         let monitor = tokio::spawn(self.overload.clone().monitor(self.state.clone(), open));
         // The browser guard compares `Host` with the address the listener is bound to.
@@ -224,12 +223,12 @@ async fn accept_loop(listener: TcpListener, stop: impl Future<Output = ()>, mut 
     }
 }
 
-/// hyper's connection settings: the head timeout (hyper's timer runs from when it starts
-/// waiting for a head, so it also bounds an HTTP/1 keep-alive wait) and HTTP/2 pings that
-/// find dead peers. Without a timer hyper enforces neither.
-fn builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
+/// hyper's connection settings: HTTP/2 pings that find dead peers (they need hyper's timer).
+/// hyper's HTTP/1 head timer is off: it arms a timer per request, and the connection's
+/// watchdog ([`crate::conn`]) bounds heads instead, with no per-request cost.
+fn builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(cfg.header_read_timeout);
+    builder.http1().header_read_timeout(None);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(H2_PING_INTERVAL).keep_alive_timeout(H2_PING_TIMEOUT);
     builder
 }
