@@ -89,6 +89,26 @@ async fn slowloris_heads_are_closed_after_the_header_timeout_and_clean_requests_
 }
 
 #[tokio::test]
+async fn a_keep_alive_connection_that_half_sends_its_next_head_is_closed_after_the_header_timeout() {
+    let up = MockUpstream::start().await;
+    let config = format!(
+        "[server]\nheader_read_timeout = \"500ms\"\nidle_timeout = \"60s\"\n{}",
+        up.provider_toml("up", "", "")
+    );
+    let weir = Weir::start(&config).await;
+    let mut s = TcpStream::connect(weir.addr()).await.unwrap();
+    s.write_all(HEALTH).await.unwrap();
+    assert_eq!(read_response(&mut s).await.0, 200);
+    s.write_all(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: ").await.unwrap();
+    let started = Instant::now();
+    let (_, closed) = read_until_close(&mut s, Duration::from_secs(4)).await;
+    let took = started.elapsed();
+    eprintln!("half-sent second head closed after {took:?}");
+    assert!(closed, "a half-sent head on a kept-alive connection stays open");
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "closed after {took:?}");
+}
+
+#[tokio::test]
 async fn a_connection_with_no_request_in_flight_closes_after_the_idle_timeout() {
     let up = MockUpstream::start().await;
     let config = format!(

@@ -103,7 +103,9 @@ impl OpenAi {
         *req.method_mut() = method;
         *req.uri_mut() = url.clone();
         let headers = req.headers_mut();
-        headers.reserve(self.headers.len() + 2);
+        // Room for what is added later, so the map never grows (~900 instructions): content-type,
+        // authorization, host (on a lane) and content-length (hyper).
+        headers.reserve(self.headers.len() + 4);
         for (name, value) in &self.headers {
             headers.insert(name, value.clone());
         }

@@ -9,7 +9,6 @@ use std::fmt;
 use bytes::Bytes;
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
-use serde_json::Value;
 
 /// Tokens one upstream answer reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -22,96 +21,201 @@ pub struct Usage {
     pub cached: u64,
 }
 
-impl Usage {
-    /// The usage object's counts; missing or non-numeric fields count 0.
-    fn from_value(v: &Value) -> Option<Self> {
-        let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
-        let o = v.as_object()?;
-        Some(Self {
-            prompt: n(o.get("prompt_tokens")),
-            completion: n(o.get("completion_tokens")),
-            cached: n(o.get("prompt_tokens_details").and_then(|d| d.get("cached_tokens"))),
-        })
-    }
-}
-
 /// Checks that `body` is one JSON value and reads its top-level `usage`, in one pass that
 /// skips everything else without building it.
 ///
 /// # Errors
 /// `body` is not valid JSON.
 pub fn read_answer(body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
-    serde_json::from_slice::<Answer>(body).map(|a| a.0)
+    serde_json::from_slice::<Read<Answer>>(body).map(|a| a.0)
 }
 
-/// A top-level JSON value: any shape is valid; only an object's `usage` is kept.
-struct Answer(Option<Usage>);
-
-/// A top-level key: `usage` or one skipped without allocating.
-#[derive(Deserialize)]
-#[serde(field_identifier, rename_all = "lowercase")]
+/// A key of the answer or of its usage object: those read, or one skipped without allocating.
 enum Key {
     Usage,
-    #[serde(other)]
+    PromptTokens,
+    CompletionTokens,
+    PromptTokensDetails,
+    CachedTokens,
     Other,
 }
 
-impl<'de> Deserialize<'de> for Answer {
+impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(AnswerVisitor)
+        // As bytes: compared, not checked for UTF-8 first (skipped keys are not either).
+        d.deserialize_bytes(KeyVisitor)
     }
 }
 
-struct AnswerVisitor;
+struct KeyVisitor;
 
-impl<'de> Visitor<'de> for AnswerVisitor {
-    type Value = Answer;
+impl Visitor<'_> for KeyVisitor {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_bytes<E>(self, key: &[u8]) -> Result<Key, E> {
+        Ok(Key::of(key))
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Key, E> {
+        Ok(Key::of(key.as_bytes()))
+    }
+}
+
+impl Key {
+    fn of(key: &[u8]) -> Self {
+        match key {
+            b"usage" => Key::Usage,
+            b"prompt_tokens" => Key::PromptTokens,
+            b"completion_tokens" => Key::CompletionTokens,
+            b"prompt_tokens_details" => Key::PromptTokensDetails,
+            b"cached_tokens" => Key::CachedTokens,
+            _ => Key::Other,
+        }
+    }
+}
+
+/// What one part of the answer reads when it has the expected shape; any other JSON value is
+/// skipped (still checked) and reads as `None`: a malformed usage is only not counted.
+struct Read<T: Part>(Option<T::Out>);
+
+/// A part of the answer: the answer itself, its usage object, `prompt_tokens_details`, a count.
+trait Part: Sized {
+    type Out;
+    /// The part's value read from a JSON object.
+    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Option<Self::Out>, A::Error>;
+    /// The part's value read from a JSON unsigned integer.
+    fn from_u64(_: u64) -> Option<Self::Out> {
+        None
+    }
+}
+
+impl<'de, T: Part> Deserialize<'de> for Read<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(PartVisitor::<T>(std::marker::PhantomData))
+    }
+}
+
+struct PartVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Part> Visitor<'de> for PartVisitor<T> {
+    type Value = Read<T>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Answer, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Read<T>, A::Error> {
+        T::from_map(map).map(Read)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Read<T>, A::Error> {
+        IgnoredAny.visit_seq(seq).map(|_| Read(None))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Read<T>, E> {
+        Ok(Read(None))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Read<T>, E> {
+        Ok(Read(None))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Read<T>, E> {
+        Ok(Read(T::from_u64(n)))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Read<T>, E> {
+        Ok(Read(None))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Read<T>, E> {
+        Ok(Read(None))
+    }
+
+    fn visit_unit<E>(self) -> Result<Read<T>, E> {
+        Ok(Read(None))
+    }
+}
+
+/// The whole answer: any JSON value; an object's `usage` is read.
+struct Answer;
+
+impl Part for Answer {
+    type Out = Usage;
+
+    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Option<Usage>, A::Error> {
         let mut usage = None;
         while let Some(key) = map.next_key::<Key>()? {
             match key {
-                // A small object: a tree of it is cheap, and a malformed one is only not counted.
-                Key::Usage => usage = Usage::from_value(&map.next_value::<Value>()?),
-                Key::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+                Key::Usage => usage = map.next_value::<Read<UsageObject>>()?.0,
+                _ => skip(&mut map)?,
             }
         }
-        Ok(Answer(usage))
+        Ok(usage)
+    }
+}
+
+/// The `usage` object, read in place rather than as a `Value` tree; missing or non-numeric
+/// fields count 0.
+struct UsageObject;
+
+impl Part for UsageObject {
+    type Out = Usage;
+
+    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Option<Usage>, A::Error> {
+        let mut usage = Usage::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::PromptTokens => usage.prompt = map.next_value::<Read<Count>>()?.0.unwrap_or(0),
+                Key::CompletionTokens => usage.completion = map.next_value::<Read<Count>>()?.0.unwrap_or(0),
+                Key::PromptTokensDetails => usage.cached = map.next_value::<Read<Details>>()?.0.unwrap_or(0),
+                _ => skip(&mut map)?,
+            }
+        }
+        Ok(Some(usage))
+    }
+}
+
+/// `prompt_tokens_details`: its `cached_tokens`.
+struct Details;
+
+impl Part for Details {
+    type Out = u64;
+
+    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Option<u64>, A::Error> {
+        let mut cached = None;
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::CachedTokens => cached = map.next_value::<Read<Count>>()?.0,
+                _ => skip(&mut map)?,
+            }
+        }
+        Ok(cached)
+    }
+}
+
+/// A token count: a JSON unsigned integer.
+struct Count;
+
+impl Part for Count {
+    type Out = u64;
+
+    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Option<u64>, A::Error> {
+        IgnoredAny.visit_map(map).map(|_| None)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Answer, A::Error> {
-        IgnoredAny.visit_seq(seq).map(|_| Answer(None))
+    fn from_u64(n: u64) -> Option<u64> {
+        Some(n)
     }
+}
 
-    fn visit_bool<E>(self, _: bool) -> Result<Answer, E> {
-        Ok(Answer(None))
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Answer, E> {
-        Ok(Answer(None))
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Answer, E> {
-        Ok(Answer(None))
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Answer, E> {
-        Ok(Answer(None))
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Answer, E> {
-        Ok(Answer(None))
-    }
-
-    fn visit_unit<E>(self) -> Result<Answer, E> {
-        Ok(Answer(None))
-    }
+/// Checks and skips the value of the key just read.
+fn skip<'de, A: MapAccess<'de>>(map: &mut A) -> Result<(), A::Error> {
+    map.next_value::<IgnoredAny>().map(|_| ())
 }
 
 /// The usage of a stream, noted chunk by chunk: a substring search per chunk, and a parse of
@@ -150,10 +254,25 @@ mod tests {
             read_answer(br#"{"usage":{"prompt_tokens":3,"total_tokens":3}}"#).unwrap(),
             Some(Usage { prompt: 3, completion: 0, cached: 0 })
         );
+        assert_eq!(
+            read_answer(br#"{"usage":{"prompt_tokens":"9","completion_tokens":-1,"prompt_tokens_details":[1]}}"#)
+                .unwrap(),
+            Some(Usage::default()),
+            "non-numeric counts count 0"
+        );
+        assert_eq!(
+            read_answer(
+                br#"{"prompt_tokens":5,"usage":{"completion_tokens":2.5,"prompt_tokens":{"a":1},
+                "prompt_tokens_details":{"cached_tokens":3,"audio_tokens":1}}}"#
+            )
+            .unwrap(),
+            Some(Usage { prompt: 0, completion: 0, cached: 3 }),
+            "only the usage object's own fields count"
+        );
         for no_usage in [&br#"{"usage":null}"#[..], br#"{"usage":"lots"}"#, b"[1,2]", b"\"s\"", b"null", b"7"] {
             assert_eq!(read_answer(no_usage).unwrap(), None, "{}", String::from_utf8_lossy(no_usage));
         }
-        for invalid in [&b"{\"id\": oops"[..], b"", b"{} {}", b"{\"a\":1,}"] {
+        for invalid in [&b"{\"id\": oops"[..], b"", b"{} {}", b"{\"a\":1,}", br#"{"usage":{"prompt_tokens":1,}}"#] {
             assert!(read_answer(invalid).is_err(), "{}", String::from_utf8_lossy(invalid));
         }
     }

@@ -50,6 +50,9 @@ pub fn admit<B>(cfg: &BrowserConfig, listen: SocketAddr, req: &Request<B>) -> Re
 /// 415 `unsupported_media_type` when the type is present and not `application/json`.
 pub fn require_json(headers: &HeaderMap) -> Result<(), Error> {
     let Some(ct) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
+    if ct.as_bytes() == b"application/json" {
+        return Ok(());
+    }
     let essence = ct.to_str().ok().map(|v| v.split(';').next().unwrap_or_default().trim());
     if essence.is_some_and(|e| e.eq_ignore_ascii_case("application/json")) {
         return Ok(());
@@ -97,17 +100,28 @@ fn check_host(cfg: &BrowserConfig, listen: SocketAddr, uri: &Uri, headers: &Head
     }
     // HTTP/2 carries the name in `:authority` (the URI), HTTP/1 in `Host`; both are checked
     // when both are present. A request with neither (HTTP/1.0) comes from no browser.
-    let from_uri = uri.authority().map(|a| a.host());
-    let from_header = headers.get_all(header::HOST).iter().map(|v| v.to_str().ok().map(host_of));
-    for host in from_uri.map(Some).into_iter().chain(from_header) {
-        if !host.is_some_and(|h| host_allowed(cfg, h)) {
-            return Err(Error::new(
-                ErrorKind::HostNotAllowed,
-                "this gateway does not answer to that Host name (see server.browser.allowed_hosts)",
-            ));
-        }
+    let uri_ok = uri.authority().is_none_or(|a| host_allowed(cfg, a.host()));
+    let headers_ok = headers
+        .get_all(header::HOST)
+        .iter()
+        .all(|v| loopback_host(v.as_bytes()) || v.to_str().is_ok_and(|v| host_allowed(cfg, host_of(v))));
+    if uri_ok && headers_ok {
+        return Ok(());
     }
-    Ok(())
+    Err(Error::new(
+        ErrorKind::HostNotAllowed,
+        "this gateway does not answer to that Host name (see server.browser.allowed_hosts)",
+    ))
+}
+
+/// The usual `Host` of a local client, `127.0.0.1` or `localhost` with an optional port, in a
+/// few byte compares; any other value takes the general check.
+fn loopback_host(value: &[u8]) -> bool {
+    let (name, port) = match value.iter().rposition(|&b| b == b':') {
+        Some(i) => (&value[..i], &value[i + 1..]),
+        None => (value, &b""[..]),
+    };
+    (name == b"127.0.0.1" || name == b"localhost") && port.iter().all(u8::is_ascii_digit)
 }
 
 /// The host part of a `Host` value: `[::1]:8080` -> `[::1]`, `a.example:80` -> `a.example`.
@@ -163,6 +177,21 @@ mod tests {
             let e = admit(&c, LOOPBACK, &req(Some(bad), None)).unwrap_err();
             assert_eq!(e.code_str(), "host_not_allowed", "{bad}");
         }
+    }
+
+    #[test]
+    fn the_loopback_fast_path_takes_only_loopback_names_with_a_numeric_port() {
+        for ok in ["127.0.0.1", "127.0.0.1:8080", "localhost", "localhost:1"] {
+            assert!(loopback_host(ok.as_bytes()), "{ok}");
+        }
+        for other in ["127.0.0.1:x:1", "localhost.evil", "127.0.0.10", "localhost:8a", "[::1]:1", "LOCALHOST", ""] {
+            assert!(!loopback_host(other.as_bytes()), "{other}");
+        }
+        let c = cfg(&[], &[]);
+        assert!(admit(&c, LOOPBACK, &req(Some("127.0.0.1:x:1"), None)).is_err());
+        let mut r = req(Some("127.0.0.1:8080"), None);
+        r.headers_mut().append(header::HOST, HeaderValue::from_static("evil.example"));
+        assert!(admit(&c, LOOPBACK, &r).is_err(), "every Host value is checked");
     }
 
     #[test]

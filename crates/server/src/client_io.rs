@@ -1,7 +1,8 @@
-//! The client socket as hyper sees it, with nginx's `send_timeout`: a write that makes no
-//! progress for `server.send_timeout` fails, so hyper closes the connection. A client that
-//! stops reading therefore cannot keep its response, or the pool worker streaming it, forever;
-//! the stall is noted on the connection so the stream relay counts it as `client_stalled`.
+//! nginx's `send_timeout` for a client socket: a write that makes no progress for
+//! `server.send_timeout` fails, so hyper closes the connection. A client that stops reading
+//! therefore cannot keep its response, or the pool worker streaming it, forever; the stall is
+//! noted on the connection so the stream relay counts it as `client_stalled`. The socket
+//! wrapper in [`crate::conn`] runs every write result through [`SendTimeout::check`].
 
 use std::io;
 use std::pin::Pin;
@@ -10,9 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio_io_timeout::TimeoutWriter;
+use tokio::time::{Instant, Sleep};
 
 /// What the request handlers know of their connection: whether a write to it timed out.
 #[derive(Clone, Default)]
@@ -25,91 +24,45 @@ impl ClientConn {
     }
 }
 
-/// A client connection's socket; writes time out after `send_timeout` without progress.
-pub struct ClientIo {
-    // Boxed once per connection: the timer inside is not `Unpin`, and hyper wants `Unpin` I/O.
-    io: Pin<Box<TimeoutWriter<TcpStream>>>,
+/// One connection's write timeout: armed when a write cannot make progress, disarmed by any
+/// progress.
+pub struct SendTimeout {
+    timeout: Duration,
+    /// Made when a write first waits (most connections never do), then reused.
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
     conn: ClientConn,
 }
 
-impl ClientIo {
-    /// Wraps an accepted socket. Must be called inside a tokio runtime (the timer is made here).
-    pub fn new(stream: TcpStream, send_timeout: Duration) -> (Self, ClientConn) {
-        let mut io = TimeoutWriter::new(stream);
-        io.set_timeout(Some(send_timeout));
+impl SendTimeout {
+    /// The timeout of one connection, and the handle its request handlers get.
+    pub fn new(timeout: Duration) -> (Self, ClientConn) {
         let conn = ClientConn::default();
-        (Self { io: Box::pin(io), conn: conn.clone() }, conn)
+        (Self { timeout, timer: None, armed: false, conn: conn.clone() }, conn)
     }
 
-    fn note<T>(&self, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if let Poll::Ready(Err(e)) = &r
-            && e.kind() == io::ErrorKind::TimedOut
-        {
-            self.conn.0.store(true, Ordering::Relaxed);
-            tracing::debug!("client stopped reading for send_timeout; closing its connection");
+    /// Passes on the result `r` of a write-side poll. A wait arms the timer (must be called
+    /// inside a tokio runtime); once it fires, the write fails with `TimedOut`.
+    pub fn check<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.armed = false;
+            return r;
         }
-        r
-    }
-}
-
-impl AsyncRead for ClientIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        self.io.as_mut().poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ClientIo {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let r = self.io.as_mut().poll_write(cx, buf);
-        self.note(r)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let r = self.io.as_mut().poll_write_vectored(cx, bufs);
-        self.note(r)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let r = self.io.as_mut().poll_flush(cx);
-        self.note(r)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let r = self.io.as_mut().poll_shutdown(cx);
-        self.note(r)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::AsyncWriteExt as _;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_write_the_peer_does_not_read_fails_after_send_timeout() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let (mut io, conn) = ClientIo::new(server, Duration::from_secs(5));
-        let chunk = vec![0u8; 64 * 1024];
-        let started = tokio::time::Instant::now();
-        let err = loop {
-            if let Err(e) = io.write_all(&chunk).await {
-                break e;
+        if !self.armed {
+            let deadline = Instant::now() + self.timeout;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "writes never blocked");
-        };
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        assert!(conn.stalled());
-        assert!(started.elapsed() >= Duration::from_secs(5));
-        drop(peer);
+            self.armed = true;
+        }
+        let timer = self.timer.as_mut().expect("armed above");
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.armed = false;
+        self.conn.0.store(true, Ordering::Relaxed);
+        tracing::debug!("client stopped reading for send_timeout; closing its connection");
+        Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
     }
 }

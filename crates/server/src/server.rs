@@ -20,11 +20,10 @@ use tokio::sync::watch;
 use crate::affinity::Affinity;
 use crate::body::ResponseBody;
 use crate::client_io::ClientConn;
-use crate::config::ServerConfig;
 use crate::conn::Limits;
 use crate::error::{Error, ErrorKind};
 use crate::format::Endpoint;
-use crate::gateway::AppState;
+use crate::gateway::{AppState, Gateway};
 use crate::overload::Overload;
 use crate::reload::Reloader;
 use crate::respond::error_response;
@@ -109,7 +108,7 @@ impl Server {
             idle_timeout: server_cfg.idle_timeout,
             send_timeout: server_cfg.send_timeout,
         };
-        let builder = Arc::new(builder(&server_cfg));
+        let builder = Arc::new(builder());
         let open = self.shards.open_counter();
         let monitor = tokio::spawn(self.overload.clone().monitor(self.state.clone(), open));
         // The browser guard compares `Host` with the address the listener is bound to.
@@ -227,12 +226,12 @@ async fn accept_loop(listener: TcpListener, stop: impl Future<Output = ()>, mut 
     }
 }
 
-/// hyper's connection settings: the head timeout (hyper's timer runs from when it starts
-/// waiting for a head, so it also bounds an HTTP/1 keep-alive wait) and HTTP/2 pings that
-/// find dead peers. Without a timer hyper enforces neither.
-fn builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
+/// hyper's connection settings: HTTP/2 pings that find dead peers (they need hyper's timer).
+/// hyper's HTTP/1 head timer is off: it arms a timer per request, and the connection's
+/// watchdog ([`crate::conn`]) bounds heads instead, with no per-request cost.
+fn builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(cfg.header_read_timeout);
+    builder.http1().header_read_timeout(None);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(H2_PING_INTERVAL).keep_alive_timeout(H2_PING_TIMEOUT);
     builder
 }
@@ -250,21 +249,24 @@ async fn dispatch(
     here: Affinity,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
-    let origin = match crate::browser::admit(&state.gateway.load().config.server.browser, listen, &req) {
+    // One snapshot of the config for the guard and the route.
+    let gw = state.gateway.load_full();
+    let origin = match crate::browser::admit(&gw.config.server.browser, listen, &req) {
         Ok(origin) => origin,
         Err(e) => return error_response(&e),
     };
-    let Some(origin) = origin else { return route(state, draining, overload, conn, here, req).await };
+    let Some(origin) = origin else { return route(state, gw, draining, overload, conn, here, req).await };
     if crate::browser::is_preflight(&req) {
         return crate::browser::preflight(origin, API_METHODS, req.headers());
     }
-    let mut resp = route(state, draining, overload, conn, here, req).await;
+    let mut resp = route(state, gw, draining, overload, conn, here, req).await;
     crate::browser::grant(&mut resp, origin);
     resp
 }
 
 async fn route(
     state: Arc<AppState>,
+    gw: Arc<Gateway>,
     draining: Arc<AtomicBool>,
     overload: Arc<Overload>,
     conn: ClientConn,
@@ -278,21 +280,18 @@ async fn route(
             if let Err(e) = crate::browser::require_json(req.headers()) {
                 return error_response(&e);
             }
-            let gw = state.gateway.load_full();
             if let Some(e) = overload.shed(gw.config.server.overload.retry_after_secs()) {
                 return error_response(&e);
             }
             let endpoint = if path == "/v1/embeddings" { Endpoint::OPENAI_EMBEDDINGS } else { Endpoint::OPENAI_CHAT };
             crate::pipeline::handle(gw, endpoint, here, req, conn).await
         }
-        (&Method::GET, "/v1/models") => crate::routes::models(&state.gateway.load()),
-        (&Method::GET, p) if p.starts_with("/v1/models/") => {
-            crate::routes::model(&state.gateway.load(), &p["/v1/models/".len()..])
-        }
+        (&Method::GET, "/v1/models") => crate::routes::models(&gw),
+        (&Method::GET, p) if p.starts_with("/v1/models/") => crate::routes::model(&gw, &p["/v1/models/".len()..]),
         (&Method::GET, "/health") => crate::routes::health(),
         (&Method::GET, "/ready") => {
             let overload = (overload.shedding(), overload.status(&state));
-            crate::routes::ready(&state.gateway.load(), draining.load(Ordering::Relaxed), overload)
+            crate::routes::ready(&gw, draining.load(Ordering::Relaxed), overload)
         }
         (&Method::GET, "/metrics") => crate::routes::metrics(),
         (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/health" | "/ready" | "/metrics") => {

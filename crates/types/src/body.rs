@@ -3,6 +3,7 @@
 //! stream whose producer stops before its last frame (shutdown, a stalled client) fails the
 //! body, so hyper aborts the response instead of ending it as if it were complete.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -111,6 +112,9 @@ impl Limit {
     }
 }
 
+/// How many times [`read_limited`] looks for a body without a timer.
+const PROMPT_LOOKS: u32 = 3;
+
 /// Reads a request body, failing with 413 as soon as it exceeds `limit` bytes (checked against
 /// `Content-Length` first, then while reading, so an oversized body is never buffered whole),
 /// and with 408 if it has not all arrived within `timeout` (a body that never ends would
@@ -129,8 +133,26 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    // A body already in hand completes on the first poll, before the timer is registered.
-    tokio::time::timeout(timeout, read_within_limit(body, content_length, limit)).await.map_err(|_| {
+    let read = read_within_limit(body, content_length, limit);
+    tokio::pin!(read);
+    // hyper hands a body over as it reads it, in the same turn of the connection's task: look
+    // again (waking the task, so it is polled again at once) a few times before arming a
+    // timer, so that a body that is already there costs none.
+    let mut looks = 0;
+    let prompt = std::future::poll_fn(|cx| match read.as_mut().poll(cx) {
+        Poll::Ready(r) => Poll::Ready(Some(r)),
+        Poll::Pending if looks < PROMPT_LOOKS => {
+            looks += 1;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await;
+    if let Some(r) = prompt {
+        return r;
+    }
+    tokio::time::timeout(timeout, read).await.map_err(|_| {
         Error::new(
             ErrorKind::BodyTimeout,
             format!("the request body did not arrive within {timeout:?} (server.body_read_timeout)"),
