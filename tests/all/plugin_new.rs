@@ -61,6 +61,10 @@ fn tools_dir() -> PathBuf {
         [("venv", ".tools/venv"), ("go-cache", ".tools/go-cache"), ("node_modules", "js/node_modules")]
     {
         let (link, target) = (tools.join(link), examples.join(target));
+        // A link left by a checkout at another path points nowhere: make it again.
+        if std::fs::symlink_metadata(&link).is_ok() && !link.exists() {
+            let _ = std::fs::remove_file(&link);
+        }
         if target.exists() && std::fs::symlink_metadata(&link).is_err() {
             // Another test may make the same link at the same time.
             if let Err(e) = std::os::unix::fs::symlink(&target, &link) {
