@@ -33,15 +33,19 @@ impl Plugin for PromptGuard {
         // The host hands over the prompt texts as plain strings: no JSON crosses or is parsed
         // here unless a message limit is configured.
         let texts = req.prompt_texts();
-        // Message count and max_tokens are read where OpenAI keeps them.
-        let openai = || req.api_format() == api_format::OPENAI;
-        let messages = if self.guard.counts_messages() && req.operation() == operation::CHAT && openai() {
+        // The message count is read where OpenAI keeps the messages.
+        let messages = if self.guard.counts_messages()
+            && req.operation() == operation::CHAT
+            && req.api_format() == api_format::OPENAI
+        {
             get_json::<Vec<serde::de::IgnoredAny>>(req, "/messages").map_or(0, |m| m.len())
         } else {
             0
         };
-        // Each lookup is a call into the host: skipped when no limit is set.
-        let max_tokens = if self.guard.limits_tokens() && openai() {
+        // Each lookup is a call into the host: skipped when no limit is set. OpenAI and
+        // Anthropic both keep the output limit in `max_tokens` (OpenAI's newer name is
+        // `max_completion_tokens`), so no format check (another host call) is needed here.
+        let max_tokens = if self.guard.limits_tokens() {
             get_json::<u64>(req, "/max_tokens").or_else(|| get_json::<u64>(req, "/max_completion_tokens"))
         } else {
             None
