@@ -1,4 +1,4 @@
-//! A plugin built against the frozen `weir:plugin@0.1.0` (`host/wit-legacy/0.1.0/`), as a
+//! A plugin built against the frozen `weir:plugin@0.1.0` (`crates/plugins/wit-legacy/0.1.0/`), as a
 //! component compiled before 0.2 would be: the gateway must still load and run it, on
 //! OpenAI-format requests. It touches every 0.1 import so each delegation is exercised.
 //!
@@ -11,7 +11,7 @@
 #![allow(unsafe_code)]
 
 wit_bindgen::generate!({
-    path: "../../../host/wit-legacy/0.1.0",
+    path: "../../../crates/plugins/wit-legacy/0.1.0",
     world: "plugin",
 });
 
