@@ -1,41 +1,44 @@
-//! The OpenAI wire format at the front door: checking request bodies into a
-//! [`GatewayRequest`], with a 400 that names the offending field for anything malformed.
+//! Weir's front doors: one module per API format (only [`openai`] today). A front door owns
+//! its routes, checks its request bodies into the gateway's request, and renders errors and
+//! stream events the way its clients read them; it also converts its format to and from the
+//! canonical types (`weir_types::canonical`) for a provider that speaks another.
 //!
-//! [`read_request`] scans the body once ([`scan`]) without building a JSON tree and validates
-//! the scan's summary; the body stays the client's bytes ([`JsonBody`]) and is parsed into a
-//! tree only if a plugin or provider reads its fields. Re-serialising or even parsing a 1 KB
-//! body into a tree costs more instructions than any other single step of a proxied request
-//! and a body that nothing edits needs neither: its bytes go upstream
-//! as they are. The one way the bytes can say something other than their tree is a repeated
-//! key (Weir keeps the last copy; another parser may keep the first), so such a body is
-//! parsed at once and always re-serialised: the provider then reads what routing and plugins
-//! read.
-//!
-//! [`GatewayRequest`]: crate::exchange::GatewayRequest
+//! Every format implements [`Format`] on a zero-sized type, and the functions here dispatch
+//! with a `match` on [`ApiFormat`]: no `dyn`, no box, and a new format is a compile error in
+//! each `match` until it is handled (Pingora and agentgateway dispatch their protocols the
+//! same way).
 
-pub mod openai_canonical;
-mod scan;
-mod summary;
+pub mod openai;
+mod route;
+pub mod sse;
 
 use weir_types::{canonical, error, exchange, format, json};
 
 use bytes::Bytes;
+use http::Method;
 use serde_json::{Map, Value};
 
-use crate::error::{Error, ErrorKind};
+use crate::canonical::{ChatRequest, ChatResponse, ConvertError, StreamEvent};
+use crate::error::Error;
 use crate::exchange::JsonBody;
-use crate::format::{Endpoint, Operation};
-use crate::json::{index, parse_body};
+use crate::format::{ApiFormat, Endpoint, Operation};
+use crate::openai::OpenAi;
 
-/// Roles accepted in `messages[].role`.
-const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+pub use route::{Route, route};
+
+/// The format of answers that belong to no front door's route (404s, refused connections,
+/// the browser guard, the admin API): OpenAI's, which every Weir client understands today.
+pub const GATEWAY_FORMAT: ApiFormat = ApiFormat::OpenAi;
+
+/// A model-call route of a front door: method, path, and what is asked there.
+pub type CallRoute = (Method, &'static str, Operation);
 
 /// A request body checked at the front door.
 #[derive(Debug)]
 pub struct FrontDoor {
-    /// `model`.
+    /// The model asked for.
     pub model: String,
-    /// `stream`.
+    /// Whether the client asked for a stream.
     pub stream: bool,
     /// The body: the client's bytes, or a tree when a key repeats.
     pub body: JsonBody,
@@ -47,236 +50,227 @@ pub enum BodyUse {
     /// Nothing reads its fields (no `on-request` hook): scan it, keep the bytes.
     Forward,
     /// Plugins read it: scan it and also record where its prompt texts and top-level fields
-    /// are ([`index::BodyIndex`]), so that their usual reads need no tree.
+    /// are (`json::index::BodyIndex`), so that their usual reads need no tree.
     Read,
 }
 
-/// Checks a request body for `endpoint`: JSON syntax, an object, the fields Weir relies on
-/// ([`validate`]'s rules and errors). The body stays the client's bytes (parsed into a tree
-/// later only if something needs one), except when a key repeats: then it is parsed at once,
-/// and the tree decides which copy counts.
+/// One API format at the front door. Implemented by a zero-sized type per format; reached
+/// through the dispatch functions of this crate, never as a trait object.
+pub trait Format {
+    /// Which format this is.
+    const FORMAT: ApiFormat;
+    /// Its model-call routes.
+    const ROUTES: &'static [CallRoute];
+    /// The bytes that end a stream that went well, if the format has such a marker.
+    const END_OF_STREAM: Option<&'static [u8]>;
+    /// State kept while reading one stream of this format into canonical events.
+    type EventReader: Default + Send + 'static;
+    /// State kept while writing canonical events as one stream of this format.
+    type EventWriter: Default + Send + 'static;
+
+    /// Checks a request body for `op`; the body stays the client's bytes where it can.
+    ///
+    /// # Errors
+    /// 400 naming the first malformed or invalid field.
+    fn read_request(op: Operation, bytes: Bytes, usage: BodyUse) -> Result<FrontDoor, Error>;
+    /// Checks a body tree (after a plugin edited it), returning `(model, stream)`.
+    ///
+    /// # Errors
+    /// 400 naming the first invalid field.
+    fn validate(op: Operation, body: &Map<String, Value>) -> Result<(String, bool), Error>;
+    /// Writes `model` where the format keeps it.
+    fn set_model(body: &mut Map<String, Value>, model: String);
+    /// The body of an error answer.
+    fn error_body(e: &Error) -> Bytes;
+    /// The last event of a stream that failed after its head was sent.
+    fn error_event(e: &Error) -> Bytes;
+    /// One stream event as its bytes on the wire.
+    fn frame_event(payload: &[u8]) -> Bytes;
+
+    /// A request body as a canonical chat request.
+    ///
+    /// # Errors
+    /// What has no canonical form, or is malformed, with the path to it.
+    fn request_to_canonical(op: Operation, body: Map<String, Value>) -> Result<ChatRequest, ConvertError>;
+    /// A canonical chat request as this format's body.
+    fn request_from_canonical(req: ChatRequest) -> Map<String, Value>;
+    /// A whole answer as a canonical one.
+    ///
+    /// # Errors
+    /// What has no canonical form, or is malformed, with the path to it.
+    fn response_to_canonical(body: Map<String, Value>) -> Result<ChatResponse, ConvertError>;
+    /// A canonical answer as this format's body.
+    fn response_from_canonical(resp: ChatResponse) -> Map<String, Value>;
+    /// One stream event's payload as canonical events, appended to `out`.
+    ///
+    /// # Errors
+    /// What has no canonical form, or is malformed, with the path to it.
+    fn read_event(
+        reader: &mut Self::EventReader,
+        payload: &[u8],
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<(), ConvertError>;
+    /// One canonical event as this format's event payload (unframed).
+    fn write_event(writer: &mut Self::EventWriter, event: StreamEvent) -> Bytes;
+}
+
+/// Checks a request body for `endpoint` in its format ([`Format::read_request`]).
 ///
 /// # Errors
 /// 400 `invalid_json` for malformed JSON, 400 `invalid_request` naming the first invalid
 /// field.
 pub fn read_request(endpoint: Endpoint, bytes: Bytes, usage: BodyUse) -> Result<FrontDoor, Error> {
-    if bytes.is_empty() {
-        return Err(Error::new(ErrorKind::InvalidJson, "request body is empty; expected a JSON object"));
+    match endpoint.format {
+        ApiFormat::OpenAi => OpenAi::read_request(endpoint.op, bytes, usage),
     }
-    let (model, stream, index) = match scan::scan(&bytes, usage == BodyUse::Read) {
-        Ok(scan::Scanned { top: Some(mut top), repeated: false, chat_texts, input_texts }) => {
-            let (model, stream) = validate_scanned(endpoint, &top)?;
-            let texts = match endpoint.op {
-                Operation::Chat => chat_texts,
-                Operation::Embeddings => input_texts,
-            };
-            (model, stream, index::BodyIndex { texts, fields: std::mem::take(&mut top.fields) })
-        }
-        // Rare and never the fast path: the tree decides which copy counts.
-        Ok(scan::Scanned { top: Some(_), repeated: true, .. }) => return read_tree(endpoint, &bytes),
-        Ok(scan::Scanned { top: None, .. }) => {
-            return Err(Error::new(ErrorKind::InvalidRequest, "request body must be a JSON object"));
-        }
-        Err(e) => return Err(Error::new(ErrorKind::InvalidJson, format!("request body is not valid JSON: {e}"))),
-    };
-    let body = match usage {
-        BodyUse::Forward => JsonBody::from_raw(bytes),
-        BodyUse::Read => JsonBody::from_indexed(bytes, index),
-    };
-    Ok(FrontDoor { model, stream, body })
 }
 
-/// [`read_request`] for a body that repeats a key: through a tree, whose bytes are never
-/// forwarded (they may say something else to another parser).
-fn read_tree(endpoint: Endpoint, bytes: &Bytes) -> Result<FrontDoor, Error> {
-    let parsed = parse_body(bytes)?;
-    let (model, stream) = validate(endpoint, &parsed.map)?;
-    Ok(FrontDoor { model, stream, body: JsonBody::from_map(parsed.map) })
-}
-
-/// Validates the fields Weir relies on, returning `(model, stream)`.
+/// Validates a body tree of `endpoint`, returning `(model, stream)` ([`Format::validate`]).
 ///
 /// # Errors
 /// 400 naming the first invalid field.
 pub fn validate(endpoint: Endpoint, body: &Map<String, Value>) -> Result<(String, bool), Error> {
-    validate_scanned(endpoint, &summarise(body))
-}
-
-/// The summary the scan makes, taken from a tree instead: one set of rules for both.
-fn summarise(body: &Map<String, Value>) -> scan::Top<'_> {
-    use scan::{Input, Message, Messages};
-    let field = |name: &str| body.get(name).map(kind);
-    let messages = body.get("messages").map(|m| match m {
-        Value::Array(items) => Messages::Items(
-            items
-                .iter()
-                .map(|m| match m.as_object() {
-                    Some(o) => {
-                        Message { object: true, role: o.get("role").map(kind), content: o.get("content").map(kind) }
-                    }
-                    None => Message::default(),
-                })
-                .collect(),
-        ),
-        _ => Messages::NotArray,
-    });
-    let input = body.get("input").map(|v| match v {
-        Value::String(_) => Input::Str,
-        Value::Array(items) => Input::Array {
-            len: items.len(),
-            ok: items
-                .iter()
-                .all(|v| v.is_string() || v.is_u64() || v.as_array().is_some_and(|a| a.iter().all(Value::is_u64))),
-        },
-        _ => Input::Other,
-    });
-    scan::Top {
-        model: field("model"),
-        stream: field("stream"),
-        messages,
-        max_tokens: field("max_tokens"),
-        max_completion_tokens: field("max_completion_tokens"),
-        n: field("n"),
-        temperature: field("temperature"),
-        input,
-        fields: Vec::new(),
+    match endpoint.format {
+        ApiFormat::OpenAi => OpenAi::validate(endpoint.op, body),
     }
 }
 
-/// A tree value as the scan summarises it.
-fn kind(v: &Value) -> scan::Kind<'_> {
-    use scan::Kind;
-    match v {
-        Value::Null => Kind::Null,
-        Value::Bool(b) => Kind::Bool(*b),
-        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
-            (Some(u), _) => Kind::U64(u),
-            (None, Some(i)) => Kind::I64(i),
-            (None, None) => Kind::F64(n.as_f64().unwrap_or_default()),
-        },
-        Value::String(s) => Kind::Str(Some(std::borrow::Cow::Borrowed(s))),
-        Value::Array(_) => Kind::Array,
-        Value::Object(_) => Kind::Object,
+/// Writes `model` where `format` keeps it.
+pub fn set_model(format: ApiFormat, body: &mut Map<String, Value>, model: String) {
+    match format {
+        ApiFormat::OpenAi => OpenAi::set_model(body, model),
     }
 }
 
-/// [`validate`] on a scan's summary: the same rules, order and errors.
-fn validate_scanned(endpoint: Endpoint, top: &scan::Top<'_>) -> Result<(String, bool), Error> {
-    use scan::Kind;
-    let model = match &top.model {
-        Some(Kind::Str(Some(m))) if !m.trim().is_empty() => m.clone().into_owned(),
-        Some(Kind::Str(_)) => return Err(Error::invalid_param("model", "model must not be empty")),
-        Some(_) => return Err(Error::invalid_param("model", "model must be a string")),
-        None => return Err(Error::invalid_param("model", "missing required field: model")),
-    };
-    let stream = match &top.stream {
-        None | Some(Kind::Null) => false,
-        Some(Kind::Bool(b)) => *b,
-        Some(_) => return Err(Error::invalid_param("stream", "stream must be a boolean")),
-    };
-    match endpoint.op {
-        Operation::Chat => validate_scanned_chat(top)?,
-        Operation::Embeddings => {
-            if stream {
-                return Err(Error::invalid_param("stream", "embeddings cannot be streamed"));
-            }
-            match &top.input {
-                Some(scan::Input::Str | scan::Input::Array { ok: true, len: 1.. }) => {}
-                Some(scan::Input::Array { len: 0, .. }) => {
-                    return Err(Error::invalid_param("input", "input must not be empty"));
-                }
-                Some(scan::Input::Array { .. }) => {
-                    return Err(Error::invalid_param(
-                        "input",
-                        "input must be a string, an array of strings, or token arrays",
-                    ));
-                }
-                Some(scan::Input::Other) => {
-                    return Err(Error::invalid_param("input", "input must be a string or an array"));
-                }
-                None => return Err(Error::invalid_param("input", "missing required field: input")),
-            }
+/// The body of an error answer in `format`.
+pub fn error_body(format: ApiFormat, e: &Error) -> Bytes {
+    match format {
+        ApiFormat::OpenAi => OpenAi::error_body(e),
+    }
+}
+
+/// The last event of a `format` stream that failed after its head was sent.
+pub fn error_event(format: ApiFormat, e: &Error) -> Bytes {
+    match format {
+        ApiFormat::OpenAi => OpenAi::error_event(e),
+    }
+}
+
+/// One stream event payload framed for a `format` client.
+pub fn frame_event(format: ApiFormat, payload: &[u8]) -> Bytes {
+    match format {
+        ApiFormat::OpenAi => OpenAi::frame_event(payload),
+    }
+}
+
+/// The bytes that end a `format` stream that went well, if the format has a marker.
+pub fn end_of_stream(format: ApiFormat) -> Option<&'static [u8]> {
+    match format {
+        ApiFormat::OpenAi => OpenAi::END_OF_STREAM,
+    }
+}
+
+/// A `format` request body as a canonical chat request.
+///
+/// # Errors
+/// What has no canonical form, or is malformed, with the path to it.
+pub fn request_to_canonical(endpoint: Endpoint, body: Map<String, Value>) -> Result<ChatRequest, ConvertError> {
+    match endpoint.format {
+        ApiFormat::OpenAi => OpenAi::request_to_canonical(endpoint.op, body),
+    }
+}
+
+/// A canonical chat request as a `format` body.
+pub fn request_from_canonical(format: ApiFormat, req: ChatRequest) -> Map<String, Value> {
+    match format {
+        ApiFormat::OpenAi => OpenAi::request_from_canonical(req),
+    }
+}
+
+/// A `format` answer body as a canonical answer.
+///
+/// # Errors
+/// What has no canonical form, or is malformed, with the path to it.
+pub fn response_to_canonical(format: ApiFormat, body: Map<String, Value>) -> Result<ChatResponse, ConvertError> {
+    match format {
+        ApiFormat::OpenAi => OpenAi::response_to_canonical(body),
+    }
+}
+
+/// A canonical answer as a `format` body.
+pub fn response_from_canonical(format: ApiFormat, resp: ChatResponse) -> Map<String, Value> {
+    match format {
+        ApiFormat::OpenAi => OpenAi::response_from_canonical(resp),
+    }
+}
+
+/// Reads the events of one stream in some format into canonical events.
+#[derive(Debug)]
+pub enum EventReader {
+    /// An OpenAI stream.
+    OpenAi(<OpenAi as Format>::EventReader),
+}
+
+impl EventReader {
+    /// A reader for one stream in `format`.
+    pub fn new(format: ApiFormat) -> Self {
+        match format {
+            ApiFormat::OpenAi => Self::OpenAi(Default::default()),
         }
     }
-    Ok((model, stream))
-}
 
-fn validate_scanned_chat(top: &scan::Top<'_>) -> Result<(), Error> {
-    use scan::Kind;
-    let messages = match &top.messages {
-        Some(scan::Messages::Items(m)) if !m.is_empty() => m,
-        Some(scan::Messages::Items(_)) => {
-            return Err(Error::invalid_param("messages", "messages must not be empty"));
-        }
-        Some(scan::Messages::NotArray) => return Err(Error::invalid_param("messages", "messages must be an array")),
-        None => return Err(Error::invalid_param("messages", "missing required field: messages")),
-    };
-    for (i, m) in messages.iter().enumerate() {
-        if !m.object {
-            return Err(not_an_object(i));
-        }
-        match &m.role {
-            Some(Kind::Str(Some(r))) => check_role(i, r)?,
-            _ => return Err(role_required(i)),
-        }
-        if !matches!(m.content, None | Some(Kind::Null | Kind::Str(_) | Kind::Array)) {
-            return Err(bad_content(i));
+    /// Appends the canonical events of one event payload to `out`.
+    ///
+    /// # Errors
+    /// What has no canonical form, or is malformed, with the path to it.
+    pub fn read(&mut self, payload: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), ConvertError> {
+        match self {
+            Self::OpenAi(r) => OpenAi::read_event(r, payload, out),
         }
     }
-    for (field, v) in
-        [("max_tokens", &top.max_tokens), ("max_completion_tokens", &top.max_completion_tokens), ("n", &top.n)]
-    {
-        if let Some(v) = v.as_ref().filter(|v| **v != Kind::Null)
-            && v.as_u64().is_none()
-        {
-            return Err(not_a_count(field));
+}
+
+/// Writes canonical events as the event payloads of one stream in some format.
+#[derive(Debug)]
+pub enum EventWriter {
+    /// An OpenAI stream.
+    OpenAi(<OpenAi as Format>::EventWriter),
+}
+
+impl EventWriter {
+    /// A writer for one stream in `format`.
+    pub fn new(format: ApiFormat) -> Self {
+        match format {
+            ApiFormat::OpenAi => Self::OpenAi(Default::default()),
         }
     }
-    if let Some(t) = top.temperature.as_ref().filter(|v| **v != Kind::Null) {
-        check_temperature(t.as_f64())?;
-    }
-    Ok(())
-}
 
-fn not_an_object(i: usize) -> Error {
-    Error::new(ErrorKind::InvalidRequest, format!("messages[{i}] must be an object"))
-        .with_param(format!("messages[{i}]"))
-}
-
-fn check_role(i: usize, role: &str) -> Result<(), Error> {
-    if ROLES.contains(&role) {
-        return Ok(());
-    }
-    Err(Error::new(
-        ErrorKind::InvalidRequest,
-        format!("messages[{i}].role {role:?} is not one of {}", ROLES.join(", ")),
-    )
-    .with_param(format!("messages[{i}].role")))
-}
-
-fn role_required(i: usize) -> Error {
-    Error::new(ErrorKind::InvalidRequest, format!("messages[{i}].role is required"))
-        .with_param(format!("messages[{i}].role"))
-}
-
-fn bad_content(i: usize) -> Error {
-    Error::new(
-        ErrorKind::InvalidRequest,
-        format!("messages[{i}].content must be a string or an array of content parts"),
-    )
-    .with_param(format!("messages[{i}].content"))
-}
-
-fn not_a_count(field: &'static str) -> Error {
-    Error::invalid_param(field, format!("{field} must be a non-negative integer"))
-}
-
-fn check_temperature(t: Option<f64>) -> Result<(), Error> {
-    match t {
-        Some(t) if (0.0..=2.0).contains(&t) => Ok(()),
-        _ => Err(Error::invalid_param("temperature", "temperature must be a number between 0 and 2")),
+    /// One event's payload (unframed: the front door frames it).
+    pub fn write(&mut self, event: StreamEvent) -> Bytes {
+        match self {
+            Self::OpenAi(w) => OpenAi::write_event(w, event),
+        }
     }
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn an_openai_stream_is_sse_ended_by_done() {
+        assert_eq!(&frame_event(ApiFormat::OpenAi, b"{}")[..], b"data: {}\n\n");
+        assert_eq!(end_of_stream(ApiFormat::OpenAi), Some(&b"data: [DONE]\n\n"[..]));
+        let e = Error::new(ErrorKind::UpstreamUnavailable, "gone");
+        let event = error_event(ApiFormat::OpenAi, &e);
+        assert_eq!(&event[..], [&b"data: "[..], &error_body(ApiFormat::OpenAi, &e), b"\n\n"].concat());
+    }
+
+    #[test]
+    fn set_model_writes_where_the_format_keeps_it() {
+        let mut body = Map::new();
+        set_model(ApiFormat::OpenAi, &mut body, "m".into());
+        assert_eq!(body["model"], "m");
+    }
+}

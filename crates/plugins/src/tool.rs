@@ -248,7 +248,7 @@ impl TestRun {
         let outcome = match result {
             Ok((RequestDecision::Continue, _)) => Ok(RequestOutcome::Continue(req.body.clone().into_map())),
             Ok((RequestDecision::Respond(r), _)) => Ok(RequestOutcome::Respond(r)),
-            Ok((RequestDecision::Reject(e), _)) => Ok(reject(&e)),
+            Ok((RequestDecision::Reject(e), _)) => Ok(reject(&e, req)),
             Err(f) => Err(failure_text(f.describe(), f.detail())),
         };
         Call { outcome, fuel: self.plugin.last_fuel_used(), time }
@@ -311,7 +311,9 @@ impl TestRun {
             Ok(ChunkDecision::Pass) => Ok(ChunkOutcome::Pass),
             Ok(ChunkDecision::Rewrite(b)) => Ok(ChunkOutcome::Rewrite(b)),
             Ok(ChunkDecision::Drop) => Ok(ChunkOutcome::Drop),
-            Ok(ChunkDecision::Abort(e)) => Ok(ChunkOutcome::Abort(e.status().as_u16(), e.body())),
+            Ok(ChunkDecision::Abort(e)) => {
+                Ok(ChunkOutcome::Abort(e.status().as_u16(), crate::api::error_body(req.endpoint.format, &e)))
+            }
             Err(f) => Err(failure_text(f.describe(), f.detail())),
         };
         Call { outcome, fuel: self.plugin.last_fuel_used(), time }
@@ -324,8 +326,8 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     crate::config::PluginRuntimeConfig::default().effective_cache_dir()
 }
 
-fn reject(e: &Error) -> RequestOutcome {
-    RequestOutcome::Reject(e.status().as_u16(), e.body())
+fn reject(e: &Error, req: &GatewayRequest) -> RequestOutcome {
+    RequestOutcome::Reject(e.status().as_u16(), crate::api::error_body(req.endpoint.format, e))
 }
 
 fn failure_text(describe: &str, detail: &str) -> String {

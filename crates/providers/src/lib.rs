@@ -1,7 +1,9 @@
-//! Providers: the `upstream_request` phase. Each kind translates Weir's OpenAI-shaped request
-//! into its own wire format and its answer (whole or streamed) back. Dispatch is a plain enum:
-//! no boxing per call, and a new kind (Anthropic, Bedrock, ...) is one more variant and module.
+//! Providers: the `upstream_request` phase. Each kind speaks one API format natively
+//! ([`Provider::native_format`]); [`codec`] passes the client's request through when it is in
+//! that format and converts it (and the answer back) when not. Dispatch is a plain enum: no
+//! boxing per call, and a new kind (Anthropic, Bedrock, ...) is one more variant and module.
 
+pub mod codec;
 pub mod http;
 pub mod mock;
 pub mod openai;
@@ -22,20 +24,20 @@ use crate::affinity::Affinity;
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::Error;
 use crate::exchange::JsonBody;
-use crate::format::Endpoint;
+use crate::format::{ApiFormat, Endpoint};
 use crate::secrets::Secrets;
 
 /// A request as handed to a provider: routed, validated, model already mapped to the
 /// provider's own name.
 #[derive(Debug, Clone)]
 pub struct ProviderRequest {
-    /// Endpoint.
+    /// Where the request came in: its format is the client's, which the answer must speak.
     pub endpoint: Endpoint,
     /// The model name the provider knows.
     pub model: String,
-    /// The OpenAI-shaped JSON body. While it still holds the client's own bytes
-    /// ([`JsonBody::raw`]: nothing edited the request and `model` is the client's name), HTTP
-    /// providers send them unchanged; otherwise they serialise the tree with `model` set.
+    /// The JSON body in the client's format. While it still holds the client's own bytes
+    /// ([`JsonBody::raw`]: nothing edited the request and `model` is the client's name) and the
+    /// provider speaks that format, HTTP providers send them unchanged ([`codec`]).
     pub body: JsonBody,
     /// Whether the client asked for a stream.
     pub stream: bool,
@@ -46,13 +48,15 @@ pub struct ProviderRequest {
     pub affinity: Affinity,
 }
 
-/// Stream of OpenAI `chat.completion.chunk` JSON payloads; ends after the last chunk
-/// (`[DONE]` is not an item). An `Err` item ends the stream with that error.
+/// Stream of event payloads in the client's format (for OpenAI, `chat.completion.chunk` JSON);
+/// ends after the last one (an end marker such as `[DONE]` is not an item). An `Err` item ends
+/// the stream with that error.
 pub type ChunkStream = BoxStream<'static, Result<Bytes, Error>>;
 
 /// A provider's answer.
 pub enum ProviderResponse {
-    /// A whole JSON body (non-stream requests), already checked to be valid JSON.
+    /// A whole JSON body (non-stream requests) in the client's format, already checked to be
+    /// valid JSON.
     Full {
         /// The answer.
         body: Bytes,
@@ -85,6 +89,16 @@ impl Provider {
             ProviderKind::OpenAi(o) => Self::Openai(Box::new(openai::OpenAi::new(&cfg.name, o, &cfg.pool, threads)?)),
             ProviderKind::Mock(m) => Self::Mock(mock::Mock::new(&cfg.models, m)),
         })
+    }
+
+    /// The API format the provider speaks upstream.
+    pub fn native_format(&self) -> ApiFormat {
+        match self {
+            Self::Openai(_) => openai::OpenAi::FORMAT,
+            Self::Mock(_) => mock::Mock::FORMAT,
+            #[cfg(any(test, feature = "testing"))]
+            Self::Scripted(_) => scripted::Scripted::FORMAT,
+        }
     }
 
     /// Makes one attempt upstream; for streams, resolves when the response head arrived.

@@ -1,4 +1,4 @@
-//! The built-in `mock` provider: answers like OpenAI with no network or key. Chat replies echo
+//! The built-in `mock` provider: answers like OpenAI (its native format) with no network or key. Chat replies echo
 //! the last user message (so a plugin's edits are visible end to end), streams send it word by
 //! word, embeddings are deterministic vectors. `latency` and `chunk_delay` shape its timing.
 //! What it builds from request values is bounded (echo size, stream chunks, embedding floats),
@@ -14,10 +14,10 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::usage::Usage;
-use super::{ProviderRequest, ProviderResponse};
+use super::{ProviderRequest, ProviderResponse, codec};
 use crate::config::MockConfig;
 use crate::error::Error;
-use crate::format::Operation;
+use crate::format::{ApiFormat, Operation};
 
 /// Default embedding width when the request does not ask for `dimensions`.
 const DEFAULT_DIMS: usize = 8;
@@ -40,6 +40,9 @@ pub struct Mock {
 }
 
 impl Mock {
+    /// The format it answers in.
+    pub const FORMAT: ApiFormat = ApiFormat::OpenAi;
+
     /// Builds the mock that serves `models`.
     pub fn new(models: &[String], cfg: &MockConfig) -> Self {
         Self { models: models.to_vec(), latency: cfg.latency, chunk_delay: cfg.chunk_delay }
@@ -56,20 +59,20 @@ impl Mock {
     /// 400 if the embeddings input has an unsupported shape, or asks for more dimensions or
     /// floats than the mock builds.
     pub async fn call(&self, mut req: ProviderRequest) -> Result<ProviderResponse, Error> {
+        let client = req.endpoint.format;
+        codec::native_request(Self::FORMAT, &mut req)?;
         req.body.map();
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
-        match req.endpoint.op {
-            Operation::Chat if req.stream => Ok(ProviderResponse::Stream(self.stream(&req))),
-            Operation::Chat => {
-                let (body, usage) = chat_completion(&req);
-                Ok(ProviderResponse::Full { body, usage: Some(usage) })
+        let (body, usage) = match req.endpoint.op {
+            Operation::Chat if req.stream => {
+                return Ok(ProviderResponse::Stream(codec::events(Self::FORMAT, client, self.stream(&req))));
             }
-            Operation::Embeddings => {
-                embeddings(&req).map(|(body, usage)| ProviderResponse::Full { body, usage: Some(usage) })
-            }
-        }
+            Operation::Chat => chat_completion(&req),
+            Operation::Embeddings => embeddings(&req)?,
+        };
+        Ok(ProviderResponse::Full { body: codec::response(Self::FORMAT, client, body)?, usage: Some(usage) })
     }
 
     fn stream(&self, req: &ProviderRequest) -> super::ChunkStream {

@@ -14,10 +14,10 @@ use serde_json::Value;
 
 use super::http::{ReadError, Returning, SendError, Upstream, endpoint_uri, read_capped, read_whole};
 use super::sse::{SseEvent, SseParser};
-use super::{ChunkStream, ProviderRequest, ProviderResponse};
+use super::{ChunkStream, ProviderRequest, ProviderResponse, codec};
 use crate::config::{OpenAiConfig, PoolConfig};
 use crate::error::{Error, ErrorKind};
-use crate::format::Operation;
+use crate::format::{ApiFormat, Operation};
 use crate::secrets::Secrets;
 
 /// Largest model list accepted from `GET /models` (background discovery, one at a time).
@@ -49,6 +49,9 @@ pub struct OpenAi {
 }
 
 impl OpenAi {
+    /// The format it speaks upstream.
+    pub const FORMAT: ApiFormat = ApiFormat::OpenAi;
+
     /// Builds the client of provider `name`.
     ///
     /// # Errors
@@ -125,15 +128,8 @@ impl OpenAi {
             Operation::Chat => &self.chat_url,
             Operation::Embeddings => &self.embeddings_url,
         };
-        let bytes = match req.body.raw() {
-            Some(raw) => raw.clone(),
-            None => {
-                let mut body = req.body.into_map();
-                body.insert("model".into(), Value::String(req.model));
-                let bytes = serde_json::to_vec(&body).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
-                Bytes::from(bytes)
-            }
-        };
+        let client = req.endpoint.format;
+        let bytes = codec::request_body(Self::FORMAT, req.endpoint, req.body, req.model)?;
         let mut request = self.request(Method::POST, url, bytes);
         request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let (resp, conn) = self.client.send_on(req.affinity, request).await.map_err(|e| self.transport_error(&e))?;
@@ -156,7 +152,8 @@ impl OpenAi {
                 ));
             }
             let conn = self.client.returning(conn);
-            return Ok(ProviderResponse::Stream(self.chunks(resp.into_body(), req.secrets, conn)));
+            let events = self.chunks(resp.into_body(), req.secrets, conn);
+            return Ok(ProviderResponse::Stream(codec::events(Self::FORMAT, client, events)));
         }
         // On an error the rest of the answer is unread: dropping the connection closes it.
         let body = self.read_answer(resp, self.max_response_bytes).await?;
@@ -170,7 +167,8 @@ impl OpenAi {
         };
         // One scan of the answer (~0.24 us for 1.1 KB, ARCHITECTURE.md "Errors"); no copy unless
         // a secret was found. Replacing text inside a JSON string keeps the document valid.
-        Ok(ProviderResponse::Full { body: req.secrets.scrub_bytes(body), usage })
+        let body = codec::response(Self::FORMAT, client, req.secrets.scrub_bytes(body))?;
+        Ok(ProviderResponse::Full { body, usage })
     }
 
     /// Turns the upstream SSE body into chunk payloads, each scrubbed of `secrets` (an event is

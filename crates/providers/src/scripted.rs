@@ -21,6 +21,9 @@ pub struct Scripted {
 }
 
 impl Scripted {
+    /// The format its scripts and answers are in.
+    pub const FORMAT: crate::format::ApiFormat = crate::format::ApiFormat::OpenAi;
+
     /// Runs the script in the last user message.
     ///
     /// # Errors

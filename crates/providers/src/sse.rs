@@ -1,5 +1,5 @@
-//! Server-sent events framing, per the WHATWG SSE rules: splits an upstream byte stream into
-//! `data:` payloads (one OpenAI chunk JSON each) and writes payloads back as events. Lines end
+//! Server-sent events parsing, per the WHATWG SSE rules: splits an upstream byte stream into
+//! `data:` payloads (one stream event's JSON each); `weir_api::sse` writes them back. Lines end
 //! in CRLF, LF or CR; an event's `data:` lines are joined with `\n`. Parsing is linear: each
 //! byte is searched once, however the upstream splits its reads, and one event is capped.
 
@@ -178,28 +178,6 @@ impl SseParser {
     }
 }
 
-/// Frames one payload as an SSE event: `data: <line>\n` per line of the payload, then a blank
-/// line. A payload's CR, LF or CRLF each start a new `data:` line, so a client reads back
-/// exactly the payload Weir (and its plugins) saw, with `\n` between lines: a line break can
-/// neither be lost nor end the event early.
-pub fn frame(payload: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(payload.len() + 8);
-    out.extend_from_slice(b"data: ");
-    let mut rest = payload;
-    while let Some(at) = memchr::memchr2(b'\n', b'\r', rest) {
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(b"\ndata: ");
-        let crlf = rest[at] == b'\r' && rest.get(at + 1) == Some(&b'\n');
-        rest = &rest[at + 1 + usize::from(crlf)..];
-    }
-    out.extend_from_slice(rest);
-    out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
-}
-
-/// The final event of an OpenAI stream.
-pub const DONE_FRAME: &[u8] = b"data: [DONE]\n\n";
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,17 +257,10 @@ mod tests {
     }
 
     #[test]
-    fn a_payload_with_line_breaks_is_framed_one_data_line_each() {
-        assert_eq!(&frame(b"a\nb\r\nc\rd")[..], b"data: a\ndata: b\ndata: c\ndata: d\n\n");
-        assert_eq!(&frame(b"a\n")[..], b"data: a\ndata: \n\n");
-        assert_eq!(&frame(b"")[..], b"data: \n\n");
-    }
-
-    #[test]
     fn a_framed_payload_parses_back_to_itself() {
         for payload in ["{}", "a\nb", "a\r\nb", "x\ry", "\n", "two\n\nblank", "end\r"] {
             let mut p = SseParser::default();
-            p.feed(&frame(payload.as_bytes()));
+            p.feed(&weir_api::sse::frame(payload.as_bytes()));
             let want = payload.replace("\r\n", "\n").replace('\r', "\n");
             assert_eq!(all_events(&mut p), vec![SseEvent::Data(Bytes::from(want))], "{payload:?}");
         }
@@ -312,10 +283,5 @@ mod tests {
         let mut p = SseParser::default();
         p.feed(b"event: x\ndata: a\ndata: b\n\n");
         assert_eq!(p.next_event().unwrap(), Some(SseEvent::Data(Bytes::from_static(b"a\nb"))));
-    }
-
-    #[test]
-    fn frames_payload() {
-        assert_eq!(&frame(b"{}")[..], b"data: {}\n\n");
     }
 }

@@ -10,6 +10,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
+use crate::api::GATEWAY_FORMAT;
 use crate::body::{Limit, ResponseBody};
 use crate::config::PluginConfig;
 use crate::error::{Error, ErrorKind};
@@ -29,7 +30,7 @@ pub async fn dispatch(reloader: Arc<Reloader>, listen: SocketAddr, req: Request<
         || req.headers().get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
     let mut resp = match crate::browser::admit(&gw.config.server.browser, listen, &req) {
         Ok(_) => serve(&reloader, &gw, req).await,
-        Err(e) => error_response(&e),
+        Err(e) => error_response(GATEWAY_FORMAT, &e),
     };
     if has_body && resp.status().is_client_error() {
         // The upload may not have been read: the connection cannot carry another request.
@@ -40,10 +41,10 @@ pub async fn dispatch(reloader: Arc<Reloader>, listen: SocketAddr, req: Request<
 
 async fn serve(reloader: &Arc<Reloader>, gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<ResponseBody> {
     if !authorized(req.headers(), gw.config.admin.token.as_deref()) {
-        return error_response(&Error::new(
-            ErrorKind::Unauthorized,
-            "missing or invalid admin token (Authorization: Bearer ...)",
-        ));
+        return error_response(
+            GATEWAY_FORMAT,
+            &Error::new(ErrorKind::Unauthorized, "missing or invalid admin token (Authorization: Bearer ...)"),
+        );
     }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -58,7 +59,7 @@ async fn serve(reloader: &Arc<Reloader>, gw: &Arc<Gateway>, req: Request<Incomin
         (&Method::DELETE, _, Some(name)) => remove(reloader, gw, &name).await,
         _ => Err(Error::new(ErrorKind::RouteNotFound, format!("no admin route for {method} {path}"))),
     };
-    result.unwrap_or_else(|e| error_response(&e))
+    result.unwrap_or_else(|e| error_response(GATEWAY_FORMAT, &e))
 }
 
 /// Constant-time comparison of the bearer token. No token configured: nothing is authorized

@@ -1,10 +1,11 @@
 //! The gateway server: listeners and serving threads, the request phases, admin API, reload
 //! and metrics, built on the other Weir crates (re-exported here under their concern).
 //!
-//! Follow one request: [`server`] accepts and dispatches → [`pipeline`] sequences the phases →
-//! [`api`] validates → [`plugins`] runs hooks → [`routing`] picks a provider → [`policy`]
-//! decides the attempts → [`pool`] admits each → [`providers`] talk upstream → [`respond`]
-//! turns any [`error`] into HTTP.
+//! Follow one request: [`server`] accepts and dispatches (by [`api::route`]) → [`pipeline`]
+//! sequences the phases → [`api`] validates at the request's front door → [`plugins`] runs
+//! hooks → [`routing`] picks a provider → [`policy`] decides the attempts → [`pool`] admits each
+//! → [`providers`] talk upstream (passing the client's format through, or converting it) →
+//! [`respond`] turns any [`error`] into HTTP in the front door's format.
 
 pub use weir_api as api;
 pub use weir_config as config;

@@ -26,7 +26,6 @@ use crate::metrics::ModelLabel;
 use crate::plugins::{ChunkOutcome, HookCtx, Seen};
 use crate::pool::{Pool, Reply, ShutdownSignal, StreamItem};
 use crate::providers::ProviderRequest;
-use crate::providers::sse::{DONE_FRAME, frame};
 use crate::providers::usage::{StreamUsage, Usage};
 use crate::respond::error_response;
 
@@ -82,7 +81,7 @@ impl Ctx {
     }
 }
 
-/// Serves `POST /v1/chat/completions` and `POST /v1/embeddings`.
+/// Serves a model call at one of the front doors (`api::route` gave its `endpoint`).
 pub async fn handle(
     gw: Arc<Gateway>,
     endpoint: Endpoint,
@@ -113,7 +112,7 @@ pub async fn handle(
         Err(e) => {
             // The last check on anything an error carries (upstream or plugin text).
             let e = gw.secrets.scrub_error(e);
-            let mut resp = error_response(&e);
+            let mut resp = error_response(ctx.endpoint.format, &e);
             decorate(&ctx, resp.headers_mut());
             finish(&ctx, resp.status().as_u16(), Some(&e));
             resp
@@ -238,9 +237,10 @@ fn full_response(ctx: &Ctx, resp: GatewayResponse) -> Response<ResponseBody> {
 }
 
 /// Relays a stream: one task reads chunks from the pool worker, runs `on_stream_chunk`, frames
-/// SSE and hands bytes to hyper. `finish` runs once: when the stream ends, the client leaves,
-/// the client stops reading for `server.send_timeout` (499 `client_stalled`), or the shutdown
-/// deadline passes while the relay waits for the client (503 `shutting_down`).
+/// each event (and the end) as the client's front door writes them and hands bytes to hyper.
+/// `finish` runs once: when the stream ends, the client leaves, the client stops reading for
+/// `server.send_timeout` (499 `client_stalled`), or the shutdown deadline passes while the
+/// relay waits for the client (503 `shutting_down`).
 fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Stream) -> Response<ResponseBody> {
     let Stream { head, mut chunks, shutdown, hook, mut seen } = stream;
     let (tx, rx) = mpsc::channel::<BodyFrame>(16);
@@ -251,6 +251,7 @@ fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Str
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     decorate(&ctx, headers);
     let hooks = gw.plugins.has_stream_hooks(seen);
+    let format = ctx.endpoint.format;
     let send_timeout = gw.config.server.send_timeout;
     tokio::spawn(async move {
         let to_client = ToClient { tx: &tx, send_timeout, shutdown: &shutdown };
@@ -283,7 +284,7 @@ fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Str
             } else {
                 payload
             };
-            if let Err(why) = to_client.send(BodyFrame::Data(frame(&payload))).await {
+            if let Err(why) = to_client.send(BodyFrame::Data(crate::api::frame_event(format, &payload))).await {
                 // Dropping `chunks` stops the upstream read and frees the worker.
                 ctx.usage = tokens.usage();
                 return ended_early(&ctx, &conn, why);
@@ -291,8 +292,8 @@ fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Str
         }
         ctx.usage = tokens.usage();
         let last = match &failure {
-            Some(e) => e.sse_event(),
-            None => Bytes::from_static(DONE_FRAME),
+            Some(e) => crate::api::error_event(format, e),
+            None => crate::api::end_of_stream(format).map_or_else(Bytes::new, Bytes::from_static),
         };
         if let Err(why) = to_client.send(BodyFrame::Last(last)).await {
             return ended_early(&ctx, &conn, why);

@@ -1,21 +1,24 @@
 //! The `error_response` phase: the one place an [`Error`] becomes an HTTP response, through
 //! hyper ([`error_response`]) or as raw bytes on a socket hyper does not own
-//! ([`error_http1_bytes`]). What the status, `type` and `code` are is decided in `error.rs`.
+//! ([`error_http1_bytes`]). What the status, `type` and `code` are is decided in `error.rs`;
+//! the body is spelled by the request's front door (`api::error_body`).
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response};
 
+use crate::api::GATEWAY_FORMAT;
 use crate::body::ResponseBody;
 use crate::error::{Error, ErrorKind};
+use crate::format::ApiFormat;
 
 /// Who failed: `client`, `provider`, `plugin` or `gateway` (a constant: a `&str` name is
 /// parsed on every insert).
 const X_WEIR_ERROR_SOURCE: HeaderName = HeaderName::from_static("x-weir-error-source");
 
-/// The full HTTP response for `err`: its status, the OpenAI-style JSON body, `Retry-After`
-/// when it has one, and who failed.
-pub fn error_response(err: &Error) -> Response<ResponseBody> {
-    let mut resp = Response::new(ResponseBody::full(err.body()));
+/// The full HTTP response for `err`: its status, the JSON body in `format` (the API format
+/// of the request's route), `Retry-After` when it has one, and who failed.
+pub fn error_response(format: ApiFormat, err: &Error) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(crate::api::error_body(format, err)));
     *resp.status_mut() = err.status();
     let headers = resp.headers_mut();
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -38,9 +41,10 @@ pub fn error_response(err: &Error) -> Response<ResponseBody> {
 }
 
 /// The same response as raw HTTP/1.1 bytes, ending the connection: for answers written
-/// straight to a socket, outside hyper (refused connections, hyper's own parse errors).
+/// straight to a socket, outside hyper (refused connections, hyper's own parse errors). No
+/// route was read, so the body is in the gateway's format.
 pub fn error_http1_bytes(err: &Error) -> Bytes {
-    let body = err.body();
+    let body = crate::api::error_body(GATEWAY_FORMAT, err);
     let status = err.status();
     let mut out = Vec::with_capacity(body.len() + 200);
     out.extend_from_slice(
@@ -68,7 +72,7 @@ mod tests {
     #[test]
     fn queue_full_is_429_with_retry_after() {
         let err = Error::new(ErrorKind::QueueFull, "queue full").with_retry_after(2);
-        let resp = error_response(&err);
+        let resp = error_response(GATEWAY_FORMAT, &err);
         assert_eq!(resp.status(), 429);
         assert_eq!(resp.headers()["retry-after"], "2");
         assert_eq!(resp.headers()["x-weir-error-source"], "gateway");
@@ -82,6 +86,6 @@ mod tests {
         let text = std::str::from_utf8(&raw).unwrap();
         assert!(text.starts_with(&format!("HTTP/1.1 {} ", err.status().as_u16())), "{text}");
         assert!(text.contains("retry-after: 1\r\n") && text.contains("connection: close\r\n\r\n"), "{text}");
-        assert!(raw.ends_with(&err.body()));
+        assert!(raw.ends_with(&crate::api::error_body(GATEWAY_FORMAT, &err)));
     }
 }

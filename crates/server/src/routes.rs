@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Value, json};
 
+use crate::api::GATEWAY_FORMAT;
 use crate::body::ResponseBody;
 use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
@@ -53,6 +54,7 @@ pub fn model(gw: &Gateway, id: &str) -> Response<ResponseBody> {
     match gw.router.route(id) {
         Ok(route) => json_response(StatusCode::OK, &model_entry(id, &gw.config.providers[route.provider].name)),
         Err(_) => error_response(
+            GATEWAY_FORMAT,
             &Error::new(ErrorKind::ModelNotFound, format!("the model `{id}` does not exist")).with_param("model"),
         ),
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -18,11 +18,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::affinity::Affinity;
+use crate::api::{GATEWAY_FORMAT, Route};
 use crate::body::ResponseBody;
 use crate::client_io::ClientConn;
 use crate::conn::Limits;
 use crate::error::{Error, ErrorKind};
-use crate::format::Endpoint;
+use crate::format::ApiFormat;
 use crate::gateway::{AppState, Gateway};
 use crate::overload::Overload;
 use crate::reload::Reloader;
@@ -253,7 +254,7 @@ async fn dispatch(
     let gw = state.gateway.load_full();
     let origin = match crate::browser::admit(&gw.config.server.browser, listen, &req) {
         Ok(origin) => origin,
-        Err(e) => return error_response(&e),
+        Err(e) => return error_response(format_of(&req), &e),
     };
     let Some(origin) = origin else { return route(state, gw, draining, overload, conn, here, req).await };
     if crate::browser::is_preflight(&req) {
@@ -273,33 +274,43 @@ async fn route(
     here: Affinity,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
-    let path = req.uri().path();
-    let method = req.method();
-    match (method, path) {
-        (&Method::POST, "/v1/chat/completions" | "/v1/embeddings") => {
+    match crate::api::route(req.method(), req.uri().path()) {
+        Route::Call(endpoint) => {
             if let Err(e) = crate::browser::require_json(req.headers()) {
-                return error_response(&e);
+                return error_response(endpoint.format, &e);
             }
             if let Some(e) = overload.shed(gw.config.server.overload.retry_after_secs()) {
-                return error_response(&e);
+                return error_response(endpoint.format, &e);
             }
-            let endpoint = if path == "/v1/embeddings" { Endpoint::OPENAI_EMBEDDINGS } else { Endpoint::OPENAI_CHAT };
             crate::pipeline::handle(gw, endpoint, here, req, conn).await
         }
-        (&Method::GET, "/v1/models") => crate::routes::models(&gw),
-        (&Method::GET, p) if p.starts_with("/v1/models/") => crate::routes::model(&gw, &p["/v1/models/".len()..]),
-        (&Method::GET, "/health") => crate::routes::health(),
-        (&Method::GET, "/ready") => {
+        Route::Models => crate::routes::models(&gw),
+        Route::Model(id) => crate::routes::model(&gw, id),
+        Route::Health => crate::routes::health(),
+        Route::Ready => {
             let overload = (overload.shedding(), overload.status(&state));
             crate::routes::ready(&gw, draining.load(Ordering::Relaxed), overload)
         }
-        (&Method::GET, "/metrics") => crate::routes::metrics(),
-        (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/health" | "/ready" | "/metrics") => {
-            error_response(&Error::new(
+        Route::Metrics => crate::routes::metrics(),
+        Route::WrongMethod => error_response(
+            GATEWAY_FORMAT,
+            &Error::new(
                 ErrorKind::MethodNotAllowed,
-                format!("method {method} is not allowed on {path}"),
-            ))
-        }
-        _ => error_response(&Error::new(ErrorKind::RouteNotFound, format!("no route for {method} {path}"))),
+                format!("method {} is not allowed on {}", req.method(), req.uri().path()),
+            ),
+        ),
+        Route::NotFound => error_response(
+            GATEWAY_FORMAT,
+            &Error::new(ErrorKind::RouteNotFound, format!("no route for {} {}", req.method(), req.uri().path())),
+        ),
+    }
+}
+
+/// The API format to answer a request in before it was routed: its front door's, else the
+/// gateway's. Only on error paths: the route decides it again, once, for requests that pass.
+fn format_of(req: &Request<Incoming>) -> ApiFormat {
+    match crate::api::route(req.method(), req.uri().path()) {
+        Route::Call(endpoint) => endpoint.format,
+        _ => GATEWAY_FORMAT,
     }
 }

@@ -1,5 +1,5 @@
 //! The gateway's own chat vocabulary, between API formats: a front door that speaks one format
-//! and a provider that speaks another meet here (`api::openai_canonical` is the OpenAI side).
+//! and a provider that speaks another meet here (`api::openai::canonical` is the OpenAI side).
 //! When client and provider speak the same format nothing is converted: the client's bytes go
 //! upstream, so these types are off the hot path.
 //!

@@ -1,11 +1,10 @@
 //! The one request error type, and the one place that decides its status, `type` and `code`
-//! (`crate::respond` builds the HTTP response from them). Every other module reports failures
-//! as an [`Error`].
+//! (`weir_server::respond` builds the HTTP response; each front door spells the body). Every
+//! other module reports failures as an [`Error`].
 
 use std::borrow::Cow;
 use std::fmt;
 
-use bytes::Bytes;
 use http::StatusCode;
 
 /// Who caused a failure: decides the status family and whether a retry elsewhere may help.
@@ -291,28 +290,6 @@ impl Error {
         }
     }
 
-    /// The OpenAI-style JSON body: `{"error":{"message","type","param","code"}}`.
-    pub fn body(&self) -> Bytes {
-        let body = serde_json::json!({
-            "error": {
-                "message": self.message,
-                "type": self.type_str(),
-                "param": self.param,
-                "code": self.code_str(),
-            }
-        });
-        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
-    }
-
-    /// The SSE event sent when a stream fails after its head was sent.
-    pub fn sse_event(&self) -> Bytes {
-        let mut out = Vec::with_capacity(160);
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&self.body());
-        out.extend_from_slice(b"\n\n");
-        Bytes::from(out)
-    }
-
     /// The error for a response hyper makes itself on a request head it cannot parse.
     pub fn from_parse_status(status: u16) -> Self {
         match status {
@@ -358,16 +335,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn body_has_openai_shape() {
-        let err = Error::invalid_param("messages", "messages must be an array");
-        let v: serde_json::Value = serde_json::from_slice(&err.body()).unwrap();
-        assert_eq!(v["error"]["param"], "messages");
-        assert_eq!(v["error"]["type"], "invalid_request_error");
-        assert_eq!(v["error"]["code"], "invalid_request");
-        assert_eq!(v["error"]["message"], "messages must be an array");
-    }
 
     #[test]
     fn oversized_upstream_answer_is_502_upstream_response_too_large() {

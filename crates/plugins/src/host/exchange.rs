@@ -226,7 +226,8 @@ impl types::HostRequest for Exchange {
             return;
         }
         if let Ok(req) = self.req_mut() {
-            req.body.map_mut().insert("model".into(), Value::String(model.clone()));
+            // Where the request's format keeps it.
+            crate::api::set_model(req.endpoint.format, req.body.map_mut(), model.clone());
             req.model = model;
             self.model_edited = true;
         }

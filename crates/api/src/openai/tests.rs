@@ -1,7 +1,9 @@
 //! Front-door parsing and validation: the tree path and the scan path must decide alike.
 
 use super::*;
+use crate::format::Endpoint;
 use crate::json::parse_object;
+use crate::{read_request, validate};
 use serde_json::json;
 
 fn check(endpoint: Endpoint, v: Value) -> Result<(String, bool), Error> {

@@ -11,7 +11,7 @@ use super::*;
 use crate::canonical::{ApiFormat, ChatRequest, Extra, Finish, ImageSource, Message, Part, Role, StreamEvent, Usage};
 
 fn path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/openai_canonical/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/openai/canonical/fixtures").join(name)
 }
 
 fn read(name: &str) -> String {
