@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{Reply, Weir, chat, client, metric, post};
+use crate::support::{MockUpstream, Reply, Weir, chat, client, metric, post};
 
 /// Longest a change may take to show (generous for a loaded CI box; the note reports the
 /// measured figures, the target is about a second).
@@ -481,4 +481,62 @@ queue_timeout = "10s"
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(post(&url, &chat("fresh-1", "still here")).await.status, 200);
+}
+
+/// Waits (at most 2 s) until `done` holds for the upstream; returns how long that took.
+async fn within_2s(up: &MockUpstream, what: &str, done: impl Fn(&MockUpstream) -> bool) -> Duration {
+    let since = Instant::now();
+    while !done(up) {
+        let (open, accepted) = (up.connections_open(), up.connections_accepted());
+        assert!(since.elapsed() < Duration::from_secs(2), "{what}: {open} connections open, {accepted} accepted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    since.elapsed()
+}
+
+/// A reload that replaces a plain-http provider closes the old provider's idle upstream
+/// connections (its model listing's included) at once, not after their 90 s idle timeout; a
+/// request in flight on the old provider still finishes, and its connection closes after it.
+#[tokio::test]
+async fn a_replaced_providers_idle_upstream_connections_close_at_once() {
+    let up = MockUpstream::start().await;
+    let config = |workers: usize| {
+        let provider = up.provider_toml("up", "", &format!("workers = {workers}"));
+        format!("[admin]\nwatch_debounce = \"100ms\"\n{provider}")
+    };
+    let weir = Weir::start(&config(4)).await;
+    let url = weir.url("/v1/chat/completions");
+    up.wait_until("the model listing", |seen| seen.iter().any(|s| s.path == "/v1/models")).await;
+
+    // Three requests at once leave three idle connections behind, beside the listing's.
+    let bodies: Vec<_> = (0..3).map(|i| chat("up/m;latency=200", &format!("warm {i}"))).collect();
+    for r in futures_util::future::join_all(bodies.iter().map(|body| post(&url, body))).await {
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    assert_eq!(up.connections_open(), 4, "idle connections to the upstream");
+    let held = tokio::spawn({
+        let url = url.clone();
+        async move { post(&url, &chat("up/m;hold", "in flight")).await }
+    });
+    up.wait_until("the held request", |seen| seen.iter().any(|s| s.prompt().contains("in flight"))).await;
+
+    let accepted = up.connections_accepted();
+    std::fs::write(weir.config_path(), config(5)).unwrap();
+    weir.wait_for_log("reloaded").await;
+    // Left open: the held request's and the new provider's listing (which it keeps idle).
+    let took = within_2s(&up, "the old provider's idle connections", |up| {
+        up.connections_accepted() == accepted + 1 && up.connections_open() == 2
+    })
+    .await;
+    eprintln!("idle connections of the replaced provider closed {} ms after the reload", took.as_millis());
+
+    up.release();
+    let r = held.await.unwrap();
+    assert_eq!(r.status, 200, "the in-flight request finishes on the old provider: {}", r.text);
+    within_2s(&up, "the in-flight request's connection", |up| up.connections_open() == 1).await;
+
+    // The new provider serves on connections of its own.
+    let r = post(&url, &chat("up/m", "after")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(up.connections_accepted(), accepted + 2);
 }

@@ -175,6 +175,11 @@ impl MockUpstream {
         self.state.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Connections open now (their serving task ends when Weir closes its end).
+    pub fn connections_open(&self) -> usize {
+        self.state.conns.lock().unwrap().iter().filter(|c| !c.is_finished()).count()
+    }
+
     /// Base URL to configure as the provider's `base_url`.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)

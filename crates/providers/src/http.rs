@@ -168,6 +168,15 @@ impl Upstream {
         Some(Returning::new(self.direct.as_ref()?.lanes.clone(), conn?))
     }
 
+    /// The provider was replaced or removed by a reload: closes a plain-http provider's idle
+    /// connections now and keeps none after. (The pooled client's close when the provider is
+    /// dropped, once the last request of the old snapshot is done.)
+    pub fn retire(&self) {
+        if let Some(direct) = &self.direct {
+            direct.lanes.retire();
+        }
+    }
+
     /// Idle connections of a plain-http provider (0 for the others).
     pub fn idle(&self) -> usize {
         self.direct.as_ref().map_or(0, |d| d.lanes.idle())

@@ -116,6 +116,18 @@ impl Provider {
         }
     }
 
+    /// A reload replaced or removed this provider: it closes its idle upstream connections now
+    /// instead of when the last request of the old snapshot is done (a stream may last
+    /// minutes). Calls in flight finish; their connections are closed after them.
+    pub fn retire(&self) {
+        match self {
+            Self::Openai(p) => p.retire(),
+            Self::Mock(_) => {}
+            #[cfg(any(test, feature = "testing"))]
+            Self::Scripted(_) => {}
+        }
+    }
+
     /// Asks the provider which models it serves, for `GET /v1/models` and routing.
     /// `None` when the provider has no listing endpoint. Errors are scrubbed of `secrets`.
     pub async fn discover_models(&self, secrets: &Secrets) -> Option<Result<Vec<String>, Error>> {

@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::http::{ReadError, Returning, SendError, Upstream, endpoint_uri, read_capped, read_whole};
 use super::sse::{SseEvent, SseParser};
 use super::{ChunkStream, ProviderRequest, ProviderResponse, codec};
+use crate::affinity::Affinity;
 use crate::config::{OpenAiConfig, PoolConfig};
 use crate::error::{Error, ErrorKind};
 use crate::format::{ApiFormat, Operation};
@@ -178,18 +179,28 @@ impl OpenAi {
         sse_chunks(self.name.clone(), body.into_data_stream(), secrets, conn)
     }
 
-    /// `GET /models`: the ids the provider lists.
+    /// A reload replaced or removed this provider: its idle connections close now.
+    pub fn retire(&self) {
+        self.client.retire();
+    }
+
+    /// `GET /models`: the ids the provider lists. Off the serving threads; a plain-http
+    /// provider's connection is kept with its others, so a reload that retires the provider
+    /// closes it too.
     ///
     /// # Errors
     /// Transport failures, error statuses and unexpected bodies.
     pub async fn list_models(&self, secrets: &Secrets) -> Result<Vec<String>, Error> {
         let request = self.request(Method::GET, &self.models_url, Bytes::new());
-        let resp = self.client.send(request).await.map_err(|e| self.transport_error(&e))?;
+        let (resp, conn) = self.client.send_on(Affinity::NONE, request).await.map_err(|e| self.transport_error(&e))?;
         if !resp.status().is_success() {
-            return Err(self.status_error(resp, secrets).await);
+            let e = self.status_error(resp, secrets).await;
+            self.client.put_back(conn);
+            return Err(e);
         }
         // Listed ids reach clients through `GET /v1/models`.
         let body = secrets.scrub_bytes(self.read_answer(resp, MAX_MODEL_LIST_BYTES).await?);
+        self.client.put_back(conn);
         let v: Value = serde_json::from_slice(&body).map_err(|_| {
             Error::new(ErrorKind::UpstreamInvalid, format!("provider {} returned an invalid model list", self.name))
         })?;

@@ -114,6 +114,17 @@ impl Gateway {
         }
     }
 
+    /// Retires the providers of this snapshot that `next` (the snapshot replacing it) does not
+    /// keep, so their idle upstream connections close now rather than when this snapshot's
+    /// last request is done.
+    pub fn retire_replaced(&self, next: &Gateway) {
+        for t in &self.targets {
+            if !next.targets.iter().any(|n| Arc::ptr_eq(&n.provider, &t.provider)) {
+                t.provider.retire();
+            }
+        }
+    }
+
     /// Drains every pool until `deadline`.
     pub async fn shutdown(&self, deadline: tokio::time::Instant) {
         futures_util::future::join_all(self.targets.iter().map(|t| t.pool.shutdown(deadline))).await;

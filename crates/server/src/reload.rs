@@ -126,7 +126,8 @@ impl Reloader {
             providers: next.config.providers.iter().map(|p| p.name.clone()).collect(),
             plugins: next.config.plugins.iter().map(|p| p.name.clone()).collect(),
         };
-        self.state.gateway.store(next);
+        self.state.gateway.store(next.clone());
+        current.retire_replaced(&next);
         Ok(report)
     }
 

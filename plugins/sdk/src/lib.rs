@@ -21,6 +21,7 @@
 //!
 //! Build with `cargo build --target wasm32-wasip2 --release`; the `.wasm` in
 //! `target/wasm32-wasip2/release/` is the component to point `[[plugins]] path` at.
+//! `weir plugin new <name> --lang rust` makes a project that builds on a copy of this crate.
 //!
 //! One value of your type lives per instance; the gateway keeps several warm instances and
 //! reuses them across requests, so fields persist between calls on the same instance.
@@ -32,6 +33,8 @@ pub mod bindings {
     // The generated canonical-ABI glue is unsafe by nature; it is the only unsafe code here.
     #![allow(unsafe_code)]
     wit_bindgen::generate!({
+        // The repository's wit/ from plugins/sdk, and a project's own wit/ from the copy
+        // `weir plugin new` writes to vendor/weir-plugin-sdk.
         path: "../../wit",
         world: "plugin",
         pub_export_macro: true,

