@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, header};
 use serde_json::{Map, Value};
 
 use crate::affinity::Affinity;
@@ -184,9 +184,18 @@ impl HeaderRule {
         if self.expose.contains(name) {
             return true;
         }
-        !self.withhold.contains(name) && !crate::secrets::credential_like(name.as_str())
+        if self.withhold.contains(name) {
+            return false;
+        }
+        // The headers most requests carry are answered without the name scan.
+        COMMON_PLAIN.contains(name) || !crate::secrets::credential_like(name.as_str())
     }
 }
+
+/// Standard headers nearly every request carries whose names are not credential-like (a
+/// test checks them against [`crate::secrets::credential_like`]).
+static COMMON_PLAIN: [HeaderName; 5] =
+    [header::CONTENT_TYPE, header::ACCEPT, header::USER_AGENT, header::ACCEPT_ENCODING, header::ACCEPT_LANGUAGE];
 
 /// Copies the client headers plugins may see under `rule`, without hop-by-hop noise.
 pub fn client_headers(src: &HeaderMap, rule: &HeaderRule) -> HeaderMap {
@@ -221,5 +230,14 @@ mod tests {
         };
         let seen = client_headers(&src, &HeaderRule::new(&cfg));
         assert_eq!(seen.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["x-session-id", "x-trace"]);
+    }
+
+    #[test]
+    fn the_common_headers_answered_without_a_scan_are_not_credential_like() {
+        for name in COMMON_PLAIN.iter() {
+            assert!(!crate::secrets::credential_like(name.as_str()), "{name}");
+        }
+        let cfg = PluginRuntimeConfig { withhold_headers: vec!["user-agent".into()], ..Default::default() };
+        assert!(!HeaderRule::new(&cfg).visible(&header::USER_AGENT), "withhold_headers still applies");
     }
 }
