@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorKind};
 use crate::exchange::JsonBody;
 use crate::format::{ApiFormat, Endpoint};
 use crate::{ChunkStream, ProviderRequest};
-use weir_types::canonical::{ConvertError, StreamEvent};
+use weir_types::canonical::{ChatRequest, ChatResponse, ConvertError, StreamEvent};
 
 type Tree = serde_json::Map<String, serde_json::Value>;
 
@@ -57,9 +57,58 @@ pub fn native_request(native: ApiFormat, req: &mut ProviderRequest) -> Result<()
 /// The request through the canonical form: the client's format in, `native` out.
 fn convert_request(native: ApiFormat, endpoint: Endpoint, tree: Tree, model: String) -> Result<Tree, Error> {
     let mut canonical =
-        weir_api::request_to_canonical(endpoint, tree).map_err(|e| unconvertible(endpoint, native, e))?;
+        weir_api::request_to_canonical(endpoint, tree).map_err(|e| unconvertible(endpoint, native.name(), e))?;
     canonical.model = model;
     Ok(weir_api::request_from_canonical(native, canonical))
+}
+
+// Providers whose native format no client speaks (Gemini, Bedrock) own their conversion to and
+// from the canonical types; these three functions are their side of the codec. The body they
+// write is never the client's, so there is no passthrough to decide.
+
+/// The request as a canonical chat request with the provider's `model` name, for a provider
+/// called `target` (its format's name, for the 400) that writes its own body from it.
+///
+/// # Errors
+/// 400 when the request has no canonical form (e.g. embeddings).
+pub fn canonical_request(target: &str, req: &mut ProviderRequest) -> Result<ChatRequest, Error> {
+    let tree = std::mem::take(&mut req.body).into_map();
+    let mut canonical =
+        weir_api::request_to_canonical(req.endpoint, tree).map_err(|e| unconvertible(req.endpoint, target, e))?;
+    canonical.model.clone_from(&req.model);
+    Ok(canonical)
+}
+
+/// A canonical answer as a whole body in the client's format.
+///
+/// # Errors
+/// 500 if the body cannot be written.
+pub fn canonical_answer(client: ApiFormat, resp: ChatResponse) -> Result<Bytes, Error> {
+    let out = weir_api::response_from_canonical(client, resp);
+    serde_json::to_vec(&out).map(Bytes::from).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))
+}
+
+/// Canonical stream events as event payloads in the client's format. An `Err` item is passed
+/// on and ends the stream.
+pub fn canonical_events(
+    client: ApiFormat,
+    events: futures_util::stream::BoxStream<'static, Result<StreamEvent, Error>>,
+) -> ChunkStream {
+    let mut writer = weir_api::EventWriter::new(client);
+    let mut failed = false;
+    events
+        .filter_map(move |item| {
+            let out = match item {
+                _ if failed => None,
+                Ok(event) => Some(Ok(writer.write(event))),
+                Err(e) => {
+                    failed = true;
+                    Some(Err(e))
+                }
+            };
+            std::future::ready(out)
+        })
+        .boxed()
 }
 
 /// A whole answer in the client's format: `body` itself when the formats match.
@@ -124,13 +173,11 @@ fn convert_events(native: ApiFormat, client: ApiFormat, events: ChunkStream) -> 
         .boxed()
 }
 
-/// A request the provider's format cannot express: the client asked for it, so 400.
-fn unconvertible(endpoint: Endpoint, native: ApiFormat, e: ConvertError) -> Error {
-    let message = format!(
-        "this {} request cannot be sent in the provider's {} format: {e}",
-        endpoint.format.name(),
-        native.name()
-    );
+/// A request the provider's format (named `target`) cannot express: the client asked for it,
+/// so 400.
+fn unconvertible(endpoint: Endpoint, target: &str, e: ConvertError) -> Error {
+    let message =
+        format!("this {} request cannot be sent in the provider's {target} format: {e}", endpoint.format.name());
     let err = Error::new(ErrorKind::InvalidRequest, message);
     if e.path.is_empty() { err } else { err.with_param(e.path) }
 }
@@ -213,6 +260,28 @@ mod tests {
         let upstream = futures_util::stream::iter(chunks.map(|c| Ok(Bytes::from_static(c.as_bytes())))).boxed();
         let out: Vec<_> = convert_events(ApiFormat::OpenAi, ApiFormat::OpenAi, upstream).collect().await;
         assert_eq!(out.len(), 3, "the start, the text, then the failure and nothing after it");
+        let text: serde_json::Value = serde_json::from_slice(out[1].as_ref().unwrap()).unwrap();
+        assert_eq!(text["choices"][0]["delta"]["content"], "Hi");
+        assert_eq!(out[2].as_ref().unwrap_err().kind, ErrorKind::UpstreamInvalid);
+    }
+
+    #[tokio::test]
+    async fn canonical_events_are_written_in_the_clients_format_and_an_error_ends_them() {
+        let events = vec![
+            Ok(StreamEvent::Start {
+                origin: ApiFormat::OpenAi,
+                id: "g1".into(),
+                model: "m".into(),
+                created: Some(1),
+                extra: Default::default(),
+            }),
+            Ok(StreamEvent::Text { text: "Hi".into() }),
+            Err(Error::new(ErrorKind::UpstreamInvalid, "cut")),
+            Ok(StreamEvent::Text { text: "never".into() }),
+        ];
+        let out: Vec<_> =
+            canonical_events(ApiFormat::OpenAi, futures_util::stream::iter(events).boxed()).collect().await;
+        assert_eq!(out.len(), 3);
         let text: serde_json::Value = serde_json::from_slice(out[1].as_ref().unwrap()).unwrap();
         assert_eq!(text["choices"][0]["delta"]["content"], "Hi");
         assert_eq!(out[2].as_ref().unwrap_err().kind, ErrorKind::UpstreamInvalid);
