@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::gemini::{MockGemini, USAGE};
+use crate::support::gemini::{MockGemini, SIGNATURE, USAGE};
 use crate::support::{Reply, SseReader, Weir, chat, client, metric, post, weir_check};
 
 const KEY: &str = "AIzaTEST-gemini-key-0123456789";
@@ -132,6 +132,9 @@ async fn gemini_tool_calls_round_trip_with_the_function_name_on_the_result() {
     let sent = &g.posts()[1].body;
     assert_eq!(sent["contents"][1]["role"], "model");
     assert_eq!(sent["contents"][1]["parts"][0]["functionCall"]["name"], "get_weather");
+    assert_eq!(sent["contents"][1]["parts"][0]["thoughtSignature"], SIGNATURE, "the signature returns via the id");
+    assert_eq!(sent["contents"][1]["parts"][0]["functionCall"]["id"], "call_0");
+    assert_eq!(result_id(sent), "call_0");
     let result = &sent["contents"][2];
     assert_eq!(result["role"], "user");
     assert_eq!(result["parts"][0]["functionResponse"]["name"], "get_weather");
@@ -147,6 +150,10 @@ async fn gemini_tool_calls_round_trip_with_the_function_name_on_the_result() {
     let call = chunks.iter().find_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["name"].as_str());
     assert_eq!(call, Some("get_weather"), "{events:?}");
     assert!(chunks.iter().any(|c| c["choices"][0]["finish_reason"] == "tool_calls"), "{events:?}");
+}
+
+fn result_id(sent: &Value) -> &str {
+    sent["contents"][2]["parts"][0]["functionResponse"]["id"].as_str().unwrap_or_default()
 }
 
 #[tokio::test]

@@ -12,7 +12,8 @@
 //! - `echokey`: the answer's text (or first stream event) holds the key it was sent.
 //! - `blocked`: no candidates, `promptFeedback.blockReason = "SAFETY"`.
 //! - anything else: with `tools` declared and no `functionResponse` in the last turn, a
-//!   `functionCall` of the first declared function with `{"city": "Paris"}`; else text:
+//!   `functionCall` of the first declared function with `{"city": "Paris"}` (whole answers
+//!   add a `thoughtSignature`, [`SIGNATURE`]); else text:
 //!   `result: <response JSON>` after a `functionResponse`, `echo: <last user text>` otherwise
 //!   (streamed one word per event).
 
@@ -29,6 +30,9 @@ use serde_json::{Value, json};
 
 /// Token counts every answer reports: prompt, candidates, cached.
 pub const USAGE: (u64, u64, u64) = (12, 5, 4);
+
+/// The `thoughtSignature` a whole answer's function call carries.
+pub const SIGNATURE: &str = "c2lnbmF0dXJl";
 
 /// One request the mock received.
 #[derive(Debug, Clone)]
@@ -218,7 +222,8 @@ fn answer(model: &str, key: &str, body: &Value) -> Answer {
 fn whole(model: &str, key: &str, body: &Value) -> Value {
     let parts = match answer(model, key, body) {
         Answer::Blocked => return json!({ "promptFeedback": { "blockReason": "SAFETY" }, "usageMetadata": usage() }),
-        Answer::Call(name) => json!([{ "functionCall": { "name": name, "args": { "city": "Paris" } } }]),
+        Answer::Call(name) => json!([{ "functionCall": { "name": name, "args": { "city": "Paris" } },
+            "thoughtSignature": SIGNATURE }]),
         Answer::Text(t) => json!([{ "text": t }]),
     };
     json!({ "candidates": [candidate(parts, Some("STOP"))], "usageMetadata": usage(),

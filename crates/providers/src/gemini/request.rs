@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
+use super::response::split_id;
 use super::schema;
 use crate::error::{Error, ErrorKind};
 use crate::format::ApiFormat;
@@ -217,8 +218,8 @@ fn parts(m: Message, i: usize, names: &mut HashMap<String, String>) -> Result<Ve
         match p {
             Part::Text { text, .. } => out.push(json!({ "text": text })),
             Part::Image { source, .. } => out.push(image(source).map_err(|why| refuse(path(), why))?),
-            // Gemini's thought signatures are not carried through; its own reasoning is not
-            // sent back either.
+            // Gemini does not take its reasoning back as text (its thought signatures return
+            // in tool call ids instead, see `response::SIGNATURE_SEP`).
             Part::Reasoning { .. } => {}
             Part::ToolCall { id, name, arguments, .. } => {
                 let args: Value = if arguments.trim().is_empty() {
@@ -231,8 +232,13 @@ fn parts(m: Message, i: usize, names: &mut HashMap<String, String>) -> Result<Ve
                 if !args.is_object() {
                     return Err(refuse(format!("messages[{i}].tool_calls"), "arguments must be a JSON object"));
                 }
-                names.insert(id.clone(), name.clone());
-                out.push(json!({ "functionCall": { "id": id, "name": name, "args": args } }));
+                let (call_id, signature) = split_id(&id);
+                let mut part = json!({ "functionCall": { "id": call_id, "name": name, "args": args } });
+                if let Some(sig) = signature {
+                    part["thoughtSignature"] = sig.into();
+                }
+                out.push(part);
+                names.insert(id, name);
             }
             Part::ToolResult { id, name, content, is_error, .. } => {
                 let Some(name) = name.or_else(|| names.get(&id).cloned()) else {
@@ -256,7 +262,8 @@ fn parts(m: Message, i: usize, names: &mut HashMap<String, String>) -> Result<Ve
                     _ => Value::String(text),
                 };
                 let response = json!({ key: value });
-                out.push(json!({ "functionResponse": { "id": id, "name": name, "response": response } }));
+                let call_id = split_id(&id).0;
+                out.push(json!({ "functionResponse": { "id": call_id, "name": name, "response": response } }));
             }
             Part::Unknown { .. } => return Err(refuse(path(), "this kind of content has no Gemini form")),
         }

@@ -20,10 +20,10 @@ fn system_turns_tools_and_settings_map() {
                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
             ]},
             {"role": "assistant", "content": "", "tool_calls": [
-                {"id": "call_a", "type": "function", "function": {"name": "look", "arguments": "{\"q\":1}"}},
+                {"id": "call_a__thought__c2ln", "type": "function", "function": {"name": "look", "arguments": "{\"q\":1}"}},
                 {"id": "call_b", "type": "function", "function": {"name": "peek", "arguments": ""}}
             ]},
-            {"role": "tool", "tool_call_id": "call_a", "content": "{\"found\":true}"},
+            {"role": "tool", "tool_call_id": "call_a__thought__c2ln", "content": "{\"found\":true}"},
             {"role": "tool", "tool_call_id": "call_b", "content": "nothing"}
         ],
         "tools": [{"type": "function", "function": {"name": "look", "description": "Looks",
@@ -39,7 +39,11 @@ fn system_turns_tools_and_settings_map() {
     assert_eq!(contents[0]["role"], "user");
     assert_eq!(contents[0]["parts"][1], json!({"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}));
     assert_eq!(contents[1]["role"], "model");
-    assert_eq!(contents[1]["parts"][0], json!({"functionCall": {"id": "call_a", "name": "look", "args": {"q": 1}}}));
+    assert_eq!(
+        contents[1]["parts"][0],
+        json!({"functionCall": {"id": "call_a", "name": "look", "args": {"q": 1}}, "thoughtSignature": "c2ln"}),
+        "the signature the id carried goes back beside the call"
+    );
     assert_eq!(contents[1]["parts"][1]["functionCall"]["args"], json!({}));
     assert_eq!(contents[2]["role"], "user");
     assert_eq!(

@@ -8,6 +8,20 @@ use crate::error::{Error, ErrorKind};
 use crate::usage;
 use weir_types::canonical::{ApiFormat, ChatResponse, Extra, Finish, Message, Part, Role, Usage};
 
+/// Joins a call's id and Gemini's `thoughtSignature` in the tool call id a client sees: the
+/// client sends the id back with the call and its result, and the signature returns to
+/// Gemini with them ([`split_id`]), which Gemini's thinking models need for their reasoning
+/// to carry across tool turns (and newer ones demand).
+pub(super) const SIGNATURE_SEP: &str = "__thought__";
+
+/// A tool call id as Gemini's call id and the `thoughtSignature` it carries, if any.
+pub(super) fn split_id(id: &str) -> (&str, Option<&str>) {
+    match id.split_once(SIGNATURE_SEP) {
+        Some((id, sig)) => (id, Some(sig)),
+        None => (id, None),
+    }
+}
+
 /// One piece of a candidate's content, as Weir reads it.
 pub(super) enum Piece {
     /// Answer text.
@@ -20,7 +34,8 @@ pub(super) enum Piece {
 
 /// The pieces of `candidate.content.parts`. `calls` counts this answer's function calls so
 /// far; a call without an id gets `call_<n>` from it, which the client sends back with the
-/// result and [`super::request`] links by name again. Other parts (code execution, inline
+/// result and [`super::request`] links by name again; a `thoughtSignature` rides in the id
+/// ([`SIGNATURE_SEP`]). Other parts (code execution, inline
 /// data) are dropped.
 pub(super) fn pieces(candidate: &Value, calls: &mut u32, out: &mut Vec<Piece>) {
     let Some(parts) = candidate.get("content").and_then(|c| c.get("parts")).and_then(Value::as_array) else {
@@ -29,10 +44,13 @@ pub(super) fn pieces(candidate: &Value, calls: &mut u32, out: &mut Vec<Piece>) {
     for p in parts {
         if let Some(call) = p.get("functionCall") {
             let name = call.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
-            let id = match call.get("id").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            let mut id = match call.get("id").and_then(Value::as_str).filter(|s| !s.is_empty()) {
                 Some(id) => id.to_owned(),
                 None => format!("call_{calls}"),
             };
+            if let Some(sig) = p.get("thoughtSignature").and_then(Value::as_str) {
+                id = format!("{id}{SIGNATURE_SEP}{sig}");
+            }
             *calls += 1;
             let args = call.get("args").cloned().unwrap_or_else(|| Value::Object(Map::new()));
             out.push(Piece::Call { id, name, arguments: args.to_string() });
@@ -160,7 +178,7 @@ mod tests {
     fn an_answer_with_thoughts_and_a_call_converts() {
         let body = br#"{"candidates":[{"content":{"role":"model","parts":[
             {"text":"Let me think","thought":true},{"text":"Checking."},
-            {"functionCall":{"name":"weather","args":{"city":"Paris"}}}]},
+            {"functionCall":{"name":"weather","args":{"city":"Paris"}},"thoughtSignature":"c2ln"}]},
             "finishReason":"STOP","index":0}],
             "usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":5,"thoughtsTokenCount":3,
             "cachedContentTokenCount":4,"totalTokenCount":18},"modelVersion":"gemini-2.5-flash","responseId":"r1"}"#;
@@ -170,7 +188,11 @@ mod tests {
         assert!(matches!(&a.message.parts[0], Part::Reasoning { text, .. } if text == "Let me think"));
         assert!(matches!(&a.message.parts[1], Part::Text { text, .. } if text == "Checking."));
         let Part::ToolCall { id, name, arguments, .. } = &a.message.parts[2] else { panic!("no call") };
-        assert_eq!((id.as_str(), name.as_str(), arguments.as_str()), ("call_0", "weather", r#"{"city":"Paris"}"#));
+        assert_eq!(
+            (id.as_str(), name.as_str(), arguments.as_str()),
+            ("call_0__thought__c2ln", "weather", r#"{"city":"Paris"}"#)
+        );
+        assert_eq!(split_id(id), ("call_0", Some("c2ln")));
         let u = a.usage.unwrap();
         assert_eq!(
             (u.input_tokens, u.output_tokens, u.cache_read_tokens, u.reasoning_tokens),
