@@ -226,6 +226,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_event_is_converted_when_it_arrives_not_at_the_end() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
+        let body = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) }));
+        let mut out = events("g".into(), "m".into(), ApiFormat::OpenAi, false, body, Default::default(), None);
+        let first = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}]}}]}\n\n";
+        tx.send(Ok(Bytes::from_static(first.as_bytes()))).unwrap();
+        // The body is still open: the start and the text must come out now.
+        let wait = std::time::Duration::from_secs(5);
+        let start = tokio::time::timeout(wait, out.next()).await.expect("start before the body ends");
+        assert!(matches!(start, Some(Ok(StreamEvent::Start { .. }))), "{start:?}");
+        let text = tokio::time::timeout(wait, out.next()).await.expect("text before the body ends");
+        assert_eq!(text.unwrap().unwrap(), StreamEvent::Text { text: "Hi".into() });
+        let last = "data: {\"candidates\":[{\"finishReason\":\"STOP\"}]}\n\n";
+        tx.send(Ok(Bytes::from_static(last.as_bytes()))).unwrap();
+        drop(tx);
+        let rest: Vec<Item> = out.collect().await;
+        assert_eq!(rest.len(), 1, "the finish, and no usage unasked: {rest:?}");
+        assert!(matches!(rest[0], Ok(StreamEvent::Finish { .. })));
+    }
+
+    #[tokio::test]
     async fn a_body_that_ends_before_a_finish_reason_is_an_error() {
         let body = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}]}}]}\n\n";
         let out = run(body).await;
