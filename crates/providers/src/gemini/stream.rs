@@ -124,7 +124,7 @@ impl<S> State<S> {
         };
         if let Some(e) = chunk.get("error") {
             let status = e.get("code").and_then(Value::as_u64).and_then(|c| u16::try_from(c).ok()).unwrap_or(500);
-            return self.fail(super::status_error(&self.name, status, None, data, &self.secrets));
+            return self.fail(super::errors::status_error(&self.name, status, None, data, &self.secrets));
         }
         if let Some(e) = blocked(&self.name, &chunk) {
             return self.fail(e);
