@@ -10,6 +10,7 @@ mod cancel;
 mod chat;
 mod check;
 mod first_run;
+mod gemini;
 mod languages;
 mod limits;
 mod metrics;

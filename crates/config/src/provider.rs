@@ -20,6 +20,8 @@ pub enum Kind {
     Openai,
     /// Built-in provider that echoes the last user message; needs no network or key.
     Mock,
+    /// Google AI's Gemini API (`generateContent`), reached with an API key.
+    Gemini,
 }
 
 impl Kind {
@@ -28,17 +30,22 @@ impl Kind {
         match self {
             Self::Openai => "openai",
             Self::Mock => "mock",
+            Self::Gemini => "gemini",
         }
     }
 }
 
 /// The settings only some kinds take, and which. A setting written on a provider of another
 /// kind is refused by name rather than ignored, since it would silently do nothing.
-const KIND_SETTINGS: [(&str, Kind); 6] = [
+const KIND_SETTINGS: [(&str, Kind); 10] = [
     ("base_url", Kind::Openai),
     ("keys", Kind::Openai),
     ("headers", Kind::Openai),
     ("connect_timeout", Kind::Openai),
+    ("base_url", Kind::Gemini),
+    ("keys", Kind::Gemini),
+    ("headers", Kind::Gemini),
+    ("connect_timeout", Kind::Gemini),
     ("latency", Kind::Mock),
     ("chunk_delay", Kind::Mock),
 ];
@@ -137,6 +144,8 @@ pub enum ProviderKind {
     OpenAi(OpenAiConfig),
     /// `kind = "mock"`: the built-in echo provider.
     Mock(MockConfig),
+    /// `kind = "gemini"`: Google AI's Gemini API.
+    Gemini(GeminiConfig),
 }
 
 impl ProviderKind {
@@ -145,6 +154,7 @@ impl ProviderKind {
         match self {
             Self::OpenAi(_) => Kind::Openai,
             Self::Mock(_) => Kind::Mock,
+            Self::Gemini(_) => Kind::Gemini,
         }
     }
 }
@@ -165,6 +175,14 @@ pub struct OpenAiConfig {
     /// TCP/TLS connect timeout.
     pub connect_timeout: Duration,
 }
+
+/// The settings of a `gemini` provider: those of an `openai` one, read the same way. Its
+/// `base_url` defaults to [`GEMINI_BASE_URL`]; a key goes in the `x-goog-api-key` header, never
+/// in the URL, so it stays out of access logs.
+pub type GeminiConfig = OpenAiConfig;
+
+/// Google AI's Gemini API, the default `base_url` of a `gemini` provider.
+pub const GEMINI_BASE_URL: &str = "https://generativelanguage.googleapis.com/v1beta";
 
 /// The settings of a `mock` provider.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -214,6 +232,13 @@ impl ProviderConfig {
                 header_env: EnvValues::default(),
                 connect_timeout: f.connect_timeout.take().unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             }),
+            Kind::Gemini => ProviderKind::Gemini(GeminiConfig {
+                base_url: f.base_url.take().unwrap_or_else(|| GEMINI_BASE_URL.to_owned()),
+                keys: f.keys.take().unwrap_or_default(),
+                headers: f.headers.take().unwrap_or_default(),
+                header_env: EnvValues::default(),
+                connect_timeout: f.connect_timeout.take().unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            }),
             Kind::Mock => ProviderKind::Mock(MockConfig {
                 latency: f.latency.take().unwrap_or_default(),
                 chunk_delay: f.chunk_delay.take().unwrap_or_default(),
@@ -258,6 +283,12 @@ impl ProviderConfig {
         }
         match &self.kind {
             ProviderKind::OpenAi(o) => o.validate(&key)?,
+            ProviderKind::Gemini(g) => {
+                g.validate(&key)?;
+                if g.keys.is_empty() {
+                    return Err(ConfigError::invalid(key("keys"), "kind = \"gemini\" needs at least one API key"));
+                }
+            }
             ProviderKind::Mock(_) => {
                 if self.models.is_empty() {
                     return Err(ConfigError::invalid(key("models"), "a mock provider needs at least one model"));
@@ -345,7 +376,7 @@ impl From<ProviderConfig> for ProviderFile {
             pool: p.pool,
         };
         match p.kind {
-            ProviderKind::OpenAi(o) => {
+            ProviderKind::OpenAi(o) | ProviderKind::Gemini(o) => {
                 f.base_url = Some(o.base_url);
                 f.keys = Some(o.keys);
                 f.headers = Some(o.headers);

@@ -227,3 +227,18 @@ fn the_redacted_config_shows_each_kind_its_own_settings_and_loads_again() {
     let again = parse(&toml::to_string(&cfg).unwrap()).unwrap();
     assert_eq!(again.providers, cfg.providers);
 }
+
+#[test]
+fn gemini_defaults_to_google_needs_a_key_and_redacts_it() {
+    let base = "[[providers]]\nname = \"g\"\nkind = \"gemini\"\nmodels = [\"gemini-2.0-flash\"]\n";
+    let err = parse(base).unwrap_err().to_string();
+    assert!(err.contains("providers[0].keys"), "{err}");
+    let cfg = parse(&format!("{base}keys = [{{ value = \"AIzaSECRET-123\" }}]\n")).unwrap();
+    let ProviderKind::Gemini(g) = &cfg.providers[0].kind else { panic!("not gemini") };
+    assert_eq!(g.base_url, GEMINI_BASE_URL);
+    assert_eq!(g.connect_timeout, Duration::from_secs(10));
+    let shown = toml::to_string(&cfg.redacted()).unwrap();
+    assert!(!shown.contains("AIzaSECRET") && shown.contains("kind = \"gemini\""), "{shown}");
+    let err = parse(&format!("{base}keys = [{{ value = \"k\" }}]\nlatency = \"1s\"\n")).unwrap_err().to_string();
+    assert!(err.contains("providers[0].latency") && err.contains("\"mock\""), "{err}");
+}

@@ -4,6 +4,7 @@
 //! boxing per call, and a new kind (Anthropic, Bedrock, ...) is one more variant and module.
 
 pub mod codec;
+pub mod gemini;
 pub mod http;
 pub mod mock;
 pub mod openai;
@@ -71,6 +72,8 @@ pub enum ProviderResponse {
 pub enum Provider {
     /// OpenAI-compatible HTTP API.
     Openai(Box<openai::OpenAi>),
+    /// Google AI's Gemini API.
+    Gemini(Box<gemini::Gemini>),
     /// Built-in echo provider.
     Mock(mock::Mock),
     /// Test double with scripted behaviour (delays, errors, panics).
@@ -88,6 +91,7 @@ impl Provider {
         Ok(match &cfg.kind {
             ProviderKind::OpenAi(o) => Self::Openai(Box::new(openai::OpenAi::new(&cfg.name, o, &cfg.pool, threads)?)),
             ProviderKind::Mock(m) => Self::Mock(mock::Mock::new(&cfg.models, m)),
+            ProviderKind::Gemini(g) => Self::Gemini(Box::new(gemini::Gemini::new(&cfg.name, g, &cfg.pool, threads)?)),
         })
     }
 
@@ -95,6 +99,9 @@ impl Provider {
     pub fn native_format(&self) -> ApiFormat {
         match self {
             Self::Openai(_) => openai::OpenAi::FORMAT,
+            // No client speaks Gemini's format: the provider converts every request itself
+            // (`codec::canonical_request`), so no passthrough can ever match.
+            Self::Gemini(_) => ApiFormat::OpenAi,
             Self::Mock(_) => mock::Mock::FORMAT,
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(_) => scripted::Scripted::FORMAT,
@@ -110,6 +117,7 @@ impl Provider {
     pub async fn call(&self, req: ProviderRequest) -> Result<ProviderResponse, Error> {
         match self {
             Self::Openai(p) => p.call(req).await,
+            Self::Gemini(p) => p.call(req).await,
             Self::Mock(p) => p.call(req).await,
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(p) => p.call(req).await,
@@ -122,6 +130,7 @@ impl Provider {
     pub fn retire(&self) {
         match self {
             Self::Openai(p) => p.retire(),
+            Self::Gemini(p) => p.retire(),
             Self::Mock(_) => {}
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(_) => {}
@@ -133,6 +142,7 @@ impl Provider {
     pub async fn discover_models(&self, secrets: &Secrets) -> Option<Result<Vec<String>, Error>> {
         match self {
             Self::Openai(p) => Some(p.list_models(secrets).await),
+            Self::Gemini(p) => Some(p.list_models(secrets).await),
             Self::Mock(p) => Some(Ok(p.models())),
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(_) => None,

@@ -72,7 +72,7 @@ impl Secrets {
     pub fn from_config(cfg: &Config) -> Self {
         let mut values: Vec<&str> = Vec::new();
         for p in &cfg.providers {
-            let ProviderKind::OpenAi(o) = &p.kind else { continue };
+            let (ProviderKind::OpenAi(o) | ProviderKind::Gemini(o)) = &p.kind else { continue };
             values.extend(o.keys.iter().map(|k| k.value.as_str()));
             values.extend(o.headers.iter().filter(|(name, _)| credential_like(name)).map(|(_, v)| v.as_str()));
             values.extend(o.header_env.iter());
