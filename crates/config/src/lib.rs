@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 pub use defaults::embedded_default;
 pub use env::EnvValues;
 pub use plugin::{MAX_MEMORY_LIMIT, MAX_PLUGINS, OnError, PluginConfig, PluginRuntimeConfig};
-pub use provider::{KeyConfig, Kind, MockConfig, OpenAiConfig, ProviderConfig, ProviderFile, ProviderKind};
+pub use provider::{
+    AnthropicConfig, KeyConfig, Kind, MockConfig, OpenAiConfig, ProviderConfig, ProviderFile, ProviderKind,
+};
 pub use server::{BrowserConfig, MAX_THREADS, OverloadConfig, ServerConfig};
 pub use url::check_base_url;
 pub use values::parse_listen;
@@ -283,7 +285,7 @@ impl Config {
     pub fn redacted(&self) -> Self {
         let mut c = self.clone();
         for p in &mut c.providers {
-            if let ProviderKind::OpenAi(o) = &mut p.kind {
+            if let Some(o) = p.kind.http_mut() {
                 o.redact();
             }
         }

@@ -9,8 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, EnvValues, PoolConfig, check_base_url, values};
 
-/// Connect timeout of an `openai` provider that sets none.
+/// Connect timeout of an HTTP provider that sets none.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Anthropic's API, when an `anthropic` provider sets no `base_url`.
+const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com/v1";
+/// The `anthropic-version` header an `anthropic` provider sends by default.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
+/// `max_tokens` written into requests converted for Anthropic that set none (Anthropic requires it).
+const ANTHROPIC_MAX_TOKENS: u64 = 4096;
 
 /// The `kind = "..."` of a provider table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -18,6 +24,8 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Kind {
     /// Any OpenAI-compatible HTTP API (OpenAI, Groq, Mistral, vLLM, Ollama, ...).
     Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
     /// Built-in provider that echoes the last user message; needs no network or key.
     Mock,
 }
@@ -27,6 +35,7 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Openai => "openai",
+            Self::Anthropic => "anthropic",
             Self::Mock => "mock",
         }
     }
@@ -34,11 +43,17 @@ impl Kind {
 
 /// The settings only some kinds take, and which. A setting written on a provider of another
 /// kind is refused by name rather than ignored, since it would silently do nothing.
-const KIND_SETTINGS: [(&str, Kind); 6] = [
+const KIND_SETTINGS: [(&str, Kind); 12] = [
     ("base_url", Kind::Openai),
     ("keys", Kind::Openai),
     ("headers", Kind::Openai),
     ("connect_timeout", Kind::Openai),
+    ("base_url", Kind::Anthropic),
+    ("keys", Kind::Anthropic),
+    ("headers", Kind::Anthropic),
+    ("connect_timeout", Kind::Anthropic),
+    ("anthropic_version", Kind::Anthropic),
+    ("default_max_tokens", Kind::Anthropic),
     ("latency", Kind::Mock),
     ("chunk_delay", Kind::Mock),
 ];
@@ -77,6 +92,13 @@ pub struct ProviderFile {
     /// `openai`: TCP/TLS connect timeout (default 10s).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "values::duration::option")]
     pub connect_timeout: Option<Duration>,
+    /// `anthropic`: the `anthropic-version` header sent upstream (default `2023-06-01`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anthropic_version: Option<String>,
+    /// `anthropic`: `max_tokens` for requests converted from another format that set none
+    /// (Anthropic requires one; default 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_max_tokens: Option<u64>,
     /// `mock`: delay before the response (or the first chunk).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "values::duration::option")]
     pub latency: Option<Duration>,
@@ -103,6 +125,8 @@ impl ProviderFile {
             "keys" => self.keys.is_some(),
             "headers" => self.headers.is_some(),
             "connect_timeout" => self.connect_timeout.is_some(),
+            "anthropic_version" => self.anthropic_version.is_some(),
+            "default_max_tokens" => self.default_max_tokens.is_some(),
             "latency" => self.latency.is_some(),
             "chunk_delay" => self.chunk_delay.is_some(),
             _ => false,
@@ -135,6 +159,8 @@ pub struct ProviderConfig {
 pub enum ProviderKind {
     /// `kind = "openai"`: any OpenAI-compatible HTTP API.
     OpenAi(OpenAiConfig),
+    /// `kind = "anthropic"`: Anthropic's Messages API.
+    Anthropic(AnthropicConfig),
     /// `kind = "mock"`: the built-in echo provider.
     Mock(MockConfig),
 }
@@ -144,7 +170,25 @@ impl ProviderKind {
     pub fn kind(&self) -> Kind {
         match self {
             Self::OpenAi(_) => Kind::Openai,
+            Self::Anthropic(_) => Kind::Anthropic,
             Self::Mock(_) => Kind::Mock,
+        }
+    }
+
+    /// The HTTP settings (base URL, keys, headers) of a kind that has them: what secrets,
+    /// `${ENV}` interpolation and redaction read.
+    pub fn http(&self) -> Option<&OpenAiConfig> {
+        match self {
+            Self::OpenAi(o) | Self::Anthropic(AnthropicConfig { http: o, .. }) => Some(o),
+            Self::Mock(_) => None,
+        }
+    }
+
+    /// [`ProviderKind::http`], to change.
+    pub fn http_mut(&mut self) -> Option<&mut OpenAiConfig> {
+        match self {
+            Self::OpenAi(o) | Self::Anthropic(AnthropicConfig { http: o, .. }) => Some(o),
+            Self::Mock(_) => None,
         }
     }
 }
@@ -164,6 +208,18 @@ pub struct OpenAiConfig {
     pub header_env: EnvValues,
     /// TCP/TLS connect timeout.
     pub connect_timeout: Duration,
+}
+
+/// The settings of an `anthropic` provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnthropicConfig {
+    /// Base URL (default `https://api.anthropic.com/v1`), keys (sent as `x-api-key`), headers
+    /// and connect timeout, as an `openai` provider has them.
+    pub http: OpenAiConfig,
+    /// The `anthropic-version` header.
+    pub anthropic_version: String,
+    /// `max_tokens` for converted requests that set none.
+    pub default_max_tokens: u64,
 }
 
 /// The settings of a `mock` provider.
@@ -214,6 +270,17 @@ impl ProviderConfig {
                 header_env: EnvValues::default(),
                 connect_timeout: f.connect_timeout.take().unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             }),
+            Kind::Anthropic => ProviderKind::Anthropic(AnthropicConfig {
+                http: OpenAiConfig {
+                    base_url: f.base_url.take().unwrap_or_else(|| ANTHROPIC_BASE_URL.to_owned()),
+                    keys: f.keys.take().unwrap_or_default(),
+                    headers: f.headers.take().unwrap_or_default(),
+                    header_env: EnvValues::default(),
+                    connect_timeout: f.connect_timeout.take().unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+                },
+                anthropic_version: f.anthropic_version.take().unwrap_or_else(|| ANTHROPIC_VERSION.to_owned()),
+                default_max_tokens: f.default_max_tokens.take().unwrap_or(ANTHROPIC_MAX_TOKENS),
+            }),
             Kind::Mock => ProviderKind::Mock(MockConfig {
                 latency: f.latency.take().unwrap_or_default(),
                 chunk_delay: f.chunk_delay.take().unwrap_or_default(),
@@ -258,6 +325,18 @@ impl ProviderConfig {
         }
         match &self.kind {
             ProviderKind::OpenAi(o) => o.validate(&key)?,
+            ProviderKind::Anthropic(a) => {
+                a.http.validate(&key)?;
+                if a.anthropic_version.is_empty() || http::HeaderValue::from_str(&a.anthropic_version).is_err() {
+                    return Err(ConfigError::invalid(
+                        key("anthropic_version"),
+                        "must be a version such as \"2023-06-01\"",
+                    ));
+                }
+                if a.default_max_tokens == 0 {
+                    return Err(ConfigError::invalid(key("default_max_tokens"), "must be at least 1"));
+                }
+            }
             ProviderKind::Mock(_) => {
                 if self.models.is_empty() {
                     return Err(ConfigError::invalid(key("models"), "a mock provider needs at least one model"));
@@ -340,6 +419,8 @@ impl From<ProviderConfig> for ProviderFile {
             discover_models: p.discover_models,
             models_refresh: p.models_refresh,
             connect_timeout: None,
+            anthropic_version: None,
+            default_max_tokens: None,
             latency: None,
             chunk_delay: None,
             pool: p.pool,
@@ -350,6 +431,14 @@ impl From<ProviderConfig> for ProviderFile {
                 f.keys = Some(o.keys);
                 f.headers = Some(o.headers);
                 f.connect_timeout = Some(o.connect_timeout);
+            }
+            ProviderKind::Anthropic(a) => {
+                f.base_url = Some(a.http.base_url);
+                f.keys = Some(a.http.keys);
+                f.headers = Some(a.http.headers);
+                f.connect_timeout = Some(a.http.connect_timeout);
+                f.anthropic_version = Some(a.anthropic_version);
+                f.default_max_tokens = Some(a.default_max_tokens);
             }
             ProviderKind::Mock(m) => {
                 f.latency = Some(m.latency);

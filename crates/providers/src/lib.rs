@@ -3,6 +3,7 @@
 //! that format and converts it (and the answer back) when not. Dispatch is a plain enum: no
 //! boxing per call, and a new kind (Anthropic, Bedrock, ...) is one more variant and module.
 
+pub mod anthropic;
 pub mod codec;
 pub mod http;
 pub mod mock;
@@ -71,6 +72,8 @@ pub enum ProviderResponse {
 pub enum Provider {
     /// OpenAI-compatible HTTP API.
     Openai(Box<openai::OpenAi>),
+    /// Anthropic's Messages API.
+    Anthropic(Box<anthropic::Anthropic>),
     /// Built-in echo provider.
     Mock(mock::Mock),
     /// Test double with scripted behaviour (delays, errors, panics).
@@ -87,6 +90,9 @@ impl Provider {
     pub fn from_config(cfg: &ProviderConfig, threads: usize) -> Result<Self, String> {
         Ok(match &cfg.kind {
             ProviderKind::OpenAi(o) => Self::Openai(Box::new(openai::OpenAi::new(&cfg.name, o, &cfg.pool, threads)?)),
+            ProviderKind::Anthropic(a) => {
+                Self::Anthropic(Box::new(anthropic::Anthropic::new(&cfg.name, a, &cfg.pool, threads)?))
+            }
             ProviderKind::Mock(m) => Self::Mock(mock::Mock::new(&cfg.models, m)),
         })
     }
@@ -95,6 +101,7 @@ impl Provider {
     pub fn native_format(&self) -> ApiFormat {
         match self {
             Self::Openai(_) => openai::OpenAi::FORMAT,
+            Self::Anthropic(_) => anthropic::Anthropic::FORMAT,
             Self::Mock(_) => mock::Mock::FORMAT,
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(_) => scripted::Scripted::FORMAT,
@@ -110,6 +117,7 @@ impl Provider {
     pub async fn call(&self, req: ProviderRequest) -> Result<ProviderResponse, Error> {
         match self {
             Self::Openai(p) => p.call(req).await,
+            Self::Anthropic(p) => p.call(req).await,
             Self::Mock(p) => p.call(req).await,
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(p) => p.call(req).await,
@@ -122,6 +130,7 @@ impl Provider {
     pub fn retire(&self) {
         match self {
             Self::Openai(p) => p.retire(),
+            Self::Anthropic(p) => p.retire(),
             Self::Mock(_) => {}
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(_) => {}
@@ -133,6 +142,7 @@ impl Provider {
     pub async fn discover_models(&self, secrets: &Secrets) -> Option<Result<Vec<String>, Error>> {
         match self {
             Self::Openai(p) => Some(p.list_models(secrets).await),
+            Self::Anthropic(p) => Some(p.list_models(secrets).await),
             Self::Mock(p) => Some(Ok(p.models())),
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(_) => None,

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use bytes::Bytes;
 
-use crate::config::{Config, ProviderKind};
+use crate::config::Config;
 use crate::error::Error;
 
 /// What a secret is replaced with.
@@ -72,7 +72,7 @@ impl Secrets {
     pub fn from_config(cfg: &Config) -> Self {
         let mut values: Vec<&str> = Vec::new();
         for p in &cfg.providers {
-            let ProviderKind::OpenAi(o) = &p.kind else { continue };
+            let Some(o) = p.kind.http() else { continue };
             values.extend(o.keys.iter().map(|k| k.value.as_str()));
             values.extend(o.headers.iter().filter(|(name, _)| credential_like(name)).map(|(_, v)| v.as_str()));
             values.extend(o.header_env.iter());
