@@ -72,18 +72,22 @@ impl Plugin for PiiRedact {
             return RequestAction::Continue;
         }
         let (format, op) = (req.api_format(), req.operation());
-        let pointer = match (format.as_str(), op.as_str()) {
-            (api_format::OPENAI, operation::CHAT) => "/messages",
-            (api_format::OPENAI, operation::EMBEDDINGS) => "/input",
+        let pointers: &[&str] = match (format.as_str(), op.as_str()) {
+            (api_format::OPENAI, operation::CHAT) => &["/messages"],
+            (api_format::OPENAI, operation::EMBEDDINGS) => &["/input"],
+            // Anthropic keeps the instructions beside the messages, in `system`.
+            (api_format::ANTHROPIC, operation::CHAT) => &["/system", "/messages"],
             // A body this plugin cannot rewrite: refuse rather than let the text through.
             _ => return weir_plugin_sdk::reject(400, format!("pii-redact cannot redact {format} {op} requests")),
         };
-        if let Some(mut value) = get_json::<Value>(req, pointer)
-            && self.rewrite(&mut value)
-            && let Err(e) = req.set(pointer, &value.to_string())
-        {
-            // Never let unredacted text through: refuse instead.
-            return weir_plugin_sdk::reject(500, format!("pii-redact could not rewrite the request: {e}"));
+        for pointer in pointers {
+            if let Some(mut value) = get_json::<Value>(req, pointer)
+                && self.rewrite(&mut value)
+                && let Err(e) = req.set(pointer, &value.to_string())
+            {
+                // Never let unredacted text through: refuse instead.
+                return weir_plugin_sdk::reject(500, format!("pii-redact could not rewrite the request: {e}"));
+            }
         }
         RequestAction::Continue
     }
