@@ -160,8 +160,20 @@ pub struct StreamWriter {
     usage: Option<Usage>,
 }
 
-fn payload(v: &Value) -> Bytes {
-    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+/// An event's JSON with `type` written first, as Anthropic writes it: the front door's framing
+/// and the provider read the type from the first key without parsing the rest.
+fn payload(mut v: Value) -> Bytes {
+    let kind = v.as_object_mut().and_then(|o| o.remove("type"));
+    let rest = serde_json::to_vec(&v).unwrap_or_default();
+    let Some(Value::String(kind)) = kind else { return Bytes::from(rest) };
+    let mut out = Vec::with_capacity(rest.len() + kind.len() + 12);
+    out.extend_from_slice(b"{\"type\":");
+    out.extend_from_slice(&serde_json::to_vec(&kind).unwrap_or_default());
+    if rest.len() > 2 {
+        out.push(b',');
+    }
+    out.extend_from_slice(&rest[1..]);
+    Bytes::from(out)
 }
 
 impl StreamWriter {
@@ -180,18 +192,18 @@ impl StreamWriter {
                 m.insert("stop_reason".into(), Value::Null);
                 m.insert("stop_sequence".into(), Value::Null);
                 m.entry("usage").or_insert_with(|| json!({ "input_tokens": 0, "output_tokens": 0 }));
-                out.push(payload(&json!({ "type": "message_start", "message": m })));
+                out.push(payload(json!({ "type": "message_start", "message": m })));
             }
             StreamEvent::Text { text } => {
                 let index = self.block(Open::Text, json!({ "type": "text", "text": "" }), out);
                 let delta = json!({ "type": "text_delta", "text": text });
-                out.push(payload(&json!({ "type": "content_block_delta", "index": index, "delta": delta })));
+                out.push(payload(json!({ "type": "content_block_delta", "index": index, "delta": delta })));
             }
             StreamEvent::Reasoning { text } => {
                 let block = json!({ "type": "thinking", "thinking": "", "signature": "" });
                 let index = self.block(Open::Thinking, block, out);
                 let delta = json!({ "type": "thinking_delta", "thinking": text });
-                out.push(payload(&json!({ "type": "content_block_delta", "index": index, "delta": delta })));
+                out.push(payload(json!({ "type": "content_block_delta", "index": index, "delta": delta })));
             }
             StreamEvent::ToolCall { index, id, name } => {
                 self.close(out);
@@ -211,7 +223,7 @@ impl StreamWriter {
                     self.close(out);
                 }
                 let delta = json!({ "type": "input_json_delta", "partial_json": arguments });
-                out.push(payload(&json!({ "type": "content_block_delta", "index": at, "delta": delta })));
+                out.push(payload(json!({ "type": "content_block_delta", "index": at, "delta": delta })));
             }
             StreamEvent::Finish { reason } => {
                 self.close(out);
@@ -234,8 +246,8 @@ impl StreamWriter {
         };
         let usage = usage_from_canonical(self.usage.take().unwrap_or_default(), self.keep);
         let delta = json!({ "stop_reason": reason, "stop_sequence": sequence });
-        out.push(payload(&json!({ "type": "message_delta", "delta": delta, "usage": usage })));
-        out.push(payload(&json!({ "type": "message_stop" })));
+        out.push(payload(json!({ "type": "message_delta", "delta": delta, "usage": usage })));
+        out.push(payload(json!({ "type": "message_stop" })));
     }
 
     /// The index of an open block of `kind`, opening one (and closing another) if needed.
@@ -249,13 +261,13 @@ impl StreamWriter {
         let index = self.next_block;
         self.next_block += 1;
         self.open = Some((kind, index));
-        out.push(payload(&json!({ "type": "content_block_start", "index": index, "content_block": start })));
+        out.push(payload(json!({ "type": "content_block_start", "index": index, "content_block": start })));
         index
     }
 
     fn close(&mut self, out: &mut Vec<Bytes>) {
         if let Some((_, index)) = self.open.take() {
-            out.push(payload(&json!({ "type": "content_block_stop", "index": index })));
+            out.push(payload(json!({ "type": "content_block_stop", "index": index })));
         }
     }
 }

@@ -157,6 +157,7 @@ fn an_openai_stream_becomes_a_valid_anthropic_event_sequence() {
     writer.end(&mut out);
     snapshot("openai_stream_tool_calls.anthropic.sse", &framed(&out));
     check_sequence(&out);
+    assert!(out.iter().all(|p| p.starts_with(b"{\"type\":\"")), "type first, as Anthropic writes it");
 }
 
 #[test]
