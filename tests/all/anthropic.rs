@@ -302,3 +302,24 @@ async fn prompt_guard_and_pii_redact_work_on_anthropic_messages() {
     assert_eq!(post_messages(&weir, &body).await.status, 400, "the system prompt is a prompt text too");
     assert_eq!(up.messages().len(), 1);
 }
+
+#[tokio::test]
+async fn pii_redact_masks_anthropic_answers_and_stream_events() {
+    let up = MockAnthropic::start().await;
+    let mut config = up.provider_toml("ant", "");
+    config += &plugin_toml("pii-redact", "pii-redact", "config = { responses = true, streams = true }");
+    let weir = Weir::start(&config).await;
+
+    let reply = post_messages(&weir, &messages("ant/claude;pii", "hi")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let text = reply.json()["content"][0]["text"].as_str().unwrap().to_owned();
+    assert!(text.starts_with("Mail ") && !text.contains("ops@example.com"), "{text}");
+
+    let mut body = messages("ant/claude;pii", "hi");
+    body["stream"] = json!(true);
+    let (status, sse) = stream(&weir, "/v1/messages", &body).await;
+    assert_eq!(status, 200, "{sse}");
+    let text: String = anthropic::events(&sse).iter().filter_map(|(_, e)| e["delta"]["text"].as_str()).collect();
+    assert!(text.starts_with("Mail ") && !text.contains("ops@example.com"), "{text}");
+    assert!(sse.contains("event: message_stop"), "{sse}");
+}

@@ -10,6 +10,7 @@
 //! - `tools`: answer with a `tool_use` block (streamed as `input_json_delta` fragments).
 //! - `cut`: a stream ends (cleanly, at the TCP level) before `message_stop`.
 //! - `error_event`: a stream sends an `error` event (`overloaded_error`) after its first block.
+//! - `pii`: the answer's text is [`PII_TEXT`] (one delta when streamed).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,6 +27,8 @@ use serde_json::{Value, json};
 pub const USAGE: (u64, u64, u64, u64) = (20, 9, 6, 2);
 /// The text of every answer, streamed as these pieces.
 pub const TEXT: [&str; 3] = ["Hello", " from", " Anthropic"];
+/// The text of a `pii` answer.
+pub const PII_TEXT: &str = "Mail ops@example.com today";
 
 /// One request received.
 #[derive(Debug, Clone)]
@@ -137,13 +140,10 @@ async fn handle(seen: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) -> Result<R
         return Ok(resp);
     }
     let tools = directive("tools");
+    let text: &[&str] = if directive("pii") { &[PII_TEXT] } else { &TEXT };
     if body["stream"] == json!(true) {
-        let mut resp = Response::new(Full::new(Bytes::from(stream_text(
-            &model,
-            tools,
-            directive("cut"),
-            directive("error_event"),
-        ))));
+        let sse = stream_text(&model, text, tools, directive("cut"), directive("error_event"));
+        let mut resp = Response::new(Full::new(Bytes::from(sse)));
         resp.headers_mut().insert("content-type", "text/event-stream; charset=utf-8".parse().unwrap());
         return Ok(resp);
     }
@@ -152,7 +152,7 @@ async fn handle(seen: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) -> Result<R
         json!([{"type": "text", "text": "Let me check."},
                {"type": "tool_use", "id": "toolu_01Mock", "name": "get_weather", "input": {"city": "Oslo"}}])
     } else {
-        json!([{"type": "text", "text": TEXT.concat()}])
+        json!([{"type": "text", "text": text.concat()}])
     };
     let answer = json!({
         "id": "msg_01Mock", "type": "message", "role": "assistant", "model": model, "content": content,
@@ -172,7 +172,7 @@ fn json_response(status: u16, v: &Value) -> Response<Full<Bytes>> {
 }
 
 /// The SSE text of a streamed answer.
-fn stream_text(model: &str, tools: bool, cut: bool, error_event: bool) -> String {
+fn stream_text(model: &str, text: &[&str], tools: bool, cut: bool, error_event: bool) -> String {
     let (input, output, read, created) = USAGE;
     let mut events: Vec<Value> = vec![json!({"type": "message_start", "message": {
         "id": "msg_01Mock", "type": "message", "role": "assistant", "model": model, "content": [],
@@ -181,7 +181,7 @@ fn stream_text(model: &str, tools: bool, cut: bool, error_event: bool) -> String
                   "cache_creation_input_tokens": created}}})];
     events.push(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}));
     events.push(json!({"type": "ping"}));
-    for t in TEXT {
+    for t in text {
         events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}));
     }
     events.push(json!({"type": "content_block_stop", "index": 0}));

@@ -92,8 +92,17 @@ impl Plugin for PiiRedact {
         RequestAction::Continue
     }
 
-    // Answers and chunks are read in OpenAI's shape (`choices`); on another format nothing matches.
-    fn on_response(&mut self, _req: &Request, resp: &Response) -> ResponseAction {
+    // Answers and chunks in OpenAI's shape (`choices`) or Anthropic's (`content` text blocks,
+    // `text_delta` events); on another format nothing matches.
+    fn on_response(&mut self, req: &Request, resp: &Response) -> ResponseAction {
+        if req.api_format() == api_format::ANTHROPIC {
+            if let Some(mut content) = resp.get("/content").and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                && self.rewrite(&mut content)
+            {
+                let _ = resp.set("/content", &content.to_string());
+            }
+            return ResponseAction::Pass;
+        }
         if let Some(mut choices) = resp.get("/choices").and_then(|t| serde_json::from_str::<Value>(&t).ok()) {
             let mut doc = serde_json::json!({ "choices": choices.take() });
             if self.rewrite_choices(&mut doc, "message") {
@@ -105,7 +114,12 @@ impl Plugin for PiiRedact {
 
     fn on_stream_chunk(&mut self, _req: &Request, chunk: &[u8]) -> ChunkAction {
         let Ok(mut doc) = serde_json::from_slice::<Value>(chunk) else { return ChunkAction::Pass };
-        if self.rewrite_choices(&mut doc, "delta") {
+        let changed = match doc.get_mut("delta").and_then(|d| d.get_mut("text")) {
+            // Anthropic's `content_block_delta` with a `text_delta`.
+            Some(text @ Value::String(_)) => self.rewrite(text),
+            _ => self.rewrite_choices(&mut doc, "delta"),
+        };
+        if changed {
             return ChunkAction::Rewrite(doc.to_string().into_bytes());
         }
         ChunkAction::Pass
