@@ -120,6 +120,12 @@ async fn anthropic_errors_reach_an_openai_client_with_the_right_status() {
     let refused = post(&weir.url("/v1/chat/completions"), &many).await;
     assert_eq!(refused.status, 400);
     assert_eq!(refused.error_param().as_deref(), Some("n"));
+
+    let mut json_mode = chat("ant/claude", "x");
+    json_mode["response_format"] = json!({"type": "json_object"});
+    let refused = post(&weir.url("/v1/chat/completions"), &json_mode).await;
+    assert_eq!((refused.status, refused.error_param().as_deref()), (400, Some("response_format")), "{}", refused.text);
+    assert_eq!(up.messages().len(), 4, "refused requests never reach the provider");
 }
 
 #[tokio::test]

@@ -127,6 +127,9 @@ impl Anthropic {
         if req.endpoint.format == Self::FORMAT {
             return codec::request_body(Self::FORMAT, req.endpoint, req.body, req.model);
         }
+        if req.endpoint.format == ApiFormat::OpenAi {
+            refuse_unexpressible(&self.name, req.body.map())?;
+        }
         codec::native_request(Self::FORMAT, &mut req)?;
         let mut tree = req.body.into_map();
         tree.entry("max_tokens").or_insert_with(|| self.default_max_tokens.into());
@@ -238,6 +241,23 @@ impl Anthropic {
         }
         err
     }
+}
+
+/// OpenAI request fields whose meaning Anthropic cannot keep: refused with a 400 naming them
+/// rather than dropped (a client asking for JSON or log probabilities must not get prose).
+fn refuse_unexpressible(name: &str, body: &serde_json::Map<String, Value>) -> Result<(), Error> {
+    let json_mode = body.get("response_format").and_then(|f| f.get("type")).and_then(Value::as_str);
+    if json_mode.is_some_and(|t| t != "text") {
+        let why = format!("provider {name} speaks Anthropic's API, which has no response_format (JSON mode)");
+        return Err(Error::invalid_param("response_format", why));
+    }
+    if body.get("logprobs") == Some(&Value::Bool(true)) {
+        return Err(Error::invalid_param(
+            "logprobs",
+            format!("provider {name} speaks Anthropic's API, which has no logprobs"),
+        ));
+    }
+    Ok(())
 }
 
 /// The error for an Anthropic error status and body. Upstream text is scrubbed of `secrets`
