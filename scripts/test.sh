@@ -2,13 +2,14 @@
 # Weir's one test command (CI runs it through .ci/run). Needs only Rust (rustup), Python 3 and
 # the package registries. Steps: toolchain targets, a pinned Python venv in .venv, plugin
 # builds, rustfmt, clippy, `cargo test` (unit + end-to-end against the real binary), then the
-# official OpenAI Python SDK against the real binary. Stops with a non-zero exit at the first
+# official OpenAI and Anthropic Python SDKs against the real binary. Stops with a non-zero exit at the first
 # failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Verified together: openai 3.54.0 + pytest 9.2.0 on Python 3.11.
+# Verified together: openai 3.54.0 + anthropic 2.10.0 + pytest 9.2.0 on Python 3.11.
 OPENAI_VERSION="3.54.0"
+ANTHROPIC_VERSION="2.10.0"
 PYTEST_VERSION="9.2.0"
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -21,13 +22,13 @@ if command -v rustup >/dev/null; then
 fi
 cargo --version
 
-step "python venv (.venv): openai==$OPENAI_VERSION pytest==$PYTEST_VERSION"
+step "python venv (.venv): openai==$OPENAI_VERSION anthropic==$ANTHROPIC_VERSION pytest==$PYTEST_VERSION"
 if ! .venv/bin/python -c 'import sys' 2>/dev/null; then
     rm -rf .venv
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-    "openai==$OPENAI_VERSION" "pytest==$PYTEST_VERSION"
+    "openai==$OPENAI_VERSION" "anthropic==$ANTHROPIC_VERSION" "pytest==$PYTEST_VERSION"
 
 # ---- plugin builds (wasm32-wasip2) -------------------------------------------------------
 # Build every wasm component the end-to-end tests load here, before `cargo test`.

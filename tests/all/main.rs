@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod anthropic;
 mod bad_input;
 mod browser;
 mod cancel;

@@ -1,6 +1,7 @@
 """Starts the real `weir` binary (target/debug/weir, built by `cargo test`) on a free
 127.0.0.1 port with the built-in mock provider, and hands tests an official OpenAI client."""
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -45,13 +46,13 @@ def _wait_healthy(proc: subprocess.Popen, base: str) -> bool:
     return False
 
 
-@pytest.fixture(scope="session")
-def weir_url():
-    """Base URL (without /v1) of a running weir; stopped with SIGTERM after the session."""
+@contextlib.contextmanager
+def start_weir(config_text: str):
+    """Runs `weir serve` with `config_text`; yields its base URL (without /v1). SIGTERM after."""
     assert WEIR.exists(), f"{WEIR} not found: run `cargo build -p weir` first"
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "weir.toml"
-        config.write_text(CONFIG)
+        config.write_text(config_text)
         log = Path(tmp) / "weir.log"
         for _ in range(5):  # a port freed by _free_port may be taken again: retry
             base = f"http://127.0.0.1:{_free_port()}"
@@ -78,6 +79,13 @@ def weir_url():
                 proc.kill()
                 raise
             assert code == 0, f"weir exited with {code}:\n{log.read_text()}"
+
+
+@pytest.fixture(scope="session")
+def weir_url():
+    """Base URL (without /v1) of a running weir; stopped with SIGTERM after the session."""
+    with start_weir(CONFIG) as base:
+        yield base
 
 
 @pytest.fixture

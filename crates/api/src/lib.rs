@@ -1,4 +1,4 @@
-//! Weir's front doors: one module per API format (only [`openai`] today). A front door owns
+//! Weir's front doors: one module per API format ([`openai`], [`anthropic`]). A front door owns
 //! its routes, checks its request bodies into the gateway's request, and renders errors and
 //! stream events the way its clients read them; it also converts its format to and from the
 //! canonical types (`weir_types::canonical`) for a provider that speaks another.
@@ -8,6 +8,7 @@
 //! each `match` until it is handled (Pingora and agentgateway dispatch their protocols the
 //! same way).
 
+pub mod anthropic;
 pub mod openai;
 mod route;
 pub mod sse;
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{Map, Value};
 
+use crate::anthropic::Anthropic;
 use crate::canonical::{ChatRequest, ChatResponse, ConvertError, StreamEvent};
 use crate::error::Error;
 use crate::exchange::JsonBody;
@@ -110,8 +112,12 @@ pub trait Format {
         payload: &[u8],
         out: &mut Vec<StreamEvent>,
     ) -> Result<(), ConvertError>;
-    /// One canonical event as this format's event payload (unframed).
-    fn write_event(writer: &mut Self::EventWriter, event: StreamEvent) -> Bytes;
+    /// One canonical event as zero or more of this format's event payloads (unframed),
+    /// appended to `out`: a format whose blocks open and close (Anthropic) writes several.
+    fn write_event(writer: &mut Self::EventWriter, event: StreamEvent, out: &mut Vec<Bytes>);
+    /// The payloads that end a stream that went well (Anthropic: `message_delta` with the stop
+    /// reason and usage, then `message_stop`), appended to `out`.
+    fn end_events(writer: &mut Self::EventWriter, out: &mut Vec<Bytes>);
 }
 
 /// Checks a request body for `endpoint` in its format ([`Format::read_request`]).
@@ -122,6 +128,7 @@ pub trait Format {
 pub fn read_request(endpoint: Endpoint, bytes: Bytes, usage: BodyUse) -> Result<FrontDoor, Error> {
     match endpoint.format {
         ApiFormat::OpenAi => OpenAi::read_request(endpoint.op, bytes, usage),
+        ApiFormat::Anthropic => Anthropic::read_request(endpoint.op, bytes, usage),
     }
 }
 
@@ -132,6 +139,7 @@ pub fn read_request(endpoint: Endpoint, bytes: Bytes, usage: BodyUse) -> Result<
 pub fn validate(endpoint: Endpoint, body: &Map<String, Value>) -> Result<(String, bool), Error> {
     match endpoint.format {
         ApiFormat::OpenAi => OpenAi::validate(endpoint.op, body),
+        ApiFormat::Anthropic => Anthropic::validate(endpoint.op, body),
     }
 }
 
@@ -139,6 +147,7 @@ pub fn validate(endpoint: Endpoint, body: &Map<String, Value>) -> Result<(String
 pub fn set_model(format: ApiFormat, body: &mut Map<String, Value>, model: String) {
     match format {
         ApiFormat::OpenAi => OpenAi::set_model(body, model),
+        ApiFormat::Anthropic => Anthropic::set_model(body, model),
     }
 }
 
@@ -146,6 +155,7 @@ pub fn set_model(format: ApiFormat, body: &mut Map<String, Value>, model: String
 pub fn error_body(format: ApiFormat, e: &Error) -> Bytes {
     match format {
         ApiFormat::OpenAi => OpenAi::error_body(e),
+        ApiFormat::Anthropic => Anthropic::error_body(e),
     }
 }
 
@@ -153,6 +163,7 @@ pub fn error_body(format: ApiFormat, e: &Error) -> Bytes {
 pub fn error_event(format: ApiFormat, e: &Error) -> Bytes {
     match format {
         ApiFormat::OpenAi => OpenAi::error_event(e),
+        ApiFormat::Anthropic => Anthropic::error_event(e),
     }
 }
 
@@ -160,6 +171,7 @@ pub fn error_event(format: ApiFormat, e: &Error) -> Bytes {
 pub fn frame_event(format: ApiFormat, payload: &[u8]) -> Bytes {
     match format {
         ApiFormat::OpenAi => OpenAi::frame_event(payload),
+        ApiFormat::Anthropic => Anthropic::frame_event(payload),
     }
 }
 
@@ -167,6 +179,7 @@ pub fn frame_event(format: ApiFormat, payload: &[u8]) -> Bytes {
 pub fn end_of_stream(format: ApiFormat) -> Option<&'static [u8]> {
     match format {
         ApiFormat::OpenAi => OpenAi::END_OF_STREAM,
+        ApiFormat::Anthropic => Anthropic::END_OF_STREAM,
     }
 }
 
@@ -177,6 +190,7 @@ pub fn end_of_stream(format: ApiFormat) -> Option<&'static [u8]> {
 pub fn request_to_canonical(endpoint: Endpoint, body: Map<String, Value>) -> Result<ChatRequest, ConvertError> {
     match endpoint.format {
         ApiFormat::OpenAi => OpenAi::request_to_canonical(endpoint.op, body),
+        ApiFormat::Anthropic => Anthropic::request_to_canonical(endpoint.op, body),
     }
 }
 
@@ -184,6 +198,7 @@ pub fn request_to_canonical(endpoint: Endpoint, body: Map<String, Value>) -> Res
 pub fn request_from_canonical(format: ApiFormat, req: ChatRequest) -> Map<String, Value> {
     match format {
         ApiFormat::OpenAi => OpenAi::request_from_canonical(req),
+        ApiFormat::Anthropic => Anthropic::request_from_canonical(req),
     }
 }
 
@@ -194,6 +209,7 @@ pub fn request_from_canonical(format: ApiFormat, req: ChatRequest) -> Map<String
 pub fn response_to_canonical(format: ApiFormat, body: Map<String, Value>) -> Result<ChatResponse, ConvertError> {
     match format {
         ApiFormat::OpenAi => OpenAi::response_to_canonical(body),
+        ApiFormat::Anthropic => Anthropic::response_to_canonical(body),
     }
 }
 
@@ -201,6 +217,7 @@ pub fn response_to_canonical(format: ApiFormat, body: Map<String, Value>) -> Res
 pub fn response_from_canonical(format: ApiFormat, resp: ChatResponse) -> Map<String, Value> {
     match format {
         ApiFormat::OpenAi => OpenAi::response_from_canonical(resp),
+        ApiFormat::Anthropic => Anthropic::response_from_canonical(resp),
     }
 }
 
@@ -209,6 +226,8 @@ pub fn response_from_canonical(format: ApiFormat, resp: ChatResponse) -> Map<Str
 pub enum EventReader {
     /// An OpenAI stream.
     OpenAi(<OpenAi as Format>::EventReader),
+    /// An Anthropic stream.
+    Anthropic(<Anthropic as Format>::EventReader),
 }
 
 impl EventReader {
@@ -216,6 +235,7 @@ impl EventReader {
     pub fn new(format: ApiFormat) -> Self {
         match format {
             ApiFormat::OpenAi => Self::OpenAi(Default::default()),
+            ApiFormat::Anthropic => Self::Anthropic(Default::default()),
         }
     }
 
@@ -226,6 +246,7 @@ impl EventReader {
     pub fn read(&mut self, payload: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), ConvertError> {
         match self {
             Self::OpenAi(r) => OpenAi::read_event(r, payload, out),
+            Self::Anthropic(r) => Anthropic::read_event(r, payload, out),
         }
     }
 }
@@ -235,6 +256,8 @@ impl EventReader {
 pub enum EventWriter {
     /// An OpenAI stream.
     OpenAi(<OpenAi as Format>::EventWriter),
+    /// An Anthropic stream.
+    Anthropic(<Anthropic as Format>::EventWriter),
 }
 
 impl EventWriter {
@@ -242,13 +265,23 @@ impl EventWriter {
     pub fn new(format: ApiFormat) -> Self {
         match format {
             ApiFormat::OpenAi => Self::OpenAi(Default::default()),
+            ApiFormat::Anthropic => Self::Anthropic(Default::default()),
         }
     }
 
-    /// One event's payload (unframed: the front door frames it).
-    pub fn write(&mut self, event: StreamEvent) -> Bytes {
+    /// One event's payloads (unframed: the front door frames them), appended to `out`.
+    pub fn write(&mut self, event: StreamEvent, out: &mut Vec<Bytes>) {
         match self {
-            Self::OpenAi(w) => OpenAi::write_event(w, event),
+            Self::OpenAi(w) => OpenAi::write_event(w, event, out),
+            Self::Anthropic(w) => Anthropic::write_event(w, event, out),
+        }
+    }
+
+    /// The payloads that end a stream that went well, appended to `out`.
+    pub fn end(&mut self, out: &mut Vec<Bytes>) {
+        match self {
+            Self::OpenAi(w) => OpenAi::end_events(w, out),
+            Self::Anthropic(w) => Anthropic::end_events(w, out),
         }
     }
 }

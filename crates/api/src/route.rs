@@ -3,12 +3,13 @@
 
 use http::Method;
 
+use crate::anthropic::Anthropic;
 use crate::format::{ApiFormat, Endpoint};
 use crate::openai::OpenAi;
 use crate::{CallRoute, Format};
 
 /// Every format's model-call routes, with the format they belong to.
-const CALLS: &[(ApiFormat, &[CallRoute])] = &[(OpenAi::FORMAT, OpenAi::ROUTES)];
+const CALLS: &[(ApiFormat, &[CallRoute])] = &[(OpenAi::FORMAT, OpenAi::ROUTES), (Anthropic::FORMAT, Anthropic::ROUTES)];
 
 /// The gateway's own paths (all `GET`), in the OpenAI style its model listing speaks.
 const MODELS: &str = "/v1/models";

@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use super::{Config, ConfigError, ProviderKind};
+use super::{Config, ConfigError};
 
 /// The values substituted from the environment into one provider's header values or one
 /// plugin's config: secrets by rule (`crate::secrets`). Never printed nor serialised.
@@ -44,7 +44,7 @@ pub(super) fn interpolate_all(cfg: &mut Config, lookup: impl Fn(&str) -> Option<
         v
     };
     for (i, p) in cfg.providers.iter_mut().enumerate() {
-        let (ProviderKind::OpenAi(o) | ProviderKind::Gemini(o)) = &mut p.kind else { continue };
+        let Some(o) = p.kind.http_mut() else { continue };
         o.base_url = interpolate(&o.base_url, &format!("providers[{i}].base_url"), &lookup)?;
         for (j, k) in o.keys.iter_mut().enumerate() {
             k.value = interpolate(&k.value, &format!("providers[{i}].keys[{j}].value"), &lookup)?;

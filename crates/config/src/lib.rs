@@ -23,8 +23,8 @@ pub use defaults::embedded_default;
 pub use env::EnvValues;
 pub use plugin::{MAX_MEMORY_LIMIT, MAX_PLUGINS, OnError, PluginConfig, PluginRuntimeConfig};
 pub use provider::{
-    GEMINI_BASE_URL, GeminiConfig, KeyConfig, Kind, MockConfig, OpenAiConfig, ProviderConfig, ProviderFile,
-    ProviderKind,
+    AnthropicConfig, GEMINI_BASE_URL, GeminiConfig, KeyConfig, Kind, MockConfig, OpenAiConfig, ProviderConfig,
+    ProviderFile, ProviderKind,
 };
 pub use server::{BrowserConfig, MAX_THREADS, OverloadConfig, ServerConfig};
 pub use url::check_base_url;
@@ -286,7 +286,7 @@ impl Config {
     pub fn redacted(&self) -> Self {
         let mut c = self.clone();
         for p in &mut c.providers {
-            if let ProviderKind::OpenAi(o) | ProviderKind::Gemini(o) = &mut p.kind {
+            if let Some(o) = p.kind.http_mut() {
                 o.redact();
             }
         }

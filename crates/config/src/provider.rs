@@ -9,8 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, EnvValues, PoolConfig, check_base_url, values};
 
-/// Connect timeout of an `openai` provider that sets none.
+/// Connect timeout of an HTTP provider that sets none.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Anthropic's API, when an `anthropic` provider sets no `base_url`.
+const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com/v1";
+/// The `anthropic-version` header an `anthropic` provider sends by default.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
+/// `max_tokens` written into requests converted for Anthropic that set none (Anthropic requires it).
+const ANTHROPIC_MAX_TOKENS: u64 = 4096;
 
 /// The `kind = "..."` of a provider table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -18,6 +24,8 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Kind {
     /// Any OpenAI-compatible HTTP API (OpenAI, Groq, Mistral, vLLM, Ollama, ...).
     Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
     /// Built-in provider that echoes the last user message; needs no network or key.
     Mock,
     /// Google AI's Gemini API (`generateContent`), reached with an API key.
@@ -29,6 +37,7 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Openai => "openai",
+            Self::Anthropic => "anthropic",
             Self::Mock => "mock",
             Self::Gemini => "gemini",
         }
@@ -37,7 +46,7 @@ impl Kind {
 
 /// The settings only some kinds take, and which. A setting written on a provider of another
 /// kind is refused by name rather than ignored, since it would silently do nothing.
-const KIND_SETTINGS: [(&str, Kind); 10] = [
+const KIND_SETTINGS: [(&str, Kind); 16] = [
     ("base_url", Kind::Openai),
     ("keys", Kind::Openai),
     ("headers", Kind::Openai),
@@ -46,6 +55,12 @@ const KIND_SETTINGS: [(&str, Kind); 10] = [
     ("keys", Kind::Gemini),
     ("headers", Kind::Gemini),
     ("connect_timeout", Kind::Gemini),
+    ("base_url", Kind::Anthropic),
+    ("keys", Kind::Anthropic),
+    ("headers", Kind::Anthropic),
+    ("connect_timeout", Kind::Anthropic),
+    ("anthropic_version", Kind::Anthropic),
+    ("default_max_tokens", Kind::Anthropic),
     ("latency", Kind::Mock),
     ("chunk_delay", Kind::Mock),
 ];
@@ -84,6 +99,13 @@ pub struct ProviderFile {
     /// `openai`: TCP/TLS connect timeout (default 10s).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "values::duration::option")]
     pub connect_timeout: Option<Duration>,
+    /// `anthropic`: the `anthropic-version` header sent upstream (default `2023-06-01`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anthropic_version: Option<String>,
+    /// `anthropic`: `max_tokens` for requests converted from another format that set none
+    /// (Anthropic requires one; default 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_max_tokens: Option<u64>,
     /// `mock`: delay before the response (or the first chunk).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "values::duration::option")]
     pub latency: Option<Duration>,
@@ -110,6 +132,8 @@ impl ProviderFile {
             "keys" => self.keys.is_some(),
             "headers" => self.headers.is_some(),
             "connect_timeout" => self.connect_timeout.is_some(),
+            "anthropic_version" => self.anthropic_version.is_some(),
+            "default_max_tokens" => self.default_max_tokens.is_some(),
             "latency" => self.latency.is_some(),
             "chunk_delay" => self.chunk_delay.is_some(),
             _ => false,
@@ -142,6 +166,8 @@ pub struct ProviderConfig {
 pub enum ProviderKind {
     /// `kind = "openai"`: any OpenAI-compatible HTTP API.
     OpenAi(OpenAiConfig),
+    /// `kind = "anthropic"`: Anthropic's Messages API.
+    Anthropic(AnthropicConfig),
     /// `kind = "mock"`: the built-in echo provider.
     Mock(MockConfig),
     /// `kind = "gemini"`: Google AI's Gemini API.
@@ -153,8 +179,26 @@ impl ProviderKind {
     pub fn kind(&self) -> Kind {
         match self {
             Self::OpenAi(_) => Kind::Openai,
+            Self::Anthropic(_) => Kind::Anthropic,
             Self::Mock(_) => Kind::Mock,
             Self::Gemini(_) => Kind::Gemini,
+        }
+    }
+
+    /// The HTTP settings (base URL, keys, headers) of a kind that has them: what secrets,
+    /// `${ENV}` interpolation and redaction read.
+    pub fn http(&self) -> Option<&OpenAiConfig> {
+        match self {
+            Self::OpenAi(o) | Self::Gemini(o) | Self::Anthropic(AnthropicConfig { http: o, .. }) => Some(o),
+            Self::Mock(_) => None,
+        }
+    }
+
+    /// [`ProviderKind::http`], to change.
+    pub fn http_mut(&mut self) -> Option<&mut OpenAiConfig> {
+        match self {
+            Self::OpenAi(o) | Self::Gemini(o) | Self::Anthropic(AnthropicConfig { http: o, .. }) => Some(o),
+            Self::Mock(_) => None,
         }
     }
 }
@@ -183,6 +227,18 @@ pub type GeminiConfig = OpenAiConfig;
 
 /// Google AI's Gemini API, the default `base_url` of a `gemini` provider.
 pub const GEMINI_BASE_URL: &str = "https://generativelanguage.googleapis.com/v1beta";
+
+/// The settings of an `anthropic` provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnthropicConfig {
+    /// Base URL (default `https://api.anthropic.com/v1`), keys (sent as `x-api-key`), headers
+    /// and connect timeout, as an `openai` provider has them.
+    pub http: OpenAiConfig,
+    /// The `anthropic-version` header.
+    pub anthropic_version: String,
+    /// `max_tokens` for converted requests that set none.
+    pub default_max_tokens: u64,
+}
 
 /// The settings of a `mock` provider.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -239,6 +295,17 @@ impl ProviderConfig {
                 header_env: EnvValues::default(),
                 connect_timeout: f.connect_timeout.take().unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             }),
+            Kind::Anthropic => ProviderKind::Anthropic(AnthropicConfig {
+                http: OpenAiConfig {
+                    base_url: f.base_url.take().unwrap_or_else(|| ANTHROPIC_BASE_URL.to_owned()),
+                    keys: f.keys.take().unwrap_or_default(),
+                    headers: f.headers.take().unwrap_or_default(),
+                    header_env: EnvValues::default(),
+                    connect_timeout: f.connect_timeout.take().unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+                },
+                anthropic_version: f.anthropic_version.take().unwrap_or_else(|| ANTHROPIC_VERSION.to_owned()),
+                default_max_tokens: f.default_max_tokens.take().unwrap_or(ANTHROPIC_MAX_TOKENS),
+            }),
             Kind::Mock => ProviderKind::Mock(MockConfig {
                 latency: f.latency.take().unwrap_or_default(),
                 chunk_delay: f.chunk_delay.take().unwrap_or_default(),
@@ -287,6 +354,18 @@ impl ProviderConfig {
                 g.validate(&key)?;
                 if g.keys.is_empty() {
                     return Err(ConfigError::invalid(key("keys"), "kind = \"gemini\" needs at least one API key"));
+                }
+            }
+            ProviderKind::Anthropic(a) => {
+                a.http.validate(&key)?;
+                if a.anthropic_version.is_empty() || http::HeaderValue::from_str(&a.anthropic_version).is_err() {
+                    return Err(ConfigError::invalid(
+                        key("anthropic_version"),
+                        "must be a version such as \"2023-06-01\"",
+                    ));
+                }
+                if a.default_max_tokens == 0 {
+                    return Err(ConfigError::invalid(key("default_max_tokens"), "must be at least 1"));
                 }
             }
             ProviderKind::Mock(_) => {
@@ -371,6 +450,8 @@ impl From<ProviderConfig> for ProviderFile {
             discover_models: p.discover_models,
             models_refresh: p.models_refresh,
             connect_timeout: None,
+            anthropic_version: None,
+            default_max_tokens: None,
             latency: None,
             chunk_delay: None,
             pool: p.pool,
@@ -381,6 +462,14 @@ impl From<ProviderConfig> for ProviderFile {
                 f.keys = Some(o.keys);
                 f.headers = Some(o.headers);
                 f.connect_timeout = Some(o.connect_timeout);
+            }
+            ProviderKind::Anthropic(a) => {
+                f.base_url = Some(a.http.base_url);
+                f.keys = Some(a.http.keys);
+                f.headers = Some(a.http.headers);
+                f.connect_timeout = Some(a.http.connect_timeout);
+                f.anthropic_version = Some(a.anthropic_version);
+                f.default_max_tokens = Some(a.default_max_tokens);
             }
             ProviderKind::Mock(m) => {
                 f.latency = Some(m.latency);

@@ -242,3 +242,28 @@ fn gemini_defaults_to_google_needs_a_key_and_redacts_it() {
     let err = parse(&format!("{base}keys = [{{ value = \"k\" }}]\nlatency = \"1s\"\n")).unwrap_err().to_string();
     assert!(err.contains("providers[0].latency") && err.contains("\"mock\""), "{err}");
 }
+
+#[test]
+fn an_anthropic_provider_has_defaults_and_its_errors_name_the_key() {
+    let cfg = parse("[[providers]]\nname = \"a\"\nkind = \"anthropic\"\nkeys = [{ value = \"sk-ant-1234567890\" }]\n")
+        .unwrap();
+    let ProviderKind::Anthropic(a) = &cfg.providers[0].kind else { panic!("not anthropic") };
+    assert_eq!(a.http.base_url, "https://api.anthropic.com/v1");
+    assert_eq!((a.anthropic_version.as_str(), a.default_max_tokens), ("2023-06-01", 4096));
+    let shown = serde_json::to_value(cfg.redacted()).unwrap();
+    assert_eq!(shown["providers"][0]["keys"][0]["value"], "<redacted>");
+    for (extra, key) in [
+        ("keys = [{ value = \"\" }]", "providers[0].keys[0].value"),
+        ("default_max_tokens = 0", "providers[0].default_max_tokens"),
+        ("anthropic_version = \"\"", "providers[0].anthropic_version"),
+        ("base_url = \"ftp://x\"", "providers[0].base_url"),
+        ("latency = \"1s\"", "providers[0].latency"),
+    ] {
+        let err = parse(&format!("[[providers]]\nname = \"a\"\nkind = \"anthropic\"\n{extra}\n")).unwrap_err();
+        assert!(err.to_string().contains(key), "{extra}: {err}");
+    }
+    let err =
+        parse("[[providers]]\nname = \"o\"\nkind = \"openai\"\nbase_url = \"http://x/v1\"\ndefault_max_tokens = 5\n")
+            .unwrap_err();
+    assert!(err.to_string().contains("providers[0].default_max_tokens"), "{err}");
+}

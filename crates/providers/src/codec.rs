@@ -89,26 +89,77 @@ pub fn canonical_answer(client: ApiFormat, resp: ChatResponse) -> Result<Bytes, 
 }
 
 /// Canonical stream events as event payloads in the client's format. An `Err` item is passed
-/// on and ends the stream.
+/// on and ends the stream; a stream that ends well gets the client format's closing events.
 pub fn canonical_events(
     client: ApiFormat,
     events: futures_util::stream::BoxStream<'static, Result<StreamEvent, Error>>,
 ) -> ChunkStream {
-    let mut writer = weir_api::EventWriter::new(client);
-    let mut failed = false;
-    events
-        .filter_map(move |item| {
-            let out = match item {
-                _ if failed => None,
-                Ok(event) => Some(Ok(writer.write(event))),
-                Err(e) => {
-                    failed = true;
-                    Some(Err(e))
+    write_events(client, events, |event, out| {
+        out.push(event);
+        Ok(())
+    })
+}
+
+/// The client's payloads for a stream of `T`s: `read` turns each item into canonical events,
+/// the client format's writer writes them (a canonical event may be several payloads, or
+/// none), and its closing events follow the last item. The first error ends the stream.
+fn write_events<T, R>(
+    client: ApiFormat,
+    input: futures_util::stream::BoxStream<'static, Result<T, Error>>,
+    read: R,
+) -> ChunkStream
+where
+    T: Send + 'static,
+    R: FnMut(T, &mut Vec<StreamEvent>) -> Result<(), Error> + Send + 'static,
+{
+    struct State<T, R> {
+        input: futures_util::stream::BoxStream<'static, Result<T, Error>>,
+        read: R,
+        writer: weir_api::EventWriter,
+        canonical: Vec<StreamEvent>,
+        out: std::collections::VecDeque<Bytes>,
+        done: bool,
+    }
+    let state = State {
+        input,
+        read,
+        writer: weir_api::EventWriter::new(client),
+        canonical: Vec::new(),
+        out: std::collections::VecDeque::new(),
+        done: false,
+    };
+    futures_util::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(payload) = s.out.pop_front() {
+                return Some((Ok(payload), s));
+            }
+            if s.done {
+                return None;
+            }
+            let mut written = Vec::new();
+            match s.input.next().await {
+                None => {
+                    s.done = true;
+                    s.writer.end(&mut written);
                 }
-            };
-            std::future::ready(out)
-        })
-        .boxed()
+                Some(Err(e)) => {
+                    s.done = true;
+                    return Some((Err(e), s));
+                }
+                Some(Ok(item)) => {
+                    if let Err(e) = (s.read)(item, &mut s.canonical) {
+                        s.done = true;
+                        return Some((Err(e), s));
+                    }
+                    for ev in s.canonical.drain(..) {
+                        s.writer.write(ev, &mut written);
+                    }
+                }
+            }
+            s.out.extend(written);
+        }
+    })
+    .boxed()
 }
 
 /// A whole answer in the client's format: `body` itself when the formats match.
@@ -148,29 +199,12 @@ pub fn events(native: ApiFormat, client: ApiFormat, events: ChunkStream) -> Chun
 /// Stream events through the canonical form.
 fn convert_events(native: ApiFormat, client: ApiFormat, events: ChunkStream) -> ChunkStream {
     let mut reader = weir_api::EventReader::new(native);
-    let mut writer = weir_api::EventWriter::new(client);
-    let mut canonical: Vec<StreamEvent> = Vec::new();
-    let mut failed = false;
-    events
-        .flat_map(move |item| {
-            let out: Vec<Result<Bytes, Error>> = match item {
-                _ if failed => Vec::new(),
-                Err(e) => {
-                    failed = true;
-                    vec![Err(e)]
-                }
-                Ok(payload) => match reader.read(&payload, &mut canonical) {
-                    Ok(()) => canonical.drain(..).map(|ev| Ok(writer.write(ev))).collect(),
-                    Err(e) => {
-                        failed = true;
-                        let why = format!("the provider's stream event does not convert: {e}");
-                        vec![Err(Error::new(ErrorKind::UpstreamInvalid, why))]
-                    }
-                },
-            };
-            futures_util::stream::iter(out)
+    write_events(client, events, move |payload: Bytes, canonical| {
+        reader.read(&payload, canonical).map_err(|e| {
+            let why = format!("the provider's stream event does not convert: {e}");
+            Error::new(ErrorKind::UpstreamInvalid, why)
         })
-        .boxed()
+    })
 }
 
 /// A request the provider's format (named `target`) cannot express: the client asked for it,

@@ -3,6 +3,7 @@
 //! that format and converts it (and the answer back) when not. Dispatch is a plain enum: no
 //! boxing per call, and a new kind (Anthropic, Bedrock, ...) is one more variant and module.
 
+pub mod anthropic;
 pub mod codec;
 pub mod gemini;
 pub mod http;
@@ -74,6 +75,8 @@ pub enum Provider {
     Openai(Box<openai::OpenAi>),
     /// Google AI's Gemini API.
     Gemini(Box<gemini::Gemini>),
+    /// Anthropic's Messages API.
+    Anthropic(Box<anthropic::Anthropic>),
     /// Built-in echo provider.
     Mock(mock::Mock),
     /// Test double with scripted behaviour (delays, errors, panics).
@@ -90,6 +93,9 @@ impl Provider {
     pub fn from_config(cfg: &ProviderConfig, threads: usize) -> Result<Self, String> {
         Ok(match &cfg.kind {
             ProviderKind::OpenAi(o) => Self::Openai(Box::new(openai::OpenAi::new(&cfg.name, o, &cfg.pool, threads)?)),
+            ProviderKind::Anthropic(a) => {
+                Self::Anthropic(Box::new(anthropic::Anthropic::new(&cfg.name, a, &cfg.pool, threads)?))
+            }
             ProviderKind::Mock(m) => Self::Mock(mock::Mock::new(&cfg.models, m)),
             ProviderKind::Gemini(g) => Self::Gemini(Box::new(gemini::Gemini::new(&cfg.name, g, &cfg.pool, threads)?)),
         })
@@ -102,6 +108,7 @@ impl Provider {
             // No client speaks Gemini's format: the provider converts every request itself
             // (`codec::canonical_request`), so no passthrough can ever match.
             Self::Gemini(_) => ApiFormat::OpenAi,
+            Self::Anthropic(_) => anthropic::Anthropic::FORMAT,
             Self::Mock(_) => mock::Mock::FORMAT,
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(_) => scripted::Scripted::FORMAT,
@@ -118,6 +125,7 @@ impl Provider {
         match self {
             Self::Openai(p) => p.call(req).await,
             Self::Gemini(p) => p.call(req).await,
+            Self::Anthropic(p) => p.call(req).await,
             Self::Mock(p) => p.call(req).await,
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(p) => p.call(req).await,
@@ -131,6 +139,7 @@ impl Provider {
         match self {
             Self::Openai(p) => p.retire(),
             Self::Gemini(p) => p.retire(),
+            Self::Anthropic(p) => p.retire(),
             Self::Mock(_) => {}
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(_) => {}
@@ -143,6 +152,7 @@ impl Provider {
         match self {
             Self::Openai(p) => Some(p.list_models(secrets).await),
             Self::Gemini(p) => Some(p.list_models(secrets).await),
+            Self::Anthropic(p) => Some(p.list_models(secrets).await),
             Self::Mock(p) => Some(Ok(p.models())),
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(_) => None,

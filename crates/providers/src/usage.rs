@@ -1,5 +1,7 @@
-//! Token usage in an OpenAI-shaped answer (`usage.prompt_tokens`, `usage.completion_tokens`,
-//! `usage.prompt_tokens_details.cached_tokens`), for `weir_tokens_total`. A whole answer's is
+//! Token usage in an answer, for `weir_tokens_total`: OpenAI's (`usage.prompt_tokens`,
+//! `usage.completion_tokens`, `usage.prompt_tokens_details.cached_tokens`) or Anthropic's
+//! (`usage.input_tokens` plus the cache reads and writes it leaves out, `output_tokens`,
+//! `cache_read_input_tokens`). A whole answer's is
 //! read in the scan that checks the answer is JSON; a stream's from the last chunk carrying one
 //! (OpenAI sends it in a final chunk when asked with `stream_options.include_usage`), so no
 //! other chunk is parsed.
@@ -9,6 +11,8 @@ use std::fmt;
 use bytes::Bytes;
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
+
+use crate::format::ApiFormat;
 
 /// Tokens one upstream answer reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -37,6 +41,10 @@ enum Key {
     CompletionTokens,
     PromptTokensDetails,
     CachedTokens,
+    InputTokens,
+    OutputTokens,
+    CacheReadInputTokens,
+    CacheCreationInputTokens,
     Other,
 }
 
@@ -73,6 +81,10 @@ impl Key {
             b"completion_tokens" => Key::CompletionTokens,
             b"prompt_tokens_details" => Key::PromptTokensDetails,
             b"cached_tokens" => Key::CachedTokens,
+            b"input_tokens" => Key::InputTokens,
+            b"output_tokens" => Key::OutputTokens,
+            b"cache_read_input_tokens" => Key::CacheReadInputTokens,
+            b"cache_creation_input_tokens" => Key::CacheCreationInputTokens,
             _ => Key::Other,
         }
     }
@@ -168,13 +180,24 @@ impl Part for UsageObject {
 
     fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Option<Usage>, A::Error> {
         let mut usage = Usage::default();
+        // Anthropic's counts: its input leaves out the cached tokens, which OpenAI's includes.
+        let (mut input, mut read, mut written, mut output) = (0, 0, 0, None);
         while let Some(key) = map.next_key::<Key>()? {
             match key {
-                Key::PromptTokens => usage.prompt = map.next_value::<Read<Count>>()?.0.unwrap_or(0),
-                Key::CompletionTokens => usage.completion = map.next_value::<Read<Count>>()?.0.unwrap_or(0),
+                Key::PromptTokens => usage.prompt = count(&mut map)?,
+                Key::CompletionTokens => usage.completion = count(&mut map)?,
                 Key::PromptTokensDetails => usage.cached = map.next_value::<Read<Details>>()?.0.unwrap_or(0),
+                Key::InputTokens => input = count(&mut map)?,
+                Key::OutputTokens => output = Some(count(&mut map)?),
+                Key::CacheReadInputTokens => read = count(&mut map)?,
+                Key::CacheCreationInputTokens => written = count(&mut map)?,
                 _ => skip(&mut map)?,
             }
+        }
+        if let Some(output) = output {
+            usage.prompt = input + read + written;
+            usage.completion = output;
+            usage.cached = read;
         }
         Ok(Some(usage))
     }
@@ -213,31 +236,69 @@ impl Part for Count {
     }
 }
 
+/// The value of the key just read as a count; 0 when it is not one.
+fn count<'de, A: MapAccess<'de>>(map: &mut A) -> Result<u64, A::Error> {
+    map.next_value::<Read<Count>>().map(|c| c.0.unwrap_or(0))
+}
+
 /// Checks and skips the value of the key just read.
 fn skip<'de, A: MapAccess<'de>>(map: &mut A) -> Result<(), A::Error> {
     map.next_value::<IgnoredAny>().map(|_| ())
 }
 
-/// The usage of a stream, noted chunk by chunk: a substring search per chunk, and a parse of
-/// only the last chunk whose `usage` is an object, at the end.
+/// The usage of a stream in the client's format, noted event by event: a substring search per
+/// event, and a parse at the end of only the events that carry one. OpenAI reports it once, in
+/// the last chunk with a `usage` object; Anthropic reports the input in `message_start`
+/// (`message.usage`) and the output so far in each `message_delta`.
 #[derive(Default)]
 pub struct StreamUsage {
+    anthropic: bool,
+    /// Anthropic: the first event with usage (`message_start`).
+    first: Option<Bytes>,
     last: Option<Bytes>,
 }
 
 impl StreamUsage {
+    /// Usage of a stream of `format` events.
+    pub fn new(format: ApiFormat) -> Self {
+        Self { anthropic: format == ApiFormat::Anthropic, ..Self::default() }
+    }
+
     /// Keeps `payload` (a reference, not a copy) when it carries a usage object.
     pub fn note(&mut self, payload: &Bytes) {
         let Some(at) = memchr::memmem::rfind(payload, b"\"usage\"") else { return };
         let mut rest = payload[at + 7..].iter().copied().filter(|b| !b.is_ascii_whitespace());
         if rest.next() == Some(b':') && rest.next() == Some(b'{') {
-            self.last = Some(payload.clone());
+            if self.anthropic && self.first.is_none() {
+                self.first = Some(payload.clone());
+            } else {
+                self.last = Some(payload.clone());
+            }
         }
     }
 
-    /// The usage of the last chunk noted with one.
+    /// The usage of the stream so far.
     pub fn usage(&self) -> Option<Usage> {
-        read_answer(self.last.as_ref()?).ok().flatten()
+        if !self.anthropic {
+            return read_answer(self.last.as_ref()?).ok().flatten();
+        }
+        let object = |b: &Option<Bytes>, pointer: &str| -> Option<serde_json::Value> {
+            let v: serde_json::Value = serde_json::from_slice(b.as_ref()?).ok()?;
+            v.pointer(pointer).filter(|u| u.is_object()).cloned()
+        };
+        let start = object(&self.first, "/message/usage");
+        let delta = object(&self.last, "/usage");
+        if start.is_none() && delta.is_none() {
+            return None;
+        }
+        let count = |u: &Option<serde_json::Value>, key: &str| u.as_ref().and_then(|u| u.get(key)?.as_u64());
+        // A `message_delta` that repeats the input counts has the final ones.
+        let input = if count(&delta, "input_tokens").is_some() { &delta } else { &start };
+        let read = count(input, "cache_read_input_tokens").unwrap_or(0);
+        let prompt =
+            count(input, "input_tokens").unwrap_or(0) + read + count(input, "cache_creation_input_tokens").unwrap_or(0);
+        let completion = count(&delta, "output_tokens").or_else(|| count(&start, "output_tokens")).unwrap_or(0);
+        Some(Usage { prompt, completion, cached: read })
     }
 }
 
@@ -275,6 +336,28 @@ mod tests {
         for invalid in [&b"{\"id\": oops"[..], b"", b"{} {}", b"{\"a\":1,}", br#"{"usage":{"prompt_tokens":1,}}"#] {
             assert!(read_answer(invalid).is_err(), "{}", String::from_utf8_lossy(invalid));
         }
+    }
+
+    #[test]
+    fn anthropic_usage_counts_cached_input_as_input() {
+        let body = br#"{"id":"msg_1","type":"message","content":[],"usage":{"input_tokens":10,
+            "cache_creation_input_tokens":3,"cache_read_input_tokens":4,"output_tokens":7}}"#;
+        assert_eq!(read_answer(body).unwrap(), Some(Usage { prompt: 17, completion: 7, cached: 4 }));
+    }
+
+    #[test]
+    fn an_anthropic_streams_usage_is_its_start_input_and_last_delta_output() {
+        let mut s = StreamUsage::new(ApiFormat::Anthropic);
+        s.note(&Bytes::from_static(
+            br#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":25,"cache_read_input_tokens":5,"output_tokens":1}}}"#,
+        ));
+        s.note(&Bytes::from_static(
+            br#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"\"usage\": {"}}"#,
+        ));
+        s.note(&Bytes::from_static(
+            br#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}"#,
+        ));
+        assert_eq!(s.usage(), Some(Usage { prompt: 30, completion: 15, cached: 5 }));
     }
 
     #[test]

@@ -257,7 +257,7 @@ fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Str
         let to_client = ToClient { tx: &tx, send_timeout, shutdown: &shutdown };
         let mut failure: Option<Error> = None;
         // The upstream's usage, noted before plugins see a chunk.
-        let mut tokens = StreamUsage::default();
+        let mut tokens = StreamUsage::new(format);
         loop {
             let payload = match chunks.recv().await {
                 Some(Ok(StreamItem::Chunk(p))) => p,

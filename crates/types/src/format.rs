@@ -10,6 +10,9 @@ pub enum ApiFormat {
     /// OpenAI's chat completions and embeddings API.
     #[serde(rename = "openai")]
     OpenAi,
+    /// Anthropic's Messages API.
+    #[serde(rename = "anthropic")]
+    Anthropic,
 }
 
 impl ApiFormat {
@@ -17,6 +20,7 @@ impl ApiFormat {
     pub const fn name(self) -> &'static str {
         match self {
             Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
         }
     }
 }
@@ -54,8 +58,10 @@ impl Endpoint {
     pub const OPENAI_CHAT: Self = Self { format: ApiFormat::OpenAi, op: Operation::Chat };
     /// `POST /v1/embeddings`.
     pub const OPENAI_EMBEDDINGS: Self = Self { format: ApiFormat::OpenAi, op: Operation::Embeddings };
+    /// `POST /v1/messages`.
+    pub const ANTHROPIC_MESSAGES: Self = Self { format: ApiFormat::Anthropic, op: Operation::Chat };
     /// Every endpoint, in [`Endpoint::index`] order.
-    pub const ALL: [Self; 2] = [Self::OPENAI_CHAT, Self::OPENAI_EMBEDDINGS];
+    pub const ALL: [Self; 3] = [Self::OPENAI_CHAT, Self::OPENAI_EMBEDDINGS, Self::ANTHROPIC_MESSAGES];
     /// How many endpoints there are: the size of per-endpoint arrays (metrics handles).
     pub const COUNT: usize = Self::ALL.len();
 
@@ -64,6 +70,9 @@ impl Endpoint {
         match (self.format, self.op) {
             (ApiFormat::OpenAi, Operation::Chat) => 0,
             (ApiFormat::OpenAi, Operation::Embeddings) => 1,
+            // Anthropic has no embeddings endpoint: no route makes this pair, and it shares
+            // the chat slot rather than widening every per-endpoint array.
+            (ApiFormat::Anthropic, _) => 2,
         }
     }
 
@@ -89,5 +98,7 @@ mod tests {
         assert_eq!(Endpoint::OPENAI_CHAT.format.name(), "openai");
         assert_eq!(Endpoint::OPENAI_CHAT.label(), "chat");
         assert_eq!(Endpoint::OPENAI_EMBEDDINGS.op.name(), "embeddings");
+        assert_eq!(Endpoint::ANTHROPIC_MESSAGES.format.name(), "anthropic");
+        assert_eq!(Endpoint::ANTHROPIC_MESSAGES.label(), "chat");
     }
 }

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use bytes::Bytes;
 
-use crate::config::{Config, ProviderKind};
+use crate::config::Config;
 use crate::error::Error;
 
 /// What a secret is replaced with.
@@ -72,7 +72,7 @@ impl Secrets {
     pub fn from_config(cfg: &Config) -> Self {
         let mut values: Vec<&str> = Vec::new();
         for p in &cfg.providers {
-            let (ProviderKind::OpenAi(o) | ProviderKind::Gemini(o)) = &p.kind else { continue };
+            let Some(o) = p.kind.http() else { continue };
             values.extend(o.keys.iter().map(|k| k.value.as_str()));
             values.extend(o.headers.iter().filter(|(name, _)| credential_like(name)).map(|(_, v)| v.as_str()));
             values.extend(o.header_env.iter());
@@ -275,6 +275,11 @@ mod tests {
             base_url = "http://127.0.0.1:1/v1"
             keys = [{ value = "key-value-123" }]
             headers = { x-custom-auth = "header-secret-1", anthropic-version = "2023-06-01" }
+            [[providers]]
+            name = "a"
+            kind = "anthropic"
+            keys = [{ value = "ant-key-value-123" }]
+            headers = { x-api-token = "ant-header-secret-1" }
             [[plugins]]
             name = "x"
             path = "x.wasm"
@@ -284,5 +289,6 @@ mod tests {
         let s = Secrets::from_config(&cfg);
         let text = "admin-token-123 key-value-123 header-secret-1 2023-06-01 plain-value-123";
         assert_eq!(s.scrub(text), "<redacted> <redacted> <redacted> 2023-06-01 plain-value-123");
+        assert_eq!(s.scrub("ant-key-value-123 ant-header-secret-1"), "<redacted> <redacted>", "anthropic's too");
     }
 }

@@ -72,24 +72,37 @@ impl Plugin for PiiRedact {
             return RequestAction::Continue;
         }
         let (format, op) = (req.api_format(), req.operation());
-        let pointer = match (format.as_str(), op.as_str()) {
-            (api_format::OPENAI, operation::CHAT) => "/messages",
-            (api_format::OPENAI, operation::EMBEDDINGS) => "/input",
+        let pointers: &[&str] = match (format.as_str(), op.as_str()) {
+            (api_format::OPENAI, operation::CHAT) => &["/messages"],
+            (api_format::OPENAI, operation::EMBEDDINGS) => &["/input"],
+            // Anthropic keeps the instructions beside the messages, in `system`.
+            (api_format::ANTHROPIC, operation::CHAT) => &["/system", "/messages"],
             // A body this plugin cannot rewrite: refuse rather than let the text through.
             _ => return weir_plugin_sdk::reject(400, format!("pii-redact cannot redact {format} {op} requests")),
         };
-        if let Some(mut value) = get_json::<Value>(req, pointer)
-            && self.rewrite(&mut value)
-            && let Err(e) = req.set(pointer, &value.to_string())
-        {
-            // Never let unredacted text through: refuse instead.
-            return weir_plugin_sdk::reject(500, format!("pii-redact could not rewrite the request: {e}"));
+        for pointer in pointers {
+            if let Some(mut value) = get_json::<Value>(req, pointer)
+                && self.rewrite(&mut value)
+                && let Err(e) = req.set(pointer, &value.to_string())
+            {
+                // Never let unredacted text through: refuse instead.
+                return weir_plugin_sdk::reject(500, format!("pii-redact could not rewrite the request: {e}"));
+            }
         }
         RequestAction::Continue
     }
 
-    // Answers and chunks are read in OpenAI's shape (`choices`); on another format nothing matches.
-    fn on_response(&mut self, _req: &Request, resp: &Response) -> ResponseAction {
+    // Answers and chunks in OpenAI's shape (`choices`) or Anthropic's (`content` text blocks,
+    // `text_delta` events); on another format nothing matches.
+    fn on_response(&mut self, req: &Request, resp: &Response) -> ResponseAction {
+        if req.api_format() == api_format::ANTHROPIC {
+            if let Some(mut content) = resp.get("/content").and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                && self.rewrite(&mut content)
+            {
+                let _ = resp.set("/content", &content.to_string());
+            }
+            return ResponseAction::Pass;
+        }
         if let Some(mut choices) = resp.get("/choices").and_then(|t| serde_json::from_str::<Value>(&t).ok()) {
             let mut doc = serde_json::json!({ "choices": choices.take() });
             if self.rewrite_choices(&mut doc, "message") {
@@ -101,7 +114,12 @@ impl Plugin for PiiRedact {
 
     fn on_stream_chunk(&mut self, _req: &Request, chunk: &[u8]) -> ChunkAction {
         let Ok(mut doc) = serde_json::from_slice::<Value>(chunk) else { return ChunkAction::Pass };
-        if self.rewrite_choices(&mut doc, "delta") {
+        let changed = match doc.get_mut("delta").and_then(|d| d.get_mut("text")) {
+            // Anthropic's `content_block_delta` with a `text_delta`.
+            Some(text @ Value::String(_)) => self.rewrite(text),
+            _ => self.rewrite_choices(&mut doc, "delta"),
+        };
+        if changed {
             return ChunkAction::Rewrite(doc.to_string().into_bytes());
         }
         ChunkAction::Pass

@@ -33,10 +33,10 @@ impl Plugin for PromptGuard {
         // The host hands over the prompt texts as plain strings: no JSON crosses or is parsed
         // here unless a message limit is configured.
         let texts = req.prompt_texts();
-        // The message count is read where OpenAI keeps the messages.
+        // The message count is read where OpenAI and Anthropic keep the messages.
         let messages = if self.guard.counts_messages()
             && req.operation() == operation::CHAT
-            && req.api_format() == api_format::OPENAI
+            && matches!(req.api_format().as_str(), api_format::OPENAI | api_format::ANTHROPIC)
         {
             get_json::<Vec<serde::de::IgnoredAny>>(req, "/messages").map_or(0, |m| m.len())
         } else {

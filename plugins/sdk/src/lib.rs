@@ -55,6 +55,8 @@ pub use bindings::weir::plugin::types::{
 pub mod api_format {
     /// OpenAI's chat completions and embeddings API.
     pub const OPENAI: &str = "openai";
+    /// Anthropic's Messages API (`/v1/messages`): instructions in a top-level `system`.
+    pub const ANTHROPIC: &str = "anthropic";
 }
 
 /// Values of [`Request::operation`]: what was asked, the same on every API format (this

@@ -14,7 +14,7 @@
 
 pub mod canonical;
 mod render;
-mod scan;
+pub(crate) mod scan;
 mod summary;
 
 use bytes::Bytes;
@@ -93,9 +93,11 @@ impl Format for OpenAi {
         reader.chunk(payload, out)
     }
 
-    fn write_event(writer: &mut Self::EventWriter, event: StreamEvent) -> Bytes {
-        Bytes::from(serde_json::to_vec(&writer.event(event)).unwrap_or_default())
+    fn write_event(writer: &mut Self::EventWriter, event: StreamEvent, out: &mut Vec<Bytes>) {
+        out.push(Bytes::from(serde_json::to_vec(&writer.event(event)).unwrap_or_default()));
     }
+
+    fn end_events(_: &mut Self::EventWriter, _: &mut Vec<Bytes>) {}
 }
 
 /// Roles accepted in `messages[].role`.
@@ -114,7 +116,7 @@ pub fn read_request(op: Operation, bytes: Bytes, usage: BodyUse) -> Result<Front
         return Err(Error::new(ErrorKind::InvalidJson, "request body is empty; expected a JSON object"));
     }
     let (model, stream, index) = match scan::scan(&bytes, usage == BodyUse::Read) {
-        Ok(scan::Scanned { top: Some(mut top), repeated: false, chat_texts, input_texts }) => {
+        Ok(scan::Scanned { top: Some(mut top), repeated: false, chat_texts, input_texts, .. }) => {
             let (model, stream) = validate_scanned(op, &top)?;
             let texts = match op {
                 Operation::Chat => chat_texts,
@@ -189,12 +191,13 @@ fn summarise(body: &Map<String, Value>) -> scan::Top<'_> {
         n: field("n"),
         temperature: field("temperature"),
         input,
+        system: None,
         fields: Vec::new(),
     }
 }
 
 /// A tree value as the scan summarises it.
-fn kind(v: &Value) -> scan::Kind<'_> {
+pub(crate) fn kind(v: &Value) -> scan::Kind<'_> {
     use scan::Kind;
     match v {
         Value::Null => Kind::Null,

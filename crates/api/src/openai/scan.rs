@@ -29,6 +29,9 @@ pub struct Scanned<'de> {
     pub chat_texts: Vec<Text>,
     /// With `index`: the embeddings prompt texts (`input` strings).
     pub input_texts: Vec<Text>,
+    /// With `index` and `system`: the texts of a top-level `system` (Anthropic's instructions:
+    /// a string or text blocks), which come before the messages' texts whatever the key order.
+    pub system_texts: Vec<Text>,
 }
 
 /// Scans `body` (the same grammar as `serde_json::from_slice::<Value>`); with `index`, also
@@ -37,7 +40,18 @@ pub struct Scanned<'de> {
 /// # Errors
 /// serde_json's error for malformed JSON.
 pub fn scan(body: &[u8], index: bool) -> Result<Scanned<'_>, serde_json::Error> {
+    scan_for(body, index, false)
+}
+
+/// [`scan`]; with `system`, a top-level `system` is summarised and its texts recorded too
+/// (formats that keep instructions there).
+///
+/// # Errors
+/// serde_json's error for malformed JSON.
+pub fn scan_for(body: &[u8], index: bool, system: bool) -> Result<Scanned<'_>, serde_json::Error> {
     let cx = Cx {
+        system,
+        system_texts: RefCell::default(),
         repeated: Cell::new(false),
         base: body.as_ptr() as usize,
         len: body.len(),
@@ -49,7 +63,8 @@ pub fn scan(body: &[u8], index: bool) -> Result<Scanned<'_>, serde_json::Error> 
     let top = TopSeed(&cx).deserialize(&mut de)?;
     de.end()?;
     let (chat_texts, input_texts) = (cx.chat_texts.into_inner(), cx.input_texts.into_inner());
-    Ok(Scanned { top, repeated: cx.repeated.get(), chat_texts, input_texts })
+    let system_texts = cx.system_texts.into_inner();
+    Ok(Scanned { top, repeated: cx.repeated.get(), chat_texts, input_texts, system_texts })
 }
 
 /// What every seed of one scan shares.
@@ -65,6 +80,10 @@ struct Cx {
     chat_texts: RefCell<Vec<Text>>,
     /// `input` strings, in order.
     input_texts: RefCell<Vec<Text>>,
+    /// Whether a top-level `system` holds prompt texts.
+    system: bool,
+    /// `system` string or text blocks, in order.
+    system_texts: RefCell<Vec<Text>>,
 }
 
 impl Cx {
@@ -289,6 +308,10 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
                     top.input = Some(access.next_value_seed(InputSeed(cx))?);
                     FieldValue::Composite
                 }
+                "system" if cx.system => {
+                    top.system = Some(access.next_value_seed(ContentSeed(cx, &cx.system_texts))?);
+                    FieldValue::Composite
+                }
                 name => {
                     let kind = access.next_value_seed(Any { keep: cx.index || name == "model", cx })?;
                     let value = if cx.index { cx.field_value(&kind) } else { FieldValue::Composite };
@@ -360,7 +383,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
         while let Some(Key(key)) = access.next_key()? {
             match &*key {
                 "role" => m.role = Some(access.next_value_seed(Any { keep: true, cx })?),
-                "content" => m.content = Some(access.next_value_seed(ContentSeed(cx))?),
+                "content" => m.content = Some(access.next_value_seed(ContentSeed(cx, &cx.chat_texts))?),
                 _ => {
                     access.next_value_seed(Any { keep: false, cx })?;
                 }
@@ -371,8 +394,9 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
     }
 }
 
-/// A message's `content`: its kind, recording a string or the text parts of an array.
-struct ContentSeed<'a>(&'a Cx);
+/// A message's `content` (or Anthropic's `system`): its kind, recording a string or the text
+/// parts of an array in the list given.
+struct ContentSeed<'a>(&'a Cx, &'a RefCell<Vec<Text>>);
 
 seed_by_visitor!(ContentSeed);
 
@@ -383,15 +407,15 @@ impl<'de> Visitor<'de> for ContentSeed<'_> {
     }
     scalar_kinds!();
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Kind<'de>, E> {
-        self.0.push_text(&self.0.chat_texts, v, true);
+        self.0.push_text(self.1, v, true);
         Ok(Kind::Str(None))
     }
     fn visit_str<E>(self, v: &str) -> Result<Kind<'de>, E> {
-        self.0.push_text(&self.0.chat_texts, v, false);
+        self.0.push_text(self.1, v, false);
         Ok(Kind::Str(None))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Kind<'de>, A::Error> {
-        while seq.next_element_seed(PartSeed(self.0))?.is_some() {}
+        while seq.next_element_seed(PartSeed(self.0, self.1))?.is_some() {}
         Ok(Kind::Array)
     }
     fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Kind<'de>, A::Error> {
@@ -401,7 +425,7 @@ impl<'de> Visitor<'de> for ContentSeed<'_> {
 }
 
 /// One content part: `{"type": "text", "text": ...}` is a prompt text.
-struct PartSeed<'a>(&'a Cx);
+struct PartSeed<'a>(&'a Cx, &'a RefCell<Vec<Text>>);
 
 seed_by_visitor!(PartSeed);
 
@@ -428,7 +452,7 @@ impl<'de> Visitor<'de> for PartSeed<'_> {
             keys.note(key, cx);
         }
         if let (true, Some(t)) = (is_text, text) {
-            cx.chat_texts.borrow_mut().push(t);
+            self.1.borrow_mut().push(t);
         }
         Ok(())
     }

@@ -79,6 +79,8 @@ pub struct Top<'de> {
     pub n: Option<Kind<'de>>,
     pub temperature: Option<Kind<'de>>,
     pub input: Option<Input>,
+    /// Anthropic's `system` (scanned only for formats that have it).
+    pub system: Option<Kind<'de>>,
     /// With `index`: every top-level field.
     pub fields: Vec<Field>,
 }

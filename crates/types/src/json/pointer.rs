@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use crate::format::{Endpoint, Operation};
+use crate::format::{ApiFormat, Endpoint, Operation};
 
 /// Why a pointer write failed (shown to the plugin).
 pub type WriteError = &'static str;
@@ -130,22 +130,31 @@ pub fn set(body: &mut Map<String, Value>, pointer: &str, value: Value) -> Result
 /// Calls `f` on every prompt text of a request body, in order: the `content` strings and `text`
 /// parts of `messages` (chat), or the `input` string or strings (embeddings).
 pub fn visit_prompt_texts<'a>(body: &'a Map<String, Value>, endpoint: Endpoint, f: &mut dyn FnMut(&'a str)) {
+    // A string, or the texts of `{"type": "text", "text": ...}` parts (OpenAI content parts,
+    // Anthropic text blocks).
+    fn texts<'a>(content: Option<&'a Value>, f: &mut dyn FnMut(&'a str)) {
+        match content {
+            Some(Value::String(s)) => f(s),
+            Some(Value::Array(parts)) => {
+                for part in parts {
+                    if part.get("type").and_then(Value::as_str) == Some("text")
+                        && let Some(Value::String(s)) = part.get("text")
+                    {
+                        f(s);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
     match endpoint.op {
         Operation::Chat => {
+            // Anthropic keeps the instructions in a top-level `system`, read first.
+            if endpoint.format == ApiFormat::Anthropic {
+                texts(body.get("system"), f);
+            }
             for message in body.get("messages").and_then(Value::as_array).into_iter().flatten() {
-                match message.get("content") {
-                    Some(Value::String(s)) => f(s),
-                    Some(Value::Array(parts)) => {
-                        for part in parts {
-                            if part.get("type").and_then(Value::as_str) == Some("text")
-                                && let Some(Value::String(s)) = part.get("text")
-                            {
-                                f(s);
-                            }
-                        }
-                    }
-                    _ => {}
-                }
+                texts(message.get("content"), f);
             }
         }
         Operation::Embeddings => match body.get("input") {

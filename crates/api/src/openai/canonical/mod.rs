@@ -22,14 +22,14 @@ pub use request::{request_from_canonical, request_to_canonical};
 pub use response::{response_from_canonical, response_to_canonical};
 pub use stream::{StreamReader, StreamWriter};
 
-type Obj = Map<String, Value>;
+pub(crate) type Obj = Map<String, Value>;
 
 /// `path.key`, or `key` at the top.
-fn at(path: &str, key: &str) -> String {
+pub(crate) fn at(path: &str, key: &str) -> String {
     if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
 }
 
-fn object(v: Value, path: &str) -> Result<Obj, ConvertError> {
+pub(crate) fn object(v: Value, path: &str) -> Result<Obj, ConvertError> {
     match v {
         Value::Object(o) => Ok(o),
         _ => Err(ConvertError::new(path, "must be an object")),
@@ -37,11 +37,11 @@ fn object(v: Value, path: &str) -> Result<Obj, ConvertError> {
 }
 
 /// A field that may be absent or `null`.
-fn take(o: &mut Obj, key: &str) -> Option<Value> {
+pub(crate) fn take(o: &mut Obj, key: &str) -> Option<Value> {
     o.remove(key).filter(|v| !v.is_null())
 }
 
-fn take_string(o: &mut Obj, key: &str, path: &str) -> Result<Option<String>, ConvertError> {
+pub(crate) fn take_string(o: &mut Obj, key: &str, path: &str) -> Result<Option<String>, ConvertError> {
     match take(o, key) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -49,21 +49,21 @@ fn take_string(o: &mut Obj, key: &str, path: &str) -> Result<Option<String>, Con
     }
 }
 
-fn need_string(o: &mut Obj, key: &str, path: &str) -> Result<String, ConvertError> {
+pub(crate) fn need_string(o: &mut Obj, key: &str, path: &str) -> Result<String, ConvertError> {
     take_string(o, key, path)?.ok_or_else(|| ConvertError::new(at(path, key), "is required"))
 }
 
-fn take_u64(o: &mut Obj, key: &str, path: &str) -> Result<Option<u64>, ConvertError> {
+pub(crate) fn take_u64(o: &mut Obj, key: &str, path: &str) -> Result<Option<u64>, ConvertError> {
     take(o, key)
         .map(|v| v.as_u64().ok_or_else(|| ConvertError::new(at(path, key), "must be a whole number")))
         .transpose()
 }
 
-fn take_f64(o: &mut Obj, key: &str, path: &str) -> Result<Option<f64>, ConvertError> {
+pub(crate) fn take_f64(o: &mut Obj, key: &str, path: &str) -> Result<Option<f64>, ConvertError> {
     take(o, key).map(|v| v.as_f64().ok_or_else(|| ConvertError::new(at(path, key), "must be a number"))).transpose()
 }
 
-fn take_array(o: &mut Obj, key: &str, path: &str) -> Result<Vec<Value>, ConvertError> {
+pub(crate) fn take_array(o: &mut Obj, key: &str, path: &str) -> Result<Vec<Value>, ConvertError> {
     match take(o, key) {
         None => Ok(Vec::new()),
         Some(Value::Array(a)) => Ok(a),
@@ -71,7 +71,7 @@ fn take_array(o: &mut Obj, key: &str, path: &str) -> Result<Vec<Value>, ConvertE
     }
 }
 
-fn take_object(o: &mut Obj, key: &str, path: &str) -> Result<Option<Obj>, ConvertError> {
+pub(crate) fn take_object(o: &mut Obj, key: &str, path: &str) -> Result<Option<Obj>, ConvertError> {
     take(o, key).map(|v| object(v, &at(path, key))).transpose()
 }
 

@@ -50,6 +50,10 @@ pub fn request_to_canonical(mut body: Obj) -> Result<ChatRequest, ConvertError> 
         None => false,
         Some(v) => v.as_bool().ok_or_else(|| ConvertError::new("stream", "must be true or false"))?,
     };
+    // A canonical answer is one message: several choices cannot be asked of another format.
+    if body.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
+        return Err(ConvertError::new("n", "only n = 1 can be served by a provider of another format"));
+    }
     Ok(ChatRequest {
         origin: ApiFormat::OpenAi,
         model,

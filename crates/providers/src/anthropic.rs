@@ -1,0 +1,422 @@
+//! The `anthropic` provider kind: Anthropic's Messages API (`POST {base}/messages`, keys sent as
+//! `x-api-key`, `anthropic-version`). A client that speaks Anthropic and whose request nothing
+//! edited has its bytes sent as they are (prompt caching's `cache_control` markers included);
+//! any other goes through the canonical types ([`codec`]), with the configured
+//! `default_max_tokens` where the request set none. Streams are read event by event: they end
+//! at `message_stop`, and an `error` event or a body that ends before it is an error. As in
+//! `openai.rs`, everything read from upstream is scrubbed of the snapshot's secrets.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::Value;
+
+use super::http::{ReadError, Returning, SendError, Upstream, endpoint_uri, read_capped, read_whole};
+use super::sse::{SseEvent, SseParser};
+use super::{ChunkStream, ProviderRequest, ProviderResponse, codec};
+use crate::affinity::Affinity;
+use crate::config::{AnthropicConfig, PoolConfig};
+use crate::error::{Error, ErrorKind};
+use crate::format::{ApiFormat, Operation};
+use crate::secrets::Secrets;
+
+/// Largest model list accepted from `GET /models`.
+const MAX_MODEL_LIST_BYTES: usize = 4 * 1024 * 1024;
+/// Largest error body read from upstream.
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+/// Most bytes of upstream text relayed in an error: its JSON `message`, else its raw body.
+const MAX_RELAYED_MESSAGE: usize = 1024;
+const MAX_RELAYED_RAW: usize = 200;
+/// Anthropic's "overloaded" status, answered to Weir's clients as 503.
+const OVERLOADED: u16 = 529;
+
+/// An Anthropic Messages API upstream.
+pub struct Anthropic {
+    name: String,
+    client: Upstream,
+    messages_url: Uri,
+    models_url: Uri,
+    /// `user-agent`, `anthropic-version` and the configured `headers` (marked sensitive).
+    headers: HeaderMap,
+    /// `x-api-key` values (marked sensitive) with cumulative weights for the random choice.
+    keys: Vec<(u64, HeaderValue)>,
+    default_max_tokens: u64,
+    max_response_bytes: usize,
+    buffered: metrics::Gauge,
+}
+
+impl Anthropic {
+    /// The format it speaks upstream.
+    pub const FORMAT: ApiFormat = ApiFormat::Anthropic;
+
+    /// Builds the client of provider `name`.
+    ///
+    /// # Errors
+    /// A message for an invalid URL, header or key.
+    pub fn new(name: &str, cfg: &AnthropicConfig, pool: &PoolConfig, threads: usize) -> Result<Self, String> {
+        let http = &cfg.http;
+        let mut headers = HeaderMap::new();
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(concat!("weir/", env!("CARGO_PKG_VERSION"))));
+        let version = HeaderValue::from_str(&cfg.anthropic_version)
+            .map_err(|_| "anthropic_version is not a valid header value".to_owned())?;
+        headers.insert(HeaderName::from_static("anthropic-version"), version);
+        for (name, value) in &http.headers {
+            let name =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("header name {name:?} is invalid"))?;
+            let mut value = HeaderValue::from_str(value)
+                .map_err(|_| format!("value of header {name} is not a valid header value"))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let mut keys = Vec::with_capacity(http.keys.len());
+        let mut total = 0u64;
+        for (i, k) in http.keys.iter().enumerate() {
+            if k.weight == 0 {
+                continue;
+            }
+            total += u64::from(k.weight);
+            let mut value = HeaderValue::from_str(&k.value)
+                .map_err(|_| format!("keys[{i}] contains characters not allowed in a header"))?;
+            value.set_sensitive(true);
+            keys.push((total, value));
+        }
+        let messages_url = endpoint_uri(&http.base_url, "/messages")?;
+        let buffered = metrics::gauge!("weir_pool_buffered_bytes", "provider" => name.to_owned());
+        buffered.increment(0.0);
+        Ok(Self {
+            name: name.to_owned(),
+            client: Upstream::new(&messages_url, http.connect_timeout, pool.workers, threads),
+            messages_url,
+            models_url: endpoint_uri(&http.base_url, "/models")?,
+            headers,
+            keys,
+            default_max_tokens: cfg.default_max_tokens,
+            max_response_bytes: pool.max_response_bytes,
+            buffered,
+        })
+    }
+
+    fn request(&self, method: Method, url: &Uri, body: Bytes) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = url.clone();
+        let headers = req.headers_mut();
+        headers.reserve(self.headers.len() + 4);
+        for (name, value) in &self.headers {
+            headers.insert(name, value.clone());
+        }
+        if let Some(total) = self.keys.last().map(|k| k.0) {
+            let roll = fastrand::u64(0..total);
+            if let Some((_, key)) = self.keys.iter().find(|(cum, _)| roll < *cum) {
+                headers.insert(HeaderName::from_static("x-api-key"), key.clone());
+            }
+        }
+        req
+    }
+
+    /// The body to send: the client's bytes when it speaks Anthropic and nothing edited them,
+    /// else the converted request with `default_max_tokens` where it has no `max_tokens`.
+    fn body(&self, mut req: ProviderRequest) -> Result<Bytes, Error> {
+        if req.endpoint.op != Operation::Chat {
+            return Err(Error::invalid_param("model", format!("provider {} serves only chat (messages)", self.name)));
+        }
+        if req.endpoint.format == Self::FORMAT {
+            return codec::request_body(Self::FORMAT, req.endpoint, req.body, req.model);
+        }
+        if req.endpoint.format == ApiFormat::OpenAi {
+            refuse_unexpressible(&self.name, req.body.map())?;
+        }
+        codec::native_request(Self::FORMAT, &mut req)?;
+        let mut tree = req.body.into_map();
+        tree.entry("max_tokens").or_insert_with(|| self.default_max_tokens.into());
+        serde_json::to_vec(&tree).map(Bytes::from).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))
+    }
+
+    /// Sends one request.
+    ///
+    /// # Errors
+    /// Transport failures, error statuses and invalid bodies, mapped to [`Error`].
+    pub async fn call(&self, req: ProviderRequest) -> Result<ProviderResponse, Error> {
+        let client = req.endpoint.format;
+        let (stream, secrets, affinity) = (req.stream, req.secrets.clone(), req.affinity);
+        let bytes = self.body(req)?;
+        let mut request = self.request(Method::POST, &self.messages_url, bytes);
+        request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let (resp, conn) = self.client.send_on(affinity, request).await.map_err(|e| self.transport_error(&e))?;
+        if !resp.status().is_success() {
+            let e = self.status_error(resp, &secrets).await;
+            self.client.put_back(conn);
+            return Err(e);
+        }
+        if stream {
+            let is_sse = resp
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.starts_with("text/event-stream"));
+            if !is_sse {
+                return Err(Error::new(
+                    ErrorKind::UpstreamInvalid,
+                    format!("provider {} answered a stream request without an event stream", self.name),
+                ));
+            }
+            let conn = self.client.returning(conn);
+            let events = events(self.name.clone(), resp.into_body().into_data_stream(), secrets, conn);
+            return Ok(ProviderResponse::Stream(codec::events(Self::FORMAT, client, events)));
+        }
+        let body = self.read_answer(resp, self.max_response_bytes).await?;
+        self.client.put_back(conn);
+        let Ok(usage) = super::usage::read_answer(&body) else {
+            return Err(Error::new(
+                ErrorKind::UpstreamInvalid,
+                format!("provider {} returned a response that is not valid JSON", self.name),
+            ));
+        };
+        let body = codec::response(Self::FORMAT, client, secrets.scrub_bytes(body))?;
+        Ok(ProviderResponse::Full { body, usage })
+    }
+
+    /// A reload replaced or removed this provider: its idle connections close now.
+    pub fn retire(&self) {
+        self.client.retire();
+    }
+
+    /// `GET /models`: the ids Anthropic lists (`data[].id`).
+    ///
+    /// # Errors
+    /// Transport failures, error statuses and unexpected bodies.
+    pub async fn list_models(&self, secrets: &Secrets) -> Result<Vec<String>, Error> {
+        let request = self.request(Method::GET, &self.models_url, Bytes::new());
+        let (resp, conn) = self.client.send_on(Affinity::NONE, request).await.map_err(|e| self.transport_error(&e))?;
+        if !resp.status().is_success() {
+            let e = self.status_error(resp, secrets).await;
+            self.client.put_back(conn);
+            return Err(e);
+        }
+        let body = secrets.scrub_bytes(self.read_answer(resp, MAX_MODEL_LIST_BYTES).await?);
+        self.client.put_back(conn);
+        let v: Value = serde_json::from_slice(&body).map_err(|_| {
+            Error::new(ErrorKind::UpstreamInvalid, format!("provider {} returned an invalid model list", self.name))
+        })?;
+        Ok(v.get("data")
+            .and_then(Value::as_array)
+            .map(|items| items.iter().filter_map(|m| m.get("id")?.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default())
+    }
+
+    async fn read_answer(&self, resp: http::Response<Incoming>, cap: usize) -> Result<Bytes, Error> {
+        let length = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+        read_whole(resp.into_body(), length, cap, &self.buffered).await.map_err(|e| match e {
+            ReadError::Send(e) => self.transport_error(&e),
+            ReadError::TooLarge => Error::new(
+                ErrorKind::UpstreamTooLarge,
+                format!("provider {} answered with more than {cap} bytes (max_response_bytes)", self.name),
+            ),
+        })
+    }
+
+    fn transport_error(&self, e: &SendError) -> Error {
+        let kind = if e.timed_out { ErrorKind::UpstreamTimeout } else { ErrorKind::UpstreamUnavailable };
+        Error::new(kind, format!("provider {} unreachable: {}", self.name, e.cause))
+    }
+
+    /// The error for an upstream error status, from Anthropic's
+    /// `{"type":"error","error":{"type","message"}}`; 529 (overloaded) is answered as 503.
+    async fn status_error(&self, resp: http::Response<Incoming>, secrets: &Secrets) -> Error {
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let hint = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+        let body = read_capped(resp.into_body(), hint, MAX_ERROR_BYTES).await.unwrap_or_default();
+        let mut err = error_from(&self.name, status, &body, secrets);
+        if let Some(secs) = retry_after {
+            err = err.with_retry_after(secs);
+        }
+        err
+    }
+}
+
+/// OpenAI request fields whose meaning Anthropic cannot keep: refused with a 400 naming them
+/// rather than dropped (a client asking for JSON or log probabilities must not get prose).
+fn refuse_unexpressible(name: &str, body: &serde_json::Map<String, Value>) -> Result<(), Error> {
+    let json_mode = body.get("response_format").and_then(|f| f.get("type")).and_then(Value::as_str);
+    if json_mode.is_some_and(|t| t != "text") {
+        let why = format!("provider {name} speaks Anthropic's API, which has no response_format (JSON mode)");
+        return Err(Error::invalid_param("response_format", why));
+    }
+    if body.get("logprobs") == Some(&Value::Bool(true)) {
+        return Err(Error::invalid_param(
+            "logprobs",
+            format!("provider {name} speaks Anthropic's API, which has no logprobs"),
+        ));
+    }
+    Ok(())
+}
+
+/// The error for an Anthropic error status and body. Upstream text is scrubbed of `secrets`
+/// before it is cut; on 401/403 it is not relayed at all (it may quote the key).
+fn error_from(name: &str, status: u16, body: &[u8], secrets: &Secrets) -> Error {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let upstream = parsed.as_ref().and_then(|v| v.get("error"));
+    let message = if status == 401 || status == 403 {
+        format!("provider {name} rejected Weir's credentials (upstream status {status})")
+    } else {
+        let text = match upstream.and_then(|e| e.get("message")).and_then(Value::as_str) {
+            Some(msg) => secrets.scrub_cut(msg, MAX_RELAYED_MESSAGE),
+            None => secrets.scrub_cut(&String::from_utf8_lossy(body), MAX_RELAYED_RAW),
+        };
+        let kind = upstream.and_then(|e| e.get("type")).and_then(Value::as_str).unwrap_or("error");
+        format!("provider {name} returned {status} ({}): {text}", secrets.scrub_cut(kind, 64))
+    };
+    let status = if status == OVERLOADED { 503 } else { status };
+    Error::new(ErrorKind::Upstream { status }, message)
+}
+
+/// The event payloads of an upstream Anthropic SSE body, each scrubbed of `secrets`. The
+/// stream ends after `message_stop` (the connection `conn` then goes back to its lanes); an
+/// `error` event, or a body that ends before `message_stop`, is an error item.
+fn events<S, E>(name: String, upstream: S, secrets: Arc<Secrets>, conn: Option<Returning>) -> ChunkStream
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
+    E: std::error::Error + 'static,
+{
+    struct State<S> {
+        upstream: S,
+        parser: SseParser,
+        finished: bool,
+        name: String,
+        secrets: Arc<Secrets>,
+        conn: Option<Returning>,
+    }
+    let state = State { upstream, parser: SseParser::default(), finished: false, name, secrets, conn };
+    futures_util::stream::unfold(state, |mut s| async move {
+        if s.finished {
+            return None;
+        }
+        loop {
+            match s.parser.next_event() {
+                // `[DONE]` is no Anthropic event; a payload is anything else.
+                Ok(Some(SseEvent::Data(data))) => {
+                    let data = s.secrets.scrub_bytes(data);
+                    match weir_api::anthropic::event_type(&data) {
+                        Some("message_stop") => {
+                            s.finished = true;
+                            if let Some(conn) = s.conn.take() {
+                                conn.done();
+                            }
+                        }
+                        Some("error") => {
+                            s.finished = true;
+                            let status = stream_error_status(&data);
+                            return Some((Err(error_from(&s.name, status, &data, &s.secrets)), s));
+                        }
+                        _ => {}
+                    }
+                    return Some((Ok(data), s));
+                }
+                Ok(Some(SseEvent::Done)) => {}
+                Ok(None) => {}
+                Err(e) => {
+                    s.finished = true;
+                    let err = Error::new(ErrorKind::UpstreamInvalid, format!("provider {} sent {e}", s.name));
+                    return Some((Err(err), s));
+                }
+            }
+            tokio::task::consume_budget().await;
+            match s.upstream.next().await {
+                Some(Ok(bytes)) => s.parser.feed(&bytes),
+                Some(Err(e)) => {
+                    s.finished = true;
+                    let why = SendError::from_chain(&e).cause;
+                    let err =
+                        Error::new(ErrorKind::UpstreamUnavailable, format!("provider {} stream failed: {why}", s.name));
+                    return Some((Err(err), s));
+                }
+                None => {
+                    s.finished = true;
+                    let err = Error::new(
+                        ErrorKind::UpstreamInvalid,
+                        format!("provider {} ended the stream before message_stop", s.name),
+                    );
+                    return Some((Err(err), s));
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// The status an `error` event stands for, from its `error.type`.
+fn stream_error_status(data: &[u8]) -> u16 {
+    let v: Option<Value> = serde_json::from_slice(data).ok();
+    match v.as_ref().and_then(|v| v.pointer("/error/type")).and_then(Value::as_str) {
+        Some("overloaded_error") => OVERLOADED,
+        Some("rate_limit_error") => 429,
+        Some("invalid_request_error") => 400,
+        _ => 500,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(body: &'static [u8]) -> Vec<Result<Bytes, Error>> {
+        let upstream =
+            futures_util::stream::iter(body.chunks(7).map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c))));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(events("p".into(), upstream, Default::default(), None).collect())
+    }
+
+    #[test]
+    fn a_stream_ends_at_message_stop_and_reads_nothing_after() {
+        let out = collect(
+            b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{}}\n\n\
+              event: ping\ndata: {\"type\": \"ping\"}\n\n\
+              event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n\
+              data: {\"type\":\"after\"}\n\n",
+        );
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(Result::is_ok));
+    }
+
+    #[test]
+    fn a_stream_cut_before_message_stop_ends_with_an_error() {
+        let out = collect(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{}}\n\n");
+        assert_eq!(out.len(), 2);
+        let e = out[1].as_ref().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::UpstreamInvalid);
+        assert!(e.message.contains("before message_stop"), "{}", e.message);
+    }
+
+    #[test]
+    fn an_error_event_is_an_error_with_anthropics_message() {
+        let out = collect(
+            b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+        );
+        assert_eq!(out.len(), 1);
+        let e = out[0].as_ref().unwrap_err();
+        assert_eq!(e.status().as_u16(), 503);
+        assert!(e.message.contains("Overloaded"), "{}", e.message);
+    }
+
+    #[test]
+    fn error_statuses_keep_anthropics_message_but_never_auth_text() {
+        let secrets = Secrets::new(["sk-ant-secret-123456"]);
+        let body = br#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: key sk-ant-secret-123456"}}"#;
+        let e = error_from("a", 400, body, &secrets);
+        assert_eq!(e.status().as_u16(), 400);
+        assert!(e.message.contains("prompt is too long") && !e.message.contains("sk-ant-secret"), "{}", e.message);
+        let e = error_from("a", 401, br#"{"error":{"message":"bad key sk-ant-secret-123456"}}"#, &secrets);
+        assert!(!e.message.contains("bad key"), "{}", e.message);
+        assert_eq!(e.status().as_u16(), 502);
+        assert_eq!(error_from("a", 529, b"{}", &secrets).status().as_u16(), 503);
+    }
+}
