@@ -94,3 +94,42 @@ async fn stream_cut_by_shutdown_timeout_ends_with_an_error_event_not_done() {
     let status = weir.wait_exit(Duration::from_secs(20)).await;
     assert!(status.success(), "exit status {status}:\n{}", weir.logs());
 }
+
+#[tokio::test]
+async fn sigterm_with_an_idle_h2_client_connection_exits_long_before_the_drain_timeout() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    const DRAIN: Duration = Duration::from_secs(30);
+    let up = MockUpstream::start().await;
+    let config = format!("[server]\nshutdown_timeout = \"{}s\"\n{}", DRAIN.as_secs(), up.provider_toml("up", "", ""));
+    let mut weir = Weir::start(&config).await;
+
+    // A real HTTP/2 client (prior knowledge, h2c) that makes a request, then keeps its
+    // connection open and idle, answering pings as a live client does.
+    let tcp = tokio::net::TcpStream::connect(weir.addr()).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let body = Full::new(bytes::Bytes::from(chat("up/m", "hi").to_string()));
+    let req = http::Request::post(format!("http://{}/v1/chat/completions", weir.addr()))
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&answer).contains("hi"), "{answer:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = std::time::Instant::now();
+    weir.sigterm();
+    let status = weir.wait_exit(DRAIN + Duration::from_secs(10)).await;
+    let took = started.elapsed();
+    assert!(status.success(), "{status}:\n{}", weir.logs());
+    assert!(took < DRAIN / 4, "exit took {took:?} of a {DRAIN:?} drain timeout:\n{}", weir.logs());
+    // The client saw its connection end (not left half-open).
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "the client's connection is still open");
+    drop(sender);
+}
