@@ -281,63 +281,15 @@ impl Io {
             self.heads += 1;
             return None;
         }
-        if total != first.len() {
-            return None;
-        }
-        own_error_head(first).map(|code| error_http1_bytes(&Error::from_parse_status(code)))
+        // Exactly hyper's shape: a short, bodiless 4xx head written alone.
+        let own = status[0] == b'4'
+            && total == first.len()
+            && total < 512
+            && first.ends_with(b"\r\n\r\n")
+            && first.windows(19).any(|w| w.eq_ignore_ascii_case(b"content-length: 0\r\n"));
+        let code: u16 = std::str::from_utf8(status).ok()?.parse().ok()?;
+        own.then(|| error_http1_bytes(&Error::from_parse_status(code)))
     }
-
-    /// A write that ends with a head hyper made itself after the answers to pipelined requests
-    /// (a bad head that arrived with good ones is answered in the same write as they are): the
-    /// write with that head replaced. Looked for only in writes ending like a head, and
-    /// only in their last bytes; a copy only when found.
-    fn pipelined_replacement(&self, bufs: &[IoSlice<'_>], total: usize) -> Option<Bytes> {
-        let last = bufs.iter().rev().find(|b| !b.is_empty())?;
-        if !last.ends_with(b"\r\n\r\n") || self.state.http2.load(Ordering::Relaxed) {
-            return None;
-        }
-        // The write's last bytes, gathered from the end (a head may span two buffers).
-        let mut buf = [0u8; OWN_HEAD_MAX];
-        let mut at = OWN_HEAD_MAX;
-        for b in bufs.iter().rev() {
-            let n = b.len().min(at);
-            buf[at - n..at].copy_from_slice(&b[b.len() - n..]);
-            at -= n;
-            if at == 0 {
-                break;
-            }
-        }
-        let tail = &buf[at..];
-        // The start of the last head: after the previous answer's end, not inside a body.
-        let start = tail.windows(9).rposition(|w| w == b"HTTP/1.1 ")?;
-        let head_len = tail.len() - start;
-        if head_len == total {
-            return None; // a head alone: `replacement` looked at it
-        }
-        // By shape alone: how many answers a write holds is not known without parsing their
-        // framing, and no answer of Weir's is a bodiless 4xx.
-        let code = own_error_head(&tail[start..])?;
-        let mut out = Vec::with_capacity(total);
-        bufs.iter().for_each(|b| out.extend_from_slice(b));
-        out.truncate(total - head_len);
-        out.extend_from_slice(&error_http1_bytes(&Error::from_parse_status(code)));
-        Some(Bytes::from(out))
-    }
-}
-
-/// Longest head hyper writes for its own error answers.
-const OWN_HEAD_MAX: usize = 512;
-
-/// The status of `head` when it has exactly the shape of the answers hyper makes itself: a
-/// short, bodiless 4xx head (Weir's own 4xx answers all carry a JSON body).
-fn own_error_head(head: &[u8]) -> Option<u16> {
-    let status = head.strip_prefix(b"HTTP/1.1 ")?.get(..3)?;
-    let own = status[0] == b'4'
-        && head.len() < OWN_HEAD_MAX
-        && head.ends_with(b"\r\n\r\n")
-        && head.windows(4).filter(|w| w == b"\r\n\r\n").count() == 1
-        && head.windows(19).any(|w| w.eq_ignore_ascii_case(b"content-length: 0\r\n"));
-    own.then(|| std::str::from_utf8(status).ok()?.parse().ok()).flatten()
 }
 
 impl AsyncRead for Io {
@@ -360,9 +312,8 @@ impl AsyncWrite for Io {
         this.state.unflushed.store(true, Ordering::Release);
         ready!(this.drain_pending(cx))?;
         let total = bufs.iter().map(|b| b.len()).sum();
-        let first = bufs.iter().find(|b| !b.is_empty());
-        if let Some(answer) =
-            first.and_then(|first| this.replacement(first, total)).or_else(|| this.pipelined_replacement(bufs, total))
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty())
+            && let Some(answer) = this.replacement(first, total)
         {
             this.pending = Some(answer);
             // Written in full later by `poll_flush` if the socket is busy now.
