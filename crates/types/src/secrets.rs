@@ -260,6 +260,23 @@ mod tests {
     }
 
     #[test]
+    fn trees_and_header_values_are_scrubbed_in_place() {
+        let s = Secrets::new([KEY]);
+        let mut v = serde_json::json!({ "a": [format!("x {KEY}"), 1], KEY: { "b": KEY }, "c": "clean" });
+        s.scrub_value(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({ "a": ["x <redacted>", 1], "<redacted>": { "b": "<redacted>" }, "c": "clean" })
+        );
+        let mut h = http::HeaderMap::new();
+        h.insert("x-note", http::HeaderValue::from_str(&format!("k={KEY}")).unwrap());
+        h.insert("x-other", http::HeaderValue::from_static("fine"));
+        s.scrub_headers(&mut h);
+        assert_eq!(h["x-note"], "k=<redacted>");
+        assert_eq!(h["x-other"], "fine");
+    }
+
+    #[test]
     fn a_cut_keeps_no_start_of_a_secret() {
         let s = Secrets::new([KEY]);
         // A secret that the cut would split is scrubbed first.
