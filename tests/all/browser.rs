@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::support::{MockUpstream, Reply, Weir, chat, client};
+use crate::support::{MockUpstream, Reply, Weir, chat, client, metric};
 
 const ALLOWED: &str = "https://app.example";
 
@@ -180,6 +180,37 @@ async fn sdk_like_requests_without_origin_work() {
         .body(json!({"model": "gpt-up", "input": "x"}).to_string());
     assert_eq!(Reply::read(emb.send().await.unwrap()).await.status, 200);
     assert_eq!(up.chats().len(), 4);
+}
+
+#[tokio::test]
+async fn browser_guard_refusals_are_counted_in_requests_total() {
+    let up = MockUpstream::start().await;
+    let weir = start(&up, None).await;
+    let url = weir.url("/v1/chat/completions");
+    let refused = [
+        client().post(&url).header("content-type", "text/plain").body(body()),
+        client()
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("origin", "https://evil.example")
+            .body(body()),
+        client().post(&url).header("content-type", "application/json").header("host", "evil.example").body(body()),
+        client().post(weir.url("/v1/embeddings")).header("origin", "null").body(body()),
+    ];
+    for req in refused {
+        let reply = Reply::read(req.send().await.unwrap()).await;
+        assert!(reply.status == 403 || reply.status == 415, "{}", reply.text);
+    }
+    let m = weir.metrics().await;
+    let refusals = |status, outcome| {
+        let labels = [("provider", "none"), ("model", "none"), ("status", status), ("outcome", outcome)];
+        metric(&m, "weir_requests_total", &labels)
+    };
+    assert_eq!(refusals("415", "bad_request"), 1.0, "{m}");
+    assert_eq!(refusals("403", "forbidden"), 3.0, "{m}");
+    let embeddings = [("provider", "none"), ("status", "403"), ("endpoint", "embeddings")];
+    assert_eq!(metric(&m, "weir_requests_total", &embeddings), 1.0, "{m}");
+    assert!(up.chats().is_empty(), "the upstream saw a refused request");
 }
 
 fn free_port() -> u16 {

@@ -268,6 +268,40 @@ async fn errors_hyper_makes_itself_carry_the_json_error_shape() {
     assert_eq!(client().get(weir.url("/health")).send().await.unwrap().status(), 200);
 }
 
+/// Splits `raw` into its first response (status, head, body) and the bytes after it.
+fn split_response(raw: &[u8]) -> ((u16, String, String), &[u8]) {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no head in {raw:?}"));
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let len = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    let body = String::from_utf8_lossy(&raw[end + 4..end + 4 + len]).to_string();
+    ((head[9..12].parse().unwrap(), head, body), &raw[end + 4 + len..])
+}
+
+#[tokio::test]
+async fn a_bad_head_pipelined_in_the_same_write_as_a_good_request_gets_the_json_error_shape() {
+    let up = MockUpstream::start().await;
+    let weir = Weir::start(&up.provider_toml("up", "", "")).await;
+    for bad in [&b"GET /health HTTP/1.1\r\nbad header\r\n\r\n"[..], b"G@T /health HTTP/1.1\r\n\r\n"] {
+        let mut s = TcpStream::connect(weir.addr()).await.unwrap();
+        // Both requests in one write, so hyper answers both in one write too.
+        s.write_all(&[HEALTH, HEALTH, bad].concat()).await.unwrap();
+        let (raw, closed) = read_until_close(&mut s, Duration::from_secs(5)).await;
+        assert!(closed, "the connection stayed open after a bad head");
+        let (first, rest) = split_response(&raw);
+        let (second, rest) = split_response(rest);
+        assert_eq!((first.0, second.0), (200, 200), "{first:?} {second:?}");
+        let ((status, head, body), rest) = split_response(rest);
+        assert_eq!(status, 400, "{head}\n{body}");
+        assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
+        assert_eq!(error_code(&body), "invalid_request", "{body}");
+        assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(rest));
+    }
+}
+
 #[tokio::test]
 async fn sigterm_closes_half_sent_heads_and_idle_h2_connections_at_once() {
     let up = MockUpstream::start().await;

@@ -21,6 +21,7 @@ mod plugin_cli;
 mod plugin_new;
 mod plugin_sandbox_edits;
 mod plugin_sandbox_runtime;
+mod plugin_secrets;
 mod plugins;
 mod readiness;
 mod reload;

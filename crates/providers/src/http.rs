@@ -22,6 +22,7 @@ pub mod lanes;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::HeaderValue;
 use http::header::HOST;
@@ -46,11 +47,17 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// A request body: the whole JSON document, sent with a `content-length`.
 pub type Body = Full<Bytes>;
 
+/// The pooled client (TLS and HTTP/2 capable).
+type Pooled = Client<HttpsConnector<HttpConnector>, Body>;
+
 /// One provider's connections: the pooled client, and for `http://` providers their own idle
 /// connections per serving thread.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// Swapped for one that keeps no idle connection when the provider retires: dropping the
+    /// old one closes its idle connections once no request is waiting for a head on it.
+    client: Arc<ArcSwap<Pooled>>,
+    connector: HttpsConnector<HttpConnector>,
     direct: Option<Direct>,
 }
 
@@ -88,11 +95,7 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(tcp);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .pool_max_idle_per_host(idle_per_host)
-            .build(connector);
+        let client = Arc::new(ArcSwap::from_pointee(pooled(connector.clone(), idle_per_host)));
         let direct = (base.scheme_str() == Some("http")).then(|| base.authority()).flatten().and_then(|a| {
             Some(Direct {
                 // An IPv6 literal is bracketed in the URI, not in a socket address.
@@ -103,7 +106,7 @@ impl Upstream {
                 lanes: Lanes::new(threads, idle_per_host),
             })
         });
-        Self { client, direct }
+        Self { client, connector, direct }
     }
 
     /// Sends one request through the pooled client; resolves when the response head arrived.
@@ -111,7 +114,10 @@ impl Upstream {
     /// # Errors
     /// Connecting, writing or reading the head failed.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
-        self.client.request(req).await.map_err(|e| SendError::from_chain(&e))
+        // The future holds its own handle on the client: the swap's guard is not held across
+        // the wait.
+        let sent = self.client.load().request(req);
+        sent.await.map_err(|e| SendError::from_chain(&e))
     }
 
     /// Sends one request on an idle connection of serving thread `here` or a new one made
@@ -168,19 +174,30 @@ impl Upstream {
         Some(Returning::new(self.direct.as_ref()?.lanes.clone(), conn?))
     }
 
-    /// The provider was replaced or removed by a reload: closes a plain-http provider's idle
-    /// connections now and keeps none after. (The pooled client's close when the provider is
-    /// dropped, once the last request of the old snapshot is done.)
+    /// The provider was replaced or removed by a reload: closes its idle connections now and
+    /// keeps none after. A plain-http provider's lanes close theirs; the pooled client is
+    /// replaced by one that keeps none, and dropping it closes its idle connections (at once,
+    /// or when the last request waiting for a response head on it has its head).
     pub fn retire(&self) {
         if let Some(direct) = &self.direct {
             direct.lanes.retire();
         }
+        self.client.store(Arc::new(pooled(self.connector.clone(), 0)));
     }
 
     /// Idle connections of a plain-http provider (0 for the others).
     pub fn idle(&self) -> usize {
         self.direct.as_ref().map_or(0, |d| d.lanes.idle())
     }
+}
+
+/// A pooled client over `connector` keeping up to `idle_per_host` idle connections.
+fn pooled(connector: HttpsConnector<HttpConnector>, idle_per_host: usize) -> Pooled {
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        .pool_max_idle_per_host(idle_per_host)
+        .build(connector)
 }
 
 impl Direct {
@@ -334,6 +351,52 @@ mod tests {
         assert!(endpoint_uri("http://user:secret@host/v1", "/models").unwrap_err().contains("credentials"));
         assert!(endpoint_uri("http://host/v1?x=1", "").unwrap_err().contains("query"));
         assert!(endpoint_uri("not a url", "/models").is_err());
+    }
+
+    #[tokio::test]
+    async fn retiring_closes_the_pooled_clients_idle_connections_and_keeps_none_after() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let closed = Arc::new(AtomicUsize::new(0));
+        let count = closed.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let answer = hyper::service::service_fn(|_| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+                    });
+                    let served =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), answer);
+                    let _ = served.await;
+                    count.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        let wait_closed = |n| {
+            let closed = closed.clone();
+            tokio::time::timeout(Duration::from_secs(5), async move {
+                while closed.load(Ordering::SeqCst) < n {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        // An https provider's requests go through the pooled client (which also speaks plain
+        // http, so the test needs no certificate).
+        let up = Upstream::new(&"https://127.0.0.1/v1".parse().unwrap(), Duration::from_secs(5), 4, 1);
+        assert!(up.direct.is_none());
+        let get = || Request::get(format!("http://{addr}/v1/models")).body(Body::default()).unwrap();
+        up.send(get()).await.unwrap().into_body().collect().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(closed.load(Ordering::SeqCst), 0, "the connection is kept idle for the next request");
+
+        // A clone (as a provider's in-flight work holds) retires the same client.
+        up.clone().retire();
+        wait_closed(1).await.expect("the idle connection was closed when the provider retired");
+        // Requests of the old snapshot still work after, and keep no connection.
+        up.send(get()).await.unwrap().into_body().collect().await.unwrap();
+        wait_closed(2).await.expect("a retired provider keeps no connection");
     }
 
     #[test]

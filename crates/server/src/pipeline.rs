@@ -177,6 +177,7 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     if let Some(mut resp) = pre.respond {
         let hook = HookCtx { request: Arc::new(request), provider: None };
         gw.plugins.on_response(&hook, pre.seen, &mut resp).await?;
+        scrub_written(gw, &mut resp, None);
         return Ok(Outcome::Full(resp));
     }
 
@@ -197,6 +198,10 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     // request (`JsonBody::raw`: no plugin edited it) and the provider knows the model by the
     // client's name. The body moves upstream (no copy); post hooks see the request's metadata.
     let mut body = std::mem::take(&mut request.body);
+    if pre.edited {
+        // What a plugin wrote leaves Weir scrubbed, its own config's secrets included.
+        gw.secrets.scrub_map(body.map_mut());
+    }
     if pre.edited || route.upstream_model != request.model {
         body.forget_raw();
     }
@@ -214,14 +219,33 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         Reply::Full { body, usage } => {
             ctx.usage = usage;
             // on_response
-            let mut resp = GatewayResponse::ok(body);
+            let mut resp = GatewayResponse::ok(body.clone());
             gw.plugins.on_response(&hook, pre.seen, &mut resp).await?;
+            scrub_written(gw, &mut resp, Some(&body));
             Ok(Outcome::Full(resp))
         }
         Reply::Stream { chunks, shutdown } => {
             Ok(Outcome::Stream(Stream { head: HeaderMap::new(), chunks, shutdown, hook, seen: pre.seen }))
         }
     }
+}
+
+/// Scrubs what plugins wrote into `resp` of every secret Weir holds (a plugin's own config
+/// values from `${ENV}` among them): the headers (only plugins set any), and the body unless it
+/// is still the provider's answer `upstream`, already scrubbed (no pass over it then).
+fn scrub_written(gw: &Gateway, resp: &mut GatewayResponse, upstream: Option<&Bytes>) {
+    if gw.secrets.is_empty() {
+        return;
+    }
+    gw.secrets.scrub_headers(&mut resp.headers);
+    if upstream.is_none_or(|up| !same_bytes(up, &resp.body)) {
+        resp.body = gw.secrets.scrub_bytes(std::mem::take(&mut resp.body));
+    }
+}
+
+/// Whether `a` and `b` are the same bytes in memory (a buffer passed through untouched).
+fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
+    a.as_ptr() == b.as_ptr() && a.len() == b.len()
 }
 
 fn full_response(ctx: &Ctx, resp: GatewayResponse) -> Response<ResponseBody> {
@@ -273,8 +297,10 @@ fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Str
             };
             tokens.note(&payload);
             let payload = if hooks {
-                match gw.plugins.on_stream_chunk(&hook, &mut seen, payload).await {
-                    Ok(ChunkOutcome::Pass(p)) => p,
+                match gw.plugins.on_stream_chunk(&hook, &mut seen, payload.clone()).await {
+                    // A chunk a plugin rewrote is scrubbed (the upstream's was, by the provider).
+                    Ok(ChunkOutcome::Pass(p)) if same_bytes(&p, &payload) => p,
+                    Ok(ChunkOutcome::Pass(p)) => gw.secrets.scrub_bytes(p),
                     Ok(ChunkOutcome::Drop) => continue,
                     Err(e) => {
                         failure = Some(gw.secrets.scrub_error(e));

@@ -23,7 +23,6 @@ use crate::body::ResponseBody;
 use crate::client_io::ClientConn;
 use crate::conn::Limits;
 use crate::error::{Error, ErrorKind};
-use crate::format::ApiFormat;
 use crate::gateway::{AppState, Gateway};
 use crate::overload::Overload;
 use crate::reload::Reloader;
@@ -254,7 +253,7 @@ async fn dispatch(
     let gw = state.gateway.load_full();
     let origin = match crate::browser::admit(&gw.config.server.browser, listen, &req) {
         Ok(origin) => origin,
-        Err(e) => return error_response(format_of(&req), &e),
+        Err(e) => return refuse(&req, &e),
     };
     let Some(origin) = origin else { return route(state, gw, draining, overload, conn, here, req).await };
     if crate::browser::is_preflight(&req) {
@@ -277,10 +276,10 @@ async fn route(
     match crate::api::route(req.method(), req.uri().path()) {
         Route::Call(endpoint) => {
             if let Err(e) = crate::browser::require_json(req.headers()) {
-                return error_response(endpoint.format, &e);
+                return refuse(&req, &e);
             }
             if let Some(e) = overload.shed(gw.config.server.overload.retry_after_secs()) {
-                return error_response(endpoint.format, &e);
+                return refuse(&req, &e);
             }
             crate::pipeline::handle(gw, endpoint, here, req, conn).await
         }
@@ -306,11 +305,17 @@ async fn route(
     }
 }
 
-/// The API format to answer a request in before it was routed: its front door's, else the
-/// gateway's. Only on error paths: the route decides it again, once, for requests that pass.
-fn format_of(req: &Request<Incoming>) -> ApiFormat {
+/// The answer to a request refused before the pipeline (browser guard, overload), in its
+/// front door's format, else the gateway's. A refused model call is counted in
+/// `weir_requests_total` like any other refusal (`provider="none"`). Only on error paths: the
+/// route is decided again, once, for requests that pass.
+fn refuse(req: &Request<Incoming>, e: &Error) -> Response<ResponseBody> {
     match crate::api::route(req.method(), req.uri().path()) {
-        Route::Call(endpoint) => endpoint.format,
-        _ => GATEWAY_FORMAT,
+        Route::Call(endpoint) => {
+            let resp = error_response(endpoint.format, e);
+            crate::metrics::record_unrouted(endpoint, e.metric_label(), resp.status().as_u16(), Duration::ZERO);
+            resp
+        }
+        _ => error_response(GATEWAY_FORMAT, e),
     }
 }

@@ -141,6 +141,51 @@ impl Secrets {
         Bytes::from(out)
     }
 
+    /// Every string (and object key) in `v` scrubbed in place: for a JSON tree a plugin
+    /// edited. Clean strings are not copied.
+    pub fn scrub_value(&self, v: &mut serde_json::Value) {
+        use serde_json::Value;
+        if self.is_empty() {
+            return;
+        }
+        match v {
+            Value::String(s) => {
+                if let Cow::Owned(clean) = self.scrub(s) {
+                    *s = clean;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|item| self.scrub_value(item)),
+            Value::Object(map) => self.scrub_map(map),
+            _ => {}
+        }
+    }
+
+    /// As [`Secrets::scrub_value`], for a JSON object.
+    pub fn scrub_map(&self, map: &mut serde_json::Map<String, serde_json::Value>) {
+        if self.is_empty() {
+            return;
+        }
+        if map.keys().any(|k| matches!(self.scrub(k), Cow::Owned(_))) {
+            *map = std::mem::take(map).into_iter().map(|(k, v)| (self.scrub(&k).into_owned(), v)).collect();
+        }
+        map.values_mut().for_each(|v| self.scrub_value(v));
+    }
+
+    /// Every header value in `headers` scrubbed in place (a value that no longer makes a
+    /// header value is replaced by [`REDACTED`]).
+    pub fn scrub_headers(&self, headers: &mut http::HeaderMap) {
+        if self.is_empty() {
+            return;
+        }
+        for value in headers.values_mut() {
+            let text = String::from_utf8_lossy(value.as_bytes());
+            if let Cow::Owned(clean) = self.scrub(&text) {
+                *value =
+                    http::HeaderValue::from_str(&clean).unwrap_or_else(|_| http::HeaderValue::from_static(REDACTED));
+            }
+        }
+    }
+
     /// `text` scrubbed, then cut to at most `max` bytes (on a character boundary). A text that
     /// was cut also loses a trailing start of a secret: what was scrubbed whole stays whole,
     /// and the first bytes of a secret left at a cut are worth nothing to anyone but a thief.
@@ -212,6 +257,23 @@ mod tests {
         assert_eq!(s.scrub("sk-abcdefgh12345-and-more!"), "<redacted>!");
         let json = serde_json::to_string(&serde_json::json!({ "m": "pa\"ss/word\\x" })).unwrap();
         assert_eq!(s.scrub(&json), "{\"m\":\"<redacted>\"}");
+    }
+
+    #[test]
+    fn trees_and_header_values_are_scrubbed_in_place() {
+        let s = Secrets::new([KEY]);
+        let mut v = serde_json::json!({ "a": [format!("x {KEY}"), 1], KEY: { "b": KEY }, "c": "clean" });
+        s.scrub_value(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({ "a": ["x <redacted>", 1], "<redacted>": { "b": "<redacted>" }, "c": "clean" })
+        );
+        let mut h = http::HeaderMap::new();
+        h.insert("x-note", http::HeaderValue::from_str(&format!("k={KEY}")).unwrap());
+        h.insert("x-other", http::HeaderValue::from_static("fine"));
+        s.scrub_headers(&mut h);
+        assert_eq!(h["x-note"], "k=<redacted>");
+        assert_eq!(h["x-other"], "fine");
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! recurses without end, returns oversized output or an invalid decision, sleeps in a host
 //! call; also probes WASI (to prove it is denied), counts in kv, and reports the client
 //! headers it is shown (`headers`, to prove credentials are withheld) or logs its `note`
-//! through the log capability and stdout (`log`, to prove secrets are scrubbed from the log);
+//! through the log capability and stdout (`log`, to prove secrets are scrubbed from the log)
+//! or writes it into its reply, replacement, rewritten chunk, rejection or the request's
+//! first message (`echo-note`, `reject-note`, `set-note`: to prove that what a plugin writes
+//! is scrubbed before it leaves);
 //! the sandbox-runtime modes (`sandbox_runtime.rs`) fill memory in one instruction, spin, fail
 //! `init` after a trap, flood and forge logs and clash metric names. Misbehaves only on
 //! requests carrying the trigger header (default `x-misbehave`), unless `always` is set, so
@@ -115,6 +118,16 @@ impl Misbehave {
                 println!("note on stdout is {}", self.cfg.note);
                 None
             }
+            "echo-note" => Some(Act::Reply(Reply {
+                status: 200,
+                headers: vec![("x-note".into(), format!("note={}", self.cfg.note))],
+                body: json!({ "note": self.cfg.note, "object": "echo" }).to_string(),
+            })),
+            "reject-note" => Some(Act::Reject(Rejection {
+                status: 403,
+                message: format!("refused, note {}", self.cfg.note),
+                code: None,
+            })),
             "count" => {
                 let n = weir_plugin_sdk::kv::incr("hits", 1, 0).unwrap_or(-1);
                 weir_plugin_sdk::metrics::counter("count_calls", 1);
@@ -183,6 +196,10 @@ impl Plugin for Misbehave {
         }
         if self.cfg.mode == "headers" {
             return RequestAction::Respond(seen_headers(req));
+        }
+        if self.cfg.mode == "set-note" {
+            let _ = req.set("/messages/0/content", &json!(format!("note {}", self.cfg.note)).to_string());
+            return RequestAction::Continue;
         }
         match self.edit(&sandbox_edits::Target::Request(req)).or_else(|| self.misbehave()) {
             Some(Act::Reply(r)) => RequestAction::Respond(r),
