@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::preset::{AzureConfig, DEFAULT_AZURE_API_VERSION, preset, url_safe};
 use super::{ConfigError, EnvValues, PoolConfig, check_base_url, values};
 
 /// Connect timeout of an `openai` provider that sets none.
@@ -18,6 +19,28 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Kind {
     /// Any OpenAI-compatible HTTP API (OpenAI, Groq, Mistral, vLLM, Ollama, ...).
     Openai,
+    /// Azure OpenAI: OpenAI's format at `/openai/deployments/{deployment}/...?api-version=`.
+    Azure,
+    /// Presets: `openai` with a known `base_url` ([`crate::preset`]).
+    Groq,
+    /// Mistral's La Plateforme.
+    Mistral,
+    /// DeepSeek.
+    Deepseek,
+    /// Together AI.
+    Together,
+    /// Fireworks AI.
+    Fireworks,
+    /// OpenRouter.
+    Openrouter,
+    /// xAI (Grok).
+    Xai,
+    /// Perplexity (Sonar).
+    Perplexity,
+    /// A local Ollama server.
+    Ollama,
+    /// A local vLLM server.
+    Vllm,
     /// Built-in provider that echoes the last user message; needs no network or key.
     Mock,
 }
@@ -27,18 +50,43 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Openai => "openai",
+            Self::Azure => "azure",
+            Self::Groq => "groq",
+            Self::Mistral => "mistral",
+            Self::Deepseek => "deepseek",
+            Self::Together => "together",
+            Self::Fireworks => "fireworks",
+            Self::Openrouter => "openrouter",
+            Self::Xai => "xai",
+            Self::Perplexity => "perplexity",
+            Self::Ollama => "ollama",
+            Self::Vllm => "vllm",
             Self::Mock => "mock",
         }
+    }
+
+    /// Whether the kind is served by the `openai` implementation: `openai`, `azure` and the
+    /// presets.
+    pub const fn speaks_openai(self) -> bool {
+        matches!(self, Self::Openai | Self::Azure) || preset(self).is_some()
+    }
+
+    /// Whether a setting [`KIND_SETTINGS`] gives to `owner` is taken by this kind: settings of
+    /// `openai` are taken by every kind that speaks OpenAI.
+    fn takes(self, owner: Self) -> bool {
+        self == owner || (owner == Self::Openai && self.speaks_openai())
     }
 }
 
 /// The settings only some kinds take, and which. A setting written on a provider of another
 /// kind is refused by name rather than ignored, since it would silently do nothing.
-const KIND_SETTINGS: [(&str, Kind); 6] = [
+const KIND_SETTINGS: [(&str, Kind); 8] = [
     ("base_url", Kind::Openai),
     ("keys", Kind::Openai),
     ("headers", Kind::Openai),
     ("connect_timeout", Kind::Openai),
+    ("api_version", Kind::Azure),
+    ("deployments", Kind::Azure),
     ("latency", Kind::Mock),
     ("chunk_delay", Kind::Mock),
 ];
@@ -53,10 +101,19 @@ pub struct ProviderFile {
     pub name: String,
     /// Implementation.
     pub kind: Kind,
-    /// `openai`: base URL of the API, up to and including the version segment (e.g. `.../v1`).
+    /// `openai`: base URL of the API, up to and including the version segment (e.g. `.../v1`);
+    /// `azure`: the resource endpoint (`https://NAME.openai.azure.com`); presets: their
+    /// service's URL unless set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
-    /// `openai`: API keys, chosen per request by weighted random choice.
+    /// `azure`: the `api-version` query parameter (default [`DEFAULT_AZURE_API_VERSION`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// `azure`: model name -> deployment name; a model not listed uses its own name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployments: Option<BTreeMap<String, String>>,
+    /// `openai`: API keys, chosen per request by weighted random choice (`azure`: sent as
+    /// `api-key`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<Vec<KeyConfig>>,
     /// Models this provider serves (bare model names are routed by this list).
@@ -103,6 +160,8 @@ impl ProviderFile {
             "keys" => self.keys.is_some(),
             "headers" => self.headers.is_some(),
             "connect_timeout" => self.connect_timeout.is_some(),
+            "api_version" => self.api_version.is_some(),
+            "deployments" => self.deployments.is_some(),
             "latency" => self.latency.is_some(),
             "chunk_delay" => self.chunk_delay.is_some(),
             _ => false,
@@ -133,7 +192,7 @@ pub struct ProviderConfig {
 /// Which implementation talks to a provider, with its own settings.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProviderKind {
-    /// `kind = "openai"`: any OpenAI-compatible HTTP API.
+    /// `kind = "openai"`, `"azure"` or a preset: an API that speaks OpenAI's format.
     OpenAi(OpenAiConfig),
     /// `kind = "mock"`: the built-in echo provider.
     Mock(MockConfig),
@@ -143,17 +202,22 @@ impl ProviderKind {
     /// The tag written in the file.
     pub fn kind(&self) -> Kind {
         match self {
-            Self::OpenAi(_) => Kind::Openai,
+            Self::OpenAi(o) => o.kind,
             Self::Mock(_) => Kind::Mock,
         }
     }
 }
 
-/// The settings of an `openai` provider.
+/// The settings of an `openai`, `azure` or preset provider.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenAiConfig {
-    /// Base URL of the API, up to and including the version segment (e.g. `.../v1`).
+    /// The kind written: `openai`, `azure` or a preset (what `/admin/config` shows).
+    pub kind: Kind,
+    /// Base URL of the API, up to and including the version segment (e.g. `.../v1`); for
+    /// `azure`, the resource endpoint.
     pub base_url: String,
+    /// `azure`: how deployments are addressed (`Some` exactly for `kind = "azure"`).
+    pub azure: Option<AzureConfig>,
     /// API keys, chosen per request by weighted random choice.
     pub keys: Vec<KeyConfig>,
     /// Extra headers sent upstream with every request (values may use `${ENV}`). A value is a
@@ -204,11 +268,33 @@ impl ProviderConfig {
     /// [`ConfigError::Invalid`] naming a setting of another kind, or a missing `base_url`.
     pub(super) fn from_file(mut f: ProviderFile, key: &str) -> Result<Self, ConfigError> {
         let kind = match f.kind {
-            Kind::Openai => ProviderKind::OpenAi(OpenAiConfig {
-                base_url: f
-                    .base_url
-                    .take()
-                    .ok_or_else(|| ConfigError::invalid(format!("{key}.base_url"), "required for kind = \"openai\""))?,
+            k @ (Kind::Openai
+            | Kind::Azure
+            | Kind::Groq
+            | Kind::Mistral
+            | Kind::Deepseek
+            | Kind::Together
+            | Kind::Fireworks
+            | Kind::Openrouter
+            | Kind::Xai
+            | Kind::Perplexity
+            | Kind::Ollama
+            | Kind::Vllm) => ProviderKind::OpenAi(OpenAiConfig {
+                kind: k,
+                base_url: match (f.base_url.take(), preset(k)) {
+                    (Some(url), _) => url,
+                    (None, Some(p)) => p.base_url.to_owned(),
+                    (None, None) => {
+                        return Err(ConfigError::invalid(
+                            format!("{key}.base_url"),
+                            format!("required for kind = {:?}", k.as_str()),
+                        ));
+                    }
+                },
+                azure: (k == Kind::Azure).then(|| AzureConfig {
+                    api_version: f.api_version.take().unwrap_or_else(|| DEFAULT_AZURE_API_VERSION.to_owned()),
+                    deployments: f.deployments.take().unwrap_or_default(),
+                }),
                 keys: f.keys.take().unwrap_or_default(),
                 headers: f.headers.take().unwrap_or_default(),
                 header_env: EnvValues::default(),
@@ -219,9 +305,15 @@ impl ProviderConfig {
                 chunk_delay: f.chunk_delay.take().unwrap_or_default(),
             }),
         };
-        if let Some(&(name, _)) = KIND_SETTINGS.iter().find(|(name, _)| f.has(name)) {
-            let owners: Vec<String> =
-                KIND_SETTINGS.iter().filter(|(n, _)| *n == name).map(|(_, k)| format!("{:?}", k.as_str())).collect();
+        if let Some(&(name, _)) = KIND_SETTINGS.iter().find(|(name, owner)| f.has(name) && !f.kind.takes(*owner)) {
+            let owners: Vec<String> = KIND_SETTINGS
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, k)| match k {
+                    Kind::Openai => "\"openai\" (or azure or a preset)".to_owned(),
+                    k => format!("{:?}", k.as_str()),
+                })
+                .collect();
             return Err(ConfigError::invalid(
                 format!("{key}.{name}"),
                 format!(
@@ -232,9 +324,18 @@ impl ProviderConfig {
                 ),
             ));
         }
+        // An Azure deployment's model name routes to it like a listed model.
+        let mut models = f.models;
+        if let ProviderKind::OpenAi(OpenAiConfig { azure: Some(azure), .. }) = &kind {
+            for model in azure.deployments.keys() {
+                if !models.contains(model) {
+                    models.push(model.clone());
+                }
+            }
+        }
         Ok(Self {
             name: f.name,
-            models: f.models,
+            models,
             aliases: f.aliases,
             discover_models: f.discover_models,
             models_refresh: f.models_refresh,
@@ -292,6 +393,28 @@ impl ProviderConfig {
 
 impl OpenAiConfig {
     fn validate(&self, key: &impl Fn(&str) -> String) -> Result<(), ConfigError> {
+        if self.keys.is_empty() && self.needs_key() {
+            return Err(ConfigError::invalid(
+                key("keys"),
+                format!(
+                    "required for kind = {:?}: the service refuses requests without an API key",
+                    self.kind.as_str()
+                ),
+            ));
+        }
+        if let Some(azure) = &self.azure {
+            if !url_safe(&azure.api_version) {
+                return Err(ConfigError::invalid(key("api_version"), "must be a version such as \"2024-10-21\""));
+            }
+            for (model, deployment) in &azure.deployments {
+                if !url_safe(deployment) {
+                    return Err(ConfigError::invalid(
+                        key(&format!("deployments.{model}")),
+                        "a deployment name is letters, digits, '-', '_' and '.'",
+                    ));
+                }
+            }
+        }
         let url = &self.base_url;
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(ConfigError::invalid(key("base_url"), "must start with http:// or https://"));
@@ -314,6 +437,15 @@ impl OpenAiConfig {
         Ok(())
     }
 
+    /// Whether requests need a key: a preset whose service requires one, or Azure unless a
+    /// configured header carries the credentials (an Entra ID `authorization` token).
+    fn needs_key(&self) -> bool {
+        match self.kind {
+            Kind::Azure => !self.headers.keys().any(|h| h.eq_ignore_ascii_case("authorization")),
+            k => preset(k).is_some_and(|p| p.needs_key),
+        }
+    }
+
     /// Replaces every key and header value by `<redacted>`.
     pub(super) fn redact(&mut self) {
         for k in &mut self.keys {
@@ -333,6 +465,8 @@ impl From<ProviderConfig> for ProviderFile {
             name: p.name,
             kind: p.kind.kind(),
             base_url: None,
+            api_version: None,
+            deployments: None,
             keys: None,
             models: p.models,
             aliases: p.aliases,
@@ -347,6 +481,10 @@ impl From<ProviderConfig> for ProviderFile {
         match p.kind {
             ProviderKind::OpenAi(o) => {
                 f.base_url = Some(o.base_url);
+                if let Some(azure) = o.azure {
+                    f.api_version = Some(azure.api_version);
+                    f.deployments = Some(azure.deployments);
+                }
                 f.keys = Some(o.keys);
                 f.headers = Some(o.headers);
                 f.connect_timeout = Some(o.connect_timeout);
