@@ -26,6 +26,11 @@
 //! - Usage: every answer reports [`USAGE`] (cached tokens included); a stream does so in a last
 //!   chunk with no choices when the request asks with `stream_options.include_usage`, as
 //!   OpenAI does.
+//! - `relay`: the answer (or error) carries rate-limit and request-id headers, and a
+//!   `set-cookie` and `x-internal` that must not reach the client; `code=CODE` gives a `status`
+//!   error that code in Azure's content-filter shape.
+//! - Azure OpenAI paths (`/openai/deployments/{d}/chat/completions?api-version=...`) answer as
+//!   the `/v1` ones do: Azure speaks OpenAI's format.
 //! - `sse=NAME`: the stream is the raw SSE fixture NAME, then `[DONE]`: `multiline` (one chunk
 //!   whose JSON spans two `data:` lines, with LF, CRLF and CR line ends) or `lone_cr` (two
 //!   events separated by CR CR, the second carrying a `data:` line after a lone CR).
@@ -43,8 +48,22 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
+mod directives;
+use directives::Directives;
+
 /// Token usage every answer reports: prompt, completion and cached prompt tokens.
 pub const USAGE: (u64, u64, u64) = (12, 5, 4);
+
+/// What `relay` adds to an answer: what providers send, then two headers that must stay here.
+pub const RELAY_HEADERS: &[(&str, &str)] = &[
+    ("x-ratelimit-limit-requests", "60"),
+    ("x-ratelimit-remaining-requests", "59"),
+    ("x-ratelimit-reset-tokens", "6m0s"),
+    ("openai-processing-ms", "42"),
+    ("x-request-id", "req_upstream_1"),
+    ("set-cookie", "session=abc"),
+    ("x-internal", "do-not-relay"),
+];
 
 /// Longest a `hold` waits for [`MockUpstream::release`]: nothing hangs forever.
 const MAX_HOLD: Duration = Duration::from_secs(30);
@@ -73,6 +92,10 @@ pub struct Seen {
     pub raw: String,
     /// The `Authorization` header, if any.
     pub authorization: Option<String>,
+    /// Every request header.
+    pub headers: http::HeaderMap,
+    /// The query string, if any.
+    pub query: Option<String>,
     /// Stream chunks written so far.
     pub chunks_sent: usize,
     /// How it ended.
@@ -237,61 +260,6 @@ impl Drop for MockUpstream {
     }
 }
 
-/// Per-request behaviour parsed from the model name.
-#[derive(Default)]
-struct Directives {
-    latency: Duration,
-    hold: bool,
-    status: Option<u16>,
-    retry_after: Option<u64>,
-    echo_auth: bool,
-    echo_param: bool,
-    echo_header: Option<String>,
-    key_at: Option<usize>,
-    malformed: bool,
-    size: Option<usize>,
-    no_length: bool,
-    redirect: bool,
-    chunks: Option<usize>,
-    chunk_delay: Duration,
-    hold_after: Option<usize>,
-    cut: Option<String>,
-    pad: Option<usize>,
-    sse: Option<&'static [&'static [u8]]>,
-}
-
-impl Directives {
-    fn parse(model: &str) -> Result<Self, String> {
-        let mut d = Self::default();
-        for part in model.split(';').skip(1) {
-            let (key, value) = part.split_once('=').unwrap_or((part, ""));
-            let num = || value.parse::<u64>().map_err(|_| format!("directive {key} needs a number"));
-            match key {
-                "latency" => d.latency = Duration::from_millis(num()?),
-                "hold" => d.hold = true,
-                "status" => d.status = Some(num()? as u16),
-                "retry_after" => d.retry_after = Some(num()?),
-                "echo_auth" => d.echo_auth = true,
-                "echo_param" => d.echo_param = true,
-                "echo_header" => d.echo_header = Some(value.to_owned()),
-                "key_at" => d.key_at = Some(num()? as usize),
-                "malformed" => d.malformed = true,
-                "size" => d.size = Some(num()? as usize),
-                "no_length" => d.no_length = true,
-                "redirect" => d.redirect = true,
-                "chunks" => d.chunks = Some(num()? as usize),
-                "chunk_delay" => d.chunk_delay = Duration::from_millis(num()?),
-                "hold_after" => d.hold_after = Some(num()? as usize),
-                "cut" if value == "nodone" || value == "drop" => d.cut = Some(value.to_owned()),
-                "pad" => d.pad = Some(num()? as usize),
-                "sse" => d.sse = Some(SSE_FIXTURES.iter().find(|(n, _)| *n == value).ok_or("unknown sse fixture")?.1),
-                _ => return Err(format!("unknown directive {part:?}")),
-            }
-        }
-        Ok(d)
-    }
-}
-
 /// Marks a request cancelled if hyper drops its handler (Weir closed the connection) before
 /// the response was produced.
 struct CancelGuard {
@@ -310,6 +278,7 @@ impl Drop for CancelGuard {
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
     let authorization = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(Into::into);
     let headers = req.headers().clone();
     let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -322,6 +291,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             body: body.clone(),
             raw: String::from_utf8_lossy(&bytes).into_owned(),
             authorization: authorization.clone(),
+            headers: headers.clone(),
+            query,
             chunks_sent: 0,
             outcome: Outcome::InProgress,
         };
@@ -329,7 +300,17 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         seen.len() - 1
     };
     let mut guard = CancelGuard { state: state.clone(), index, armed: true };
-    let resp = respond(&state, index, &path, &body, &headers).await;
+    // Azure addresses a deployment; the rest of its path is OpenAI's.
+    let route = match path.strip_prefix("/openai/deployments/").and_then(|rest| rest.split_once('/')) {
+        Some((_, op)) => format!("/v1/{op}"),
+        None => path.clone(),
+    };
+    let mut resp = respond(&state, index, &route, &body, &headers).await;
+    if Directives::parse(body["model"].as_str().unwrap_or_default()).is_ok_and(|d| d.relay) {
+        for (name, value) in RELAY_HEADERS {
+            resp.headers_mut().append(*name, http::HeaderValue::from_static(value));
+        }
+    }
     guard.armed = false;
     Ok(resp)
 }
@@ -380,6 +361,11 @@ async fn respond(
         let key = auth.unwrap_or("none").trim_start_matches("Bearer ");
         if let Some(at) = d.key_at {
             return complete(text_error(status, &format!("{}{key} and more text after the key", "x".repeat(at))));
+        }
+        if let Some(code) = &d.code {
+            let inner = json!({"code": "ResponsibleAIPolicyViolation", "content_filter_result": {"hate": {"filtered": true, "severity": "high"}}});
+            let body = json!({"error": {"message": msg, "type": null, "param": "prompt", "code": code, "status": status, "innererror": inner}});
+            return complete(json_response(StatusCode::from_u16(status).unwrap(), &body));
         }
         let param = if d.echo_param { Some(key) } else { (status == 400).then_some("messages") };
         return complete(error_response(status, param, &msg, d.retry_after));
@@ -548,12 +534,6 @@ fn sized_response(size: usize, no_length: bool) -> Response<Body> {
         .collect();
     builder.body(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames)))).unwrap()
 }
-
-/// Raw SSE fixtures (`sse=NAME`): the exact bytes sent, one entry per write.
-const SSE_FIXTURES: &[(&str, &[&[u8]])] = &[
-    ("multiline", &[b"data: {\"id\":\"m\",\n", b"data: \"choices\":[]}\r\n\r\n", b"data: {\"a\":\r", b"data: 1}\r\r"]),
-    ("lone_cr", &[b"data: {\"n\":1}\r\rdata: {\"n\":2}\rdata: {\"x\":3}\n\n"]),
-];
 
 /// An error answered as plain text, as a misconfigured proxy in front of a provider would.
 fn text_error(status: u16, text: &str) -> Response<Body> {

@@ -7,6 +7,7 @@ pub mod builtin;
 mod defaults;
 mod env;
 mod plugin;
+pub mod preset;
 mod provider;
 mod server;
 mod url;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::preset::{AzureConfig, DEFAULT_AZURE_API_VERSION, preset, url_safe};
 use super::{ConfigError, EnvValues, PoolConfig, check_base_url, values};
 
 /// Connect timeout of an HTTP provider that sets none.
@@ -26,6 +27,28 @@ pub enum Kind {
     Openai,
     /// Anthropic's Messages API.
     Anthropic,
+    /// Azure OpenAI: OpenAI's format at `/openai/deployments/{deployment}/...?api-version=`.
+    Azure,
+    /// Presets: `openai` with a known `base_url` ([`crate::preset`]).
+    Groq,
+    /// Mistral's La Plateforme.
+    Mistral,
+    /// DeepSeek.
+    Deepseek,
+    /// Together AI.
+    Together,
+    /// Fireworks AI.
+    Fireworks,
+    /// OpenRouter.
+    Openrouter,
+    /// xAI (Grok).
+    Xai,
+    /// Perplexity (Sonar).
+    Perplexity,
+    /// A local Ollama server.
+    Ollama,
+    /// A local vLLM server.
+    Vllm,
     /// Built-in provider that echoes the last user message; needs no network or key.
     Mock,
     /// Google AI's Gemini API (`generateContent`), reached with an API key.
@@ -38,15 +61,38 @@ impl Kind {
         match self {
             Self::Openai => "openai",
             Self::Anthropic => "anthropic",
+            Self::Azure => "azure",
+            Self::Groq => "groq",
+            Self::Mistral => "mistral",
+            Self::Deepseek => "deepseek",
+            Self::Together => "together",
+            Self::Fireworks => "fireworks",
+            Self::Openrouter => "openrouter",
+            Self::Xai => "xai",
+            Self::Perplexity => "perplexity",
+            Self::Ollama => "ollama",
+            Self::Vllm => "vllm",
             Self::Mock => "mock",
             Self::Gemini => "gemini",
         }
+    }
+
+    /// Whether the kind is served by the `openai` implementation: `openai`, `azure` and the
+    /// presets.
+    pub const fn speaks_openai(self) -> bool {
+        matches!(self, Self::Openai | Self::Azure) || preset(self).is_some()
+    }
+
+    /// Whether a setting [`KIND_SETTINGS`] gives to `owner` is taken by this kind: settings of
+    /// `openai` are taken by every kind that speaks OpenAI.
+    fn takes(self, owner: Self) -> bool {
+        self == owner || (owner == Self::Openai && self.speaks_openai())
     }
 }
 
 /// The settings only some kinds take, and which. A setting written on a provider of another
 /// kind is refused by name rather than ignored, since it would silently do nothing.
-const KIND_SETTINGS: [(&str, Kind); 16] = [
+const KIND_SETTINGS: [(&str, Kind); 18] = [
     ("base_url", Kind::Openai),
     ("keys", Kind::Openai),
     ("headers", Kind::Openai),
@@ -61,6 +107,8 @@ const KIND_SETTINGS: [(&str, Kind); 16] = [
     ("connect_timeout", Kind::Anthropic),
     ("anthropic_version", Kind::Anthropic),
     ("default_max_tokens", Kind::Anthropic),
+    ("api_version", Kind::Azure),
+    ("deployments", Kind::Azure),
     ("latency", Kind::Mock),
     ("chunk_delay", Kind::Mock),
 ];
@@ -75,10 +123,19 @@ pub struct ProviderFile {
     pub name: String,
     /// Implementation.
     pub kind: Kind,
-    /// `openai`: base URL of the API, up to and including the version segment (e.g. `.../v1`).
+    /// `openai`: base URL of the API, up to and including the version segment (e.g. `.../v1`);
+    /// `azure`: the resource endpoint (`https://NAME.openai.azure.com`); presets: their
+    /// service's URL unless set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
-    /// `openai`: API keys, chosen per request by weighted random choice.
+    /// `azure`: the `api-version` query parameter (default [`DEFAULT_AZURE_API_VERSION`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// `azure`: model name -> deployment name; a model not listed uses its own name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployments: Option<BTreeMap<String, String>>,
+    /// `openai`: API keys, chosen per request by weighted random choice (`azure`: sent as
+    /// `api-key`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<Vec<KeyConfig>>,
     /// Models this provider serves (bare model names are routed by this list).
@@ -134,6 +191,8 @@ impl ProviderFile {
             "connect_timeout" => self.connect_timeout.is_some(),
             "anthropic_version" => self.anthropic_version.is_some(),
             "default_max_tokens" => self.default_max_tokens.is_some(),
+            "api_version" => self.api_version.is_some(),
+            "deployments" => self.deployments.is_some(),
             "latency" => self.latency.is_some(),
             "chunk_delay" => self.chunk_delay.is_some(),
             _ => false,
@@ -164,7 +223,7 @@ pub struct ProviderConfig {
 /// Which implementation talks to a provider, with its own settings.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProviderKind {
-    /// `kind = "openai"`: any OpenAI-compatible HTTP API.
+    /// `kind = "openai"`, `"azure"` or a preset: an API that speaks OpenAI's format.
     OpenAi(OpenAiConfig),
     /// `kind = "anthropic"`: Anthropic's Messages API.
     Anthropic(AnthropicConfig),
@@ -178,7 +237,7 @@ impl ProviderKind {
     /// The tag written in the file.
     pub fn kind(&self) -> Kind {
         match self {
-            Self::OpenAi(_) => Kind::Openai,
+            Self::OpenAi(o) => o.kind,
             Self::Anthropic(_) => Kind::Anthropic,
             Self::Mock(_) => Kind::Mock,
             Self::Gemini(_) => Kind::Gemini,
@@ -203,11 +262,16 @@ impl ProviderKind {
     }
 }
 
-/// The settings of an `openai` provider.
+/// The settings of an `openai`, `azure` or preset provider.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenAiConfig {
-    /// Base URL of the API, up to and including the version segment (e.g. `.../v1`).
+    /// The kind written: `openai`, `azure` or a preset (what `/admin/config` shows).
+    pub kind: Kind,
+    /// Base URL of the API, up to and including the version segment (e.g. `.../v1`); for
+    /// `azure`, the resource endpoint.
     pub base_url: String,
+    /// `azure`: how deployments are addressed (`Some` exactly for `kind = "azure"`).
+    pub azure: Option<AzureConfig>,
     /// API keys, chosen per request by weighted random choice.
     pub keys: Vec<KeyConfig>,
     /// Extra headers sent upstream with every request (values may use `${ENV}`). A value is a
@@ -278,17 +342,41 @@ impl ProviderConfig {
     /// [`ConfigError::Invalid`] naming a setting of another kind, or a missing `base_url`.
     pub(super) fn from_file(mut f: ProviderFile, key: &str) -> Result<Self, ConfigError> {
         let kind = match f.kind {
-            Kind::Openai => ProviderKind::OpenAi(OpenAiConfig {
-                base_url: f
-                    .base_url
-                    .take()
-                    .ok_or_else(|| ConfigError::invalid(format!("{key}.base_url"), "required for kind = \"openai\""))?,
+            k @ (Kind::Openai
+            | Kind::Azure
+            | Kind::Groq
+            | Kind::Mistral
+            | Kind::Deepseek
+            | Kind::Together
+            | Kind::Fireworks
+            | Kind::Openrouter
+            | Kind::Xai
+            | Kind::Perplexity
+            | Kind::Ollama
+            | Kind::Vllm) => ProviderKind::OpenAi(OpenAiConfig {
+                kind: k,
+                base_url: match (f.base_url.take(), preset(k)) {
+                    (Some(url), _) => url,
+                    (None, Some(p)) => p.base_url.to_owned(),
+                    (None, None) => {
+                        return Err(ConfigError::invalid(
+                            format!("{key}.base_url"),
+                            format!("required for kind = {:?}", k.as_str()),
+                        ));
+                    }
+                },
+                azure: (k == Kind::Azure).then(|| AzureConfig {
+                    api_version: f.api_version.take().unwrap_or_else(|| DEFAULT_AZURE_API_VERSION.to_owned()),
+                    deployments: f.deployments.take().unwrap_or_default(),
+                }),
                 keys: f.keys.take().unwrap_or_default(),
                 headers: f.headers.take().unwrap_or_default(),
                 header_env: EnvValues::default(),
                 connect_timeout: f.connect_timeout.take().unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             }),
             Kind::Gemini => ProviderKind::Gemini(GeminiConfig {
+                kind: Kind::Gemini,
+                azure: None,
                 base_url: f.base_url.take().unwrap_or_else(|| GEMINI_BASE_URL.to_owned()),
                 keys: f.keys.take().unwrap_or_default(),
                 headers: f.headers.take().unwrap_or_default(),
@@ -297,6 +385,8 @@ impl ProviderConfig {
             }),
             Kind::Anthropic => ProviderKind::Anthropic(AnthropicConfig {
                 http: OpenAiConfig {
+                    kind: Kind::Anthropic,
+                    azure: None,
                     base_url: f.base_url.take().unwrap_or_else(|| ANTHROPIC_BASE_URL.to_owned()),
                     keys: f.keys.take().unwrap_or_default(),
                     headers: f.headers.take().unwrap_or_default(),
@@ -311,9 +401,15 @@ impl ProviderConfig {
                 chunk_delay: f.chunk_delay.take().unwrap_or_default(),
             }),
         };
-        if let Some(&(name, _)) = KIND_SETTINGS.iter().find(|(name, _)| f.has(name)) {
-            let owners: Vec<String> =
-                KIND_SETTINGS.iter().filter(|(n, _)| *n == name).map(|(_, k)| format!("{:?}", k.as_str())).collect();
+        if let Some(&(name, _)) = KIND_SETTINGS.iter().find(|(name, owner)| f.has(name) && !f.kind.takes(*owner)) {
+            let owners: Vec<String> = KIND_SETTINGS
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, k)| match k {
+                    Kind::Openai => "\"openai\" (or azure or a preset)".to_owned(),
+                    k => format!("{:?}", k.as_str()),
+                })
+                .collect();
             return Err(ConfigError::invalid(
                 format!("{key}.{name}"),
                 format!(
@@ -324,9 +420,18 @@ impl ProviderConfig {
                 ),
             ));
         }
+        // An Azure deployment's model name routes to it like a listed model.
+        let mut models = f.models;
+        if let ProviderKind::OpenAi(OpenAiConfig { azure: Some(azure), .. }) = &kind {
+            for model in azure.deployments.keys() {
+                if !models.contains(model) {
+                    models.push(model.clone());
+                }
+            }
+        }
         Ok(Self {
             name: f.name,
-            models: f.models,
+            models,
             aliases: f.aliases,
             discover_models: f.discover_models,
             models_refresh: f.models_refresh,
@@ -402,6 +507,28 @@ impl ProviderConfig {
 
 impl OpenAiConfig {
     fn validate(&self, key: &impl Fn(&str) -> String) -> Result<(), ConfigError> {
+        if self.keys.is_empty() && self.needs_key() {
+            return Err(ConfigError::invalid(
+                key("keys"),
+                format!(
+                    "required for kind = {:?}: the service refuses requests without an API key",
+                    self.kind.as_str()
+                ),
+            ));
+        }
+        if let Some(azure) = &self.azure {
+            if !url_safe(&azure.api_version) {
+                return Err(ConfigError::invalid(key("api_version"), "must be a version such as \"2024-10-21\""));
+            }
+            for (model, deployment) in &azure.deployments {
+                if !url_safe(deployment) {
+                    return Err(ConfigError::invalid(
+                        key(&format!("deployments.{model}")),
+                        "a deployment name is letters, digits, '-', '_' and '.'",
+                    ));
+                }
+            }
+        }
         let url = &self.base_url;
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(ConfigError::invalid(key("base_url"), "must start with http:// or https://"));
@@ -424,6 +551,15 @@ impl OpenAiConfig {
         Ok(())
     }
 
+    /// Whether requests need a key: a preset whose service requires one, or Azure unless a
+    /// configured header carries the credentials (an Entra ID `authorization` token).
+    fn needs_key(&self) -> bool {
+        match self.kind {
+            Kind::Azure => !self.headers.keys().any(|h| h.eq_ignore_ascii_case("authorization")),
+            k => preset(k).is_some_and(|p| p.needs_key),
+        }
+    }
+
     /// Replaces every key and header value by `<redacted>`.
     pub(super) fn redact(&mut self) {
         for k in &mut self.keys {
@@ -443,6 +579,8 @@ impl From<ProviderConfig> for ProviderFile {
             name: p.name,
             kind: p.kind.kind(),
             base_url: None,
+            api_version: None,
+            deployments: None,
             keys: None,
             models: p.models,
             aliases: p.aliases,
@@ -459,6 +597,10 @@ impl From<ProviderConfig> for ProviderFile {
         match p.kind {
             ProviderKind::OpenAi(o) | ProviderKind::Gemini(o) => {
                 f.base_url = Some(o.base_url);
+                if let Some(azure) = o.azure {
+                    f.api_version = Some(azure.api_version);
+                    f.deployments = Some(azure.deployments);
+                }
                 f.keys = Some(o.keys);
                 f.headers = Some(o.headers);
                 f.connect_timeout = Some(o.connect_timeout);

@@ -63,6 +63,7 @@ fn req(script: &str) -> ProviderRequest {
         stream: false,
         secrets: Arc::default(),
         affinity: Affinity::NONE,
+        trace: Default::default(),
     }
 }
 

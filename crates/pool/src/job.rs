@@ -29,6 +29,8 @@ pub enum Reply {
         body: Bytes,
         /// The tokens the upstream reports.
         usage: Option<crate::providers::usage::Usage>,
+        /// Upstream response headers relayed to the client.
+        relay: crate::providers::RelayHeaders,
     },
     /// A stream of chunk payloads; an `Err` item ends it.
     Stream {
@@ -37,6 +39,8 @@ pub enum Reply {
         /// The pool's shutdown deadline: the relay cuts the stream there even while it waits
         /// for its client.
         shutdown: super::ShutdownSignal,
+        /// Upstream response headers relayed to the client.
+        relay: crate::providers::RelayHeaders,
     },
 }
 

@@ -381,14 +381,14 @@ impl Shared {
                 pool.health.record_error(&e);
                 Err(e)
             }
-            Ok(ProviderResponse::Full { body, usage }) => {
+            Ok(ProviderResponse::Full { body, usage, relay }) => {
                 pool.health.record_ok();
-                Ok(Reply::Full { body, usage })
+                Ok(Reply::Full { body, usage, relay })
             }
-            Ok(ProviderResponse::Stream(stream)) => {
+            Ok(ProviderResponse::Stream { events, relay }) => {
                 let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-                tokio::spawn(pump(held, stream, tx));
-                Ok(Reply::Stream { chunks: rx, shutdown: ShutdownSignal(pool.stop.clone()) })
+                tokio::spawn(pump(held, events, tx));
+                Ok(Reply::Stream { chunks: rx, shutdown: ShutdownSignal(pool.stop.clone()), relay })
             }
         }
     }

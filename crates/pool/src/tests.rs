@@ -30,6 +30,7 @@ fn req(script: &str) -> ProviderRequest {
         stream: false,
         secrets: Default::default(),
         affinity: weir_types::affinity::Affinity::NONE,
+        trace: Default::default(),
     }
 }
 

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::http::{ReadError, Returning, SendError, Upstream, endpoint_uri, read_capped, read_whole};
 use super::sse::{SseEvent, SseParser};
-use super::{ChunkStream, ProviderRequest, ProviderResponse, codec};
+use super::{ChunkStream, ProviderRequest, ProviderResponse, RelayHeaders, codec};
 use crate::affinity::Affinity;
 use crate::config::{AnthropicConfig, PoolConfig};
 use crate::error::{Error, ErrorKind};
@@ -140,17 +140,20 @@ impl Anthropic {
     ///
     /// # Errors
     /// Transport failures, error statuses and invalid bodies, mapped to [`Error`].
-    pub async fn call(&self, req: ProviderRequest) -> Result<ProviderResponse, Error> {
+    pub async fn call(&self, mut req: ProviderRequest) -> Result<ProviderResponse, Error> {
         let client = req.endpoint.format;
         let (stream, secrets, affinity) = (req.stream, req.secrets.clone(), req.affinity);
+        let trace = std::mem::take(&mut req.trace);
         let bytes = self.body(req)?;
         let mut request = self.request(Method::POST, &self.messages_url, bytes);
         request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        trace.write_to(request.headers_mut());
         let (resp, conn) = self.client.send_on(affinity, request).await.map_err(|e| self.transport_error(&e))?;
+        let relay = RelayHeaders::from_upstream(resp.headers());
         if !resp.status().is_success() {
             let e = self.status_error(resp, &secrets).await;
             self.client.put_back(conn);
-            return Err(e);
+            return Err(e.with_relay(relay));
         }
         if stream {
             let is_sse = resp
@@ -166,7 +169,7 @@ impl Anthropic {
             }
             let conn = self.client.returning(conn);
             let events = events(self.name.clone(), resp.into_body().into_data_stream(), secrets, conn);
-            return Ok(ProviderResponse::Stream(codec::events(Self::FORMAT, client, events)));
+            return Ok(ProviderResponse::stream(codec::events(Self::FORMAT, client, events)).with_relay(relay));
         }
         let body = self.read_answer(resp, self.max_response_bytes).await?;
         self.client.put_back(conn);
@@ -177,7 +180,7 @@ impl Anthropic {
             ));
         };
         let body = codec::response(Self::FORMAT, client, secrets.scrub_bytes(body))?;
-        Ok(ProviderResponse::Full { body, usage })
+        Ok(ProviderResponse::full(body, usage).with_relay(relay))
     }
 
     /// A reload replaced or removed this provider: its idle connections close now.

@@ -4,6 +4,7 @@
 //! boxing per call, and a new kind (Anthropic, Bedrock, ...) is one more variant and module.
 
 pub mod anthropic;
+pub mod azure;
 pub mod codec;
 pub mod gemini;
 pub mod http;
@@ -16,6 +17,8 @@ pub mod usage;
 
 use weir_config as config;
 use weir_types::{affinity, error, exchange, format, secrets};
+
+pub use weir_types::relay::{RelayHeaders, TraceHeaders};
 
 use std::sync::Arc;
 
@@ -48,6 +51,9 @@ pub struct ProviderRequest {
     /// The serving thread the request runs on: the upstream connection is taken from its
     /// idle ones.
     pub affinity: Affinity,
+    /// `x-request-id` and the client's trace context, for every HTTP provider to send upstream
+    /// ([`TraceHeaders::write_to`]).
+    pub trace: TraceHeaders,
 }
 
 /// Stream of event payloads in the client's format (for OpenAI, `chat.completion.chunk` JSON);
@@ -55,7 +61,8 @@ pub struct ProviderRequest {
 /// the stream with that error.
 pub type ChunkStream = BoxStream<'static, Result<Bytes, Error>>;
 
-/// A provider's answer.
+/// A provider's answer. Build it with [`ProviderResponse::full`] or [`ProviderResponse::stream`]
+/// and add upstream headers with [`ProviderResponse::with_relay`].
 pub enum ProviderResponse {
     /// A whole JSON body (non-stream requests) in the client's format, already checked to be
     /// valid JSON.
@@ -64,9 +71,37 @@ pub enum ProviderResponse {
         body: Bytes,
         /// The tokens it reports, for `weir_tokens_total`.
         usage: Option<usage::Usage>,
+        /// Upstream response headers relayed to the client.
+        relay: RelayHeaders,
     },
     /// Chunks relayed as they arrive.
-    Stream(ChunkStream),
+    Stream {
+        /// The event payloads.
+        events: ChunkStream,
+        /// Upstream response headers relayed to the client.
+        relay: RelayHeaders,
+    },
+}
+
+impl ProviderResponse {
+    /// A whole answer with no relayed headers.
+    pub fn full(body: Bytes, usage: Option<usage::Usage>) -> Self {
+        Self::Full { body, usage, relay: RelayHeaders::NONE }
+    }
+
+    /// A stream with no relayed headers.
+    pub fn stream(events: ChunkStream) -> Self {
+        Self::Stream { events, relay: RelayHeaders::NONE }
+    }
+
+    /// The same answer carrying the upstream headers `headers` relays to the client.
+    #[must_use]
+    pub fn with_relay(mut self, headers: RelayHeaders) -> Self {
+        match &mut self {
+            Self::Full { relay, .. } | Self::Stream { relay, .. } => *relay = headers,
+        }
+        self
+    }
 }
 
 /// One configured provider.

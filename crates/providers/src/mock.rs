@@ -67,12 +67,12 @@ impl Mock {
         }
         let (body, usage) = match req.endpoint.op {
             Operation::Chat if req.stream => {
-                return Ok(ProviderResponse::Stream(codec::events(Self::FORMAT, client, self.stream(&req))));
+                return Ok(ProviderResponse::stream(codec::events(Self::FORMAT, client, self.stream(&req))));
             }
             Operation::Chat => chat_completion(&req),
             Operation::Embeddings => embeddings(&req)?,
         };
-        Ok(ProviderResponse::Full { body: codec::response(Self::FORMAT, client, body)?, usage: Some(usage) })
+        Ok(ProviderResponse::full(codec::response(Self::FORMAT, client, body)?, Some(usage)))
     }
 
     fn stream(&self, req: &ProviderRequest) -> super::ChunkStream {
@@ -343,6 +343,7 @@ mod tests {
             stream,
             secrets: Default::default(),
             affinity: crate::affinity::Affinity::NONE,
+            trace: Default::default(),
         }
     }
 

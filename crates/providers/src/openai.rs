@@ -1,8 +1,10 @@
-//! The `openai` provider kind: any OpenAI-compatible HTTP API. One pooled client per provider
-//! (`http.rs`: keep-alive, HTTP/2 where the server offers it), weighted random API key per
-//! request, upstream errors mapped to Weir errors. Everything read from upstream (error text,
+//! The `openai` provider kind: any OpenAI-compatible HTTP API, Azure OpenAI (its addressing in
+//! `azure.rs`) and the presets. One pooled client per provider (`http.rs`: keep-alive, HTTP/2
+//! where the server offers it), weighted random API key per request, upstream errors mapped to
+//! Weir errors, the allow-listed response headers relayed ([`RelayHeaders`]). Everything read from upstream (error text,
 //! answers, stream events) is scrubbed of the snapshot's secrets before anyone sees it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,9 +14,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::Value;
 
+use super::azure::Deployments;
 use super::http::{ReadError, Returning, SendError, Upstream, endpoint_uri, read_capped, read_whole};
 use super::sse::{SseEvent, SseParser};
-use super::{ChunkStream, ProviderRequest, ProviderResponse, codec};
+use super::{ChunkStream, ProviderRequest, ProviderResponse, RelayHeaders, codec};
 use crate::affinity::Affinity;
 use crate::config::{OpenAiConfig, PoolConfig};
 use crate::error::{Error, ErrorKind};
@@ -31,18 +34,30 @@ const MAX_RELAYED_RAW: usize = 200;
 /// Most bytes of an upstream `param` relayed.
 const MAX_RELAYED_PARAM: usize = 200;
 
+/// Azure's key header.
+const API_KEY: HeaderName = HeaderName::from_static("api-key");
+
+/// Where requests go and how the key is sent.
+enum Addressing {
+    /// `{base_url}/chat/completions`, `/embeddings`, `/models`; `Authorization: Bearer KEY`.
+    Paths { chat: Uri, embeddings: Uri, models: Uri },
+    /// Azure OpenAI: a deployment per model; `api-key: KEY`.
+    Azure(Deployments),
+}
+
 /// An OpenAI-compatible upstream.
 pub struct OpenAi {
     name: String,
     client: Upstream,
-    chat_url: Uri,
-    embeddings_url: Uri,
-    models_url: Uri,
+    addressing: Addressing,
     /// Headers every request carries: `user-agent` and the configured `headers` (marked
     /// sensitive).
     headers: HeaderMap,
-    /// `Authorization` values (marked sensitive) with cumulative weights for the random choice.
+    /// `Authorization` (or Azure's `api-key`) values, marked sensitive, with cumulative weights
+    /// for the random choice.
     keys: Vec<(u64, HeaderValue)>,
+    /// The header the key goes in.
+    key_header: HeaderName,
     /// `pool.max_response_bytes`: the largest whole answer read.
     max_response_bytes: usize,
     /// `weir_pool_buffered_bytes{provider}`: bytes of whole answers being read right now.
@@ -76,20 +91,30 @@ impl OpenAi {
                 continue;
             }
             total += u64::from(k.weight);
-            let mut value = HeaderValue::from_str(&format!("Bearer {}", k.value))
+            let value = if cfg.azure.is_some() { k.value.clone() } else { format!("Bearer {}", k.value) };
+            let mut value = HeaderValue::from_str(&value)
                 .map_err(|_| format!("keys[{i}] contains characters not allowed in a header"))?;
             value.set_sensitive(true);
             keys.push((total, value));
         }
-        let chat_url = endpoint_uri(base, "/chat/completions")?;
+        let (addressing, key_header) = match &cfg.azure {
+            Some(azure) => (Addressing::Azure(Deployments::new(base, azure)?), API_KEY),
+            None => (
+                Addressing::Paths {
+                    chat: endpoint_uri(base, "/chat/completions")?,
+                    embeddings: endpoint_uri(base, "/embeddings")?,
+                    models: endpoint_uri(base, "/models")?,
+                },
+                header::AUTHORIZATION,
+            ),
+        };
         Ok(Self {
             name: name.to_owned(),
-            client: Upstream::new(&chat_url, cfg.connect_timeout, pool.workers, threads),
-            chat_url,
-            embeddings_url: endpoint_uri(base, "/embeddings")?,
-            models_url: endpoint_uri(base, "/models")?,
+            client: Upstream::new(&endpoint_uri(base, "")?, cfg.connect_timeout, pool.workers, threads),
+            addressing,
             headers,
             keys,
+            key_header,
             max_response_bytes: pool.max_response_bytes,
             buffered: buffered_gauge(name),
         })
@@ -101,20 +126,20 @@ impl OpenAi {
         self.keys.iter().find(|(cum, _)| roll < *cum).map(|(_, v)| v)
     }
 
-    /// A request with the provider's headers and a key.
-    fn request(&self, method: Method, url: &Uri, body: Bytes) -> Request<Full<Bytes>> {
+    /// A request with the provider's headers, a key and room for `extra` more headers.
+    fn request(&self, method: Method, url: &Uri, body: Bytes, extra: usize) -> Request<Full<Bytes>> {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
         *req.uri_mut() = url.clone();
         let headers = req.headers_mut();
         // Room for what is added later, so the map never grows (~900 instructions): content-type,
         // authorization, host (on a lane) and content-length (hyper).
-        headers.reserve(self.headers.len() + 4);
+        headers.reserve(self.headers.len() + 4 + extra);
         for (name, value) in &self.headers {
             headers.insert(name, value.clone());
         }
         if let Some(key) = self.pick_key() {
-            headers.insert(header::AUTHORIZATION, key.clone());
+            headers.insert(self.key_header.clone(), key.clone());
         }
         req
     }
@@ -125,20 +150,26 @@ impl OpenAi {
     /// # Errors
     /// Transport failures, error statuses and invalid bodies, mapped to [`Error`].
     pub async fn call(&self, req: ProviderRequest) -> Result<ProviderResponse, Error> {
-        let url = match req.endpoint.op {
-            Operation::Chat => &self.chat_url,
-            Operation::Embeddings => &self.embeddings_url,
+        let url = match &self.addressing {
+            Addressing::Paths { chat, embeddings, .. } => Cow::Borrowed(match req.endpoint.op {
+                Operation::Chat => chat,
+                Operation::Embeddings => embeddings,
+            }),
+            Addressing::Azure(d) => d.url(&req.model, req.endpoint.op)?,
         };
         let client = req.endpoint.format;
         let bytes = codec::request_body(Self::FORMAT, req.endpoint, req.body, req.model)?;
-        let mut request = self.request(Method::POST, url, bytes);
-        request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let mut request = self.request(Method::POST, &url, bytes, req.trace.len());
+        let headers = request.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        req.trace.write_to(headers);
         let (resp, conn) = self.client.send_on(req.affinity, request).await.map_err(|e| self.transport_error(&e))?;
         let status = resp.status();
+        let relay = RelayHeaders::from_upstream(resp.headers());
         if !status.is_success() {
             let e = self.status_error(resp, &req.secrets).await;
             self.client.put_back(conn);
-            return Err(e);
+            return Err(e.with_relay(relay));
         }
         if req.stream {
             let is_sse = resp
@@ -154,7 +185,7 @@ impl OpenAi {
             }
             let conn = self.client.returning(conn);
             let events = self.chunks(resp.into_body(), req.secrets, conn);
-            return Ok(ProviderResponse::Stream(codec::events(Self::FORMAT, client, events)));
+            return Ok(ProviderResponse::stream(codec::events(Self::FORMAT, client, events)).with_relay(relay));
         }
         // On an error the rest of the answer is unread: dropping the connection closes it.
         let body = self.read_answer(resp, self.max_response_bytes).await?;
@@ -169,7 +200,7 @@ impl OpenAi {
         // One scan of the answer (~0.24 us for 1.1 KB, ARCHITECTURE.md "Errors"); no copy unless
         // a secret was found. Replacing text inside a JSON string keeps the document valid.
         let body = codec::response(Self::FORMAT, client, req.secrets.scrub_bytes(body))?;
-        Ok(ProviderResponse::Full { body, usage })
+        Ok(ProviderResponse::full(body, usage).with_relay(relay))
     }
 
     /// Turns the upstream SSE body into chunk payloads, each scrubbed of `secrets` (an event is
@@ -191,7 +222,13 @@ impl OpenAi {
     /// # Errors
     /// Transport failures, error statuses and unexpected bodies.
     pub async fn list_models(&self, secrets: &Secrets) -> Result<Vec<String>, Error> {
-        let request = self.request(Method::GET, &self.models_url, Bytes::new());
+        let url = match &self.addressing {
+            Addressing::Paths { models, .. } => models,
+            // Azure's own list names base models, not deployments: the configured ones are
+            // what routes.
+            Addressing::Azure(d) => return Ok(d.models()),
+        };
+        let request = self.request(Method::GET, url, Bytes::new(), 0);
         let (resp, conn) = self.client.send_on(Affinity::NONE, request).await.map_err(|e| self.transport_error(&e))?;
         if !resp.status().is_success() {
             let e = self.status_error(resp, secrets).await;
@@ -252,6 +289,11 @@ impl OpenAi {
             format!("provider {} returned {status}: {upstream_msg}", self.name)
         };
         let mut err = Error::new(ErrorKind::Upstream { status }, message);
+        // Azure's content filter (and OpenAI's own) refuses with this code: a client that
+        // handles it needs to see it, not a generic `upstream_error`.
+        if upstream_err.and_then(|e| e.get("code")).and_then(Value::as_str) == Some("content_filter") {
+            err = err.with_code("content_filter");
+        }
         if let Some(param) = upstream_err.and_then(|e| e.get("param")).and_then(Value::as_str) {
             err = err.with_param(secrets.scrub_cut(param, MAX_RELAYED_PARAM));
         }

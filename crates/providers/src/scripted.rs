@@ -52,13 +52,13 @@ impl Scripted {
                             Ok(Bytes::from(format!("{{\"i\":{i}}}")))
                         }
                     });
-                    return Ok(ProviderResponse::Stream(s.boxed()));
+                    return Ok(ProviderResponse::stream(s.boxed()));
                 }
                 _ => {}
             }
         }
         self.completed.fetch_add(1, Ordering::SeqCst);
-        Ok(ProviderResponse::Full { body: Bytes::from_static(b"{\"ok\":true}"), usage: None })
+        Ok(ProviderResponse::full(Bytes::from_static(b"{\"ok\":true}"), None))
     }
 }
 

@@ -121,6 +121,7 @@ fn queue_handoff(c: &mut Criterion) {
                 stream: false,
                 secrets: Default::default(),
                 affinity: weir_server::affinity::Affinity::NONE,
+                trace: Default::default(),
             };
             rt.block_on(submit(&target, req)).ok().unwrap()
         })
@@ -139,6 +140,7 @@ fn queue_handoff(c: &mut Criterion) {
                 stream: false,
                 secrets: Default::default(),
                 affinity: weir_server::affinity::Affinity::NONE,
+                trace: Default::default(),
             };
             mt.block_on(submit(&target, req)).ok().unwrap()
         })

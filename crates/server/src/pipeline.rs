@@ -25,8 +25,8 @@ use crate::gateway::Gateway;
 use crate::metrics::ModelLabel;
 use crate::plugins::{ChunkOutcome, HookCtx, Seen};
 use crate::pool::{Pool, Reply, ShutdownSignal, StreamItem};
-use crate::providers::ProviderRequest;
 use crate::providers::usage::{StreamUsage, Usage};
+use crate::providers::{ProviderRequest, RelayHeaders, TraceHeaders};
 use crate::respond::error_response;
 
 /// The request id, sent back to the client and accepted from it.
@@ -53,6 +53,8 @@ struct Ctx {
     upstream: Duration,
     /// Tokens the upstream answer reported.
     usage: Option<Usage>,
+    /// The provider's response headers that go to the client (`decorate` writes them).
+    relay: RelayHeaders,
 }
 
 /// The provider a request goes to and its `model` label there.
@@ -101,6 +103,7 @@ pub async fn handle(
         routed: false,
         upstream: Duration::ZERO,
         usage: None,
+        relay: RelayHeaders::NONE,
     };
     match run(&gw, &mut ctx, req).await {
         Ok(Outcome::Full(resp)) => {
@@ -111,7 +114,8 @@ pub async fn handle(
         Ok(Outcome::Stream(stream)) => stream_response(gw, ctx, conn, stream),
         Err(e) => {
             // The last check on anything an error carries (upstream or plugin text).
-            let e = gw.secrets.scrub_error(e);
+            let mut e = gw.secrets.scrub_error(e);
+            ctx.relay = std::mem::take(&mut e.relay);
             let mut resp = error_response(ctx.endpoint.format, &e);
             decorate(&ctx, resp.headers_mut());
             finish(&ctx, resp.status().as_u16(), Some(&e));
@@ -212,19 +216,22 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         stream: request.stream,
         secrets: gw.secrets.clone(),
         affinity: request.affinity,
+        trace: TraceHeaders::new(ctx.id_header.clone(), &parts.headers),
     };
     let hook = HookCtx { request: Arc::new(request), provider: Some(pool.name().clone()) };
     // Timed whatever the outcome: a failed call's upstream wait is not overhead.
     match gw.policy.execute(&gw.targets, route.provider, upstream, &mut ctx.upstream).await? {
-        Reply::Full { body, usage } => {
+        Reply::Full { body, usage, relay } => {
             ctx.usage = usage;
+            ctx.relay = relay;
             // on_response
             let mut resp = GatewayResponse::ok(body.clone());
             gw.plugins.on_response(&hook, pre.seen, &mut resp).await?;
             scrub_written(gw, &mut resp, Some(&body));
             Ok(Outcome::Full(resp))
         }
-        Reply::Stream { chunks, shutdown } => {
+        Reply::Stream { chunks, shutdown, relay } => {
+            ctx.relay = relay;
             Ok(Outcome::Stream(Stream { head: HeaderMap::new(), chunks, shutdown, hook, seen: pre.seen }))
         }
     }
@@ -253,8 +260,8 @@ fn full_response(ctx: &Ctx, resp: GatewayResponse) -> Response<ResponseBody> {
     *out.status_mut() = http::StatusCode::from_u16(resp.status).unwrap_or(http::StatusCode::OK);
     let headers = out.headers_mut();
     *headers = resp.headers;
-    // content-type and decorate's three: one allocation instead of growing twice.
-    headers.reserve(4);
+    // content-type and decorate's three (and any relayed): one allocation instead of growing.
+    headers.reserve(4 + ctx.relay.len());
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     decorate(ctx, headers);
     out
@@ -383,7 +390,8 @@ fn stream_cut() -> Error {
     Error::new(ErrorKind::ShuttingDown, "the stream was cut: Weir is shutting down and could not finish it")
 }
 
-/// Headers every model response carries.
+/// Headers every model response carries, and the provider's relayed ones: the one place they
+/// are written, for whole answers, streams and errors alike.
 fn decorate(ctx: &Ctx, headers: &mut HeaderMap) {
     // Header names are constants and values made once: a `&str` name is parsed on every
     // insert (~500 instructions each).
@@ -394,6 +402,7 @@ fn decorate(ctx: &Ctx, headers: &mut HeaderMap) {
     if let Some(v) = ctx.target.as_ref().filter(|_| ctx.routed).and_then(|t| t.pool.name_header()) {
         headers.insert(X_WEIR_PROVIDER, v.clone());
     }
+    ctx.relay.write_to(headers);
 }
 
 /// The `finish` phase: metrics and the access log line, once per request.

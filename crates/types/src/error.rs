@@ -98,6 +98,8 @@ pub struct Error {
     pub retry_after: Option<u64>,
     /// Override of the OpenAI-style `code` (e.g. the upstream's own code).
     pub code: Option<Cow<'static, str>>,
+    /// Headers of the provider's error answer relayed to the client (rate limits, ids).
+    pub relay: crate::relay::RelayHeaders,
 }
 
 impl Error {
@@ -130,7 +132,15 @@ impl Error {
             | ErrorKind::Overloaded
             | ErrorKind::Internal => Origin::Gateway,
         };
-        Self { kind, origin, message: message.into(), param: None, retry_after: None, code: None }
+        Self {
+            kind,
+            origin,
+            message: message.into(),
+            param: None,
+            retry_after: None,
+            code: None,
+            relay: crate::relay::RelayHeaders::NONE,
+        }
     }
 
     /// A 400 about one request field.
@@ -153,6 +163,12 @@ impl Error {
     /// Overrides the machine-readable `code`.
     pub fn with_code(mut self, code: impl Into<Cow<'static, str>>) -> Self {
         self.code = Some(code.into());
+        self
+    }
+
+    /// Carries the provider's relayed response headers to the client's error response.
+    pub fn with_relay(mut self, relay: crate::relay::RelayHeaders) -> Self {
+        self.relay = relay;
         self
     }
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod exchange;
 pub mod format;
 pub mod json;
+pub mod relay;
 pub mod secrets;
 
 use weir_config as config;

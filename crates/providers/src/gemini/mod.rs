@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::http::{ReadError, SendError, Upstream, endpoint_uri, read_capped, read_whole};
-use super::{ProviderRequest, ProviderResponse, codec};
+use super::{ProviderRequest, ProviderResponse, RelayHeaders, codec};
 use crate::affinity::Affinity;
 use crate::config::{GeminiConfig, PoolConfig};
 use crate::error::{Error, ErrorKind};
@@ -165,12 +165,14 @@ impl Gemini {
         } else {
             self.model_url(&req.model, "generateContent", None)?
         };
-        let request = self.request(Method::POST, url, Bytes::from(body));
+        let mut request = self.request(Method::POST, url, Bytes::from(body));
+        req.trace.write_to(request.headers_mut());
         let (resp, conn) = self.client.send_on(req.affinity, request).await.map_err(|e| self.transport_error(&e))?;
+        let relay = RelayHeaders::from_upstream(resp.headers());
         if !resp.status().is_success() {
             let e = self.status_error(resp, &req.secrets).await;
             self.client.put_back(conn);
-            return Err(e);
+            return Err(e.with_relay(relay));
         }
         if req.stream {
             let is_sse = resp
@@ -194,7 +196,7 @@ impl Gemini {
                 req.secrets,
                 conn,
             );
-            return Ok(ProviderResponse::Stream(codec::canonical_events(client, events)));
+            return Ok(ProviderResponse::stream(codec::canonical_events(client, events)).with_relay(relay));
         }
         let body = self.read_answer(resp, self.max_response_bytes).await?;
         self.client.put_back(conn);
@@ -202,7 +204,7 @@ impl Gemini {
         let answer = response::to_canonical(&self.name, &req.model, client, &body)?;
         let usage = answer.usage.as_ref().map(response::pool_usage);
         let body = codec::canonical_answer(client, answer)?;
-        Ok(ProviderResponse::Full { body, usage })
+        Ok(ProviderResponse::full(body, usage).with_relay(relay))
     }
 
     /// `POST /v1/embeddings` as `batchEmbedContents`.
@@ -212,18 +214,20 @@ impl Gemini {
         }
         let asked = embeddings::Asked::read(req.body.into_map(), &req.model)?;
         let url = self.model_url(&req.model, "batchEmbedContents", None)?;
-        let request = self.request(Method::POST, url, asked.body.clone());
+        let mut request = self.request(Method::POST, url, asked.body.clone());
+        req.trace.write_to(request.headers_mut());
         let (resp, conn) = self.client.send_on(req.affinity, request).await.map_err(|e| self.transport_error(&e))?;
+        let relay = RelayHeaders::from_upstream(resp.headers());
         if !resp.status().is_success() {
             let e = self.status_error(resp, &req.secrets).await;
             self.client.put_back(conn);
-            return Err(e);
+            return Err(e.with_relay(relay));
         }
         let body = self.read_answer(resp, self.max_response_bytes).await?;
         self.client.put_back(conn);
         let body = req.secrets.scrub_bytes(body);
         let (body, usage) = asked.answer(&self.name, &req.model, &body)?;
-        Ok(ProviderResponse::Full { body, usage })
+        Ok(ProviderResponse::full(body, usage).with_relay(relay))
     }
 
     /// A reload replaced or removed this provider: its idle connections close now.
