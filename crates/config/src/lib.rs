@@ -3,6 +3,7 @@
 //! interpolated, then validated. The result is immutable and shared as an
 //! `Arc<Config>` snapshot; a reload builds a new one, it never mutates in place.
 
+mod bedrock;
 pub mod builtin;
 mod defaults;
 mod env;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use bedrock::BedrockConfig;
 pub use defaults::embedded_default;
 pub use env::EnvValues;
 pub use plugin::{MAX_MEMORY_LIMIT, MAX_PLUGINS, OnError, PluginConfig, PluginRuntimeConfig};
@@ -283,8 +285,10 @@ impl Config {
     pub fn redacted(&self) -> Self {
         let mut c = self.clone();
         for p in &mut c.providers {
-            if let ProviderKind::OpenAi(o) = &mut p.kind {
-                o.redact();
+            match &mut p.kind {
+                ProviderKind::OpenAi(o) => o.redact(),
+                ProviderKind::Bedrock(b) => b.redact(),
+                ProviderKind::Mock(_) => {}
             }
         }
         if c.admin.token.is_some() {

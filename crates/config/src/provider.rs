@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, EnvValues, PoolConfig, check_base_url, values};
+use super::{BedrockConfig, ConfigError, EnvValues, PoolConfig, check_base_url, values};
 
 /// Connect timeout of an `openai` provider that sets none.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,6 +20,8 @@ pub enum Kind {
     Openai,
     /// Built-in provider that echoes the last user message; needs no network or key.
     Mock,
+    /// Amazon Bedrock Runtime (Converse API), signed with AWS SigV4.
+    Bedrock,
 }
 
 impl Kind {
@@ -28,19 +30,27 @@ impl Kind {
         match self {
             Self::Openai => "openai",
             Self::Mock => "mock",
+            Self::Bedrock => "bedrock",
         }
     }
 }
 
 /// The settings only some kinds take, and which. A setting written on a provider of another
 /// kind is refused by name rather than ignored, since it would silently do nothing.
-const KIND_SETTINGS: [(&str, Kind); 6] = [
+const KIND_SETTINGS: [(&str, Kind); 13] = [
     ("base_url", Kind::Openai),
     ("keys", Kind::Openai),
     ("headers", Kind::Openai),
     ("connect_timeout", Kind::Openai),
     ("latency", Kind::Mock),
     ("chunk_delay", Kind::Mock),
+    ("base_url", Kind::Bedrock),
+    ("headers", Kind::Bedrock),
+    ("connect_timeout", Kind::Bedrock),
+    ("region", Kind::Bedrock),
+    ("access_key_id", Kind::Bedrock),
+    ("secret_access_key", Kind::Bedrock),
+    ("session_token", Kind::Bedrock),
 ];
 
 /// One `[[providers]]` table as written: the settings of every kind, checked against `kind`
@@ -53,7 +63,8 @@ pub struct ProviderFile {
     pub name: String,
     /// Implementation.
     pub kind: Kind,
-    /// `openai`: base URL of the API, up to and including the version segment (e.g. `.../v1`).
+    /// `openai`: base URL of the API, up to and including the version segment (e.g. `.../v1`);
+    /// `bedrock`: of the runtime API (default from `region`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
     /// `openai`: API keys, chosen per request by weighted random choice.
@@ -65,7 +76,7 @@ pub struct ProviderFile {
     /// Friendly names mapped to one of this provider's models.
     #[serde(default)]
     pub aliases: BTreeMap<String, String>,
-    /// `openai`: extra headers sent upstream with every request (values may use `${ENV}`).
+    /// `openai`, `bedrock`: extra headers sent upstream with every request (values may use `${ENV}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<BTreeMap<String, String>>,
     /// Ask the provider for its model list in the background (`GET /models`).
@@ -74,7 +85,7 @@ pub struct ProviderFile {
     /// How often the model list is refreshed.
     #[serde(default = "default_refresh", with = "values::duration")]
     pub models_refresh: Duration,
-    /// `openai`: TCP/TLS connect timeout (default 10s).
+    /// `openai`, `bedrock`: TCP/TLS connect timeout (default 10s).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "values::duration::option")]
     pub connect_timeout: Option<Duration>,
     /// `mock`: delay before the response (or the first chunk).
@@ -83,6 +94,18 @@ pub struct ProviderFile {
     /// `mock`: delay between stream chunks.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "values::duration::option")]
     pub chunk_delay: Option<Duration>,
+    /// `bedrock`: AWS region (else `AWS_REGION` / `AWS_DEFAULT_REGION`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// `bedrock`: AWS access key id (else `AWS_ACCESS_KEY_ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// `bedrock`: AWS secret access key (else `AWS_SECRET_ACCESS_KEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
+    /// `bedrock`: AWS session token of temporary credentials (else `AWS_SESSION_TOKEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<String>,
     /// The provider's worker pool.
     #[serde(default)]
     pub pool: PoolConfig,
@@ -105,6 +128,10 @@ impl ProviderFile {
             "connect_timeout" => self.connect_timeout.is_some(),
             "latency" => self.latency.is_some(),
             "chunk_delay" => self.chunk_delay.is_some(),
+            "region" => self.region.is_some(),
+            "access_key_id" => self.access_key_id.is_some(),
+            "secret_access_key" => self.secret_access_key.is_some(),
+            "session_token" => self.session_token.is_some(),
             _ => false,
         }
     }
@@ -137,6 +164,8 @@ pub enum ProviderKind {
     OpenAi(OpenAiConfig),
     /// `kind = "mock"`: the built-in echo provider.
     Mock(MockConfig),
+    /// `kind = "bedrock"`: Amazon Bedrock Runtime.
+    Bedrock(Box<BedrockConfig>),
 }
 
 impl ProviderKind {
@@ -145,6 +174,7 @@ impl ProviderKind {
         match self {
             Self::OpenAi(_) => Kind::Openai,
             Self::Mock(_) => Kind::Mock,
+            Self::Bedrock(_) => Kind::Bedrock,
         }
     }
 }
@@ -218,6 +248,15 @@ impl ProviderConfig {
                 latency: f.latency.take().unwrap_or_default(),
                 chunk_delay: f.chunk_delay.take().unwrap_or_default(),
             }),
+            Kind::Bedrock => ProviderKind::Bedrock(Box::new(BedrockConfig::written(
+                f.region.take(),
+                f.access_key_id.take(),
+                f.secret_access_key.take(),
+                f.session_token.take(),
+                f.base_url.take(),
+                f.headers.take(),
+                f.connect_timeout.take().unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            ))),
         };
         if let Some(&(name, _)) = KIND_SETTINGS.iter().find(|(name, _)| f.has(name)) {
             let owners: Vec<String> =
@@ -258,6 +297,7 @@ impl ProviderConfig {
         }
         match &self.kind {
             ProviderKind::OpenAi(o) => o.validate(&key)?,
+            ProviderKind::Bedrock(b) => b.validate(&key)?,
             ProviderKind::Mock(_) => {
                 if self.models.is_empty() {
                     return Err(ConfigError::invalid(key("models"), "a mock provider needs at least one model"));
@@ -342,6 +382,10 @@ impl From<ProviderConfig> for ProviderFile {
             connect_timeout: None,
             latency: None,
             chunk_delay: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
             pool: p.pool,
         };
         match p.kind {
@@ -354,6 +398,15 @@ impl From<ProviderConfig> for ProviderFile {
             ProviderKind::Mock(m) => {
                 f.latency = Some(m.latency);
                 f.chunk_delay = Some(m.chunk_delay);
+            }
+            ProviderKind::Bedrock(b) => {
+                f.base_url = Some(b.base_url);
+                f.headers = Some(b.headers);
+                f.connect_timeout = Some(b.connect_timeout);
+                f.region = Some(b.region);
+                f.access_key_id = Some(b.access_key_id);
+                f.secret_access_key = Some(b.secret_access_key);
+                f.session_token = b.session_token;
             }
         }
         f
