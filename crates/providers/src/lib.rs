@@ -3,6 +3,7 @@
 //! that format and converts it (and the answer back) when not. Dispatch is a plain enum: no
 //! boxing per call, and a new kind (Anthropic, Bedrock, ...) is one more variant and module.
 
+pub mod bedrock;
 pub mod codec;
 pub mod http;
 pub mod mock;
@@ -73,6 +74,8 @@ pub enum Provider {
     Openai(Box<openai::OpenAi>),
     /// Built-in echo provider.
     Mock(mock::Mock),
+    /// Amazon Bedrock Runtime (Converse).
+    Bedrock(Box<bedrock::Bedrock>),
     /// Test double with scripted behaviour (delays, errors, panics).
     #[cfg(any(test, feature = "testing"))]
     Scripted(scripted::Scripted),
@@ -88,17 +91,22 @@ impl Provider {
         Ok(match &cfg.kind {
             ProviderKind::OpenAi(o) => Self::Openai(Box::new(openai::OpenAi::new(&cfg.name, o, &cfg.pool, threads)?)),
             ProviderKind::Mock(m) => Self::Mock(mock::Mock::new(&cfg.models, m)),
+            ProviderKind::Bedrock(b) => {
+                Self::Bedrock(Box::new(bedrock::Bedrock::new(&cfg.name, b, &cfg.pool, threads)?))
+            }
         })
     }
 
-    /// The API format the provider speaks upstream.
-    pub fn native_format(&self) -> ApiFormat {
-        match self {
+    /// The API format the provider speaks upstream; `None` for a kind whose format no client
+    /// speaks (Bedrock Converse), which converts through the canonical form itself.
+    pub fn native_format(&self) -> Option<ApiFormat> {
+        Some(match self {
             Self::Openai(_) => openai::OpenAi::FORMAT,
             Self::Mock(_) => mock::Mock::FORMAT,
+            Self::Bedrock(_) => return None,
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(_) => scripted::Scripted::FORMAT,
-        }
+        })
     }
 
     /// Makes one attempt upstream; for streams, resolves when the response head arrived.
@@ -111,6 +119,7 @@ impl Provider {
         match self {
             Self::Openai(p) => p.call(req).await,
             Self::Mock(p) => p.call(req).await,
+            Self::Bedrock(p) => p.call(req).await,
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(p) => p.call(req).await,
         }
@@ -122,6 +131,7 @@ impl Provider {
     pub fn retire(&self) {
         match self {
             Self::Openai(p) => p.retire(),
+            Self::Bedrock(p) => p.retire(),
             Self::Mock(_) => {}
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(_) => {}
@@ -134,6 +144,8 @@ impl Provider {
         match self {
             Self::Openai(p) => Some(p.list_models(secrets).await),
             Self::Mock(p) => Some(Ok(p.models())),
+            // The runtime API lists no models: `models` in the config routes them.
+            Self::Bedrock(_) => None,
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(_) => None,
         }
