@@ -5,6 +5,7 @@
 mod support;
 
 mod bad_input;
+mod bedrock;
 mod browser;
 mod cancel;
 mod chat;

@@ -1,6 +1,7 @@
 //! Test harness: start `weir` with a config ([`weir`]), a mock upstream provider
 //! ([`upstream`]), and small HTTP helpers ([`http`]). Add a harness area as one more `pub mod`.
 
+pub mod bedrock;
 pub mod http;
 pub mod languages;
 pub mod plugins;
