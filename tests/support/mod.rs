@@ -2,6 +2,7 @@
 //! ([`upstream`]), and small HTTP helpers ([`http`]). Add a harness area as one more `pub mod`.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod gemini;
 pub mod http;
 pub mod languages;

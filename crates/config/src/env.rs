@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, ProviderKind};
 
 /// The values substituted from the environment into one provider's header values or one
 /// plugin's config: secrets by rule (`crate::secrets`). Never printed nor serialised.
@@ -44,6 +44,10 @@ pub(super) fn interpolate_all(cfg: &mut Config, lookup: impl Fn(&str) -> Option<
         v
     };
     for (i, p) in cfg.providers.iter_mut().enumerate() {
+        if let ProviderKind::Bedrock(b) = &mut p.kind {
+            b.resolve(&format!("providers[{i}]"), &|v, key| interpolate(v, key, &lookup), &lookup)?;
+            continue;
+        }
         let Some(o) = p.kind.http_mut() else { continue };
         o.base_url = interpolate(&o.base_url, &format!("providers[{i}].base_url"), &lookup)?;
         for (j, k) in o.keys.iter_mut().enumerate() {

@@ -3,6 +3,7 @@
 //! interpolated, then validated. The result is immutable and shared as an
 //! `Arc<Config>` snapshot; a reload builds a new one, it never mutates in place.
 
+mod bedrock;
 pub mod builtin;
 mod defaults;
 mod env;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use bedrock::BedrockConfig;
 pub use defaults::embedded_default;
 pub use env::EnvValues;
 pub use plugin::{MAX_MEMORY_LIMIT, MAX_PLUGINS, OnError, PluginConfig, PluginRuntimeConfig};
@@ -287,6 +289,9 @@ impl Config {
     pub fn redacted(&self) -> Self {
         let mut c = self.clone();
         for p in &mut c.providers {
+            if let ProviderKind::Bedrock(b) = &mut p.kind {
+                b.redact();
+            }
             if let Some(o) = p.kind.http_mut() {
                 o.redact();
             }

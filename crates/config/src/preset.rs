@@ -34,7 +34,7 @@ pub const fn preset(kind: Kind) -> Option<Preset> {
         // Local servers: no key unless they were started with one.
         Kind::Ollama => ("http://127.0.0.1:11434/v1", false),
         Kind::Vllm => ("http://127.0.0.1:8000/v1", false),
-        Kind::Openai | Kind::Azure | Kind::Anthropic | Kind::Gemini | Kind::Mock => return None,
+        Kind::Openai | Kind::Azure | Kind::Anthropic | Kind::Gemini | Kind::Bedrock | Kind::Mock => return None,
     };
     Some(Preset { base_url, needs_key })
 }

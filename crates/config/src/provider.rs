@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::preset::{AzureConfig, DEFAULT_AZURE_API_VERSION, preset, url_safe};
-use super::{ConfigError, EnvValues, PoolConfig, check_base_url, values};
+use super::{BedrockConfig, ConfigError, EnvValues, PoolConfig, check_base_url, values};
 
 /// Connect timeout of an HTTP provider that sets none.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,6 +53,8 @@ pub enum Kind {
     Mock,
     /// Google AI's Gemini API (`generateContent`), reached with an API key.
     Gemini,
+    /// Amazon Bedrock Runtime (Converse API), signed with AWS SigV4.
+    Bedrock,
 }
 
 impl Kind {
@@ -74,6 +76,7 @@ impl Kind {
             Self::Vllm => "vllm",
             Self::Mock => "mock",
             Self::Gemini => "gemini",
+            Self::Bedrock => "bedrock",
         }
     }
 
@@ -92,7 +95,7 @@ impl Kind {
 
 /// The settings only some kinds take, and which. A setting written on a provider of another
 /// kind is refused by name rather than ignored, since it would silently do nothing.
-const KIND_SETTINGS: [(&str, Kind); 18] = [
+const KIND_SETTINGS: [(&str, Kind); 25] = [
     ("base_url", Kind::Openai),
     ("keys", Kind::Openai),
     ("headers", Kind::Openai),
@@ -111,6 +114,13 @@ const KIND_SETTINGS: [(&str, Kind); 18] = [
     ("deployments", Kind::Azure),
     ("latency", Kind::Mock),
     ("chunk_delay", Kind::Mock),
+    ("base_url", Kind::Bedrock),
+    ("headers", Kind::Bedrock),
+    ("connect_timeout", Kind::Bedrock),
+    ("region", Kind::Bedrock),
+    ("access_key_id", Kind::Bedrock),
+    ("secret_access_key", Kind::Bedrock),
+    ("session_token", Kind::Bedrock),
 ];
 
 /// One `[[providers]]` table as written: the settings of every kind, checked against `kind`
@@ -126,6 +136,7 @@ pub struct ProviderFile {
     /// `openai`: base URL of the API, up to and including the version segment (e.g. `.../v1`);
     /// `azure`: the resource endpoint (`https://NAME.openai.azure.com`); presets: their
     /// service's URL unless set.
+    /// `bedrock`: of the runtime API (default from `region`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
     /// `azure`: the `api-version` query parameter (default [`DEFAULT_AZURE_API_VERSION`]).
@@ -144,7 +155,7 @@ pub struct ProviderFile {
     /// Friendly names mapped to one of this provider's models.
     #[serde(default)]
     pub aliases: BTreeMap<String, String>,
-    /// `openai`: extra headers sent upstream with every request (values may use `${ENV}`).
+    /// `openai`, `bedrock`: extra headers sent upstream with every request (values may use `${ENV}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<BTreeMap<String, String>>,
     /// Ask the provider for its model list in the background (`GET /models`).
@@ -153,7 +164,7 @@ pub struct ProviderFile {
     /// How often the model list is refreshed.
     #[serde(default = "default_refresh", with = "values::duration")]
     pub models_refresh: Duration,
-    /// `openai`: TCP/TLS connect timeout (default 10s).
+    /// `openai`, `bedrock`: TCP/TLS connect timeout (default 10s).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "values::duration::option")]
     pub connect_timeout: Option<Duration>,
     /// `anthropic`: the `anthropic-version` header sent upstream (default `2023-06-01`).
@@ -169,6 +180,18 @@ pub struct ProviderFile {
     /// `mock`: delay between stream chunks.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "values::duration::option")]
     pub chunk_delay: Option<Duration>,
+    /// `bedrock`: AWS region (else `AWS_REGION` / `AWS_DEFAULT_REGION`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// `bedrock`: AWS access key id (else `AWS_ACCESS_KEY_ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// `bedrock`: AWS secret access key (else `AWS_SECRET_ACCESS_KEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
+    /// `bedrock`: AWS session token of temporary credentials (else `AWS_SESSION_TOKEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<String>,
     /// The provider's worker pool.
     #[serde(default)]
     pub pool: PoolConfig,
@@ -195,6 +218,10 @@ impl ProviderFile {
             "deployments" => self.deployments.is_some(),
             "latency" => self.latency.is_some(),
             "chunk_delay" => self.chunk_delay.is_some(),
+            "region" => self.region.is_some(),
+            "access_key_id" => self.access_key_id.is_some(),
+            "secret_access_key" => self.secret_access_key.is_some(),
+            "session_token" => self.session_token.is_some(),
             _ => false,
         }
     }
@@ -231,6 +258,8 @@ pub enum ProviderKind {
     Mock(MockConfig),
     /// `kind = "gemini"`: Google AI's Gemini API.
     Gemini(GeminiConfig),
+    /// `kind = "bedrock"`: Amazon Bedrock Runtime.
+    Bedrock(Box<BedrockConfig>),
 }
 
 impl ProviderKind {
@@ -241,6 +270,7 @@ impl ProviderKind {
             Self::Anthropic(_) => Kind::Anthropic,
             Self::Mock(_) => Kind::Mock,
             Self::Gemini(_) => Kind::Gemini,
+            Self::Bedrock(_) => Kind::Bedrock,
         }
     }
 
@@ -249,7 +279,7 @@ impl ProviderKind {
     pub fn http(&self) -> Option<&OpenAiConfig> {
         match self {
             Self::OpenAi(o) | Self::Gemini(o) | Self::Anthropic(AnthropicConfig { http: o, .. }) => Some(o),
-            Self::Mock(_) => None,
+            Self::Mock(_) | Self::Bedrock(_) => None,
         }
     }
 
@@ -257,7 +287,7 @@ impl ProviderKind {
     pub fn http_mut(&mut self) -> Option<&mut OpenAiConfig> {
         match self {
             Self::OpenAi(o) | Self::Gemini(o) | Self::Anthropic(AnthropicConfig { http: o, .. }) => Some(o),
-            Self::Mock(_) => None,
+            Self::Mock(_) | Self::Bedrock(_) => None,
         }
     }
 }
@@ -400,6 +430,15 @@ impl ProviderConfig {
                 latency: f.latency.take().unwrap_or_default(),
                 chunk_delay: f.chunk_delay.take().unwrap_or_default(),
             }),
+            Kind::Bedrock => ProviderKind::Bedrock(Box::new(BedrockConfig::written(
+                f.region.take(),
+                f.access_key_id.take(),
+                f.secret_access_key.take(),
+                f.session_token.take(),
+                f.base_url.take(),
+                f.headers.take(),
+                f.connect_timeout.take().unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            ))),
         };
         if let Some(&(name, _)) = KIND_SETTINGS.iter().find(|(name, owner)| f.has(name) && !f.kind.takes(*owner)) {
             let owners: Vec<String> = KIND_SETTINGS
@@ -473,6 +512,7 @@ impl ProviderConfig {
                     return Err(ConfigError::invalid(key("default_max_tokens"), "must be at least 1"));
                 }
             }
+            ProviderKind::Bedrock(b) => b.validate(&key)?,
             ProviderKind::Mock(_) => {
                 if self.models.is_empty() {
                     return Err(ConfigError::invalid(key("models"), "a mock provider needs at least one model"));
@@ -592,6 +632,10 @@ impl From<ProviderConfig> for ProviderFile {
             default_max_tokens: None,
             latency: None,
             chunk_delay: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
             pool: p.pool,
         };
         match p.kind {
@@ -616,6 +660,15 @@ impl From<ProviderConfig> for ProviderFile {
             ProviderKind::Mock(m) => {
                 f.latency = Some(m.latency);
                 f.chunk_delay = Some(m.chunk_delay);
+            }
+            ProviderKind::Bedrock(b) => {
+                f.base_url = Some(b.base_url);
+                f.headers = Some(b.headers);
+                f.connect_timeout = Some(b.connect_timeout);
+                f.region = Some(b.region);
+                f.access_key_id = Some(b.access_key_id);
+                f.secret_access_key = Some(b.secret_access_key);
+                f.session_token = b.session_token;
             }
         }
         f

@@ -5,6 +5,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod bedrock;
 pub mod codec;
 pub mod gemini;
 pub mod http;
@@ -114,6 +115,8 @@ pub enum Provider {
     Anthropic(Box<anthropic::Anthropic>),
     /// Built-in echo provider.
     Mock(mock::Mock),
+    /// Amazon Bedrock Runtime (Converse).
+    Bedrock(Box<bedrock::Bedrock>),
     /// Test double with scripted behaviour (delays, errors, panics).
     #[cfg(any(test, feature = "testing"))]
     Scripted(scripted::Scripted),
@@ -133,21 +136,25 @@ impl Provider {
             }
             ProviderKind::Mock(m) => Self::Mock(mock::Mock::new(&cfg.models, m)),
             ProviderKind::Gemini(g) => Self::Gemini(Box::new(gemini::Gemini::new(&cfg.name, g, &cfg.pool, threads)?)),
+            ProviderKind::Bedrock(b) => {
+                Self::Bedrock(Box::new(bedrock::Bedrock::new(&cfg.name, b, &cfg.pool, threads)?))
+            }
         })
     }
 
-    /// The API format the provider speaks upstream.
-    pub fn native_format(&self) -> ApiFormat {
-        match self {
+    /// The API format the provider speaks upstream; `None` for a kind whose format no client
+    /// speaks (Bedrock Converse), which converts through the canonical form itself.
+    pub fn native_format(&self) -> Option<ApiFormat> {
+        Some(match self {
             Self::Openai(_) => openai::OpenAi::FORMAT,
-            // No client speaks Gemini's format: the provider converts every request itself
-            // (`codec::canonical_request`), so no passthrough can ever match.
-            Self::Gemini(_) => ApiFormat::OpenAi,
             Self::Anthropic(_) => anthropic::Anthropic::FORMAT,
             Self::Mock(_) => mock::Mock::FORMAT,
+            // No client speaks these formats: the provider converts every request itself
+            // (`codec::canonical_request`), so no passthrough can ever match.
+            Self::Gemini(_) | Self::Bedrock(_) => return None,
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(_) => scripted::Scripted::FORMAT,
-        }
+        })
     }
 
     /// Makes one attempt upstream; for streams, resolves when the response head arrived.
@@ -162,6 +169,7 @@ impl Provider {
             Self::Gemini(p) => p.call(req).await,
             Self::Anthropic(p) => p.call(req).await,
             Self::Mock(p) => p.call(req).await,
+            Self::Bedrock(p) => p.call(req).await,
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(p) => p.call(req).await,
         }
@@ -175,6 +183,7 @@ impl Provider {
             Self::Openai(p) => p.retire(),
             Self::Gemini(p) => p.retire(),
             Self::Anthropic(p) => p.retire(),
+            Self::Bedrock(p) => p.retire(),
             Self::Mock(_) => {}
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(_) => {}
@@ -189,6 +198,8 @@ impl Provider {
             Self::Gemini(p) => Some(p.list_models(secrets).await),
             Self::Anthropic(p) => Some(p.list_models(secrets).await),
             Self::Mock(p) => Some(Ok(p.models())),
+            // The runtime API lists no models: `models` in the config routes them.
+            Self::Bedrock(_) => None,
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(_) => None,
         }

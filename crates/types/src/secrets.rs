@@ -2,10 +2,11 @@
 //! leaves Weir (error bodies, relayed answers and stream chunks, plugin-visible data) or
 //! reaches its log. Built once per config snapshot; scrubbing is one Aho-Corasick pass.
 //!
-//! The set: provider keys; provider `headers` values whose name looks like a credential
-//! ([`credential_like`]) or that came from `${ENV}`; the admin token; plugin-config values
-//! that came from `${ENV}`. Values shorter than [`MIN_SECRET_LEN`] bytes are left out: they
-//! would match ordinary text (`true`, a port number) and no real credential is that short.
+//! The set: provider keys; Bedrock providers' AWS secret keys and session tokens; provider
+//! `headers` values whose name looks like a credential ([`credential_like`]) or (`openai`) that
+//! came from `${ENV}`; the admin token; plugin-config values that came from `${ENV}`. Values
+//! shorter than [`MIN_SECRET_LEN`] bytes are left out: they would match ordinary text (`true`,
+//! a port number) and no real credential is that short.
 
 use std::borrow::Cow;
 use std::sync::LazyLock;
@@ -13,7 +14,7 @@ use std::sync::LazyLock;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use bytes::Bytes;
 
-use crate::config::Config;
+use crate::config::{Config, ProviderKind};
 use crate::error::Error;
 
 /// What a secret is replaced with.
@@ -72,6 +73,11 @@ impl Secrets {
     pub fn from_config(cfg: &Config) -> Self {
         let mut values: Vec<&str> = Vec::new();
         for p in &cfg.providers {
+            if let ProviderKind::Bedrock(b) = &p.kind {
+                values.extend(b.secrets());
+                values.extend(b.headers.iter().filter(|(name, _)| credential_like(name)).map(|(_, v)| v.as_str()));
+                continue;
+            }
             let Some(o) = p.kind.http() else { continue };
             values.extend(o.keys.iter().map(|k| k.value.as_str()));
             values.extend(o.headers.iter().filter(|(name, _)| credential_like(name)).map(|(_, v)| v.as_str()));

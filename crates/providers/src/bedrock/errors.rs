@@ -1,0 +1,88 @@
+//! Bedrock's errors as Weir errors: an HTTP error status with its `x-amzn-errortype` header and
+//! `{"message": ...}` body, or an exception frame inside a stream. The AWS error type decides the
+//! status (AWS's own status for the type); upstream text is scrubbed of secrets, and auth errors
+//! never relay it.
+
+use crate::error::{Error, ErrorKind};
+use crate::secrets::Secrets;
+
+/// Most bytes of an upstream message relayed.
+const MAX_RELAYED_MESSAGE: usize = 1024;
+
+/// The status of an AWS error type (`ThrottlingException`, or a stream's `throttlingException`;
+/// a `x-amzn-errortype` value may carry `:http://...` after the name). `None` for a type not
+/// known here: the HTTP status stands.
+pub fn status_of(error_type: &str) -> Option<u16> {
+    let name = error_type.split(':').next().unwrap_or_default();
+    let status = match name.to_ascii_lowercase().as_str() {
+        "throttlingexception" | "toomanyrequestsexception" | "servicequotaexceededexception" => 429,
+        "validationexception" => 400,
+        "accessdeniedexception" | "unrecognizedclientexception" | "invalidsignatureexception" => 403,
+        "expiredtokenexception" | "incompletesignatureexception" | "missingauthenticationtokenexception" => 403,
+        "resourcenotfoundexception" => 404,
+        "modelnotreadyexception" | "serviceunavailableexception" => 503,
+        "modeltimeoutexception" => 408,
+        "modelerrorexception" | "modelstreamerrorexception" => 424,
+        "internalserverexception" => 500,
+        _ => return None,
+    };
+    Some(status)
+}
+
+/// The error for an upstream error: status `status` (HTTP, or from the frame's type), AWS type
+/// `error_type` when given, message `message` from upstream.
+pub fn upstream_error(
+    name: &str,
+    status: u16,
+    error_type: Option<&str>,
+    message: Option<&str>,
+    secrets: &Secrets,
+) -> Error {
+    let status = error_type.and_then(status_of).unwrap_or(status);
+    let kind = error_type.map(|t| t.split(':').next().unwrap_or_default()).filter(|t| !t.is_empty());
+    let message = if status == 401 || status == 403 {
+        // AWS auth messages quote the canonical request and parts of the credentials.
+        format!("provider {name} rejected Weir's AWS credentials (upstream status {status})")
+    } else {
+        let what = kind.map(|k| secrets.scrub_cut(k, 100));
+        let text = message.map(|m| secrets.scrub_cut(m, MAX_RELAYED_MESSAGE)).unwrap_or_default();
+        match what {
+            Some(k) => format!("provider {name} returned {status} {k}: {text}"),
+            None => format!("provider {name} returned {status}: {text}"),
+        }
+    };
+    Error::new(ErrorKind::Upstream { status }, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_error_types_decide_the_status() {
+        assert_eq!(status_of("ThrottlingException"), Some(429));
+        assert_eq!(status_of("throttlingException"), Some(429));
+        assert_eq!(status_of("ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/"), Some(400));
+        assert_eq!(status_of("AccessDeniedException"), Some(403));
+        assert_eq!(status_of("ModelNotReadyException"), Some(503));
+        assert_eq!(status_of("SomethingNew"), None);
+    }
+
+    #[test]
+    fn auth_errors_never_relay_upstream_text_and_others_are_scrubbed() {
+        let secrets = Secrets::new(["wJalrXUtnFEMI/K7MDENG"]);
+        let e = upstream_error(
+            "b",
+            403,
+            Some("AccessDeniedException"),
+            Some("key AKID... wJalrXUtnFEMI/K7MDENG"),
+            &secrets,
+        );
+        assert_eq!(e.kind, ErrorKind::Upstream { status: 403 });
+        assert_eq!(e.status(), 502, "an upstream auth failure is the gateway's, not the client's");
+        assert!(!e.message.contains("AKID"), "{}", e.message);
+        let e = upstream_error("b", 400, Some("ValidationException"), Some("bad wJalrXUtnFEMI/K7MDENG"), &secrets);
+        assert_eq!(e.status(), 400);
+        assert!(e.message.contains("bad <redacted>") && e.message.contains("ValidationException"), "{}", e.message);
+    }
+}
