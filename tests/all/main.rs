@@ -22,6 +22,8 @@ mod plugin_sandbox_runtime;
 mod plugins;
 mod readiness;
 mod reload;
+mod resilience;
+mod resilience_routes;
 mod secrets;
 mod shutdown;
 mod status;

@@ -13,6 +13,9 @@
 //!   key); `echo_param` puts the key it was sent into the error's `param`; `echo_header=NAME`
 //!   puts the value of request header `NAME` into the error message; `key_at=N` answers a
 //!   plain-text (not JSON) error body with the key starting at byte `N`.
+//! - `fail_times=N`: `status=` (default 500) or `reset` only for the first N requests with
+//!   this model and prompt, then the normal answer; `reset`: close the connection before any
+//!   response head; `code=CODE`: the error body's `code` (default `mock_<status>`).
 //! - `malformed`: answer 200 with a body that is not JSON.
 //! - `size=BYTES`: answer 200 with a valid JSON body of that many bytes, with Content-Length;
 //!   with `no_length` too, the same body goes chunked (no Content-Length) in 16 KiB frames.
@@ -100,6 +103,8 @@ struct State {
     conns: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Connections accepted so far.
     accepted: std::sync::atomic::AtomicUsize,
+    /// Requests seen per model and prompt, for `fail_times`.
+    tries: Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl State {
@@ -137,6 +142,7 @@ impl MockUpstream {
             fail_all,
             conns: Mutex::new(Vec::new()),
             accepted: Default::default(),
+            tries: Mutex::default(),
         });
         let st = state.clone();
         let server = tokio::spawn(async move {
@@ -258,6 +264,9 @@ struct Directives {
     cut: Option<String>,
     pad: Option<usize>,
     sse: Option<&'static [&'static [u8]]>,
+    fail_times: Option<u32>,
+    reset: bool,
+    code: Option<String>,
 }
 
 impl Directives {
@@ -284,6 +293,9 @@ impl Directives {
                 "hold_after" => d.hold_after = Some(num()? as usize),
                 "cut" if value == "nodone" || value == "drop" => d.cut = Some(value.to_owned()),
                 "pad" => d.pad = Some(num()? as usize),
+                "fail_times" => d.fail_times = Some(num()? as u32),
+                "reset" => d.reset = true,
+                "code" => d.code = Some(value.to_owned()),
                 "sse" => d.sse = Some(SSE_FIXTURES.iter().find(|(n, _)| *n == value).ok_or("unknown sse fixture")?.1),
                 _ => return Err(format!("unknown directive {part:?}")),
             }
@@ -308,7 +320,7 @@ impl Drop for CancelGuard {
     }
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, std::io::Error> {
     let path = req.uri().path().to_owned();
     let authorization = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(Into::into);
     let headers = req.headers().clone();
@@ -331,7 +343,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     let mut guard = CancelGuard { state: state.clone(), index, armed: true };
     let resp = respond(&state, index, &path, &body, &headers).await;
     guard.armed = false;
-    Ok(resp)
+    // An error from the service makes hyper close the connection without a response.
+    resp.ok_or_else(|| std::io::Error::other("mock upstream resets the connection"))
 }
 
 async fn respond(
@@ -340,11 +353,11 @@ async fn respond(
     path: &str,
     body: &Value,
     headers: &http::HeaderMap,
-) -> Response<Body> {
+) -> Option<Response<Body>> {
     let auth = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let complete = |resp| {
         state.update(index, |s| s.outcome = Outcome::Completed);
-        resp
+        Some(resp)
     };
     if let Some(status) = state.fail_all {
         return complete(error_response(status, None, "upstream is down", None));
@@ -355,10 +368,23 @@ async fn respond(
         return complete(json_response(StatusCode::OK, &json!({"object": "list", "data": data})));
     }
     let model = body["model"].as_str().unwrap_or_default();
-    let d = match Directives::parse(model) {
+    let mut d = match Directives::parse(model) {
         Ok(d) => d,
         Err(msg) => return complete(error_response(400, None, &msg, None)),
     };
+    if let Some(n) = d.fail_times {
+        let key = format!("{model}\n{}", last_user_text(body));
+        let tries = *state.tries.lock().unwrap().entry(key).and_modify(|t| *t += 1).or_insert(1);
+        if tries > n {
+            (d.status, d.reset) = (None, false);
+        } else if !d.reset {
+            d.status = d.status.or(Some(500));
+        }
+    }
+    if d.reset {
+        state.update(index, |s| s.outcome = Outcome::Completed);
+        return None;
+    }
     if !d.latency.is_zero() {
         tokio::time::sleep(d.latency).await;
     }
@@ -382,7 +408,13 @@ async fn respond(
             return complete(text_error(status, &format!("{}{key} and more text after the key", "x".repeat(at))));
         }
         let param = if d.echo_param { Some(key) } else { (status == 400).then_some("messages") };
-        return complete(error_response(status, param, &msg, d.retry_after));
+        let mut resp = error_response(status, param, &msg, d.retry_after);
+        if let Some(code) = &d.code {
+            let body =
+                json!({"error": {"message": msg, "type": "invalid_request_error", "param": param, "code": code}});
+            *resp.body_mut() = full(serde_json::to_vec(&body).unwrap());
+        }
+        return complete(resp);
     }
     if d.redirect {
         return complete(
@@ -407,7 +439,7 @@ async fn respond(
     match path {
         "/v1/chat/completions" if body["stream"] == true => {
             let echo = d.echo_auth.then(|| auth.unwrap_or("none").to_owned());
-            stream_response(state.clone(), index, body, d, echo)
+            Some(stream_response(state.clone(), index, body, d, echo))
         }
         "/v1/chat/completions" => {
             let mut answer = completion(body);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, EnvValues, PoolConfig, check_base_url, values};
+use super::{BreakerConfig, ConfigError, EnvValues, PoolConfig, RetryConfig, check_base_url, values};
 
 /// Connect timeout of an `openai` provider that sets none.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,6 +86,12 @@ pub struct ProviderFile {
     /// The provider's worker pool.
     #[serde(default)]
     pub pool: PoolConfig,
+    /// Retries on this provider and their budget.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// The provider's circuit breaker (off unless written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerConfig>,
 }
 
 fn default_true() -> bool {
@@ -126,6 +132,10 @@ pub struct ProviderConfig {
     pub models_refresh: Duration,
     /// The provider's worker pool.
     pub pool: PoolConfig,
+    /// Retries on this provider and their budget.
+    pub retry: RetryConfig,
+    /// The provider's circuit breaker, when on.
+    pub breaker: Option<BreakerConfig>,
     /// The implementation and the settings only it reads.
     pub kind: ProviderKind,
 }
@@ -239,6 +249,8 @@ impl ProviderConfig {
             discover_models: f.discover_models,
             models_refresh: f.models_refresh,
             pool: f.pool,
+            retry: f.retry,
+            breaker: f.breaker,
             kind,
         })
     }
@@ -285,6 +297,10 @@ impl ProviderConfig {
         }
         if pool.max_response_bytes == 0 {
             return Err(ConfigError::invalid(key("pool.max_response_bytes"), "must be at least 1"));
+        }
+        self.retry.validate(&key)?;
+        if let Some(breaker) = &self.breaker {
+            breaker.validate(&key)?;
         }
         Ok(())
     }
@@ -343,6 +359,8 @@ impl From<ProviderConfig> for ProviderFile {
             latency: None,
             chunk_delay: None,
             pool: p.pool,
+            retry: p.retry,
+            breaker: p.breaker,
         };
         match p.kind {
             ProviderKind::OpenAi(o) => {
