@@ -171,7 +171,6 @@ impl Policy {
             if step > 0 {
                 guard.fallbacks.increment(1);
             }
-            served.target = t;
             guard.budget.deposit(Instant::now());
             let mut retry = 0;
             loop {
@@ -180,6 +179,7 @@ impl Policy {
                     last = Some(last.unwrap_or_else(|| circuit_open(target.pool.name(), left)));
                     break;
                 }
+                served.target = t;
                 let last_chance = step + 1 == steps && retry >= guard.retry.max_retries;
                 let mut req = if last_chance { original.take() } else { original.as_ref().map(resend) }
                     .expect("the request is taken only by the last attempt");

@@ -114,3 +114,31 @@ fn the_fallback_header_names_configured_providers_only() {
         assert_eq!((e.status().as_u16(), e.param.as_deref()), (400, Some("x-weir-fallbacks")), "{bad:?}");
     }
 }
+
+/// What the happy path pays for the policy stage: one answered request through `execute`
+/// (default retries: the request is copied to keep for a resend, a budget deposit) against
+/// the bare `attempt`. Run: `cargo test --release -p weir-policy -- --ignored --nocapture
+/// happy_path_cost`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn happy_path_cost() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let targets = [rt.block_on(async { scripted_with("a", "") })];
+    let policy = Policy::default();
+    let n = 200_000u32;
+    for round in 0..3 {
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            let mut up = Duration::ZERO;
+            rt.block_on(attempt(&targets[0], req("hi"), &mut up)).ok().unwrap();
+        }
+        let bare = started.elapsed() / n;
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            let mut served = Served::new(0);
+            rt.block_on(policy.execute(&targets, 0, &[], req("hi"), &mut served)).ok().unwrap();
+        }
+        let policed = started.elapsed() / n;
+        println!("round {round}: attempt {bare:?}/request, execute {policed:?}/request");
+    }
+}
