@@ -156,3 +156,42 @@ pub(super) fn validate_fallbacks(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, ConfigError};
+
+    fn load(extra: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(&format!("[[providers]]\nname = \"a\"\nkind = \"mock\"\nmodels = [\"m\"]\n{extra}"))
+    }
+
+    fn refused_key(extra: &str) -> String {
+        match load(extra) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{extra}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn retries_are_on_by_default_and_the_breaker_only_when_written() {
+        let cfg = load("").unwrap();
+        assert_eq!(cfg.providers[0].retry.max_retries, 2);
+        assert!(cfg.providers[0].breaker.is_none());
+        let cfg = load("[providers.breaker]\ncooldown = \"3s\"").unwrap();
+        assert_eq!(cfg.providers[0].breaker.as_ref().unwrap().consecutive_failures, 5);
+    }
+
+    #[test]
+    fn bad_settings_are_refused_by_key() {
+        assert_eq!(refused_key("[providers.retry]\nmax_retries = 11"), "providers[0].retry.max_retries");
+        assert_eq!(
+            refused_key("[providers.retry]\nbase_backoff = \"3s\"\nmax_backoff = \"1s\""),
+            "providers[0].retry.base_backoff"
+        );
+        assert_eq!(refused_key("[providers.breaker]\nprobes = 0"), "providers[0].breaker.probes");
+        assert_eq!(refused_key("[fallbacks]\nm = [\"nowhere/x\"]"), "fallbacks.m[0]");
+        assert_eq!(refused_key("[fallbacks]\nm = [\"a\"]"), "fallbacks.m[0]");
+        assert_eq!(refused_key("[fallbacks]\nm = [\"a/1\", \"a/2\", \"a/3\", \"a/4\", \"a/5\"]"), "fallbacks.m");
+        assert!(load("[fallbacks]\nm = [\"a/other\"]").is_ok());
+    }
+}
