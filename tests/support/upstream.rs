@@ -46,13 +46,15 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
+use super::upstream_bodies::{SSE_FIXTURES, embeddings, sized_response, text_error};
+
 /// Token usage every answer reports: prompt, completion and cached prompt tokens.
 pub const USAGE: (u64, u64, u64) = (12, 5, 4);
 
 /// Longest a `hold` waits for [`MockUpstream::release`]: nothing hangs forever.
 const MAX_HOLD: Duration = Duration::from_secs(30);
 
-type Body = BoxBody<Bytes, std::io::Error>;
+pub(super) type Body = BoxBody<Bytes, std::io::Error>;
 
 /// How a recorded request ended, as seen from the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -534,7 +536,7 @@ fn receiver_stream<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-fn full(bytes: impl Into<Bytes>) -> Body {
+pub(super) fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never: Infallible| match never {}).boxed()
 }
 
@@ -561,37 +563,6 @@ fn error_response(status: u16, param: Option<&str>, message: &str, retry_after: 
     resp
 }
 
-/// A 200 JSON body of exactly `size` bytes (at least the JSON frame's), with Content-Length
-/// or, with `no_length`, chunked in 16 KiB frames.
-fn sized_response(size: usize, no_length: bool) -> Response<Body> {
-    let head = b"{\"id\":\"big\",\"pad\":\"";
-    let mut bytes = Vec::with_capacity(size.max(head.len() + 2));
-    bytes.extend_from_slice(head);
-    bytes.resize(size.saturating_sub(2).max(head.len()), b'x');
-    bytes.extend_from_slice(b"\"}");
-    let bytes = Bytes::from(bytes);
-    let builder = Response::builder().header("content-type", "application/json");
-    if !no_length {
-        return builder.body(full(bytes)).unwrap();
-    }
-    let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = (0..bytes.len())
-        .step_by(16 * 1024)
-        .map(|at| Ok(Frame::data(bytes.slice(at..(at + 16 * 1024).min(bytes.len())))))
-        .collect();
-    builder.body(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames)))).unwrap()
-}
-
-/// Raw SSE fixtures (`sse=NAME`): the exact bytes sent, one entry per write.
-const SSE_FIXTURES: &[(&str, &[&[u8]])] = &[
-    ("multiline", &[b"data: {\"id\":\"m\",\n", b"data: \"choices\":[]}\r\n\r\n", b"data: {\"a\":\r", b"data: 1}\r\r"]),
-    ("lone_cr", &[b"data: {\"n\":1}\r\rdata: {\"n\":2}\rdata: {\"x\":3}\n\n"]),
-];
-
-/// An error answered as plain text, as a misconfigured proxy in front of a provider would.
-fn text_error(status: u16, text: &str) -> Response<Body> {
-    Response::builder().status(status).header("content-type", "text/plain").body(full(text.to_owned())).unwrap()
-}
-
 fn sse(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
@@ -616,16 +587,6 @@ fn usage() -> Value {
     let (prompt, completion, cached) = USAGE;
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
            "prompt_tokens_details": {"cached_tokens": cached}})
-}
-
-fn embeddings(body: &Value) -> Value {
-    let n = match &body["input"] {
-        Value::Array(items) => items.len(),
-        _ => 1,
-    };
-    let data: Vec<Value> =
-        (0..n).map(|i| json!({"object": "embedding", "index": i, "embedding": [0.25, -0.5, i as f64]})).collect();
-    json!({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": n, "total_tokens": n}})
 }
 
 fn last_user_text(body: &Value) -> String {
