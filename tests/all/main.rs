@@ -28,6 +28,8 @@ mod plugin_secrets;
 mod plugins;
 mod readiness;
 mod reload;
+mod resilience;
+mod resilience_routes;
 mod secrets;
 mod shutdown;
 mod status;

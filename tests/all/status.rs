@@ -14,8 +14,10 @@ async fn health_answers_ok() {
 async fn ready_reports_a_failing_provider_with_a_reason() {
     let up = MockUpstream::start().await;
     let down = MockUpstream::failing(500).await;
+    // One attempt per request: the states count attempts.
+    let once = "[providers.retry]\nmax_retries = 0";
     let config =
-        format!("{}{}", up.provider_toml("up", "", ""), down.provider_toml("down", r#"models = ["down-m"]"#, ""));
+        format!("{}{}", up.provider_toml("up", "", ""), down.provider_toml("down", r#"models = ["down-m"]"#, once));
     let weir = Weir::start(&config).await;
     let (status, ready) = weir.ready().await;
     assert_eq!((status, ready["status"].as_str()), (200, Some("ready")), "{ready}");
@@ -39,7 +41,7 @@ async fn ready_reports_a_failing_provider_with_a_reason() {
     assert_eq!(post(&url, &chat("up/m", "still fine")).await.status, 200);
 
     // With its only provider failed, the gateway is not ready.
-    let lonely = Weir::start(&down.provider_toml("down", r#"models = ["down-m"]"#, "")).await;
+    let lonely = Weir::start(&down.provider_toml("down", r#"models = ["down-m"]"#, once)).await;
     for _ in 0..10 {
         assert_eq!(post(&lonely.url("/v1/chat/completions"), &chat("down-m", "x")).await.status, 502);
     }
@@ -52,7 +54,8 @@ async fn metrics_have_per_provider_series_that_count() {
     let up = MockUpstream::start().await;
     let config = format!(
         "{}[[providers]]\nname = \"mock\"\nkind = \"mock\"\nmodels = [\"mock-1\"]\n",
-        up.provider_toml("up", "", "")
+        // One attempt per request: the upstream series count attempts.
+        up.provider_toml("up", "", "[providers.retry]\nmax_retries = 0")
     );
     let weir = Weir::start(&config).await;
     let url = weir.url("/v1/chat/completions");

@@ -44,12 +44,13 @@ async fn slow_upstream_is_504_upstream_timeout() {
 async fn upstream_error_statuses_are_mapped_with_their_message() {
     let up = MockUpstream::start().await;
     let weir = start(&up).await;
-    // (upstream status, status the client gets, code)
+    // (upstream status, status the client gets, code): a 4xx keeps the upstream's own code
+    // (the mock's is `mock_<status>`).
     let cases = [
-        (400, 400, "upstream_error"),
-        (404, 404, "upstream_error"),
-        (422, 422, "upstream_error"),
-        (429, 429, "upstream_rate_limited"),
+        (400, 400, "mock_400"),
+        (404, 404, "mock_404"),
+        (422, 422, "mock_422"),
+        (429, 429, "mock_429"),
         (500, 502, "upstream_error"),
         (502, 502, "upstream_error"),
         (503, 503, "upstream_error"),

@@ -8,6 +8,7 @@ pub mod http;
 pub mod languages;
 pub mod plugins;
 pub mod upstream;
+mod upstream_bodies;
 pub mod weir;
 
 pub use self::http::{Reply, SseReader, chat, client, metric, post};

@@ -13,6 +13,9 @@
 //!   key); `echo_param` puts the key it was sent into the error's `param`; `echo_header=NAME`
 //!   puts the value of request header `NAME` into the error message; `key_at=N` answers a
 //!   plain-text (not JSON) error body with the key starting at byte `N`.
+//! - `fail_times=N`: `status=` (default 500) or `reset` only for the first N requests with
+//!   this model and prompt, then the normal answer; `reset`: close the connection before any
+//!   response head; `code=CODE`: the error body's `code` (default `mock_<status>`).
 //! - `malformed`: answer 200 with a body that is not JSON.
 //! - `size=BYTES`: answer 200 with a valid JSON body of that many bytes, with Content-Length;
 //!   with `no_length` too, the same body goes chunked (no Content-Length) in 16 KiB frames.
@@ -28,7 +31,7 @@
 //!   OpenAI does.
 //! - `relay`: the answer (or error) carries rate-limit and request-id headers, and a
 //!   `set-cookie` and `x-internal` that must not reach the client; `code=CODE` gives a `status`
-//!   error that code in Azure's content-filter shape.
+//!   error that code (`code=content_filter`: in Azure's content-filter shape).
 //! - Azure OpenAI paths (`/openai/deployments/{d}/chat/completions?api-version=...`) answer as
 //!   the `/v1` ones do: Azure speaks OpenAI's format.
 //! - `sse=NAME`: the stream is the raw SSE fixture NAME, then `[DONE]`: `multiline` (one chunk
@@ -49,6 +52,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 mod directives;
+use super::upstream_bodies::{embeddings, sized_response, text_error};
 use directives::Directives;
 
 /// Token usage every answer reports: prompt, completion and cached prompt tokens.
@@ -68,7 +72,7 @@ pub const RELAY_HEADERS: &[(&str, &str)] = &[
 /// Longest a `hold` waits for [`MockUpstream::release`]: nothing hangs forever.
 const MAX_HOLD: Duration = Duration::from_secs(30);
 
-type Body = BoxBody<Bytes, std::io::Error>;
+pub(super) type Body = BoxBody<Bytes, std::io::Error>;
 
 /// How a recorded request ended, as seen from the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +127,8 @@ struct State {
     conns: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Connections accepted so far.
     accepted: std::sync::atomic::AtomicUsize,
+    /// Requests seen per model and prompt, for `fail_times`.
+    tries: Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl State {
@@ -160,6 +166,7 @@ impl MockUpstream {
             fail_all,
             conns: Mutex::new(Vec::new()),
             accepted: Default::default(),
+            tries: Mutex::default(),
         });
         let st = state.clone();
         let server = tokio::spawn(async move {
@@ -276,7 +283,7 @@ impl Drop for CancelGuard {
     }
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, std::io::Error> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let authorization = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(Into::into);
@@ -306,13 +313,16 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         None => path.clone(),
     };
     let mut resp = respond(&state, index, &route, &body, &headers).await;
-    if Directives::parse(body["model"].as_str().unwrap_or_default()).is_ok_and(|d| d.relay) {
+    if let Some(resp) = resp.as_mut().filter(|_| {
+        Directives::parse(body["model"].as_str().unwrap_or_default()).is_ok_and(|d| d.relay)
+    }) {
         for (name, value) in RELAY_HEADERS {
             resp.headers_mut().append(*name, http::HeaderValue::from_static(value));
         }
     }
     guard.armed = false;
-    Ok(resp)
+    // An error from the service makes hyper close the connection without a response.
+    resp.ok_or_else(|| std::io::Error::other("mock upstream resets the connection"))
 }
 
 async fn respond(
@@ -321,11 +331,11 @@ async fn respond(
     path: &str,
     body: &Value,
     headers: &http::HeaderMap,
-) -> Response<Body> {
+) -> Option<Response<Body>> {
     let auth = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let complete = |resp| {
         state.update(index, |s| s.outcome = Outcome::Completed);
-        resp
+        Some(resp)
     };
     if let Some(status) = state.fail_all {
         return complete(error_response(status, None, "upstream is down", None));
@@ -336,10 +346,23 @@ async fn respond(
         return complete(json_response(StatusCode::OK, &json!({"object": "list", "data": data})));
     }
     let model = body["model"].as_str().unwrap_or_default();
-    let d = match Directives::parse(model) {
+    let mut d = match Directives::parse(model) {
         Ok(d) => d,
         Err(msg) => return complete(error_response(400, None, &msg, None)),
     };
+    if let Some(n) = d.fail_times {
+        let key = format!("{model}\n{}", last_user_text(body));
+        let tries = *state.tries.lock().unwrap().entry(key).and_modify(|t| *t += 1).or_insert(1);
+        if tries > n {
+            (d.status, d.reset) = (None, false);
+        } else if !d.reset {
+            d.status = d.status.or(Some(500));
+        }
+    }
+    if d.reset {
+        state.update(index, |s| s.outcome = Outcome::Completed);
+        return None;
+    }
     if !d.latency.is_zero() {
         tokio::time::sleep(d.latency).await;
     }
@@ -362,13 +385,19 @@ async fn respond(
         if let Some(at) = d.key_at {
             return complete(text_error(status, &format!("{}{key} and more text after the key", "x".repeat(at))));
         }
-        if let Some(code) = &d.code {
+        if let Some(code) = d.code.as_ref().filter(|c| *c == "content_filter") {
             let inner = json!({"code": "ResponsibleAIPolicyViolation", "content_filter_result": {"hate": {"filtered": true, "severity": "high"}}});
             let body = json!({"error": {"message": msg, "type": null, "param": "prompt", "code": code, "status": status, "innererror": inner}});
             return complete(json_response(StatusCode::from_u16(status).unwrap(), &body));
         }
         let param = if d.echo_param { Some(key) } else { (status == 400).then_some("messages") };
-        return complete(error_response(status, param, &msg, d.retry_after));
+        let mut resp = error_response(status, param, &msg, d.retry_after);
+        if let Some(code) = &d.code {
+            let body =
+                json!({"error": {"message": msg, "type": "invalid_request_error", "param": param, "code": code}});
+            *resp.body_mut() = full(serde_json::to_vec(&body).unwrap());
+        }
+        return complete(resp);
     }
     if d.redirect {
         return complete(
@@ -393,7 +422,7 @@ async fn respond(
     match path {
         "/v1/chat/completions" if body["stream"] == true => {
             let echo = d.echo_auth.then(|| auth.unwrap_or("none").to_owned());
-            stream_response(state.clone(), index, body, d, echo)
+            Some(stream_response(state.clone(), index, body, d, echo))
         }
         "/v1/chat/completions" => {
             let mut answer = completion(body);
@@ -488,7 +517,7 @@ fn receiver_stream<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-fn full(bytes: impl Into<Bytes>) -> Body {
+pub(super) fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never: Infallible| match never {}).boxed()
 }
 
@@ -515,31 +544,6 @@ fn error_response(status: u16, param: Option<&str>, message: &str, retry_after: 
     resp
 }
 
-/// A 200 JSON body of exactly `size` bytes (at least the JSON frame's), with Content-Length
-/// or, with `no_length`, chunked in 16 KiB frames.
-fn sized_response(size: usize, no_length: bool) -> Response<Body> {
-    let head = b"{\"id\":\"big\",\"pad\":\"";
-    let mut bytes = Vec::with_capacity(size.max(head.len() + 2));
-    bytes.extend_from_slice(head);
-    bytes.resize(size.saturating_sub(2).max(head.len()), b'x');
-    bytes.extend_from_slice(b"\"}");
-    let bytes = Bytes::from(bytes);
-    let builder = Response::builder().header("content-type", "application/json");
-    if !no_length {
-        return builder.body(full(bytes)).unwrap();
-    }
-    let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = (0..bytes.len())
-        .step_by(16 * 1024)
-        .map(|at| Ok(Frame::data(bytes.slice(at..(at + 16 * 1024).min(bytes.len())))))
-        .collect();
-    builder.body(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames)))).unwrap()
-}
-
-/// An error answered as plain text, as a misconfigured proxy in front of a provider would.
-fn text_error(status: u16, text: &str) -> Response<Body> {
-    Response::builder().status(status).header("content-type", "text/plain").body(full(text.to_owned())).unwrap()
-}
-
 fn sse(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
@@ -564,16 +568,6 @@ fn usage() -> Value {
     let (prompt, completion, cached) = USAGE;
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
            "prompt_tokens_details": {"cached_tokens": cached}})
-}
-
-fn embeddings(body: &Value) -> Value {
-    let n = match &body["input"] {
-        Value::Array(items) => items.len(),
-        _ => 1,
-    };
-    let data: Vec<Value> =
-        (0..n).map(|i| json!({"object": "embedding", "index": i, "embedding": [0.25, -0.5, i as f64]})).collect();
-    json!({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": n, "total_tokens": n}})
 }
 
 fn last_user_text(body: &Value) -> String {

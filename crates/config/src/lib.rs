@@ -10,11 +10,12 @@ mod env;
 mod plugin;
 pub mod preset;
 mod provider;
+mod resilience;
 mod server;
 mod url;
 mod values;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,6 +30,7 @@ pub use provider::{
     AnthropicConfig, GEMINI_BASE_URL, GeminiConfig, KeyConfig, Kind, MockConfig, OpenAiConfig, ProviderConfig,
     ProviderFile, ProviderKind,
 };
+pub use resilience::{BreakerConfig, MAX_FALLBACKS, RetryConfig};
 pub use server::{BrowserConfig, MAX_THREADS, OverloadConfig, ServerConfig};
 pub use url::check_base_url;
 pub use values::parse_listen;
@@ -76,6 +78,10 @@ pub struct Config {
     pub plugin_runtime: PluginRuntimeConfig,
     /// The admin API and reload behaviour.
     pub admin: AdminConfig,
+    /// Per model (as the client names it), the `provider/model`s tried in order when its
+    /// provider cannot answer.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub fallbacks: BTreeMap<String, Vec<String>>,
 }
 
 /// The configuration file as written: [`Config`] with each provider table holding the
@@ -99,6 +105,9 @@ pub struct ConfigFile {
     /// `[admin]`.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// `[fallbacks]`.
+    #[serde(default)]
+    pub fallbacks: BTreeMap<String, Vec<String>>,
 }
 
 impl TryFrom<ConfigFile> for Config {
@@ -112,7 +121,14 @@ impl TryFrom<ConfigFile> for Config {
         let providers = (f.providers.into_iter().enumerate())
             .map(|(i, p)| ProviderConfig::from_file(p, &format!("providers[{i}]")))
             .collect::<Result<_, _>>()?;
-        Ok(Self { server: f.server, providers, plugins: f.plugins, plugin_runtime: f.plugin_runtime, admin: f.admin })
+        Ok(Self {
+            server: f.server,
+            providers,
+            plugins: f.plugins,
+            plugin_runtime: f.plugin_runtime,
+            admin: f.admin,
+            fallbacks: f.fallbacks,
+        })
     }
 }
 
@@ -281,6 +297,7 @@ impl Config {
             p.validate(i, &mut names)?;
         }
         plugin::validate(&self.plugins, &self.plugin_runtime, &names)?;
+        resilience::validate_fallbacks(&self.fallbacks, &names)?;
         Ok(())
     }
 

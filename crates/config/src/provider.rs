@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::preset::{AzureConfig, DEFAULT_AZURE_API_VERSION, preset, url_safe};
-use super::{BedrockConfig, ConfigError, EnvValues, PoolConfig, check_base_url, values};
+use super::{BedrockConfig, BreakerConfig, ConfigError, EnvValues, PoolConfig, RetryConfig, check_base_url, values};
 
 /// Connect timeout of an HTTP provider that sets none.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -195,6 +195,12 @@ pub struct ProviderFile {
     /// The provider's worker pool.
     #[serde(default)]
     pub pool: PoolConfig,
+    /// Retries on this provider and their budget.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// The provider's circuit breaker (off unless written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerConfig>,
 }
 
 fn default_true() -> bool {
@@ -243,6 +249,10 @@ pub struct ProviderConfig {
     pub models_refresh: Duration,
     /// The provider's worker pool.
     pub pool: PoolConfig,
+    /// Retries on this provider and their budget.
+    pub retry: RetryConfig,
+    /// The provider's circuit breaker, when on.
+    pub breaker: Option<BreakerConfig>,
     /// The implementation and the settings only it reads.
     pub kind: ProviderKind,
 }
@@ -475,6 +485,8 @@ impl ProviderConfig {
             discover_models: f.discover_models,
             models_refresh: f.models_refresh,
             pool: f.pool,
+            retry: f.retry,
+            breaker: f.breaker,
             kind,
         })
     }
@@ -540,6 +552,10 @@ impl ProviderConfig {
         }
         if pool.max_response_bytes == 0 {
             return Err(ConfigError::invalid(key("pool.max_response_bytes"), "must be at least 1"));
+        }
+        self.retry.validate(&key)?;
+        if let Some(breaker) = &self.breaker {
+            breaker.validate(&key)?;
         }
         Ok(())
     }
@@ -637,6 +653,8 @@ impl From<ProviderConfig> for ProviderFile {
             secret_access_key: None,
             session_token: None,
             pool: p.pool,
+            retry: p.retry,
+            breaker: p.breaker,
         };
         match p.kind {
             ProviderKind::OpenAi(o) | ProviderKind::Gemini(o) => {

@@ -1,15 +1,24 @@
-//! The `upstream_request` phase: the one place that decides a request's attempts, which
-//! provider each goes to, and (as the reliability and governance work lands here) which key,
-//! whether to try again, whether the budget allows it, whether to answer from a cache or
-//! refuse for a limit. Today it makes exactly one attempt, on the routed provider. The pool
-//! and the provider below it each make exactly one attempt when asked ([`attempt`]); an
-//! attempt is a future, so stopping one (the loser of [`first_ok`], a request whose client
-//! left) is dropping it.
+//! The `upstream_request` phase: the one place that decides a request's attempts and which
+//! provider each goes to. A request goes to its routed provider, then down its fallbacks
+//! (`[fallbacks]` or the `x-weir-fallbacks` header), each step with its provider's own
+//! attempts: retries on 429, 5xx, resets and timeouts with backoff ([`retry`]), within the
+//! provider's retry budget ([`budget`]), past its circuit breaker ([`breaker`]). The pool and
+//! the provider below it each make exactly one attempt when asked ([`attempt`]); an attempt is
+//! a future, so stopping one (the loser of [`first_ok`], a request whose client left) is
+//! dropping it. Every attempt ends before any byte reaches the client: a stream's attempt
+//! ends at its response head.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
+pub mod breaker;
+pub mod budget;
+pub mod guard;
+pub mod retry;
 pub mod routing;
 
 use weir_config as config;
@@ -17,43 +26,280 @@ use weir_pool as pool;
 use weir_providers as providers;
 use weir_types::error;
 
-use crate::error::Error;
+use crate::breaker::{Breaker, Pass};
+use crate::config::{Config, MAX_FALLBACKS, ProviderConfig};
+use crate::error::{Error, ErrorKind};
+pub use crate::guard::Guard;
 use crate::pool::{Pool, Reply};
 use crate::providers::{Provider, ProviderRequest};
+use crate::retry::Verdict;
 
-/// Where an attempt can go: a provider and the pool in front of it.
+/// Longest `x-weir-fallbacks` value read.
+const MAX_FALLBACK_HEADER: usize = 1024;
+
+/// Where an attempt can go: a provider, the pool in front of it and its resilience state.
 #[derive(Clone)]
 pub struct Target {
     /// Admission to the provider (its slots, line, timeouts and metrics).
     pub pool: Arc<Pool>,
     /// The provider the attempt calls.
     pub provider: Arc<Provider>,
+    /// Its retry budget, breaker and retry settings.
+    pub guard: Arc<Guard>,
 }
 
-/// Decides the attempts of each request. Holds what that needs across requests (later: retry
-/// budgets, breakers, key state, limits); nothing yet.
+impl Target {
+    /// The target of provider `cfg`.
+    pub fn new(pool: Arc<Pool>, provider: Arc<Provider>, cfg: &ProviderConfig) -> Self {
+        Self { pool, provider, guard: Arc::new(Guard::new(cfg)) }
+    }
+}
+
+/// One fallback: a provider (its index in the snapshot) and the model asked of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// Index of the provider.
+    pub provider: usize,
+    /// The model name sent to it.
+    pub model: String,
+}
+
+/// What the attempts of one request came to, for its response headers and `finish`.
+#[derive(Debug)]
+pub struct Served {
+    /// The provider that answered (or was tried last).
+    pub target: usize,
+    /// Attempts made (`x-weir-attempts`).
+    pub attempts: u32,
+    /// Time spent upstream and waiting between attempts: not Weir's own time.
+    pub upstream: Duration,
+}
+
+impl Served {
+    /// Nothing tried yet; the request is routed to `target`.
+    pub fn new(target: usize) -> Self {
+        Self { target, attempts: 0, upstream: Duration::ZERO }
+    }
+}
+
+/// Decides the attempts of each request: holds the snapshot's fallback lists (the per-provider
+/// state is on each [`Target`], which outlives a reload that keeps its provider).
 #[derive(Debug, Default)]
-pub struct Policy {}
+pub struct Policy {
+    /// Provider names in config order.
+    providers: Vec<String>,
+    /// `[fallbacks]`: model as the client names it → steps.
+    fallbacks: std::collections::HashMap<String, Vec<Step>>,
+}
 
 impl Policy {
-    /// Runs the attempts of one request routed to `targets[routed]`: today one attempt there.
-    /// `upstream` is set to the time spent upstream, whatever the outcome. While it makes one
-    /// attempt it returns that attempt's future itself: one async layer less to copy the call
-    /// future through (see [`Pool::run`]).
+    /// The policy of `config` (its `[fallbacks]` were validated).
+    pub fn new(config: &Config) -> Self {
+        let providers: Vec<String> = config.providers.iter().map(|p| p.name.clone()).collect();
+        let fallbacks = (config.fallbacks.iter())
+            .map(|(model, list)| (model.clone(), list.iter().filter_map(|s| step(&providers, s)).collect()))
+            .collect();
+        Self { providers, fallbacks }
+    }
+
+    /// The fallbacks of a request for `model` (as the client names it): the `x-weir-fallbacks`
+    /// header's when it has one (comma-separated `provider/model`s of configured providers),
+    /// else `[fallbacks]`'s.
     ///
     /// # Errors
-    /// The last attempt's error (pool admission or the provider call).
+    /// 400 naming the header when it is too long, lists too many, or names an unknown provider.
+    pub fn fallbacks<'a>(&'a self, model: &str, header: Option<&[u8]>) -> Result<Cow<'a, [Step]>, Error> {
+        let Some(raw) = header else {
+            return Ok(Cow::Borrowed(self.fallbacks.get(model).map_or(&[][..], Vec::as_slice)));
+        };
+        let bad = |why: String| Error::invalid_param("x-weir-fallbacks", format!("header x-weir-fallbacks: {why}"));
+        if raw.len() > MAX_FALLBACK_HEADER {
+            return Err(bad(format!("longer than {MAX_FALLBACK_HEADER} bytes")));
+        }
+        let text = std::str::from_utf8(raw).map_err(|_| bad("not UTF-8".into()))?;
+        let entries: Vec<&str> = text.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        if entries.len() > MAX_FALLBACKS {
+            return Err(bad(format!("at most {MAX_FALLBACKS} entries")));
+        }
+        let steps = (entries.iter())
+            .map(|e| {
+                step(&self.providers, e)
+                    .ok_or_else(|| bad(format!("{e:?} is not \"provider/model\" with a configured provider")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Cow::Owned(steps))
+    }
+
+    /// Runs the attempts of one request routed to `targets[routed]`, then down `fallbacks`,
+    /// until one answers or none is left. Each step gets up to `retry.max_retries` retries on
+    /// its provider, each within the provider's budget; an open breaker skips its step. An
+    /// answer that stands (a 400, a content-policy refusal) ends the attempts at once; a
+    /// context-length error goes on, but never to the same model again. `served` says who
+    /// answered and after how many attempts.
+    ///
+    /// # Errors
+    /// The last attempt's error (or 503 `circuit_open` when every step's breaker was open).
     ///
     /// # Panics
-    /// If `routed` is not an index of `targets` (routing only returns configured providers).
-    pub fn execute<'a>(
-        &'a self,
-        targets: &'a [Target],
+    /// If `routed` or a step is not an index of `targets` (routing only returns configured
+    /// providers).
+    pub async fn execute(
+        &self,
+        targets: &[Target],
         routed: usize,
+        fallbacks: &[Step],
         req: ProviderRequest,
-        upstream: &'a mut Duration,
-    ) -> impl Future<Output = Result<Reply, Error>> + 'a {
-        attempt(&targets[routed], req, upstream)
+        served: &mut Served,
+    ) -> Result<Reply, Error> {
+        let steps = 1 + fallbacks.len();
+        // Kept to resend until the last attempt that could be made takes it.
+        let mut original = Some(req);
+        let primary_model = if fallbacks.is_empty() { String::new() } else { original_model(&original) };
+        let mut too_long: Vec<String> = Vec::new();
+        let mut last: Option<Error> = None;
+        for step in 0..steps {
+            let (t, model) = match step {
+                0 => (routed, None),
+                i => (fallbacks[i - 1].provider, Some(&fallbacks[i - 1].model)),
+            };
+            let target = &targets[t];
+            let guard = &*target.guard;
+            let model_name = model.unwrap_or(&primary_model);
+            if too_long.iter().any(|m| m == model_name) {
+                continue;
+            }
+            if step > 0 {
+                guard.fallbacks.increment(1);
+            }
+            guard.budget.deposit(Instant::now());
+            let mut retry = 0;
+            loop {
+                let ticket = Ticket::new(guard.breaker.as_ref(), &target.pool);
+                if let Pass::Refused(left) = ticket.pass {
+                    last = Some(last.unwrap_or_else(|| circuit_open(target.pool.name(), left)));
+                    break;
+                }
+                served.target = t;
+                let last_chance = step + 1 == steps && retry >= guard.retry.max_retries;
+                let mut req = if last_chance { original.take() } else { original.as_ref().map(resend) }
+                    .expect("the request is taken only by the last attempt");
+                if let Some(model) = model.filter(|m| **m != req.model) {
+                    req.model.clone_from(model);
+                    req.body.forget_raw();
+                }
+                served.attempts += 1;
+                let mut upstream = Duration::ZERO;
+                let result = attempt(target, req, &mut upstream).await;
+                served.upstream += upstream;
+                ticket.done(result.as_ref().err());
+                let e = match result {
+                    Ok(reply) => return Ok(reply),
+                    Err(e) => e,
+                };
+                let reason = match retry::classify(&e) {
+                    Verdict::Final => return Err(e),
+                    Verdict::ContextLength => {
+                        too_long.push(model_name.to_owned());
+                        last = Some(e);
+                        break;
+                    }
+                    Verdict::Elsewhere => {
+                        last = Some(e);
+                        break;
+                    }
+                    Verdict::Retry(reason) => reason,
+                };
+                let wait =
+                    (retry < guard.retry.max_retries).then(|| retry::wait(&guard.retry, &e, retry + 1)).flatten();
+                let Some(wait) = wait else {
+                    last = Some(e);
+                    break;
+                };
+                if !guard.budget.withdraw(Instant::now()) {
+                    guard.exhausted.increment(1);
+                    last = Some(e);
+                    break;
+                }
+                guard.retried(reason);
+                retry += 1;
+                let slept = std::time::Instant::now();
+                tokio::time::sleep(wait).await;
+                served.upstream += slept.elapsed();
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::new(ErrorKind::Internal, "no attempt was made")))
+    }
+}
+
+/// `provider/model` with a provider of `providers`, as a step.
+fn step(providers: &[String], entry: &str) -> Option<Step> {
+    let (p, m) = entry.split_once('/')?;
+    let provider = providers.iter().position(|n| n == p)?;
+    (!m.is_empty()).then(|| Step { provider, model: m.to_owned() })
+}
+
+fn original_model(req: &Option<ProviderRequest>) -> String {
+    req.as_ref().map(|r| r.model.clone()).unwrap_or_default()
+}
+
+/// A copy of `req` to send again: the body's bytes are shared, not copied (a tree a plugin
+/// edited is copied).
+fn resend(req: &ProviderRequest) -> ProviderRequest {
+    req.clone()
+}
+
+fn circuit_open(provider: &str, left: Duration) -> Error {
+    Error::new(
+        ErrorKind::CircuitOpen,
+        format!("provider {provider} is failing and its circuit breaker is open; no fallback could serve"),
+    )
+    .with_retry_after(left.as_secs_f64().ceil().max(1.0) as u64)
+}
+
+/// One attempt's pass through its provider's breaker. Dropped without a verdict (the client
+/// left mid-attempt), a probe gives its place back.
+struct Ticket<'a> {
+    breaker: Option<&'a Breaker>,
+    pool: &'a Pool,
+    pass: Pass,
+    open: bool,
+}
+
+impl<'a> Ticket<'a> {
+    fn new(breaker: Option<&'a Breaker>, pool: &'a Pool) -> Self {
+        let pass = breaker.map_or(Pass::Closed, |b| {
+            let pass = b.pass(Instant::now());
+            pool.health().set_breaker(b.state() as u8);
+            pass
+        });
+        let open = breaker.is_some() && !matches!(pass, Pass::Refused(_));
+        Self { breaker, pool, pass, open }
+    }
+
+    /// The attempt ended: `None` it succeeded, else its error.
+    fn done(mut self, error: Option<&Error>) {
+        let ok = match error {
+            None => Some(true),
+            Some(e) if breaker::reached_provider(e) => Some(!breaker::provider_fault(e)),
+            Some(_) => None,
+        };
+        self.finish(ok);
+    }
+
+    fn finish(&mut self, ok: Option<bool>) {
+        if !std::mem::take(&mut self.open) {
+            return;
+        }
+        if let Some(b) = self.breaker {
+            b.record(&self.pass, ok, Instant::now());
+            self.pool.health().set_breaker(b.state() as u8);
+        }
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.finish(None);
     }
 }
 

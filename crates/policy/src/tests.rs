@@ -5,7 +5,7 @@ use serde_json::json;
 use tokio::time::{Instant, sleep};
 
 use super::*;
-use crate::config::{Overflow, PoolConfig};
+use crate::config::{Overflow, PoolConfig, ProviderConfig};
 use crate::providers::scripted::{Scripted, counting_upstream, open_connections};
 use weir_types::affinity::Affinity;
 use weir_types::exchange::JsonBody;
@@ -78,8 +78,25 @@ fn one_slot() -> PoolConfig {
     }
 }
 
+/// A provider config named `name` with `extra` TOML lines (retry and breaker tables).
+fn provider_config(name: &str, extra: &str) -> ProviderConfig {
+    let toml = format!("[[providers]]\nname = \"{name}\"\nkind = \"mock\"\nmodels = [\"m\"]\n{extra}");
+    crate::config::Config::from_toml(&toml).unwrap().providers.remove(0)
+}
+
 fn scripted() -> Target {
-    Target { pool: Pool::start("fast", &[], one_slot()), provider: Arc::new(Provider::Scripted(Scripted::default())) }
+    scripted_with("fast", "")
+}
+
+/// A scripted provider whose retry and breaker settings are `extra` (backoff 1ms by default).
+fn scripted_with(name: &str, extra: &str) -> Target {
+    let extra = if extra.contains("[providers.retry]") {
+        extra.to_owned()
+    } else {
+        format!("[providers.retry]\nbase_backoff = \"1ms\"\nmax_backoff = \"1ms\"\n{extra}")
+    };
+    let cfg = provider_config(name, &extra);
+    Target::new(Pool::start(name, &[], one_slot()), Arc::new(Provider::Scripted(Scripted::default())), &cfg)
 }
 
 /// An openai provider at `addr` behind a one-slot pool.
@@ -89,18 +106,19 @@ fn upstream(addr: std::net::SocketAddr) -> Target {
     );
     let config = crate::config::Config::from_toml(&toml).unwrap();
     let provider = Provider::from_config(&config.providers[0], 1).unwrap();
-    Target { pool: Pool::start("up", &[], one_slot()), provider: Arc::new(provider) }
+    Target::new(Pool::start("up", &[], one_slot()), Arc::new(provider), &config.providers[0])
 }
 
 #[tokio::test(start_paused = true)]
 async fn execute_makes_one_attempt_on_the_routed_target() {
     let policy = Policy::default();
     let targets = [scripted(), scripted()];
-    let mut upstream = Duration::ZERO;
-    let reply = policy.execute(&targets, 1, req("sleep:50"), &mut upstream).await;
+    let mut served = Served::new(1);
+    let reply = policy.execute(&targets, 1, &[], req("sleep:50"), &mut served).await;
     assert!(matches!(reply, Ok(Reply::Full { .. })));
     // Measured on the wall clock (std time), which paused tokio time does not move.
-    assert!(upstream > Duration::ZERO, "the call's time is reported");
+    assert!(served.upstream > Duration::ZERO, "the call's time is reported");
+    assert_eq!((served.target, served.attempts), (1, 1));
     let Provider::Scripted(s) = &*targets[1].provider else { unreachable!() };
     assert_eq!(s.calls.load(Ordering::SeqCst), 1);
     let Provider::Scripted(s) = &*targets[0].provider else { unreachable!() };
@@ -125,3 +143,5 @@ async fn a_losing_attempt_frees_its_slot_and_closes_its_connection() {
     let permit = tokio::time::timeout(Duration::from_millis(1), slow.pool.admit()).await;
     assert!(matches!(permit, Ok(Ok(_))), "the loser's slot was not released");
 }
+
+mod resilience;

@@ -2,7 +2,7 @@
 //! Only provider-side failures count; a client's bad request says nothing about the provider.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use crate::error::{Error, ErrorKind, Origin};
 
@@ -43,6 +43,8 @@ pub struct Health {
     recent_failures: AtomicU64,
     successes: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// The policy stage's circuit breaker: 0 closed (or none), 1 half-open, 2 open.
+    breaker: AtomicU8,
 }
 
 impl Health {
@@ -70,12 +72,21 @@ impl Health {
         *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.message.to_string());
     }
 
+    /// The provider's circuit breaker changed state (0 closed, 1 half-open, 2 open): an open
+    /// breaker reports the provider `failed`, a half-open one `failing`.
+    pub fn set_breaker(&self, state: u8) {
+        if self.breaker.load(Ordering::Relaxed) != state {
+            self.breaker.store(state, Ordering::Relaxed);
+        }
+    }
+
     /// Current state; `queue_fill` is the queue's depth over its capacity.
     pub fn state(&self, queue_fill: f64) -> HealthState {
         let consecutive = self.consecutive_failures.load(Ordering::Relaxed);
-        if consecutive >= FAILED_AFTER {
+        let breaker = self.breaker.load(Ordering::Relaxed);
+        if consecutive >= FAILED_AFTER || breaker == 2 {
             HealthState::Failed
-        } else if consecutive >= FAILING_AFTER {
+        } else if breaker == 1 || consecutive >= FAILING_AFTER {
             HealthState::Failing
         } else if consecutive > 0 || self.recent_failures.load(Ordering::Relaxed) > 0 || queue_fill >= 0.8 {
             HealthState::Degraded
@@ -88,7 +99,14 @@ impl Health {
     pub fn reason(&self, queue_fill: f64) -> Option<String> {
         let consecutive = self.consecutive_failures.load(Ordering::Relaxed);
         let last = self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        if consecutive > 0 {
+        let breaker = match self.breaker.load(Ordering::Relaxed) {
+            2 => "circuit breaker open; ",
+            1 => "circuit breaker half-open (probing); ",
+            _ => "",
+        };
+        if !breaker.is_empty() {
+            Some(format!("{breaker}last: {}", last.unwrap_or_default()))
+        } else if consecutive > 0 {
             Some(format!("{consecutive} consecutive failures; last: {}", last.unwrap_or_default()))
         } else if queue_fill >= 0.8 {
             Some(format!("queue {:.0}% full", queue_fill * 100.0))

@@ -300,6 +300,9 @@ impl OpenAi {
         if let Some(secs) = retry_after {
             err = err.with_retry_after(secs);
         }
+        if let Some(code) = upstream_err.and_then(|e| e.get("code")).and_then(Value::as_str) {
+            err = err.with_upstream_code(&secrets.scrub(code));
+        }
         err
     }
 }
@@ -312,55 +315,93 @@ where
     S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
     E: std::error::Error + 'static,
 {
-    let state = (upstream, SseParser::default(), false, (name, secrets, conn));
-    futures_util::stream::unfold(state, |(mut upstream, mut parser, mut finished, (name, secrets, conn))| async move {
-        if finished {
-            return None;
-        }
-        loop {
-            match parser.next_event() {
-                Ok(Some(SseEvent::Data(data))) => {
-                    let data = secrets.scrub_bytes(data);
-                    return Some((Ok(data), (upstream, parser, finished, (name, secrets, conn))));
-                }
-                Ok(Some(SseEvent::Done)) => {
-                    if let Some(conn) = conn {
-                        conn.done();
+    let state = (upstream, SseParser::default(), false, (name, secrets, conn, Complete::default()));
+    futures_util::stream::unfold(
+        state,
+        |(mut upstream, mut parser, mut finished, (name, secrets, conn, mut complete))| async move {
+            if finished {
+                return None;
+            }
+            loop {
+                match parser.next_event() {
+                    Ok(Some(SseEvent::Data(data))) => {
+                        let data = secrets.scrub_bytes(data);
+                        complete.note(&data);
+                        return Some((Ok(data), (upstream, parser, finished, (name, secrets, conn, complete))));
                     }
-                    return None;
+                    Ok(Some(SseEvent::Done)) => {
+                        if let Some(conn) = conn {
+                            conn.done();
+                        }
+                        return None;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        finished = true;
+                        let err = Error::new(ErrorKind::UpstreamInvalid, format!("provider {name} sent {e}"));
+                        return Some((Err(err), (upstream, parser, finished, (name, secrets, conn, complete))));
+                    }
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    finished = true;
-                    let err = Error::new(ErrorKind::UpstreamInvalid, format!("provider {name} sent {e}"));
-                    return Some((Err(err), (upstream, parser, finished, (name, secrets, conn))));
+                // Each read costs one unit of tokio's cooperative budget: an upstream that
+                // always has bytes ready cannot keep its serving thread from other connections.
+                tokio::task::consume_budget().await;
+                match upstream.next().await {
+                    Some(Ok(bytes)) => parser.feed(&bytes),
+                    Some(Err(e)) => {
+                        finished = true;
+                        let err = Error::new(
+                            ErrorKind::UpstreamUnavailable,
+                            format!("provider {name} stream failed: {}", SendError::from_chain(&e).cause),
+                        );
+                        return Some((Err(err), (upstream, parser, finished, (name, secrets, conn, complete))));
+                    }
+                    // The answer is whole (its finish reason and usage came): only the terminator
+                    // is missing, so the stream ends cleanly.
+                    None if complete.whole() => return None,
+                    None => {
+                        finished = true;
+                        let err = Error::new(
+                            ErrorKind::UpstreamInvalid,
+                            format!("provider {name} ended the stream before [DONE]"),
+                        );
+                        return Some((Err(err), (upstream, parser, finished, (name, secrets, conn, complete))));
+                    }
                 }
             }
-            // Each read costs one unit of tokio's cooperative budget: an upstream that
-            // always has bytes ready cannot keep its serving thread from other connections.
-            tokio::task::consume_budget().await;
-            match upstream.next().await {
-                Some(Ok(bytes)) => parser.feed(&bytes),
-                Some(Err(e)) => {
-                    finished = true;
-                    let err = Error::new(
-                        ErrorKind::UpstreamUnavailable,
-                        format!("provider {name} stream failed: {}", SendError::from_chain(&e).cause),
-                    );
-                    return Some((Err(err), (upstream, parser, finished, (name, secrets, conn))));
-                }
-                None => {
-                    finished = true;
-                    let err = Error::new(
-                        ErrorKind::UpstreamInvalid,
-                        format!("provider {name} ended the stream before [DONE]"),
-                    );
-                    return Some((Err(err), (upstream, parser, finished, (name, secrets, conn))));
-                }
-            }
-        }
-    })
+        },
+    )
     .boxed()
+}
+
+/// Whether a stream's answer is complete without its `[DONE]`: a chunk with a finish reason
+/// and one with a usage object were seen (a substring check per chunk until both were).
+#[derive(Default)]
+struct Complete {
+    finish_reason: bool,
+    usage: bool,
+}
+
+impl Complete {
+    fn note(&mut self, chunk: &[u8]) {
+        if !self.finish_reason {
+            self.finish_reason = value_starts(chunk, b"\"finish_reason\"", b'"');
+        }
+        if !self.usage {
+            self.usage = value_starts(chunk, b"\"usage\"", b'{');
+        }
+    }
+
+    fn whole(&self) -> bool {
+        self.finish_reason && self.usage
+    }
+}
+
+/// Whether some `key` in `chunk` has a value starting with `first` (a string, an object).
+fn value_starts(chunk: &[u8], key: &[u8], first: u8) -> bool {
+    memchr::memmem::find_iter(chunk, key).any(|at| {
+        let mut rest = chunk[at + key.len()..].iter().copied().filter(|b| !b.is_ascii_whitespace());
+        rest.next() == Some(b':') && rest.next() == Some(first)
+    })
 }
 
 /// The provider's `weir_pool_buffered_bytes` gauge, shown from the start (at 0). Old and new
@@ -406,5 +447,30 @@ mod tests {
         assert_eq!(event.len(), pieces);
         assert!(ran >= 100, "the other task ran {ran} times during a {pieces}-read parse");
         assert!(chunks.next().await.is_none(), "[DONE] ends the stream");
+    }
+
+    async fn items(body: &'static [u8]) -> Vec<Result<Bytes, Error>> {
+        let upstream = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(body))]);
+        sse_chunks("p".into(), upstream, Default::default(), None).collect().await
+    }
+
+    #[tokio::test]
+    async fn a_complete_answer_without_done_ends_cleanly_and_a_cut_one_with_an_error() {
+        let whole = items(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}\n\n\
+              data: {\"choices\":[{\"delta\":{},\"finish_reason\": \"stop\"}]}\n\n\
+              data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\n\n",
+        )
+        .await;
+        assert_eq!(whole.len(), 3);
+        assert!(whole.iter().all(Result::is_ok), "no error item: {whole:?}");
+
+        // No usage: the answer may have been cut before it.
+        let cut = items(b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n").await;
+        assert_eq!(cut.len(), 2);
+        assert_eq!(cut[1].as_ref().unwrap_err().kind, ErrorKind::UpstreamInvalid);
+        // A null finish reason and a usage that is not an object do not count.
+        let cut = items(b"data: {\"choices\":[{\"finish_reason\":null}],\"usage\":null}\n\n").await;
+        assert!(cut.last().unwrap().is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! A provider for unit tests: each request's last user message is a script
-//! (`sleep:MS`, `panic`, `error:STATUS`, `stream:N`), and calls are counted.
+//! (`sleep:MS`, `panic`, `error:STATUS`, `fail:N`, `stream:N`), and calls are counted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,13 +29,17 @@ impl Scripted {
     /// # Errors
     /// `error:STATUS` answers with that upstream status.
     pub async fn call(&self, mut req: ProviderRequest) -> Result<ProviderResponse, Error> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let script = super::mock::last_user_text(req.body.map());
         for step in script.split_whitespace() {
             let (op, arg) = step.split_once(':').unwrap_or((step, ""));
             match op {
                 "sleep" => tokio::time::sleep(Duration::from_millis(arg.parse().unwrap_or(0))).await,
                 "panic" => panic!("scripted panic"),
+                // `fail:N`: the first N calls to this provider answer 503.
+                "fail" if call <= arg.parse().unwrap_or(0) => {
+                    return Err(Error::new(ErrorKind::Upstream { status: 503 }, "scripted"));
+                }
                 "error" => {
                     return Err(Error::new(ErrorKind::Upstream { status: arg.parse().unwrap_or(500) }, "scripted"));
                 }

@@ -18,7 +18,7 @@ use serde_json::json;
 use weir_server::config::Config;
 use weir_server::exchange::JsonBody;
 use weir_server::format::Endpoint;
-use weir_server::policy::{Target, attempt};
+use weir_server::policy::{Policy, Served, Target, attempt};
 use weir_server::pool::{Pool, Queue, Reply};
 use weir_server::providers::{Provider, ProviderRequest};
 use weir_server::routing::Router;
@@ -107,7 +107,7 @@ fn queue_handoff(c: &mut Criterion) {
     provider_cfg.pool.workers = 4;
     let provider = std::sync::Arc::new(Provider::from_config(&provider_cfg, 1).unwrap());
     let pool = rt.block_on(async { Pool::start("local", &[], provider_cfg.pool.clone()) });
-    let target = Target { pool, provider: provider.clone() };
+    let target = Target::new(pool, provider.clone(), &provider_cfg);
     // A one-word prompt: the mock echoes it word by word, so a long prompt would measure the
     // mock (about 45 us for 1 KB), not the hand-off.
     let tiny = json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}]});
@@ -126,11 +126,30 @@ fn queue_handoff(c: &mut Criterion) {
             rt.block_on(submit(&target, req)).ok().unwrap()
         })
     });
+    // The same through the policy stage with its default retries (the request is kept to
+    // resend: one copy), budget deposit and attempt accounting: what the happy path pays.
+    let policy = Policy::new(&cfg);
+    let targets = [target.clone()];
+    c.bench_function("policy_execute_mock_reply", |b| {
+        b.iter(|| {
+            let req = ProviderRequest {
+                endpoint: Endpoint::OPENAI_CHAT,
+                model: "llama-3.1-8b".into(),
+                body: JsonBody::from_map(map.clone()),
+                stream: false,
+                secrets: Default::default(),
+                affinity: weir_server::affinity::Affinity::NONE,
+                trace: Default::default(),
+            };
+            let mut served = Served::new(0);
+            rt.block_on(policy.execute(&targets, 0, &[], req, &mut served)).ok().unwrap()
+        })
+    });
     // The same on a two-thread runtime, as in Weir: the call still runs on the submitting task
     // (until 705eb0e a worker task ran it, often on the other thread: 21.5 us here).
     let mt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let pool = mt.block_on(async { Pool::start("local", &[], provider_cfg.pool.clone()) });
-    let target = Target { pool, provider };
+    let target = Target::new(pool, provider, &provider_cfg);
     c.bench_function("pool_submit_mock_reply_2_threads", |b| {
         b.iter(|| {
             let req = ProviderRequest {

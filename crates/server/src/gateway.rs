@@ -65,18 +65,18 @@ impl Gateway {
                     let provider =
                         Provider::from_config(p, threads).map_err(|e| scrubbed(format!("provider {}: {e}", p.name)))?;
                     let models: Vec<&str> = p.models.iter().chain(p.aliases.keys()).map(String::as_str).collect();
-                    Target { pool: Pool::start(&p.name, &models, p.pool.clone()), provider: Arc::new(provider) }
+                    Target::new(Pool::start(&p.name, &models, p.pool.clone()), Arc::new(provider), p)
                 }
             };
             targets.push(target);
         }
         let gw = Arc::new(Self {
             router: Router::new(&config.providers),
+            policy: Policy::new(&config),
             secrets,
             plugin_headers: HeaderRule::new(&config.plugin_runtime),
             config: Arc::new(config),
             targets,
-            policy: Policy::default(),
             plugins: Arc::new(plugins),
         });
         gw.start_discovery();

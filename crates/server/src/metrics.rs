@@ -94,6 +94,13 @@ fn describe() {
     describe_counter!("weir_pool_panics_total", "Panics caught in provider code");
     describe_counter!("weir_pool_cancelled_total", "Jobs cancelled because the client went away");
     describe_gauge!("weir_pool_buffered_bytes", "Bytes of whole (non-stream) upstream answers being read right now");
+    describe_counter!("weir_retries_total", "Upstream attempts retried on the same provider, by the failure's reason");
+    describe_counter!(
+        "weir_retry_budget_exhausted_total",
+        "Retries refused because the provider's retry budget was spent"
+    );
+    describe_counter!("weir_fallbacks_total", "Requests that fell back to this provider");
+    describe_gauge!("weir_breaker_state", "The provider's circuit breaker: 0 closed, 1 half-open, 2 open");
     describe_counter!("weir_reloads_total", "Config reloads, by result and trigger");
     describe_histogram!("weir_reload_duration_seconds", Unit::Seconds, "Time a reload took, failed ones included");
     describe_histogram!(

@@ -24,6 +24,7 @@ use crate::format::Endpoint;
 use crate::gateway::Gateway;
 use crate::metrics::ModelLabel;
 use crate::plugins::{ChunkOutcome, HookCtx, Seen};
+use crate::policy::Served;
 use crate::pool::{Pool, Reply, ShutdownSignal, StreamItem};
 use crate::providers::usage::{StreamUsage, Usage};
 use crate::providers::{ProviderRequest, RelayHeaders, TraceHeaders};
@@ -35,6 +36,10 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_WEIR_OVERHEAD_US: HeaderName = HeaderName::from_static("x-weir-overhead-us");
 /// The provider that answered.
 const X_WEIR_PROVIDER: HeaderName = HeaderName::from_static("x-weir-provider");
+/// Upstream attempts the answer took (retries and fallbacks included), when more than one.
+const X_WEIR_ATTEMPTS: HeaderName = HeaderName::from_static("x-weir-attempts");
+/// The request's own fallbacks: `provider/model, ...` (replaces `[fallbacks]` for its model).
+const X_WEIR_FALLBACKS: HeaderName = HeaderName::from_static("x-weir-fallbacks");
 
 /// Per-request bookkeeping for `finish`.
 struct Ctx {
@@ -51,6 +56,8 @@ struct Ctx {
     /// `select_provider` chose the target's provider (`x-weir-provider` then names it).
     routed: bool,
     upstream: Duration,
+    /// Upstream attempts made.
+    attempts: u32,
     /// Tokens the upstream answer reported.
     usage: Option<Usage>,
     /// The provider's response headers that go to the client (`decorate` writes them).
@@ -102,6 +109,7 @@ pub async fn handle(
         target: None,
         routed: false,
         upstream: Duration::ZERO,
+        attempts: 0,
         usage: None,
         relay: RelayHeaders::NONE,
     };
@@ -195,7 +203,8 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
             route
         }
     };
-    let pool = &gw.targets[route.provider].pool;
+    let fallbacks =
+        gw.policy.fallbacks(&request.model, parts.headers.get(X_WEIR_FALLBACKS).map(HeaderValue::as_bytes))?;
     ctx.routed = true;
 
     // upstream_request: the policy decides the attempts. The client's bytes go as they are when they say exactly the validated
@@ -218,9 +227,18 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         affinity: request.affinity,
         trace: TraceHeaders::new(ctx.id_header.clone(), &parts.headers),
     };
-    let hook = HookCtx { request: Arc::new(request), provider: Some(pool.name().clone()) };
     // Timed whatever the outcome: a failed call's upstream wait is not overhead.
-    match gw.policy.execute(&gw.targets, route.provider, upstream, &mut ctx.upstream).await? {
+    let mut served = Served::new(route.provider);
+    let result = gw.policy.execute(&gw.targets, route.provider, &fallbacks, upstream, &mut served).await;
+    ctx.upstream = served.upstream;
+    ctx.attempts = served.attempts;
+    if served.target != route.provider {
+        // A fallback answered (or failed last): it is named and counted.
+        ctx.target = Some(Target::new(&gw.targets[served.target].pool, &request.model));
+    }
+    let pool = &gw.targets[served.target].pool;
+    let hook = HookCtx { request: Arc::new(request), provider: Some(pool.name().clone()) };
+    match result? {
         Reply::Full { body, usage, relay } => {
             ctx.usage = usage;
             ctx.relay = relay;
@@ -401,6 +419,9 @@ fn decorate(ctx: &Ctx, headers: &mut HeaderMap) {
     headers.insert(X_WEIR_OVERHEAD_US, HeaderValue::from(ctx.overhead().as_micros() as u64));
     if let Some(v) = ctx.target.as_ref().filter(|_| ctx.routed).and_then(|t| t.pool.name_header()) {
         headers.insert(X_WEIR_PROVIDER, v.clone());
+    }
+    if ctx.attempts > 1 {
+        headers.insert(X_WEIR_ATTEMPTS, HeaderValue::from(ctx.attempts));
     }
     ctx.relay.write_to(headers);
 }

@@ -68,6 +68,8 @@ pub enum ErrorKind {
     },
     /// The provider could not be reached.
     UpstreamUnavailable,
+    /// The provider's circuit breaker is open and no fallback could serve.
+    CircuitOpen,
     /// The provider answered with something that is not a valid response.
     UpstreamInvalid,
     /// The provider's whole answer is larger than the pool's `max_response_bytes`.
@@ -96,7 +98,9 @@ pub struct Error {
     pub param: Option<Cow<'static, str>>,
     /// Seconds the client should wait before retrying (sent as `Retry-After`).
     pub retry_after: Option<u64>,
-    /// Override of the OpenAI-style `code` (e.g. the upstream's own code).
+    /// Override of the OpenAI-style `code`: the upstream's own code (`context_length_exceeded`,
+    /// `content_policy_violation`, `rate_limit_exceeded`, ...) when it sent one, so a client
+    /// and the policy stage can act on it.
     pub code: Option<Cow<'static, str>>,
     /// Headers of the provider's error answer relayed to the client (rate limits, ids).
     pub relay: crate::relay::RelayHeaders,
@@ -130,6 +134,7 @@ impl Error {
             | ErrorKind::Dropped
             | ErrorKind::ShuttingDown
             | ErrorKind::Overloaded
+            | ErrorKind::CircuitOpen
             | ErrorKind::Internal => Origin::Gateway,
         };
         Self {
@@ -172,6 +177,18 @@ impl Error {
         self
     }
 
+    /// Carries the provider's own error code (kept when it is a short identifier such as
+    /// `context_length_exceeded`; anything else is ignored, so no free text rides along).
+    /// Auth failures keep Weir's `upstream_auth_failed`, server errors `upstream_error`.
+    #[must_use]
+    pub fn with_upstream_code(self, code: &str) -> Self {
+        let client_side = matches!(self.kind, ErrorKind::Upstream { status } if (400..500).contains(&status) && status != 401 && status != 403);
+        let token = !code.is_empty()
+            && code.len() <= 64
+            && code.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if client_side && token { self.with_code(code.to_owned()) } else { self }
+    }
+
     /// Whether the same request may succeed if retried (later, or on another provider).
     pub fn retryable(&self) -> bool {
         match self.kind {
@@ -201,7 +218,11 @@ impl Error {
             ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::OriginNotAllowed | ErrorKind::HostNotAllowed => 403,
             ErrorKind::QueueFull => 429,
-            ErrorKind::QueueTimeout | ErrorKind::Dropped | ErrorKind::ShuttingDown | ErrorKind::Overloaded => 503,
+            ErrorKind::QueueTimeout
+            | ErrorKind::Dropped
+            | ErrorKind::ShuttingDown
+            | ErrorKind::Overloaded
+            | ErrorKind::CircuitOpen => 503,
             ErrorKind::UpstreamTimeout => 504,
             ErrorKind::UpstreamUnavailable | ErrorKind::UpstreamInvalid | ErrorKind::UpstreamTooLarge => 502,
             ErrorKind::Upstream { status } => upstream_status(status),
@@ -233,9 +254,11 @@ impl Error {
                 "invalid_request_error"
             }
             ErrorKind::PluginFailed => "plugin_error",
-            ErrorKind::QueueTimeout | ErrorKind::Dropped | ErrorKind::ShuttingDown | ErrorKind::Overloaded => {
-                "service_unavailable"
-            }
+            ErrorKind::QueueTimeout
+            | ErrorKind::Dropped
+            | ErrorKind::ShuttingDown
+            | ErrorKind::Overloaded
+            | ErrorKind::CircuitOpen => "service_unavailable",
             _ => "api_error",
         }
     }
@@ -269,6 +292,7 @@ impl Error {
             ErrorKind::Upstream { status: 429 } => "upstream_rate_limited",
             ErrorKind::Upstream { .. } => "upstream_error",
             ErrorKind::UpstreamUnavailable => "upstream_unavailable",
+            ErrorKind::CircuitOpen => "circuit_open",
             ErrorKind::UpstreamInvalid => "upstream_invalid_response",
             ErrorKind::UpstreamTooLarge => "upstream_response_too_large",
             ErrorKind::PluginRejected { .. } => "plugin_rejected",
@@ -295,6 +319,7 @@ impl Error {
             ErrorKind::Dropped => "dropped",
             ErrorKind::ShuttingDown => "shutdown",
             ErrorKind::Overloaded => "overloaded",
+            ErrorKind::CircuitOpen => "circuit_open",
             ErrorKind::UpstreamTimeout => "timeout",
             ErrorKind::Upstream { .. }
             | ErrorKind::UpstreamUnavailable

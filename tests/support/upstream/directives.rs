@@ -26,6 +26,8 @@ pub(super) struct Directives {
     pub(super) relay: bool,
     pub(super) code: Option<String>,
     pub(super) sse: Option<&'static [&'static [u8]]>,
+    pub(super) fail_times: Option<u32>,
+    pub(super) reset: bool,
 }
 
 impl Directives {
@@ -53,6 +55,8 @@ impl Directives {
                 "cut" if value == "nodone" || value == "drop" => d.cut = Some(value.to_owned()),
                 "pad" => d.pad = Some(num()? as usize),
                 "relay" => d.relay = true,
+                "fail_times" => d.fail_times = Some(num()? as u32),
+                "reset" => d.reset = true,
                 "code" => d.code = Some(value.to_owned()),
                 "sse" => d.sse = Some(SSE_FIXTURES.iter().find(|(n, _)| *n == value).ok_or("unknown sse fixture")?.1),
                 _ => return Err(format!("unknown directive {part:?}")),
