@@ -313,9 +313,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         None => path.clone(),
     };
     let mut resp = respond(&state, index, &route, &body, &headers).await;
-    if let Some(resp) = resp.as_mut().filter(|_| {
-        Directives::parse(body["model"].as_str().unwrap_or_default()).is_ok_and(|d| d.relay)
-    }) {
+    if let Some(resp) =
+        resp.as_mut().filter(|_| Directives::parse(body["model"].as_str().unwrap_or_default()).is_ok_and(|d| d.relay))
+    {
         for (name, value) in RELAY_HEADERS {
             resp.headers_mut().append(*name, http::HeaderValue::from_static(value));
         }

@@ -5,9 +5,7 @@
 
 use crate::error::{Error, ErrorKind};
 use crate::secrets::Secrets;
-
-/// Most bytes of an upstream message relayed.
-const MAX_RELAYED_MESSAGE: usize = 1024;
+use crate::upstream_common::MAX_RELAYED_MESSAGE;
 
 /// The status of an AWS error type (`ThrottlingException`, or a stream's `throttlingException`;
 /// a `x-amzn-errortype` value may carry `:http://...` after the name). `None` for a type not

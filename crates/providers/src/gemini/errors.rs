@@ -7,10 +7,7 @@ use serde_json::Value;
 
 use crate::error::{Error, ErrorKind};
 use crate::secrets::Secrets;
-
-/// Most bytes of upstream text relayed in an error.
-const MAX_RELAYED_MESSAGE: usize = 1024;
-const MAX_RELAYED_RAW: usize = 200;
+use crate::upstream_common::{credentials_rejected, relayed_text};
 
 /// The error for an upstream error `status` whose body is `body` (a `Retry-After` header, if
 /// any, in `retry_header`).
@@ -26,12 +23,9 @@ pub(super) fn status_error(
     let google_status = upstream.and_then(|e| e.get("status")).and_then(Value::as_str);
     let message = if status == 401 || status == 403 {
         // Google's auth errors can quote the key or the project: never relay them.
-        format!("provider {name} rejected Weir's credentials (upstream status {status})")
+        credentials_rejected(name, status)
     } else {
-        let text = match upstream.and_then(|e| e.get("message")).and_then(Value::as_str) {
-            Some(msg) => secrets.scrub_cut(msg, MAX_RELAYED_MESSAGE),
-            None => secrets.scrub_cut(&String::from_utf8_lossy(body), MAX_RELAYED_RAW),
-        };
+        let text = relayed_text(secrets, upstream.and_then(|e| e.get("message")).and_then(Value::as_str), body);
         match google_status {
             Some(s) => format!("provider {name} returned {status} {}: {text}", secrets.scrub_cut(s, 64)),
             None => format!("provider {name} returned {status}: {text}"),
