@@ -17,7 +17,9 @@ use serde_json::Value;
 use super::http::{Returning, SendError, Upstream, endpoint_uri};
 use super::keys::KeyRing;
 use super::sse::{SseEvent, SseParser};
-use super::upstream_common::{Answer, ErrorBody, HttpCore, credentials_rejected, provider_headers, relayed_text};
+use super::upstream_common::{
+    Answer, ErrorBody, HttpCore, credentials_rejected, provider_headers, relayed_text, says_context_length,
+};
 use super::{ChunkStream, ProviderRequest, ProviderResponse, codec};
 use crate::config::{AnthropicConfig, PoolConfig};
 use crate::error::{Error, ErrorKind};
@@ -169,7 +171,18 @@ fn error_from(name: &str, status: u16, body: &[u8], secrets: &Secrets) -> Error 
         format!("provider {name} returned {status} ({}): {text}", secrets.scrub_cut(kind, 64))
     };
     let status = if status == OVERLOADED { 503 } else { status };
-    Error::new(ErrorKind::Upstream { status }, message)
+    let err = Error::new(ErrorKind::Upstream { status }, message);
+    let message = upstream.and_then(|e| e.get("message")).and_then(Value::as_str).unwrap_or_default();
+    // Anthropic's error types as the OpenAI-style codes clients and the policy act on.
+    match upstream.and_then(|e| e.get("type")).and_then(Value::as_str) {
+        Some("invalid_request_error") if says_context_length(message) => {
+            err.with_upstream_code("context_length_exceeded")
+        }
+        Some("rate_limit_error") => err.with_upstream_code("rate_limit_exceeded"),
+        // A 5xx keeps no upstream code; this one says the provider is busy, not broken.
+        Some("overloaded_error") => err.with_code("overloaded"),
+        _ => err,
+    }
 }
 
 /// The event payloads of an upstream Anthropic SSE body, each scrubbed of `secrets`. The
@@ -311,5 +324,26 @@ mod tests {
         assert!(!e.message.contains("bad key"), "{}", e.message);
         assert_eq!(e.status().as_u16(), 502);
         assert_eq!(error_from("a", 529, b"{}", &secrets).status().as_u16(), 503);
+    }
+
+    #[test]
+    fn anthropics_error_types_become_the_codes_clients_and_the_policy_act_on() {
+        let code = |status, kind: &str, message: &str| {
+            let body = serde_json::json!({"type": "error", "error": {"type": kind, "message": message}});
+            error_from("a", status, body.to_string().as_bytes(), &Secrets::default()).code
+        };
+        let long = "prompt is too long: 210000 tokens > 200000 maximum";
+        assert_eq!(code(400, "invalid_request_error", long).as_deref(), Some("context_length_exceeded"));
+        let both = "input length and `max_tokens` exceed context limit: 190000 + 20000 > 200000";
+        assert_eq!(code(400, "invalid_request_error", both).as_deref(), Some("context_length_exceeded"));
+        assert_eq!(code(400, "invalid_request_error", "messages: field required"), None);
+        assert_eq!(code(429, "rate_limit_error", "slow down").as_deref(), Some("rate_limit_exceeded"));
+        assert_eq!(code(529, "overloaded_error", "Overloaded").as_deref(), Some("overloaded"));
+        let e = error_from("a", 529, br#"{"error":{"type":"overloaded_error"}}"#, &Secrets::default());
+        assert_eq!(e.status().as_u16(), 503);
+        // The same inside a stream.
+        let data = br#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long"}}"#;
+        let e = error_from("a", stream_error_status(data), data, &Secrets::default());
+        assert_eq!(e.code.as_deref(), Some("context_length_exceeded"));
     }
 }

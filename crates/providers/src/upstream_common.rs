@@ -88,6 +88,24 @@ pub fn relayed_text(secrets: &Secrets, message: Option<&str>, body: &[u8]) -> St
     }
 }
 
+/// Whether upstream error text says the request is longer than the model's context: the
+/// phrasings of Anthropic ("prompt is too long: N tokens > M maximum", "input length and
+/// `max_tokens` exceed context limit"), Gemini ("The input token count (N) exceeds the maximum
+/// number of tokens allowed (M)") and Bedrock ("Input is too long for requested model").
+pub fn says_context_length(message: &str) -> bool {
+    const PHRASES: [&str; 7] = [
+        "prompt is too long",
+        "input is too long",
+        "exceed context limit",
+        "exceeds the maximum number of tokens",
+        "too many input tokens",
+        "maximum context length",
+        "context window",
+    ];
+    let lower = message.to_ascii_lowercase();
+    PHRASES.iter().any(|p| lower.contains(p))
+}
+
 /// The message for a 401/403 from upstream: its own text is never relayed, as auth messages
 /// often quote part of the key.
 pub fn credentials_rejected(name: &str, status: u16) -> String {
@@ -265,4 +283,25 @@ impl HttpCore {
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_length_phrasings_of_each_kind_are_recognised_and_others_are_not() {
+        for yes in [
+            "prompt is too long: 210000 tokens > 200000 maximum",
+            "input length and `max_tokens` exceed context limit: 178959 + 64000 > 200000, decrease input length",
+            "The input token count (2551556) exceeds the maximum number of tokens allowed (1048576).",
+            "Input is too long for requested model.",
+            "The model returned the following errors: Input is too long for requested model.",
+        ] {
+            assert!(says_context_length(yes), "{yes}");
+        }
+        for no in ["max_tokens: 10000 > 4096, which is the maximum allowed", "messages: field required", ""] {
+            assert!(!says_context_length(no), "{no}");
+        }
+    }
 }
