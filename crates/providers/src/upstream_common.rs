@@ -5,6 +5,7 @@
 //! ([`ErrorBody`]), relaying upstream text only through [`relayed_text`] (scrubbed, then cut).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, header};
@@ -14,7 +15,7 @@ use serde_json::Value;
 
 use super::RelayHeaders;
 use super::http::{Conn, ReadError, Returning, SendError, Upstream, read_capped, read_whole};
-use super::keys::KeyRing;
+use super::keys::{KeyRing, Pick, REJECTED_COOLDOWN};
 use crate::affinity::Affinity;
 use crate::config::PoolConfig;
 use crate::error::{Error, ErrorKind};
@@ -162,32 +163,73 @@ impl HttpCore {
         for (name, value) in &self.headers {
             headers.insert(name, value.clone());
         }
-        if let Some(key) = self.keys.pick() {
-            headers.insert(self.keys.header().clone(), key.clone());
-        }
         req
     }
 
-    /// Sends `req` (for plain-http providers, on a connection of the serving thread `affinity`).
-    /// An error status becomes `to_error` of its body, with the relayed headers; its connection
-    /// is kept.
+    /// Sends `req` with a key (for plain-http providers, on a connection of the serving thread
+    /// `affinity`). A 429, 401 or 403 sets its key aside ([`KeyRing`]) and the request goes
+    /// again with another key, each key at most once. An error status becomes `to_error` of its
+    /// body, with the relayed headers; its connection is kept.
     ///
     /// # Errors
-    /// Transport failures and error statuses.
+    /// Transport failures, error statuses, and no usable key.
     pub async fn send(
         &self,
         affinity: Affinity,
-        req: Request<Full<Bytes>>,
+        mut req: Request<Full<Bytes>>,
         to_error: impl FnOnce(ErrorBody) -> Error,
     ) -> Result<Answer, Error> {
-        let (resp, conn) = self.client.send_on(affinity, req).await.map_err(|e| self.transport_error(&e))?;
-        let relay = RelayHeaders::from_upstream(resp.headers());
-        if !resp.status().is_success() {
-            let e = to_error(ErrorBody::read(resp).await);
+        let mut tried = 0u64;
+        loop {
+            let key = match self.keys.pick(tried) {
+                Pick::Key(i, value) => {
+                    req.headers_mut().insert(self.keys.header().clone(), value.clone());
+                    Some(i)
+                }
+                Pick::NoKeys => None,
+                Pick::AllRejected => return Err(self.no_usable_key()),
+            };
+            tried |= key.filter(|&i| i < 64).map_or(0, |i| 1 << i);
+            // A copy to send again with another key, made only when there is one to try.
+            let again = (self.keys.len() > 1 && tried.count_ones() < self.keys.len().min(64) as u32)
+                .then(|| copy_request(&req));
+            let (resp, conn) = self.client.send_on(affinity, req).await.map_err(|e| self.transport_error(&e))?;
+            let relay = RelayHeaders::from_upstream(resp.headers());
+            if resp.status().is_success() {
+                return Ok(Answer { resp, conn, relay });
+            }
+            let answer = ErrorBody::read(resp).await;
             self.client.put_back(conn);
-            return Err(e.with_relay(relay));
+            let rotate = match (key, answer.status) {
+                (Some(i), 429) => {
+                    self.keys.rate_limited(i, answer.retry_after().map(Duration::from_secs));
+                    true
+                }
+                (Some(i), 401 | 403) => {
+                    self.keys.rejected(i);
+                    // The key's position names it; the key itself is never logged.
+                    tracing::warn!(provider = %self.name, key = i, status = answer.status,
+                        "upstream rejected a key; it is left out for {}s", REJECTED_COOLDOWN.as_secs());
+                    true
+                }
+                _ => false,
+            };
+            match again {
+                Some(copy) if rotate && matches!(self.keys.pick(tried), Pick::Key(..)) => req = copy,
+                _ => return Err(to_error(answer).with_relay(relay)),
+            }
         }
-        Ok(Answer { resp, conn, relay })
+    }
+
+    /// Every key of the provider was rejected (401/403) within the cool-down.
+    fn no_usable_key(&self) -> Error {
+        let message = format!(
+            "provider {} has no usable key: all {} were rejected by the upstream (401/403) in the last {}s",
+            self.name,
+            self.keys.len(),
+            REJECTED_COOLDOWN.as_secs()
+        );
+        Error::new(ErrorKind::Upstream { status: 401 }, message).with_code("no_usable_key")
     }
 
     /// A whole answer of at most `max_response_bytes`; its connection is kept after it.
@@ -279,6 +321,16 @@ impl HttpCore {
     pub fn retire(&self) {
         self.client.retire();
     }
+}
+
+/// A copy of `req` (method, URI, headers, body), to send again.
+fn copy_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut copy = Request::new(req.body().clone());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
