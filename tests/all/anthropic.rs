@@ -97,7 +97,8 @@ async fn an_openai_stream_with_tools_is_translated_event_by_event() {
 #[tokio::test]
 async fn anthropic_errors_reach_an_openai_client_with_the_right_status() {
     let up = MockAnthropic::start().await;
-    let weir = Weir::start(&up.provider_toml("ant", "")).await;
+    // No retries: each request below reaches the mock once, so the count at the end is exact.
+    let weir = Weir::start(&up.provider_toml("ant", "[providers.retry]\nmax_retries = 0")).await;
 
     let limited = post(&weir.url("/v1/chat/completions"), &chat("ant/claude;status=429", "x")).await;
     assert_eq!(limited.status, 429, "{}", limited.text);

@@ -216,7 +216,7 @@ async fn gemini_errors_are_mapped_with_status_and_never_relay_the_key() {
     let url = weir.url("/v1/chat/completions");
 
     let reply = post(&url, &chat("err429", "x")).await;
-    assert_eq!((reply.status, reply.error_code().as_str()), (429, "upstream_rate_limited"), "{}", reply.text);
+    assert_eq!((reply.status, reply.error_code().as_str()), (429, "rate_limit_exceeded"), "{}", reply.text);
     assert!(reply.error_message().contains("RESOURCE_EXHAUSTED"), "{}", reply.text);
     assert_eq!(reply.header("retry-after"), Some("20"), "Google's RetryInfo becomes Retry-After");
 

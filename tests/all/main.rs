@@ -14,6 +14,7 @@ mod check;
 mod first_run;
 mod gemini;
 mod headers;
+mod key_rotation;
 mod languages;
 mod limits;
 mod metrics;

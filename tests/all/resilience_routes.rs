@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::anthropic::MockAnthropic;
 use crate::support::{MockUpstream, Reply, Weir, chat, client, metric, post};
 
 /// Providers `a` and `b` in front of the same mock upstream, `a` with `a_extra` lines after
@@ -55,6 +56,26 @@ async fn context_length_goes_to_a_fallback_model_but_never_again_to_the_same_mod
     assert_eq!(reply.header("x-weir-provider"), Some("b"));
     let models: Vec<String> = up.chats().iter().map(|s| s.model().to_owned()).collect();
     assert_eq!(models, [long, "big"], "the same model was not asked twice");
+}
+
+#[tokio::test]
+async fn an_anthropic_prompt_too_long_goes_to_the_configured_fallback_model() {
+    let up = MockAnthropic::start().await;
+    let a = up.provider_toml("ant", "[providers.retry]\nmax_retries = 0");
+    let b = up.provider_toml("big", "");
+    // The mock answers `status=400` with Anthropic's "prompt is too long" invalid_request_error.
+    let long = "claude;status=400";
+    let weir =
+        Weir::start(&format!("{a}\n{b}\n[fallbacks]\n\"ant/{long}\" = [\"big/{long}\", \"big/claude-large\"]\n")).await;
+    let reply = ask(&weir, &format!("ant/{long}"), None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.header("x-weir-provider"), Some("big"));
+    let models: Vec<String> = up.messages().iter().map(|s| s.body["model"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(models, [long, "claude-large"], "the same model was not asked twice");
+
+    // Without a fallback the client sees the code it can act on.
+    let reply = ask(&weir, &format!("big/{long}"), None).await;
+    assert_eq!((reply.status, reply.error_code().as_str()), (400, "context_length_exceeded"), "{}", reply.text);
 }
 
 #[tokio::test]

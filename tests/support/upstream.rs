@@ -15,7 +15,8 @@
 //!   plain-text (not JSON) error body with the key starting at byte `N`.
 //! - `fail_times=N`: `status=` (default 500) or `reset` only for the first N requests with
 //!   this model and prompt, then the normal answer; `reset`: close the connection before any
-//!   response head; `code=CODE`: the error body's `code` (default `mock_<status>`).
+//!   response head; `code=CODE`: the error body's `code` (default `mock_<status>`);
+//!   `for_key=KEY`: `status=` only for requests sent with key `KEY`.
 //! - `malformed`: answer 200 with a body that is not JSON.
 //! - `size=BYTES`: answer 200 with a valid JSON body of that many bytes, with Content-Length;
 //!   with `no_length` too, the same body goes chunked (no Content-Length) in 16 KiB frames.
@@ -358,6 +359,9 @@ async fn respond(
         } else if !d.reset {
             d.status = d.status.or(Some(500));
         }
+    }
+    if d.for_key.as_deref().is_some_and(|k| auth.map(|a| a.trim_start_matches("Bearer ")) != Some(k)) {
+        d.status = None;
     }
     if d.reset {
         state.update(index, |s| s.outcome = Outcome::Completed);

@@ -10,43 +10,33 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http::{HeaderName, HeaderValue, Method, Uri, header};
+use http_body_util::BodyExt;
 use serde_json::Value;
 
-use super::http::{ReadError, Returning, SendError, Upstream, endpoint_uri, read_capped, read_whole};
+use super::http::{Returning, SendError, Upstream, endpoint_uri};
+use super::keys::KeyRing;
 use super::sse::{SseEvent, SseParser};
-use super::{ChunkStream, ProviderRequest, ProviderResponse, RelayHeaders, codec};
-use crate::affinity::Affinity;
+use super::upstream_common::{
+    Answer, ErrorBody, HttpCore, credentials_rejected, provider_headers, relayed_text, says_context_length,
+};
+use super::{ChunkStream, ProviderRequest, ProviderResponse, codec};
 use crate::config::{AnthropicConfig, PoolConfig};
 use crate::error::{Error, ErrorKind};
 use crate::format::{ApiFormat, Operation};
 use crate::secrets::Secrets;
 
-/// Largest model list accepted from `GET /models`.
-const MAX_MODEL_LIST_BYTES: usize = 4 * 1024 * 1024;
-/// Largest error body read from upstream.
-const MAX_ERROR_BYTES: usize = 64 * 1024;
-/// Most bytes of upstream text relayed in an error: its JSON `message`, else its raw body.
-const MAX_RELAYED_MESSAGE: usize = 1024;
-const MAX_RELAYED_RAW: usize = 200;
 /// Anthropic's "overloaded" status, answered to Weir's clients as 503.
 const OVERLOADED: u16 = 529;
 
 /// An Anthropic Messages API upstream.
 pub struct Anthropic {
-    name: String,
-    client: Upstream,
+    /// Client, headers (`user-agent`, `anthropic-version`, the configured ones), `x-api-key`
+    /// keys and answer limits.
+    core: HttpCore,
     messages_url: Uri,
     models_url: Uri,
-    /// `user-agent`, `anthropic-version` and the configured `headers` (marked sensitive).
-    headers: HeaderMap,
-    /// `x-api-key` values (marked sensitive) with cumulative weights for the random choice.
-    keys: Vec<(u64, HeaderValue)>,
     default_max_tokens: u64,
-    max_response_bytes: usize,
-    buffered: metrics::Gauge,
 }
 
 impl Anthropic {
@@ -59,76 +49,35 @@ impl Anthropic {
     /// A message for an invalid URL, header or key.
     pub fn new(name: &str, cfg: &AnthropicConfig, pool: &PoolConfig, threads: usize) -> Result<Self, String> {
         let http = &cfg.http;
-        let mut headers = HeaderMap::new();
-        headers.insert(header::USER_AGENT, HeaderValue::from_static(concat!("weir/", env!("CARGO_PKG_VERSION"))));
         let version = HeaderValue::from_str(&cfg.anthropic_version)
             .map_err(|_| "anthropic_version is not a valid header value".to_owned())?;
-        headers.insert(HeaderName::from_static("anthropic-version"), version);
-        for (name, value) in &http.headers {
-            let name =
-                HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("header name {name:?} is invalid"))?;
-            let mut value = HeaderValue::from_str(value)
-                .map_err(|_| format!("value of header {name} is not a valid header value"))?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
-        let mut keys = Vec::with_capacity(http.keys.len());
-        let mut total = 0u64;
-        for (i, k) in http.keys.iter().enumerate() {
-            if k.weight == 0 {
-                continue;
-            }
-            total += u64::from(k.weight);
-            let mut value = HeaderValue::from_str(&k.value)
-                .map_err(|_| format!("keys[{i}] contains characters not allowed in a header"))?;
-            value.set_sensitive(true);
-            keys.push((total, value));
-        }
+        let headers = provider_headers([(HeaderName::from_static("anthropic-version"), version)], &http.headers)?;
+        let keys = KeyRing::plain("x-api-key", &http.keys)?;
         let messages_url = endpoint_uri(&http.base_url, "/messages")?;
-        let buffered = metrics::gauge!("weir_pool_buffered_bytes", "provider" => name.to_owned());
-        buffered.increment(0.0);
+        let client = Upstream::new(&messages_url, http.connect_timeout, pool.workers, threads);
         Ok(Self {
-            name: name.to_owned(),
-            client: Upstream::new(&messages_url, http.connect_timeout, pool.workers, threads),
+            core: HttpCore::new(name, client, headers, keys, pool),
             messages_url,
             models_url: endpoint_uri(&http.base_url, "/models")?,
-            headers,
-            keys,
             default_max_tokens: cfg.default_max_tokens,
-            max_response_bytes: pool.max_response_bytes,
-            buffered,
         })
     }
 
-    fn request(&self, method: Method, url: &Uri, body: Bytes) -> Request<Full<Bytes>> {
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = method;
-        *req.uri_mut() = url.clone();
-        let headers = req.headers_mut();
-        headers.reserve(self.headers.len() + 4);
-        for (name, value) in &self.headers {
-            headers.insert(name, value.clone());
-        }
-        if let Some(total) = self.keys.last().map(|k| k.0) {
-            let roll = fastrand::u64(0..total);
-            if let Some((_, key)) = self.keys.iter().find(|(cum, _)| roll < *cum) {
-                headers.insert(HeaderName::from_static("x-api-key"), key.clone());
-            }
-        }
-        req
+    fn name(&self) -> &str {
+        self.core.name()
     }
 
     /// The body to send: the client's bytes when it speaks Anthropic and nothing edited them,
     /// else the converted request with `default_max_tokens` where it has no `max_tokens`.
     fn body(&self, mut req: ProviderRequest) -> Result<Bytes, Error> {
         if req.endpoint.op != Operation::Chat {
-            return Err(Error::invalid_param("model", format!("provider {} serves only chat (messages)", self.name)));
+            return Err(Error::invalid_param("model", format!("provider {} serves only chat (messages)", self.name())));
         }
         if req.endpoint.format == Self::FORMAT {
             return codec::request_body(Self::FORMAT, req.endpoint, req.body, req.model);
         }
         if req.endpoint.format == ApiFormat::OpenAi {
-            refuse_unexpressible(&self.name, req.body.map())?;
+            refuse_unexpressible(self.name(), req.body.map())?;
         }
         codec::native_request(Self::FORMAT, &mut req)?;
         let mut tree = req.body.into_map();
@@ -145,39 +94,20 @@ impl Anthropic {
         let (stream, secrets, affinity) = (req.stream, req.secrets.clone(), req.affinity);
         let trace = std::mem::take(&mut req.trace);
         let bytes = self.body(req)?;
-        let mut request = self.request(Method::POST, &self.messages_url, bytes);
+        let mut request = self.core.request(Method::POST, self.messages_url.clone(), bytes, 0);
         request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         trace.write_to(request.headers_mut());
-        let (resp, conn) = self.client.send_on(affinity, request).await.map_err(|e| self.transport_error(&e))?;
-        let relay = RelayHeaders::from_upstream(resp.headers());
-        if !resp.status().is_success() {
-            let e = self.status_error(resp, &secrets).await;
-            self.client.put_back(conn);
-            return Err(e.with_relay(relay));
-        }
+        let Answer { resp, conn, relay } =
+            self.core.send(affinity, request, |e| status_error(self.name(), e, &secrets)).await?;
         if stream {
-            let is_sse = resp
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|ct| ct.starts_with("text/event-stream"));
-            if !is_sse {
-                return Err(Error::new(
-                    ErrorKind::UpstreamInvalid,
-                    format!("provider {} answered a stream request without an event stream", self.name),
-                ));
-            }
-            let conn = self.client.returning(conn);
-            let events = events(self.name.clone(), resp.into_body().into_data_stream(), secrets, conn);
+            self.core.expect_event_stream(&resp, "text/event-stream")?;
+            let conn = self.core.returning(conn);
+            let events = events(self.name().to_owned(), resp.into_body().into_data_stream(), secrets, conn);
             return Ok(ProviderResponse::stream(codec::events(Self::FORMAT, client, events)).with_relay(relay));
         }
-        let body = self.read_answer(resp, self.max_response_bytes).await?;
-        self.client.put_back(conn);
+        let body = self.core.read_answer(resp, conn).await?;
         let Ok(usage) = super::usage::read_answer(&body) else {
-            return Err(Error::new(
-                ErrorKind::UpstreamInvalid,
-                format!("provider {} returned a response that is not valid JSON", self.name),
-            ));
+            return Err(self.core.not_json());
         };
         let body = codec::response(Self::FORMAT, client, secrets.scrub_bytes(body))?;
         Ok(ProviderResponse::full(body, usage).with_relay(relay))
@@ -185,7 +115,7 @@ impl Anthropic {
 
     /// A reload replaced or removed this provider: its idle connections close now.
     pub fn retire(&self) {
-        self.client.retire();
+        self.core.retire();
     }
 
     /// `GET /models`: the ids Anthropic lists (`data[].id`).
@@ -193,57 +123,22 @@ impl Anthropic {
     /// # Errors
     /// Transport failures, error statuses and unexpected bodies.
     pub async fn list_models(&self, secrets: &Secrets) -> Result<Vec<String>, Error> {
-        let request = self.request(Method::GET, &self.models_url, Bytes::new());
-        let (resp, conn) = self.client.send_on(Affinity::NONE, request).await.map_err(|e| self.transport_error(&e))?;
-        if !resp.status().is_success() {
-            let e = self.status_error(resp, secrets).await;
-            self.client.put_back(conn);
-            return Err(e);
-        }
-        let body = secrets.scrub_bytes(self.read_answer(resp, MAX_MODEL_LIST_BYTES).await?);
-        self.client.put_back(conn);
-        let v: Value = serde_json::from_slice(&body).map_err(|_| {
-            Error::new(ErrorKind::UpstreamInvalid, format!("provider {} returned an invalid model list", self.name))
-        })?;
+        let v = self.core.get_json(&self.models_url, secrets, |e| status_error(self.name(), e, secrets)).await?;
         Ok(v.get("data")
             .and_then(Value::as_array)
             .map(|items| items.iter().filter_map(|m| m.get("id")?.as_str().map(str::to_owned)).collect())
             .unwrap_or_default())
     }
+}
 
-    async fn read_answer(&self, resp: http::Response<Incoming>, cap: usize) -> Result<Bytes, Error> {
-        let length = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
-        read_whole(resp.into_body(), length, cap, &self.buffered).await.map_err(|e| match e {
-            ReadError::Send(e) => self.transport_error(&e),
-            ReadError::TooLarge => Error::new(
-                ErrorKind::UpstreamTooLarge,
-                format!("provider {} answered with more than {cap} bytes (max_response_bytes)", self.name),
-            ),
-        })
+/// The error for an upstream error status, from Anthropic's
+/// `{"type":"error","error":{"type","message"}}`; 529 (overloaded) is answered as 503.
+fn status_error(name: &str, answer: ErrorBody, secrets: &Secrets) -> Error {
+    let mut err = error_from(name, answer.status, &answer.body, secrets);
+    if let Some(secs) = answer.retry_after() {
+        err = err.with_retry_after(secs);
     }
-
-    fn transport_error(&self, e: &SendError) -> Error {
-        let kind = if e.timed_out { ErrorKind::UpstreamTimeout } else { ErrorKind::UpstreamUnavailable };
-        Error::new(kind, format!("provider {} unreachable: {}", self.name, e.cause))
-    }
-
-    /// The error for an upstream error status, from Anthropic's
-    /// `{"type":"error","error":{"type","message"}}`; 529 (overloaded) is answered as 503.
-    async fn status_error(&self, resp: http::Response<Incoming>, secrets: &Secrets) -> Error {
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        let hint = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
-        let body = read_capped(resp.into_body(), hint, MAX_ERROR_BYTES).await.unwrap_or_default();
-        let mut err = error_from(&self.name, status, &body, secrets);
-        if let Some(secs) = retry_after {
-            err = err.with_retry_after(secs);
-        }
-        err
-    }
+    err
 }
 
 /// OpenAI request fields whose meaning Anthropic cannot keep: refused with a 400 naming them
@@ -269,17 +164,25 @@ fn error_from(name: &str, status: u16, body: &[u8], secrets: &Secrets) -> Error 
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let upstream = parsed.as_ref().and_then(|v| v.get("error"));
     let message = if status == 401 || status == 403 {
-        format!("provider {name} rejected Weir's credentials (upstream status {status})")
+        credentials_rejected(name, status)
     } else {
-        let text = match upstream.and_then(|e| e.get("message")).and_then(Value::as_str) {
-            Some(msg) => secrets.scrub_cut(msg, MAX_RELAYED_MESSAGE),
-            None => secrets.scrub_cut(&String::from_utf8_lossy(body), MAX_RELAYED_RAW),
-        };
+        let text = relayed_text(secrets, upstream.and_then(|e| e.get("message")).and_then(Value::as_str), body);
         let kind = upstream.and_then(|e| e.get("type")).and_then(Value::as_str).unwrap_or("error");
         format!("provider {name} returned {status} ({}): {text}", secrets.scrub_cut(kind, 64))
     };
     let status = if status == OVERLOADED { 503 } else { status };
-    Error::new(ErrorKind::Upstream { status }, message)
+    let err = Error::new(ErrorKind::Upstream { status }, message);
+    let message = upstream.and_then(|e| e.get("message")).and_then(Value::as_str).unwrap_or_default();
+    // Anthropic's error types as the OpenAI-style codes clients and the policy act on.
+    match upstream.and_then(|e| e.get("type")).and_then(Value::as_str) {
+        Some("invalid_request_error") if says_context_length(message) => {
+            err.with_upstream_code("context_length_exceeded")
+        }
+        Some("rate_limit_error") => err.with_upstream_code("rate_limit_exceeded"),
+        // A 5xx keeps no upstream code; this one says the provider is busy, not broken.
+        Some("overloaded_error") => err.with_code("overloaded"),
+        _ => err,
+    }
 }
 
 /// The event payloads of an upstream Anthropic SSE body, each scrubbed of `secrets`. The
@@ -421,5 +324,26 @@ mod tests {
         assert!(!e.message.contains("bad key"), "{}", e.message);
         assert_eq!(e.status().as_u16(), 502);
         assert_eq!(error_from("a", 529, b"{}", &secrets).status().as_u16(), 503);
+    }
+
+    #[test]
+    fn anthropics_error_types_become_the_codes_clients_and_the_policy_act_on() {
+        let code = |status, kind: &str, message: &str| {
+            let body = serde_json::json!({"type": "error", "error": {"type": kind, "message": message}});
+            error_from("a", status, body.to_string().as_bytes(), &Secrets::default()).code
+        };
+        let long = "prompt is too long: 210000 tokens > 200000 maximum";
+        assert_eq!(code(400, "invalid_request_error", long).as_deref(), Some("context_length_exceeded"));
+        let both = "input length and `max_tokens` exceed context limit: 190000 + 20000 > 200000";
+        assert_eq!(code(400, "invalid_request_error", both).as_deref(), Some("context_length_exceeded"));
+        assert_eq!(code(400, "invalid_request_error", "messages: field required"), None);
+        assert_eq!(code(429, "rate_limit_error", "slow down").as_deref(), Some("rate_limit_exceeded"));
+        assert_eq!(code(529, "overloaded_error", "Overloaded").as_deref(), Some("overloaded"));
+        let e = error_from("a", 529, br#"{"error":{"type":"overloaded_error"}}"#, &Secrets::default());
+        assert_eq!(e.status().as_u16(), 503);
+        // The same inside a stream.
+        let data = br#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long"}}"#;
+        let e = error_from("a", stream_error_status(data), data, &Secrets::default());
+        assert_eq!(e.code.as_deref(), Some("context_length_exceeded"));
     }
 }

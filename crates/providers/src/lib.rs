@@ -9,11 +9,13 @@ pub mod bedrock;
 pub mod codec;
 pub mod gemini;
 pub mod http;
+pub mod keys;
 pub mod mock;
 pub mod openai;
 #[cfg(any(test, feature = "testing"))]
 pub mod scripted;
 pub mod sse;
+pub mod upstream_common;
 pub mod usage;
 
 use weir_config as config;

@@ -1,7 +1,7 @@
 //! The `openai` provider kind: any OpenAI-compatible HTTP API, Azure OpenAI (its addressing in
 //! `azure.rs`) and the presets. One pooled client per provider (`http.rs`: keep-alive, HTTP/2
 //! where the server offers it), weighted random API key per request, upstream errors mapped to
-//! Weir errors, the allow-listed response headers relayed ([`RelayHeaders`]). Everything read from upstream (error text,
+//! Weir errors, the allow-listed response headers relayed ([`crate::RelayHeaders`]). Everything read from upstream (error text,
 //! answers, stream events) is scrubbed of the snapshot's secrets before anyone sees it.
 
 use std::borrow::Cow;
@@ -9,33 +9,24 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header};
-use http_body_util::{BodyExt, Full};
+use http::{HeaderValue, Method, Uri, header};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::azure::Deployments;
-use super::http::{ReadError, Returning, SendError, Upstream, endpoint_uri, read_capped, read_whole};
+use super::http::{Returning, SendError, Upstream, endpoint_uri};
+use super::keys::KeyRing;
 use super::sse::{SseEvent, SseParser};
-use super::{ChunkStream, ProviderRequest, ProviderResponse, RelayHeaders, codec};
-use crate::affinity::Affinity;
+use super::upstream_common::{Answer, ErrorBody, HttpCore, credentials_rejected, provider_headers, relayed_text};
+use super::{ChunkStream, ProviderRequest, ProviderResponse, codec};
 use crate::config::{OpenAiConfig, PoolConfig};
 use crate::error::{Error, ErrorKind};
 use crate::format::{ApiFormat, Operation};
 use crate::secrets::Secrets;
 
-/// Largest model list accepted from `GET /models` (background discovery, one at a time).
-const MAX_MODEL_LIST_BYTES: usize = 4 * 1024 * 1024;
-/// Largest error body read from upstream: an error needs no more, and all of it is scanned.
-const MAX_ERROR_BYTES: usize = 64 * 1024;
-/// Most bytes of upstream text relayed in an error: its JSON `message`, else its raw body.
-const MAX_RELAYED_MESSAGE: usize = 1024;
-const MAX_RELAYED_RAW: usize = 200;
 /// Most bytes of an upstream `param` relayed.
 const MAX_RELAYED_PARAM: usize = 200;
-
-/// Azure's key header.
-const API_KEY: HeaderName = HeaderName::from_static("api-key");
 
 /// Where requests go and how the key is sent.
 enum Addressing {
@@ -47,21 +38,10 @@ enum Addressing {
 
 /// An OpenAI-compatible upstream.
 pub struct OpenAi {
-    name: String,
-    client: Upstream,
+    /// Client, headers (`user-agent`, the configured ones), keys (`Authorization: Bearer`, or
+    /// Azure's `api-key`) and answer limits.
+    core: HttpCore,
     addressing: Addressing,
-    /// Headers every request carries: `user-agent` and the configured `headers` (marked
-    /// sensitive).
-    headers: HeaderMap,
-    /// `Authorization` (or Azure's `api-key`) values, marked sensitive, with cumulative weights
-    /// for the random choice.
-    keys: Vec<(u64, HeaderValue)>,
-    /// The header the key goes in.
-    key_header: HeaderName,
-    /// `pool.max_response_bytes`: the largest whole answer read.
-    max_response_bytes: usize,
-    /// `weir_pool_buffered_bytes{provider}`: bytes of whole answers being read right now.
-    buffered: metrics::Gauge,
 }
 
 impl OpenAi {
@@ -74,74 +54,20 @@ impl OpenAi {
     /// A message for an invalid URL, header or key.
     pub fn new(name: &str, cfg: &OpenAiConfig, pool: &PoolConfig, threads: usize) -> Result<Self, String> {
         let base = cfg.base_url.as_str();
-        let mut headers = HeaderMap::new();
-        headers.insert(header::USER_AGENT, HeaderValue::from_static(concat!("weir/", env!("CARGO_PKG_VERSION"))));
-        for (name, value) in &cfg.headers {
-            let name =
-                HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("header name {name:?} is invalid"))?;
-            let mut value = HeaderValue::from_str(value)
-                .map_err(|_| format!("value of header {name} is not a valid header value"))?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
-        let mut keys = Vec::with_capacity(cfg.keys.len());
-        let mut total = 0u64;
-        for (i, k) in cfg.keys.iter().enumerate() {
-            if k.weight == 0 {
-                continue;
-            }
-            total += u64::from(k.weight);
-            let value = if cfg.azure.is_some() { k.value.clone() } else { format!("Bearer {}", k.value) };
-            let mut value = HeaderValue::from_str(&value)
-                .map_err(|_| format!("keys[{i}] contains characters not allowed in a header"))?;
-            value.set_sensitive(true);
-            keys.push((total, value));
-        }
-        let (addressing, key_header) = match &cfg.azure {
-            Some(azure) => (Addressing::Azure(Deployments::new(base, azure)?), API_KEY),
+        let headers = provider_headers([], &cfg.headers)?;
+        let (addressing, keys) = match &cfg.azure {
+            Some(azure) => (Addressing::Azure(Deployments::new(base, azure)?), KeyRing::plain("api-key", &cfg.keys)?),
             None => (
                 Addressing::Paths {
                     chat: endpoint_uri(base, "/chat/completions")?,
                     embeddings: endpoint_uri(base, "/embeddings")?,
                     models: endpoint_uri(base, "/models")?,
                 },
-                header::AUTHORIZATION,
+                KeyRing::bearer(&cfg.keys)?,
             ),
         };
-        Ok(Self {
-            name: name.to_owned(),
-            client: Upstream::new(&endpoint_uri(base, "")?, cfg.connect_timeout, pool.workers, threads),
-            addressing,
-            headers,
-            keys,
-            key_header,
-            max_response_bytes: pool.max_response_bytes,
-            buffered: buffered_gauge(name),
-        })
-    }
-
-    fn pick_key(&self) -> Option<&HeaderValue> {
-        let total = self.keys.last()?.0;
-        let roll = fastrand::u64(0..total);
-        self.keys.iter().find(|(cum, _)| roll < *cum).map(|(_, v)| v)
-    }
-
-    /// A request with the provider's headers, a key and room for `extra` more headers.
-    fn request(&self, method: Method, url: &Uri, body: Bytes, extra: usize) -> Request<Full<Bytes>> {
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = method;
-        *req.uri_mut() = url.clone();
-        let headers = req.headers_mut();
-        // Room for what is added later, so the map never grows (~900 instructions): content-type,
-        // authorization, host (on a lane) and content-length (hyper).
-        headers.reserve(self.headers.len() + 4 + extra);
-        for (name, value) in &self.headers {
-            headers.insert(name, value.clone());
-        }
-        if let Some(key) = self.pick_key() {
-            headers.insert(self.key_header.clone(), key.clone());
-        }
-        req
+        let client = Upstream::new(&endpoint_uri(base, "")?, cfg.connect_timeout, pool.workers, threads);
+        Ok(Self { core: HttpCore::new(name, client, headers, keys, pool), addressing })
     }
 
     /// Sends one request (for plain-http providers, on a connection of the request's serving
@@ -159,43 +85,24 @@ impl OpenAi {
         };
         let client = req.endpoint.format;
         let bytes = codec::request_body(Self::FORMAT, req.endpoint, req.body, req.model)?;
-        let mut request = self.request(Method::POST, &url, bytes, req.trace.len());
+        let mut request = self.core.request(Method::POST, url.into_owned(), bytes, req.trace.len());
         let headers = request.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         req.trace.write_to(headers);
-        let (resp, conn) = self.client.send_on(req.affinity, request).await.map_err(|e| self.transport_error(&e))?;
-        let status = resp.status();
-        let relay = RelayHeaders::from_upstream(resp.headers());
-        if !status.is_success() {
-            let e = self.status_error(resp, &req.secrets).await;
-            self.client.put_back(conn);
-            return Err(e.with_relay(relay));
-        }
+        let secrets = &req.secrets;
+        let Answer { resp, conn, relay } =
+            self.core.send(req.affinity, request, |e| status_error(self.core.name(), e, secrets)).await?;
         if req.stream {
-            let is_sse = resp
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|ct| ct.starts_with("text/event-stream"));
-            if !is_sse {
-                return Err(Error::new(
-                    ErrorKind::UpstreamInvalid,
-                    format!("provider {} answered a stream request without an event stream", self.name),
-                ));
-            }
-            let conn = self.client.returning(conn);
+            self.core.expect_event_stream(&resp, "text/event-stream")?;
+            let conn = self.core.returning(conn);
             let events = self.chunks(resp.into_body(), req.secrets, conn);
             return Ok(ProviderResponse::stream(codec::events(Self::FORMAT, client, events)).with_relay(relay));
         }
         // On an error the rest of the answer is unread: dropping the connection closes it.
-        let body = self.read_answer(resp, self.max_response_bytes).await?;
-        self.client.put_back(conn);
+        let body = self.core.read_answer(resp, conn).await?;
         // The validity check reads the token usage in the same pass.
         let Ok(usage) = super::usage::read_answer(&body) else {
-            return Err(Error::new(
-                ErrorKind::UpstreamInvalid,
-                format!("provider {} returned a response that is not valid JSON", self.name),
-            ));
+            return Err(self.core.not_json());
         };
         // One scan of the answer (~0.24 us for 1.1 KB, ARCHITECTURE.md "Errors"); no copy unless
         // a secret was found. Replacing text inside a JSON string keeps the document valid.
@@ -207,12 +114,12 @@ impl OpenAi {
     /// whole, so a secret split across two reads is found too). A stream that ends without
     /// `[DONE]` is reported as an error item so the client learns it was cut.
     fn chunks(&self, body: Incoming, secrets: Arc<Secrets>, conn: Option<Returning>) -> ChunkStream {
-        sse_chunks(self.name.clone(), body.into_data_stream(), secrets, conn)
+        sse_chunks(self.core.name().to_owned(), body.into_data_stream(), secrets, conn)
     }
 
     /// A reload replaced or removed this provider: its idle connections close now.
     pub fn retire(&self) {
-        self.client.retire();
+        self.core.retire();
     }
 
     /// `GET /models`: the ids the provider lists. Off the serving threads; a plain-http
@@ -228,83 +135,42 @@ impl OpenAi {
             // what routes.
             Addressing::Azure(d) => return Ok(d.models()),
         };
-        let request = self.request(Method::GET, url, Bytes::new(), 0);
-        let (resp, conn) = self.client.send_on(Affinity::NONE, request).await.map_err(|e| self.transport_error(&e))?;
-        if !resp.status().is_success() {
-            let e = self.status_error(resp, secrets).await;
-            self.client.put_back(conn);
-            return Err(e);
-        }
-        // Listed ids reach clients through `GET /v1/models`.
-        let body = secrets.scrub_bytes(self.read_answer(resp, MAX_MODEL_LIST_BYTES).await?);
-        self.client.put_back(conn);
-        let v: Value = serde_json::from_slice(&body).map_err(|_| {
-            Error::new(ErrorKind::UpstreamInvalid, format!("provider {} returned an invalid model list", self.name))
-        })?;
+        let v = self.core.get_json(url, secrets, |e| status_error(self.core.name(), e, secrets)).await?;
         Ok(v.get("data")
             .and_then(Value::as_array)
             .map(|items| items.iter().filter_map(|m| m.get("id")?.as_str().map(str::to_owned)).collect())
             .unwrap_or_default())
     }
+}
 
-    /// A whole answer of at most `cap` bytes.
-    async fn read_answer(&self, resp: http::Response<Incoming>, cap: usize) -> Result<Bytes, Error> {
-        let length = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
-        read_whole(resp.into_body(), length, cap, &self.buffered).await.map_err(|e| match e {
-            ReadError::Send(e) => self.transport_error(&e),
-            ReadError::TooLarge => Error::new(
-                ErrorKind::UpstreamTooLarge,
-                format!("provider {} answered with more than {cap} bytes (max_response_bytes)", self.name),
-            ),
-        })
+/// The error for an upstream error status of provider `name`. Upstream text is scrubbed of
+/// `secrets` before it is cut to size (a cut must not leave a secret's first bytes behind either).
+fn status_error(name: &str, answer: ErrorBody, secrets: &Secrets) -> Error {
+    let status = answer.status;
+    let parsed = answer.json();
+    let upstream_err = parsed.as_ref().and_then(|v| v.get("error"));
+    let message = if status == 401 || status == 403 {
+        credentials_rejected(name, status)
+    } else {
+        let msg = upstream_err.and_then(|e| e.get("message").and_then(Value::as_str).or_else(|| e.as_str()));
+        format!("provider {name} returned {status}: {}", relayed_text(secrets, msg, &answer.body))
+    };
+    let mut err = Error::new(ErrorKind::Upstream { status }, message);
+    // Azure's content filter (and OpenAI's own) refuses with this code: a client that
+    // handles it needs to see it, not a generic `upstream_error`.
+    if upstream_err.and_then(|e| e.get("code")).and_then(Value::as_str) == Some("content_filter") {
+        err = err.with_code("content_filter");
     }
-
-    fn transport_error(&self, e: &SendError) -> Error {
-        let kind = if e.timed_out { ErrorKind::UpstreamTimeout } else { ErrorKind::UpstreamUnavailable };
-        Error::new(kind, format!("provider {} unreachable: {}", self.name, e.cause))
+    if let Some(param) = upstream_err.and_then(|e| e.get("param")).and_then(Value::as_str) {
+        err = err.with_param(secrets.scrub_cut(param, MAX_RELAYED_PARAM));
     }
-
-    /// The error for an upstream error status. Upstream text is scrubbed of `secrets` before
-    /// it is cut to size (a cut must not leave a secret's first bytes behind either).
-    async fn status_error(&self, resp: http::Response<Incoming>, secrets: &Secrets) -> Error {
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        let hint = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
-        let body = read_capped(resp.into_body(), hint, MAX_ERROR_BYTES).await.unwrap_or_default();
-        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-        let upstream_err = parsed.as_ref().and_then(|v| v.get("error"));
-        let message = if status == 401 || status == 403 {
-            // Upstream auth messages often quote part of the key: never relay them.
-            format!("provider {} rejected Weir's credentials (upstream status {status})", self.name)
-        } else {
-            let upstream_msg =
-                match upstream_err.and_then(|e| e.get("message").and_then(Value::as_str).or_else(|| e.as_str())) {
-                    Some(msg) => secrets.scrub_cut(msg, MAX_RELAYED_MESSAGE),
-                    None => secrets.scrub_cut(&String::from_utf8_lossy(&body), MAX_RELAYED_RAW),
-                };
-            format!("provider {} returned {status}: {upstream_msg}", self.name)
-        };
-        let mut err = Error::new(ErrorKind::Upstream { status }, message);
-        // Azure's content filter (and OpenAI's own) refuses with this code: a client that
-        // handles it needs to see it, not a generic `upstream_error`.
-        if upstream_err.and_then(|e| e.get("code")).and_then(Value::as_str) == Some("content_filter") {
-            err = err.with_code("content_filter");
-        }
-        if let Some(param) = upstream_err.and_then(|e| e.get("param")).and_then(Value::as_str) {
-            err = err.with_param(secrets.scrub_cut(param, MAX_RELAYED_PARAM));
-        }
-        if let Some(secs) = retry_after {
-            err = err.with_retry_after(secs);
-        }
-        if let Some(code) = upstream_err.and_then(|e| e.get("code")).and_then(Value::as_str) {
-            err = err.with_upstream_code(&secrets.scrub(code));
-        }
-        err
+    if let Some(secs) = answer.retry_after() {
+        err = err.with_retry_after(secs);
     }
+    if let Some(code) = upstream_err.and_then(|e| e.get("code")).and_then(Value::as_str) {
+        err = err.with_upstream_code(&secrets.scrub(code));
+    }
+    err
 }
 
 /// The chunk payloads of an upstream SSE body, read from `upstream` (the body's data frames),
@@ -402,14 +268,6 @@ fn value_starts(chunk: &[u8], key: &[u8], first: u8) -> bool {
         let mut rest = chunk[at + key.len()..].iter().copied().filter(|b| !b.is_ascii_whitespace());
         rest.next() == Some(b':') && rest.next() == Some(first)
     })
-}
-
-/// The provider's `weir_pool_buffered_bytes` gauge, shown from the start (at 0). Old and new
-/// clients of one provider during a reload add to the same series.
-fn buffered_gauge(provider: &str) -> metrics::Gauge {
-    let g = metrics::gauge!("weir_pool_buffered_bytes", "provider" => provider.to_owned());
-    g.increment(0.0);
-    g
 }
 
 #[cfg(test)]

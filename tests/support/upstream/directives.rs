@@ -28,6 +28,7 @@ pub(super) struct Directives {
     pub(super) sse: Option<&'static [&'static [u8]]>,
     pub(super) fail_times: Option<u32>,
     pub(super) reset: bool,
+    pub(super) for_key: Option<String>,
 }
 
 impl Directives {
@@ -57,6 +58,7 @@ impl Directives {
                 "relay" => d.relay = true,
                 "fail_times" => d.fail_times = Some(num()? as u32),
                 "reset" => d.reset = true,
+                "for_key" => d.for_key = Some(value.to_owned()),
                 "code" => d.code = Some(value.to_owned()),
                 "sse" => d.sse = Some(SSE_FIXTURES.iter().find(|(n, _)| *n == value).ok_or("unknown sse fixture")?.1),
                 _ => return Err(format!("unknown directive {part:?}")),

@@ -5,9 +5,7 @@
 
 use crate::error::{Error, ErrorKind};
 use crate::secrets::Secrets;
-
-/// Most bytes of an upstream message relayed.
-const MAX_RELAYED_MESSAGE: usize = 1024;
+use crate::upstream_common::{MAX_RELAYED_MESSAGE, says_context_length};
 
 /// The status of an AWS error type (`ThrottlingException`, or a stream's `throttlingException`;
 /// a `x-amzn-errortype` value may carry `:http://...` after the name). `None` for a type not
@@ -40,6 +38,7 @@ pub fn upstream_error(
 ) -> Error {
     let status = error_type.and_then(status_of).unwrap_or(status);
     let kind = error_type.map(|t| t.split(':').next().unwrap_or_default()).filter(|t| !t.is_empty());
+    let code = code_of(kind.unwrap_or_default(), message.unwrap_or_default());
     let message = if status == 401 || status == 403 {
         // AWS auth messages quote the canonical request and parts of the credentials.
         format!("provider {name} rejected Weir's AWS credentials (upstream status {status})")
@@ -51,7 +50,23 @@ pub fn upstream_error(
             None => format!("provider {name} returned {status}: {text}"),
         }
     };
-    Error::new(ErrorKind::Upstream { status }, message)
+    let err = Error::new(ErrorKind::Upstream { status }, message);
+    match code {
+        Some(code) => err.with_upstream_code(code),
+        None => err,
+    }
+}
+
+/// The OpenAI-style code clients and the policy act on, from AWS error type `kind` and its
+/// `message`: a validation error about the input's length is `context_length_exceeded`
+/// ("Input is too long for requested model", a Claude model's "prompt is too long"), a
+/// throttle `rate_limit_exceeded`.
+fn code_of(kind: &str, message: &str) -> Option<&'static str> {
+    match kind.to_ascii_lowercase().as_str() {
+        "validationexception" if says_context_length(message) => Some("context_length_exceeded"),
+        "throttlingexception" | "toomanyrequestsexception" => Some("rate_limit_exceeded"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -66,6 +81,20 @@ mod tests {
         assert_eq!(status_of("AccessDeniedException"), Some(403));
         assert_eq!(status_of("ModelNotReadyException"), Some(503));
         assert_eq!(status_of("SomethingNew"), None);
+    }
+
+    #[test]
+    fn aws_errors_become_the_codes_clients_and_the_policy_act_on() {
+        let s = Secrets::default();
+        let code = |status, kind, message| upstream_error("b", status, Some(kind), Some(message), &s).code;
+        let long = "The model returned the following errors: Input is too long for requested model.";
+        assert_eq!(code(400, "ValidationException", long).as_deref(), Some("context_length_exceeded"));
+        let claude = "prompt is too long: 210000 tokens > 200000 maximum";
+        assert_eq!(code(400, "validationException", claude).as_deref(), Some("context_length_exceeded"));
+        assert_eq!(code(400, "ValidationException", "Malformed input request"), None);
+        let throttled = "Too many requests, please wait before trying again.";
+        assert_eq!(code(429, "ThrottlingException", throttled).as_deref(), Some("rate_limit_exceeded"));
+        assert_eq!(code(500, "InternalServerException", "oops"), None);
     }
 
     #[test]

@@ -7,10 +7,7 @@ use serde_json::Value;
 
 use crate::error::{Error, ErrorKind};
 use crate::secrets::Secrets;
-
-/// Most bytes of upstream text relayed in an error.
-const MAX_RELAYED_MESSAGE: usize = 1024;
-const MAX_RELAYED_RAW: usize = 200;
+use crate::upstream_common::{credentials_rejected, relayed_text, says_context_length};
 
 /// The error for an upstream error `status` whose body is `body` (a `Retry-After` header, if
 /// any, in `retry_header`).
@@ -26,18 +23,24 @@ pub(super) fn status_error(
     let google_status = upstream.and_then(|e| e.get("status")).and_then(Value::as_str);
     let message = if status == 401 || status == 403 {
         // Google's auth errors can quote the key or the project: never relay them.
-        format!("provider {name} rejected Weir's credentials (upstream status {status})")
+        credentials_rejected(name, status)
     } else {
-        let text = match upstream.and_then(|e| e.get("message")).and_then(Value::as_str) {
-            Some(msg) => secrets.scrub_cut(msg, MAX_RELAYED_MESSAGE),
-            None => secrets.scrub_cut(&String::from_utf8_lossy(body), MAX_RELAYED_RAW),
-        };
+        let text = relayed_text(secrets, upstream.and_then(|e| e.get("message")).and_then(Value::as_str), body);
         match google_status {
             Some(s) => format!("provider {name} returned {status} {}: {text}", secrets.scrub_cut(s, 64)),
             None => format!("provider {name} returned {status}: {text}"),
         }
     };
     let mut err = Error::new(ErrorKind::Upstream { status }, message);
+    // Google's statuses as the OpenAI-style codes clients and the policy act on.
+    let upstream_message = upstream.and_then(|e| e.get("message")).and_then(Value::as_str).unwrap_or_default();
+    match google_status {
+        Some("INVALID_ARGUMENT") if says_context_length(upstream_message) => {
+            err = err.with_upstream_code("context_length_exceeded");
+        }
+        Some("RESOURCE_EXHAUSTED") => err = err.with_upstream_code("rate_limit_exceeded"),
+        _ => {}
+    }
     let retry = retry_header.or_else(|| upstream.and_then(retry_delay));
     if let Some(secs) = retry {
         err = err.with_retry_after(secs);
@@ -69,6 +72,18 @@ mod tests {
         assert_eq!(e.status(), 429);
         assert!(e.message.contains("RESOURCE_EXHAUSTED: Quota exceeded"), "{}", e.message);
         assert_eq!(e.retry_after, Some(37));
+    }
+
+    #[test]
+    fn googles_statuses_become_the_codes_clients_and_the_policy_act_on() {
+        let long = br#"{"error":{"code":400,"message":"The input token count (2551556) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}"#;
+        let e = status_error("g", 400, None, long, &Secrets::default());
+        assert_eq!((e.status().as_u16(), e.code.as_deref()), (400, Some("context_length_exceeded")));
+        let other = br#"{"error":{"code":400,"message":"Invalid JSON payload received.","status":"INVALID_ARGUMENT"}}"#;
+        assert_eq!(status_error("g", 400, None, other, &Secrets::default()).code, None);
+        let quota = br#"{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}"#;
+        let e = status_error("g", 429, None, quota, &Secrets::default());
+        assert_eq!((e.status().as_u16(), e.code.as_deref()), (429, Some("rate_limit_exceeded")));
     }
 
     #[test]

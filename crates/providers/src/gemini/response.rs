@@ -105,12 +105,17 @@ pub(super) fn blocked(name: &str, answer: &Value) -> Option<Error> {
     }
     let reason = answer.get("promptFeedback")?.get("blockReason")?.as_str()?;
     let reason: String = reason.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
+    // A safety or policy block is a content-policy refusal: never sent on to a fallback.
+    let code = match reason.as_str() {
+        "SAFETY" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "IMAGE_SAFETY" => "content_policy_violation",
+        _ => "prompt_blocked",
+    };
     Some(
         Error::new(
             ErrorKind::InvalidRequest,
             format!("provider {name} blocked the prompt (blockReason {reason}) and gave no answer"),
         )
-        .with_code("prompt_blocked"),
+        .with_code(code),
     )
 }
 
@@ -215,6 +220,10 @@ mod tests {
         let e = to_canonical("g", "m", ApiFormat::OpenAi, body).unwrap_err();
         assert_eq!(e.status(), 400);
         assert!(e.message.contains("blocked the prompt (blockReason SAFETY)"), "{}", e.message);
+        assert_eq!(e.code.as_deref(), Some("content_policy_violation"), "a safety block is a policy refusal");
+        let other = br#"{"promptFeedback":{"blockReason":"OTHER"}}"#;
+        let e = to_canonical("g", "m", ApiFormat::OpenAi, other).unwrap_err();
+        assert_eq!(e.code.as_deref(), Some("prompt_blocked"));
         let e = to_canonical("g", "m", ApiFormat::OpenAi, br#"{"candidates":[]}"#).unwrap_err();
         assert_eq!(e.kind, ErrorKind::UpstreamInvalid);
     }
