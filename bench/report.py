@@ -9,6 +9,8 @@ direct path's in the same scenario and the same round, the median over rounds: a
 a burst from other tenants moves every target in it, and one such round moves a mean of
 differences but not their median. "x nginx" is the target's throughput divided by nginx's, and
 "proxy CPU us/req" the proxy processes' user + system time divided by the requests answered.
+The Anthropic-format targets (`*-anth`, `weir-xlat`) are judged against `direct-anth` and
+`nginx-anth`, which send the same upstream Anthropic's request.
 """
 
 import glob
@@ -101,10 +103,10 @@ def median(xs):
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
-def paired(scenario, target, key, parse=oha):
-    """Per round both finished, in round order: (round, the direct path's `key`, the target's
+def paired(scenario, target, key, parse=oha, base="direct"):
+    """Per round both finished, in round order: (round, the `base` target's `key`, the target's
     `key` minus it)."""
-    direct, mine = by_round.get((scenario, "direct"), {}), by_round.get((scenario, target), {})
+    direct, mine = by_round.get((scenario, base), {}), by_round.get((scenario, target), {})
     out = []
     for rnd in sorted(set(direct) & set(mine), key=int):
         d, m = parse(direct[rnd]), parse(mine[rnd])
@@ -113,9 +115,9 @@ def paired(scenario, target, key, parse=oha):
     return out
 
 
-def added(scenario, target, key, parse=oha):
-    """Median over rounds of the target's `key` minus the direct path's in the same round."""
-    return median([diff for _, _, diff in paired(scenario, target, key, parse)])
+def added(scenario, target, key, parse=oha, base="direct"):
+    """Median over rounds of the target's `key` minus the `base` target's in the same round."""
+    return median([diff for _, _, diff in paired(scenario, target, key, parse, base)])
 
 
 def f(v, digits=3):
@@ -150,7 +152,10 @@ def rounds_table(scenario, title):
 
 TARGETS = ["direct", "nginx", "weir-none", "weir-default", "weir-five"]
 LABEL = {"direct": "direct (no proxy)", "nginx": "nginx", "weir-none": "weir, no plugins",
-         "weir-default": "weir, default chain", "weir-five": "weir, 5 plugins", "weir-stall": "weir, stall chain"}
+         "weir-default": "weir, default chain", "weir-five": "weir, 5 plugins", "weir-stall": "weir, stall chain",
+         "direct-anth": "direct (no proxy), /v1/messages", "nginx-anth": "nginx, /v1/messages",
+         "weir-anth": "weir, /v1/messages passthrough", "weir-xlat": "weir, OpenAI client translated"}
+ANTH = ["direct-anth", "nginx-anth", "weir-anth", "weir-xlat"]
 out = []
 out.append(f"Run: {meta}\n")
 checks = []
@@ -217,6 +222,54 @@ for t in ["direct", "nginx", "weir-none", "weir-default"]:
                f"{f(m['p99'])} | {m['errors']} | {f(add)} | {f(ratio, 2)} |")
 out.append("")
 
+# Anthropic's format: the same upstream (the mock's /v1/messages) behind every target, so nginx
+# and the passthrough carry Anthropic's request while the translated target carries OpenAI's.
+out.append("### Anthropic-format upstream: closed loop, concurrency 32, non-stream\n")
+out.append("| target | RPS | p50 ms | p90 ms | p99 ms | errors | added p50 ms | added p99 ms | RPS x nginx "
+           "| proxy CPU us/req |")
+out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+nginx = mean("closed", "nginx-anth")
+for t in ANTH:
+    m = mean("closed", t)
+    if not m:
+        out.append(f"| {LABEL[t]} | failed | | | | | | | | |")
+        continue
+    add50 = added("closed", t, "p50", base="direct-anth") if t != "direct-anth" else None
+    add99 = added("closed", t, "p99", base="direct-anth") if t != "direct-anth" else None
+    ratio = m["rps"] / nginx["rps"] if nginx and nginx["rps"] else None
+    out.append(f"| {LABEL[t]} | {m['rps']:.0f} | {f(m['p50'])} | {f(m['p90'])} | {f(m['p99'])} | "
+               f"{m['errors']} | {f(add50)} | {f(add99)} | {f(ratio, 2)} | {f(cpu_us_per_request(t), 1)} |")
+    if t == "weir-xlat" and ratio is not None:
+        checks.append(("OpenAI client -> Anthropic upstream (translated), closed loop c=32 >= 0.70 x nginx",
+                       f"{ratio:.2f}", ratio >= 0.7))
+    if t == "weir-anth" and ratio is not None:
+        checks.append(("Anthropic client -> Anthropic upstream (passthrough), closed loop c=32 >= 0.80 x nginx",
+                       f"{ratio:.2f}", ratio >= 0.8))
+out.append("")
+
+out.append("### Anthropic-format upstream: stream, closed loop, concurrency 32 (8 writes 1 ms apart)\n")
+out.append("| target | RPS | TTFB p50 ms | TTFB p99 ms | total p50 ms | total p99 ms | errors | added TTFB p50 ms "
+           "| RPS x nginx |")
+out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+sn = mean("stream", "nginx-anth", stream)
+for t in ANTH:
+    m = mean("stream", t, stream)
+    if not m:
+        out.append(f"| {LABEL[t]} | failed | | | | | | | |")
+        continue
+    add = added("stream", t, "ttfb50", stream, base="direct-anth") if t != "direct-anth" else None
+    ratio = m["rps"] / sn["rps"] if sn and sn["rps"] else None
+    out.append(f"| {LABEL[t]} | {m['rps']:.0f} | {f(m['ttfb50'])} | {f(m['ttfb99'])} | {f(m['p50'])} | "
+               f"{f(m['p99'])} | {m['errors']} | {f(add)} | {f(ratio, 2)} |")
+out.append("")
+# What translating adds to the first byte: the translated stream's TTFB p50 minus the
+# passthrough's, same process, same upstream stream, same round; the median over rounds.
+xlat = added("stream", "weir-xlat", "ttfb50", stream, base="weir-anth")
+if xlat is not None:
+    out.append(f"Translation's TTFB p50 over the passthrough stream (paired per round, median): {xlat:.3f} ms\n")
+    checks.append(("stream translation adds to TTFB p50 over passthrough <= 0.1 ms", f"{xlat:.3f} ms",
+                   xlat <= 0.1))
+
 out.append("### Stalled plugin: 1% of requests spin a plugin to its 20 ms deadline (1,000 req/s total)\n")
 out.append("| load | requests measured | p50 ms | p90 ms | p99 ms | errors |")
 out.append("|---|---:|---:|---:|---:|---:|")
@@ -240,7 +293,9 @@ out.append("|---|---:|---:|")
 with open(os.path.join(res_dir, "rss.txt")) as fh:
     for line in fh:
         _, name, hwm, idle = line.split()
-        out.append(f"| {LABEL.get(name, name)} | {int(idle) / 1024:.1f} | {int(hwm) / 1024:.1f} |")
+        # One process serves both Anthropic-format Weir targets.
+        label = "weir, anthropic provider, no plugins" if name == "weir-anth" else LABEL.get(name, name)
+        out.append(f"| {label} | {int(idle) / 1024:.1f} | {int(hwm) / 1024:.1f} |")
         if name == "weir-default":
             checks.append(("peak RSS (default chain, whole run) <= 60 MB", f"{int(hwm) / 1024:.1f} MB",
                            int(hwm) / 1024 <= 60))

@@ -39,22 +39,28 @@ wait_http() { # url [seconds]
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Writes DIR/body.json, a 1,085-byte chat completion (system + user message, max_tokens,
-# temperature), and DIR/body-stream.json, the same with "stream": true.
+# temperature), and DIR/body-stream.json, the same with "stream": true; DIR/body-anthropic.json
+# and DIR/body-anthropic-stream.json are the same request in Anthropic's Messages shape.
 bench_bodies() { # dir
     python3 - "$1" <<'PY'
 import json, sys
-msgs = [{"role": "system", "content": "You are a helpful assistant."},
-        {"role": "user", "content": "Summarise: " + "lorem ipsum dolor sit amet " * 34}]
+def write(name, body):
+    open(sys.argv[1] + "/" + name, "w").write(json.dumps(body, separators=(",", ":")))
+system, user = "You are a helpful assistant.", "Summarise: " + "lorem ipsum dolor sit amet " * 34
+msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
 body = {"model": "bench-1", "messages": msgs, "max_tokens": 200, "temperature": 0.7}
-open(sys.argv[1] + "/body.json", "w").write(json.dumps(body, separators=(",", ":")))
-body["stream"] = True
-open(sys.argv[1] + "/body-stream.json", "w").write(json.dumps(body, separators=(",", ":")))
+write("body.json", body)
+write("body-stream.json", dict(body, stream=True))
+body = {"model": "bench-1", "system": system, "messages": msgs[1:], "max_tokens": 200, "temperature": 0.7}
+write("body-anthropic.json", body)
+write("body-anthropic-stream.json", dict(body, stream=True))
 PY
 }
 
-# A weir config listening on PORT with one openai-kind provider in front of the mock upstream
-# on MOCK_PORT (64 workers, queue 1024, no model discovery, no config watcher).
-bench_weir_config() { # port mock-port wasm-cache-dir
+# A weir config listening on PORT with one provider of KIND (default openai; the mock also
+# speaks anthropic) in front of the mock upstream on MOCK_PORT (64 workers, queue 1024, no
+# model discovery, no config watcher).
+bench_weir_config() { # port mock-port wasm-cache-dir [kind]
     cat <<TOML
 [server]
 listen = "127.0.0.1:$1"
@@ -68,7 +74,7 @@ cache_dir = "$3"
 
 [[providers]]
 name = "mock"
-kind = "openai"
+kind = "${4:-openai}"
 base_url = "http://127.0.0.1:$2/v1"
 models = ["bench-1"]
 discover_models = false

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Load benchmark: Weir against a direct path and an nginx reverse proxy, in one run, on
-# loopback only. Installs what it needs (oha from crates.io, nginx from Debian), builds Weir
+# loopback only, in OpenAI's format and Anthropic's (passed through, and translated from an
+# OpenAI client). Installs what it needs (oha from crates.io, nginx from Debian), builds Weir
 # and the bench helpers in release, starts a fast mock upstream, nginx and several Weir
 # configurations, drives each in interleaved rounds after a warm-up, prints one table and
 # stops every process it started. Not part of the test suite. See docs/benchmarks.md.
 #
-#   scripts/bench.sh            # full run, ~5-7 minutes on 2 cores (plus the build)
-#   scripts/bench.sh --quick    # ~1.5 minutes, one round of short runs
+#   scripts/bench.sh            # full run, ~6-8 minutes on 2 cores (plus the build)
+#   scripts/bench.sh --quick    # ~2 minutes, one round of short runs
 #   scripts/bench.sh --out FILE # also write the table (markdown) to FILE
+#   BENCH_PGO=0 BENCH_SECS=1 scripts/bench.sh --quick   # smoke check: it runs, figures meaningless
 #
 # Weir is the profile-guided release build of scripts/pgo.sh (~18 minutes to build from clean
 # on 2 cores); BENCH_PGO=0 measures the plain `cargo build --release` instead.
@@ -26,7 +28,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --out) OUT="$2"; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -78,7 +80,8 @@ WASM=$ROOT/plugins/target/wasm32-wasip2/release
 # ---------------------------------------------------------------- processes
 bench_tmp weir-bench
 
-# Request body: a ~1 KB chat completion (system + user message).
+# Request bodies: a ~1 KB chat completion (system + user message), and the same in
+# Anthropic's Messages shape.
 bench_bodies "$TMP"
 
 MOCK_PORT=$(free_port)
@@ -118,7 +121,7 @@ NGINX_PID=$!
 PIDS+=($!)
 
 # Weir configurations. "default" is the [[plugins]] chain of the embedded default config.
-provider() { bench_weir_config "$1" "$MOCK_PORT" "$TMP/wasm-cache"; }
+provider() { bench_weir_config "$1" "$MOCK_PORT" "$TMP/wasm-cache" "${2:-openai}"; }
 plugin() { # name file [extra toml lines]
     printf '\n[[plugins]]\nname = "%s"\npath = "%s/%s.wasm"\n%s\n' "$1" "$WASM" "$2" "${3:-}"
 }
@@ -161,12 +164,17 @@ start_weir none "$TMP/weir-none.toml"
 start_weir default "$TMP/weir-default.toml"
 start_weir five "$TMP/weir-five.toml"
 start_weir stall "$TMP/weir-stall.toml"
+# Anthropic-format upstream (the mock's /v1/messages), no plugins: an Anthropic client's
+# request passes through, an OpenAI client's is translated both ways.
+{ provider __PORT__ anthropic; } >"$TMP/weir-anth.toml"
+start_weir anth "$TMP/weir-anth.toml"
+WEIRS=(none default five stall anth)
 
 wait_http "http://127.0.0.1:$MOCK_PORT/v1/models"
 wait_http "http://127.0.0.1:$NGINX_PORT/v1/models"
-for w in none default five stall; do wait_http "http://127.0.0.1:${WEIR_PORT[$w]}/health"; done
+for w in "${WEIRS[@]}"; do wait_http "http://127.0.0.1:${WEIR_PORT[$w]}/health"; done
 sleep 1
-for w in none default five stall; do
+for w in "${WEIRS[@]}"; do
     WEIR_IDLE[$w]=$(awk '/VmRSS/{print $2}' "/proc/${WEIR_PID[$w]}/status")
 done
 
@@ -177,15 +185,29 @@ declare -A URL=(
     [weir-default]="http://127.0.0.1:${WEIR_PORT[default]}/v1/chat/completions"
     [weir-five]="http://127.0.0.1:${WEIR_PORT[five]}/v1/chat/completions"
     [weir-stall]="http://127.0.0.1:${WEIR_PORT[stall]}/v1/chat/completions"
+    [direct-anth]="http://127.0.0.1:$MOCK_PORT/v1/messages"
+    [nginx-anth]="http://127.0.0.1:$NGINX_PORT/v1/messages"
+    [weir-anth]="http://127.0.0.1:${WEIR_PORT[anth]}/v1/messages"
+    [weir-xlat]="http://127.0.0.1:${WEIR_PORT[anth]}/v1/chat/completions"
 )
+# The Anthropic-format targets, all against the mock's /v1/messages: direct, nginx, Weir
+# passing an Anthropic client through, Weir translating an OpenAI client (same process).
+ANTH=(direct-anth nginx-anth weir-anth weir-xlat)
+# What each target is sent (OpenAI's body unless listed), and the Weir process behind it.
+declare -A BODY=([direct-anth]=anthropic [nginx-anth]=anthropic [weir-anth]=anthropic)
+declare -A PROC=([weir-none]=none [weir-default]=default [weir-five]=five [weir-stall]=stall
+    [weir-anth]=anth [weir-xlat]=anth)
+body_file() { # target [suffix]
+    if [ -n "${BODY[$1]:-}" ]; then echo "$TMP/body-${BODY[$1]}${2:-}.json"; else echo "$TMP/body${2:-}.json"; fi
+}
 
 # ---------------------------------------------------------------- load
 RES=$TMP/results
 mkdir -p "$RES"
-oha_run() { # out secs url [extra oha args...]
-    local out=$1 secs=$2 url=$3; shift 3
-    oha --no-tui --output-format json -w -z "${secs}s" -m POST -T application/json -D "$TMP/body.json" \
-        "$@" "$url" >"$out" 2>"$out.err" || echo "{\"failed\": true}" >"$out"
+oha_run() { # out secs target [extra oha args...]
+    local out=$1 secs=$2 t=$3; shift 3
+    oha --no-tui --output-format json -w -z "${secs}s" -m POST -T application/json -D "$(body_file "$t")" \
+        "$@" "${URL[$t]}" >"$out" 2>"$out.err" || echo "{\"failed\": true}" >"$out"
 }
 closed() { oha_run "$1" "$2" "$3" -c "$CONC"; }
 # CPU time (user + system, clock ticks) of a proxy target's processes: weir's process, nginx's
@@ -193,8 +215,8 @@ closed() { oha_run "$1" "$2" "$3" -c "$CONC"; }
 cpu_ticks() { # target
     local pids
     case $1 in
-        nginx) pids=$(cat "/proc/$NGINX_PID/task/$NGINX_PID/children") ;;
-        weir-*) pids=${WEIR_PID[${1#weir-}]} ;;
+        nginx*) pids=$(cat "/proc/$NGINX_PID/task/$NGINX_PID/children") ;;
+        weir-*) pids=${WEIR_PID[${PROC[$1]}]} ;;
         *) echo 0; return ;;
     esac
     # shellcheck disable=SC2086
@@ -204,14 +226,14 @@ cpu_ticks() { # target
 closed_cpu() { # out secs target
     local c0 c1
     c0=$(cpu_ticks "$3")
-    closed "$1" "$2" "${URL[$3]}"
+    closed "$1" "$2" "$3"
     c1=$(cpu_ticks "$3")
     echo $((c1 - c0)) >"${1%.json}.cpu"
 }
 fixed() { oha_run "$1" "$2" "$3" -c "$CONC" -q "$4" --latency-correction; }
-stream() {
-    "$STREAMC" --url "$3" --body "$TMP/body-stream.json" --concurrency "$CONC" --duration-s "$2" >"$1" 2>"$1.err" \
-        || echo '{"failed": true}' >"$1"
+stream() { # out secs target
+    "$STREAMC" --url "${URL[$3]}" --body "$(body_file "$3" -stream)" --concurrency "$CONC" --duration-s "$2" \
+        >"$1" 2>"$1.err" || echo '{"failed": true}' >"$1"
 }
 # The other 99%: 990 req/s without the trigger, while 10 req/s carry it.
 stalled() {
@@ -224,8 +246,8 @@ stalled() {
 TARGETS=(direct nginx weir-none weir-default weir-five)
 echo "==> load: uptime before: $(uptime)"
 echo "==> warm-up (${WARMUP}s per target)"
-for t in "${TARGETS[@]}" weir-stall; do closed /dev/null "$WARMUP" "${URL[$t]}"; done
-for t in direct nginx weir-none weir-default; do stream "$TMP/warm.json" "$WARMUP" "${URL[$t]}"; done
+for t in "${TARGETS[@]}" weir-stall "${ANTH[@]}"; do closed /dev/null "$WARMUP" "$t"; done
+for t in direct nginx weir-none weir-default "${ANTH[@]}"; do stream "$TMP/warm.json" "$WARMUP" "$t"; done
 
 # The targets in round r, rotated by r - 1: no target always runs first after another
 # scenario's load, or always last when the host's load drifts through a round.
@@ -238,19 +260,21 @@ rotated() { # round target...
 for r in $(seq 1 "$ROUNDS"); do
     echo "==> round $r/$ROUNDS (${SECS}s per run)"
     mapfile -t ORDER < <(rotated "$r" "${TARGETS[@]}")
-    mapfile -t SORDER < <(rotated "$r" direct nginx weir-none weir-default)
-    for t in "${ORDER[@]}"; do closed_cpu "$RES/closed.$t.$r.json" "$SECS" "$t"; done
-    for t in "${ORDER[@]}"; do fixed "$RES/rate1000.$t.$r.json" "$SECS" "${URL[$t]}" 1000; done
-    for t in "${ORDER[@]}"; do fixed "$RES/rate5000.$t.$r.json" "$SECS" "${URL[$t]}" 5000; done
-    for t in "${SORDER[@]}"; do stream "$RES/stream.$t.$r.json" "$SECS" "${URL[$t]}"; done
-    fixed "$RES/stall0.weir-stall.$r.json" "$SECS" "${URL[weir-stall]}" 1000
-    stalled "$RES/stall1.weir-stall.$r.json" "$SECS" "${URL[weir-stall]}"
+    # Closed loop and stream interleave both formats' targets in one rotation.
+    mapfile -t CORDER < <(rotated "$r" "${TARGETS[@]}" "${ANTH[@]}")
+    mapfile -t SORDER < <(rotated "$r" direct nginx weir-none weir-default "${ANTH[@]}")
+    for t in "${CORDER[@]}"; do closed_cpu "$RES/closed.$t.$r.json" "$SECS" "$t"; done
+    for t in "${ORDER[@]}"; do fixed "$RES/rate1000.$t.$r.json" "$SECS" "$t" 1000; done
+    for t in "${ORDER[@]}"; do fixed "$RES/rate5000.$t.$r.json" "$SECS" "$t" 5000; done
+    for t in "${SORDER[@]}"; do stream "$RES/stream.$t.$r.json" "$SECS" "$t"; done
+    fixed "$RES/stall0.weir-stall.$r.json" "$SECS" weir-stall 1000
+    stalled "$RES/stall1.weir-stall.$r.json" "$SECS" weir-stall
 done
 echo "==> load: uptime after: $(uptime)"
 
 # ---------------------------------------------------------------- report
 {
-    for w in none default five stall; do
+    for w in "${WEIRS[@]}"; do
         echo "rss weir-$w $(awk '/VmHWM/{print $2}' "/proc/${WEIR_PID[$w]}/status") ${WEIR_IDLE[$w]}"
     done
 } >"$RES/rss.txt"
@@ -259,6 +283,6 @@ META="rounds=$ROUNDS secs=$SECS warmup=$WARMUP concurrency=$CONC default_plugins
 META="$META oha=$(oha --version | awk '{print $2}') nginx=$("$NGINX" -v 2>&1 | sed 's#.*/##')"
 META="$META weir=$(git rev-parse --short HEAD)$(git diff --quiet -- host bench || echo +dirty) build=$BUILD"
 python3 bench/report.py "$RES" "$META" | tee "${OUT:-/dev/null}"
-for w in none default five stall; do
+for w in "${WEIRS[@]}"; do
     if grep -q "panicked" "$TMP/weir-$w.log"; then echo "warning: weir-$w logged a panic" >&2; fi
 done

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Profile-guided release build of `weir`. Builds an instrumented weir, serves a training load
 # with it on loopback (the bench's mock upstream and oha: no plugins and the default plugin
-# chain; small, ~1 KB and ~16 KB chat requests, streams, and requests that fail), merges the
+# chain; small, ~1 KB and ~16 KB chat requests, streams, and requests that fail; an
+# Anthropic-format provider, translated and passed through), merges the
 # profile and builds weir again with it. The code is the same as `cargo build --release`;
 # the compiler only lays it out and inlines it for the paths the training load takes, which
 # cuts CPU per request by about a quarter on the machine in docs/benchmarks.md.
@@ -89,6 +90,17 @@ PY
         wait_http "http://127.0.0.1:$port/health" 120
         url="http://127.0.0.1:$port/v1/chat/completions"
         echo "==> training: $1" >&2
+        if [ "$1" = anthropic ]; then
+            # An Anthropic-format provider: OpenAI clients translated, Anthropic's passed through.
+            local messages="http://127.0.0.1:$port/v1/messages"
+            load "$url" "$TMP/body.json" "$SECS" -c 32
+            load "$url" "$TMP/body-stream.json" "$SECS" -c 16
+            load "$messages" "$TMP/body-anthropic.json" "$SECS" -c 32
+            load "$messages" "$TMP/body-anthropic-stream.json" "$SECS" -c 16
+            kill -TERM "$pid"
+            wait "$pid" || true
+            return
+        fi
         load "$url" "$TMP/body.json" "$SECS" -c 32
         load "$url" "$TMP/body.json" "$SECS" -c 32 -q 1000
         load "$url" "$TMP/body-stream.json" "$SECS" -c 16
@@ -108,6 +120,8 @@ PY
     { bench_weir_config __PORT__ "$MOCK_PORT" "$TMP/wasm-cache"; bench_default_chain; } >"$TMP/default.toml"
     train none "$TMP/none.toml"
     train default "$TMP/default.toml"
+    { bench_weir_config __PORT__ "$MOCK_PORT" "$TMP/wasm-cache" anthropic; } >"$TMP/anthropic.toml"
+    train anthropic "$TMP/anthropic.toml"
     if ! ls "$RAW"/*.profraw >/dev/null 2>&1; then
         echo "the instrumented weir wrote no profile (see $TMP/weir-*.log)" >&2
         exit 1

@@ -1,9 +1,13 @@
-//! A fast OpenAI-compatible mock upstream for `scripts/bench.sh`: hyper directly, HTTP/1.1
-//! keep-alive, a multi-threaded runtime, and fixed pre-built answers so that it costs the
-//! gateways under test as little CPU as possible.
+//! A fast mock upstream in OpenAI's and Anthropic's wire formats for `scripts/bench.sh`: hyper
+//! directly, HTTP/1.1 keep-alive, a multi-threaded runtime, and fixed pre-built answers so that
+//! it costs the gateways under test as little CPU as possible.
 //!
 //! `POST /v1/chat/completions` (any body) answers a fixed ~1 KB `chat.completion`; a body
 //! containing `"stream":true` gets a fixed SSE stream of `--chunks` chunks and `[DONE]`.
+//! `POST /v1/messages` is the same in Anthropic's Messages shape: a ~1 KB `message`, or a stream
+//! of `event:` + `data:` events (`message_start`, `content_block_start`, `ping` and the first
+//! `content_block_delta` in one write, then the other deltas, then `content_block_stop`,
+//! `message_delta` and `message_stop` in one write), as many writes as the OpenAI stream.
 //! `GET /v1/models` lists `bench-1`. Anything else is 404.
 //!
 //! Usage: `weir-mock-upstream [--listen 127.0.0.1:0] [--threads 2] [--chunks 8]
@@ -22,12 +26,18 @@ use hyper_util::rt::TokioIo;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
+/// One format's pre-built answer: whole, and as the writes of a stream.
+struct Answer {
+    full: Bytes,
+    chunks: Arc<[Bytes]>,
+}
+
 /// The pre-built answers, shared by every connection.
 struct Answers {
-    full: Bytes,
+    openai: Answer,
+    anthropic: Answer,
     /// Pause before each chunk after the first (zero: the whole stream at once).
     chunk_delay: std::time::Duration,
-    chunks: Vec<Bytes>,
     models: Bytes,
 }
 
@@ -59,8 +69,60 @@ impl Answers {
         out.push(Bytes::from_static(b"data: [DONE]\n\n"));
         let models =
             Bytes::from_static(br#"{"object":"list","data":[{"id":"bench-1","object":"model","owned_by":"bench"}]}"#);
-        Self { full: Bytes::from(full), chunk_delay, chunks: out, models }
+        let openai = Answer { full: Bytes::from(full), chunks: out.into() };
+        Self { openai, anthropic: anthropic(&text, chunks), chunk_delay, models }
     }
+}
+
+/// The same reply text and token counts as Anthropic's Messages API writes them.
+fn anthropic(text: &str, chunks: usize) -> Answer {
+    let full = format!(
+        concat!(
+            r#"{{"id":"msg_bench","type":"message","role":"assistant","model":"bench-1","#,
+            r#""content":[{{"type":"text","text":"{}"}}],"stop_reason":"end_turn","stop_sequence":null,"#,
+            r#""usage":{{"input_tokens":250,"output_tokens":200}}}}"#
+        ),
+        text.trim_end()
+    );
+    let event = |name: &str, data: String| format!("event: {name}\ndata: {data}\n\n");
+    let delta = |part: &str| {
+        event(
+            "content_block_delta",
+            format!(r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":"{part}"}}}}"#),
+        )
+    };
+    let n = chunks.max(1);
+    let piece = text.len() / n;
+    let mut out = Vec::with_capacity(n + 1);
+    // The head arrives at once, as Anthropic sends it: the first write carries the first text.
+    let mut head = event(
+        "message_start",
+        concat!(
+            r#"{"type":"message_start","message":{"id":"msg_bench","type":"message","role":"assistant","#,
+            r#""model":"bench-1","content":[],"stop_reason":null,"stop_sequence":null,"#,
+            r#""usage":{"input_tokens":250,"output_tokens":1}}}"#
+        )
+        .to_string(),
+    );
+    head += &event(
+        "content_block_start",
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#.to_string(),
+    );
+    head += &event("ping", r#"{"type":"ping"}"#.to_string());
+    head += &delta(&text[..piece]);
+    out.push(Bytes::from(head));
+    for i in 1..n {
+        out.push(Bytes::from(delta(&text[i * piece..(i + 1) * piece])));
+    }
+    let mut tail = event("content_block_stop", r#"{"type":"content_block_stop","index":0}"#.to_string());
+    tail += &event(
+        "message_delta",
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":200}}"#
+            .to_string(),
+    );
+    tail += &event("message_stop", r#"{"type":"message_stop"}"#.to_string());
+    out.push(Bytes::from(tail));
+    Answer { full: Bytes::from(full), chunks: out.into() }
 }
 
 fn full(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
@@ -71,31 +133,37 @@ fn full(status: StatusCode, content_type: &'static str, body: Bytes) -> Response
 }
 
 async fn handle(answers: Arc<Answers>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    match (req.method(), req.uri().path()) {
-        (&Method::POST, "/v1/chat/completions") => {
-            let body = match req.into_body().collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => return Ok(full(StatusCode::BAD_REQUEST, "text/plain", Bytes::from_static(b"bad body"))),
-            };
-            if contains(&body, b"\"stream\":true") {
-                let body = if answers.chunk_delay.is_zero() {
-                    let frames = answers.chunks.clone().into_iter().map(|c| Ok::<_, Infallible>(Frame::data(c)));
-                    FrameIter(frames).boxed_unsync()
-                } else {
-                    paced(answers.clone()).boxed_unsync()
-                };
-                let mut resp = Response::new(body);
-                let h = resp.headers_mut();
-                h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
-                h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
-                Ok(resp)
-            } else {
-                Ok(full(StatusCode::OK, "application/json", answers.full.clone()))
-            }
+    let answer = match (req.method(), req.uri().path()) {
+        (&Method::POST, "/v1/chat/completions") => &answers.openai,
+        (&Method::POST, "/v1/messages") => &answers.anthropic,
+        (&Method::GET, "/v1/models") => return Ok(full(StatusCode::OK, "application/json", answers.models.clone())),
+        _ => {
+            return Ok(full(
+                StatusCode::NOT_FOUND,
+                "application/json",
+                Bytes::from_static(br#"{"error":"not found"}"#),
+            ));
         }
-        (&Method::GET, "/v1/models") => Ok(full(StatusCode::OK, "application/json", answers.models.clone())),
-        _ => Ok(full(StatusCode::NOT_FOUND, "application/json", Bytes::from_static(br#"{"error":"not found"}"#))),
+    };
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Ok(full(StatusCode::BAD_REQUEST, "text/plain", Bytes::from_static(b"bad body"))),
+    };
+    if !contains(&body, b"\"stream\":true") {
+        return Ok(full(StatusCode::OK, "application/json", answer.full.clone()));
     }
+    let body = if answers.chunk_delay.is_zero() {
+        let chunks = answer.chunks.clone();
+        let frames = (0..chunks.len()).map(move |i| Ok::<_, Infallible>(Frame::data(chunks[i].clone())));
+        FrameIter(frames).boxed_unsync()
+    } else {
+        paced(answer.chunks.clone(), answers.chunk_delay).boxed_unsync()
+    };
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    Ok(resp)
 }
 
 /// A body whose frames come from an iterator (each chunk is its own frame, as an upstream
@@ -116,13 +184,13 @@ where
     }
 }
 
-/// The stream with `chunk_delay` between chunks, written by a task as a real upstream would.
-fn paced(answers: Arc<Answers>) -> Paced {
-    let (tx, rx) = tokio::sync::mpsc::channel(answers.chunks.len());
+/// The stream with `delay` between chunks, written by a task as a real upstream would.
+fn paced(chunks: Arc<[Bytes]>, delay: std::time::Duration) -> Paced {
+    let (tx, rx) = tokio::sync::mpsc::channel(chunks.len());
     tokio::spawn(async move {
-        for (i, chunk) in answers.chunks.iter().enumerate() {
+        for (i, chunk) in chunks.iter().enumerate() {
             if i > 0 {
-                tokio::time::sleep(answers.chunk_delay).await;
+                tokio::time::sleep(delay).await;
             }
             if tx.send(chunk.clone()).await.is_err() {
                 return;
