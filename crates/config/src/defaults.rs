@@ -50,12 +50,12 @@ keys = [{ value = "${OPENAI_API_KEY}", weight = 1 }]
 models = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
 "#;
 
-// Anthropic serves an OpenAI-compatible chat endpoint at /v1; a native kind comes later.
+// The native Messages API: an Anthropic client's bytes pass through (prompt caching intact),
+// OpenAI clients are translated.
 const ANTHROPIC: &str = r#"
 [[providers]]
 name = "anthropic"
-kind = "openai"
-base_url = "https://api.anthropic.com/v1"
+kind = "anthropic"
 keys = [{ value = "${ANTHROPIC_API_KEY}", weight = 1 }]
 models = ["claude-sonnet-4-5", "claude-haiku-4-5"]
 "#;
