@@ -7,6 +7,7 @@ mod bedrock;
 pub mod builtin;
 mod defaults;
 mod env;
+mod kind;
 mod plugin;
 pub mod preset;
 mod provider;
