@@ -19,8 +19,8 @@ const ANTHROPIC_VERSION: &str = "2023-06-01";
 /// `max_tokens` written into requests converted for Anthropic that set none (Anthropic requires it).
 const ANTHROPIC_MAX_TOKENS: u64 = 4096;
 
-pub use crate::kind::Kind;
 use crate::kind::KIND_SETTINGS;
+pub use crate::kind::Kind;
 
 /// One `[[providers]]` table as written: the settings of every kind, checked against `kind`
 /// when [`ProviderConfig`] is built from it. Kind-specific settings are `Option`s so that
