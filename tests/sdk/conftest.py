@@ -47,8 +47,9 @@ def _wait_healthy(proc: subprocess.Popen, base: str) -> bool:
 
 
 @contextlib.contextmanager
-def start_weir(config_text: str):
-    """Runs `weir serve` with `config_text`; yields its base URL (without /v1). SIGTERM after."""
+def start_weir(config_text: str, env: dict | None = None, secrets: tuple = ()):
+    """Runs `weir serve` with `config_text` (and `env` added to the environment); yields its
+    base URL (without /v1). SIGTERM after, then none of `secrets` may be in its log."""
     assert WEIR.exists(), f"{WEIR} not found: run `cargo build -p weir` first"
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "weir.toml"
@@ -61,7 +62,7 @@ def start_weir(config_text: str):
                     [str(WEIR), "serve", "--config", str(config), "--listen", base.removeprefix("http://")],
                     stdout=out,
                     stderr=subprocess.STDOUT,
-                    env={**os.environ, "NO_PROXY": "127.0.0.1"},
+                    env={**os.environ, "NO_PROXY": "127.0.0.1", **(env or {})},
                 )
             if _wait_healthy(proc, base):
                 break
@@ -79,6 +80,8 @@ def start_weir(config_text: str):
                 proc.kill()
                 raise
             assert code == 0, f"weir exited with {code}:\n{log.read_text()}"
+            for secret in secrets:
+                assert secret not in log.read_text(), "a secret reached weir's log"
 
 
 @pytest.fixture(scope="session")

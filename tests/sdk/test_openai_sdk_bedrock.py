@@ -3,15 +3,12 @@
 
 import json
 import os
-import subprocess
-import tempfile
-from pathlib import Path
 
 import openai
 import pytest
 
 import bedrock_mock
-from conftest import WEIR, _free_port, _wait_healthy
+from conftest import start_weir
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 
@@ -20,41 +17,22 @@ MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 def bedrock_client():
     """An SDK client for a weir whose only provider is the mock Bedrock, credentials from the
     AWS environment variables."""
-    assert WEIR.exists(), f"{WEIR} not found: run `cargo build -p weir` first"
     server, base_url = bedrock_mock.start()
     config = f'[[providers]]\nname = "br"\nkind = "bedrock"\nbase_url = "{base_url}"\nmodels = ["{MODEL}"]\n'
     env = {
-        **os.environ,
-        "NO_PROXY": "127.0.0.1",
         "AWS_REGION": bedrock_mock.REGION,
         "AWS_ACCESS_KEY_ID": bedrock_mock.ACCESS_KEY,
         "AWS_SECRET_ACCESS_KEY": bedrock_mock.SECRET_KEY,
     }
-    env.pop("AWS_SESSION_TOKEN", None)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "weir.toml"
-        path.write_text(config)
-        log = Path(tmp) / "weir.log"
-        for _ in range(5):
-            base = f"http://127.0.0.1:{_free_port()}"
-            with open(log, "w") as out:
-                proc = subprocess.Popen(
-                    [str(WEIR), "serve", "--config", str(path), "--listen", base.removeprefix("http://")],
-                    stdout=out, stderr=subprocess.STDOUT, env=env,
-                )
-            if _wait_healthy(proc, base):
-                break
-            proc.kill()
-            proc.wait()
-        else:
-            pytest.fail(f"weir did not start:\n{log.read_text()}")
-        try:
+    # No session token: the variable must be absent, not inherited from the environment.
+    saved = os.environ.pop("AWS_SESSION_TOKEN", None)
+    try:
+        with start_weir(config, env=env, secrets=(bedrock_mock.SECRET_KEY,)) as base:
             yield openai.OpenAI(base_url=f"{base}/v1", api_key="sk-unused", max_retries=0, timeout=20)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
-            server.shutdown()
-            assert bedrock_mock.SECRET_KEY not in log.read_text()
+    finally:
+        server.shutdown()
+        if saved is not None:
+            os.environ["AWS_SESSION_TOKEN"] = saved
 
 
 def test_chat_through_bedrock(bedrock_client):

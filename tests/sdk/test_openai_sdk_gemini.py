@@ -3,16 +3,13 @@ a mock Google AI Gemini API on 127.0.0.1 (generateContent, streamGenerateContent
 Google's error shape) written from the public API reference."""
 
 import json
-import subprocess
-import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import openai
 import pytest
 
-from conftest import WEIR, _free_port, _wait_healthy
+from conftest import start_weir
 
 KEY = "AIzaSDK-gemini-test-key-0123"
 USAGE = {"promptTokenCount": 9, "candidatesTokenCount": 3, "totalTokenCount": 12}
@@ -93,31 +90,11 @@ keys = [{{ value = "{KEY}" }}]
 models = ["gemini-2.0-flash", "err429"]
 discover_models = false
 """
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "weir.toml"
-        config.write_text(config_text)
-        log = Path(tmp) / "weir.log"
-        for _ in range(5):
-            base = f"http://127.0.0.1:{_free_port()}"
-            with open(log, "w") as out:
-                proc = subprocess.Popen(
-                    [str(WEIR), "serve", "--config", str(config), "--listen", base.removeprefix("http://")],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            if _wait_healthy(proc, base):
-                break
-            proc.kill()
-            proc.wait()
-        else:
-            pytest.fail(f"weir did not start:\n{log.read_text()}")
-        try:
+    try:
+        with start_weir(config_text, secrets=(KEY,)) as base:
             yield openai.OpenAI(base_url=f"{base}/v1", api_key="sk-unused", max_retries=0, timeout=20)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
-            server.shutdown()
-            assert KEY not in log.read_text(), "the Gemini key reached the log"
+    finally:
+        server.shutdown()
 
 
 def test_gemini_chat(gemini_client):
