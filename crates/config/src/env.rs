@@ -61,6 +61,9 @@ pub(super) fn interpolate_all(cfg: &mut Config, lookup: impl Fn(&str) -> Option<
     if let Some(token) = &mut cfg.admin.token {
         *token = interpolate(token, "admin.token", &lookup)?;
     }
+    if let Some(url) = &mut cfg.state.redis_url {
+        *url = interpolate(url, "state.redis_url", &lookup)?;
+    }
     for (i, p) in cfg.plugins.iter_mut().enumerate() {
         for (k, v) in p.config.iter_mut() {
             interpolate_value(v, &format!("plugins[{i}].config.{k}"), &noting)?;

@@ -13,6 +13,7 @@ pub mod preset;
 mod provider;
 mod resilience;
 mod server;
+mod state;
 mod url;
 mod values;
 
@@ -33,6 +34,7 @@ pub use provider::{
 };
 pub use resilience::{BreakerConfig, MAX_FALLBACKS, RetryConfig};
 pub use server::{BrowserConfig, MAX_THREADS, OverloadConfig, ServerConfig};
+pub use state::{OnUnavailable, StateConfig};
 pub use url::check_base_url;
 pub use values::parse_listen;
 
@@ -83,6 +85,8 @@ pub struct Config {
     /// provider cannot answer.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub fallbacks: BTreeMap<String, Vec<String>>,
+    /// Where state shared between instances lives (Redis, or this process).
+    pub state: StateConfig,
 }
 
 /// The configuration file as written: [`Config`] with each provider table holding the
@@ -109,6 +113,9 @@ pub struct ConfigFile {
     /// `[fallbacks]`.
     #[serde(default)]
     pub fallbacks: BTreeMap<String, Vec<String>>,
+    /// `[state]`.
+    #[serde(default)]
+    pub state: StateConfig,
 }
 
 impl TryFrom<ConfigFile> for Config {
@@ -129,6 +136,7 @@ impl TryFrom<ConfigFile> for Config {
             plugin_runtime: f.plugin_runtime,
             admin: f.admin,
             fallbacks: f.fallbacks,
+            state: f.state,
         })
     }
 }
@@ -299,6 +307,7 @@ impl Config {
         }
         plugin::validate(&self.plugins, &self.plugin_runtime, &names)?;
         resilience::validate_fallbacks(&self.fallbacks, &names)?;
+        self.state.validate()?;
         Ok(())
     }
 

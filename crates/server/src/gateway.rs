@@ -15,6 +15,7 @@ use crate::pool::Pool;
 use crate::providers::Provider;
 use crate::routing::Router;
 use crate::secrets::Secrets;
+use crate::state::Redis;
 
 /// Longest one background model-discovery call may take.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,6 +36,8 @@ pub struct Gateway {
     pub secrets: Arc<Secrets>,
     /// Which client headers plugins see.
     pub plugin_headers: HeaderRule,
+    /// The shared state store (`[state] redis_url`), `None` for per-instance state.
+    pub redis: Option<Arc<Redis>>,
 }
 
 impl Gateway {
@@ -52,6 +55,11 @@ impl Gateway {
         let secrets = Arc::new(Secrets::from_config(&config));
         let scrubbed = |e: String| secrets.scrub(&e).into_owned();
         let plugins = Chain::load(&config.plugins, &config.plugin_runtime).await.map_err(scrubbed)?;
+        // The connection carries over a reload that keeps `[state]`.
+        let redis = match previous.filter(|prev| prev.config.state == config.state) {
+            Some(prev) => prev.redis.clone(),
+            None => Redis::connect(&config.state)?,
+        };
         let mut targets = Vec::with_capacity(config.providers.len());
         let threads = crate::shards::count(config.server.threads);
         for p in &config.providers {
@@ -78,6 +86,7 @@ impl Gateway {
             config: Arc::new(config),
             targets,
             plugins: Arc::new(plugins),
+            redis,
         });
         gw.start_discovery();
         Ok(gw)

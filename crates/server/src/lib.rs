@@ -14,6 +14,7 @@ pub use weir_policy as policy;
 pub use weir_policy::routing;
 pub use weir_pool as pool;
 pub use weir_providers as providers;
+pub use weir_state as state;
 pub use weir_types::{affinity, body, canonical, error, exchange, format, json, secrets};
 
 pub mod admin;

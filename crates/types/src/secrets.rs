@@ -84,6 +84,7 @@ impl Secrets {
             values.extend(o.header_env.iter());
         }
         values.extend(cfg.admin.token.as_deref());
+        values.extend(cfg.state.redis_password());
         for p in &cfg.plugins {
             values.extend(p.config_env.iter());
         }

@@ -1,0 +1,170 @@
+//! State shared between Weir instances: one Redis connection per process (multiplexed, so
+//! every serving thread's requests share it), each round trip bounded by
+//! `state.redis_timeout`, and whether Redis answers right now. Without `[state] redis_url`
+//! there is no [`Redis`] and callers keep their state in process.
+//!
+//! Callers never wait longer than the bound: a slow or absent Redis is an [`Unavailable`],
+//! and [`Redis::mode`] says whether the request then goes on with this instance's own state
+//! (fail-open) or gets a 503 (fail-closed).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, FromRedisValue, Pipeline};
+pub use weir_config::{OnUnavailable, StateConfig};
+
+/// Redis did not answer within its bound (down, unreachable, slow, or an error reply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the shared state store (Redis) did not answer in time")
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
+/// The process's Redis connection and its availability.
+pub struct Redis {
+    conn: ConnectionManager,
+    timeout: Duration,
+    mode: OnUnavailable,
+    prefix: Arc<str>,
+    /// Whether the last round trip succeeded; transitions are logged once and counted.
+    up: AtomicBool,
+    /// The URL without its password, for logs and `/ready`.
+    shown: String,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis").field("url", &self.shown).field("up", &self.available()).finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// The connection for `cfg`, or `None` without `redis_url`. It connects lazily and
+    /// reconnects by itself; a Redis that is down at start is only [`Unavailable`] until it
+    /// comes up. Must run inside a tokio runtime that outlives the connection (its driver task
+    /// lives there).
+    ///
+    /// # Errors
+    /// The URL does not parse (the message leaves the URL out: it may hold a password).
+    pub fn connect(cfg: &StateConfig) -> Result<Option<Arc<Self>>, String> {
+        let Some(url) = cfg.redis_url.as_deref() else { return Ok(None) };
+        let client = redis::Client::open(url).map_err(|e| format!("state.redis_url: {:?}", e.kind()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(cfg.redis_timeout))
+            .set_response_timeout(Some(cfg.redis_timeout))
+            // Reconnects happen in the background; a request never waits on a retry loop.
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| format!("state.redis_url: {:?}", e.kind()))?;
+        metrics::gauge!("weir_state_redis_up").set(0.0);
+        Ok(Some(Arc::new(Self {
+            conn,
+            timeout: cfg.redis_timeout,
+            mode: cfg.on_unavailable,
+            prefix: Arc::from(cfg.key_prefix.as_str()),
+            up: AtomicBool::new(false),
+            shown: cfg.redis_url_redacted().unwrap_or_default(),
+        })))
+    }
+
+    /// What a request gets while Redis is unavailable.
+    pub fn mode(&self) -> OnUnavailable {
+        self.mode
+    }
+
+    /// Whether the last round trip succeeded.
+    pub fn available(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// The URL without its password.
+    pub fn shown_url(&self) -> &str {
+        &self.shown
+    }
+
+    /// `name` under the configured key prefix.
+    pub fn key(&self, name: &str) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + name.len());
+        k.push_str(&self.prefix);
+        k.push_str(name);
+        k
+    }
+
+    /// One command, bounded by `redis_timeout`.
+    ///
+    /// # Errors
+    /// [`Unavailable`] on a timeout, a connection failure or an error reply.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Unavailable> {
+        let mut conn = self.conn.clone();
+        let res = tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await;
+        self.settle(res)
+    }
+
+    /// Several commands in one round trip, bounded by `redis_timeout`.
+    ///
+    /// # Errors
+    /// As [`Redis::query`].
+    pub async fn pipeline<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, Unavailable> {
+        let mut conn = self.conn.clone();
+        let res = tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut conn)).await;
+        self.settle(res)
+    }
+
+    /// Notes whether Redis answered, logging and counting each change once.
+    fn settle<T>(&self, res: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>) -> Result<T, Unavailable> {
+        let ok = matches!(res, Ok(Ok(_)));
+        if self.up.swap(ok, Ordering::Relaxed) != ok {
+            metrics::gauge!("weir_state_redis_up").set(if ok { 1.0 } else { 0.0 });
+            if ok {
+                tracing::info!(redis = %self.shown, "shared state: Redis answers again");
+            } else {
+                metrics::counter!("weir_state_unavailable_total").increment(1);
+                let why = match &res {
+                    Err(_) => "timed out".to_owned(),
+                    Ok(Err(e)) => format!("{:?}", e.kind()),
+                    Ok(Ok(_)) => String::new(),
+                };
+                tracing::warn!(redis = %self.shown, why, mode = ?self.mode, "shared state: Redis unavailable");
+            }
+        }
+        match res {
+            Ok(Ok(v)) => Ok(v),
+            _ => Err(Unavailable),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_redis_is_unavailable_within_the_bound() {
+        // A port nothing listens on: connection refused, well inside the bound.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let cfg = StateConfig {
+            redis_url: Some(format!("redis://127.0.0.1:{port}/0")),
+            redis_timeout: Duration::from_millis(200),
+            ..Default::default()
+        };
+        let redis = Redis::connect(&cfg).unwrap().unwrap();
+        let started = std::time::Instant::now();
+        let got: Result<String, _> = redis.query(&redis::cmd("PING")).await;
+        assert_eq!(got, Err(Unavailable));
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        assert!(!redis.available());
+    }
+
+    #[test]
+    fn no_url_means_no_redis() {
+        assert!(Redis::connect(&StateConfig::default()).unwrap().is_none());
+    }
+}
