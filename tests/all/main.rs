@@ -28,6 +28,7 @@ mod plugin_sandbox_runtime;
 mod plugin_secrets;
 mod plugins;
 mod readiness;
+mod relay;
 mod reload;
 mod resilience;
 mod resilience_routes;

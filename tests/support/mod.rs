@@ -13,4 +13,5 @@ pub mod weir;
 
 pub use self::http::{Reply, SseReader, chat, client, metric, post};
 pub use self::upstream::{MockUpstream, Outcome};
+pub use self::upstream_bodies::SPEECH_BYTES;
 pub use self::weir::{Weir, weir_check};

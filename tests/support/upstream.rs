@@ -89,6 +89,8 @@ pub enum Outcome {
 /// One request the upstream received.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// Request method.
+    pub method: http::Method,
     /// Request path, e.g. `/v1/chat/completions`.
     pub path: String,
     /// JSON body (`Null` for GET).
@@ -286,6 +288,7 @@ impl Drop for CancelGuard {
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, std::io::Error> {
     let path = req.uri().path().to_owned();
+    let method = req.method().clone();
     let query = req.uri().query().map(str::to_owned);
     let authorization = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(Into::into);
     let headers = req.headers().clone();
@@ -295,6 +298,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     let index = {
         let mut seen = state.seen.lock().unwrap();
         let entry = Seen {
+            method: method.clone(),
             path: path.clone(),
             body: body.clone(),
             raw: String::from_utf8_lossy(&bytes).into_owned(),
@@ -313,7 +317,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         Some((_, op)) => format!("/v1/{op}"),
         None => path.clone(),
     };
-    let mut resp = respond(&state, index, &route, &body, &headers).await;
+    let mut resp = match super::upstream_bodies::relayed(&method, &route, &body, &headers, &bytes) {
+        Some(resp) => {
+            state.update(index, |s| s.outcome = Outcome::Completed);
+            Some(resp)
+        }
+        None => respond(&state, index, &route, &body, &headers).await,
+    };
     if let Some(resp) =
         resp.as_mut().filter(|_| Directives::parse(body["model"].as_str().unwrap_or_default()).is_ok_and(|d| d.relay))
     {

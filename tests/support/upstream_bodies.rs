@@ -44,3 +44,77 @@ pub(super) fn embeddings(body: &Value) -> Value {
         (0..n).map(|i| json!({"object": "embedding", "index": i, "embedding": [0.25, -0.5, i as f64]})).collect();
     json!({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": n, "total_tokens": n}})
 }
+
+/// Size of the mock's generated speech (`/v1/audio/speech`): several frames.
+pub const SPEECH_BYTES: usize = 300 * 1024;
+
+/// The answer to an OpenAI endpoint Weir relays as it is, `None` for the others: a stream or a
+/// whole text completion on `/v1/completions`, binary audio on `/v1/audio/speech`, a 400 for a
+/// moderation of `"bad"`, and elsewhere a JSON echo of what arrived (method, path, query,
+/// content type, body size, model, whether a key came).
+pub(super) fn relayed(
+    method: &http::Method,
+    path: &str,
+    body: &Value,
+    headers: &http::HeaderMap,
+    raw: &Bytes,
+) -> Option<Response<Body>> {
+    let relayed = ["/v1/completions", "/v1/moderations", "/v1/images/", "/v1/audio/", "/v1/files", "/v1/batches"]
+        .iter()
+        .any(|p| path.starts_with(p));
+    if !relayed {
+        return None;
+    }
+    let json_resp = |status: u16, v: Value| {
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(full(serde_json::to_vec(&v).unwrap()))
+            .unwrap()
+    };
+    if path == "/v1/completions" && body["stream"] == true {
+        let mut text = String::new();
+        for piece in ["Hello", " there"] {
+            let chunk = json!({"id": "cmpl-1", "object": "text_completion", "model": body["model"],
+                "choices": [{"index": 0, "text": piece, "finish_reason": null}]});
+            text.push_str(&format!("data: {chunk}\n\n"));
+        }
+        text.push_str("data: [DONE]\n\n");
+        return Some(Response::builder().header("content-type", "text/event-stream").body(full(text)).unwrap());
+    }
+    if path == "/v1/completions" {
+        return Some(json_resp(
+            200,
+            json!({"id": "cmpl-1", "object": "text_completion", "model": body["model"],
+                "choices": [{"index": 0, "text": "Hello there", "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}),
+        ));
+    }
+    if path == "/v1/moderations" && body["input"] == "bad" {
+        return Some(json_resp(
+            400,
+            json!({"error": {"message": "input `bad` is not accepted by the mock", "type": "invalid_request_error",
+                "param": "input", "code": "mock_refused"}}),
+        ));
+    }
+    if path == "/v1/audio/speech" {
+        let bytes: Bytes = (0..SPEECH_BYTES).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = (0..bytes.len())
+            .step_by(16 * 1024)
+            .map(|at| Ok(Frame::data(bytes.slice(at..(at + 16 * 1024).min(bytes.len())))))
+            .collect();
+        return Some(
+            Response::builder()
+                .header("content-type", "audio/mpeg")
+                .body(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames))))
+                .unwrap(),
+        );
+    }
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    Some(json_resp(
+        200,
+        json!({"object": "mock.relay", "method": method.as_str(), "path": path,
+            "content_type": content_type, "body_bytes": raw.len(), "model": body["model"],
+            "authorization": headers.contains_key("authorization")}),
+    ))
+}

@@ -129,6 +129,29 @@ impl RequestMetrics {
         self.overhead.record(overhead.as_secs_f64());
     }
 
+    /// Records one finished request of an endpoint Weir relays without modelling it
+    /// (`endpoint` is its label, e.g. `files`); `model` when the body named one.
+    pub fn record_relayed(
+        &self,
+        model: Option<ModelLabel>,
+        endpoint: &'static str,
+        outcome: &'static str,
+        status: u16,
+        overhead: Duration,
+    ) {
+        let model = model.map_or_else(|| NO_MODEL.into(), |m| self.models[m.0].model.clone());
+        counter!(
+            "weir_requests_total",
+            "provider" => self.provider.clone(),
+            "model" => model,
+            "endpoint" => endpoint,
+            "outcome" => outcome,
+            "status" => status_label(status)
+        )
+        .increment(1);
+        self.overhead.record(overhead.as_secs_f64());
+    }
+
     /// Counts the tokens an upstream answer reported.
     pub fn tokens(&self, model: ModelLabel, usage: &Usage) {
         let t = &self.models[model.0].tokens;

@@ -12,6 +12,7 @@ pub mod http;
 pub mod keys;
 pub mod mock;
 pub mod openai;
+pub mod relay;
 #[cfg(any(test, feature = "testing"))]
 pub mod scripted;
 pub mod sse;
@@ -189,6 +190,27 @@ impl Provider {
             Self::Mock(_) => {}
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(_) => {}
+        }
+    }
+
+    /// Whether [`Provider::relay`] can serve the OpenAI endpoints Weir does not model: an
+    /// `openai` kind that is not Azure (whose deployments address only chat and embeddings).
+    pub fn relays(&self) -> bool {
+        matches!(self, Self::Openai(p) if p.relays())
+    }
+
+    /// Relays a request of an endpoint Weir does not model ([`relay`]).
+    ///
+    /// # Errors
+    /// A provider that cannot ([`Provider::relays`]), transport failures, and upstream error
+    /// statuses mapped as for a chat call.
+    pub async fn relay(&self, req: relay::RelayRequest) -> Result<relay::RelayAnswer, Error> {
+        match self {
+            Self::Openai(p) if p.relays() => p.relay(req).await,
+            _ => Err(Error::new(
+                error::ErrorKind::Internal,
+                "this provider cannot relay OpenAI endpoints (only openai-kind providers can)",
+            )),
         }
     }
 

@@ -17,6 +17,7 @@ use serde_json::Value;
 use super::azure::Deployments;
 use super::http::{Returning, SendError, Upstream, endpoint_uri};
 use super::keys::KeyRing;
+use super::relay::{RelayAnswer, RelayRequest};
 use super::sse::{SseEvent, SseParser};
 use super::upstream_common::{Answer, ErrorBody, HttpCore, credentials_rejected, provider_headers, relayed_text};
 use super::{ChunkStream, ProviderRequest, ProviderResponse, codec};
@@ -120,6 +121,45 @@ impl OpenAi {
     /// A reload replaced or removed this provider: its idle connections close now.
     pub fn retire(&self) {
         self.core.retire();
+    }
+
+    /// Whether it serves [`crate::relay`]ed endpoints (Azure's deployments do not).
+    pub fn relays(&self) -> bool {
+        matches!(self.addressing, Addressing::Paths { .. })
+    }
+
+    /// Sends a relayed request to `{base_url}{path_and_query}` with a key; an error status is
+    /// mapped as for a chat call (scrubbed), a success comes back with its body unread.
+    ///
+    /// # Errors
+    /// Transport failures and error statuses.
+    pub async fn relay(&self, req: RelayRequest) -> Result<RelayAnswer, Error> {
+        let Addressing::Paths { models, .. } = &self.addressing else {
+            return Err(Error::new(ErrorKind::Internal, "an Azure provider relays no endpoint"));
+        };
+        // `models` is `{base_url}/models`: the base is what precedes it.
+        let base = models.to_string();
+        let base = base.strip_suffix("/models").unwrap_or(&base);
+        let url: Uri = format!("{base}{}", req.path_and_query)
+            .parse()
+            .map_err(|_| Error::invalid_param("path", "the request path is not a valid URL path"))?;
+        let mut request = self.core.request(req.method, url, req.body, req.trace.len());
+        let headers = request.headers_mut();
+        if let Some(ct) = req.content_type {
+            headers.insert(header::CONTENT_TYPE, ct);
+        }
+        req.trace.write_to(headers);
+        let secrets = &req.secrets;
+        let Answer { resp, conn, relay } =
+            self.core.send(req.affinity, request, |e| status_error(self.core.name(), e, secrets)).await?;
+        let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+        Ok(RelayAnswer {
+            status: resp.status(),
+            content_type,
+            relay,
+            body: resp.into_body(),
+            conn: self.core.returning(conn),
+        })
     }
 
     /// `GET /models`: the ids the provider lists. Off the serving threads; a plain-http

@@ -25,6 +25,7 @@ pub mod gateway;
 pub mod metrics;
 pub mod overload;
 pub mod pipeline;
+pub mod relay;
 pub mod reload;
 pub mod repoll;
 pub mod respond;

@@ -457,7 +457,7 @@ fn finish_as(ctx: &Ctx, status: u16, outcome: &'static str, error: Option<&Error
 
 /// The client's `x-request-id` when it is short and printable, else a fresh one; with it, the
 /// response header value (the client's own value reused, no copy).
-fn request_id(headers: &HeaderMap) -> (Arc<str>, Option<HeaderValue>) {
+pub(crate) fn request_id(headers: &HeaderMap) -> (Arc<str>, Option<HeaderValue>) {
     if let Some(hv) = headers.get(&X_REQUEST_ID)
         && let Ok(v) = hv.to_str()
         && !v.is_empty()

@@ -283,6 +283,12 @@ async fn route(
             }
             crate::pipeline::handle(gw, endpoint, here, req, conn).await
         }
+        Route::Relay(label) => {
+            if let Some(e) = overload.shed(gw.config.server.overload.retry_after_secs()) {
+                return refuse(&req, &e);
+            }
+            crate::relay::handle(gw, label, here, req).await
+        }
         Route::Models => crate::routes::models(&gw),
         Route::Model(id) => crate::routes::model(&gw, id),
         Route::Health => crate::routes::health(),
