@@ -32,6 +32,7 @@ mod relay;
 mod reload;
 mod resilience;
 mod resilience_routes;
+mod responses;
 mod secrets;
 mod shutdown;
 mod status;

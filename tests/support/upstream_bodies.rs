@@ -59,9 +59,20 @@ pub(super) fn relayed(
     headers: &http::HeaderMap,
     raw: &Bytes,
 ) -> Option<Response<Body>> {
-    let relayed = ["/v1/completions", "/v1/moderations", "/v1/images/", "/v1/audio/", "/v1/files", "/v1/batches"]
-        .iter()
-        .any(|p| path.starts_with(p));
+    if path == "/v1/responses" {
+        return Some(responses_answer(body));
+    }
+    let relayed = [
+        "/v1/completions",
+        "/v1/moderations",
+        "/v1/images/",
+        "/v1/audio/",
+        "/v1/files",
+        "/v1/batches",
+        "/v1/responses/",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p));
     if !relayed {
         return None;
     }
@@ -117,4 +128,43 @@ pub(super) fn relayed(
             "content_type": content_type, "body_bytes": raw.len(), "model": body["model"],
             "authorization": headers.contains_key("authorization")}),
     ))
+}
+
+/// An OpenAI Responses answer to `body`: the last input text echoed, whole or as a stream of
+/// `event:`-framed events ending with `response.completed` (no `[DONE]`, as OpenAI sends it).
+fn responses_answer(body: &Value) -> Response<Body> {
+    let text = match &body["input"] {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .rev()
+            .find_map(|i| {
+                i["content"].as_str().map(str::to_owned).or_else(|| i["content"][0]["text"].as_str().map(str::to_owned))
+            })
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    let usage = json!({"input_tokens": 7, "input_tokens_details": {"cached_tokens": 2}, "output_tokens": 3,
+        "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 10});
+    let output = json!([{"type": "message", "id": "msg_up", "status": "completed", "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}]}]);
+    let response = json!({"id": "resp_up", "object": "response", "created_at": 1, "status": "completed",
+        "model": body["model"], "output": output, "usage": usage});
+    if body["stream"] != true {
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(full(serde_json::to_vec(&response).unwrap()))
+            .unwrap();
+    }
+    let mut events = vec![
+        json!({"type": "response.created", "sequence_number": 0, "response": {"id": "resp_up", "status": "in_progress", "model": body["model"], "output": []}}),
+    ];
+    for (i, word) in text.split_inclusive(' ').enumerate() {
+        events.push(json!({"type": "response.output_text.delta", "sequence_number": i + 1, "item_id": "msg_up",
+            "output_index": 0, "content_index": 0, "delta": word}));
+    }
+    events.push(json!({"type": "response.completed", "sequence_number": events.len(), "response": response}));
+    let text: String =
+        events.iter().map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap())).collect();
+    Response::builder().header("content-type", "text/event-stream").body(full(text)).unwrap()
 }

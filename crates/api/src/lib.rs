@@ -10,6 +10,7 @@
 
 pub mod anthropic;
 pub mod openai;
+pub mod responses;
 mod route;
 pub mod sse;
 
@@ -25,6 +26,7 @@ use crate::error::Error;
 use crate::exchange::JsonBody;
 use crate::format::{ApiFormat, Endpoint, Operation};
 use crate::openai::OpenAi;
+use crate::responses::Responses;
 
 pub use route::{Route, route};
 
@@ -129,6 +131,7 @@ pub fn read_request(endpoint: Endpoint, bytes: Bytes, usage: BodyUse) -> Result<
     match endpoint.format {
         ApiFormat::OpenAi => OpenAi::read_request(endpoint.op, bytes, usage),
         ApiFormat::Anthropic => Anthropic::read_request(endpoint.op, bytes, usage),
+        ApiFormat::Responses => Responses::read_request(endpoint.op, bytes, usage),
     }
 }
 
@@ -140,6 +143,7 @@ pub fn validate(endpoint: Endpoint, body: &Map<String, Value>) -> Result<(String
     match endpoint.format {
         ApiFormat::OpenAi => OpenAi::validate(endpoint.op, body),
         ApiFormat::Anthropic => Anthropic::validate(endpoint.op, body),
+        ApiFormat::Responses => Responses::validate(endpoint.op, body),
     }
 }
 
@@ -148,6 +152,7 @@ pub fn set_model(format: ApiFormat, body: &mut Map<String, Value>, model: String
     match format {
         ApiFormat::OpenAi => OpenAi::set_model(body, model),
         ApiFormat::Anthropic => Anthropic::set_model(body, model),
+        ApiFormat::Responses => Responses::set_model(body, model),
     }
 }
 
@@ -156,6 +161,7 @@ pub fn error_body(format: ApiFormat, e: &Error) -> Bytes {
     match format {
         ApiFormat::OpenAi => OpenAi::error_body(e),
         ApiFormat::Anthropic => Anthropic::error_body(e),
+        ApiFormat::Responses => Responses::error_body(e),
     }
 }
 
@@ -164,6 +170,7 @@ pub fn error_event(format: ApiFormat, e: &Error) -> Bytes {
     match format {
         ApiFormat::OpenAi => OpenAi::error_event(e),
         ApiFormat::Anthropic => Anthropic::error_event(e),
+        ApiFormat::Responses => Responses::error_event(e),
     }
 }
 
@@ -172,6 +179,7 @@ pub fn frame_event(format: ApiFormat, payload: &[u8]) -> Bytes {
     match format {
         ApiFormat::OpenAi => OpenAi::frame_event(payload),
         ApiFormat::Anthropic => Anthropic::frame_event(payload),
+        ApiFormat::Responses => Responses::frame_event(payload),
     }
 }
 
@@ -180,6 +188,7 @@ pub fn end_of_stream(format: ApiFormat) -> Option<&'static [u8]> {
     match format {
         ApiFormat::OpenAi => OpenAi::END_OF_STREAM,
         ApiFormat::Anthropic => Anthropic::END_OF_STREAM,
+        ApiFormat::Responses => Responses::END_OF_STREAM,
     }
 }
 
@@ -191,6 +200,7 @@ pub fn request_to_canonical(endpoint: Endpoint, body: Map<String, Value>) -> Res
     match endpoint.format {
         ApiFormat::OpenAi => OpenAi::request_to_canonical(endpoint.op, body),
         ApiFormat::Anthropic => Anthropic::request_to_canonical(endpoint.op, body),
+        ApiFormat::Responses => Responses::request_to_canonical(endpoint.op, body),
     }
 }
 
@@ -199,6 +209,7 @@ pub fn request_from_canonical(format: ApiFormat, req: ChatRequest) -> Map<String
     match format {
         ApiFormat::OpenAi => OpenAi::request_from_canonical(req),
         ApiFormat::Anthropic => Anthropic::request_from_canonical(req),
+        ApiFormat::Responses => Responses::request_from_canonical(req),
     }
 }
 
@@ -210,6 +221,7 @@ pub fn response_to_canonical(format: ApiFormat, body: Map<String, Value>) -> Res
     match format {
         ApiFormat::OpenAi => OpenAi::response_to_canonical(body),
         ApiFormat::Anthropic => Anthropic::response_to_canonical(body),
+        ApiFormat::Responses => Responses::response_to_canonical(body),
     }
 }
 
@@ -218,6 +230,7 @@ pub fn response_from_canonical(format: ApiFormat, resp: ChatResponse) -> Map<Str
     match format {
         ApiFormat::OpenAi => OpenAi::response_from_canonical(resp),
         ApiFormat::Anthropic => Anthropic::response_from_canonical(resp),
+        ApiFormat::Responses => Responses::response_from_canonical(resp),
     }
 }
 
@@ -228,6 +241,8 @@ pub enum EventReader {
     OpenAi(<OpenAi as Format>::EventReader),
     /// An Anthropic stream.
     Anthropic(<Anthropic as Format>::EventReader),
+    /// A Responses stream.
+    Responses(<Responses as Format>::EventReader),
 }
 
 impl EventReader {
@@ -236,6 +251,7 @@ impl EventReader {
         match format {
             ApiFormat::OpenAi => Self::OpenAi(Default::default()),
             ApiFormat::Anthropic => Self::Anthropic(Default::default()),
+            ApiFormat::Responses => Self::Responses(Default::default()),
         }
     }
 
@@ -247,6 +263,7 @@ impl EventReader {
         match self {
             Self::OpenAi(r) => OpenAi::read_event(r, payload, out),
             Self::Anthropic(r) => Anthropic::read_event(r, payload, out),
+            Self::Responses(r) => Responses::read_event(r, payload, out),
         }
     }
 }
@@ -258,6 +275,8 @@ pub enum EventWriter {
     OpenAi(<OpenAi as Format>::EventWriter),
     /// An Anthropic stream.
     Anthropic(<Anthropic as Format>::EventWriter),
+    /// A Responses stream.
+    Responses(<Responses as Format>::EventWriter),
 }
 
 impl EventWriter {
@@ -266,6 +285,7 @@ impl EventWriter {
         match format {
             ApiFormat::OpenAi => Self::OpenAi(Default::default()),
             ApiFormat::Anthropic => Self::Anthropic(Default::default()),
+            ApiFormat::Responses => Self::Responses(Default::default()),
         }
     }
 
@@ -274,6 +294,7 @@ impl EventWriter {
         match self {
             Self::OpenAi(w) => OpenAi::write_event(w, event, out),
             Self::Anthropic(w) => Anthropic::write_event(w, event, out),
+            Self::Responses(w) => Responses::write_event(w, event, out),
         }
     }
 
@@ -282,6 +303,7 @@ impl EventWriter {
         match self {
             Self::OpenAi(w) => OpenAi::end_events(w, out),
             Self::Anthropic(w) => Anthropic::end_events(w, out),
+            Self::Responses(w) => Responses::end_events(w, out),
         }
     }
 }

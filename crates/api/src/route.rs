@@ -6,10 +6,12 @@ use http::Method;
 use crate::anthropic::Anthropic;
 use crate::format::{ApiFormat, Endpoint};
 use crate::openai::OpenAi;
+use crate::responses::Responses;
 use crate::{CallRoute, Format};
 
 /// Every format's model-call routes, with the format they belong to.
-const CALLS: &[(ApiFormat, &[CallRoute])] = &[(OpenAi::FORMAT, OpenAi::ROUTES), (Anthropic::FORMAT, Anthropic::ROUTES)];
+const CALLS: &[(ApiFormat, &[CallRoute])] =
+    &[(OpenAi::FORMAT, OpenAi::ROUTES), (Anthropic::FORMAT, Anthropic::ROUTES), (Responses::FORMAT, Responses::ROUTES)];
 
 /// The gateway's own paths (all `GET`), in the OpenAI style its model listing speaks.
 const MODELS: &str = "/v1/models";
@@ -83,6 +85,9 @@ const RELAYED: &[(&str, &[Method], &str)] = &[
     ("/v1/batches", &[Method::GET, Method::POST], "batches"),
     ("/v1/batches/{id}", &[Method::GET], "batches"),
     ("/v1/batches/{id}/cancel", &[Method::POST], "batches"),
+    ("/v1/responses/{id}", &[Method::GET, Method::DELETE], "responses"),
+    ("/v1/responses/{id}/cancel", &[Method::POST], "responses"),
+    ("/v1/responses/{id}/input_items", &[Method::GET], "responses"),
 ];
 
 fn relayed(method: &Method, path: &str) -> Route<'static> {

@@ -79,6 +79,15 @@ impl Anthropic {
         if req.endpoint.format == ApiFormat::OpenAi {
             refuse_unexpressible(self.name(), req.body.map())?;
         }
+        if req.endpoint.format == ApiFormat::Responses {
+            let body = req.body.map();
+            let json_mode = body.get("text").and_then(|t| t.get("format")).and_then(|f| f.get("type"));
+            if json_mode.and_then(Value::as_str).is_some_and(|t| t != "text") {
+                let why =
+                    format!("provider {} speaks Anthropic's API, which has no JSON mode (text.format)", self.name());
+                return Err(Error::invalid_param("text.format", why));
+            }
+        }
         codec::native_request(Self::FORMAT, &mut req)?;
         let mut tree = req.body.into_map();
         tree.entry("max_tokens").or_insert_with(|| self.default_max_tokens.into());

@@ -30,9 +30,12 @@ use crate::secrets::Secrets;
 const MAX_RELAYED_PARAM: usize = 200;
 
 /// Where requests go and how the key is sent.
+// One per provider, built once: its size costs nothing per request.
+#[allow(clippy::large_enum_variant)]
 enum Addressing {
-    /// `{base_url}/chat/completions`, `/embeddings`, `/models`; `Authorization: Bearer KEY`.
-    Paths { chat: Uri, embeddings: Uri, models: Uri },
+    /// `{base_url}/chat/completions`, `/embeddings`, `/responses`, `/models`;
+    /// `Authorization: Bearer KEY`.
+    Paths { chat: Uri, embeddings: Uri, responses: Uri, models: Uri },
     /// Azure OpenAI: a deployment per model; `api-key: KEY`.
     Azure(Deployments),
 }
@@ -62,6 +65,7 @@ impl OpenAi {
                 Addressing::Paths {
                     chat: endpoint_uri(base, "/chat/completions")?,
                     embeddings: endpoint_uri(base, "/embeddings")?,
+                    responses: endpoint_uri(base, "/responses")?,
                     models: endpoint_uri(base, "/models")?,
                 },
                 KeyRing::bearer(&cfg.keys)?,
@@ -77,15 +81,22 @@ impl OpenAi {
     /// # Errors
     /// Transport failures, error statuses and invalid bodies, mapped to [`Error`].
     pub async fn call(&self, req: ProviderRequest) -> Result<ProviderResponse, Error> {
+        // OpenAI serves Responses requests itself (`/responses`): they go as they are. Azure's
+        // deployments take chat, so there they are translated like any other format.
+        let client = req.endpoint.format;
+        let native = match (&self.addressing, client) {
+            (Addressing::Paths { .. }, ApiFormat::Responses) => ApiFormat::Responses,
+            _ => Self::FORMAT,
+        };
         let url = match &self.addressing {
+            Addressing::Paths { responses, .. } if native == ApiFormat::Responses => Cow::Borrowed(responses),
             Addressing::Paths { chat, embeddings, .. } => Cow::Borrowed(match req.endpoint.op {
                 Operation::Chat => chat,
                 Operation::Embeddings => embeddings,
             }),
             Addressing::Azure(d) => d.url(&req.model, req.endpoint.op)?,
         };
-        let client = req.endpoint.format;
-        let bytes = codec::request_body(Self::FORMAT, req.endpoint, req.body, req.model)?;
+        let bytes = codec::request_body(native, req.endpoint, req.body, req.model)?;
         let mut request = self.core.request(Method::POST, url.into_owned(), bytes, req.trace.len());
         let headers = request.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -96,8 +107,8 @@ impl OpenAi {
         if req.stream {
             self.core.expect_event_stream(&resp, "text/event-stream")?;
             let conn = self.core.returning(conn);
-            let events = self.chunks(resp.into_body(), req.secrets, conn);
-            return Ok(ProviderResponse::stream(codec::events(Self::FORMAT, client, events)).with_relay(relay));
+            let events = self.chunks(resp.into_body(), req.secrets, conn, native == ApiFormat::Responses);
+            return Ok(ProviderResponse::stream(codec::events(native, client, events)).with_relay(relay));
         }
         // On an error the rest of the answer is unread: dropping the connection closes it.
         let body = self.core.read_answer(resp, conn).await?;
@@ -107,15 +118,16 @@ impl OpenAi {
         };
         // One scan of the answer (~0.24 us for 1.1 KB, ARCHITECTURE.md "Errors"); no copy unless
         // a secret was found. Replacing text inside a JSON string keeps the document valid.
-        let body = codec::response(Self::FORMAT, client, req.secrets.scrub_bytes(body))?;
+        let body = codec::response(native, client, req.secrets.scrub_bytes(body))?;
         Ok(ProviderResponse::full(body, usage).with_relay(relay))
     }
 
     /// Turns the upstream SSE body into chunk payloads, each scrubbed of `secrets` (an event is
     /// whole, so a secret split across two reads is found too). A stream that ends without
     /// `[DONE]` is reported as an error item so the client learns it was cut.
-    fn chunks(&self, body: Incoming, secrets: Arc<Secrets>, conn: Option<Returning>) -> ChunkStream {
-        sse_chunks(self.core.name().to_owned(), body.into_data_stream(), secrets, conn)
+    fn chunks(&self, body: Incoming, secrets: Arc<Secrets>, conn: Option<Returning>, responses: bool) -> ChunkStream {
+        let complete = Complete { responses, ..Complete::default() };
+        sse_chunks(self.core.name().to_owned(), body.into_data_stream(), secrets, conn, complete)
     }
 
     /// A reload replaced or removed this provider: its idle connections close now.
@@ -216,12 +228,18 @@ fn status_error(name: &str, answer: ErrorBody, secrets: &Secrets) -> Error {
 /// The chunk payloads of an upstream SSE body, read from `upstream` (the body's data frames),
 /// each scrubbed of `secrets`. The connection `conn` goes back to its lanes at `[DONE]`; a
 /// stream that fails or is dropped before closes it.
-fn sse_chunks<S, E>(name: String, upstream: S, secrets: Arc<Secrets>, conn: Option<Returning>) -> ChunkStream
+fn sse_chunks<S, E>(
+    name: String,
+    upstream: S,
+    secrets: Arc<Secrets>,
+    conn: Option<Returning>,
+    complete: Complete,
+) -> ChunkStream
 where
     S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
     E: std::error::Error + 'static,
 {
-    let state = (upstream, SseParser::default(), false, (name, secrets, conn, Complete::default()));
+    let state = (upstream, SseParser::default(), false, (name, secrets, conn, complete));
     futures_util::stream::unfold(
         state,
         |(mut upstream, mut parser, mut finished, (name, secrets, conn, mut complete))| async move {
@@ -261,9 +279,14 @@ where
                         );
                         return Some((Err(err), (upstream, parser, finished, (name, secrets, conn, complete))));
                     }
-                    // The answer is whole (its finish reason and usage came): only the terminator
-                    // is missing, so the stream ends cleanly.
-                    None if complete.whole() => return None,
+                    // The answer is whole (its finish reason and usage came, or a Responses
+                    // stream's last event): no terminator is missing, so the stream ends cleanly.
+                    None if complete.whole() => {
+                        if let Some(conn) = conn {
+                            conn.done();
+                        }
+                        return None;
+                    }
                     None => {
                         finished = true;
                         let err = Error::new(
@@ -280,15 +303,24 @@ where
 }
 
 /// Whether a stream's answer is complete without its `[DONE]`: a chunk with a finish reason
-/// and one with a usage object were seen (a substring check per chunk until both were).
+/// and one with a usage object were seen (a substring check per chunk until both were); for a
+/// Responses stream, which has no `[DONE]`, its last event (`response.completed`,
+/// `response.incomplete` or `response.failed`).
 #[derive(Default)]
 struct Complete {
     finish_reason: bool,
     usage: bool,
+    responses: bool,
+    last_event: bool,
 }
 
 impl Complete {
     fn note(&mut self, chunk: &[u8]) {
+        if self.responses {
+            let kind = weir_api::anthropic::event_type(chunk);
+            self.last_event |= matches!(kind, Some("response.completed" | "response.incomplete" | "response.failed"));
+            return;
+        }
         if !self.finish_reason {
             self.finish_reason = value_starts(chunk, b"\"finish_reason\"", b'"');
         }
@@ -298,7 +330,7 @@ impl Complete {
     }
 
     fn whole(&self) -> bool {
-        self.finish_reason && self.usage
+        (self.finish_reason && self.usage) || self.last_event
     }
 }
 
@@ -338,7 +370,7 @@ mod tests {
                 }
             }
         });
-        let mut chunks = sse_chunks("p".into(), upstream, Default::default(), None);
+        let mut chunks = sse_chunks("p".into(), upstream, Default::default(), None, Complete::default());
         let event = chunks.next().await.unwrap().unwrap();
         let ran = ticks.load(Ordering::Relaxed);
         other.abort();
@@ -349,7 +381,7 @@ mod tests {
 
     async fn items(body: &'static [u8]) -> Vec<Result<Bytes, Error>> {
         let upstream = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(body))]);
-        sse_chunks("p".into(), upstream, Default::default(), None).collect().await
+        sse_chunks("p".into(), upstream, Default::default(), None, Complete::default()).collect().await
     }
 
     #[tokio::test]

@@ -40,6 +40,7 @@ enum Key {
     PromptTokens,
     CompletionTokens,
     PromptTokensDetails,
+    InputTokensDetails,
     CachedTokens,
     InputTokens,
     OutputTokens,
@@ -80,6 +81,7 @@ impl Key {
             b"prompt_tokens" => Key::PromptTokens,
             b"completion_tokens" => Key::CompletionTokens,
             b"prompt_tokens_details" => Key::PromptTokensDetails,
+            b"input_tokens_details" => Key::InputTokensDetails,
             b"cached_tokens" => Key::CachedTokens,
             b"input_tokens" => Key::InputTokens,
             b"output_tokens" => Key::OutputTokens,
@@ -182,19 +184,26 @@ impl Part for UsageObject {
         let mut usage = Usage::default();
         // Anthropic's counts: its input leaves out the cached tokens, which OpenAI's includes.
         let (mut input, mut read, mut written, mut output) = (0, 0, 0, None);
+        // OpenAI Responses: `input_tokens` includes the cached ones, named in its details.
+        let mut details = None;
         while let Some(key) = map.next_key::<Key>()? {
             match key {
                 Key::PromptTokens => usage.prompt = count(&mut map)?,
                 Key::CompletionTokens => usage.completion = count(&mut map)?,
                 Key::PromptTokensDetails => usage.cached = map.next_value::<Read<Details>>()?.0.unwrap_or(0),
                 Key::InputTokens => input = count(&mut map)?,
+                Key::InputTokensDetails => details = Some(map.next_value::<Read<Details>>()?.0.unwrap_or(0)),
                 Key::OutputTokens => output = Some(count(&mut map)?),
                 Key::CacheReadInputTokens => read = count(&mut map)?,
                 Key::CacheCreationInputTokens => written = count(&mut map)?,
                 _ => skip(&mut map)?,
             }
         }
-        if let Some(output) = output {
+        if let (Some(output), Some(cached)) = (output, details) {
+            usage.prompt = input;
+            usage.completion = output;
+            usage.cached = cached;
+        } else if let Some(output) = output {
             usage.prompt = input + read + written;
             usage.completion = output;
             usage.cached = read;
@@ -253,6 +262,8 @@ fn skip<'de, A: MapAccess<'de>>(map: &mut A) -> Result<(), A::Error> {
 #[derive(Default)]
 pub struct StreamUsage {
     anthropic: bool,
+    /// Responses: the usage is in the last event's `response.usage`.
+    responses: bool,
     /// Anthropic: the first event with usage (`message_start`).
     first: Option<Bytes>,
     last: Option<Bytes>,
@@ -261,7 +272,7 @@ pub struct StreamUsage {
 impl StreamUsage {
     /// Usage of a stream of `format` events.
     pub fn new(format: ApiFormat) -> Self {
-        Self { anthropic: format == ApiFormat::Anthropic, ..Self::default() }
+        Self { anthropic: format == ApiFormat::Anthropic, responses: format == ApiFormat::Responses, ..Self::default() }
     }
 
     /// Keeps `payload` (a reference, not a copy) when it carries a usage object.
@@ -279,6 +290,16 @@ impl StreamUsage {
 
     /// The usage of the stream so far.
     pub fn usage(&self) -> Option<Usage> {
+        if self.responses {
+            let v: serde_json::Value = serde_json::from_slice(self.last.as_ref()?).ok()?;
+            let u = v.pointer("/response/usage").filter(|u| u.is_object())?;
+            let n = |p: &str| u.pointer(p).and_then(serde_json::Value::as_u64).unwrap_or(0);
+            return Some(Usage {
+                prompt: n("/input_tokens"),
+                completion: n("/output_tokens"),
+                cached: n("/input_tokens_details/cached_tokens"),
+            });
+        }
         if !self.anthropic {
             return read_answer(self.last.as_ref()?).ok().flatten();
         }

@@ -70,6 +70,12 @@ impl JsonBody {
         Self { raw: Some(bytes), tree: None, index: Some(Box::new(index)), growth: None }
     }
 
+    /// A body whose bytes were parsed whole at the front door: both kept, so reads need no
+    /// second parse and the bytes still go upstream while nothing edits the tree.
+    pub fn from_parsed(bytes: Bytes, map: Map<String, Value>) -> Self {
+        Self { raw: Some(bytes), tree: Some(map), index: None, growth: None }
+    }
+
     /// A body that exists only as a tree (edited, or built by Weir).
     pub fn from_map(map: Map<String, Value>) -> Self {
         Self { raw: None, tree: Some(map), index: None, growth: None }

@@ -13,6 +13,9 @@ pub enum ApiFormat {
     /// Anthropic's Messages API.
     #[serde(rename = "anthropic")]
     Anthropic,
+    /// OpenAI's Responses API.
+    #[serde(rename = "openai-responses")]
+    Responses,
 }
 
 impl ApiFormat {
@@ -21,6 +24,7 @@ impl ApiFormat {
         match self {
             Self::OpenAi => "openai",
             Self::Anthropic => "anthropic",
+            Self::Responses => "openai-responses",
         }
     }
 }
@@ -60,8 +64,11 @@ impl Endpoint {
     pub const OPENAI_EMBEDDINGS: Self = Self { format: ApiFormat::OpenAi, op: Operation::Embeddings };
     /// `POST /v1/messages`.
     pub const ANTHROPIC_MESSAGES: Self = Self { format: ApiFormat::Anthropic, op: Operation::Chat };
+    /// `POST /v1/responses`.
+    pub const OPENAI_RESPONSES: Self = Self { format: ApiFormat::Responses, op: Operation::Chat };
     /// Every endpoint, in [`Endpoint::index`] order.
-    pub const ALL: [Self; 3] = [Self::OPENAI_CHAT, Self::OPENAI_EMBEDDINGS, Self::ANTHROPIC_MESSAGES];
+    pub const ALL: [Self; 4] =
+        [Self::OPENAI_CHAT, Self::OPENAI_EMBEDDINGS, Self::ANTHROPIC_MESSAGES, Self::OPENAI_RESPONSES];
     /// How many endpoints there are: the size of per-endpoint arrays (metrics handles).
     pub const COUNT: usize = Self::ALL.len();
 
@@ -73,12 +80,17 @@ impl Endpoint {
             // Anthropic has no embeddings endpoint: no route makes this pair, and it shares
             // the chat slot rather than widening every per-endpoint array.
             (ApiFormat::Anthropic, _) => 2,
+            (ApiFormat::Responses, _) => 3,
         }
     }
 
-    /// The `endpoint` metrics label: the operation's name, whatever the format.
+    /// The `endpoint` metrics label: the operation's name, whatever the format, except for
+    /// Responses, a chat API of its own (`responses`).
     pub const fn label(self) -> &'static str {
-        self.op.name()
+        match self.format {
+            ApiFormat::Responses => "responses",
+            _ => self.op.name(),
+        }
     }
 }
 

@@ -147,6 +147,36 @@ pub fn visit_prompt_texts<'a>(body: &'a Map<String, Value>, endpoint: Endpoint, 
             _ => {}
         }
     }
+    if endpoint.format == ApiFormat::Responses {
+        // Responses: `instructions`, then `input` (a string, or items whose `content` is a
+        // string or `input_text` / `output_text` parts).
+        if let Some(Value::String(s)) = body.get("instructions") {
+            f(s);
+        }
+        match body.get("input") {
+            Some(Value::String(s)) => f(s),
+            Some(Value::Array(items)) => {
+                for item in items {
+                    match item.get("content") {
+                        Some(Value::String(s)) => f(s),
+                        Some(Value::Array(parts)) => {
+                            for part in parts {
+                                let kind = part.get("type").and_then(Value::as_str);
+                                if matches!(kind, Some("input_text" | "output_text" | "text"))
+                                    && let Some(Value::String(s)) = part.get("text")
+                                {
+                                    f(s);
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        return;
+    }
     match endpoint.op {
         Operation::Chat => {
             // Anthropic keeps the instructions in a top-level `system`, read first.
