@@ -190,3 +190,34 @@ def test_openai_sdk_served_by_anthropic(gateway):
     assert json.loads(args) == {"city": "Oslo"}
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model="ant/claude-mock;status=429", messages=[{"role": "user", "content": "x"}])
+
+
+def test_openai_responses_api_served_by_anthropic_and_by_the_mock(gateway):
+    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key="sk-unused", max_retries=0, timeout=20)
+    resp = client.responses.create(model="claude-mock", instructions="Be brief.", input="hi")
+    assert resp.output_text == "".join(TEXT)
+    assert resp.status == "completed"
+    assert resp.usage.input_tokens == 28 and resp.usage.output_tokens == 9
+    assert resp.usage.input_tokens_details.cached_tokens == 6
+    _, sent = _Anthropic.seen[-1]
+    assert sent["system"] == "Be brief."
+
+    resp = client.responses.create(model="mock-1", input="one two three")
+    assert resp.output_text == "one two three"
+
+    tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
+    stream = client.responses.create(model="claude-mock", input="weather?", tools=tools, stream=True)
+    events = list(stream)
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kinds
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == "".join(TEXT)
+    args = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    assert json.loads(args) == {"city": "Oslo"}
+    done = events[-1].response
+    calls = [item for item in done.output if item.type == "function_call"]
+    assert calls and calls[0].name == "get_weather"
+
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="claude-mock", input="x", previous_response_id="resp_1")
+    assert "previous_response_id" in e.value.message
