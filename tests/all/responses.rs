@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::support::anthropic::{MockAnthropic, TEXT, USAGE};
+use crate::support::plugins::plugin_toml;
 use crate::support::{MockUpstream, Reply, Weir, client, metric, post};
 
 /// `(event name, data)` of each event of a Responses stream, checking the name is the type.
@@ -194,4 +195,39 @@ async fn what_another_provider_cannot_do_is_refused_naming_it_and_bad_bodies_get
         assert!(reply.json()["error"]["message"].is_string(), "OpenAI's error shape: {}", reply.text);
     }
     assert!(up.messages().is_empty(), "nothing refused went upstream");
+}
+
+#[tokio::test]
+async fn prompt_guard_and_pii_redact_work_on_responses_requests_answers_and_streams() {
+    let up = MockAnthropic::start().await;
+    let mut config = up.provider_toml("ant", r#"models = ["claude-x", "claude-x;pii"]"#);
+    config += &plugin_toml("prompt-guard", "prompt-guard", r#"config = { deny_keywords = ["forbidden"] }"#);
+    config += &plugin_toml("pii-redact", "pii-redact", "config = { responses = true, streams = true }");
+    let weir = Weir::start(&config).await;
+
+    let body = json!({"model": "claude-x", "instructions": "the operator is bob@example.com",
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": "mail me at jane@example.com"}]}]});
+    let reply = post(&weir.url("/v1/responses"), &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let sent = String::from_utf8_lossy(&up.messages()[0].raw).into_owned();
+    assert!(!sent.contains("jane@example.com") && !sent.contains("bob@example.com"), "{sent}");
+
+    for body in [
+        json!({"model": "claude-x", "input": "this is forbidden"}),
+        json!({"model": "claude-x", "instructions": "forbidden", "input": "fine"}),
+    ] {
+        let refused = post(&weir.url("/v1/responses"), &body).await;
+        assert_eq!(refused.status, 400, "{body}: {}", refused.text);
+    }
+    assert_eq!(up.messages().len(), 1);
+
+    let reply = post(&weir.url("/v1/responses"), &json!({"model": "claude-x;pii", "input": "hi"})).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(!reply.text.contains("ops@example.com"), "{}", reply.text);
+    assert!(reply.json()["output"][0]["content"][0]["text"].as_str().unwrap().starts_with("Mail "));
+
+    let (status, text) = stream(&weir, &json!({"model": "claude-x;pii", "input": "hi", "stream": true})).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(!text.contains("ops@example.com"), "not in deltas, done events or the last event: {text}");
+    assert!(text.contains("event: response.completed"), "{text}");
 }

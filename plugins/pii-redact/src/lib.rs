@@ -77,6 +77,7 @@ impl Plugin for PiiRedact {
             (api_format::OPENAI, operation::EMBEDDINGS) => &["/input"],
             // Anthropic keeps the instructions beside the messages, in `system`.
             (api_format::ANTHROPIC, operation::CHAT) => &["/system", "/messages"],
+            (api_format::OPENAI_RESPONSES, operation::CHAT) => &["/instructions", "/input"],
             // A body this plugin cannot rewrite: refuse rather than let the text through.
             _ => return weir_plugin_sdk::reject(400, format!("pii-redact cannot redact {format} {op} requests")),
         };
@@ -95,6 +96,14 @@ impl Plugin for PiiRedact {
     // Answers and chunks in OpenAI's shape (`choices`) or Anthropic's (`content` text blocks,
     // `text_delta` events); on another format nothing matches.
     fn on_response(&mut self, req: &Request, resp: &Response) -> ResponseAction {
+        if req.api_format() == api_format::OPENAI_RESPONSES {
+            if let Some(mut output) = resp.get("/output").and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                && self.rewrite(&mut output)
+            {
+                let _ = resp.set("/output", &output.to_string());
+            }
+            return ResponseAction::Pass;
+        }
         if req.api_format() == api_format::ANTHROPIC {
             if let Some(mut content) = resp.get("/content").and_then(|t| serde_json::from_str::<Value>(&t).ok())
                 && self.rewrite(&mut content)
@@ -112,8 +121,28 @@ impl Plugin for PiiRedact {
         ResponseAction::Pass
     }
 
-    fn on_stream_chunk(&mut self, _req: &Request, chunk: &[u8]) -> ChunkAction {
+    fn on_stream_chunk(&mut self, req: &Request, chunk: &[u8]) -> ChunkAction {
         let Ok(mut doc) = serde_json::from_slice::<Value>(chunk) else { return ChunkAction::Pass };
+        if req.api_format() == api_format::OPENAI_RESPONSES {
+            // Text arrives in deltas, then again whole in the `*.done` events and the last one.
+            let mut changed = false;
+            for key in ["delta", "text"] {
+                if let Some(text @ Value::String(_)) = doc.get_mut(key) {
+                    changed |= self.rewrite(text);
+                }
+            }
+            for key in ["part", "item"] {
+                if let Some(v) = doc.get_mut(key) {
+                    let mut one = Value::Array(vec![v.take()]);
+                    changed |= self.rewrite(&mut one);
+                    *v = one.as_array_mut().and_then(|a| a.pop()).unwrap_or_default();
+                }
+            }
+            if let Some(output) = doc.get_mut("response").and_then(|r| r.get_mut("output")) {
+                changed |= self.rewrite(output);
+            }
+            return if changed { ChunkAction::Rewrite(doc.to_string().into_bytes()) } else { ChunkAction::Pass };
+        }
         let changed = match doc.get_mut("delta").and_then(|d| d.get_mut("text")) {
             // Anthropic's `content_block_delta` with a `text_delta`.
             Some(text @ Value::String(_)) => self.rewrite(text),

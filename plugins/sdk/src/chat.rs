@@ -23,7 +23,8 @@ pub fn rewrite_texts(value: &mut Value, f: &mut dyn FnMut(&str) -> Option<String
                         if let Some(content) = m.get_mut("content") {
                             c |= rewrite_texts(content, f);
                         }
-                        if m.get("type").and_then(Value::as_str) == Some("text")
+                        // Chat and Messages `text` parts; Responses `input_text` / `output_text`.
+                        if matches!(m.get("type").and_then(Value::as_str), Some("text" | "input_text" | "output_text"))
                             && let Some(text) = m.get_mut("text")
                         {
                             c |= rewrite_texts(text, f);
@@ -59,7 +60,7 @@ pub fn visit_texts<'a>(value: &'a Value, f: &mut dyn FnMut(&'a str)) {
                         if let Some(content) = m.get("content") {
                             visit_texts(content, f);
                         }
-                        if m.get("type").and_then(Value::as_str) == Some("text")
+                        if matches!(m.get("type").and_then(Value::as_str), Some("text" | "input_text" | "output_text"))
                             && let Some(text) = m.get("text")
                         {
                             visit_texts(text, f);
@@ -86,6 +87,9 @@ mod tests {
             {"role": "user", "content": [{"type": "text", "text": "b"}, {"type": "image_url", "image_url": {"url": "u"}}]},
         ]);
         assert_eq!(texts(&messages), ["a", "b"]);
+        // Responses input items.
+        let input = json!([{"role": "user", "content": [{"type": "input_text", "text": "c"}]}]);
+        assert_eq!(texts(&input), ["c"]);
         assert_eq!(texts(&json!("c")), ["c"]);
         assert_eq!(texts(&json!(["d", "e"])), ["d", "e"]);
     }

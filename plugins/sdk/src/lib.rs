@@ -57,6 +57,8 @@ pub mod api_format {
     pub const OPENAI: &str = "openai";
     /// Anthropic's Messages API (`/v1/messages`): instructions in a top-level `system`.
     pub const ANTHROPIC: &str = "anthropic";
+    /// OpenAI's Responses API (`/v1/responses`): `instructions` and `input` items.
+    pub const OPENAI_RESPONSES: &str = "openai-responses";
 }
 
 /// Values of [`Request::operation`]: what was asked, the same on every API format (this
