@@ -11,6 +11,7 @@ mod browser;
 mod cancel;
 mod chat;
 mod check;
+mod events;
 mod first_run;
 mod gemini;
 mod headers;

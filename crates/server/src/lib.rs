@@ -9,6 +9,7 @@
 
 pub use weir_api as api;
 pub use weir_config as config;
+pub use weir_events as events;
 pub use weir_plugins as plugins;
 pub use weir_policy as policy;
 pub use weir_policy::routing;
@@ -21,9 +22,11 @@ pub mod browser;
 pub mod client_io;
 pub mod conn;
 pub mod gateway;
+pub mod live;
 pub mod metrics;
 pub mod overload;
 pub mod pipeline;
+pub mod record;
 pub mod reload;
 pub mod repoll;
 pub mod respond;
