@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod admin_live;
 mod anthropic;
 mod bad_input;
 mod bedrock;

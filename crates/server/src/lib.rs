@@ -18,9 +18,11 @@ pub use weir_providers as providers;
 pub use weir_types::{affinity, body, canonical, error, exchange, format, json, secrets};
 
 pub mod admin;
+pub mod admin_live;
 pub mod browser;
 pub mod client_io;
 pub mod conn;
+pub mod dashboard;
 pub mod gateway;
 pub mod live;
 pub mod metrics;

@@ -137,7 +137,8 @@ fn serve(mut cfg: Config, path: Option<&PathBuf>, listen: Option<std::net::Socke
         let admin_note = if admin.token.as_deref().is_some_and(|t| !t.is_empty()) {
             let a =
                 server.bind_admin(admin.listen).await.with_context(|| format!("cannot listen on {}", admin.listen))?;
-            format!("admin API on http://{a}")
+            weir_server::admin_live::spawn_sampler(reloader.state().clone());
+            format!("admin API and dashboard on http://{a} (/admin/dashboard)")
         } else {
             "admin API off (no admin.token)".to_string()
         };
