@@ -85,10 +85,13 @@ async fn serve(reloader: &Arc<Reloader>, gw: &Arc<Gateway>, req: Request<Incomin
         }
         (&Method::POST, "/admin/reload", _) => Ok(reload(reloader).await),
         (&Method::GET, "/admin/stats", _) => {
-            Ok(json_ok(StatusCode::OK, &admin_live::stats(gw, reloader.state().started)))
+            let range = admin_live::window(req.uri().query());
+            Ok(json_ok(StatusCode::OK, &admin_live::stats(gw, reloader.state().started, range)))
         }
         (&Method::GET, "/admin/requests", _) => Ok(json_ok(StatusCode::OK, &admin_live::requests(req.uri().query()))),
-        (&Method::GET, "/admin/live", _) => admin_live::stream(reloader.state().clone()),
+        (&Method::GET, "/admin/live", _) => {
+            admin_live::stream(reloader.state().clone(), admin_live::window(req.uri().query()))
+        }
         (&Method::GET, p, _) if p.starts_with("/admin/requests/") => {
             admin_live::request(&p["/admin/requests/".len()..]).map(|v| json_ok(StatusCode::OK, &v))
         }

@@ -100,8 +100,17 @@ fn sample(gw: &Gateway) {
     }
 }
 
-/// `GET /admin/stats`: everything the dashboard shows but the request list.
-pub fn stats(gw: &Gateway, started: std::time::Instant) -> Value {
+/// The chart window a query asks for (`window=SECONDS`, 60 to 600; default 300), and its step
+/// (60 points a chart).
+pub fn window(query: Option<&str>) -> (u64, u64) {
+    let asked =
+        query_pairs(query.unwrap_or("")).into_iter().find(|(k, _)| k == "window").and_then(|(_, v)| v.parse().ok());
+    let window = asked.unwrap_or(300u64).clamp(60, 600);
+    (window, (window / 60).max(1))
+}
+
+/// `GET /admin/stats?window=SECONDS`: everything the dashboard shows but the request list.
+pub fn stats(gw: &Gateway, started: std::time::Instant, (window, step): (u64, u64)) -> Value {
     let s = sampled();
     let providers: Vec<Value> = (gw.targets.iter().enumerate())
         .map(|(i, t)| {
@@ -153,7 +162,7 @@ pub fn stats(gw: &Gateway, started: std::time::Instant) -> Value {
         "providers": providers,
         "plugins": plugins,
         "events": gw.events.as_ref().map(|b| b.stats()),
-        "series": live().series(300, 5),
+        "series": live().series(window, step),
     })
 }
 
@@ -221,12 +230,12 @@ fn query_pairs(q: &str) -> Vec<(String, String)> {
 
 static STREAMS: AtomicUsize = AtomicUsize::new(0);
 
-/// `GET /admin/live`: server-sent events: `request` (each record as it finishes) and `stats`
+/// `GET /admin/live?window=SECONDS`: server-sent events: `request` (each record as it finishes) and `stats`
 /// (the snapshot, every second).
 ///
 /// # Errors
 /// 503 when [`MAX_STREAMS`] are open.
-pub fn stream(state: Arc<AppState>) -> Result<Response<ResponseBody>, Error> {
+pub fn stream(state: Arc<AppState>, range: (u64, u64)) -> Result<Response<ResponseBody>, Error> {
     if STREAMS.fetch_add(1, Ordering::Relaxed) >= MAX_STREAMS {
         STREAMS.fetch_sub(1, Ordering::Relaxed);
         return Err(Error::new(ErrorKind::Overloaded, format!("at most {MAX_STREAMS} live streams at once")));
@@ -242,7 +251,7 @@ pub fn stream(state: Arc<AppState>) -> Result<Response<ResponseBody>, Error> {
                 () = tokio::time::sleep_until(end) => break,
                 _ = tick.tick() => {
                     let gw = state.gateway.load();
-                    sse("stats", &stats(&gw, state.started).to_string())
+                    sse("stats", &stats(&gw, state.started, range).to_string())
                 }
                 r = records.recv() => match r {
                     Ok(text) => sse("request", &text),

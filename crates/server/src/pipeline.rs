@@ -317,6 +317,10 @@ fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Str
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     decorate(&ctx, headers);
+    let at_head = ctx.facts.is_some().then(|| ctx.overhead());
+    if let Some(f) = ctx.facts.as_deref_mut() {
+        f.head_overhead = at_head;
+    }
     let hooks = gw.plugins.has_stream_hooks(seen);
     let format = ctx.endpoint.format;
     let send_timeout = gw.config.server.send_timeout;

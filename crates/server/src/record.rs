@@ -29,6 +29,9 @@ pub struct Facts {
     pub ttft: Option<Duration>,
     /// The client's W3C trace id, from its `traceparent`.
     pub trace_id: Option<String>,
+    /// Streams: Weir's overhead when the response head went out (`x-weir-overhead-us`); the
+    /// rest of a stream is mostly the wait for the provider's chunks.
+    pub head_overhead: Option<Duration>,
 }
 
 impl Facts {
@@ -88,14 +91,19 @@ pub fn publish(gw: &Gateway, facts: &Facts, f: &Finished<'_>) {
         tokens_in: f.usage.map(|u| u.prompt),
         tokens_out: f.usage.map(|u| u.completion),
         cost_usd: None,
-        latency_ms: f.elapsed.as_secs_f64() * 1000.0,
-        overhead_us: f.overhead.as_micros() as u64,
-        ttft_ms: facts.ttft.map(|d| d.as_secs_f64() * 1000.0),
+        latency_ms: millis(f.elapsed),
+        overhead_us: facts.head_overhead.unwrap_or(f.overhead).as_micros() as u64,
+        ttft_ms: facts.ttft.map(millis),
         cache: None,
         plugins: PluginOutcomes { seen: gw.plugins.seen_names(facts.seen), outcome },
         trace_id: facts.trace_id.clone(),
     };
     bus.publish(Event::request(record));
+}
+
+/// Milliseconds with microsecond precision (no float noise in the JSON).
+fn millis(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
 }
 
 fn front_door(e: Endpoint) -> &'static str {
