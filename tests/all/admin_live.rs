@@ -155,4 +155,9 @@ async fn a_reload_is_an_audit_event_on_the_bus() {
     let line = admin.weir.logs().lines().find(|l| l.starts_with("{\"event\":\"reload\"")).unwrap().to_owned();
     let v: Value = serde_json::from_str(&line).unwrap();
     assert_eq!((v["detail"]["trigger"].as_str(), v["detail"]["result"].as_str()), (Some("admin"), Some("ok")));
+    // A refused dashboard sign-in is an audit event too, without the token tried.
+    let r = client().post(admin.url("/admin/login")).json(&serde_json::json!({"token": "guess-123"})).send().await;
+    assert_eq!(r.unwrap().status(), 401);
+    admin.weir.wait_for_log("\"action\":\"dashboard_sign_in\",\"result\":\"refused\"").await;
+    assert!(!admin.weir.logs().contains("guess-123"));
 }

@@ -61,10 +61,13 @@ async fn serve(reloader: &Arc<Reloader>, gw: &Arc<Gateway>, req: Request<Incomin
             let limit = Limit { bytes: 4096, key: "the sign-in body" };
             let body =
                 crate::body::read_limited(req.into_body(), None, limit, gw.config.server.body_read_timeout).await;
-            return match body {
+            let resp = match body {
                 Ok(body) => crate::dashboard::login(&body, token),
                 Err(e) => error_response(GATEWAY_FORMAT, &e),
             };
+            let result = if resp.status().is_success() { "ok" } else { "refused" };
+            audit(gw, json!({ "action": "dashboard_sign_in", "result": result }));
+            return resp;
         }
         (&Method::POST, "/admin/logout") => return crate::dashboard::logout(req.headers()),
         _ => {}
@@ -95,11 +98,30 @@ async fn serve(reloader: &Arc<Reloader>, gw: &Arc<Gateway>, req: Request<Incomin
         (&Method::GET, p, _) if p.starts_with("/admin/requests/") => {
             admin_live::request(&p["/admin/requests/".len()..]).map(|v| json_ok(StatusCode::OK, &v))
         }
-        (&Method::PUT, _, Some(name)) => upload(reloader, gw, &name, req).await,
-        (&Method::DELETE, _, Some(name)) => remove(reloader, gw, &name).await,
+        (&Method::PUT, _, Some(name)) => {
+            let r = upload(reloader, gw, &name, req).await;
+            audit(gw, json!({ "action": "plugin_upload", "plugin": name, "status": status_of(&r) }));
+            r
+        }
+        (&Method::DELETE, _, Some(name)) => {
+            let r = remove(reloader, gw, &name).await;
+            audit(gw, json!({ "action": "plugin_remove", "plugin": name, "status": status_of(&r) }));
+            r
+        }
         _ => Err(Error::new(ErrorKind::RouteNotFound, format!("no admin route for {method} {path}"))),
     };
     result.unwrap_or_else(|e| error_response(GATEWAY_FORMAT, &e))
+}
+
+/// An admin action as a high-priority `admin` event on the bus (never the token).
+fn audit(gw: &Gateway, detail: Value) {
+    if let Some(bus) = &gw.events {
+        bus.publish(crate::events::Event::fact(crate::config::Priority::High, "admin", detail));
+    }
+}
+
+fn status_of(r: &Result<Response<ResponseBody>, Error>) -> u16 {
+    r.as_ref().map_or_else(|e| e.status().as_u16(), |resp| resp.status().as_u16())
 }
 
 /// Whether the request's `Origin` is the admin listener's own (`http://` and its `Host`).
