@@ -76,6 +76,25 @@ async fn every_request_is_one_json_line_on_stdout_with_its_record() {
 }
 
 #[tokio::test]
+async fn a_stream_the_client_leaves_is_one_record_with_499() {
+    let up = MockUpstream::start().await;
+    let config = format!("[[events.sinks]]\nkind = \"stdout\"\n\n{}", up.provider_toml("up", "", ""));
+    let weir = Weir::start(&config).await;
+    let mut body = chat("up/m;chunks=500;chunk_delay=20", "long");
+    body["stream"] = json!(true);
+    let mut resp = client().post(weir.url("/v1/chat/completions")).json(&body).send().await.unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(resp.chunk().await.unwrap().is_some(), "the stream started");
+    drop(resp);
+    let recs = wait_records(&weir, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mine: Vec<Value> = records(&weir.logs()).into_iter().filter(|r| r["id"] == id.as_str()).collect();
+    assert_eq!(mine.len(), 1, "one record for the stream: {recs:?}");
+    assert_eq!((mine[0]["status"].as_u64(), mine[0]["outcome"].as_str()), (Some(499), Some("client_closed")));
+    assert!(mine[0]["ttft_ms"].as_f64().is_some() && mine[0]["latency_ms"].as_f64().unwrap() < 5000.0);
+}
+
+#[tokio::test]
 async fn the_file_sink_rotates_by_size_and_keeps_whole_lines() {
     let up = MockUpstream::start().await;
     let config = format!(
@@ -187,6 +206,7 @@ async fn a_stalled_sink_drops_its_records_without_slowing_requests() {
         without = without.min(p99(&plain, 800, 8).await);
         with_stall = with_stall.min(p99(&stalled, 800, 8).await);
     }
+    eprintln!("p99 with a stalled stdout sink {with_stall:?}, without a sink {without:?}");
     let dropped = metric(&stalled.metrics().await, "weir_events_sink_dropped_total", &[("sink", "stdout")]);
     assert!(dropped > 1000.0, "the stalled sink's records are dropped and counted: {dropped}");
     assert!(
