@@ -91,6 +91,18 @@ impl QueueCapacities {
     }
 }
 
+/// `[events.queue_policy]`: a priority's own backpressure policy (default: `events.policy`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueuePolicies {
+    /// Errors and audit.
+    pub high: Option<Backpressure>,
+    /// Per-request records.
+    pub medium: Option<Backpressure>,
+    /// Debug and sampled detail.
+    pub low: Option<Backpressure>,
+}
+
 /// `[events]`: the bus every event goes through on its way to the sinks.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -101,6 +113,8 @@ pub struct EventsConfig {
     pub queues: QueueCapacities,
     /// What a full queue (the bus's or a sink's) drops.
     pub policy: Backpressure,
+    /// Per priority, a policy other than `policy`.
+    pub queue_policy: QueuePolicies,
     /// Records kept for the admin API's recent requests and the dashboard (0: none). Only
     /// with the admin API on.
     pub recent: usize,
@@ -114,6 +128,7 @@ impl Default for EventsConfig {
             workers: 1,
             queues: QueueCapacities::default(),
             policy: Backpressure::DropOldest,
+            queue_policy: QueuePolicies::default(),
             recent: 500,
             sinks: Vec::new(),
         }
@@ -182,6 +197,12 @@ impl SinkConfig {
 }
 
 impl EventsConfig {
+    /// The policy of each priority's queue: high, medium, low.
+    pub fn policies(&self) -> [Backpressure; 3] {
+        let q = &self.queue_policy;
+        [q.high, q.medium, q.low].map(|p| p.unwrap_or(self.policy))
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=MAX_EVENT_WORKERS).contains(&self.workers) {
             return Err(ConfigError::invalid("events.workers", format!("between 1 and {MAX_EVENT_WORKERS}")));

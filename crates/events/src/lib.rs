@@ -173,7 +173,7 @@ impl Bus {
     pub fn start(cfg: &EventsConfig, sinks: Vec<SinkSpec>) -> std::io::Result<Arc<Self>> {
         let slots = (sinks.iter())
             .map(|s| SinkSlot {
-                stage: Stage::new(&QueueCapacities { high: s.queue, medium: s.queue, low: s.queue }, cfg.policy),
+                stage: Stage::new(&QueueCapacities { high: s.queue, medium: s.queue, low: s.queue }, cfg.policies()),
                 drops: Drops::new(Some(&s.name)),
                 written: AtomicU64::new(0),
                 written_metric: counter!("weir_events_written_total", "sink" => s.name.clone()),
@@ -182,7 +182,7 @@ impl Bus {
             })
             .collect();
         let shared = Arc::new(Shared {
-            queue: Stage::new(&cfg.queues, cfg.policy),
+            queue: Stage::new(&cfg.queues, cfg.policies()),
             drops: Drops::new(None),
             published: Priority::ALL.map(|p| counter!("weir_events_published_total", "queue" => p.name())),
             sinks: slots,

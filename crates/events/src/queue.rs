@@ -56,39 +56,41 @@ pub struct Dropped {
 pub struct Rings<T> {
     rings: [VecDeque<T>; 3],
     caps: [usize; 3],
-    policy: Backpressure,
+    policies: [Backpressure; 3],
+    /// Some ring drops lower ones' events: the rings then share one budget.
+    shared: bool,
 }
 
 impl<T> Rings<T> {
-    /// Empty rings; memory is reserved as events arrive, up to the capacities.
-    pub fn new(caps: &QueueCapacities, policy: Backpressure) -> Self {
+    /// Empty rings with each priority's policy (high, medium, low); memory is reserved as
+    /// events arrive, up to the capacities.
+    pub fn new(caps: &QueueCapacities, policies: [Backpressure; 3]) -> Self {
         let caps = Priority::ALL.map(|p| caps.of(p));
-        Self { rings: [VecDeque::new(), VecDeque::new(), VecDeque::new()], caps, policy }
+        let shared = policies.contains(&Backpressure::DropLowPriority);
+        Self { rings: [VecDeque::new(), VecDeque::new(), VecDeque::new()], caps, policies, shared }
     }
 
     /// Adds `item` to `p`'s ring, dropping under the policy when it is full.
     pub fn push(&mut self, p: Priority, item: T) -> Option<Dropped> {
         let i = p.index();
-        let total: usize = self.rings.iter().map(VecDeque::len).sum();
-        // Under `drop-low-priority` the rings share one budget (the capacities' sum), so a
-        // place a higher ring borrowed is not given back to the lower one.
-        let shared_full = self.policy == Backpressure::DropLowPriority && total >= self.caps.iter().sum();
+        // With `drop-low-priority` the rings share one budget (the capacities' sum), so a
+        // place a higher ring took is not given back to the lower one.
+        let shared_full = self.shared && self.rings.iter().map(VecDeque::len).sum::<usize>() >= self.caps.iter().sum();
         if self.rings[i].len() < self.caps[i] && !shared_full {
             self.rings[i].push_back(item);
             return None;
         }
-        match self.policy {
-            Backpressure::DropNewest => Some(Dropped { queue: p, reason: Reason::DropNewest }),
-            Backpressure::DropOldest => self.replace_oldest(p, item),
-            Backpressure::DropLowPriority => match (i + 1..3).rev().find(|&j| !self.rings[j].is_empty()) {
-                Some(j) => {
-                    self.rings[j].pop_front();
-                    self.rings[i].push_back(item);
-                    Some(Dropped { queue: Priority::ALL[j], reason: Reason::DropLowPriority })
-                }
-                None if self.rings[i].is_empty() => Some(Dropped { queue: p, reason: Reason::DropNewest }),
-                None => self.replace_oldest(p, item),
-            },
+        let newest = Some(Dropped { queue: p, reason: Reason::DropNewest });
+        match self.policies[i] {
+            Backpressure::DropNewest => newest,
+            Backpressure::DropLowPriority if let Some(j) = (i + 1..3).rev().find(|&j| !self.rings[j].is_empty()) => {
+                self.rings[j].pop_front();
+                self.rings[i].push_back(item);
+                Some(Dropped { queue: Priority::ALL[j], reason: Reason::DropLowPriority })
+            }
+            // Nothing of its own to drop (the shared budget is full): the new event goes.
+            _ if self.rings[i].is_empty() => newest,
+            Backpressure::DropOldest | Backpressure::DropLowPriority => self.replace_oldest(p, item),
         }
     }
 
@@ -120,7 +122,18 @@ mod tests {
     use super::*;
 
     fn rings(policy: Backpressure) -> Rings<u32> {
-        Rings::new(&QueueCapacities { high: 2, medium: 2, low: 2 }, policy)
+        Rings::new(&QueueCapacities { high: 2, medium: 2, low: 2 }, [policy; 3])
+    }
+
+    #[test]
+    fn each_queue_has_its_own_policy() {
+        use Backpressure::*;
+        let mut r = Rings::new(&QueueCapacities { high: 1, medium: 1, low: 1 }, [DropNewest, DropOldest, DropOldest]);
+        r.push(Priority::High, 1);
+        assert_eq!(r.push(Priority::High, 2), Some(Dropped { queue: Priority::High, reason: Reason::DropNewest }));
+        r.push(Priority::Medium, 10);
+        assert_eq!(r.push(Priority::Medium, 11), Some(Dropped { queue: Priority::Medium, reason: Reason::DropOldest }));
+        assert_eq!((r.pop(), r.pop()), (Some(1), Some(11)));
     }
 
     #[test]

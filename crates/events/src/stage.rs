@@ -34,8 +34,8 @@ struct State {
 
 impl Stage {
     /// Empty queues of these capacities.
-    pub fn new(caps: &QueueCapacities, policy: Backpressure) -> Self {
-        let rings = Rings::new(caps, policy);
+    pub fn new(caps: &QueueCapacities, policies: [Backpressure; 3]) -> Self {
+        let rings = Rings::new(caps, policies);
         Self { state: Mutex::new(State { rings, sleeping: 0, waking: false, closed: false }), ready: Condvar::new() }
     }
 
