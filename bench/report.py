@@ -153,6 +153,7 @@ def rounds_table(scenario, title):
 TARGETS = ["direct", "nginx", "weir-none", "weir-default", "weir-five"]
 LABEL = {"direct": "direct (no proxy)", "nginx": "nginx", "weir-none": "weir, no plugins",
          "weir-default": "weir, default chain", "weir-five": "weir, 5 plugins", "weir-stall": "weir, stall chain",
+         "weir-records": "weir, request records to a JSON file",
          "direct-anth": "direct (no proxy), /v1/messages", "nginx-anth": "nginx, /v1/messages",
          "weir-anth": "weir, /v1/messages passthrough", "weir-xlat": "weir, OpenAI client translated"}
 ANTH = ["direct-anth", "nginx-anth", "weir-anth", "weir-xlat"]
@@ -169,7 +170,7 @@ for scenario, title in [("closed", "Closed loop, concurrency 32, non-stream"),
                + (" proxy CPU us/req |" if cpu else ""))
     out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if cpu else ""))
     nginx, nginx50 = mean(scenario, "nginx"), added(scenario, "nginx", "p50")
-    for t in TARGETS:
+    for t in TARGETS + (["weir-records"] if cpu and mean(scenario, "weir-records") else []):
         m = mean(scenario, t)
         if not m:
             out.append(f"| {LABEL[t]} | failed | | | | | | | |" + (" |" if cpu else ""))
@@ -180,6 +181,9 @@ for scenario, title in [("closed", "Closed loop, concurrency 32, non-stream"),
         out.append(f"| {LABEL[t]} | {m['rps']:.0f} | {f(m['p50'])} | {f(m['p90'])} | {f(m['p99'])} | "
                    f"{m['errors']} | {f(add50)} | {f(add99)} | {f(ratio, 2)} |"
                    + (f" {f(cpu_us_per_request(t), 1)} |" if cpu else ""))
+        if scenario == "closed" and t == "weir-records" and ratio is not None:
+            checks.append(("throughput, request records to the JSON sink, closed loop c=32 >= 0.75 x nginx",
+                           f"{ratio:.2f}", ratio >= 0.75))
         if scenario == "closed" and t == "weir-default" and ratio is not None:
             checks.append(("throughput, default chain, closed loop c=32 >= 0.60 x nginx", f"{ratio:.2f}", ratio >= 0.6))
         if scenario == "rate1000" and t == "weir-default" and add50 is not None:

@@ -160,7 +160,14 @@ on_error = "fail-open"
 config = { mode = "loop", hook = "request" }'
     default_chain
 } >"$TMP/weir-stall.toml"
+# Records: no plugins, one request record per request to a JSON-lines file sink (the event
+# bus on the request path; rotated at 256 MiB so a long run cannot fill the disk).
+{
+    printf '[[events.sinks]]\nkind = "file"\npath = "%s/records.jsonl"\nmax_bytes = 268435456\nkeep = 1\n\n' "$TMP"
+    provider __PORT__
+} >"$TMP/weir-records.toml"
 start_weir none "$TMP/weir-none.toml"
+start_weir records "$TMP/weir-records.toml"
 start_weir default "$TMP/weir-default.toml"
 start_weir five "$TMP/weir-five.toml"
 start_weir stall "$TMP/weir-stall.toml"
@@ -168,7 +175,7 @@ start_weir stall "$TMP/weir-stall.toml"
 # request passes through, an OpenAI client's is translated both ways.
 { provider __PORT__ anthropic; } >"$TMP/weir-anth.toml"
 start_weir anth "$TMP/weir-anth.toml"
-WEIRS=(none default five stall anth)
+WEIRS=(none default five stall anth records)
 
 wait_http "http://127.0.0.1:$MOCK_PORT/v1/models"
 wait_http "http://127.0.0.1:$NGINX_PORT/v1/models"
@@ -185,6 +192,7 @@ declare -A URL=(
     [weir-default]="http://127.0.0.1:${WEIR_PORT[default]}/v1/chat/completions"
     [weir-five]="http://127.0.0.1:${WEIR_PORT[five]}/v1/chat/completions"
     [weir-stall]="http://127.0.0.1:${WEIR_PORT[stall]}/v1/chat/completions"
+    [weir-records]="http://127.0.0.1:${WEIR_PORT[records]}/v1/chat/completions"
     [direct-anth]="http://127.0.0.1:$MOCK_PORT/v1/messages"
     [nginx-anth]="http://127.0.0.1:$NGINX_PORT/v1/messages"
     [weir-anth]="http://127.0.0.1:${WEIR_PORT[anth]}/v1/messages"
@@ -196,7 +204,7 @@ ANTH=(direct-anth nginx-anth weir-anth weir-xlat)
 # What each target is sent (OpenAI's body unless listed), and the Weir process behind it.
 declare -A BODY=([direct-anth]=anthropic [nginx-anth]=anthropic [weir-anth]=anthropic)
 declare -A PROC=([weir-none]=none [weir-default]=default [weir-five]=five [weir-stall]=stall
-    [weir-anth]=anth [weir-xlat]=anth)
+    [weir-anth]=anth [weir-xlat]=anth [weir-records]=records)
 body_file() { # target [suffix]
     if [ -n "${BODY[$1]:-}" ]; then echo "$TMP/body-${BODY[$1]}${2:-}.json"; else echo "$TMP/body${2:-}.json"; fi
 }
@@ -246,7 +254,7 @@ stalled() {
 TARGETS=(direct nginx weir-none weir-default weir-five)
 echo "==> load: uptime before: $(uptime)"
 echo "==> warm-up (${WARMUP}s per target)"
-for t in "${TARGETS[@]}" weir-stall "${ANTH[@]}"; do closed /dev/null "$WARMUP" "$t"; done
+for t in "${TARGETS[@]}" weir-stall weir-records "${ANTH[@]}"; do closed /dev/null "$WARMUP" "$t"; done
 for t in direct nginx weir-none weir-default "${ANTH[@]}"; do stream "$TMP/warm.json" "$WARMUP" "$t"; done
 
 # The targets in round r, rotated by r - 1: no target always runs first after another
@@ -261,7 +269,8 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "==> round $r/$ROUNDS (${SECS}s per run)"
     mapfile -t ORDER < <(rotated "$r" "${TARGETS[@]}")
     # Closed loop and stream interleave both formats' targets in one rotation.
-    mapfile -t CORDER < <(rotated "$r" "${TARGETS[@]}" "${ANTH[@]}")
+    # weir-records (the request record on the JSON file sink) runs in the closed loop only.
+    mapfile -t CORDER < <(rotated "$r" "${TARGETS[@]}" weir-records "${ANTH[@]}")
     mapfile -t SORDER < <(rotated "$r" direct nginx weir-none weir-default "${ANTH[@]}")
     for t in "${CORDER[@]}"; do closed_cpu "$RES/closed.$t.$r.json" "$SECS" "$t"; done
     for t in "${ORDER[@]}"; do fixed "$RES/rate1000.$t.$r.json" "$SECS" "$t" 1000; done

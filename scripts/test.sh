@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 OPENAI_VERSION="3.54.0"
 ANTHROPIC_VERSION="2.10.0"
 PYTEST_VERSION="9.2.0"
+# Drives headless Chromium over the DevTools protocol in the dashboard test (tests/browser).
+WEBSOCKET_CLIENT_VERSION="1.9.2"
 
 step() { printf '\n==> %s\n' "$*"; }
 started=$SECONDS
@@ -22,13 +24,24 @@ if command -v rustup >/dev/null; then
 fi
 cargo --version
 
-step "python venv (.venv): openai==$OPENAI_VERSION anthropic==$ANTHROPIC_VERSION pytest==$PYTEST_VERSION"
+step "python venv (.venv): openai==$OPENAI_VERSION anthropic==$ANTHROPIC_VERSION pytest==$PYTEST_VERSION websocket-client==$WEBSOCKET_CLIENT_VERSION"
 if ! .venv/bin/python -c 'import sys' 2>/dev/null; then
     rm -rf .venv
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-    "openai==$OPENAI_VERSION" "anthropic==$ANTHROPIC_VERSION" "pytest==$PYTEST_VERSION"
+    "openai==$OPENAI_VERSION" "anthropic==$ANTHROPIC_VERSION" "pytest==$PYTEST_VERSION" \
+    "websocket-client==$WEBSOCKET_CLIENT_VERSION"
+
+step "chromium (headless browser for the dashboard test)"
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+    if [[ $(id -u) -eq 0 ]]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+    else
+        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+    fi
+fi
 
 # ---- plugin builds (wasm32-wasip2) -------------------------------------------------------
 # Build every wasm component the end-to-end tests load here, before `cargo test`.
@@ -87,6 +100,9 @@ step "python SDK tests (official openai package against target/debug/weir)"
 # `cargo test` built target/debug/weir for the end-to-end tests; a separate `cargo build` would
 # resolve features without dev-dependencies and rebuild half the dependency tree.
 .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider
+
+step "dashboard in headless Chromium (tests/browser, the real binary)"
+.venv/bin/python -m pytest tests/browser -q -p no:cacheprovider
 
 step "example plugins: ${lang_summary[*]}"
 step "all tests passed in $((SECONDS - started))s"

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod admin_live;
 mod anthropic;
 mod bad_input;
 mod bedrock;
@@ -11,6 +12,7 @@ mod browser;
 mod cancel;
 mod chat;
 mod check;
+mod events;
 mod first_run;
 mod gemini;
 mod headers;

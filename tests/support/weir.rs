@@ -16,12 +16,20 @@ pub const WEIR_BIN: &str = env!("CARGO_BIN_EXE_weir");
 pub struct WeirBuilder {
     config: String,
     env: Vec<(String, String)>,
+    unread_stdout: bool,
 }
 
 impl WeirBuilder {
     /// Sets an environment variable for the process (e.g. a key used as `${NAME}`).
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Leaves standard output unread (its pipe fills and writes to it block: a stalled
+    /// stdout sink); only standard error is captured.
+    pub fn unread_stdout(mut self) -> Self {
+        self.unread_stdout = true;
         self
     }
 
@@ -42,8 +50,10 @@ impl WeirBuilder {
             cmd.env("WEIR_LOG", "weir=debug,warn").envs(self.env.iter().map(|(k, v)| (k, v)));
             let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
             let logs = Arc::new(Mutex::new(String::new()));
-            let readers = [capture(child.stdout.take(), &logs), capture(child.stderr.take(), &logs)];
-            let mut weir = Weir { child, addr, logs, readers: Some(readers), _dir: dir };
+            let stdout = child.stdout.take();
+            let (stdout, unread) = if self.unread_stdout { (None, stdout) } else { (stdout, None) };
+            let readers = [capture(stdout, &logs), capture(child.stderr.take(), &logs)];
+            let mut weir = Weir { child, addr, logs, readers: Some(readers), _unread: unread, _dir: dir };
             match weir.wait_healthy().await {
                 Ok(()) => return weir,
                 Err(logs) if logs.contains("cannot listen") => continue,
@@ -60,13 +70,15 @@ pub struct Weir {
     addr: SocketAddr,
     logs: Arc<Mutex<String>>,
     readers: Option<[std::thread::JoinHandle<()>; 2]>,
+    /// Standard output kept open and never read (`unread_stdout`).
+    _unread: Option<std::process::ChildStdout>,
     _dir: TempDir,
 }
 
 impl Weir {
     /// A builder for `weir serve --config <config>`.
     pub fn builder(config: &str) -> WeirBuilder {
-        WeirBuilder { config: config.to_owned(), env: Vec::new() }
+        WeirBuilder { config: config.to_owned(), env: Vec::new(), unread_stdout: false }
     }
 
     /// Starts `weir serve --config <config>` with no extra environment.

@@ -7,6 +7,7 @@ mod bedrock;
 pub mod builtin;
 mod defaults;
 mod env;
+mod events;
 mod kind;
 mod plugin;
 pub mod preset;
@@ -27,6 +28,10 @@ use serde::{Deserialize, Serialize};
 pub use bedrock::BedrockConfig;
 pub use defaults::embedded_default;
 pub use env::EnvValues;
+pub use events::{
+    Backpressure, EventsConfig, LogConfig, LogFormat, MAX_QUEUE_CAPACITY, Priority, QueueCapacities, SinkConfig,
+    SinkKind,
+};
 pub use plugin::{MAX_MEMORY_LIMIT, MAX_PLUGINS, OnError, PluginConfig, PluginRuntimeConfig};
 pub use provider::{
     AnthropicConfig, GEMINI_BASE_URL, GeminiConfig, KeyConfig, Kind, MockConfig, OpenAiConfig, ProviderConfig,
@@ -87,6 +92,10 @@ pub struct Config {
     pub fallbacks: BTreeMap<String, Vec<String>>,
     /// Where state shared between instances lives (Redis, or this process).
     pub state: StateConfig,
+    /// The event bus and its sinks.
+    pub events: EventsConfig,
+    /// Weir's own log lines.
+    pub log: LogConfig,
 }
 
 /// The configuration file as written: [`Config`] with each provider table holding the
@@ -116,6 +125,12 @@ pub struct ConfigFile {
     /// `[state]`.
     #[serde(default)]
     pub state: StateConfig,
+    /// `[events]`.
+    #[serde(default)]
+    pub events: EventsConfig,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 impl TryFrom<ConfigFile> for Config {
@@ -137,6 +152,8 @@ impl TryFrom<ConfigFile> for Config {
             admin: f.admin,
             fallbacks: f.fallbacks,
             state: f.state,
+            events: f.events,
+            log: f.log,
         })
     }
 }
@@ -269,6 +286,11 @@ impl Config {
             if let Some(cache) = cfg.plugin_runtime.cache_dir.as_mut().filter(|c| c.is_relative()) {
                 *cache = dir.join(&*cache);
             }
+            for sink in &mut cfg.events.sinks {
+                if let Some(p) = sink.path.as_mut().filter(|p| p.is_relative()) {
+                    *p = dir.join(&*p);
+                }
+            }
             let plugin_dir = cfg.admin.plugin_dir.get_or_insert_with(|| PathBuf::from("plugins"));
             if plugin_dir.is_relative() {
                 *plugin_dir = dir.join(&*plugin_dir);
@@ -308,6 +330,7 @@ impl Config {
         plugin::validate(&self.plugins, &self.plugin_runtime, &names)?;
         resilience::validate_fallbacks(&self.fallbacks, &names)?;
         self.state.validate()?;
+        self.events.validate()?;
         Ok(())
     }
 

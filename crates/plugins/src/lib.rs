@@ -147,6 +147,11 @@ impl Chain {
         self.plugins.iter().any(|p| p.hooks.contains(Hooks::ON_REQUEST))
     }
 
+    /// The names of the plugins in `seen`, in chain order (for the request record).
+    pub fn seen_names(&self, seen: Seen) -> Vec<String> {
+        (self.plugins.iter().enumerate()).filter(|(i, _)| seen.contains(*i)).map(|(_, p)| p.name.to_string()).collect()
+    }
+
     /// Pool counters of every plugin, in chain order.
     pub fn stats(&self) -> Vec<PoolStats> {
         self.plugins.iter().map(|p| p.stats()).collect()

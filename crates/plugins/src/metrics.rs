@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
 use super::bindings::Hooks;
@@ -67,7 +69,13 @@ pub struct PluginMetrics {
     replaced: [Counter; REASONS.len()],
     /// Calls still running at their first yield, moved off their serving thread.
     pub moved: Counter,
+    /// Call times since start as a number the admin API reads: bucket `i` counts calls under
+    /// `2^i` microseconds.
+    times: [AtomicU64; TIME_BUCKETS],
 }
+
+/// Buckets of [`PluginMetrics::times`]: up to 2^31 us (~36 min).
+const TIME_BUCKETS: usize = 32;
 
 impl PluginMetrics {
     /// Registers the handles of `plugin`; the per-hook ones only for hooks it `implements`
@@ -116,7 +124,25 @@ impl PluginMetrics {
             replaced: REASONS
                 .map(|r| counter!("weir_plugin_instances_replaced_total", "plugin" => p.clone(), "reason" => r)),
             moved: counter!("weir_plugin_calls_moved_total", "plugin" => p.clone()),
+            times: Default::default(),
         }
+    }
+
+    /// The `q` quantiles of call times since start, in microseconds (a bucket's upper bound).
+    pub fn time_quantiles(&self, qs: [f64; 2]) -> [Option<u64>; 2] {
+        let counts: Vec<u64> = self.times.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        qs.map(|q| {
+            let rank = ((q * total as f64).ceil() as u64).max(1);
+            let mut seen = 0;
+            (total > 0).then(|| {
+                let i = counts.iter().position(|&n| {
+                    seen += n;
+                    seen >= rank
+                });
+                1u64 << i.unwrap_or(TIME_BUCKETS - 1)
+            })
+        })
     }
 
     /// Records one call.
@@ -126,6 +152,9 @@ impl PluginMetrics {
             self.calls[h][i].increment(1);
         }
         self.duration[h].record(took.as_secs_f64());
+        let us = took.as_micros() as u64;
+        let bucket = (u64::BITS - us.leading_zeros()) as usize;
+        self.times[bucket.min(TIME_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
         if fuel > 0 {
             self.fuel[h].record(fuel as f64);
         }

@@ -143,6 +143,8 @@ pub struct PoolStats {
     pub degraded: bool,
     /// Failed replacement attempts so far.
     pub replace_failures: u64,
+    /// Median and 99th percentile of hook call times since start, in microseconds.
+    pub call_us: [Option<u64>; 2],
 }
 
 impl Plugin {
@@ -263,6 +265,7 @@ impl Plugin {
             configured: self.target,
             degraded: self.refill.degraded(),
             replace_failures: self.refill.failures(),
+            call_us: self.metrics.time_quantiles([0.5, 0.99]),
         }
     }
 

@@ -115,6 +115,14 @@ impl Pool {
         self.shared.queue.len()
     }
 
+    /// Workers busy now, and the admissions that waited in the line with their total wait
+    /// (microseconds) since the pool started: the admin API's live view.
+    pub fn live(&self) -> (usize, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &self.shared.metrics;
+        (m.busy_now.load(Relaxed).max(0) as usize, m.waits.load(Relaxed), m.wait_us.load(Relaxed))
+    }
+
     /// Admits a request: a free slot, or a place in the line under the overflow policy and
     /// the wait for a slot, at most until `queue_timeout` since arrival. Dropping the future
     /// leaves the line; dropping the permit frees the slot.
@@ -306,7 +314,7 @@ impl Shared {
         self.metrics.queue_depth.set(self.queue.len() as f64);
         match handed {
             Ok(w) => {
-                self.metrics.queue_wait.record(ticket.enqueued.elapsed().as_secs_f64());
+                self.metrics.waited(ticket.enqueued.elapsed());
                 Ok(w)
             }
             Err(_) if ticket.state.evicted() => Err(Error::new(

@@ -1,5 +1,7 @@
 //! Metric handles of one pool, registered once at start so the hot path only bumps atomics.
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
 /// Every per-provider pool metric (`provider` label).
@@ -15,6 +17,11 @@ pub(super) struct PoolMetrics {
     pub panics: Counter,
     pub cancelled: Counter,
     pub upstream_latency: Histogram,
+    /// Workers busy now, as a number the admin API reads (the gauges are write-only).
+    pub busy_now: AtomicI64,
+    /// Admissions that waited in the line, and their total wait in microseconds.
+    pub waits: AtomicU64,
+    pub wait_us: AtomicU64,
 }
 
 impl PoolMetrics {
@@ -32,11 +39,21 @@ impl PoolMetrics {
             panics: counter!("weir_pool_panics_total", "provider" => p.clone()),
             cancelled: counter!("weir_pool_cancelled_total", "provider" => p.clone()),
             upstream_latency: histogram!("weir_upstream_latency_seconds", "provider" => p),
+            busy_now: AtomicI64::new(0),
+            waits: AtomicU64::new(0),
+            wait_us: AtomicU64::new(0),
         };
         // Increments, not sets: during a reload an old and a new pool of the same provider
         // coexist until the old one drains, and their counts add up.
         m.idle.increment(workers as f64);
         m
+    }
+
+    /// A request waited `wait` in the line before a worker took it.
+    pub fn waited(&self, wait: std::time::Duration) {
+        self.queue_wait.record(wait.as_secs_f64());
+        self.waits.fetch_add(1, Ordering::Relaxed);
+        self.wait_us.fetch_add(wait.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// The pool's `workers` are gone (the pool was dropped after a reload or at exit).
@@ -46,6 +63,7 @@ impl PoolMetrics {
 
     /// A worker became busy (`+1`) or idle (`-1`).
     pub fn busy(&self, delta: f64) {
+        self.busy_now.fetch_add(delta as i64, Ordering::Relaxed);
         self.busy.increment(delta);
         self.idle.decrement(delta);
     }

@@ -10,6 +10,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
+use crate::admin_live;
 use crate::api::GATEWAY_FORMAT;
 use crate::body::{Limit, ResponseBody};
 use crate::config::PluginConfig;
@@ -24,8 +25,17 @@ const UPLOAD_BUFFER: usize = 1024 * 1024;
 /// Serves one admin request on the listener bound to `listen`. The browser guard runs first:
 /// a web page must not reach the admin API, even by DNS rebinding. No CORS is granted here,
 /// so a browser cannot read admin answers nor send the token cross-site.
-pub async fn dispatch(reloader: Arc<Reloader>, listen: SocketAddr, req: Request<Incoming>) -> Response<ResponseBody> {
+pub async fn dispatch(
+    reloader: Arc<Reloader>,
+    listen: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<ResponseBody> {
     let gw = reloader.state().gateway.load_full();
+    // The dashboard's own requests carry its origin, the admin listener's: not a foreign page
+    // (a DNS-rebinding page has a foreign Host, which the guard still refuses).
+    if same_origin(req.headers()) {
+        req.headers_mut().remove(header::ORIGIN);
+    }
     let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
         || req.headers().get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
     let mut resp = match crate::browser::admit(&gw.config.server.browser, listen, &req) {
@@ -40,7 +50,29 @@ pub async fn dispatch(reloader: Arc<Reloader>, listen: SocketAddr, req: Request<
 }
 
 async fn serve(reloader: &Arc<Reloader>, gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<ResponseBody> {
-    if !authorized(req.headers(), gw.config.admin.token.as_deref()) {
+    let token = gw.config.admin.token.as_deref().unwrap_or("");
+    let signed_in = authorized(req.headers(), Some(token))
+        || (!token.is_empty() && crate::dashboard::session_ok(req.headers(), token));
+    // The dashboard page and its sign-in hold no data: they answer without a session.
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/" | "/admin" | "/admin/") => return redirect("/admin/dashboard"),
+        (&Method::GET, "/admin/dashboard") => return crate::dashboard::page(signed_in),
+        (&Method::POST, "/admin/login") => {
+            let limit = Limit { bytes: 4096, key: "the sign-in body" };
+            let body =
+                crate::body::read_limited(req.into_body(), None, limit, gw.config.server.body_read_timeout).await;
+            let resp = match body {
+                Ok(body) => crate::dashboard::login(&body, token),
+                Err(e) => error_response(GATEWAY_FORMAT, &e),
+            };
+            let result = if resp.status().is_success() { "ok" } else { "refused" };
+            audit(gw, json!({ "action": "dashboard_sign_in", "result": result }));
+            return resp;
+        }
+        (&Method::POST, "/admin/logout") => return crate::dashboard::logout(req.headers()),
+        _ => {}
+    }
+    if !signed_in {
         return error_response(
             GATEWAY_FORMAT,
             &Error::new(ErrorKind::Unauthorized, "missing or invalid admin token (Authorization: Bearer ...)"),
@@ -55,11 +87,55 @@ async fn serve(reloader: &Arc<Reloader>, gw: &Arc<Gateway>, req: Request<Incomin
             Ok(json_ok(StatusCode::OK, &serde_json::to_value(gw.config.redacted()).unwrap_or(Value::Null)))
         }
         (&Method::POST, "/admin/reload", _) => Ok(reload(reloader).await),
-        (&Method::PUT, _, Some(name)) => upload(reloader, gw, &name, req).await,
-        (&Method::DELETE, _, Some(name)) => remove(reloader, gw, &name).await,
+        (&Method::GET, "/admin/stats", _) => {
+            let range = admin_live::window(req.uri().query());
+            Ok(json_ok(StatusCode::OK, &admin_live::stats(gw, reloader.state().started, range)))
+        }
+        (&Method::GET, "/admin/requests", _) => Ok(json_ok(StatusCode::OK, &admin_live::requests(req.uri().query()))),
+        (&Method::GET, "/admin/live", _) => {
+            admin_live::stream(reloader.state().clone(), admin_live::window(req.uri().query()))
+        }
+        (&Method::GET, p, _) if p.starts_with("/admin/requests/") => {
+            admin_live::request(&p["/admin/requests/".len()..]).map(|v| json_ok(StatusCode::OK, &v))
+        }
+        (&Method::PUT, _, Some(name)) => {
+            let r = upload(reloader, gw, &name, req).await;
+            audit(gw, json!({ "action": "plugin_upload", "plugin": name, "status": status_of(&r) }));
+            r
+        }
+        (&Method::DELETE, _, Some(name)) => {
+            let r = remove(reloader, gw, &name).await;
+            audit(gw, json!({ "action": "plugin_remove", "plugin": name, "status": status_of(&r) }));
+            r
+        }
         _ => Err(Error::new(ErrorKind::RouteNotFound, format!("no admin route for {method} {path}"))),
     };
     result.unwrap_or_else(|e| error_response(GATEWAY_FORMAT, &e))
+}
+
+/// An admin action as a high-priority `admin` event on the bus (never the token).
+fn audit(gw: &Gateway, detail: Value) {
+    if let Some(bus) = &gw.events {
+        bus.publish(crate::events::Event::fact(crate::config::Priority::High, "admin", detail));
+    }
+}
+
+fn status_of(r: &Result<Response<ResponseBody>, Error>) -> u16 {
+    r.as_ref().map_or_else(|e| e.status().as_u16(), |resp| resp.status().as_u16())
+}
+
+/// Whether the request's `Origin` is the admin listener's own (`http://` and its `Host`).
+fn same_origin(headers: &http::HeaderMap) -> bool {
+    let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST)) else { return false };
+    headers.get_all(header::ORIGIN).iter().count() == 1
+        && origin.as_bytes().strip_prefix(b"http://").is_some_and(|o| o == host.as_bytes())
+}
+
+fn redirect(to: &'static str) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::empty());
+    *resp.status_mut() = StatusCode::SEE_OTHER;
+    resp.headers_mut().insert(header::LOCATION, HeaderValue::from_static(to));
+    resp
 }
 
 /// Constant-time comparison of the bearer token. No token configured: nothing is authorized
@@ -71,8 +147,7 @@ fn authorized(headers: &http::HeaderMap, token: Option<&str>) -> bool {
     else {
         return false;
     };
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    crate::dashboard::same(given.as_bytes(), expected.as_bytes())
 }
 
 fn json_ok(status: StatusCode, v: &Value) -> Response<ResponseBody> {

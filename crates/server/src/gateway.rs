@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
+use crate::events::Bus;
 use crate::exchange::HeaderRule;
 use crate::plugins::Chain;
 use crate::policy::{Policy, Target};
@@ -38,6 +39,8 @@ pub struct Gateway {
     pub plugin_headers: HeaderRule,
     /// The shared state store (`[state] redis_url`), `None` for per-instance state.
     pub redis: Option<Arc<Redis>>,
+    /// The event bus, when anything takes its events (a sink, or the admin API's live view).
+    pub events: Option<Arc<Bus>>,
 }
 
 impl Gateway {
@@ -78,7 +81,9 @@ impl Gateway {
             };
             targets.push(target);
         }
+        let events = events_bus(&config, previous).map_err(scrubbed)?;
         let gw = Arc::new(Self {
+            events,
             router: Router::new(&config.providers),
             policy: Policy::new(&config),
             secrets,
@@ -138,6 +143,34 @@ impl Gateway {
     pub async fn shutdown(&self, deadline: tokio::time::Instant) {
         futures_util::future::join_all(self.targets.iter().map(|t| t.pool.shutdown(deadline))).await;
     }
+}
+
+/// The bus of `config`: the previous snapshot's when its `[events]` (and whether the admin
+/// API, which reads the live view, is on) did not change; none when nothing would take events.
+fn events_bus(config: &Config, previous: Option<&Gateway>) -> Result<Option<Arc<Bus>>, String> {
+    let live = config.admin.token.as_deref().is_some_and(|t| !t.is_empty()) && config.events.recent > 0;
+    if let Some(prev) = previous {
+        let prev_live =
+            prev.config.admin.token.as_deref().is_some_and(|t| !t.is_empty()) && prev.config.events.recent > 0;
+        if prev.config.events == config.events && prev_live == live {
+            return Ok(prev.events.clone());
+        }
+    }
+    if config.events.sinks.is_empty() && !live {
+        return Ok(None);
+    }
+    let mut sinks = crate::events::sinks::from_config(&config.events)?;
+    if live {
+        crate::live::live().set_capacity(config.events.recent);
+        sinks.push(crate::events::SinkSpec {
+            name: "live".into(),
+            min_priority: crate::config::Priority::Low,
+            queue: config.events.recent.max(1024),
+            sink: Box::new(crate::live::LiveSink),
+        });
+    }
+    let bus = Bus::start(&config.events, sinks).map_err(|e| format!("cannot start the event bus: {e}"))?;
+    Ok(Some(bus))
 }
 
 /// Process-wide state shared by every connection.

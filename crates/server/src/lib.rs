@@ -9,6 +9,7 @@
 
 pub use weir_api as api;
 pub use weir_config as config;
+pub use weir_events as events;
 pub use weir_plugins as plugins;
 pub use weir_policy as policy;
 pub use weir_policy::routing;
@@ -18,13 +19,17 @@ pub use weir_state as state;
 pub use weir_types::{affinity, body, canonical, error, exchange, format, json, secrets};
 
 pub mod admin;
+pub mod admin_live;
 pub mod browser;
 pub mod client_io;
 pub mod conn;
+pub mod dashboard;
 pub mod gateway;
+pub mod live;
 pub mod metrics;
 pub mod overload;
 pub mod pipeline;
+pub mod record;
 pub mod relay;
 pub mod reload;
 pub mod repoll;

@@ -28,6 +28,7 @@ use crate::policy::Served;
 use crate::pool::{Pool, Reply, ShutdownSignal, StreamItem};
 use crate::providers::usage::{StreamUsage, Usage};
 use crate::providers::{ProviderRequest, RelayHeaders, TraceHeaders};
+use crate::record::{Facts, Finished};
 use crate::respond::error_response;
 
 /// The request id, sent back to the client and accepted from it.
@@ -62,6 +63,8 @@ struct Ctx {
     usage: Option<Usage>,
     /// The provider's response headers that go to the client (`decorate` writes them).
     relay: RelayHeaders,
+    /// What the request record needs besides the above; only with the event bus on.
+    facts: Option<Box<Facts>>,
 }
 
 /// The provider a request goes to and its `model` label there.
@@ -112,11 +115,12 @@ pub async fn handle(
         attempts: 0,
         usage: None,
         relay: RelayHeaders::NONE,
+        facts: gw.events.as_ref().map(|_| Facts::new(req.headers())),
     };
     match run(&gw, &mut ctx, req).await {
         Ok(Outcome::Full(resp)) => {
             let resp = full_response(&ctx, resp);
-            finish(&ctx, resp.status().as_u16(), None);
+            finish(&gw, &ctx, resp.status().as_u16(), None);
             resp
         }
         Ok(Outcome::Stream(stream)) => stream_response(gw, ctx, conn, stream),
@@ -126,7 +130,7 @@ pub async fn handle(
             ctx.relay = std::mem::take(&mut e.relay);
             let mut resp = error_response(ctx.endpoint.format, &e);
             decorate(&ctx, resp.headers_mut());
-            finish(&ctx, resp.status().as_u16(), Some(&e));
+            finish(&gw, &ctx, resp.status().as_u16(), Some(&e));
             resp
         }
     }
@@ -164,6 +168,10 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     // usual reads without parsing the body into a tree.
     let usage = if gw.plugins.has_request_hooks() { BodyUse::Read } else { BodyUse::Forward };
     let front = crate::api::read_request(ctx.endpoint, bytes, usage)?;
+    if let Some(f) = ctx.facts.as_deref_mut() {
+        f.model.clone_from(&front.model);
+        f.stream = front.stream;
+    }
     let mut request = GatewayRequest {
         id: ctx.id.clone(),
         endpoint: ctx.endpoint,
@@ -186,6 +194,10 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     }
     let provider = early.as_ref().map(|r| gw.targets[r.provider].pool.name().clone());
     let pre = gw.plugins.on_request(&mut request, provider.as_ref()).await?;
+    if let Some(f) = ctx.facts.as_deref_mut() {
+        f.seen = pre.seen;
+        f.responded = pre.respond.is_some();
+    }
     if let Some(mut resp) = pre.respond {
         let hook = HookCtx { request: Arc::new(request), provider: None };
         gw.plugins.on_response(&hook, pre.seen, &mut resp).await?;
@@ -218,6 +230,9 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     if pre.edited || route.upstream_model != request.model {
         body.forget_raw();
     }
+    if let Some(f) = ctx.facts.as_deref_mut() {
+        f.served_model = Some(route.upstream_model.clone());
+    }
     let upstream = ProviderRequest {
         endpoint: request.endpoint,
         model: route.upstream_model,
@@ -235,6 +250,9 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     if served.target != route.provider {
         // A fallback answered (or failed last): it is named and counted.
         ctx.target = Some(Target::new(&gw.targets[served.target].pool, &request.model));
+        if let Some(f) = ctx.facts.as_deref_mut() {
+            f.served_model = fallbacks.iter().find(|s| s.provider == served.target).map(|s| s.model.clone());
+        }
     }
     let pool = &gw.targets[served.target].pool;
     let hook = HookCtx { request: Arc::new(request), provider: Some(pool.name().clone()) };
@@ -299,6 +317,10 @@ fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Str
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     decorate(&ctx, headers);
+    let at_head = ctx.facts.is_some().then(|| ctx.overhead());
+    if let Some(f) = ctx.facts.as_deref_mut() {
+        f.head_overhead = at_head;
+    }
     let hooks = gw.plugins.has_stream_hooks(seen);
     let format = ctx.endpoint.format;
     let send_timeout = gw.config.server.send_timeout;
@@ -338,7 +360,10 @@ fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Str
             if let Err(why) = to_client.send(BodyFrame::Data(crate::api::frame_event(format, &payload))).await {
                 // Dropping `chunks` stops the upstream read and frees the worker.
                 ctx.usage = tokens.usage();
-                return ended_early(&ctx, &conn, why);
+                return ended_early(&gw, &ctx, &conn, why);
+            }
+            if let Some(f) = ctx.facts.as_deref_mut().filter(|f| f.ttft.is_none()) {
+                f.ttft = Some(ctx.started.elapsed());
             }
         }
         ctx.usage = tokens.usage();
@@ -347,9 +372,9 @@ fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Str
             None => crate::api::end_of_stream(format).map_or_else(Bytes::new, Bytes::from_static),
         };
         if let Err(why) = to_client.send(BodyFrame::Last(last)).await {
-            return ended_early(&ctx, &conn, why);
+            return ended_early(&gw, &ctx, &conn, why);
         }
-        finish(&ctx, failure.as_ref().map_or(200, |e| e.status().as_u16()), failure.as_ref());
+        finish(&gw, &ctx, failure.as_ref().map_or(200, |e| e.status().as_u16()), failure.as_ref());
     });
     out
 }
@@ -393,13 +418,13 @@ impl ToClient<'_> {
 /// `finish` for a stream that could not be handed to its client to the end. The relay then
 /// drops the body's sender before the last frame, which fails the body: hyper aborts the
 /// response rather than end it as if complete.
-fn ended_early(ctx: &Ctx, conn: &ClientConn, why: NotSent) {
+fn ended_early(gw: &Gateway, ctx: &Ctx, conn: &ClientConn, why: NotSent) {
     match why {
-        NotSent::Gone if !conn.stalled() => finish_as(ctx, 499, "client_closed", None),
-        NotSent::Gone | NotSent::Stalled => finish_as(ctx, 499, "client_stalled", None),
+        NotSent::Gone if !conn.stalled() => finish_as(gw, ctx, 499, "client_closed", None),
+        NotSent::Gone | NotSent::Stalled => finish_as(gw, ctx, 499, "client_stalled", None),
         NotSent::Stopped => {
             let e = stream_cut();
-            finish(ctx, e.status().as_u16(), Some(&e));
+            finish(gw, ctx, e.status().as_u16(), Some(&e));
         }
     }
 }
@@ -426,13 +451,28 @@ fn decorate(ctx: &Ctx, headers: &mut HeaderMap) {
     ctx.relay.write_to(headers);
 }
 
-/// The `finish` phase: metrics and the access log line, once per request.
-fn finish(ctx: &Ctx, status: u16, error: Option<&Error>) {
-    finish_as(ctx, status, error.map_or("ok", Error::metric_label), error);
+/// The `finish` phase: metrics, the access log line and the request record, once per request.
+fn finish(gw: &Gateway, ctx: &Ctx, status: u16, error: Option<&Error>) {
+    finish_as(gw, ctx, status, error.map_or("ok", Error::metric_label), error);
 }
 
 /// `finish` with the `outcome` label chosen by the caller.
-fn finish_as(ctx: &Ctx, status: u16, outcome: &'static str, error: Option<&Error>) {
+fn finish_as(gw: &Gateway, ctx: &Ctx, status: u16, outcome: &'static str, error: Option<&Error>) {
+    if let Some(facts) = &ctx.facts {
+        let f = Finished {
+            id: &ctx.id,
+            endpoint: ctx.endpoint,
+            provider: ctx.target.as_ref().map(|t| &**t.pool.name()),
+            attempts: ctx.attempts,
+            status,
+            outcome,
+            error,
+            usage: ctx.usage.as_ref(),
+            elapsed: ctx.started.elapsed(),
+            overhead: ctx.overhead(),
+        };
+        crate::record::publish(gw, facts, &f);
+    }
     match &ctx.target {
         Some(t) => {
             let m = t.pool.request_metrics();

@@ -106,6 +106,14 @@ impl Reloader {
             ),
             Err(e) => tracing::error!(trigger, error = %e, "reload refused; the previous configuration keeps serving"),
         }
+        // Audit: every reload, accepted or refused, on the bus's high-priority queue.
+        if let Some(bus) = &self.state.gateway.load().events {
+            let detail = match &result {
+                Ok(r) => serde_json::json!({ "trigger": trigger, "result": "ok", "report": r }),
+                Err(e) => serde_json::json!({ "trigger": trigger, "result": "error", "error": e }),
+            };
+            bus.publish(crate::events::Event::fact(crate::config::Priority::High, "reload", detail));
+        }
         result
     }
 

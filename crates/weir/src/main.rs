@@ -7,7 +7,7 @@ mod cli;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use weir_server::config::{Config, embedded_default};
+use weir_server::config::{Config, LogFormat, embedded_default};
 use weir_server::gateway::{AppState, Gateway};
 use weir_server::reload::Reloader;
 use weir_server::server::Server;
@@ -60,18 +60,22 @@ fn main() -> std::process::ExitCode {
         Command::Check { .. } => "warn",
         Command::Serve { .. } => "weir=info,warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let result = match cli.command {
-        Command::Check { config } => check(config.as_ref()),
-        Command::Serve { config, listen } => serve(config.as_ref(), listen),
-        Command::Plugin { command } => cli::plugin::run(command),
+    // The config is read before logging starts: `[log] format` decides how lines look.
+    let config = match &cli.command {
+        Command::Serve { config, .. } | Command::Check { config } => Some(load(config.as_ref())),
+        Command::Plugin { .. } => None,
+    };
+    let format = match &config {
+        Some(Ok(cfg)) => cfg.log.format,
+        _ => LogFormat::Text,
+    };
+    init_logging(default_filter, format);
+    let result = match (cli.command, config) {
+        (_, Some(Err(e))) => Err(e),
+        (Command::Check { .. }, Some(Ok(cfg))) => check(cfg),
+        (Command::Serve { config, listen }, Some(Ok(cfg))) => serve(cfg, config.as_ref(), listen),
+        (Command::Plugin { command }, _) => cli::plugin::run(command),
+        (_, None) => unreachable!("serve and check load a config"),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -82,8 +86,18 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn check(path: Option<&PathBuf>) -> anyhow::Result<()> {
-    let cfg = load(path)?;
+/// Weir's own log lines on standard error, as text or JSON lines (`[log] format`).
+fn init_logging(default_filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(false).with_span_list(false).init(),
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
+}
+
+fn check(cfg: Config) -> anyhow::Result<()> {
     if let Some(w) = cfg.admin.exposure_warning() {
         eprintln!("warning: {w}");
     }
@@ -96,8 +110,7 @@ fn check(path: Option<&PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(path: Option<&PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
-    let mut cfg = load(path)?;
+fn serve(mut cfg: Config, path: Option<&PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     if let Some(addr) = listen {
         cfg.server.listen = addr;
     }
@@ -106,6 +119,7 @@ fn serve(path: Option<&PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     runtime.block_on(async move {
         weir_server::metrics::install();
+        weir_server::events::describe_metrics();
         let shutdown_timeout = cfg.server.shutdown_timeout;
         let listen = cfg.server.listen;
         let threads = cfg.server.threads;
@@ -123,7 +137,8 @@ fn serve(path: Option<&PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow
         let admin_note = if admin.token.as_deref().is_some_and(|t| !t.is_empty()) {
             let a =
                 server.bind_admin(admin.listen).await.with_context(|| format!("cannot listen on {}", admin.listen))?;
-            format!("admin API on http://{a}")
+            weir_server::admin_live::spawn_sampler(reloader.state().clone());
+            format!("admin API and dashboard on http://{a} (/admin/dashboard)")
         } else {
             "admin API off (no admin.token)".to_string()
         };
@@ -135,7 +150,11 @@ fn serve(path: Option<&PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow
             tracing::warn!(error = %e, "file watching unavailable; reload with SIGHUP or the admin API");
         }
         tracing::info!("weir listening on http://{addr} ({} threads) {summary} | {admin_note}", server.threads());
-        server.serve(reloader, shutdown_signal(), shutdown_timeout).await;
+        server.serve(reloader.clone(), shutdown_signal(), shutdown_timeout).await;
+        // The sinks write out what is still queued (request records of the last requests).
+        if let Some(bus) = reloader.state().gateway.load().events.clone() {
+            tokio::task::spawn_blocking(move || bus.shutdown(std::time::Duration::from_secs(5))).await.ok();
+        }
         tracing::info!("weir stopped");
         Ok(())
     })
