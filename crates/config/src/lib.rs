@@ -7,6 +7,7 @@ mod bedrock;
 pub mod builtin;
 mod defaults;
 mod env;
+mod keys;
 mod kind;
 mod plugin;
 pub mod preset;
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 pub use bedrock::BedrockConfig;
 pub use defaults::embedded_default;
 pub use env::EnvValues;
+pub use keys::{BudgetConfig, PriceConfig, VirtualKeyConfig, parse_duration, valid_key_name};
 pub use plugin::{MAX_MEMORY_LIMIT, MAX_PLUGINS, OnError, PluginConfig, PluginRuntimeConfig};
 pub use provider::{
     AnthropicConfig, GEMINI_BASE_URL, GeminiConfig, KeyConfig, Kind, MockConfig, OpenAiConfig, ProviderConfig,
@@ -87,6 +89,12 @@ pub struct Config {
     pub fallbacks: BTreeMap<String, Vec<String>>,
     /// Where state shared between instances lives (Redis, or this process).
     pub state: StateConfig,
+    /// Virtual keys (`[[keys]]`): once any exists, every model call needs one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<VirtualKeyConfig>,
+    /// Per model (or glob), its token prices over the bundled table.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub prices: BTreeMap<String, PriceConfig>,
 }
 
 /// The configuration file as written: [`Config`] with each provider table holding the
@@ -116,6 +124,12 @@ pub struct ConfigFile {
     /// `[state]`.
     #[serde(default)]
     pub state: StateConfig,
+    /// `[[keys]]`.
+    #[serde(default)]
+    pub keys: Vec<VirtualKeyConfig>,
+    /// `[prices]`.
+    #[serde(default)]
+    pub prices: BTreeMap<String, PriceConfig>,
 }
 
 impl TryFrom<ConfigFile> for Config {
@@ -137,6 +151,8 @@ impl TryFrom<ConfigFile> for Config {
             admin: f.admin,
             fallbacks: f.fallbacks,
             state: f.state,
+            keys: f.keys,
+            prices: f.prices,
         })
     }
 }
@@ -308,6 +324,7 @@ impl Config {
         plugin::validate(&self.plugins, &self.plugin_runtime, &names)?;
         resilience::validate_fallbacks(&self.fallbacks, &names)?;
         self.state.validate()?;
+        keys::validate(&self.keys, &self.prices)?;
         Ok(())
     }
 
@@ -322,6 +339,9 @@ impl Config {
             if let Some(o) = p.kind.http_mut() {
                 o.redact();
             }
+        }
+        for k in &mut c.keys {
+            k.value = "<redacted>".into();
         }
         if c.admin.token.is_some() {
             c.admin.token = Some("<redacted>".into());

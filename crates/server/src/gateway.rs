@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::exchange::HeaderRule;
+use crate::governance::Governance;
 use crate::plugins::Chain;
 use crate::policy::{Policy, Target};
 use crate::pool::Pool;
@@ -38,6 +39,8 @@ pub struct Gateway {
     pub plugin_headers: HeaderRule,
     /// The shared state store (`[state] redis_url`), `None` for per-instance state.
     pub redis: Option<Arc<Redis>>,
+    /// Virtual keys, their limits and budgets, and the price table (the `admit` phase).
+    pub governance: Arc<Governance>,
 }
 
 impl Gateway {
@@ -60,6 +63,7 @@ impl Gateway {
             Some(prev) => prev.redis.clone(),
             None => Redis::connect(&config.state)?,
         };
+        let governance = Governance::new(&config, redis.clone(), previous.map(|p| &*p.governance));
         let mut targets = Vec::with_capacity(config.providers.len());
         let threads = crate::shards::count(config.server.threads);
         for p in &config.providers {
@@ -87,6 +91,7 @@ impl Gateway {
             targets,
             plugins: Arc::new(plugins),
             redis,
+            governance,
         });
         gw.start_discovery();
         Ok(gw)

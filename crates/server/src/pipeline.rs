@@ -1,12 +1,12 @@
 //! The request driver for model calls. It only sequences the named phases:
 //!
-//! `read_body → on_request → select_provider → upstream_request → on_response | on_stream_chunk
+//! `read_body → admit → on_request → select_provider → upstream_request → on_response | on_stream_chunk
 //!  → error_response → finish`
 //!
 //! Each phase's work lives in its own module (`api`, `plugins`, `routing`, `policy`,
 //! `error`); `finish` runs exactly once per request, when the last byte is handed to hyper.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,6 +22,7 @@ use crate::error::{Error, ErrorKind};
 use crate::exchange::{GatewayRequest, GatewayResponse, client_headers};
 use crate::format::Endpoint;
 use crate::gateway::Gateway;
+use crate::governance::{Admission, Price, Tokens};
 use crate::metrics::ModelLabel;
 use crate::plugins::{ChunkOutcome, HookCtx, Seen};
 use crate::policy::Served;
@@ -40,6 +41,8 @@ const X_WEIR_PROVIDER: HeaderName = HeaderName::from_static("x-weir-provider");
 const X_WEIR_ATTEMPTS: HeaderName = HeaderName::from_static("x-weir-attempts");
 /// The request's own fallbacks: `provider/model, ...` (replaces `[fallbacks]` for its model).
 const X_WEIR_FALLBACKS: HeaderName = HeaderName::from_static("x-weir-fallbacks");
+/// What a whole answer cost in US dollars, from its reported usage and the price table.
+const X_WEIR_COST_USD: HeaderName = HeaderName::from_static("x-weir-cost-usd");
 
 /// Per-request bookkeeping for `finish`.
 struct Ctx {
@@ -62,6 +65,10 @@ struct Ctx {
     usage: Option<Usage>,
     /// The provider's response headers that go to the client (`decorate` writes them).
     relay: RelayHeaders,
+    /// The virtual key's admission, settled by `finish` (taken there, so exactly once).
+    admission: Mutex<Option<Admission>>,
+    /// The price of the model asked for, when the table knows it.
+    price: Option<Price>,
 }
 
 /// The provider a request goes to and its `model` label there.
@@ -82,6 +89,11 @@ impl Ctx {
     /// The provider's name for logs, `-` before routing.
     fn provider_name(&self) -> &str {
         self.target.as_ref().map_or("-", |t| t.pool.name())
+    }
+
+    /// What the answer cost in nano-dollars, once its usage is known.
+    fn cost(&self) -> Option<u64> {
+        Some(self.price?.cost(tokens(self.usage?)))
     }
 
     /// Time spent in Weir so far, excluding the upstream wait.
@@ -112,6 +124,8 @@ pub async fn handle(
         attempts: 0,
         usage: None,
         relay: RelayHeaders::NONE,
+        admission: Mutex::new(None),
+        price: None,
     };
     match run(&gw, &mut ctx, req).await {
         Ok(Outcome::Full(resp)) => {
@@ -159,6 +173,7 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         gw.config.server.body_read_timeout,
     )
     .await?;
+    let body_len = bytes.len();
     // One scan checks the body; it stays the client's bytes. With on-request hooks the scan
     // also records where the prompt texts and top-level fields are, which answers the hooks'
     // usual reads without parsing the body into a tree.
@@ -178,6 +193,12 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         },
         affinity: ctx.here,
     };
+
+    // admit: the virtual key, its models and limits (one check when there are no keys)
+    if gw.governance.enabled() {
+        let admitted = gw.governance.admit(&parts.headers, &request.model, body_len).await?;
+        *ctx.admission.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = admitted;
+    }
 
     // on_request (plugins scoped to a provider see where the model routes before the chain)
     let early = gw.router.route(&request.model).ok();
@@ -218,6 +239,7 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     if pre.edited || route.upstream_model != request.model {
         body.forget_raw();
     }
+    ctx.price = gw.governance.price(&route.upstream_model).or_else(|| gw.governance.price(&request.model));
     let upstream = ProviderRequest {
         endpoint: request.endpoint,
         model: route.upstream_model,
@@ -282,6 +304,11 @@ fn full_response(ctx: &Ctx, resp: GatewayResponse) -> Response<ResponseBody> {
     headers.reserve(4 + ctx.relay.len());
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     decorate(ctx, headers);
+    if let Some(cost) = ctx.cost()
+        && let Ok(v) = HeaderValue::from_str(&crate::governance::usd(cost))
+    {
+        headers.insert(X_WEIR_COST_USD, v);
+    }
     out
 }
 
@@ -433,6 +460,11 @@ fn finish(ctx: &Ctx, status: u16, error: Option<&Error>) {
 
 /// `finish` with the `outcome` label chosen by the caller.
 fn finish_as(ctx: &Ctx, status: u16, outcome: &'static str, error: Option<&Error>) {
+    if let Some(admission) = ctx.admission.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+        // Only an answer's reported usage corrects the estimate; a failure before any
+        // upstream answer leaves the estimate counted (it was one request of the key's rate).
+        admission.settle(ctx.usage.map(tokens), ctx.cost());
+    }
     match &ctx.target {
         Some(t) => {
             let m = t.pool.request_metrics();
@@ -453,6 +485,11 @@ fn finish_as(ctx: &Ctx, status: u16, outcome: &'static str, error: Option<&Error
             "request finished"
         ),
     }
+}
+
+/// A provider's reported usage as the governance counts it.
+fn tokens(u: Usage) -> Tokens {
+    Tokens { prompt: u.prompt, completion: u.completion, cached: u.cached }
 }
 
 /// The client's `x-request-id` when it is short and printable, else a fresh one; with it, the

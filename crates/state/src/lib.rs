@@ -27,6 +27,19 @@ impl std::fmt::Display for Unavailable {
 
 impl std::error::Error for Unavailable {}
 
+/// A Lua script run by [`Redis::eval`]: its text, and its SHA-1 once Redis has loaded it.
+pub struct LuaScript {
+    text: &'static str,
+    sha: std::sync::OnceLock<String>,
+}
+
+impl LuaScript {
+    /// A script with this source.
+    pub const fn new(text: &'static str) -> Self {
+        Self { text, sha: std::sync::OnceLock::new() }
+    }
+}
+
 /// The process's Redis connection and its availability.
 pub struct Redis {
     conn: ConnectionManager,
@@ -115,6 +128,35 @@ impl Redis {
     pub async fn pipeline<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, Unavailable> {
         let mut conn = self.conn.clone();
         let res = tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut conn)).await;
+        self.settle(res)
+    }
+
+    /// Runs a Lua `script` in one round trip (`EVALSHA`; after a Redis restart, which forgets
+    /// scripts, it is loaded again first), bounded by `redis_timeout`. `args` appends the
+    /// key count, keys and arguments.
+    ///
+    /// # Errors
+    /// As [`Redis::query`].
+    pub async fn eval<T: FromRedisValue>(&self, script: &LuaScript, args: impl Fn(&mut Cmd)) -> Result<T, Unavailable> {
+        let mut conn = self.conn.clone();
+        let run = async {
+            if let Some(sha) = script.sha.get() {
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(sha.as_str());
+                args(&mut cmd);
+                match cmd.query_async::<T>(&mut conn).await {
+                    Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {}
+                    done => return done,
+                }
+            }
+            let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(script.text).query_async(&mut conn).await?;
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(sha.as_str());
+            args(&mut cmd);
+            let _ = script.sha.set(sha);
+            cmd.query_async::<T>(&mut conn).await
+        };
+        let res = tokio::time::timeout(self.timeout, run).await;
         self.settle(res)
     }
 
