@@ -96,6 +96,7 @@ impl Governance {
         }
         let name = spec.name.clone();
         self.shared.store.put(hash, spec);
+        self.shared.made.store(true, Ordering::Relaxed);
         self.shared.active.store(true, Ordering::Relaxed);
         tracing::info!(key = %name, "virtual key created");
         Ok(Created { name, key: secret })
@@ -143,9 +144,6 @@ impl Governance {
         }
         if !found {
             return Err(AdminError::NotFound);
-        }
-        if self.redis.is_none() {
-            self.shared.active.store(!self.shared.store.is_empty(), Ordering::Relaxed);
         }
         tracing::info!(key = %name, "virtual key revoked");
         Ok(())

@@ -110,6 +110,9 @@ struct Shared {
     store: Store,
     /// Keys exist somewhere (here or, through Redis, on another instance).
     active: AtomicBool,
+    /// A key was made through the admin API: admission stays on even once every key is
+    /// revoked (revoking the last key must not open the gateway).
+    made: AtomicBool,
     /// Config keys revoked through the admin API without Redis (kept out at reloads).
     revoked: Mutex<HashSet<KeyHash>>,
     /// Admissions so far, for unique members of the Redis windows.
@@ -144,7 +147,8 @@ impl Governance {
             seeds.push(shared.store.put(hash, KeySpec::from_config(k)));
         }
         shared.store.retain_config(&kept);
-        shared.active.store(!shared.store.is_empty(), Ordering::Relaxed);
+        let on = !shared.store.is_empty() || shared.made.load(Ordering::Relaxed);
+        shared.active.store(on, Ordering::Relaxed);
         let gov =
             Arc::new(Self { shared, prices: PriceTable::new(&config.prices), redis, instance: fastrand::u64(..) });
         if let Some(redis) = gov.redis.clone() {
@@ -278,8 +282,9 @@ async fn watch(gov: Weak<Governance>, redis: Arc<Redis>, seeds: Vec<Arc<KeyEntry
             if !seeded {
                 seeded = redis::seed(&redis, &seeds).await.is_ok();
             }
-            if let Ok(any) = redis::any(&redis).await {
-                gov.shared.active.store(any || !gov.shared.store.is_empty(), Ordering::Relaxed);
+            if let Ok(true) = redis::any(&redis).await {
+                gov.shared.made.store(true, Ordering::Relaxed);
+                gov.shared.active.store(true, Ordering::Relaxed);
             }
         }
         tokio::time::sleep(POLL).await;

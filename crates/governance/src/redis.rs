@@ -4,7 +4,7 @@
 //! counted. Settlement is one pipeline the client does not wait for.
 //!
 //! Layout under `state.key_prefix` (`P`), `H` being the key's SHA-256 in hex:
-//! `P key:H` (hash: `spec` JSON, `revoked`), `P keynames` (hash: name → H),
+//! `P key:H` (hash: `spec` JSON, `revoked`), `P keynames` (hash: name → H), `P keys:on` (set once a key is made through the admin API),
 //! `P rpm:H` (sorted set: one member per request of the sliding minute),
 //! `P conc:H` (sorted set: one member per request in flight, scored by its lease's end),
 //! `P tpm:H:<minute>`, `P spend:H:<period>` (counters, nano-dollars), `P usage:H` (totals).
@@ -84,6 +84,7 @@ return {2, minute, period}
 static CREATE: LuaScript = LuaScript::new(
     r"
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('SET', KEYS[3], '1')
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'spec', ARGV[3])
 return 1
@@ -238,10 +239,10 @@ pub(crate) async fn lookup(redis: &Redis, hash: &KeyHash) -> Result<Option<KeySp
 pub(crate) async fn create(redis: &Redis, hash: &KeyHash, spec: &KeySpec) -> Result<bool, Unavailable> {
     let hex = hash.hex();
     let json = serde_json::to_string(spec).unwrap_or_default();
-    let (rec, names) = (record(redis, &hex), redis.key("keynames"));
+    let (rec, names, on) = (record(redis, &hex), redis.key("keynames"), redis.key("keys:on"));
     let n: i64 = redis
         .eval(&CREATE, |c: &mut Cmd| {
-            c.arg(2).arg(&rec).arg(&names).arg(&spec.name).arg(&hex).arg(&json);
+            c.arg(3).arg(&rec).arg(&names).arg(&on).arg(&spec.name).arg(&hex).arg(&json);
         })
         .await?;
     Ok(n == 1)
@@ -293,9 +294,10 @@ pub(crate) async fn list(redis: &Redis) -> Result<Vec<(String, KeySpec)>, Unavai
     Ok(out)
 }
 
-/// Whether any key is stored (keys made on another instance turn admission on here too).
+/// Whether a key was ever made through the admin API (on any instance: admission turns on
+/// here too, and stays on when every key is revoked).
 pub(crate) async fn any(redis: &Redis) -> Result<bool, Unavailable> {
-    let n: u64 = redis.query(redis::cmd("HLEN").arg(redis.key("keynames"))).await?;
+    let n: u64 = redis.query(redis::cmd("EXISTS").arg(redis.key("keys:on"))).await?;
     Ok(n > 0)
 }
 
