@@ -244,7 +244,10 @@ async fn admin_makes_lists_and_revokes_keys_and_streams_settle_their_usage() {
     assert_eq!(r.status, 401, "a revoked key is refused: {}", r.text);
     assert_eq!(admin(port, reqwest::Method::DELETE, "/admin/keys/b", None).await.status, 404);
 
-    for text in [list.text, usage.to_string(), weir.logs(), weir.metrics().await] {
+    let m = weir.metrics().await;
+    assert_eq!(metric(&m, "weir_key_requests_total", &[("key", "b")]), 2.0, "{m}");
+    assert_eq!(metric(&m, "weir_key_cost_nano_usd_total", &[("key", "b")]), 34_000_000.0, "{m}");
+    for text in [list.text, usage.to_string(), weir.logs(), m] {
         assert!(!text.contains(&secret), "the secret leaked: {text}");
     }
 }

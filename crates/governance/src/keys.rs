@@ -112,17 +112,40 @@ pub struct KeyEntry {
     pub local: Mutex<Counters>,
     /// What this instance served under the key (totals, for the admin API without Redis).
     pub totals: Totals,
+    /// This key's metric handles, registered once.
+    pub metrics: KeyMetrics,
+}
+
+/// A key's metric handles (labelled by its name, never its secret).
+#[derive(Debug)]
+pub struct KeyMetrics {
+    /// `weir_key_requests_total`: requests settled.
+    pub requests: metrics::Counter,
+    /// `weir_key_tokens_total{kind="prompt"}`.
+    pub prompt: metrics::Counter,
+    /// `weir_key_tokens_total{kind="completion"}`.
+    pub completion: metrics::Counter,
+    /// `weir_key_cost_nano_usd_total`: cost in nano-dollars (an integer counter adds exactly).
+    pub cost: metrics::Counter,
 }
 
 impl KeyEntry {
     /// A key with fresh counters.
     pub fn new(hash: KeyHash, spec: KeySpec) -> Arc<Self> {
+        let key = spec.name.clone();
+        let metrics = KeyMetrics {
+            requests: metrics::counter!("weir_key_requests_total", "key" => key.clone()),
+            prompt: metrics::counter!("weir_key_tokens_total", "key" => key.clone(), "kind" => "prompt"),
+            completion: metrics::counter!("weir_key_tokens_total", "key" => key.clone(), "kind" => "completion"),
+            cost: metrics::counter!("weir_key_cost_nano_usd_total", "key" => key),
+        };
         Arc::new(Self {
             hash,
             hex: hash.hex(),
             spec,
             local: Mutex::new(Counters::default()),
             totals: Totals::default(),
+            metrics,
         })
     }
 }

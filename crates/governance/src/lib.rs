@@ -325,6 +325,11 @@ impl Admission {
         let token_delta = if used.is_some() { t.total() as i64 - self.tokens as i64 } else { 0 };
         let cost_delta = cost as i64 - self.cost as i64;
         self.entry.totals.add(t.prompt, t.completion, cost);
+        let m = &self.entry.metrics;
+        m.requests.increment(1);
+        m.prompt.increment(t.prompt);
+        m.completion.increment(t.completion);
+        m.cost.increment(cost);
         let spec = &self.entry.spec;
         let slot = spec.max_concurrent.is_some();
         match &self.redis {

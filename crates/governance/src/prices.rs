@@ -3,6 +3,7 @@
 //! Redis too).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
 
 use weir_config::PriceConfig;
 
@@ -49,11 +50,16 @@ impl Price {
     }
 }
 
+/// Names remembered with their pattern match (or none): a model the table does not know is
+/// looked up once, not matched against every pattern per request.
+const MEMO_MAX: usize = 4096;
+
 /// Prices by model: exact names, then patterns (longest first).
 #[derive(Debug, Default)]
 pub struct PriceTable {
     exact: HashMap<String, Price>,
     patterns: Vec<(String, Price)>,
+    memo: RwLock<HashMap<String, Option<Price>>>,
 }
 
 impl PriceTable {
@@ -82,7 +88,15 @@ impl PriceTable {
         if let Some(p) = self.exact.get(model) {
             return Some(*p);
         }
-        self.patterns.iter().find(|(pat, _)| glob(pat, model)).map(|(_, p)| *p)
+        if let Some(p) = self.memo.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(model) {
+            return *p;
+        }
+        let found = self.patterns.iter().find(|(pat, _)| glob(pat, model)).map(|(_, p)| *p);
+        let mut memo = self.memo.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if memo.len() < MEMO_MAX {
+            memo.insert(model.to_owned(), found);
+        }
+        found
     }
 }
 

@@ -42,7 +42,14 @@ async fn create(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Respons
     let bytes = read_limited(req.into_body(), len, limit, gw.config.server.body_read_timeout).await?;
     let new: NewKey = serde_json::from_slice(&bytes)
         .map_err(|e| Error::new(ErrorKind::InvalidRequest, format!("POST /admin/keys: {e}")))?;
-    let created = gw.governance.create(new).await.map_err(admin_error)?;
+    let created = match gw.governance.create(new).await {
+        Err(AdminError::Exists) => {
+            let error = json!({"message": "a key with this name exists", "type": "invalid_request_error",
+                               "param": "name", "code": "key_exists"});
+            return Ok(json(StatusCode::CONFLICT, &json!({ "error": error })));
+        }
+        other => other.map_err(admin_error)?,
+    };
     Ok(json(
         StatusCode::CREATED,
         &json!({
@@ -88,9 +95,7 @@ async fn usage(gw: &Gateway, name: &str) -> Result<Response<ResponseBody>, Error
 fn admin_error(e: AdminError) -> Error {
     match e {
         AdminError::Invalid(m) => Error::new(ErrorKind::InvalidRequest, m),
-        AdminError::Exists => {
-            Error::new(ErrorKind::PluginRejected { status: 409 }, "a key with this name exists").with_code("key_exists")
-        }
+        AdminError::Exists => Error::invalid_param("name", "a key with this name exists").with_code("key_exists"),
         AdminError::NotFound => {
             Error::new(ErrorKind::RouteNotFound, "no key with this name").with_code("key_not_found")
         }
