@@ -164,7 +164,7 @@ async fn max_concurrent_counts_requests_in_flight_and_frees_them_once() {
             Reply::read(rb.header("content-type", "application/json").body(body).send().await.unwrap()).await
         })
     };
-    up.wait_until("the held request", |seen| !seen.is_empty()).await;
+    up.wait_until("the held request", |seen| seen.iter().any(|s| s.path.ends_with("/chat/completions"))).await;
     let r = send(&weir, Some("sk-one-SECRET-0001"), &sized_chat("up/m", 20)).await;
     assert_eq!((r.status, r.error_code().as_str()), (429, "concurrency_limit_exceeded"), "{}", r.text);
     up.release();

@@ -114,6 +114,8 @@ pub struct KeyEntry {
     pub totals: Totals,
     /// This key's metric handles, registered once.
     pub metrics: KeyMetrics,
+    /// Its Redis names, made at first use.
+    pub(crate) names: Mutex<Option<Arc<crate::redis::Names>>>,
 }
 
 /// A key's metric handles (labelled by its name, never its secret).
@@ -146,6 +148,7 @@ impl KeyEntry {
             local: Mutex::new(Counters::default()),
             totals: Totals::default(),
             metrics,
+            names: Mutex::new(None),
         })
     }
 }

@@ -117,6 +117,8 @@ struct Shared {
     revoked: Mutex<HashSet<KeyHash>>,
     /// Admissions so far, for unique members of the Redis windows.
     seq: AtomicU64,
+    /// Sends settlements to Redis in batches (started with the first governance).
+    settler: std::sync::OnceLock<redis::Settler>,
 }
 
 /// Virtual keys, limits, budgets and prices of one gateway snapshot.
@@ -135,6 +137,11 @@ impl Governance {
     /// keys are written there and a task watches for keys made elsewhere.
     pub fn new(config: &Config, redis: Option<Arc<Redis>>, previous: Option<&Governance>) -> Arc<Self> {
         let shared = previous.map_or_else(|| Arc::new(Shared::default()), |p| p.shared.clone());
+        if redis.is_some() {
+            // On the runtime building the gateway (the control runtime), which lives as long
+            // as the process.
+            shared.settler.get_or_init(redis::Settler::start);
+        }
         let revoked = shared.revoked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let mut kept = Vec::new();
         let mut seeds = Vec::new();
@@ -239,6 +246,7 @@ impl Governance {
                 entry.totals.requests.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(Admission {
                     redis: self.redis.clone().filter(|_| shared_state),
+                    shared: self.shared.clone(),
                     entry,
                     windows,
                     member,
@@ -296,6 +304,7 @@ async fn watch(gov: Weak<Governance>, redis: Arc<Redis>, seeds: Vec<Arc<KeyEntry
 #[derive(Debug)]
 pub struct Admission {
     redis: Option<Arc<Redis>>,
+    shared: Arc<Shared>,
     entry: Arc<KeyEntry>,
     windows: Windows,
     member: String,
@@ -335,6 +344,7 @@ impl Admission {
         match &self.redis {
             Some(redis) => {
                 let s = redis::Settlement {
+                    names: redis::names(redis, &self.entry),
                     windows: self.windows,
                     member: self.member.clone(),
                     slot,
@@ -347,13 +357,9 @@ impl Admission {
                     completion: t.completion,
                     cost,
                 };
-                let (redis, hex) = (redis.clone(), self.entry.hex.clone());
-                tokio::spawn(async move {
-                    if redis::settle(&redis, &hex, &s).await.is_err() {
-                        // The slot's lease and the windows' expiry take care of it.
-                        metrics::counter!("weir_keys_settle_lost_total").increment(1);
-                    }
-                });
+                if let Some(settler) = self.shared.settler.get() {
+                    settler.send(redis.clone(), s);
+                }
             }
             None => self.entry.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner).settle(
                 self.windows,
@@ -367,7 +373,7 @@ impl Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        if !self.settled && tokio::runtime::Handle::try_current().is_ok() {
+        if !self.settled {
             self.apply(None, None);
         }
     }

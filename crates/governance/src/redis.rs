@@ -125,23 +125,60 @@ fn record(redis: &Redis, hex: &str) -> String {
     redis.key(&format!("key:{hex}"))
 }
 
+/// One key's Redis names and its seed record, made once per key and prefix (not per request).
+#[derive(Debug)]
+pub(crate) struct Names {
+    prefix: String,
+    rec: String,
+    rpm: String,
+    conc: String,
+    keynames: String,
+    tpm: String,
+    spend: String,
+    usage: String,
+    /// A config key's spec as JSON (written back if Redis lost it); empty for admin keys.
+    seed: String,
+}
+
+impl Names {
+    fn of(redis: &Redis, key: &KeyEntry) -> Self {
+        let hex = &key.hex;
+        Self {
+            prefix: redis.key(""),
+            rec: record(redis, hex),
+            rpm: redis.key(&format!("rpm:{hex}")),
+            conc: redis.key(&format!("conc:{hex}")),
+            keynames: redis.key("keynames"),
+            tpm: redis.key(&format!("tpm:{hex}:")),
+            spend: redis.key(&format!("spend:{hex}:")),
+            usage: redis.key(&format!("usage:{hex}")),
+            seed: match key.spec.source {
+                Source::Config => serde_json::to_string(&key.spec).unwrap_or_default(),
+                Source::Admin => String::new(),
+            },
+        }
+    }
+}
+
+/// `key`'s names under `redis`'s prefix (made again only if a reload changed the prefix).
+pub(crate) fn names(redis: &Redis, key: &KeyEntry) -> std::sync::Arc<Names> {
+    let mut slot = key.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match &*slot {
+        Some(n) if redis.key("") == n.prefix => n.clone(),
+        _ => {
+            let n = std::sync::Arc::new(Names::of(redis, key));
+            *slot = Some(n.clone());
+            n
+        }
+    }
+}
+
 /// Checks and counts one request in one round trip.
 pub(crate) async fn admit(redis: &Redis, key: &KeyEntry, ask: &Ask, member: &str) -> Result<Admitted, Unavailable> {
-    let hex = &key.hex;
-    let seed = match key.spec.source {
-        Source::Config => serde_json::to_string(&key.spec).unwrap_or_default(),
-        Source::Admin => String::new(),
-    };
-    let (rec, rpm, conc, names) = (
-        record(redis, hex),
-        redis.key(&format!("rpm:{hex}")),
-        redis.key(&format!("conc:{hex}")),
-        redis.key("keynames"),
-    );
-    let (tpm, spend) = (redis.key(&format!("tpm:{hex}:")), redis.key(&format!("spend:{hex}:")));
+    let n = names(redis, key);
     let reply: redis::Value = redis
         .eval(&ADMIT, |c: &mut Cmd| {
-            c.arg(4).arg(&rec).arg(&rpm).arg(&conc).arg(&names);
+            c.arg(4).arg(&n.rec).arg(&n.rpm).arg(&n.conc).arg(&n.keynames);
             c.arg(member)
                 .arg(ask.rpm.unwrap_or(0))
                 .arg(ask.tpm.unwrap_or(0))
@@ -151,11 +188,11 @@ pub(crate) async fn admit(redis: &Redis, key: &KeyEntry, ask: &Ask, member: &str
                 .arg(ask.period_s.max(1))
                 .arg(ask.max_concurrent.unwrap_or(0))
                 .arg(LEASE_MS)
-                .arg(&tpm)
-                .arg(&spend)
-                .arg(&seed)
+                .arg(&n.tpm)
+                .arg(&n.spend)
+                .arg(&n.seed)
                 .arg(&key.spec.name)
-                .arg(hex);
+                .arg(&key.hex);
         })
         .await?;
     let items = match reply {
@@ -191,6 +228,7 @@ pub(crate) async fn admit(redis: &Redis, key: &KeyEntry, ask: &Ask, member: &str
 
 /// What a finished request changes: its slot freed, the estimate corrected, totals added.
 pub(crate) struct Settlement {
+    pub names: std::sync::Arc<Names>,
     pub windows: Windows,
     pub member: String,
     pub slot: bool,
@@ -204,28 +242,76 @@ pub(crate) struct Settlement {
     pub cost: u64,
 }
 
-/// Applies `s` in one pipelined round trip.
-pub(crate) async fn settle(redis: &Redis, hex: &str, s: &Settlement) -> Result<(), Unavailable> {
-    let mut p = redis::pipe();
+/// Adds `s`'s commands to a pipeline.
+fn settle_into(p: &mut redis::Pipeline, s: &Settlement) {
+    let n = &s.names;
     if s.slot {
-        p.cmd("ZREM").arg(redis.key(&format!("conc:{hex}"))).arg(&s.member).ignore();
+        p.cmd("ZREM").arg(&n.conc).arg(&s.member).ignore();
     }
     if s.tpm && s.token_delta != 0 {
-        let k = redis.key(&format!("tpm:{hex}:{}", s.windows.minute));
+        let k = format!("{}{}", n.tpm, s.windows.minute);
         p.cmd("INCRBY").arg(&k).arg(s.token_delta).ignore();
         p.cmd("EXPIRE").arg(&k).arg(180).ignore();
     }
     if s.budget && s.cost_delta != 0 {
-        let k = redis.key(&format!("spend:{hex}:{}", s.windows.period));
+        let k = format!("{}{}", n.spend, s.windows.period);
         p.cmd("INCRBY").arg(&k).arg(s.cost_delta).ignore();
         p.cmd("EXPIRE").arg(&k).arg(s.period_s + 3600).ignore();
     }
-    let usage = redis.key(&format!("usage:{hex}"));
-    p.cmd("HINCRBY").arg(&usage).arg("requests").arg(1).ignore();
-    p.cmd("HINCRBY").arg(&usage).arg("prompt_tokens").arg(s.prompt).ignore();
-    p.cmd("HINCRBY").arg(&usage).arg("completion_tokens").arg(s.completion).ignore();
-    p.cmd("HINCRBY").arg(&usage).arg("cost_nano").arg(s.cost).ignore();
-    redis.pipeline::<()>(&p).await
+    p.cmd("HINCRBY").arg(&n.usage).arg("requests").arg(1).ignore();
+    p.cmd("HINCRBY").arg(&n.usage).arg("prompt_tokens").arg(s.prompt).ignore();
+    p.cmd("HINCRBY").arg(&n.usage).arg("completion_tokens").arg(s.completion).ignore();
+    p.cmd("HINCRBY").arg(&n.usage).arg("cost_nano").arg(s.cost).ignore();
+}
+
+/// Settlements waiting for the settler; past this many, a settlement is dropped (counted):
+/// its slot's lease and its windows' expiry then take care of it.
+const SETTLE_QUEUE: usize = 65_536;
+/// Most settlements sent in one pipeline.
+const SETTLE_BATCH: usize = 512;
+
+/// Where finished requests' settlements go: one task sends whatever has gathered as one
+/// pipeline, so under load many requests share a round trip.
+#[derive(Debug)]
+pub(crate) struct Settler {
+    tx: tokio::sync::mpsc::Sender<(std::sync::Arc<Redis>, Settlement)>,
+}
+
+impl Settler {
+    /// Starts the task on the current runtime; it ends when the settler is dropped.
+    pub(crate) fn start() -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(std::sync::Arc<Redis>, Settlement)>(SETTLE_QUEUE);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(SETTLE_BATCH);
+            while rx.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
+                // Usually one connection; a reload that changed `[state]` may leave two.
+                while let Some((redis, _)) = batch.first() {
+                    let redis = redis.clone();
+                    let mut p = redis::pipe();
+                    let mut sent = 0u64;
+                    batch.retain(|(r, s)| {
+                        let same = std::sync::Arc::ptr_eq(r, &redis);
+                        if same {
+                            settle_into(&mut p, s);
+                            sent += 1;
+                        }
+                        !same
+                    });
+                    if redis.pipeline::<()>(&p).await.is_err() {
+                        metrics::counter!("weir_keys_settle_lost_total").increment(sent);
+                    }
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// Queues `s`; never waits.
+    pub(crate) fn send(&self, redis: std::sync::Arc<Redis>, s: Settlement) {
+        if self.tx.try_send((redis, s)).is_err() {
+            metrics::counter!("weir_keys_settle_lost_total").increment(1);
+        }
+    }
 }
 
 /// The spec of the key with this hash, `None` if Redis does not know it or it was revoked.
