@@ -57,9 +57,9 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Price of model `m` (what the mock is asked for) in the tests: $1000 per million tokens of
+/// Price of model `m` and `m;directives` (what the mock is asked for) in the tests: $1000 per million tokens of
 /// every kind, so one answer costs exactly `reported_tokens() * 0.001` dollars.
-pub const PRICES: &str = "[prices]\n\"m\" = { input = 1000.0, output = 1000.0, cached = 1000.0 }\n";
+pub const PRICES: &str = "[prices]\n\"m*\" = { input = 1000.0, output = 1000.0, cached = 1000.0 }\n";
 
 fn key_toml(name: &str, value: &str, extra: &str) -> String {
     format!("[[keys]]\nname = \"{name}\"\nvalue = \"{value}\"\n{extra}\n")
@@ -250,4 +250,24 @@ async fn admin_makes_lists_and_revokes_keys_and_streams_settle_their_usage() {
     for text in [list.text, usage.to_string(), weir.logs(), m] {
         assert!(!text.contains(&secret), "the secret leaked: {text}");
     }
+}
+
+#[tokio::test]
+async fn a_retried_request_counts_once_against_the_keys_limits() {
+    let up = MockUpstream::start().await;
+    let retries = "[providers.retry]\nbase_backoff = \"5ms\"\nmax_backoff = \"20ms\"\n";
+    let cfg = format!(
+        "{}{}{PRICES}",
+        key_toml("two", "sk-two-SECRET-0001", "rpm = 2\nbudget = { usd = 1.0, period = \"1d\" }"),
+        up.provider_toml("up", "discover_models = false", retries)
+    );
+    let weir = Weir::start(&cfg).await;
+    // Fails once upstream, answered by the retry: one request for the key, two attempts.
+    let r = send(&weir, Some("sk-two-SECRET-0001"), &sized_chat("up/m;fail_times=1", 20)).await;
+    assert_eq!((r.status, r.header("x-weir-attempts")), (200, Some("2")), "{}", r.text);
+    assert_eq!(r.header("x-weir-cost-usd"), Some("0.017"), "only the answer's usage is charged");
+    assert_eq!(send(&weir, Some("sk-two-SECRET-0001"), &sized_chat("up/m", 20)).await.status, 200);
+    let third = send(&weir, Some("sk-two-SECRET-0001"), &sized_chat("up/m", 20)).await;
+    assert_eq!(third.status, 429, "{}", third.text);
+    assert_eq!(up.chats().len(), 3);
 }

@@ -160,4 +160,14 @@ mod tests {
         assert!(validate(&[zero], &BTreeMap::new()).unwrap_err().to_string().contains("keys[0].rpm"));
         assert!(format!("{:?}", key("a", "s3cret-one")).contains("<redacted>"));
     }
+
+    #[test]
+    fn the_redacted_config_hides_key_values() {
+        let text = "[[providers]]\nname = \"m\"\nkind = \"mock\"\nmodels = [\"m\"]\n\
+                    [[keys]]\nname = \"a\"\nvalue = \"s3cret-value-1\"\nrpm = 5\n";
+        let cfg = crate::Config::from_toml(text).unwrap();
+        assert_eq!(cfg.keys[0].rpm, Some(5));
+        let shown = serde_json::to_string(&cfg.redacted()).unwrap();
+        assert!(!shown.contains("s3cret-value-1") && shown.contains("<redacted>"), "{shown}");
+    }
 }
