@@ -246,6 +246,7 @@ async fn admin_makes_lists_and_revokes_keys_and_streams_settle_their_usage() {
 
     let m = weir.metrics().await;
     assert_eq!(metric(&m, "weir_key_requests_total", &[("key", "b")]), 2.0, "{m}");
+    assert!(m.contains("# HELP weir_key_requests_total"), "{m}");
     assert_eq!(metric(&m, "weir_key_cost_nano_usd_total", &[("key", "b")]), 34_000_000.0, "{m}");
     for text in [list.text, usage.to_string(), weir.logs(), m] {
         assert!(!text.contains(&secret), "the secret leaked: {text}");

@@ -435,6 +435,26 @@ fn refusal(spec: &KeySpec, r: Refusal) -> Error {
     Error::new(kind, format!("{message}; retry in {}s", r.retry_after)).with_code(code).with_retry_after(r.retry_after)
 }
 
+/// `# HELP` lines of the series this crate writes.
+pub fn describe_metrics() {
+    use metrics::describe_counter;
+    describe_counter!("weir_key_requests_total", "Requests settled under a virtual key, by key name");
+    describe_counter!(
+        "weir_key_tokens_total",
+        "Tokens used under a virtual key (reported, else estimated), by key name and kind"
+    );
+    describe_counter!("weir_key_cost_nano_usd_total", "Cost under a virtual key in nano-dollars, by key name");
+    describe_counter!("weir_keys_refused_total", "Requests a virtual key's limit refused, by limit");
+    describe_counter!(
+        "weir_keys_state_unavailable_total",
+        "Admissions that found Redis unavailable, by mode (fail-open: counted in process; fail-closed: 503)"
+    );
+    describe_counter!(
+        "weir_keys_settle_lost_total",
+        "Settlements Redis did not take (slot leases and window expiry cover them)"
+    );
+}
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)

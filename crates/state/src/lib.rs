@@ -184,6 +184,15 @@ impl Redis {
     }
 }
 
+/// `# HELP` lines of the series this crate writes.
+pub fn describe_metrics() {
+    metrics::describe_gauge!("weir_state_redis_up", "1 while the last Redis round trip succeeded, else 0");
+    metrics::describe_counter!(
+        "weir_state_unavailable_total",
+        "Times Redis became unavailable (answered, then did not)"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
