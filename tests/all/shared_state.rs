@@ -3,6 +3,8 @@
 //! at once, and with Redis killed and restarted every request still gets one well-formed
 //! answer within its bound (fail-open serves, fail-closed answers 503) and shared state resumes.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -10,7 +12,7 @@ use serde_json::json;
 
 use crate::keys::{PRICES, admin, admin_toml, free_port, reported_tokens, send, sized_chat};
 use crate::support::redis::RedisServer;
-use crate::support::{MockUpstream, Weir};
+use crate::support::{MockUpstream, Reply, Weir};
 
 /// Longest any request may take while Redis is away (its bound is 100 ms per round trip).
 const BOUND: Duration = Duration::from_secs(2);
@@ -148,22 +150,84 @@ async fn bounded_round(weirs: &[Weir], key: &str, body: &str, n: usize) -> Vec<u
     statuses
 }
 
+/// Requests sent without pause to every instance until `stop`, each checked as it comes
+/// back: one well-formed answer (an answer, or an error body naming its code) within
+/// [`BOUND`]. The statuses.
+fn background_load(urls: Vec<String>, body: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<u16>> {
+    tokio::spawn(async move {
+        let client = crate::support::client();
+        let mut statuses = Vec::new();
+        // Bounded: at most this many rounds, whatever `stop` says.
+        for _ in 0..5000 {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            for url in &urls {
+                let started = Instant::now();
+                let rb = client.post(url).header("authorization", "Bearer sk-k-SECRET-0001");
+                let r =
+                    Reply::read(rb.header("content-type", "application/json").body(body.clone()).send().await.unwrap())
+                        .await;
+                assert!(started.elapsed() < BOUND, "answered in {:?}: {}", started.elapsed(), r.text);
+                if r.status == 200 {
+                    assert_eq!(r.json()["object"], "chat.completion", "{}", r.text);
+                } else {
+                    assert_eq!((r.status, r.error_code().as_str()), (503, "state_unavailable"), "{}", r.text);
+                }
+                statuses.push(r.status);
+            }
+        }
+        statuses
+    })
+}
+
+/// Waits until every instance's `/ready` shows Redis `up`.
+async fn wait_redis_up(weirs: &[Weir]) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ready = join_all(weirs.iter().map(Weir::ready)).await;
+        if ready.iter().all(|(_, r)| r["state"]["state"] == "up") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Redis never came back: {:?}",
+            ready.iter().map(|r| &r.1).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn redis_outage(mode: &str) {
     let mut redis = RedisServer::start().await;
     let up = MockUpstream::start().await;
     let port = free_port();
     let cfg = format!(
-        "{}[[keys]]\nname = \"k\"\nvalue = \"sk-k-SECRET-0001\"\nrpm = 10000\n{}",
+        "{}[[keys]]\nname = \"k\"\nvalue = \"sk-k-SECRET-0001\"\nrpm = 100000\n{}",
         state_toml(&redis, mode),
         up.provider_toml("up", "", "")
     );
     let weirs = three(&cfg, port).await;
     let body = sized_chat("up/m", 20);
+    let want = if mode == "fail-open" { 200 } else { 503 };
     assert!(bounded_round(&weirs, "sk-k-SECRET-0001", &body, 2).await.iter().all(|s| *s == 200));
+    wait_redis_up(&weirs).await;
+
+    // Load runs through everything below: a hung Redis, a killed one, its restart.
+    let stop = Arc::new(AtomicBool::new(false));
+    let urls = weirs.iter().map(|w| w.url("/v1/chat/completions")).collect();
+    let load = background_load(urls, body.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Hung: it accepts and never answers; nobody waits past redis_timeout.
+    redis.signal("STOP");
+    let hung = bounded_round(&weirs, "sk-k-SECRET-0001", &body, 3).await;
+    assert!(hung.iter().all(|s| *s == want), "{mode} while Redis hangs: {hung:?}");
+    redis.signal("CONT");
+    wait_redis_up(&weirs).await;
 
     redis.kill();
     let down = bounded_round(&weirs, "sk-k-SECRET-0001", &body, 5).await;
-    let want = if mode == "fail-open" { 200 } else { 503 };
     assert!(down.iter().all(|s| *s == want), "{mode} while Redis is away: {down:?}");
     let (status, ready) = weirs[1].ready().await;
     assert_eq!(ready["state"]["state"], "unavailable", "{ready}");
@@ -181,6 +245,15 @@ async fn redis_outage(mode: &str) {
         assert!(Instant::now() < deadline, "shared state never resumed: {statuses:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    stop.store(true, Ordering::Relaxed);
+    let during = load.await.unwrap();
+    assert!(during.len() >= 30, "the load ran through the outages ({} answers)", during.len());
+    if mode == "fail-open" {
+        assert!(during.iter().all(|s| *s == 200), "fail-open served every request: {during:?}");
+    } else {
+        assert!(during.contains(&503), "fail-closed refused while Redis was away");
+    }
+
     // Counted in Redis again, from every instance (the config key was written there again).
     let before = admin(port, reqwest::Method::GET, "/admin/keys/k/usage", None).await;
     assert_eq!(before.status, 200, "{}", before.text);
@@ -191,7 +264,7 @@ async fn redis_outage(mode: &str) {
 
     for w in &weirs {
         let logs = w.logs();
-        assert_eq!(logs.matches("shared state: Redis unavailable").count(), 1, "logged once per outage:\n{logs}");
+        assert_eq!(logs.matches("shared state: Redis unavailable").count(), 2, "logged once per outage:\n{logs}");
         assert!(!logs.contains("sk-k-SECRET-0001"));
     }
 }

@@ -40,6 +40,13 @@ impl RedisServer {
         }
     }
 
+    /// Sends `signal` (`STOP`: it hangs, holding its connections; `CONT`: it goes on).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server is running").id();
+        let ok = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().unwrap().success();
+        assert!(ok, "kill -{signal} {pid} failed");
+    }
+
     /// Starts it again on the same port (empty: nothing was persisted).
     pub async fn restart(&mut self) {
         self.kill();
