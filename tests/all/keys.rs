@@ -82,6 +82,10 @@ async fn requests_need_a_valid_key_on_both_front_doors() {
     assert!(none.error_message().contains("Authorization: Bearer"), "{}", none.text);
     let wrong = send(&weir, Some("sk-not-a-key-000"), &body).await;
     assert_eq!((wrong.status, wrong.error_code().as_str()), (401, "invalid_api_key"), "{}", wrong.text);
+    // The key is checked before the body is read: a bad body with a wrong key is a 401.
+    let unread = send(&weir, Some("sk-not-a-key-000"), "{not json").await;
+    assert_eq!(unread.status, 401, "{}", unread.text);
+    assert_eq!(send(&weir, Some(TEAM_KEY), "{not json").await.status, 400);
 
     let ok = send(&weir, Some(TEAM_KEY), &body).await;
     assert_eq!(ok.status, 200, "{}", ok.text);

@@ -175,19 +175,13 @@ impl Governance {
         self.prices.get(model).or_else(|| model.split_once('/').and_then(|(_, m)| self.prices.get(m)))
     }
 
-    /// The `admit` phase: the request's key (`headers`), whether it may call `model`, and
-    /// every limit, counted on an estimate from the body's size. `None` when no key exists.
+    /// The key a request presents (`headers`), checked before its body is read: `None` when
+    /// no key exists (no key needed).
     ///
     /// # Errors
-    /// 401 (no key, unknown or revoked), 403 (model not allowed), 429 naming the limit with
-    /// `Retry-After`, or 503 when Redis cannot answer and the mode is fail-closed (or the key
-    /// was never seen here).
-    pub async fn admit(
-        &self,
-        headers: &http::HeaderMap,
-        model: &str,
-        body_len: usize,
-    ) -> Result<Option<Admission>, Error> {
+    /// 401 (no key, unknown or revoked), or 503 when this instance never saw the key and
+    /// Redis cannot answer.
+    pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Option<Caller>, Error> {
         if !self.enabled() {
             return Ok(None);
         }
@@ -196,8 +190,18 @@ impl Governance {
                 "a virtual key is required: send it as `Authorization: Bearer <key>` or `x-api-key: <key>`",
             ));
         };
-        let hash = KeyHash::of(secret);
-        let entry = self.find(&hash).await?;
+        Ok(Some(Caller(self.find(&KeyHash::of(secret)).await?)))
+    }
+
+    /// The `admit` phase: whether `caller` may call `model`, and every limit, counted on an
+    /// estimate from the body's size.
+    ///
+    /// # Errors
+    /// 403 (model not allowed), 401 (revoked since), 429 naming the limit with `Retry-After`,
+    /// or 503 when Redis cannot answer and the mode is fail-closed.
+    pub async fn admit(&self, caller: Caller, model: &str, body_len: usize) -> Result<Admission, Error> {
+        let entry = caller.0;
+        let hash = entry.hash;
         if !entry.spec.allows(model) {
             return Err(Error::new(
                 ErrorKind::ModelNotAllowed,
@@ -244,7 +248,7 @@ impl Governance {
         match verdict {
             Ok(windows) => {
                 entry.totals.requests.fetch_add(1, Ordering::Relaxed);
-                Ok(Some(Admission {
+                Ok(Admission {
                     redis: self.redis.clone().filter(|_| shared_state),
                     shared: self.shared.clone(),
                     entry,
@@ -254,7 +258,7 @@ impl Governance {
                     cost,
                     period_s: ask.period_s,
                     settled: false,
-                }))
+                })
             }
             Err(r) => {
                 metrics::counter!("weir_keys_refused_total", "limit" => limit_label(r.limit)).increment(1);
@@ -298,6 +302,10 @@ async fn watch(gov: Weak<Governance>, redis: Arc<Redis>, seeds: Vec<Arc<KeyEntry
         tokio::time::sleep(POLL).await;
     }
 }
+
+/// The key a request presented, found (what `admit` checks the request against).
+#[derive(Debug)]
+pub struct Caller(Arc<KeyEntry>);
 
 /// A request counted against its key; settle it once it is done (dropping it unsettled frees
 /// its slot and leaves the estimate counted).

@@ -1,6 +1,6 @@
 //! The request driver for model calls. It only sequences the named phases:
 //!
-//! `read_body → admit → on_request → select_provider → upstream_request → on_response | on_stream_chunk
+//! `authenticate → read_body → admit → on_request → select_provider → upstream_request → on_response | on_stream_chunk
 //!  → error_response → finish`
 //!
 //! Each phase's work lives in its own module (`api`, `plugins`, `routing`, `policy`,
@@ -162,6 +162,9 @@ struct Stream {
 }
 
 async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Result<Outcome, Error> {
+    // authenticate: the virtual key, before the body is read (one check when there are none)
+    let caller = gw.governance.authenticate(req.headers()).await?;
+
     // read_body
     let (parts, body) = req.into_parts();
     let content_length =
@@ -194,10 +197,10 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         affinity: ctx.here,
     };
 
-    // admit: the virtual key, its models and limits (one check when there are no keys)
-    if gw.governance.enabled() {
-        let admitted = gw.governance.admit(&parts.headers, &request.model, body_len).await?;
-        *ctx.admission.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = admitted;
+    // admit: the key's models and limits
+    if let Some(caller) = caller {
+        let admitted = gw.governance.admit(caller, &request.model, body_len).await?;
+        *ctx.admission.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(admitted);
     }
 
     // on_request (plugins scoped to a provider see where the model routes before the chain)
