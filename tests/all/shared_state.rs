@@ -229,7 +229,15 @@ async fn redis_outage(mode: &str) {
     redis.kill();
     let down = bounded_round(&weirs, "sk-k-SECRET-0001", &body, 5).await;
     assert!(down.iter().all(|s| *s == want), "{mode} while Redis is away: {down:?}");
-    let (status, ready) = weirs[1].ready().await;
+    // /ready follows within the availability poll (1 s).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (status, ready) = loop {
+        let (status, ready) = weirs[1].ready().await;
+        if ready["state"]["state"] == "unavailable" || Instant::now() > deadline {
+            break (status, ready);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(ready["state"]["state"], "unavailable", "{ready}");
     assert_eq!(status, if mode == "fail-open" { 200 } else { 503 }, "{ready}");
 

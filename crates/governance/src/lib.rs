@@ -194,12 +194,19 @@ impl Governance {
     }
 
     /// The `admit` phase: whether `caller` may call `model`, and every limit, counted on an
-    /// estimate from the body's size.
+    /// estimate from the body's size. `lane` is the request's serving thread (its own Redis
+    /// connection).
     ///
     /// # Errors
     /// 403 (model not allowed), 401 (revoked since), 429 naming the limit with `Retry-After`,
     /// or 503 when Redis cannot answer and the mode is fail-closed.
-    pub async fn admit(&self, caller: Caller, model: &str, body_len: usize) -> Result<Admission, Error> {
+    pub async fn admit(
+        &self,
+        caller: Caller,
+        model: &str,
+        body_len: usize,
+        lane: Option<usize>,
+    ) -> Result<Admission, Error> {
         let entry = caller.0;
         let hash = entry.hash;
         if !entry.spec.allows(model) {
@@ -224,7 +231,7 @@ impl Governance {
         let member = format!("{:016x}{:x}", self.instance, self.shared.seq.fetch_add(1, Ordering::Relaxed));
         let mut shared_state = false;
         let verdict = match &self.redis {
-            Some(redis) => match redis::admit(redis, &entry, &ask, &member).await {
+            Some(redis) => match redis::admit(redis, lane, &entry, &ask, &member).await {
                 Ok(Admitted::Yes(w)) => {
                     shared_state = true;
                     Ok(w)

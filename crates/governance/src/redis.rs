@@ -174,10 +174,16 @@ pub(crate) fn names(redis: &Redis, key: &KeyEntry) -> std::sync::Arc<Names> {
 }
 
 /// Checks and counts one request in one round trip.
-pub(crate) async fn admit(redis: &Redis, key: &KeyEntry, ask: &Ask, member: &str) -> Result<Admitted, Unavailable> {
+pub(crate) async fn admit(
+    redis: &Redis,
+    lane: Option<usize>,
+    key: &KeyEntry,
+    ask: &Ask,
+    member: &str,
+) -> Result<Admitted, Unavailable> {
     let n = names(redis, key);
     let reply: redis::Value = redis
-        .eval(&ADMIT, |c: &mut Cmd| {
+        .eval_on(lane, &ADMIT, |c: &mut Cmd| {
             c.arg(4).arg(&n.rec).arg(&n.rpm).arg(&n.conc).arg(&n.keynames);
             c.arg(member)
                 .arg(ask.rpm.unwrap_or(0))

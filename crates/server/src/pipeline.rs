@@ -199,7 +199,7 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
 
     // admit: the key's models and limits
     if let Some(caller) = caller {
-        let admitted = gw.governance.admit(caller, &request.model, body_len).await?;
+        let admitted = gw.governance.admit(caller, &request.model, body_len, ctx.here.index()).await?;
         *ctx.admission.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(admitted);
     }
 
