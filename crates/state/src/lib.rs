@@ -1,5 +1,6 @@
 //! State shared between Weir instances: one Redis connection per process (multiplexed, so
-//! every serving thread's requests share it), each round trip bounded by
+//! every serving thread's requests can share it) and, for the hot path, one per serving thread
+//! ([`Redis::eval_on`]), each round trip bounded by
 //! `state.redis_timeout`, and whether Redis answers right now. Without `[state] redis_url`
 //! there is no [`Redis`] and callers keep their state in process.
 //!
