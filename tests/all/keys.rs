@@ -116,6 +116,11 @@ async fn requests_need_a_valid_key_on_both_front_doors() {
     let logs = weir.logs();
     let metrics = weir.metrics().await;
     assert!(!logs.contains(TEAM_KEY) && !metrics.contains(TEAM_KEY), "the key leaked:\n{logs}");
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("request finished") && l.contains("team-a") && l.contains("cost_nano_usd=17000000")),
+        "the access log names the key and the cost:\n{logs}"
+    );
 }
 
 #[tokio::test]

@@ -463,11 +463,7 @@ fn finish(ctx: &Ctx, status: u16, error: Option<&Error>) {
 
 /// `finish` with the `outcome` label chosen by the caller.
 fn finish_as(ctx: &Ctx, status: u16, outcome: &'static str, error: Option<&Error>) {
-    if let Some(admission) = ctx.admission.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-        // Only an answer's reported usage corrects the estimate; a failure before any
-        // upstream answer leaves the estimate counted (it was one request of the key's rate).
-        admission.settle(ctx.usage.map(tokens), ctx.cost());
-    }
+    let admission = ctx.admission.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
     match &ctx.target {
         Some(t) => {
             let m = t.pool.request_metrics();
@@ -478,15 +474,23 @@ fn finish_as(ctx: &Ctx, status: u16, outcome: &'static str, error: Option<&Error
         }
         None => crate::metrics::record_unrouted(ctx.endpoint, outcome, status, ctx.overhead()),
     }
+    // The virtual key's name (never its secret) and the answer's cost, for the access log.
+    let key = admission.as_ref().map_or("-", Admission::key_name);
     match error {
         Some(e) if e.status().is_server_error() => tracing::warn!(
-            request_id = %ctx.id, provider = ctx.provider_name(), status, error = %e, "request failed"
+            request_id = %ctx.id, provider = ctx.provider_name(), key, status, error = %e, "request failed"
         ),
         _ => tracing::debug!(
-            request_id = %ctx.id, provider = ctx.provider_name(), status, outcome,
+            request_id = %ctx.id, provider = ctx.provider_name(), key, status, outcome,
             total_us = ctx.started.elapsed().as_micros() as u64, overhead_us = ctx.overhead().as_micros() as u64,
+            cost_nano_usd = ctx.cost().unwrap_or(0),
             "request finished"
         ),
+    }
+    if let Some(admission) = admission {
+        // Only an answer's reported usage corrects the estimate; a failure before any
+        // upstream answer leaves the estimate counted (it was one request of the key's rate).
+        admission.settle(ctx.usage.map(tokens), ctx.cost());
     }
 }
 
