@@ -1,6 +1,7 @@
-//! Virtual keys (`[[keys]]` and the admin API): the `admit` phase checks a request's key, its
-//! model and every limit (rpm, tpm, budget, in-flight) before the plugins run, and `finish`
-//! settles it with the usage the provider reported. With `[state] redis_url` the keys and
+//! Virtual keys (`[[keys]]` and the admin API): `authenticate` finds a request's key before
+//! its body is read, the `admit` phase checks its model and every limit (rpm, tpm, budget,
+//! in-flight) before the plugins run, and `finish` settles it with the usage the provider
+//! reported. With `[state] redis_url` the keys and
 //! counters live in Redis, so limits hold across instances exactly (one script per admission);
 //! without it, or while Redis is away under fail-open, in this process.
 //!
