@@ -52,8 +52,9 @@ impl Counters {
         if self.spend.0 != w.period {
             self.spend = (w.period, 0);
         }
+        // Spent is spent, even for a request estimated at nothing (a model without a price).
         if let Some(budget) = ask.budget_nano
-            && self.spend.1 + ask.cost_nano > budget
+            && (self.spend.1 >= budget || self.spend.1 + ask.cost_nano > budget)
         {
             let end = (w.period + 1) * ask.period_s * 1000;
             return Err(Refusal { limit: Limit::Budget, retry_after: secs_until(end, now) });
@@ -144,6 +145,8 @@ mod tests {
         assert_eq!(c.admit(&a).unwrap_err().limit, Limit::Budget, "3 x 300 + 300 > 1000");
         a.cost_nano = 100;
         c.admit(&a).unwrap();
+        a.cost_nano = 0;
+        assert_eq!(c.admit(&a).unwrap_err().limit, Limit::Budget, "a spent budget refuses even a free estimate");
     }
 
     #[test]

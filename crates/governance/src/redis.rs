@@ -60,7 +60,7 @@ local cost = tonumber(ARGV[6])
 local skey = ARGV[11] .. period
 if budget >= 0 then
   local spent = tonumber(redis.call('GET', skey) or '0')
-  if spent + cost > budget then
+  if spent >= budget or spent + cost > budget then
     return {1, 'budget', math.max(1, math.ceil(((period + 1) * period_ms - now) / 1000))}
   end
 end
