@@ -31,8 +31,8 @@ async fn three(cfg: &str, admin_port: u16) -> Vec<Weir> {
     out
 }
 
-/// Sends `n` requests spread round-robin over `weirs`, `per` at a time per instance; the
-/// statuses.
+/// Sends `n` requests spread evenly over `weirs`, 10 at a time per instance (30 in flight);
+/// the statuses.
 async fn spread(weirs: &[Weir], key: &str, body: &str, n: usize) -> Vec<u16> {
     let per_instance = n / weirs.len();
     let runs = weirs.iter().map(|w| async move {
@@ -76,7 +76,7 @@ async fn rpm_tpm_and_budget_hold_exactly_across_three_instances() {
     let weirs = three(&cfg, free_port()).await;
     // The estimate (bytes / 4) equals the reported usage: admission is exact, not timing-bound.
     let body = sized_chat("up/m", tokens);
-    with_minute_left(40).await;
+    with_minute_left(20).await;
 
     let rpm = spread(&weirs, "sk-rpm-SECRET-0001", &body, 300).await;
     assert_eq!(count(&rpm, 200), 120, "rpm = 120 across three instances");
