@@ -150,10 +150,11 @@ def rounds_table(scenario, title):
     out.append("")
 
 
-TARGETS = ["direct", "nginx", "weir-none", "weir-default", "weir-five"]
+TARGETS = ["direct", "nginx", "weir-none", "weir-default", "weir-five", "weir-keys"]
 LABEL = {"direct": "direct (no proxy)", "nginx": "nginx", "weir-none": "weir, no plugins",
          "weir-default": "weir, default chain", "weir-five": "weir, 5 plugins", "weir-stall": "weir, stall chain",
          "weir-records": "weir, request records to a JSON file",
+         "weir-keys": "weir, default chain + virtual key limits on Redis",
          "direct-anth": "direct (no proxy), /v1/messages", "nginx-anth": "nginx, /v1/messages",
          "weir-anth": "weir, /v1/messages passthrough", "weir-xlat": "weir, OpenAI client translated"}
 ANTH = ["direct-anth", "nginx-anth", "weir-anth", "weir-xlat"]
@@ -186,6 +187,9 @@ for scenario, title in [("closed", "Closed loop, concurrency 32, non-stream"),
                            f"{ratio:.2f}", ratio >= 0.75))
         if scenario == "closed" and t == "weir-default" and ratio is not None:
             checks.append(("throughput, default chain, closed loop c=32 >= 0.60 x nginx", f"{ratio:.2f}", ratio >= 0.6))
+        if scenario == "closed" and t == "weir-keys" and ratio is not None:
+            checks.append(("throughput, virtual keys + limits on Redis, closed loop c=32 >= 0.60 x nginx",
+                           f"{ratio:.2f}", ratio >= 0.6))
         if scenario == "rate1000" and t == "weir-default" and add50 is not None:
             checks.append(("added latency p50 @1,000 req/s (default chain) <= 0.15 ms", with_nginx(add50, nginx50),
                            add50 <= 0.15))

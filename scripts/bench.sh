@@ -52,6 +52,11 @@ if [ ! -x "$NGINX" ]; then
     if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null
     else sudo apt-get update -qq && sudo apt-get install -y -qq nginx-light >/dev/null; fi
 fi
+if ! command -v redis-server >/dev/null; then
+    echo "==> installing redis-server (shared state of the keys scenario) from Debian"
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+    else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server >/dev/null; fi
+fi
 command -v python3 >/dev/null || { echo "python3 is needed for the report" >&2; exit 1; }
 
 PGO=${BENCH_PGO:-1}
@@ -87,6 +92,11 @@ bench_bodies "$TMP"
 MOCK_PORT=$(free_port)
 # Stream chunks are spaced 1 ms apart (8 chunks), so time to first byte and total differ.
 "$MOCK" --listen "127.0.0.1:$MOCK_PORT" --threads 2 --chunks 8 --chunk-delay-us 1000 >"$TMP/mock.log" 2>&1 &
+PIDS+=($!)
+
+# Shared state of the keys scenario: a Redis without persistence.
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$TMP/redis.log" 2>&1 &
 PIDS+=($!)
 
 NGINX_PORT=$(free_port)
@@ -166,6 +176,16 @@ config = { mode = "loop", hook = "request" }'
     printf '[[events.sinks]]\nkind = "file"\npath = "%s/records.jsonl"\nmax_bytes = 268435456\nkeep = 1\n\n' "$TMP"
     provider __PORT__
 } >"$TMP/weir-records.toml"
+# Keys: a virtual key with every limit on (none of them reached), counted in Redis (one
+# script per request) with the default chain: what the issue 29 target measures.
+BENCH_KEY=sk-bench-virtual-key-0001
+{
+    provider __PORT__
+    default_chain
+    printf '\n[state]\nredis_url = "redis://127.0.0.1:%s/0"\n' "$REDIS_PORT"
+    printf '\n[[keys]]\nname = "bench"\nvalue = "%s"\nrpm = 1000000000\ntpm = 1000000000000\n' "$BENCH_KEY"
+    printf 'max_concurrent = 100000\nbudget = { usd = 1000000000.0, period = "30d" }\n'
+} >"$TMP/weir-keys.toml"
 start_weir none "$TMP/weir-none.toml"
 start_weir records "$TMP/weir-records.toml"
 start_weir default "$TMP/weir-default.toml"
@@ -175,10 +195,12 @@ start_weir stall "$TMP/weir-stall.toml"
 # request passes through, an OpenAI client's is translated both ways.
 { provider __PORT__ anthropic; } >"$TMP/weir-anth.toml"
 start_weir anth "$TMP/weir-anth.toml"
-WEIRS=(none default five stall anth records)
+start_weir keys "$TMP/weir-keys.toml"
+WEIRS=(none default five stall anth records keys)
 
 wait_http "http://127.0.0.1:$MOCK_PORT/v1/models"
 wait_http "http://127.0.0.1:$NGINX_PORT/v1/models"
+for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 for w in "${WEIRS[@]}"; do wait_http "http://127.0.0.1:${WEIR_PORT[$w]}/health"; done
 sleep 1
 for w in "${WEIRS[@]}"; do
@@ -191,6 +213,7 @@ declare -A URL=(
     [weir-none]="http://127.0.0.1:${WEIR_PORT[none]}/v1/chat/completions"
     [weir-default]="http://127.0.0.1:${WEIR_PORT[default]}/v1/chat/completions"
     [weir-five]="http://127.0.0.1:${WEIR_PORT[five]}/v1/chat/completions"
+    [weir-keys]="http://127.0.0.1:${WEIR_PORT[keys]}/v1/chat/completions"
     [weir-stall]="http://127.0.0.1:${WEIR_PORT[stall]}/v1/chat/completions"
     [weir-records]="http://127.0.0.1:${WEIR_PORT[records]}/v1/chat/completions"
     [direct-anth]="http://127.0.0.1:$MOCK_PORT/v1/messages"
@@ -204,7 +227,10 @@ ANTH=(direct-anth nginx-anth weir-anth weir-xlat)
 # What each target is sent (OpenAI's body unless listed), and the Weir process behind it.
 declare -A BODY=([direct-anth]=anthropic [nginx-anth]=anthropic [weir-anth]=anthropic)
 declare -A PROC=([weir-none]=none [weir-default]=default [weir-five]=five [weir-stall]=stall
-    [weir-anth]=anth [weir-xlat]=anth [weir-records]=records)
+    [weir-anth]=anth [weir-xlat]=anth [weir-records]=records
+    [weir-keys]=keys)
+# Targets that need a virtual key.
+declare -A AUTH=([weir-keys]="authorization: Bearer $BENCH_KEY")
 body_file() { # target [suffix]
     if [ -n "${BODY[$1]:-}" ]; then echo "$TMP/body-${BODY[$1]}${2:-}.json"; else echo "$TMP/body${2:-}.json"; fi
 }
@@ -214,6 +240,7 @@ RES=$TMP/results
 mkdir -p "$RES"
 oha_run() { # out secs target [extra oha args...]
     local out=$1 secs=$2 t=$3; shift 3
+    if [ -n "${AUTH[$t]:-}" ]; then set -- -H "${AUTH[$t]}" "$@"; fi
     oha --no-tui --output-format json -w -z "${secs}s" -m POST -T application/json -D "$(body_file "$t")" \
         "$@" "${URL[$t]}" >"$out" 2>"$out.err" || echo "{\"failed\": true}" >"$out"
 }
@@ -251,7 +278,7 @@ stalled() {
     wait "$side"
 }
 
-TARGETS=(direct nginx weir-none weir-default weir-five)
+TARGETS=(direct nginx weir-none weir-default weir-five weir-keys)
 echo "==> load: uptime before: $(uptime)"
 echo "==> warm-up (${WARMUP}s per target)"
 for t in "${TARGETS[@]}" weir-stall weir-records "${ANTH[@]}"; do closed /dev/null "$WARMUP" "$t"; done

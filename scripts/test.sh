@@ -24,6 +24,12 @@ if command -v rustup >/dev/null; then
 fi
 cargo --version
 
+step "redis-server (the shared-state tests start their own on a free port)"
+if ! command -v redis-server >/dev/null; then
+    if [[ $(id -u) -eq 0 ]]; then apt-get update -qq && apt-get install -y -qq redis-server; else sudo apt-get install -y redis-server; fi
+fi
+redis-server --version
+
 step "python venv (.venv): openai==$OPENAI_VERSION anthropic==$ANTHROPIC_VERSION pytest==$PYTEST_VERSION websocket-client==$WEBSOCKET_CLIENT_VERSION"
 if ! .venv/bin/python -c 'import sys' 2>/dev/null; then
     rm -rf .venv

@@ -64,6 +64,9 @@ pub(super) fn interpolate_all(cfg: &mut Config, lookup: impl Fn(&str) -> Option<
     if let Some(url) = &mut cfg.state.redis_url {
         *url = interpolate(url, "state.redis_url", &lookup)?;
     }
+    for (i, k) in cfg.keys.iter_mut().enumerate() {
+        k.value = interpolate(&k.value, &format!("keys[{i}].value"), &lookup)?;
+    }
     for (i, p) in cfg.plugins.iter_mut().enumerate() {
         for (k, v) in p.config.iter_mut() {
             interpolate_value(v, &format!("plugins[{i}].config.{k}"), &noting)?;

@@ -8,6 +8,7 @@ pub mod builtin;
 mod defaults;
 mod env;
 mod events;
+mod keys;
 mod kind;
 mod plugin;
 pub mod preset;
@@ -32,6 +33,7 @@ pub use events::{
     Backpressure, EventsConfig, LogConfig, LogFormat, MAX_QUEUE_CAPACITY, Priority, QueueCapacities, SinkConfig,
     SinkKind,
 };
+pub use keys::{BudgetConfig, PriceConfig, VirtualKeyConfig, parse_duration, valid_key_name};
 pub use plugin::{MAX_MEMORY_LIMIT, MAX_PLUGINS, OnError, PluginConfig, PluginRuntimeConfig};
 pub use provider::{
     AnthropicConfig, GEMINI_BASE_URL, GeminiConfig, KeyConfig, Kind, MockConfig, OpenAiConfig, ProviderConfig,
@@ -96,6 +98,12 @@ pub struct Config {
     pub events: EventsConfig,
     /// Weir's own log lines.
     pub log: LogConfig,
+    /// Virtual keys (`[[keys]]`): once any exists, every model call needs one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<VirtualKeyConfig>,
+    /// Per model (or glob), its token prices over the bundled table.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub prices: BTreeMap<String, PriceConfig>,
 }
 
 /// The configuration file as written: [`Config`] with each provider table holding the
@@ -131,6 +139,12 @@ pub struct ConfigFile {
     /// `[log]`.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[[keys]]`.
+    #[serde(default)]
+    pub keys: Vec<VirtualKeyConfig>,
+    /// `[prices]`.
+    #[serde(default)]
+    pub prices: BTreeMap<String, PriceConfig>,
 }
 
 impl TryFrom<ConfigFile> for Config {
@@ -154,6 +168,8 @@ impl TryFrom<ConfigFile> for Config {
             state: f.state,
             events: f.events,
             log: f.log,
+            keys: f.keys,
+            prices: f.prices,
         })
     }
 }
@@ -331,6 +347,7 @@ impl Config {
         resilience::validate_fallbacks(&self.fallbacks, &names)?;
         self.state.validate()?;
         self.events.validate()?;
+        keys::validate(&self.keys, &self.prices)?;
         Ok(())
     }
 
@@ -345,6 +362,9 @@ impl Config {
             if let Some(o) = p.kind.http_mut() {
                 o.redact();
             }
+        }
+        for k in &mut c.keys {
+            k.value = "<redacted>".into();
         }
         if c.admin.token.is_some() {
             c.admin.token = Some("<redacted>".into());

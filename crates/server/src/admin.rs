@@ -80,6 +80,11 @@ async fn serve(reloader: &Arc<Reloader>, gw: &Arc<Gateway>, req: Request<Incomin
     }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    if path.starts_with("/admin/keys") {
+        return crate::admin_keys::serve(gw, &method, &path, req)
+            .await
+            .unwrap_or_else(|e| error_response(GATEWAY_FORMAT, &e));
+    }
     let plugin_name = path.strip_prefix("/admin/plugins/").filter(|n| !n.is_empty()).map(str::to_owned);
     let result = match (&method, path.as_str(), plugin_name) {
         (&Method::GET, "/admin/plugins", _) => Ok(json_ok(StatusCode::OK, &plugins(gw))),

@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use crate::config::Config;
 use crate::events::Bus;
 use crate::exchange::HeaderRule;
+use crate::governance::Governance;
 use crate::plugins::Chain;
 use crate::policy::{Policy, Target};
 use crate::pool::Pool;
@@ -41,6 +42,8 @@ pub struct Gateway {
     pub redis: Option<Arc<Redis>>,
     /// The event bus, when anything takes its events (a sink, or the admin API's live view).
     pub events: Option<Arc<Bus>>,
+    /// Virtual keys, their limits and budgets, and the price table (the `admit` phase).
+    pub governance: Arc<Governance>,
 }
 
 impl Gateway {
@@ -63,6 +66,7 @@ impl Gateway {
             Some(prev) => prev.redis.clone(),
             None => Redis::connect(&config.state)?,
         };
+        let governance = Governance::new(&config, redis.clone(), previous.map(|p| &*p.governance));
         let mut targets = Vec::with_capacity(config.providers.len());
         let threads = crate::shards::count(config.server.threads);
         for p in &config.providers {
@@ -92,6 +96,7 @@ impl Gateway {
             targets,
             plugins: Arc::new(plugins),
             redis,
+            governance,
         });
         gw.start_discovery();
         Ok(gw)

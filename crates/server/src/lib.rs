@@ -10,6 +10,7 @@
 pub use weir_api as api;
 pub use weir_config as config;
 pub use weir_events as events;
+pub use weir_governance as governance;
 pub use weir_plugins as plugins;
 pub use weir_policy as policy;
 pub use weir_policy::routing;
@@ -19,6 +20,7 @@ pub use weir_state as state;
 pub use weir_types::{affinity, body, canonical, error, exchange, format, json, secrets};
 
 pub mod admin;
+pub mod admin_keys;
 pub mod admin_live;
 pub mod browser;
 pub mod client_io;

@@ -49,6 +49,8 @@ pub fn install() -> PrometheusHandle {
                 .ok();
             describe();
             crate::plugins::describe_metrics();
+            crate::governance::describe_metrics();
+            crate::state::describe_metrics();
             gauge!(
                 "weir_build_info",
                 "version" => env!("CARGO_PKG_VERSION"),

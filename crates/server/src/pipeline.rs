@@ -1,12 +1,12 @@
 //! The request driver for model calls. It only sequences the named phases:
 //!
-//! `read_body → on_request → select_provider → upstream_request → on_response | on_stream_chunk
+//! `authenticate → read_body → admit → on_request → select_provider → upstream_request → on_response | on_stream_chunk
 //!  → error_response → finish`
 //!
 //! Each phase's work lives in its own module (`api`, `plugins`, `routing`, `policy`,
 //! `error`); `finish` runs exactly once per request, when the last byte is handed to hyper.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,6 +22,7 @@ use crate::error::{Error, ErrorKind};
 use crate::exchange::{GatewayRequest, GatewayResponse, client_headers};
 use crate::format::Endpoint;
 use crate::gateway::Gateway;
+use crate::governance::{Admission, Price, Tokens};
 use crate::metrics::ModelLabel;
 use crate::plugins::{ChunkOutcome, HookCtx, Seen};
 use crate::policy::Served;
@@ -41,6 +42,8 @@ const X_WEIR_PROVIDER: HeaderName = HeaderName::from_static("x-weir-provider");
 const X_WEIR_ATTEMPTS: HeaderName = HeaderName::from_static("x-weir-attempts");
 /// The request's own fallbacks: `provider/model, ...` (replaces `[fallbacks]` for its model).
 const X_WEIR_FALLBACKS: HeaderName = HeaderName::from_static("x-weir-fallbacks");
+/// What a whole answer cost in US dollars, from its reported usage and the price table.
+const X_WEIR_COST_USD: HeaderName = HeaderName::from_static("x-weir-cost-usd");
 
 /// Per-request bookkeeping for `finish`.
 struct Ctx {
@@ -65,6 +68,10 @@ struct Ctx {
     relay: RelayHeaders,
     /// What the request record needs besides the above; only with the event bus on.
     facts: Option<Box<Facts>>,
+    /// The virtual key's admission, settled by `finish` (taken there, so exactly once).
+    admission: Mutex<Option<Admission>>,
+    /// The price of the model asked for, when the table knows it.
+    price: Option<Price>,
 }
 
 /// The provider a request goes to and its `model` label there.
@@ -85,6 +92,11 @@ impl Ctx {
     /// The provider's name for logs, `-` before routing.
     fn provider_name(&self) -> &str {
         self.target.as_ref().map_or("-", |t| t.pool.name())
+    }
+
+    /// What the answer cost in nano-dollars, once its usage is known.
+    fn cost(&self) -> Option<u64> {
+        Some(self.price?.cost(tokens(self.usage?)))
     }
 
     /// Time spent in Weir so far, excluding the upstream wait.
@@ -116,6 +128,8 @@ pub async fn handle(
         usage: None,
         relay: RelayHeaders::NONE,
         facts: gw.events.as_ref().map(|_| Facts::new(req.headers())),
+        admission: Mutex::new(None),
+        price: None,
     };
     match run(&gw, &mut ctx, req).await {
         Ok(Outcome::Full(resp)) => {
@@ -152,6 +166,9 @@ struct Stream {
 }
 
 async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Result<Outcome, Error> {
+    // authenticate: the virtual key, before the body is read (one check when there are none)
+    let caller = gw.governance.authenticate(req.headers()).await?;
+
     // read_body
     let (parts, body) = req.into_parts();
     let content_length =
@@ -163,6 +180,7 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         gw.config.server.body_read_timeout,
     )
     .await?;
+    let body_len = bytes.len();
     // One scan checks the body; it stays the client's bytes. With on-request hooks the scan
     // also records where the prompt texts and top-level fields are, which answers the hooks'
     // usual reads without parsing the body into a tree.
@@ -186,6 +204,12 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         },
         affinity: ctx.here,
     };
+
+    // admit: the key's models and limits
+    if let Some(caller) = caller {
+        let admitted = gw.governance.admit(caller, &request.model, body_len, ctx.here.index()).await?;
+        *ctx.admission.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(admitted);
+    }
 
     // on_request (plugins scoped to a provider see where the model routes before the chain)
     let early = gw.router.route(&request.model).ok();
@@ -233,6 +257,7 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     if let Some(f) = ctx.facts.as_deref_mut() {
         f.served_model = Some(route.upstream_model.clone());
     }
+    ctx.price = gw.governance.price(&route.upstream_model).or_else(|| gw.governance.price(&request.model));
     let upstream = ProviderRequest {
         endpoint: request.endpoint,
         model: route.upstream_model,
@@ -300,6 +325,11 @@ fn full_response(ctx: &Ctx, resp: GatewayResponse) -> Response<ResponseBody> {
     headers.reserve(4 + ctx.relay.len());
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     decorate(ctx, headers);
+    if let Some(cost) = ctx.cost()
+        && let Ok(v) = HeaderValue::from_str(&crate::governance::usd(cost))
+    {
+        headers.insert(X_WEIR_COST_USD, v);
+    }
     out
 }
 
@@ -458,6 +488,7 @@ fn finish(gw: &Gateway, ctx: &Ctx, status: u16, error: Option<&Error>) {
 
 /// `finish` with the `outcome` label chosen by the caller.
 fn finish_as(gw: &Gateway, ctx: &Ctx, status: u16, outcome: &'static str, error: Option<&Error>) {
+    let admission = ctx.admission.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
     if let Some(facts) = &ctx.facts {
         let f = Finished {
             id: &ctx.id,
@@ -470,6 +501,8 @@ fn finish_as(gw: &Gateway, ctx: &Ctx, status: u16, outcome: &'static str, error:
             usage: ctx.usage.as_ref(),
             elapsed: ctx.started.elapsed(),
             overhead: ctx.overhead(),
+            key: admission.as_ref().map(Admission::key_name),
+            cost_nano_usd: ctx.cost(),
         };
         crate::record::publish(gw, facts, &f);
     }
@@ -483,16 +516,29 @@ fn finish_as(gw: &Gateway, ctx: &Ctx, status: u16, outcome: &'static str, error:
         }
         None => crate::metrics::record_unrouted(ctx.endpoint, outcome, status, ctx.overhead()),
     }
+    // The virtual key's name (never its secret) and the answer's cost, for the access log.
+    let key = admission.as_ref().map_or("-", Admission::key_name);
     match error {
         Some(e) if e.status().is_server_error() => tracing::warn!(
-            request_id = %ctx.id, provider = ctx.provider_name(), status, error = %e, "request failed"
+            request_id = %ctx.id, provider = ctx.provider_name(), key, status, error = %e, "request failed"
         ),
         _ => tracing::debug!(
-            request_id = %ctx.id, provider = ctx.provider_name(), status, outcome,
+            request_id = %ctx.id, provider = ctx.provider_name(), key, status, outcome,
             total_us = ctx.started.elapsed().as_micros() as u64, overhead_us = ctx.overhead().as_micros() as u64,
+            cost_nano_usd = ctx.cost().unwrap_or(0),
             "request finished"
         ),
     }
+    if let Some(admission) = admission {
+        // Only an answer's reported usage corrects the estimate; a failure before any
+        // upstream answer leaves the estimate counted (it was one request of the key's rate).
+        admission.settle(ctx.usage.map(tokens), ctx.cost());
+    }
+}
+
+/// A provider's reported usage as the governance counts it.
+fn tokens(u: Usage) -> Tokens {
+    Tokens { prompt: u.prompt, completion: u.completion, cached: u.cached }
 }
 
 /// The client's `x-request-id` when it is short and printable, else a fresh one; with it, the

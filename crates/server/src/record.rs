@@ -63,6 +63,10 @@ pub struct Finished<'a> {
     pub elapsed: Duration,
     /// Weir's own part of it.
     pub overhead: Duration,
+    /// The virtual key's name (never its secret).
+    pub key: Option<&'a str>,
+    /// The answer's cost in nano-USD, when its price and usage are known.
+    pub cost_nano_usd: Option<u64>,
 }
 
 /// Builds the record and publishes it (called once, by `finish`, when the bus is on).
@@ -79,7 +83,7 @@ pub fn publish(gw: &Gateway, facts: &Facts, f: &Finished<'_>) {
         id: f.id.to_owned(),
         time: SystemTime::now().checked_sub(f.elapsed),
         front_door: front_door(f.endpoint),
-        key: None,
+        key: f.key.map(str::to_owned),
         model: facts.model.clone(),
         served_model: facts.served_model.clone(),
         provider: f.provider.map(str::to_owned),
@@ -90,7 +94,7 @@ pub fn publish(gw: &Gateway, facts: &Facts, f: &Finished<'_>) {
         error_code: f.error.map(|e| e.code_str().to_owned()),
         tokens_in: f.usage.map(|u| u.prompt),
         tokens_out: f.usage.map(|u| u.completion),
-        cost_usd: None,
+        cost_usd: f.cost_nano_usd.map(|n| n as f64 / 1e9),
         latency_ms: millis(f.elapsed),
         overhead_us: facts.head_overhead.unwrap_or(f.overhead).as_micros() as u64,
         ttft_ms: facts.ttft.map(millis),

@@ -102,7 +102,20 @@ pub fn ready(gw: &Gateway, draining: bool, overload: (bool, Value)) -> Response<
             }),
         );
     }
-    let ready = any_usable && !draining && !shedding;
+    // Shared state: under fail-closed an instance whose Redis is away answers only 503s.
+    let (state, state_ok) = match &gw.redis {
+        Some(r) => {
+            let up = r.available();
+            let closed = r.mode() == crate::state::OnUnavailable::FailClosed;
+            let mode = if closed { "fail-closed" } else { "fail-open" };
+            (
+                json!({ "redis": r.shown_url(), "state": if up { "up" } else { "unavailable" }, "mode": mode }),
+                up || !closed,
+            )
+        }
+        None => (json!({ "redis": null, "state": "local" }), true),
+    };
+    let ready = any_usable && !draining && !shedding && state_ok;
     let status = if draining {
         "draining"
     } else if shedding {
@@ -113,7 +126,10 @@ pub fn ready(gw: &Gateway, draining: bool, overload: (bool, Value)) -> Response<
         "not_ready"
     };
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    json_response(code, &json!({ "status": status, "providers": providers, "plugins": plugins, "overload": overload }))
+    json_response(
+        code,
+        &json!({ "status": status, "providers": providers, "plugins": plugins, "overload": overload, "state": state }),
+    )
 }
 
 /// `GET /metrics`: Prometheus text exposition.

@@ -1,5 +1,6 @@
 //! State shared between Weir instances: one Redis connection per process (multiplexed, so
-//! every serving thread's requests share it), each round trip bounded by
+//! every serving thread's requests can share it) and, for the hot path, one per serving thread
+//! ([`Redis::eval_on`]), each round trip bounded by
 //! `state.redis_timeout`, and whether Redis answers right now. Without `[state] redis_url`
 //! there is no [`Redis`] and callers keep their state in process.
 //!
@@ -7,8 +8,8 @@
 //! and [`Redis::mode`] says whether the request then goes on with this instance's own state
 //! (fail-open) or gets a 503 (fail-closed).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -27,9 +28,55 @@ impl std::fmt::Display for Unavailable {
 
 impl std::error::Error for Unavailable {}
 
+/// Serving threads with a Redis connection of their own (more share the process's one).
+pub const MAX_LANES: usize = 64;
+
+/// `script` by its SHA-1, loading it first when Redis does not know it (a restart forgets
+/// scripts).
+async fn run_script<T: FromRedisValue>(
+    conn: &mut ConnectionManager,
+    script: &LuaScript,
+    args: impl Fn(&mut Cmd),
+) -> redis::RedisResult<T> {
+    if let Some(sha) = script.sha.get() {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(sha.as_str());
+        args(&mut cmd);
+        match cmd.query_async::<T>(conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {}
+            done => return done,
+        }
+    }
+    let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(script.text).query_async(conn).await?;
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(sha.as_str());
+    args(&mut cmd);
+    let _ = script.sha.set(sha);
+    cmd.query_async::<T>(conn).await
+}
+
+/// A Lua script run by [`Redis::eval`]: its text, and its SHA-1 once Redis has loaded it.
+pub struct LuaScript {
+    text: &'static str,
+    sha: std::sync::OnceLock<String>,
+}
+
+impl LuaScript {
+    /// A script with this source.
+    pub const fn new(text: &'static str) -> Self {
+        Self { text, sha: std::sync::OnceLock::new() }
+    }
+}
+
 /// The process's Redis connection and its availability.
 pub struct Redis {
     conn: ConnectionManager,
+    /// One connection per serving thread, made on that thread at its first use (so its I/O
+    /// stays there): see [`Redis::eval_on`].
+    lanes: Box<[OnceLock<ConnectionManager>]>,
+    /// What a lane's connection is made from.
+    client: redis::Client,
+    config: ConnectionManagerConfig,
     timeout: Duration,
     mode: OnUnavailable,
     prefix: Arc<str>,
@@ -62,11 +109,14 @@ impl Redis {
             // Reconnects happen in the background; a request never waits on a retry loop.
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(|e| format!("state.redis_url: {:?}", e.kind()))?;
         metrics::gauge!("weir_state_redis_up").set(0.0);
         Ok(Some(Arc::new(Self {
             conn,
+            lanes: (0..MAX_LANES).map(|_| OnceLock::new()).collect(),
+            client,
+            config,
             timeout: cfg.redis_timeout,
             mode: cfg.on_unavailable,
             prefix: Arc::from(cfg.key_prefix.as_str()),
@@ -118,6 +168,48 @@ impl Redis {
         self.settle(res)
     }
 
+    /// Runs a Lua `script` in one round trip (`EVALSHA`; after a Redis restart, which forgets
+    /// scripts, it is loaded again first), bounded by `redis_timeout`. `args` appends the
+    /// key count, keys and arguments.
+    ///
+    /// # Errors
+    /// As [`Redis::query`].
+    pub async fn eval<T: FromRedisValue>(&self, script: &LuaScript, args: impl Fn(&mut Cmd)) -> Result<T, Unavailable> {
+        let mut conn = self.conn.clone();
+        let res = tokio::time::timeout(self.timeout, run_script(&mut conn, script, args)).await;
+        self.settle(res)
+    }
+
+    /// [`Redis::eval`] on serving thread `lane`'s own connection (`None`, or past
+    /// [`MAX_LANES`]: the shared one). Through the shared connection a serving thread's command
+    /// would go through the thread that drives it and back, two cross-thread wake-ups per
+    /// round trip; its own connection keeps the I/O on the request's thread. Call it only from
+    /// that thread: the connection is made, and driven, on the runtime of its first caller.
+    ///
+    /// A lane's failure is the request's ([`Unavailable`]); availability, its log and gauge
+    /// follow the shared connection, so N lanes noticing one outage log it once.
+    ///
+    /// # Errors
+    /// As [`Redis::query`].
+    pub async fn eval_on<T: FromRedisValue>(
+        &self,
+        lane: Option<usize>,
+        script: &LuaScript,
+        args: impl Fn(&mut Cmd),
+    ) -> Result<T, Unavailable> {
+        let Some(slot) = lane.and_then(|i| self.lanes.get(i)) else { return self.eval(script, args).await };
+        let mut conn = slot
+            .get_or_init(|| {
+                ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+                    .unwrap_or_else(|_| self.conn.clone())
+            })
+            .clone();
+        match tokio::time::timeout(self.timeout, run_script(&mut conn, script, args)).await {
+            Ok(Ok(v)) => Ok(v),
+            _ => Err(Unavailable),
+        }
+    }
+
     /// Notes whether Redis answered, logging and counting each change once.
     fn settle<T>(&self, res: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>) -> Result<T, Unavailable> {
         let ok = matches!(res, Ok(Ok(_)));
@@ -140,6 +232,15 @@ impl Redis {
             _ => Err(Unavailable),
         }
     }
+}
+
+/// `# HELP` lines of the series this crate writes.
+pub fn describe_metrics() {
+    metrics::describe_gauge!("weir_state_redis_up", "1 while the last Redis round trip succeeded, else 0");
+    metrics::describe_counter!(
+        "weir_state_unavailable_total",
+        "Times Redis became unavailable (answered, then did not)"
+    );
 }
 
 #[cfg(test)]

@@ -83,6 +83,14 @@ pub enum ErrorKind {
     PluginFailed,
     /// A bug in Weir (e.g. a panic in provider code); the request fails, the process does not.
     Internal,
+    /// The virtual key may not call this model (its `models` list).
+    ModelNotAllowed,
+    /// A virtual key's rate, token or concurrency limit is reached (`code` names which).
+    KeyLimit,
+    /// A virtual key's budget for the current period is spent.
+    BudgetExceeded,
+    /// The shared state store (Redis) did not answer and `state.on_unavailable` is fail-closed.
+    StateUnavailable,
 }
 
 /// A request-scoped error: kind, origin, a client-safe message, and retry hints.
@@ -122,7 +130,10 @@ impl Error {
             | ErrorKind::UnsupportedMediaType
             | ErrorKind::OriginNotAllowed
             | ErrorKind::HostNotAllowed
-            | ErrorKind::ModelNotFound => Origin::Client,
+            | ErrorKind::ModelNotFound
+            | ErrorKind::ModelNotAllowed
+            | ErrorKind::KeyLimit
+            | ErrorKind::BudgetExceeded => Origin::Client,
             ErrorKind::UpstreamTimeout
             | ErrorKind::Upstream { .. }
             | ErrorKind::UpstreamUnavailable
@@ -135,6 +146,7 @@ impl Error {
             | ErrorKind::ShuttingDown
             | ErrorKind::Overloaded
             | ErrorKind::CircuitOpen
+            | ErrorKind::StateUnavailable
             | ErrorKind::Internal => Origin::Gateway,
         };
         Self {
@@ -198,7 +210,8 @@ impl Error {
             | ErrorKind::ShuttingDown
             | ErrorKind::Overloaded
             | ErrorKind::UpstreamTimeout
-            | ErrorKind::UpstreamUnavailable => true,
+            | ErrorKind::UpstreamUnavailable
+            | ErrorKind::StateUnavailable => true,
             ErrorKind::Upstream { status } => status == 429 || status >= 500,
             _ => false,
         }
@@ -216,9 +229,10 @@ impl Error {
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::Unauthorized => 401,
             ErrorKind::UnsupportedMediaType => 415,
-            ErrorKind::OriginNotAllowed | ErrorKind::HostNotAllowed => 403,
-            ErrorKind::QueueFull => 429,
-            ErrorKind::QueueTimeout
+            ErrorKind::OriginNotAllowed | ErrorKind::HostNotAllowed | ErrorKind::ModelNotAllowed => 403,
+            ErrorKind::QueueFull | ErrorKind::KeyLimit | ErrorKind::BudgetExceeded => 429,
+            ErrorKind::StateUnavailable
+            | ErrorKind::QueueTimeout
             | ErrorKind::Dropped
             | ErrorKind::ShuttingDown
             | ErrorKind::Overloaded
@@ -246,8 +260,9 @@ impl Error {
             | ErrorKind::ModelNotFound
             | ErrorKind::UnsupportedMediaType
             | ErrorKind::PluginRejected { .. } => "invalid_request_error",
-            ErrorKind::OriginNotAllowed | ErrorKind::HostNotAllowed => "permission_error",
-            ErrorKind::QueueFull => "rate_limit_error",
+            ErrorKind::OriginNotAllowed | ErrorKind::HostNotAllowed | ErrorKind::ModelNotAllowed => "permission_error",
+            ErrorKind::QueueFull | ErrorKind::KeyLimit => "rate_limit_error",
+            ErrorKind::BudgetExceeded => "insufficient_quota",
             ErrorKind::Unauthorized => "authentication_error",
             ErrorKind::Upstream { status: 429 } => "rate_limit_error",
             ErrorKind::Upstream { status } if (400..500).contains(&status) && status != 401 && status != 403 => {
@@ -258,6 +273,7 @@ impl Error {
             | ErrorKind::Dropped
             | ErrorKind::ShuttingDown
             | ErrorKind::Overloaded
+            | ErrorKind::StateUnavailable
             | ErrorKind::CircuitOpen => "service_unavailable",
             _ => "api_error",
         }
@@ -298,6 +314,10 @@ impl Error {
             ErrorKind::PluginRejected { .. } => "plugin_rejected",
             ErrorKind::PluginFailed => "plugin_error",
             ErrorKind::Internal => "internal_error",
+            ErrorKind::ModelNotAllowed => "model_not_allowed",
+            ErrorKind::KeyLimit => "rate_limit_exceeded",
+            ErrorKind::BudgetExceeded => "budget_exceeded",
+            ErrorKind::StateUnavailable => "state_unavailable",
         }
     }
 
@@ -328,6 +348,10 @@ impl Error {
             ErrorKind::PluginRejected { .. } => "plugin_rejected",
             ErrorKind::PluginFailed => "plugin_error",
             ErrorKind::Internal => "panic",
+            ErrorKind::ModelNotAllowed => "forbidden",
+            ErrorKind::KeyLimit => "key_limited",
+            ErrorKind::BudgetExceeded => "budget_exceeded",
+            ErrorKind::StateUnavailable => "state_unavailable",
         }
     }
 

@@ -85,6 +85,7 @@ impl Secrets {
         }
         values.extend(cfg.admin.token.as_deref());
         values.extend(cfg.state.redis_password());
+        values.extend(cfg.keys.iter().map(|k| k.value.as_str()));
         for p in &cfg.plugins {
             values.extend(p.config_env.iter());
         }
