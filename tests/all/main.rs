@@ -36,5 +36,6 @@ mod shutdown;
 mod status;
 mod streams;
 mod threads;
+mod timeouts;
 mod upstream_errors;
 mod upstream_size;

@@ -222,9 +222,25 @@ pub struct PoolConfig {
     /// Longest a request may wait, for queue space (`block`) and then for a worker.
     #[serde(with = "values::duration")]
     pub queue_timeout: Duration,
-    /// Longest one upstream call may take (for streams: until the response head, and between chunks).
+    /// Longest one upstream call may take: a whole answer, or a stream's first event (unless
+    /// `first_token_timeout`) and each gap between events (unless `idle_timeout`).
     #[serde(with = "values::duration")]
     pub request_timeout: Duration,
+    /// A stream's first event, from the call's start (default `request_timeout`); missed, the
+    /// attempt fails before any byte reached the client, so it is retried or falls back.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "values::duration::option")]
+    pub first_token_timeout: Option<Duration>,
+    /// Longest gap between a stream's events after the first (default `request_timeout`);
+    /// past it the client's stream ends with an error event.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "values::duration::option")]
+    pub idle_timeout: Option<Duration>,
+    /// A request routed here, whole: every attempt, the waits between them and a stream to its
+    /// end (default: no bound beyond the others). `x-weir-timeout-ms` replaces it per request.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "values::duration::option")]
+    pub total_timeout: Option<Duration>,
+    /// Largest `x-weir-timeout-ms` honoured for a request routed here; a larger one is cut to it.
+    #[serde(with = "values::duration")]
+    pub max_client_timeout: Duration,
     /// Largest whole (non-stream) answer read from the provider; a larger one is a 502
     /// `upstream_response_too_large`. Bounds the memory one answer holds per worker.
     pub max_response_bytes: usize,
@@ -238,6 +254,10 @@ impl Default for PoolConfig {
             overflow: Overflow::Block,
             queue_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(60),
+            first_token_timeout: None,
+            idle_timeout: None,
+            total_timeout: None,
+            max_client_timeout: Duration::from_secs(600),
             max_response_bytes: 16 * 1024 * 1024,
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, values};
+use super::{ConfigError, PoolConfig, values};
 
 /// Most entries of one fallback list (config or `x-weir-fallbacks`): each may cost a full
 /// round of attempts.
@@ -131,6 +131,20 @@ impl BreakerConfig {
     }
 }
 
+/// Checks the per-phase timeouts of `[providers.pool]`: none is zero.
+pub(super) fn validate_timeouts(pool: &PoolConfig, key: &impl Fn(&str) -> String) -> Result<(), ConfigError> {
+    let set = [
+        ("pool.first_token_timeout", pool.first_token_timeout),
+        ("pool.idle_timeout", pool.idle_timeout),
+        ("pool.total_timeout", pool.total_timeout),
+        ("pool.max_client_timeout", Some(pool.max_client_timeout)),
+    ];
+    match set.iter().find(|(_, d)| d.is_some_and(|d| d.is_zero())) {
+        Some((name, _)) => Err(ConfigError::invalid(key(name), "must be above 0")),
+        None => Ok(()),
+    }
+}
+
 /// Checks `[fallbacks]`: each entry is `provider/model` naming a configured provider, and no
 /// list is longer than [`MAX_FALLBACKS`].
 pub(super) fn validate_fallbacks(
@@ -159,6 +173,8 @@ pub(super) fn validate_fallbacks(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use crate::{Config, ConfigError};
 
     fn load(extra: &str) -> Result<Config, ConfigError> {
@@ -193,5 +209,9 @@ mod tests {
         assert_eq!(refused_key("[fallbacks]\nm = [\"a\"]"), "fallbacks.m[0]");
         assert_eq!(refused_key("[fallbacks]\nm = [\"a/1\", \"a/2\", \"a/3\", \"a/4\", \"a/5\"]"), "fallbacks.m");
         assert!(load("[fallbacks]\nm = [\"a/other\"]").is_ok());
+        assert_eq!(refused_key("[providers.pool]\nidle_timeout = \"0s\""), "providers[0].pool.idle_timeout");
+        let cfg = load("[providers.pool]\nfirst_token_timeout = \"2s\"\ntotal_timeout = \"9s\"").unwrap();
+        assert_eq!(cfg.providers[0].pool.first_token_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(cfg.providers[0].pool.idle_timeout, None);
     }
 }

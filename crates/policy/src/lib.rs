@@ -6,7 +6,7 @@
 //! the provider below it each make exactly one attempt when asked ([`attempt`]); an attempt is
 //! a future, so stopping one (the loser of [`first_ok`], a request whose client left) is
 //! dropping it. Every attempt ends before any byte reaches the client: a stream's attempt
-//! ends at its response head.
+//! ends at its first event (read by the pool under `first_token_timeout`).
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -18,6 +18,7 @@ use tokio::time::Instant;
 pub mod breaker;
 pub mod budget;
 pub mod guard;
+pub mod plan;
 pub mod retry;
 pub mod routing;
 
@@ -30,6 +31,7 @@ use crate::breaker::{Breaker, Pass};
 use crate::config::{Config, MAX_FALLBACKS, ProviderConfig};
 use crate::error::{Error, ErrorKind};
 pub use crate::guard::Guard;
+pub use crate::plan::Plan;
 use crate::pool::{Pool, Reply};
 use crate::providers::{Provider, ProviderRequest};
 use crate::retry::Verdict;
@@ -130,8 +132,8 @@ impl Policy {
         Ok(Cow::Owned(steps))
     }
 
-    /// Runs the attempts of one request routed to `targets[routed]`, then down `fallbacks`,
-    /// until one answers or none is left. Each step gets up to `retry.max_retries` retries on
+    /// Runs the attempts of one request by its `plan`: to `targets[plan.routed]`, then down
+    /// its fallbacks, until one answers, none is left or the plan's total timeout passes. Each step gets up to `retry.max_retries` retries on
     /// its provider, each within the provider's budget; an open breaker skips its step. An
     /// answer that stands (a 400, a content-policy refusal) ends the attempts at once; a
     /// context-length error goes on, but never to the same model again. `served` says who
@@ -146,20 +148,25 @@ impl Policy {
     pub async fn execute(
         &self,
         targets: &[Target],
-        routed: usize,
-        fallbacks: &[Step],
+        plan: &Plan<'_>,
         req: ProviderRequest,
         served: &mut Served,
     ) -> Result<Reply, Error> {
+        let (routed, fallbacks) = (plan.routed, &plan.fallbacks[..]);
+        // The clock is read for it only when a total timeout is set.
+        let deadline = plan.timeout.map(|t| Instant::now() + t);
         let steps = 1 + fallbacks.len();
         // Kept to resend until the last attempt that could be made takes it.
         let mut original = Some(req);
         let primary_model = if fallbacks.is_empty() { String::new() } else { original_model(&original) };
         let mut too_long: Vec<String> = Vec::new();
         let mut last: Option<Error> = None;
-        for step in 0..steps {
+        'steps: for step in 0..steps {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
             let (t, model) = match step {
-                0 => (routed, None),
+                0 => (routed, plan.model.as_ref()),
                 i => (fallbacks[i - 1].provider, Some(&fallbacks[i - 1].model)),
             };
             let target = &targets[t];
@@ -189,7 +196,7 @@ impl Policy {
                 }
                 served.attempts += 1;
                 let mut upstream = Duration::ZERO;
-                let result = attempt(target, req, &mut upstream).await;
+                let result = attempt(target, req, &mut upstream, deadline).await;
                 served.upstream += upstream;
                 ticket.done(result.as_ref().err());
                 let e = match result {
@@ -215,6 +222,10 @@ impl Policy {
                     last = Some(e);
                     break;
                 };
+                if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                    last = Some(e);
+                    break 'steps;
+                }
                 if !guard.budget.withdraw(Instant::now()) {
                     guard.exhausted.increment(1);
                     last = Some(e);
@@ -227,7 +238,10 @@ impl Policy {
                 served.upstream += slept.elapsed();
             }
         }
-        Err(last.unwrap_or_else(|| Error::new(ErrorKind::Internal, "no attempt was made")))
+        Err(last.unwrap_or_else(|| match deadline {
+            Some(_) => Error::new(ErrorKind::UpstreamTimeout, "the request's total timeout passed before an attempt"),
+            None => Error::new(ErrorKind::Internal, "no attempt was made"),
+        }))
     }
 }
 
@@ -306,13 +320,27 @@ impl Drop for Ticket<'_> {
 /// One attempt on `target`: admission to its pool, then one provider call on the slot.
 /// Dropping the future stops the attempt wherever it is: it leaves the line, or stops the
 /// call, frees the slot and closes a connection left mid-exchange. `upstream` is set to the
-/// time the call took (zero if it never started).
+/// time the call took (zero if it never started). Admission and the call end at `deadline`.
 ///
 /// # Errors
 /// Admission refused (429/503), or the call's error.
-pub async fn attempt(target: &Target, req: ProviderRequest, upstream: &mut Duration) -> Result<Reply, Error> {
-    let permit = target.pool.admit().await?;
-    target.pool.run(permit, || target.provider.call(req), upstream).await
+pub async fn attempt(
+    target: &Target,
+    req: ProviderRequest,
+    upstream: &mut Duration,
+    deadline: Option<Instant>,
+) -> Result<Reply, Error> {
+    let permit = match deadline {
+        None => target.pool.admit().await?,
+        Some(d) => tokio::time::timeout_at(d, target.pool.admit()).await.map_err(|_| {
+            let name = target.pool.name();
+            Error::new(
+                ErrorKind::UpstreamTimeout,
+                format!("the request's total timeout passed while it waited for a worker of provider {name}"),
+            )
+        })??,
+    };
+    target.pool.run(permit, || target.provider.call(req), upstream, deadline).await
 }
 
 /// Runs `a` and `b` at once; the first `Ok` wins and the other is dropped (cancelled) at

@@ -114,7 +114,7 @@ async fn execute_makes_one_attempt_on_the_routed_target() {
     let policy = Policy::default();
     let targets = [scripted(), scripted()];
     let mut served = Served::new(1);
-    let reply = policy.execute(&targets, 1, &[], req("sleep:50"), &mut served).await;
+    let reply = policy.execute(&targets, &Plan::new(1, &[]), req("sleep:50"), &mut served).await;
     assert!(matches!(reply, Ok(Reply::Full { .. })));
     // Measured on the wall clock (std time), which paused tokio time does not move.
     assert!(served.upstream > Duration::ZERO, "the call's time is reported");
@@ -131,10 +131,10 @@ async fn a_losing_attempt_frees_its_slot_and_closes_its_connection() {
     let slow = upstream(addr);
     let fast = scripted();
     let (mut t_slow, mut t_fast) = (Duration::ZERO, Duration::ZERO);
-    let won = first_ok(attempt(&slow, req("hi"), &mut t_slow), async {
+    let won = first_ok(attempt(&slow, req("hi"), &mut t_slow, None), async {
         // Let the slow attempt take its slot and reach the upstream first.
         sleep(Duration::from_millis(100)).await;
-        attempt(&fast, req("ok"), &mut t_fast).await
+        attempt(&fast, req("ok"), &mut t_fast, None).await
     })
     .await;
     assert!(matches!(won, Ok(Reply::Full { .. })));

@@ -12,6 +12,7 @@ mod job;
 mod metrics;
 mod queue;
 pub mod requests;
+mod stream;
 
 use weir_config as config;
 use weir_providers as providers;
@@ -20,21 +21,22 @@ use weir_types::{error, format};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use futures_util::StreamExt as _;
 use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 
 pub use health::{Health, HealthState};
 pub use job::{Reply, StreamItem};
 use metrics::PoolMetrics;
 use queue::Admit;
 pub use queue::{Queue, Refused};
+pub use stream::Phase;
 
 use crate::config::{Overflow, PoolConfig};
 use crate::error::{Error, ErrorKind};
-use crate::providers::{ChunkStream, ProviderResponse};
+use crate::providers::ProviderResponse;
 
 /// Chunks buffered between a streaming worker and the client relay; bounds memory per stream
 /// and makes a slow client slow down the upstream read instead of growing a buffer.
@@ -129,7 +131,9 @@ impl Pool {
     }
 
     /// Runs one call, made by `call`, on `permit`'s slot, on the caller's task, under
-    /// `request_timeout` and the shutdown deadline, catching a panic. Sets `upstream` to the time the call took,
+    /// `request_timeout` (a stream: until its first event, under `first_token_timeout` when
+    /// set, so a stream that is slow to start fails here, before any byte went to the client),
+    /// the request's `deadline` and the shutdown deadline, catching a panic. Sets `upstream` to the time the call took,
     /// whatever its outcome, so a failed call's wait is not taken for Weir's own time. A
     /// stream keeps the slot until it ends; its pump runs on a task of its own. Dropping the
     /// returned future (the client left, or the policy stopped the attempt) drops `call`
@@ -147,13 +151,14 @@ impl Pool {
         permit: Permit,
         call: C,
         upstream: &'a mut Duration,
+        deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Reply, Error>> + 'a
     where
         C: FnOnce() -> F + 'a,
         F: Future<Output = Result<ProviderResponse, Error>> + 'a,
     {
         debug_assert!(Arc::ptr_eq(&permit.pool, &self.shared), "a permit runs on its own pool");
-        Shared::run(&self.shared, permit, call, upstream)
+        Shared::run(&self.shared, permit, call, upstream, deadline)
     }
 
     /// Graceful drain: refuse new requests, let running and waiting ones finish until
@@ -350,61 +355,70 @@ impl Shared {
         mut held: Permit,
         call: C,
         upstream_time: &mut Duration,
+        deadline: Option<Instant>,
     ) -> Result<Reply, Error>
     where
         C: FnOnce() -> F,
         F: Future<Output = Result<ProviderResponse, Error>>,
     {
         let started = Instant::now();
+        // One timer for the call, reset for a stream's first event.
+        let sleep = tokio::time::sleep_until(stream::until(started, pool.cfg.request_timeout, deadline));
+        tokio::pin!(sleep);
         let outcome = {
             let call = std::panic::AssertUnwindSafe(call()).catch_unwind();
             tokio::select! {
                 biased;
                 () = pool.stop.wait() => None,
-                r = tokio::time::timeout(pool.cfg.request_timeout, call) => Some(r),
+                r = call => Some(r),
+                () = &mut sleep => Some(Ok(Err(pool.timed_out(stream::Phase::Response, deadline)))),
             }
+        };
+        // A stream's first event is read here: `None` then means it ended without one.
+        let result = match outcome {
+            None => Err(shutting_down()),
+            Some(Err(panic)) => Err(pool.panicked(&panic)),
+            Some(Ok(Ok(ProviderResponse::Stream { mut events, relay }))) => {
+                match pool.first_event(&mut events, sleep, started, deadline).await {
+                    None => Err(shutting_down()),
+                    Some(Ok(first)) => Ok((ProviderResponse::Stream { events, relay }, first)),
+                    Some(Err(e)) => Err(e),
+                }
+            }
+            Some(Ok(r)) => r.map(|r| (r, None)),
         };
         held.counted = true;
         *upstream_time = started.elapsed();
         pool.metrics.upstream_latency.record(upstream_time.as_secs_f64());
-        let result = match outcome {
-            None => return Err(shutting_down()),
-            Some(Err(_)) => {
-                pool.metrics.request_timeouts.increment(1);
-                Err(pool.timeout_error())
-            }
-            Some(Ok(Err(panic))) => Err(pool.panicked(&panic)),
-            Some(Ok(Ok(r))) => r,
-        };
         match result {
             Err(e) => {
-                pool.health.record_error(&e);
+                if e.kind != ErrorKind::ShuttingDown {
+                    pool.health.record_error(&e);
+                }
                 Err(e)
             }
-            Ok(ProviderResponse::Full { body, usage, relay }) => {
+            Ok((ProviderResponse::Full { body, usage, relay }, _)) => {
                 pool.health.record_ok();
                 Ok(Reply::Full { body, usage, relay })
             }
-            Ok(ProviderResponse::Stream { events, relay }) => {
+            Ok((ProviderResponse::Stream { events, relay }, first)) => {
                 let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-                tokio::spawn(pump(held, events, tx));
+                match first {
+                    Some(first) => {
+                        tokio::spawn(stream::pump(held, events, first, tx, deadline));
+                    }
+                    None => {
+                        pool.health.record_ok();
+                        drop(held);
+                        let _ = tx.try_send(Ok(StreamItem::End));
+                    }
+                }
                 Ok(Reply::Stream { chunks: rx, shutdown: ShutdownSignal(pool.stop.clone()), relay })
             }
         }
     }
 
-    fn timeout_error(&self) -> Error {
-        Error::new(
-            ErrorKind::UpstreamTimeout,
-            format!(
-                "provider {} did not answer within {}ms (request_timeout)",
-                self.name,
-                self.cfg.request_timeout.as_millis()
-            ),
-        )
-    }
-
-    fn panicked(&self, panic: &(dyn std::any::Any + Send)) -> Error {
+    pub(crate) fn panicked(&self, panic: &(dyn std::any::Any + Send)) -> Error {
         self.metrics.panics.increment(1);
         let what = panic
             .downcast_ref::<&str>()
@@ -413,65 +427,6 @@ impl Shared {
             .unwrap_or_default();
         tracing::error!(provider = %self.name, panic = %what, "provider code panicked; request failed, worker continues");
         Error::new(ErrorKind::Internal, format!("internal error in provider {}", self.name))
-    }
-}
-
-/// Relays a stream to the client side until it ends, fails, stalls past `request_timeout`,
-/// the client side goes away (the client left, or stopped reading for `server.send_timeout`;
-/// then the upstream read stops at once), or the shutdown deadline passes (then the channel
-/// closes without an end, which the relay reports as cut), even while waiting for the client
-/// side to take a chunk. Holds the stream's slot until its last chunk is handed over.
-async fn pump(held: Permit, mut stream: ChunkStream, tx: mpsc::Sender<Result<StreamItem, Error>>) {
-    let pool = held.pool.clone();
-    let stop = pool.stop.wait();
-    tokio::pin!(stop);
-    loop {
-        let next = std::panic::AssertUnwindSafe(stream.next()).catch_unwind();
-        let item = tokio::select! {
-            biased;
-            () = tx.closed() => {
-                pool.metrics.cancelled.increment(1);
-                return;
-            }
-            () = &mut stop => return,
-            r = tokio::time::timeout(pool.cfg.request_timeout, next) => r,
-        };
-        let item = match item {
-            Err(_) => {
-                pool.metrics.request_timeouts.increment(1);
-                Some(Err(pool.timeout_error()))
-            }
-            Ok(Err(panic)) => Some(Err(pool.panicked(&panic))),
-            Ok(Ok(item)) => item,
-        };
-        match item {
-            None => {
-                pool.health.record_ok();
-                drop(stream);
-                drop(held); // The slot is free before the client reads the end.
-                let _ = tx.send(Ok(StreamItem::End)).await;
-                return;
-            }
-            Some(Err(e)) => {
-                pool.health.record_error(&e);
-                drop(stream);
-                drop(held); // The slot is free before the client reads the error.
-                let _ = tx.send(Err(e)).await;
-                return;
-            }
-            Some(Ok(chunk)) => {
-                // Waiting for room is bounded by the relay (send_timeout) and by `stop`.
-                let sent = tokio::select! {
-                    biased;
-                    () = &mut stop => return,
-                    sent = tx.send(Ok(StreamItem::Chunk(chunk))) => sent,
-                };
-                if sent.is_err() {
-                    pool.metrics.cancelled.increment(1);
-                    return;
-                }
-            }
-        }
     }
 }
 

@@ -12,6 +12,8 @@ pub(super) struct PoolMetrics {
     pub dropped: Counter,
     pub queue_timeouts: Counter,
     pub request_timeouts: Counter,
+    /// `weir_timeouts_total{provider,phase}`, in [`Phase`](crate::stream::Phase) order.
+    pub timeouts: [Counter; 4],
     pub panics: Counter,
     pub cancelled: Counter,
     pub upstream_latency: Histogram,
@@ -29,6 +31,11 @@ impl PoolMetrics {
             dropped: counter!("weir_pool_dropped_total", "provider" => p.clone()),
             queue_timeouts: counter!("weir_pool_queue_timeouts_total", "provider" => p.clone()),
             request_timeouts: counter!("weir_pool_request_timeouts_total", "provider" => p.clone()),
+            timeouts: crate::stream::Phase::ALL.map(|phase| {
+                let c = counter!("weir_timeouts_total", "provider" => p.clone(), "phase" => phase.as_str());
+                c.increment(0);
+                c
+            }),
             panics: counter!("weir_pool_panics_total", "provider" => p.clone()),
             cancelled: counter!("weir_pool_cancelled_total", "provider" => p.clone()),
             upstream_latency: histogram!("weir_upstream_latency_seconds", "provider" => p),

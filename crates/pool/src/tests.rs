@@ -46,7 +46,7 @@ impl P {
     async fn submit(&self, req: ProviderRequest) -> Result<Reply, Error> {
         let permit = self.pool.admit().await?;
         let mut upstream = Duration::ZERO;
-        self.pool.run(permit, || self.provider.call(req), &mut upstream).await
+        self.pool.run(permit, || self.provider.call(req), &mut upstream, None).await
     }
 }
 
