@@ -6,6 +6,7 @@ mod support;
 
 mod anthropic;
 mod bad_input;
+mod balance;
 mod bedrock;
 mod browser;
 mod cancel;

@@ -3,6 +3,7 @@
 //! interpolated, then validated. The result is immutable and shared as an
 //! `Arc<Config>` snapshot; a reload builds a new one, it never mutates in place.
 
+mod balance;
 mod bedrock;
 pub mod builtin;
 mod defaults;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use balance::{MAX_ROUTE_TARGETS, RouteConfig, RouteTarget, Strategy};
 pub use bedrock::BedrockConfig;
 pub use defaults::embedded_default;
 pub use env::EnvValues;
@@ -83,6 +85,9 @@ pub struct Config {
     /// provider cannot answer.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub fallbacks: BTreeMap<String, Vec<String>>,
+    /// Models served by several providers, balanced by a strategy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
 }
 
 /// The configuration file as written: [`Config`] with each provider table holding the
@@ -109,6 +114,9 @@ pub struct ConfigFile {
     /// `[fallbacks]`.
     #[serde(default)]
     pub fallbacks: BTreeMap<String, Vec<String>>,
+    /// `[[routes]]`.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
 }
 
 impl TryFrom<ConfigFile> for Config {
@@ -129,6 +137,7 @@ impl TryFrom<ConfigFile> for Config {
             plugin_runtime: f.plugin_runtime,
             admin: f.admin,
             fallbacks: f.fallbacks,
+            routes: f.routes,
         })
     }
 }
@@ -319,6 +328,7 @@ impl Config {
         }
         plugin::validate(&self.plugins, &self.plugin_runtime, &names)?;
         resilience::validate_fallbacks(&self.fallbacks, &names)?;
+        balance::validate_routes(&self.routes, &names)?;
         Ok(())
     }
 

@@ -22,6 +22,8 @@ pub struct Guard {
     pub exhausted: metrics::Counter,
     /// `weir_fallbacks_total{provider}`: requests that fell back to this provider.
     pub fallbacks: metrics::Counter,
+    /// Its time to answer, for `latency` routes.
+    pub latency: crate::balance::Latency,
 }
 
 impl Guard {
@@ -45,6 +47,7 @@ impl Guard {
             retries,
             exhausted: counter("weir_retry_budget_exhausted_total"),
             fallbacks: counter("weir_fallbacks_total"),
+            latency: crate::balance::Latency::default(),
         }
     }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub mod balance;
 pub mod breaker;
 pub mod budget;
 pub mod guard;
@@ -92,6 +93,8 @@ pub struct Policy {
     providers: Vec<String>,
     /// `[fallbacks]`: model as the client names it → steps.
     fallbacks: std::collections::HashMap<String, Vec<Step>>,
+    /// `[[routes]]`: model as the client names it → its balanced targets.
+    routes: std::collections::HashMap<String, balance::Balance>,
 }
 
 impl Policy {
@@ -101,7 +104,8 @@ impl Policy {
         let fallbacks = (config.fallbacks.iter())
             .map(|(model, list)| (model.clone(), list.iter().filter_map(|s| step(&providers, s)).collect()))
             .collect();
-        Self { providers, fallbacks }
+        let routes = (config.routes.iter()).map(|r| (r.model.clone(), balance::Balance::new(r, &providers))).collect();
+        Self { providers, fallbacks, routes }
     }
 
     /// The fallbacks of a request for `model` (as the client names it): the `x-weir-fallbacks`
@@ -198,6 +202,10 @@ impl Policy {
                 let mut upstream = Duration::ZERO;
                 let result = attempt(target, req, &mut upstream, deadline).await;
                 served.upstream += upstream;
+                if plan.latency {
+                    let ok = result.as_ref().err().is_none_or(|e| !breaker::provider_fault(e));
+                    guard.latency.record(upstream, ok);
+                }
                 ticket.done(result.as_ref().err());
                 let e = match result {
                     Ok(reply) => return Ok(reply),

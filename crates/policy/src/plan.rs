@@ -26,12 +26,16 @@ pub struct Plan<'a> {
     pub fallbacks: Cow<'a, [Step]>,
     /// Bound on the whole request: every attempt, the waits and a stream to its end.
     pub timeout: Option<Duration>,
+    /// Attempts feed the targets' latency averages (a `latency` route).
+    pub latency: bool,
+    /// Hedge the first attempt on the next target after this long.
+    pub hedge: Option<Duration>,
 }
 
 impl<'a> Plan<'a> {
     /// A plan to `routed` and then `fallbacks`, with no total timeout.
     pub fn new(routed: usize, fallbacks: &'a [Step]) -> Self {
-        Self { routed, model: None, fallbacks: Cow::Borrowed(fallbacks), timeout: None }
+        Self { routed, model: None, fallbacks: Cow::Borrowed(fallbacks), timeout: None, latency: false, hedge: None }
     }
 }
 
@@ -51,13 +55,28 @@ impl Policy {
         routed: usize,
         headers: &HeaderMap,
     ) -> Result<Plan<'a>, Error> {
-        let fallbacks = self.fallbacks(model, headers.get(X_WEIR_FALLBACKS).map(http::HeaderValue::as_bytes))?;
-        let pool = targets[routed].pool.config();
-        let timeout = match headers.get(X_WEIR_TIMEOUT_MS) {
+        let header = headers.get(X_WEIR_FALLBACKS).map(http::HeaderValue::as_bytes);
+        let mut fallbacks = self.fallbacks(model, header)?;
+        let mut plan = Plan::new(routed, &[]);
+        if let Some(route) = self.routes.get(model) {
+            // The pick first, the route's other targets next, then the model's fallbacks (a
+            // request's own list replaces both).
+            let mut order = route.order(targets);
+            let first = order.remove(0);
+            if header.is_none() {
+                order.extend(fallbacks.iter().cloned());
+                fallbacks = Cow::Owned(order);
+            }
+            (plan.routed, plan.model) = (first.provider, Some(first.model));
+            (plan.latency, plan.hedge) = (route.tracks_latency(), route.hedge_after);
+        }
+        let pool = targets[plan.routed].pool.config();
+        plan.timeout = match headers.get(X_WEIR_TIMEOUT_MS) {
             None => pool.total_timeout,
             Some(v) => Some(client_timeout(v.as_bytes())?.min(pool.max_client_timeout)),
         };
-        Ok(Plan { routed, model: None, fallbacks, timeout })
+        plan.fallbacks = fallbacks;
+        Ok(plan)
     }
 }
 

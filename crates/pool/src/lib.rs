@@ -20,7 +20,7 @@ use weir_types::{error, format};
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
@@ -62,6 +62,8 @@ struct Shared {
     stop: Arc<Stop>,
     /// Signalled when a slot comes back to a closed pool (a drain waits for all of them).
     returned: Notify,
+    /// Requests waiting for a slot or holding one (what `least_outstanding` balancing reads).
+    outstanding: AtomicUsize,
 }
 
 /// One unit of the provider's concurrency ("worker" in the config and metrics).
@@ -80,6 +82,7 @@ impl Pool {
             health: Health::default(),
             stop: Arc::default(),
             returned: Notify::new(),
+            outstanding: AtomicUsize::new(0),
             name,
             cfg,
         });
@@ -125,9 +128,16 @@ impl Pool {
     /// `queue_full` (429 + Retry-After), `queue_timeout` / `dropped_from_queue` /
     /// `shutting_down` (503).
     pub async fn admit(&self) -> Result<Permit, Error> {
+        let waiting = Outstanding::new(&self.shared.outstanding);
         let slot = self.shared.admit().await?;
+        std::mem::forget(waiting); // The permit counts it from here.
         self.shared.metrics.busy(1.0);
         Ok(Permit { pool: self.shared.clone(), slot: Some(slot), counted: false })
+    }
+
+    /// Requests waiting for a slot or holding one, streams included.
+    pub fn outstanding(&self) -> usize {
+        self.shared.outstanding.load(Ordering::Relaxed)
     }
 
     /// Runs one call, made by `call`, on `permit`'s slot, on the caller's task, under
@@ -242,10 +252,27 @@ pub struct Permit {
     counted: bool,
 }
 
+/// One request counted in `outstanding` while it waits for a slot.
+struct Outstanding<'a>(&'a AtomicUsize);
+
+impl<'a> Outstanding<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
         let Some(slot) = self.slot.take() else { return };
         let s = &self.pool;
+        s.outstanding.fetch_sub(1, Ordering::Relaxed);
         if !self.counted {
             s.metrics.cancelled.increment(1);
         }

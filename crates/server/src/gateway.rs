@@ -71,7 +71,7 @@ impl Gateway {
             targets.push(target);
         }
         let gw = Arc::new(Self {
-            router: Router::new(&config.providers),
+            router: Router::new(&config.providers).with_routes(&config.routes),
             policy: Policy::new(&config),
             secrets,
             plugin_headers: HeaderRule::new(&config.plugin_runtime),
