@@ -15,6 +15,7 @@ mod check;
 mod first_run;
 mod gemini;
 mod headers;
+mod hedging;
 mod key_rotation;
 mod languages;
 mod limits;

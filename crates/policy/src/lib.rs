@@ -19,6 +19,7 @@ pub mod balance;
 pub mod breaker;
 pub mod budget;
 pub mod guard;
+mod hedge;
 pub mod plan;
 pub mod retry;
 pub mod routing;
@@ -199,14 +200,31 @@ impl Policy {
                     req.body.forget_raw();
                 }
                 served.attempts += 1;
-                let mut upstream = Duration::ZERO;
-                let result = attempt(target, req, &mut upstream, deadline).await;
-                served.upstream += upstream;
-                if plan.latency {
-                    let ok = result.as_ref().err().is_none_or(|e| !breaker::provider_fault(e));
-                    guard.latency.record(upstream, ok);
-                }
-                ticket.done(result.as_ref().err());
+                let hedge = plan.hedge.filter(|_| step == 0 && retry == 0 && steps > 1);
+                let result = match hedge {
+                    // The first attempt, raced by the next target's after the delay.
+                    Some(delay) => {
+                        let backup = &fallbacks[0];
+                        let mut copy = original.as_ref().map(resend).expect("kept for the fallbacks");
+                        if copy.model != backup.model {
+                            copy.model.clone_from(&backup.model);
+                            copy.body.forget_raw();
+                        }
+                        let other = hedge::Backup { index: backup.provider, target: &targets[backup.provider], delay };
+                        hedge::race(target, req, ticket, other, copy, deadline, served).await
+                    }
+                    None => {
+                        let mut upstream = Duration::ZERO;
+                        let result = attempt(target, req, &mut upstream, deadline).await;
+                        served.upstream += upstream;
+                        if plan.latency {
+                            let ok = result.as_ref().err().is_none_or(|e| !breaker::provider_fault(e));
+                            guard.latency.record(upstream, ok);
+                        }
+                        ticket.done(result.as_ref().err());
+                        result
+                    }
+                };
                 let e = match result {
                     Ok(reply) => return Ok(reply),
                     Err(e) => e,
@@ -280,7 +298,7 @@ fn circuit_open(provider: &str, left: Duration) -> Error {
 
 /// One attempt's pass through its provider's breaker. Dropped without a verdict (the client
 /// left mid-attempt), a probe gives its place back.
-struct Ticket<'a> {
+pub(crate) struct Ticket<'a> {
     breaker: Option<&'a Breaker>,
     pool: &'a Pool,
     pass: Pass,
@@ -288,7 +306,7 @@ struct Ticket<'a> {
 }
 
 impl<'a> Ticket<'a> {
-    fn new(breaker: Option<&'a Breaker>, pool: &'a Pool) -> Self {
+    pub(crate) fn new(breaker: Option<&'a Breaker>, pool: &'a Pool) -> Self {
         let pass = breaker.map_or(Pass::Closed, |b| {
             let pass = b.pass(Instant::now());
             pool.health().set_breaker(b.state() as u8);
@@ -299,7 +317,7 @@ impl<'a> Ticket<'a> {
     }
 
     /// The attempt ended: `None` it succeeded, else its error.
-    fn done(mut self, error: Option<&Error>) {
+    pub(crate) fn done(mut self, error: Option<&Error>) {
         let ok = match error {
             None => Some(true),
             Some(e) if breaker::reached_provider(e) => Some(!breaker::provider_fault(e)),
