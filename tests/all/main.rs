@@ -15,6 +15,7 @@ mod check;
 mod first_run;
 mod gemini;
 mod headers;
+mod health_checks;
 mod hedging;
 mod key_rotation;
 mod languages;

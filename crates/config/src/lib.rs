@@ -250,6 +250,13 @@ pub struct PoolConfig {
     /// Largest `x-weir-timeout-ms` honoured for a request routed here; a larger one is cut to it.
     #[serde(with = "values::duration")]
     pub max_client_timeout: Duration,
+    /// Active health checks: probe the provider's model list at start and this often (off
+    /// unless set); a probe feeds `/ready` and the circuit breaker like an attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "values::duration::option")]
+    pub health_check_interval: Option<Duration>,
+    /// Longest a health probe may take.
+    #[serde(with = "values::duration")]
+    pub health_check_timeout: Duration,
     /// Largest whole (non-stream) answer read from the provider; a larger one is a 502
     /// `upstream_response_too_large`. Bounds the memory one answer holds per worker.
     pub max_response_bytes: usize,
@@ -267,6 +274,8 @@ impl Default for PoolConfig {
             idle_timeout: None,
             total_timeout: None,
             max_client_timeout: Duration::from_secs(600),
+            health_check_interval: None,
+            health_check_timeout: Duration::from_secs(5),
             max_response_bytes: 16 * 1024 * 1024,
         }
     }

@@ -131,13 +131,15 @@ impl BreakerConfig {
     }
 }
 
-/// Checks the per-phase timeouts of `[providers.pool]`: none is zero.
+/// Checks the per-phase timeouts and health-check periods of `[providers.pool]`: none is zero.
 pub(super) fn validate_timeouts(pool: &PoolConfig, key: &impl Fn(&str) -> String) -> Result<(), ConfigError> {
     let set = [
         ("pool.first_token_timeout", pool.first_token_timeout),
         ("pool.idle_timeout", pool.idle_timeout),
         ("pool.total_timeout", pool.total_timeout),
         ("pool.max_client_timeout", Some(pool.max_client_timeout)),
+        ("pool.health_check_interval", pool.health_check_interval),
+        ("pool.health_check_timeout", Some(pool.health_check_timeout)),
     ];
     match set.iter().find(|(_, d)| d.is_some_and(|d| d.is_zero())) {
         Some((name, _)) => Err(ConfigError::invalid(key(name), "must be above 0")),

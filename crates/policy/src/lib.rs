@@ -21,6 +21,7 @@ pub mod budget;
 pub mod guard;
 mod hedge;
 pub mod plan;
+pub mod probe;
 pub mod retry;
 pub mod routing;
 

@@ -80,6 +80,7 @@ impl Gateway {
             plugins: Arc::new(plugins),
         });
         gw.start_discovery();
+        crate::probes::start(&gw);
         Ok(gw)
     }
 

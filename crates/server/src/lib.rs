@@ -24,6 +24,7 @@ pub mod gateway;
 pub mod metrics;
 pub mod overload;
 pub mod pipeline;
+pub mod probes;
 pub mod reload;
 pub mod repoll;
 pub mod respond;
