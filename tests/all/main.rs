@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod adaptive_workers;
 mod anthropic;
 mod bad_input;
 mod balance;

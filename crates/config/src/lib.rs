@@ -257,6 +257,22 @@ pub struct PoolConfig {
     /// Longest a health probe may take.
     #[serde(with = "values::duration")]
     pub health_check_timeout: Duration,
+    /// Adaptive workers: the most `workers` may grow to under load (off unless set; `workers`
+    /// is then the starting count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_workers: Option<usize>,
+    /// Adaptive workers: the fewest they shrink to when idle (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_workers: Option<usize>,
+    /// Adaptive workers: grow when the line is at least this share of `queue` full ...
+    pub scale_up_queue_fill: f64,
+    /// ... or a request waited this long for a worker.
+    #[serde(with = "values::duration")]
+    pub scale_up_wait: Duration,
+    /// Adaptive workers: least time between two changes; shrink after this long with nobody
+    /// waiting and at most half the workers busy.
+    #[serde(with = "values::duration")]
+    pub scale_cooldown: Duration,
     /// Largest whole (non-stream) answer read from the provider; a larger one is a 502
     /// `upstream_response_too_large`. Bounds the memory one answer holds per worker.
     pub max_response_bytes: usize,
@@ -276,6 +292,11 @@ impl Default for PoolConfig {
             max_client_timeout: Duration::from_secs(600),
             health_check_interval: None,
             health_check_timeout: Duration::from_secs(5),
+            max_workers: None,
+            min_workers: None,
+            scale_up_queue_fill: 0.1,
+            scale_up_wait: Duration::from_millis(100),
+            scale_cooldown: Duration::from_secs(2),
             max_response_bytes: 16 * 1024 * 1024,
         }
     }

@@ -12,6 +12,7 @@ mod job;
 mod metrics;
 mod queue;
 pub mod requests;
+mod scale;
 mod stream;
 
 use weir_config as config;
@@ -64,6 +65,11 @@ struct Shared {
     returned: Notify,
     /// Requests waiting for a slot or holding one (what `least_outstanding` balancing reads).
     outstanding: AtomicUsize,
+    /// Slots now: `workers`, or what adaptive scaling made of it.
+    workers: AtomicUsize,
+    /// Longest wait in the line since the scaler last looked, in microseconds (adaptive
+    /// pools only).
+    longest_wait_us: std::sync::atomic::AtomicU64,
 }
 
 /// One unit of the provider's concurrency ("worker" in the config and metrics).
@@ -83,9 +89,14 @@ impl Pool {
             stop: Arc::default(),
             returned: Notify::new(),
             outstanding: AtomicUsize::new(0),
+            workers: AtomicUsize::new(cfg.workers),
+            longest_wait_us: Default::default(),
             name,
             cfg,
         });
+        if shared.cfg.max_workers.is_some() {
+            tokio::spawn(scale::run(Arc::downgrade(&shared)));
+        }
         let name_header = http::HeaderValue::from_str(&shared.name).ok();
         Arc::new(Self { shared, requests, name_header })
     }
@@ -113,6 +124,11 @@ impl Pool {
     /// Health as reported by `/ready`.
     pub fn health(&self) -> &Health {
         &self.shared.health
+    }
+
+    /// Slots now (adaptive pools grow and shrink between `min_workers` and `max_workers`).
+    pub fn workers(&self) -> usize {
+        self.shared.workers.load(Ordering::Relaxed)
     }
 
     /// Requests waiting for a slot.
@@ -181,7 +197,7 @@ impl Pool {
                 let back = s.returned.notified();
                 tokio::pin!(back);
                 back.as_mut().enable();
-                if s.queue.quiet(s.cfg.workers) {
+                if s.queue.quiet(s.workers.load(Ordering::Relaxed)) {
                     return;
                 }
                 back.await;
@@ -199,7 +215,7 @@ impl Pool {
 /// holds its snapshot and its last stream has ended.
 impl Drop for Shared {
     fn drop(&mut self) {
-        self.metrics.workers_gone(self.cfg.workers);
+        self.metrics.workers_gone(self.workers.load(Ordering::Relaxed));
     }
 }
 
@@ -338,7 +354,11 @@ impl Shared {
         self.metrics.queue_depth.set(self.queue.len() as f64);
         match handed {
             Ok(w) => {
-                self.metrics.queue_wait.record(ticket.enqueued.elapsed().as_secs_f64());
+                let waited = ticket.enqueued.elapsed();
+                self.metrics.queue_wait.record(waited.as_secs_f64());
+                if self.cfg.max_workers.is_some() {
+                    self.longest_wait_us.fetch_max(waited.as_micros() as u64, Ordering::Relaxed);
+                }
                 Ok(w)
             }
             Err(_) if ticket.state.evicted() => Err(Error::new(

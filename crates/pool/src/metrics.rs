@@ -17,6 +17,10 @@ pub(super) struct PoolMetrics {
     pub panics: Counter,
     pub cancelled: Counter,
     pub upstream_latency: Histogram,
+    /// `weir_pool_workers{provider}`: slots now.
+    workers: Gauge,
+    /// `weir_pool_scaled_total{provider,direction}`: slots added (`up`) and retired (`down`).
+    scaled: [Counter; 2],
 }
 
 impl PoolMetrics {
@@ -38,8 +42,12 @@ impl PoolMetrics {
             }),
             panics: counter!("weir_pool_panics_total", "provider" => p.clone()),
             cancelled: counter!("weir_pool_cancelled_total", "provider" => p.clone()),
-            upstream_latency: histogram!("weir_upstream_latency_seconds", "provider" => p),
+            upstream_latency: histogram!("weir_upstream_latency_seconds", "provider" => p.clone()),
+            workers: gauge!("weir_pool_workers", "provider" => p.clone()),
+            scaled: ["up", "down"]
+                .map(|d| counter!("weir_pool_scaled_total", "provider" => p.clone(), "direction" => d)),
         };
+        m.workers.increment(workers as f64);
         // Increments, not sets: during a reload an old and a new pool of the same provider
         // coexist until the old one drains, and their counts add up.
         m.idle.increment(workers as f64);
@@ -49,6 +57,14 @@ impl PoolMetrics {
     /// The pool's `workers` are gone (the pool was dropped after a reload or at exit).
     pub fn workers_gone(&self, workers: usize) {
         self.idle.decrement(workers as f64);
+        self.workers.decrement(workers as f64);
+    }
+
+    /// Adaptive scaling added (`n > 0`) or retired idle slots.
+    pub fn scaled(&self, n: f64) {
+        self.idle.increment(n);
+        self.workers.increment(n);
+        self.scaled[usize::from(n < 0.0)].increment(n.abs() as u64);
     }
 
     /// A worker became busy (`+1`) or idle (`-1`).
