@@ -58,7 +58,8 @@ impl Policy {
         let header = headers.get(X_WEIR_FALLBACKS).map(http::HeaderValue::as_bytes);
         let mut fallbacks = self.fallbacks(model, header)?;
         let mut plan = Plan::new(routed, &[]);
-        if let Some(route) = self.routes.get(model) {
+        // No hash of the model when no route is configured.
+        if let Some(route) = (!self.routes.is_empty()).then(|| self.routes.get(model)).flatten() {
             // The pick first, the route's other targets next, then the model's fallbacks (a
             // request's own list replaces both).
             let mut order = route.order(targets);
