@@ -212,7 +212,9 @@ impl Policy {
                             copy.body.forget_raw();
                         }
                         let other = hedge::Backup { index: backup.provider, target: &targets[backup.provider], delay };
-                        hedge::race(target, req, ticket, other, copy, deadline, served).await
+                        // Boxed: two attempts inline would make every request's future (moved
+                        // whole at each await layer) several times larger.
+                        Box::pin(hedge::race(target, req, ticket, other, copy, deadline, served)).await
                     }
                     None => {
                         let mut upstream = Duration::ZERO;
