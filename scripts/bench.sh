@@ -9,6 +9,8 @@
 #   scripts/bench.sh            # full run, ~6-8 minutes on 2 cores (plus the build)
 #   scripts/bench.sh --quick    # ~2 minutes, one round of short runs
 #   scripts/bench.sh --out FILE # also write the table (markdown) to FILE
+#   scripts/bench.sh --flaky    # only the flaky-upstream scenario: 5% of answers are 503s;
+#                               # success rate and latency direct vs Weir retrying (~1 minute)
 #   BENCH_PGO=0 BENCH_SECS=1 scripts/bench.sh --quick   # smoke check: it runs, figures meaningless
 #
 # Weir is the profile-guided release build of scripts/pgo.sh (~18 minutes to build from clean
@@ -23,12 +25,14 @@ ROOT=$PWD
 . "$ROOT/scripts/bench-common.sh"
 
 QUICK=0
+FLAKY=0
 OUT=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
+        --flaky) FLAKY=1 ;;
         --out) OUT="$2"; shift ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -84,6 +88,11 @@ WASM=$ROOT/plugins/target/wasm32-wasip2/release
 
 # ---------------------------------------------------------------- processes
 bench_tmp weir-bench
+
+if [ "$FLAKY" = 1 ]; then
+    . "$ROOT/scripts/bench-flaky.sh"
+    exit 0
+fi
 
 # Request bodies: a ~1 KB chat completion (system + user message), and the same in
 # Anthropic's Messages shape.

@@ -67,3 +67,21 @@ async fn with_every_key_rejected_the_client_gets_a_clear_502_and_nothing_goes_up
     assert!(!reply.text.contains("sk-one") && !reply.text.contains("sk-two"), "{}", reply.text);
     assert_eq!(up.chats().len(), 2, "nothing was sent with a rejected key");
 }
+
+#[tokio::test]
+async fn a_key_whose_requests_keep_failing_with_5xx_is_set_aside_by_its_breaker() {
+    let up = MockUpstream::start().await;
+    // The failing key nearly always comes first until its breaker opens.
+    let weir = start(&up, (1000, 1)).await;
+    let mut failed = 0;
+    for _ in 0..20 {
+        let reply = post(&weir.url("/v1/chat/completions"), &chat("up/m;status=500;for_key=sk-one", "x")).await;
+        failed += usize::from(reply.status != 200);
+    }
+    let sent = keys_sent(&up);
+    let one = sent.iter().filter(|k| *k == "sk-one").count();
+    assert_eq!(one, 5, "five 5xx in a row set the key aside: {sent:?}");
+    assert_eq!(failed, 5, "no retries here: each failure reached the client, then the other key served");
+    assert!(weir.logs().contains("keep failing"), "the key is named by position in the log");
+    assert!(!weir.logs().contains("sk-one"), "never by value");
+}

@@ -4,9 +4,11 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod adaptive_workers;
 mod admin_live;
 mod anthropic;
 mod bad_input;
+mod balance;
 mod bedrock;
 mod browser;
 mod cancel;
@@ -16,6 +18,8 @@ mod events;
 mod first_run;
 mod gemini;
 mod headers;
+mod health_checks;
+mod hedging;
 mod key_rotation;
 mod keys;
 mod languages;
@@ -42,5 +46,6 @@ mod shutdown;
 mod status;
 mod streams;
 mod threads;
+mod timeouts;
 mod upstream_errors;
 mod upstream_size;

@@ -23,6 +23,8 @@
 //! - `redirect`: answer `307 Temporary Redirect` to `/v1/redirected` (same method and body).
 //! - `chunks=N`, `chunk_delay=MS`: stream shape (default: one chunk per word of the prompt).
 //! - `hold_after=N`: after N stream chunks, wait until [`MockUpstream::release`].
+//! - `stall=MS`: a stream's head goes at once, its first chunk after MS (a slow first token);
+//!   with `fail_times=N`, only the first N requests stall.
 //! - `cut=nodone` (stream ends cleanly without `[DONE]`) or `cut=drop` (connection dropped
 //!   mid-stream), after the chunks.
 //! - `pad=BYTES`: each stream chunk's content is that many bytes long (large streams, to fill
@@ -365,8 +367,8 @@ async fn respond(
         let key = format!("{model}\n{}", last_user_text(body));
         let tries = *state.tries.lock().unwrap().entry(key).and_modify(|t| *t += 1).or_insert(1);
         if tries > n {
-            (d.status, d.reset) = (None, false);
-        } else if !d.reset {
+            (d.status, d.reset, d.stall) = (None, false, Duration::ZERO);
+        } else if !d.reset && d.stall.is_zero() {
             d.status = d.status.or(Some(500));
         }
     }
@@ -501,6 +503,9 @@ fn stream_response(
         for i in 0..count {
             if d.hold_after == Some(i) {
                 wait_gate(&state).await;
+            }
+            if i == 0 && !d.stall.is_zero() {
+                tokio::time::sleep(d.stall).await;
             }
             if i > 0 && !d.chunk_delay.is_zero() {
                 tokio::time::sleep(d.chunk_delay).await;

@@ -11,7 +11,8 @@
 //! `GET /v1/models` lists `bench-1`. Anything else is 404.
 //!
 //! Usage: `weir-mock-upstream [--listen 127.0.0.1:0] [--threads 2] [--chunks 8]
-//! [--chunk-delay-us 0]` (a delay spaces the chunks, so time to first byte and total differ). It prints
+//! [--chunk-delay-us 0] [--fail-percent 0]` (a delay spaces the chunks, so time to first byte and
+//! total differ; `--fail-percent N` answers N% of model calls, spread evenly, with a 503). It prints
 //! `listening on ADDR` once bound, then serves until killed.
 
 use std::convert::Infallible;
@@ -38,11 +39,15 @@ struct Answers {
     anthropic: Answer,
     /// Pause before each chunk after the first (zero: the whole stream at once).
     chunk_delay: std::time::Duration,
+    /// Share of model calls answered 503, in percent.
+    fail_percent: u64,
+    /// Model calls so far (which of them fail is a hash of this count).
+    calls: std::sync::atomic::AtomicU64,
     models: Bytes,
 }
 
 impl Answers {
-    fn new(chunks: usize, chunk_delay: std::time::Duration) -> Self {
+    fn new(chunks: usize, chunk_delay: std::time::Duration, fail_percent: u64) -> Self {
         // ~1 KB of reply text, so the answer is about the size of the request.
         let text = "The quick brown fox jumps over the lazy dog. ".repeat(20);
         let full = format!(
@@ -70,7 +75,14 @@ impl Answers {
         let models =
             Bytes::from_static(br#"{"object":"list","data":[{"id":"bench-1","object":"model","owned_by":"bench"}]}"#);
         let openai = Answer { full: Bytes::from(full), chunks: out.into() };
-        Self { openai, anthropic: anthropic(&text, chunks), chunk_delay, models }
+        Self {
+            openai,
+            anthropic: anthropic(&text, chunks),
+            chunk_delay,
+            fail_percent,
+            calls: std::sync::atomic::AtomicU64::new(0),
+            models,
+        }
     }
 }
 
@@ -145,6 +157,15 @@ async fn handle(answers: Arc<Answers>, req: Request<Incoming>) -> Result<Respons
             ));
         }
     };
+    if answers.fail_percent > 0 {
+        // A multiplicative hash of the call count: failures spread out, not in runs.
+        let n = answers.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 100 < answers.fail_percent {
+            let _ = req.into_body().collect().await;
+            let error = br#"{"error":{"message":"bench mock: injected failure","type":"server_error","code":null}}"#;
+            return Ok(full(StatusCode::SERVICE_UNAVAILABLE, "application/json", Bytes::from_static(error)));
+        }
+    }
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(full(StatusCode::BAD_REQUEST, "text/plain", Bytes::from_static(b"bad body"))),
@@ -229,11 +250,13 @@ fn main() {
     let chunks: usize = arg(&args, "--chunks").map_or(8, |t| t.parse().expect("--chunks"));
     let delay_us: u64 = arg(&args, "--chunk-delay-us").map_or(0, |t| t.parse().expect("--chunk-delay-us"));
     let chunk_delay = std::time::Duration::from_micros(delay_us);
+    let fail_percent: u64 = arg(&args, "--fail-percent").map_or(0, |t| t.parse().expect("--fail-percent"));
+    assert!(fail_percent <= 100, "--fail-percent is at most 100");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build().expect("runtime");
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
         println!("listening on {}", listener.local_addr().expect("addr"));
-        let answers = Arc::new(Answers::new(chunks, chunk_delay));
+        let answers = Arc::new(Answers::new(chunks, chunk_delay, fail_percent));
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let _ = stream.set_nodelay(true);

@@ -3,6 +3,7 @@
 //! interpolated, then validated. The result is immutable and shared as an
 //! `Arc<Config>` snapshot; a reload builds a new one, it never mutates in place.
 
+mod balance;
 mod bedrock;
 pub mod builtin;
 mod defaults;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use balance::{MAX_ROUTE_TARGETS, RouteConfig, RouteTarget, Strategy};
 pub use bedrock::BedrockConfig;
 pub use defaults::embedded_default;
 pub use env::EnvValues;
@@ -104,6 +106,9 @@ pub struct Config {
     /// Per model (or glob), its token prices over the bundled table.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub prices: BTreeMap<String, PriceConfig>,
+    /// Models served by several providers, balanced by a strategy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
 }
 
 /// The configuration file as written: [`Config`] with each provider table holding the
@@ -145,6 +150,9 @@ pub struct ConfigFile {
     /// `[prices]`.
     #[serde(default)]
     pub prices: BTreeMap<String, PriceConfig>,
+    /// `[[routes]]`.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
 }
 
 impl TryFrom<ConfigFile> for Config {
@@ -170,6 +178,7 @@ impl TryFrom<ConfigFile> for Config {
             log: f.log,
             keys: f.keys,
             prices: f.prices,
+            routes: f.routes,
         })
     }
 }
@@ -263,9 +272,48 @@ pub struct PoolConfig {
     /// Longest a request may wait, for queue space (`block`) and then for a worker.
     #[serde(with = "values::duration")]
     pub queue_timeout: Duration,
-    /// Longest one upstream call may take (for streams: until the response head, and between chunks).
+    /// Longest one upstream call may take: a whole answer, or a stream's first event (unless
+    /// `first_token_timeout`) and each gap between events (unless `idle_timeout`).
     #[serde(with = "values::duration")]
     pub request_timeout: Duration,
+    /// A stream's first event, from the call's start (default `request_timeout`); missed, the
+    /// attempt fails before any byte reached the client, so it is retried or falls back.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "values::duration::option")]
+    pub first_token_timeout: Option<Duration>,
+    /// Longest gap between a stream's events after the first (default `request_timeout`);
+    /// past it the client's stream ends with an error event.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "values::duration::option")]
+    pub idle_timeout: Option<Duration>,
+    /// A request routed here, whole: every attempt, the waits between them and a stream to its
+    /// end (default: no bound beyond the others). `x-weir-timeout-ms` replaces it per request.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "values::duration::option")]
+    pub total_timeout: Option<Duration>,
+    /// Largest `x-weir-timeout-ms` honoured for a request routed here; a larger one is cut to it.
+    #[serde(with = "values::duration")]
+    pub max_client_timeout: Duration,
+    /// Active health checks: probe the provider's model list at start and this often (off
+    /// unless set); a probe feeds `/ready` and the circuit breaker like an attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "values::duration::option")]
+    pub health_check_interval: Option<Duration>,
+    /// Longest a health probe may take.
+    #[serde(with = "values::duration")]
+    pub health_check_timeout: Duration,
+    /// Adaptive workers: the most `workers` may grow to under load (off unless set; `workers`
+    /// is then the starting count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_workers: Option<usize>,
+    /// Adaptive workers: the fewest they shrink to when idle (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_workers: Option<usize>,
+    /// Adaptive workers: grow when the line is at least this share of `queue` full ...
+    pub scale_up_queue_fill: f64,
+    /// ... or a request waited this long for a worker.
+    #[serde(with = "values::duration")]
+    pub scale_up_wait: Duration,
+    /// Adaptive workers: least time between two changes; shrink after this long with nobody
+    /// waiting and at most half the workers busy.
+    #[serde(with = "values::duration")]
+    pub scale_cooldown: Duration,
     /// Largest whole (non-stream) answer read from the provider; a larger one is a 502
     /// `upstream_response_too_large`. Bounds the memory one answer holds per worker.
     pub max_response_bytes: usize,
@@ -279,6 +327,17 @@ impl Default for PoolConfig {
             overflow: Overflow::Block,
             queue_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(60),
+            first_token_timeout: None,
+            idle_timeout: None,
+            total_timeout: None,
+            max_client_timeout: Duration::from_secs(600),
+            health_check_interval: None,
+            health_check_timeout: Duration::from_secs(5),
+            max_workers: None,
+            min_workers: None,
+            scale_up_queue_fill: 0.1,
+            scale_up_wait: Duration::from_millis(100),
+            scale_cooldown: Duration::from_secs(2),
             max_response_bytes: 16 * 1024 * 1024,
         }
     }
@@ -348,6 +407,7 @@ impl Config {
         self.state.validate()?;
         self.events.validate()?;
         keys::validate(&self.keys, &self.prices)?;
+        balance::validate_routes(&self.routes, &names)?;
         Ok(())
     }
 

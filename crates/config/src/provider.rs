@@ -449,6 +449,7 @@ impl ProviderConfig {
         if pool.request_timeout.is_zero() {
             return Err(ConfigError::invalid(key("pool.request_timeout"), "must be above 0"));
         }
+        crate::resilience::validate_timeouts(pool, &key)?;
         if pool.max_response_bytes == 0 {
             return Err(ConfigError::invalid(key("pool.max_response_bytes"), "must be at least 1"));
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, values};
+use super::{ConfigError, PoolConfig, values};
 
 /// Most entries of one fallback list (config or `x-weir-fallbacks`): each may cost a full
 /// round of attempts.
@@ -131,6 +131,43 @@ impl BreakerConfig {
     }
 }
 
+/// Checks the per-phase timeouts and health-check periods of `[providers.pool]`: none is zero.
+pub(super) fn validate_timeouts(pool: &PoolConfig, key: &impl Fn(&str) -> String) -> Result<(), ConfigError> {
+    let set = [
+        ("pool.first_token_timeout", pool.first_token_timeout),
+        ("pool.idle_timeout", pool.idle_timeout),
+        ("pool.total_timeout", pool.total_timeout),
+        ("pool.max_client_timeout", Some(pool.max_client_timeout)),
+        ("pool.health_check_interval", pool.health_check_interval),
+        ("pool.health_check_timeout", Some(pool.health_check_timeout)),
+    ];
+    if let Some((name, _)) = set.iter().find(|(_, d)| d.is_some_and(|d| d.is_zero())) {
+        return Err(ConfigError::invalid(key(name), "must be above 0"));
+    }
+    if pool.min_workers.is_some() && pool.max_workers.is_none() {
+        return Err(ConfigError::invalid(key("pool.min_workers"), "needs pool.max_workers (adaptive workers)"));
+    }
+    if let Some(max) = pool.max_workers {
+        let min = pool.min_workers.unwrap_or(1);
+        if min == 0 || max > 100_000 || min > max {
+            return Err(ConfigError::invalid(
+                key("pool.max_workers"),
+                "need 1 <= min_workers <= max_workers <= 100000",
+            ));
+        }
+        if !(min..=max).contains(&pool.workers) {
+            return Err(ConfigError::invalid(
+                key("pool.workers"),
+                format!("the starting count must be within min_workers..=max_workers ({min}..={max})"),
+            ));
+        }
+        if !(0.0..=1.0).contains(&pool.scale_up_queue_fill) {
+            return Err(ConfigError::invalid(key("pool.scale_up_queue_fill"), "must be between 0 and 1"));
+        }
+    }
+    Ok(())
+}
+
 /// Checks `[fallbacks]`: each entry is `provider/model` naming a configured provider, and no
 /// list is longer than [`MAX_FALLBACKS`].
 pub(super) fn validate_fallbacks(
@@ -159,6 +196,8 @@ pub(super) fn validate_fallbacks(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use crate::{Config, ConfigError};
 
     fn load(extra: &str) -> Result<Config, ConfigError> {
@@ -193,5 +232,12 @@ mod tests {
         assert_eq!(refused_key("[fallbacks]\nm = [\"a\"]"), "fallbacks.m[0]");
         assert_eq!(refused_key("[fallbacks]\nm = [\"a/1\", \"a/2\", \"a/3\", \"a/4\", \"a/5\"]"), "fallbacks.m");
         assert!(load("[fallbacks]\nm = [\"a/other\"]").is_ok());
+        assert_eq!(refused_key("[providers.pool]\nidle_timeout = \"0s\""), "providers[0].pool.idle_timeout");
+        let cfg = load("[providers.pool]\nfirst_token_timeout = \"2s\"\ntotal_timeout = \"9s\"").unwrap();
+        assert_eq!(cfg.providers[0].pool.first_token_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(cfg.providers[0].pool.idle_timeout, None);
+        assert_eq!(refused_key("[providers.pool]\nmax_workers = 8"), "providers[0].pool.workers", "64 > 8");
+        assert_eq!(refused_key("[providers.pool]\nmin_workers = 2"), "providers[0].pool.min_workers");
+        assert!(load("[providers.pool]\nworkers = 2\nmin_workers = 1\nmax_workers = 8").is_ok());
     }
 }

@@ -86,6 +86,20 @@ impl Breaker {
         State::from_u8(self.state.load(Ordering::Relaxed))
     }
 
+    /// Whether an attempt now would be refused without a call: open, cool-down not over, or
+    /// half-open with every probe taken. Changes nothing (load balancing asks it of every
+    /// target).
+    pub fn refusing(&self, now: Instant) -> bool {
+        match self.state() {
+            State::Closed => false,
+            State::Open => {
+                let since = self.since_epoch(now).saturating_sub(self.opened_at.load(Ordering::Relaxed));
+                Duration::from_nanos(since) < self.cfg.cooldown
+            }
+            State::HalfOpen => self.probes.load(Ordering::Relaxed) >= self.cfg.probes,
+        }
+    }
+
     /// Asks to make an attempt now.
     pub fn pass(&self, now: Instant) -> Pass {
         match self.state() {

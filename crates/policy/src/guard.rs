@@ -22,6 +22,11 @@ pub struct Guard {
     pub exhausted: metrics::Counter,
     /// `weir_fallbacks_total{provider}`: requests that fell back to this provider.
     pub fallbacks: metrics::Counter,
+    /// `weir_hedges_total{provider,outcome}`: `sent` and `won` count hedges sent to this
+    /// provider and those that answered first; `cancelled`, its attempts that lost a race.
+    pub hedges: [metrics::Counter; 3],
+    /// Its time to answer, for `latency` routes.
+    pub latency: crate::balance::Latency,
 }
 
 impl Guard {
@@ -45,6 +50,12 @@ impl Guard {
             retries,
             exhausted: counter("weir_retry_budget_exhausted_total"),
             fallbacks: counter("weir_fallbacks_total"),
+            latency: crate::balance::Latency::default(),
+            hedges: ["sent", "won", "cancelled"].map(|outcome| {
+                let c = metrics::counter!("weir_hedges_total", "provider" => name.clone(), "outcome" => outcome);
+                c.increment(0);
+                c
+            }),
         }
     }
 

@@ -6,7 +6,7 @@
 //! the provider below it each make exactly one attempt when asked ([`attempt`]); an attempt is
 //! a future, so stopping one (the loser of [`first_ok`], a request whose client left) is
 //! dropping it. Every attempt ends before any byte reaches the client: a stream's attempt
-//! ends at its response head.
+//! ends at its first event (read by the pool under `first_token_timeout`).
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -15,9 +15,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub mod balance;
 pub mod breaker;
 pub mod budget;
 pub mod guard;
+mod hedge;
+pub mod plan;
+pub mod probe;
 pub mod retry;
 pub mod routing;
 
@@ -30,6 +34,7 @@ use crate::breaker::{Breaker, Pass};
 use crate::config::{Config, MAX_FALLBACKS, ProviderConfig};
 use crate::error::{Error, ErrorKind};
 pub use crate::guard::Guard;
+pub use crate::plan::Plan;
 use crate::pool::{Pool, Reply};
 use crate::providers::{Provider, ProviderRequest};
 use crate::retry::Verdict;
@@ -90,6 +95,8 @@ pub struct Policy {
     providers: Vec<String>,
     /// `[fallbacks]`: model as the client names it → steps.
     fallbacks: std::collections::HashMap<String, Vec<Step>>,
+    /// `[[routes]]`: model as the client names it → its balanced targets.
+    routes: std::collections::HashMap<String, balance::Balance>,
 }
 
 impl Policy {
@@ -99,7 +106,8 @@ impl Policy {
         let fallbacks = (config.fallbacks.iter())
             .map(|(model, list)| (model.clone(), list.iter().filter_map(|s| step(&providers, s)).collect()))
             .collect();
-        Self { providers, fallbacks }
+        let routes = (config.routes.iter()).map(|r| (r.model.clone(), balance::Balance::new(r, &providers))).collect();
+        Self { providers, fallbacks, routes }
     }
 
     /// The fallbacks of a request for `model` (as the client names it): the `x-weir-fallbacks`
@@ -130,8 +138,8 @@ impl Policy {
         Ok(Cow::Owned(steps))
     }
 
-    /// Runs the attempts of one request routed to `targets[routed]`, then down `fallbacks`,
-    /// until one answers or none is left. Each step gets up to `retry.max_retries` retries on
+    /// Runs the attempts of one request by its `plan`: to `targets[plan.routed]`, then down
+    /// its fallbacks, until one answers, none is left or the plan's total timeout passes. Each step gets up to `retry.max_retries` retries on
     /// its provider, each within the provider's budget; an open breaker skips its step. An
     /// answer that stands (a 400, a content-policy refusal) ends the attempts at once; a
     /// context-length error goes on, but never to the same model again. `served` says who
@@ -146,20 +154,25 @@ impl Policy {
     pub async fn execute(
         &self,
         targets: &[Target],
-        routed: usize,
-        fallbacks: &[Step],
+        plan: &Plan<'_>,
         req: ProviderRequest,
         served: &mut Served,
     ) -> Result<Reply, Error> {
+        let (routed, fallbacks) = (plan.routed, &plan.fallbacks[..]);
+        // The clock is read for it only when a total timeout is set.
+        let deadline = plan.timeout.map(|t| Instant::now() + t);
         let steps = 1 + fallbacks.len();
         // Kept to resend until the last attempt that could be made takes it.
         let mut original = Some(req);
         let primary_model = if fallbacks.is_empty() { String::new() } else { original_model(&original) };
         let mut too_long: Vec<String> = Vec::new();
         let mut last: Option<Error> = None;
-        for step in 0..steps {
+        'steps: for step in 0..steps {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
             let (t, model) = match step {
-                0 => (routed, None),
+                0 => (routed, plan.model.as_ref()),
                 i => (fallbacks[i - 1].provider, Some(&fallbacks[i - 1].model)),
             };
             let target = &targets[t];
@@ -188,10 +201,33 @@ impl Policy {
                     req.body.forget_raw();
                 }
                 served.attempts += 1;
-                let mut upstream = Duration::ZERO;
-                let result = attempt(target, req, &mut upstream).await;
-                served.upstream += upstream;
-                ticket.done(result.as_ref().err());
+                let hedge = plan.hedge.filter(|_| step == 0 && retry == 0 && steps > 1);
+                let result = match hedge {
+                    // The first attempt, raced by the next target's after the delay.
+                    Some(delay) => {
+                        let backup = &fallbacks[0];
+                        let mut copy = original.as_ref().map(resend).expect("kept for the fallbacks");
+                        if copy.model != backup.model {
+                            copy.model.clone_from(&backup.model);
+                            copy.body.forget_raw();
+                        }
+                        let other = hedge::Backup { index: backup.provider, target: &targets[backup.provider], delay };
+                        // Boxed: two attempts inline would make every request's future (moved
+                        // whole at each await layer) several times larger.
+                        Box::pin(hedge::race(target, req, ticket, other, copy, deadline, served)).await
+                    }
+                    None => {
+                        let mut upstream = Duration::ZERO;
+                        let result = attempt(target, req, &mut upstream, deadline).await;
+                        served.upstream += upstream;
+                        if plan.latency {
+                            let ok = result.as_ref().err().is_none_or(|e| !breaker::provider_fault(e));
+                            guard.latency.record(upstream, ok);
+                        }
+                        ticket.done(result.as_ref().err());
+                        result
+                    }
+                };
                 let e = match result {
                     Ok(reply) => return Ok(reply),
                     Err(e) => e,
@@ -215,6 +251,10 @@ impl Policy {
                     last = Some(e);
                     break;
                 };
+                if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                    last = Some(e);
+                    break 'steps;
+                }
                 if !guard.budget.withdraw(Instant::now()) {
                     guard.exhausted.increment(1);
                     last = Some(e);
@@ -227,7 +267,10 @@ impl Policy {
                 served.upstream += slept.elapsed();
             }
         }
-        Err(last.unwrap_or_else(|| Error::new(ErrorKind::Internal, "no attempt was made")))
+        Err(last.unwrap_or_else(|| match deadline {
+            Some(_) => Error::new(ErrorKind::UpstreamTimeout, "the request's total timeout passed before an attempt"),
+            None => Error::new(ErrorKind::Internal, "no attempt was made"),
+        }))
     }
 }
 
@@ -258,7 +301,7 @@ fn circuit_open(provider: &str, left: Duration) -> Error {
 
 /// One attempt's pass through its provider's breaker. Dropped without a verdict (the client
 /// left mid-attempt), a probe gives its place back.
-struct Ticket<'a> {
+pub(crate) struct Ticket<'a> {
     breaker: Option<&'a Breaker>,
     pool: &'a Pool,
     pass: Pass,
@@ -266,7 +309,7 @@ struct Ticket<'a> {
 }
 
 impl<'a> Ticket<'a> {
-    fn new(breaker: Option<&'a Breaker>, pool: &'a Pool) -> Self {
+    pub(crate) fn new(breaker: Option<&'a Breaker>, pool: &'a Pool) -> Self {
         let pass = breaker.map_or(Pass::Closed, |b| {
             let pass = b.pass(Instant::now());
             pool.health().set_breaker(b.state() as u8);
@@ -277,7 +320,7 @@ impl<'a> Ticket<'a> {
     }
 
     /// The attempt ended: `None` it succeeded, else its error.
-    fn done(mut self, error: Option<&Error>) {
+    pub(crate) fn done(mut self, error: Option<&Error>) {
         let ok = match error {
             None => Some(true),
             Some(e) if breaker::reached_provider(e) => Some(!breaker::provider_fault(e)),
@@ -306,13 +349,27 @@ impl Drop for Ticket<'_> {
 /// One attempt on `target`: admission to its pool, then one provider call on the slot.
 /// Dropping the future stops the attempt wherever it is: it leaves the line, or stops the
 /// call, frees the slot and closes a connection left mid-exchange. `upstream` is set to the
-/// time the call took (zero if it never started).
+/// time the call took (zero if it never started). Admission and the call end at `deadline`.
 ///
 /// # Errors
 /// Admission refused (429/503), or the call's error.
-pub async fn attempt(target: &Target, req: ProviderRequest, upstream: &mut Duration) -> Result<Reply, Error> {
-    let permit = target.pool.admit().await?;
-    target.pool.run(permit, || target.provider.call(req), upstream).await
+pub async fn attempt(
+    target: &Target,
+    req: ProviderRequest,
+    upstream: &mut Duration,
+    deadline: Option<Instant>,
+) -> Result<Reply, Error> {
+    let permit = match deadline {
+        None => target.pool.admit().await?,
+        Some(d) => tokio::time::timeout_at(d, target.pool.admit()).await.map_err(|_| {
+            let name = target.pool.name();
+            Error::new(
+                ErrorKind::UpstreamTimeout,
+                format!("the request's total timeout passed while it waited for a worker of provider {name}"),
+            )
+        })??,
+    };
+    target.pool.run(permit, || target.provider.call(req), upstream, deadline).await
 }
 
 /// Runs `a` and `b` at once; the first `Ok` wins and the other is dropped (cancelled) at

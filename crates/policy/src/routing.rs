@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::ProviderConfig;
+use crate::config::{ProviderConfig, RouteConfig};
 use crate::error::{Error, ErrorKind};
 
 /// Where a request goes.
@@ -43,6 +43,20 @@ impl Router {
             }
         }
         Self { providers: names, configured, discovered: ArcSwap::from_pointee(HashMap::new()) }
+    }
+
+    /// Adds `[[routes]]`: each route's model goes to its first target (the policy stage picks
+    /// the target each request actually tries first). A route wins over providers' `models`.
+    #[must_use]
+    pub fn with_routes(mut self, routes: &[RouteConfig]) -> Self {
+        for r in routes {
+            if let Some(t) = r.targets.first()
+                && let Some(&i) = self.providers.get(&t.provider)
+            {
+                self.configured.insert(r.model.clone(), (i, t.model.clone().unwrap_or_else(|| r.model.clone())));
+            }
+        }
+        self
     }
 
     /// Resolves a model name.

@@ -114,7 +114,7 @@ async fn execute_makes_one_attempt_on_the_routed_target() {
     let policy = Policy::default();
     let targets = [scripted(), scripted()];
     let mut served = Served::new(1);
-    let reply = policy.execute(&targets, 1, &[], req("sleep:50"), &mut served).await;
+    let reply = policy.execute(&targets, &Plan::new(1, &[]), req("sleep:50"), &mut served).await;
     assert!(matches!(reply, Ok(Reply::Full { .. })));
     // Measured on the wall clock (std time), which paused tokio time does not move.
     assert!(served.upstream > Duration::ZERO, "the call's time is reported");
@@ -131,10 +131,10 @@ async fn a_losing_attempt_frees_its_slot_and_closes_its_connection() {
     let slow = upstream(addr);
     let fast = scripted();
     let (mut t_slow, mut t_fast) = (Duration::ZERO, Duration::ZERO);
-    let won = first_ok(attempt(&slow, req("hi"), &mut t_slow), async {
+    let won = first_ok(attempt(&slow, req("hi"), &mut t_slow, None), async {
         // Let the slow attempt take its slot and reach the upstream first.
         sleep(Duration::from_millis(100)).await;
-        attempt(&fast, req("ok"), &mut t_fast).await
+        attempt(&fast, req("ok"), &mut t_fast, None).await
     })
     .await;
     assert!(matches!(won, Ok(Reply::Full { .. })));
@@ -145,3 +145,36 @@ async fn a_losing_attempt_frees_its_slot_and_closes_its_connection() {
 }
 
 mod resilience;
+
+#[tokio::test]
+async fn a_routes_plan_tries_its_pick_then_its_other_targets_then_the_models_fallbacks() {
+    let toml = "[[providers]]\nname = \"a\"\nkind = \"mock\"\nmodels = [\"m\"]\n\
+                [[providers]]\nname = \"b\"\nkind = \"mock\"\nmodels = [\"m\"]\n\
+                [providers.pool]\ntotal_timeout = \"3s\"\n\
+                [fallbacks]\ngpt = [\"a/spare\"]\n\
+                [[routes]]\nmodel = \"gpt\"\nhedge_after = \"1s\"\n\
+                targets = [{ provider = \"a\", weight = 0 }, { provider = \"b\", model = \"mb\" }]\n";
+    let config = crate::config::Config::from_toml(toml).unwrap();
+    let policy = Policy::new(&config);
+    let targets: Vec<Target> = (config.providers.iter())
+        .map(|p| {
+            Target::new(Pool::start(&p.name, &[], p.pool.clone()), Arc::new(Provider::Scripted(Scripted::default())), p)
+        })
+        .collect();
+    let mut headers = http::HeaderMap::new();
+    let plan = policy.plan(&targets, "gpt", 0, &headers).unwrap();
+    assert_eq!((plan.routed, plan.model.as_deref(), plan.hedge), (1, Some("mb"), Some(Duration::from_secs(1))));
+    let steps: Vec<(usize, &str)> = plan.fallbacks.iter().map(|s| (s.provider, s.model.as_str())).collect();
+    assert_eq!(steps, [(0, "gpt"), (0, "spare")], "weight 0: a fallback only");
+    assert_eq!(plan.timeout, Some(Duration::from_secs(3)), "the pick's total_timeout");
+
+    headers.insert("x-weir-fallbacks", http::HeaderValue::from_static("a/other"));
+    headers.insert("x-weir-timeout-ms", http::HeaderValue::from_static("250"));
+    let plan = policy.plan(&targets, "gpt", 0, &headers).unwrap();
+    let steps: Vec<&str> = plan.fallbacks.iter().map(|s| s.model.as_str()).collect();
+    assert_eq!(steps, ["other"], "the request's own list replaces the route's and the model's");
+    assert_eq!(plan.timeout, Some(Duration::from_millis(250)));
+
+    let plan = policy.plan(&targets, "m", 0, &http::HeaderMap::new()).unwrap();
+    assert_eq!((plan.routed, plan.model, plan.fallbacks.len(), plan.latency), (0, None, 0, false));
+}

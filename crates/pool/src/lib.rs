@@ -12,6 +12,8 @@ mod job;
 mod metrics;
 mod queue;
 pub mod requests;
+mod scale;
+mod stream;
 
 use weir_config as config;
 use weir_providers as providers;
@@ -19,22 +21,23 @@ use weir_types::{error, format};
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use futures_util::StreamExt as _;
 use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 
 pub use health::{Health, HealthState};
 pub use job::{Reply, StreamItem};
 use metrics::PoolMetrics;
 use queue::Admit;
 pub use queue::{Queue, Refused};
+pub use stream::Phase;
 
 use crate::config::{Overflow, PoolConfig};
 use crate::error::{Error, ErrorKind};
-use crate::providers::{ChunkStream, ProviderResponse};
+use crate::providers::ProviderResponse;
 
 /// Chunks buffered between a streaming worker and the client relay; bounds memory per stream
 /// and makes a slow client slow down the upstream read instead of growing a buffer.
@@ -60,6 +63,13 @@ struct Shared {
     stop: Arc<Stop>,
     /// Signalled when a slot comes back to a closed pool (a drain waits for all of them).
     returned: Notify,
+    /// Requests waiting for a slot or holding one (what `least_outstanding` balancing reads).
+    outstanding: AtomicUsize,
+    /// Slots now: `workers`, or what adaptive scaling made of it.
+    workers: AtomicUsize,
+    /// Longest wait in the line since the scaler last looked, in microseconds (adaptive
+    /// pools only).
+    longest_wait_us: std::sync::atomic::AtomicU64,
 }
 
 /// One unit of the provider's concurrency ("worker" in the config and metrics).
@@ -78,9 +88,15 @@ impl Pool {
             health: Health::default(),
             stop: Arc::default(),
             returned: Notify::new(),
+            outstanding: AtomicUsize::new(0),
+            workers: AtomicUsize::new(cfg.workers),
+            longest_wait_us: Default::default(),
             name,
             cfg,
         });
+        if shared.cfg.max_workers.is_some() {
+            tokio::spawn(scale::run(Arc::downgrade(&shared)));
+        }
         let name_header = http::HeaderValue::from_str(&shared.name).ok();
         Arc::new(Self { shared, requests, name_header })
     }
@@ -110,6 +126,11 @@ impl Pool {
         &self.shared.health
     }
 
+    /// Slots now (adaptive pools grow and shrink between `min_workers` and `max_workers`).
+    pub fn workers(&self) -> usize {
+        self.shared.workers.load(Ordering::Relaxed)
+    }
+
     /// Requests waiting for a slot.
     pub fn queue_depth(&self) -> usize {
         self.shared.queue.len()
@@ -131,13 +152,22 @@ impl Pool {
     /// `queue_full` (429 + Retry-After), `queue_timeout` / `dropped_from_queue` /
     /// `shutting_down` (503).
     pub async fn admit(&self) -> Result<Permit, Error> {
+        let waiting = Outstanding::new(&self.shared.outstanding);
         let slot = self.shared.admit().await?;
+        std::mem::forget(waiting); // The permit counts it from here.
         self.shared.metrics.busy(1.0);
         Ok(Permit { pool: self.shared.clone(), slot: Some(slot), counted: false })
     }
 
+    /// Requests waiting for a slot or holding one, streams included.
+    pub fn outstanding(&self) -> usize {
+        self.shared.outstanding.load(Ordering::Relaxed)
+    }
+
     /// Runs one call, made by `call`, on `permit`'s slot, on the caller's task, under
-    /// `request_timeout` and the shutdown deadline, catching a panic. Sets `upstream` to the time the call took,
+    /// `request_timeout` (a stream: until its first event, under `first_token_timeout` when
+    /// set, so a stream that is slow to start fails here, before any byte went to the client),
+    /// the request's `deadline` and the shutdown deadline, catching a panic. Sets `upstream` to the time the call took,
     /// whatever its outcome, so a failed call's wait is not taken for Weir's own time. A
     /// stream keeps the slot until it ends; its pump runs on a task of its own. Dropping the
     /// returned future (the client left, or the policy stopped the attempt) drops `call`
@@ -155,13 +185,14 @@ impl Pool {
         permit: Permit,
         call: C,
         upstream: &'a mut Duration,
+        deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Reply, Error>> + 'a
     where
         C: FnOnce() -> F + 'a,
         F: Future<Output = Result<ProviderResponse, Error>> + 'a,
     {
         debug_assert!(Arc::ptr_eq(&permit.pool, &self.shared), "a permit runs on its own pool");
-        Shared::run(&self.shared, permit, call, upstream)
+        Shared::run(&self.shared, permit, call, upstream, deadline)
     }
 
     /// Graceful drain: refuse new requests, let running and waiting ones finish until
@@ -174,7 +205,7 @@ impl Pool {
                 let back = s.returned.notified();
                 tokio::pin!(back);
                 back.as_mut().enable();
-                if s.queue.quiet(s.cfg.workers) {
+                if s.queue.quiet(s.workers.load(Ordering::Relaxed)) {
                     return;
                 }
                 back.await;
@@ -192,7 +223,7 @@ impl Pool {
 /// holds its snapshot and its last stream has ended.
 impl Drop for Shared {
     fn drop(&mut self) {
-        self.metrics.workers_gone(self.cfg.workers);
+        self.metrics.workers_gone(self.workers.load(Ordering::Relaxed));
     }
 }
 
@@ -245,10 +276,27 @@ pub struct Permit {
     counted: bool,
 }
 
+/// One request counted in `outstanding` while it waits for a slot.
+struct Outstanding<'a>(&'a AtomicUsize);
+
+impl<'a> Outstanding<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
         let Some(slot) = self.slot.take() else { return };
         let s = &self.pool;
+        s.outstanding.fetch_sub(1, Ordering::Relaxed);
         if !self.counted {
             s.metrics.cancelled.increment(1);
         }
@@ -314,7 +362,11 @@ impl Shared {
         self.metrics.queue_depth.set(self.queue.len() as f64);
         match handed {
             Ok(w) => {
-                self.metrics.waited(ticket.enqueued.elapsed());
+                let waited = ticket.enqueued.elapsed();
+                self.metrics.waited(waited);
+                if self.cfg.max_workers.is_some() {
+                    self.longest_wait_us.fetch_max(waited.as_micros() as u64, Ordering::Relaxed);
+                }
                 Ok(w)
             }
             Err(_) if ticket.state.evicted() => Err(Error::new(
@@ -358,61 +410,70 @@ impl Shared {
         mut held: Permit,
         call: C,
         upstream_time: &mut Duration,
+        deadline: Option<Instant>,
     ) -> Result<Reply, Error>
     where
         C: FnOnce() -> F,
         F: Future<Output = Result<ProviderResponse, Error>>,
     {
         let started = Instant::now();
+        // One timer for the call, reset for a stream's first event.
+        let sleep = tokio::time::sleep_until(stream::until(started, pool.cfg.request_timeout, deadline));
+        tokio::pin!(sleep);
         let outcome = {
             let call = std::panic::AssertUnwindSafe(call()).catch_unwind();
             tokio::select! {
                 biased;
                 () = pool.stop.wait() => None,
-                r = tokio::time::timeout(pool.cfg.request_timeout, call) => Some(r),
+                r = call => Some(r),
+                () = &mut sleep => Some(Ok(Err(pool.timed_out(stream::Phase::Response, deadline)))),
             }
+        };
+        // A stream's first event is read here: `None` then means it ended without one.
+        let result = match outcome {
+            None => Err(shutting_down()),
+            Some(Err(panic)) => Err(pool.panicked(&panic)),
+            Some(Ok(Ok(ProviderResponse::Stream { mut events, relay }))) => {
+                match pool.first_event(&mut events, sleep, started, deadline).await {
+                    None => Err(shutting_down()),
+                    Some(Ok(first)) => Ok((ProviderResponse::Stream { events, relay }, first)),
+                    Some(Err(e)) => Err(e),
+                }
+            }
+            Some(Ok(r)) => r.map(|r| (r, None)),
         };
         held.counted = true;
         *upstream_time = started.elapsed();
         pool.metrics.upstream_latency.record(upstream_time.as_secs_f64());
-        let result = match outcome {
-            None => return Err(shutting_down()),
-            Some(Err(_)) => {
-                pool.metrics.request_timeouts.increment(1);
-                Err(pool.timeout_error())
-            }
-            Some(Ok(Err(panic))) => Err(pool.panicked(&panic)),
-            Some(Ok(Ok(r))) => r,
-        };
         match result {
             Err(e) => {
-                pool.health.record_error(&e);
+                if e.kind != ErrorKind::ShuttingDown {
+                    pool.health.record_error(&e);
+                }
                 Err(e)
             }
-            Ok(ProviderResponse::Full { body, usage, relay }) => {
+            Ok((ProviderResponse::Full { body, usage, relay }, _)) => {
                 pool.health.record_ok();
                 Ok(Reply::Full { body, usage, relay })
             }
-            Ok(ProviderResponse::Stream { events, relay }) => {
+            Ok((ProviderResponse::Stream { events, relay }, first)) => {
                 let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-                tokio::spawn(pump(held, events, tx));
+                match first {
+                    Some(first) => {
+                        tokio::spawn(stream::pump(held, events, first, tx, deadline));
+                    }
+                    None => {
+                        pool.health.record_ok();
+                        drop(held);
+                        let _ = tx.try_send(Ok(StreamItem::End));
+                    }
+                }
                 Ok(Reply::Stream { chunks: rx, shutdown: ShutdownSignal(pool.stop.clone()), relay })
             }
         }
     }
 
-    fn timeout_error(&self) -> Error {
-        Error::new(
-            ErrorKind::UpstreamTimeout,
-            format!(
-                "provider {} did not answer within {}ms (request_timeout)",
-                self.name,
-                self.cfg.request_timeout.as_millis()
-            ),
-        )
-    }
-
-    fn panicked(&self, panic: &(dyn std::any::Any + Send)) -> Error {
+    pub(crate) fn panicked(&self, panic: &(dyn std::any::Any + Send)) -> Error {
         self.metrics.panics.increment(1);
         let what = panic
             .downcast_ref::<&str>()
@@ -421,65 +482,6 @@ impl Shared {
             .unwrap_or_default();
         tracing::error!(provider = %self.name, panic = %what, "provider code panicked; request failed, worker continues");
         Error::new(ErrorKind::Internal, format!("internal error in provider {}", self.name))
-    }
-}
-
-/// Relays a stream to the client side until it ends, fails, stalls past `request_timeout`,
-/// the client side goes away (the client left, or stopped reading for `server.send_timeout`;
-/// then the upstream read stops at once), or the shutdown deadline passes (then the channel
-/// closes without an end, which the relay reports as cut), even while waiting for the client
-/// side to take a chunk. Holds the stream's slot until its last chunk is handed over.
-async fn pump(held: Permit, mut stream: ChunkStream, tx: mpsc::Sender<Result<StreamItem, Error>>) {
-    let pool = held.pool.clone();
-    let stop = pool.stop.wait();
-    tokio::pin!(stop);
-    loop {
-        let next = std::panic::AssertUnwindSafe(stream.next()).catch_unwind();
-        let item = tokio::select! {
-            biased;
-            () = tx.closed() => {
-                pool.metrics.cancelled.increment(1);
-                return;
-            }
-            () = &mut stop => return,
-            r = tokio::time::timeout(pool.cfg.request_timeout, next) => r,
-        };
-        let item = match item {
-            Err(_) => {
-                pool.metrics.request_timeouts.increment(1);
-                Some(Err(pool.timeout_error()))
-            }
-            Ok(Err(panic)) => Some(Err(pool.panicked(&panic))),
-            Ok(Ok(item)) => item,
-        };
-        match item {
-            None => {
-                pool.health.record_ok();
-                drop(stream);
-                drop(held); // The slot is free before the client reads the end.
-                let _ = tx.send(Ok(StreamItem::End)).await;
-                return;
-            }
-            Some(Err(e)) => {
-                pool.health.record_error(&e);
-                drop(stream);
-                drop(held); // The slot is free before the client reads the error.
-                let _ = tx.send(Err(e)).await;
-                return;
-            }
-            Some(Ok(chunk)) => {
-                // Waiting for room is bounded by the relay (send_timeout) and by `stop`.
-                let sent = tokio::select! {
-                    biased;
-                    () = &mut stop => return,
-                    sent = tx.send(Ok(StreamItem::Chunk(chunk))) => sent,
-                };
-                if sent.is_err() {
-                    pool.metrics.cancelled.increment(1);
-                    return;
-                }
-            }
-        }
     }
 }
 

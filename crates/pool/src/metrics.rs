@@ -14,6 +14,8 @@ pub(super) struct PoolMetrics {
     pub dropped: Counter,
     pub queue_timeouts: Counter,
     pub request_timeouts: Counter,
+    /// `weir_timeouts_total{provider,phase}`, in [`Phase`](crate::stream::Phase) order.
+    pub timeouts: [Counter; 4],
     pub panics: Counter,
     pub cancelled: Counter,
     pub upstream_latency: Histogram,
@@ -22,6 +24,10 @@ pub(super) struct PoolMetrics {
     /// Admissions that waited in the line, and their total wait in microseconds.
     pub waits: AtomicU64,
     pub wait_us: AtomicU64,
+    /// `weir_pool_workers{provider}`: slots now.
+    workers: Gauge,
+    /// `weir_pool_scaled_total{provider,direction}`: slots added (`up`) and retired (`down`).
+    scaled: [Counter; 2],
 }
 
 impl PoolMetrics {
@@ -36,13 +42,22 @@ impl PoolMetrics {
             dropped: counter!("weir_pool_dropped_total", "provider" => p.clone()),
             queue_timeouts: counter!("weir_pool_queue_timeouts_total", "provider" => p.clone()),
             request_timeouts: counter!("weir_pool_request_timeouts_total", "provider" => p.clone()),
+            timeouts: crate::stream::Phase::ALL.map(|phase| {
+                let c = counter!("weir_timeouts_total", "provider" => p.clone(), "phase" => phase.as_str());
+                c.increment(0);
+                c
+            }),
             panics: counter!("weir_pool_panics_total", "provider" => p.clone()),
             cancelled: counter!("weir_pool_cancelled_total", "provider" => p.clone()),
-            upstream_latency: histogram!("weir_upstream_latency_seconds", "provider" => p),
+            upstream_latency: histogram!("weir_upstream_latency_seconds", "provider" => p.clone()),
+            workers: gauge!("weir_pool_workers", "provider" => p.clone()),
+            scaled: ["up", "down"]
+                .map(|d| counter!("weir_pool_scaled_total", "provider" => p.clone(), "direction" => d)),
             busy_now: AtomicI64::new(0),
             waits: AtomicU64::new(0),
             wait_us: AtomicU64::new(0),
         };
+        m.workers.increment(workers as f64);
         // Increments, not sets: during a reload an old and a new pool of the same provider
         // coexist until the old one drains, and their counts add up.
         m.idle.increment(workers as f64);
@@ -59,6 +74,14 @@ impl PoolMetrics {
     /// The pool's `workers` are gone (the pool was dropped after a reload or at exit).
     pub fn workers_gone(&self, workers: usize) {
         self.idle.decrement(workers as f64);
+        self.workers.decrement(workers as f64);
+    }
+
+    /// Adaptive scaling added (`n > 0`) or retired idle slots.
+    pub fn scaled(&self, n: f64) {
+        self.idle.increment(n);
+        self.workers.increment(n);
+        self.scaled[usize::from(n < 0.0)].increment(n.abs() as u64);
     }
 
     /// A worker became busy (`+1`) or idle (`-1`).

@@ -44,9 +44,14 @@ struct P {
 impl P {
     /// One call: admission, then the provider's call on the permit.
     async fn submit(&self, req: ProviderRequest) -> Result<Reply, Error> {
+        self.submit_by(req, None).await
+    }
+
+    /// One call that ends at `deadline` (the request's total timeout).
+    async fn submit_by(&self, req: ProviderRequest, deadline: Option<tokio::time::Instant>) -> Result<Reply, Error> {
         let permit = self.pool.admit().await?;
         let mut upstream = Duration::ZERO;
-        self.pool.run(permit, || self.provider.call(req), &mut upstream).await
+        self.pool.run(permit, || self.provider.call(req), &mut upstream, deadline).await
     }
 }
 
@@ -321,4 +326,63 @@ async fn idle_lane_connections_are_closed_after_the_idle_timeout() {
     assert_eq!(open_connections(&open, 0).await, 0, "the idle connection is still open");
     assert!(p.submit(req("again")).await.is_ok());
     assert_eq!(open.load(Ordering::SeqCst), 1);
+}
+
+fn streaming(script: &str) -> ProviderRequest {
+    ProviderRequest { stream: true, ..req(script) }
+}
+
+/// The items of a stream until its end or error: chunks counted, then the error if any.
+async fn drain(reply: Result<Reply, Error>) -> (usize, Option<Error>) {
+    let Ok(Reply::Stream { mut chunks, .. }) = reply else { panic!("expected a stream") };
+    let mut n = 0;
+    while let Some(item) = chunks.recv().await {
+        match item {
+            Ok(StreamItem::Chunk(_)) => n += 1,
+            Ok(StreamItem::End) => return (n, None),
+            Err(e) => return (n, Some(e)),
+        }
+    }
+    panic!("the stream closed without an end")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_slower_to_its_first_event_than_first_token_timeout_fails_the_call() {
+    let mut c = cfg(1, 4, Overflow::Block);
+    c.first_token_timeout = Some(Duration::from_millis(5));
+    let (p, s) = pool(c);
+    let err = p.submit(streaming("stream:3")).await.err().expect("the call fails");
+    assert_eq!(err.kind, ErrorKind::UpstreamTimeout);
+    assert!(err.message.contains("first_token_timeout"), "{}", err.message);
+    assert_eq!(s.completed.load(Ordering::SeqCst), 0, "the stream was dropped");
+    assert!(p.submit(req("ok")).await.is_ok(), "the slot came back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_gap_past_idle_timeout_ends_the_stream_with_an_error() {
+    let mut c = cfg(1, 4, Overflow::Block);
+    c.idle_timeout = Some(Duration::from_millis(5));
+    let (p, _) = pool(c);
+    let (chunks, err) = drain(p.submit(streaming("stream:3")).await).await;
+    assert_eq!(chunks, 1, "the first event came within request_timeout");
+    let err = err.expect("an idle error");
+    assert!(err.message.contains("idle_timeout"), "{}", err.message);
+
+    // Within the idle bound, the whole stream goes through.
+    let mut c = cfg(1, 4, Overflow::Block);
+    c.idle_timeout = Some(Duration::from_millis(50));
+    let (p, _) = pool(c);
+    assert_eq!(drain(p.submit(streaming("stream:5")).await).await.0, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_requests_deadline_ends_a_call_and_a_stream() {
+    let (p, _) = pool(cfg(1, 4, Overflow::Block));
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(35);
+    let (chunks, err) = drain(p.submit_by(streaming("stream:100"), Some(deadline)).await).await;
+    assert_eq!(chunks, 3, "events at 10, 20 and 30ms");
+    assert!(err.expect("cut at the deadline").message.contains("total timeout"));
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(20);
+    let err = p.submit_by(req("sleep:100"), Some(deadline)).await.err().expect("cut at the deadline");
+    assert_eq!(err.kind, ErrorKind::UpstreamTimeout);
 }

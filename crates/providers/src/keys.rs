@@ -1,8 +1,9 @@
 //! A provider's API keys ([`KeyRing`]): the header each kind sends its key in, the value's form
 //! (`Bearer KEY` or the bare key), the weighted random choice per request, and each key's
 //! health: a key answered 429 rests (its `Retry-After`, else [`RATE_LIMIT_REST`]) and one
-//! answered 401/403 is left out for [`REJECTED_COOLDOWN`] (when there are others), so requests
-//! go to the others.
+//! answered 401/403 is left out for [`REJECTED_COOLDOWN`] (when there are others), and one
+//! answered 5xx [`KEY_FAILURES_TO_OPEN`] times in a row rests for [`KEY_BREAKER_COOLDOWN`] (its
+//! breaker), so requests go to the others.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,6 +17,11 @@ use crate::config::KeyConfig;
 pub const RATE_LIMIT_REST: Duration = Duration::from_secs(1);
 /// How long a key that was answered 401/403 is left out.
 pub const REJECTED_COOLDOWN: Duration = Duration::from_secs(60);
+/// Server errors (5xx) in a row with one key that set it aside (its breaker opens) when the
+/// provider has other keys.
+pub const KEY_FAILURES_TO_OPEN: u32 = 5;
+/// How long a key whose breaker opened rests; its next failure sets it aside again at once.
+pub const KEY_BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
 
 /// How a key is written in its header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +42,8 @@ struct Key {
     resting_until: AtomicU64,
     /// Answered 401/403: never chosen until then.
     rejected_until: AtomicU64,
+    /// Server errors in a row with this key (its breaker).
+    failures: std::sync::atomic::AtomicU32,
 }
 
 /// The choice of a key for one request.
@@ -101,6 +109,7 @@ impl KeyRing {
                 value,
                 resting_until: AtomicU64::new(0),
                 rejected_until: AtomicU64::new(0),
+                failures: Default::default(),
             });
         }
         Ok(Self { header, keys: ring, start: Instant::now() })
@@ -175,6 +184,27 @@ impl KeyRing {
         }
     }
 
+    /// Key `i` was answered 5xx. The [`KEY_FAILURES_TO_OPEN`]th in a row (and each one after,
+    /// until an answer) sets it aside for [`KEY_BREAKER_COOLDOWN`], as a 429 would, when the
+    /// provider has other keys. Returns whether it did.
+    pub fn server_error(&self, i: usize) -> bool {
+        let Some(k) = self.keys.get(i).filter(|_| self.keys.len() > 1) else { return false };
+        if k.failures.fetch_add(1, Ordering::Relaxed) + 1 < KEY_FAILURES_TO_OPEN {
+            return false;
+        }
+        k.resting_until.fetch_max(self.now_ms() + duration_ms(KEY_BREAKER_COOLDOWN), Ordering::Relaxed);
+        true
+    }
+
+    /// Key `i` was answered: its run of server errors ends (one load when there was none).
+    pub fn answered(&self, i: usize) {
+        if let Some(k) = self.keys.get(i)
+            && k.failures.load(Ordering::Relaxed) != 0
+        {
+            k.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Milliseconds since the ring was made, at least 1 (0 marks a key never set aside).
     fn now_ms(&self) -> u64 {
         duration_ms(self.start.elapsed()).max(1)
@@ -188,6 +218,25 @@ fn duration_ms(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_failing_in_a_row_rests_and_an_answer_resets_its_count() {
+        let ring = KeyRing::bearer(&[key("sk-1", 1000), key("sk-2", 1)]).unwrap();
+        for _ in 1..KEY_FAILURES_TO_OPEN {
+            assert!(!ring.server_error(0));
+        }
+        ring.answered(0);
+        for _ in 1..KEY_FAILURES_TO_OPEN {
+            assert!(!ring.server_error(0), "the answer ended the run");
+        }
+        assert!(ring.server_error(0), "the fifth in a row opens it");
+        assert!((0..50).all(|_| matches!(ring.pick(0), Pick::Key(1, _))), "the other key serves");
+        tokio::time::advance(KEY_BREAKER_COOLDOWN + Duration::from_millis(5)).await;
+        assert!((0..50).any(|_| matches!(ring.pick(0), Pick::Key(0, _))), "back after the cool-down");
+        assert!(ring.server_error(0), "still failing: set aside again at once");
+        let lone = KeyRing::bearer(&[key("sk-1", 1)]).unwrap();
+        assert!((0..10).all(|_| !lone.server_error(0)), "a lone key is never set aside");
+    }
 
     fn key(value: &str, weight: u32) -> KeyConfig {
         KeyConfig { value: value.into(), weight }

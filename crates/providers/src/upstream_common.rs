@@ -196,6 +196,9 @@ impl HttpCore {
             let (resp, conn) = self.client.send_on(affinity, req).await.map_err(|e| self.transport_error(&e))?;
             let relay = RelayHeaders::from_upstream(resp.headers());
             if resp.status().is_success() {
+                if let Some(i) = key {
+                    self.keys.answered(i);
+                }
                 return Ok(Answer { resp, conn, relay });
             }
             let answer = ErrorBody::read(resp).await;
@@ -211,6 +214,13 @@ impl HttpCore {
                     tracing::warn!(provider = %self.name, key = i, status = answer.status,
                         "upstream rejected a key; it is left out for {}s", REJECTED_COOLDOWN.as_secs());
                     true
+                }
+                (Some(i), 500..) => {
+                    if self.keys.server_error(i) {
+                        tracing::warn!(provider = %self.name, key = i, "a key's requests keep failing (5xx); it rests for {}s",
+                            crate::keys::KEY_BREAKER_COOLDOWN.as_secs());
+                    }
+                    false
                 }
                 _ => false,
             };

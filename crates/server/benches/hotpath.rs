@@ -18,7 +18,7 @@ use serde_json::json;
 use weir_server::config::Config;
 use weir_server::exchange::JsonBody;
 use weir_server::format::Endpoint;
-use weir_server::policy::{Policy, Served, Target, attempt};
+use weir_server::policy::{Plan, Policy, Served, Target, attempt};
 use weir_server::pool::{Pool, Queue, Reply};
 use weir_server::providers::{Provider, ProviderRequest};
 use weir_server::routing::Router;
@@ -88,7 +88,7 @@ fn json_handling(c: &mut Criterion) {
 /// One attempt, as the policy makes it.
 async fn submit(target: &Target, req: ProviderRequest) -> Result<Reply, weir_server::error::Error> {
     let mut upstream = std::time::Duration::ZERO;
-    attempt(target, req, &mut upstream).await
+    attempt(target, req, &mut upstream, None).await
 }
 
 fn queue_handoff(c: &mut Criterion) {
@@ -142,7 +142,7 @@ fn queue_handoff(c: &mut Criterion) {
                 trace: Default::default(),
             };
             let mut served = Served::new(0);
-            rt.block_on(policy.execute(&targets, 0, &[], req, &mut served)).ok().unwrap()
+            rt.block_on(policy.execute(&targets, &Plan::new(0, &[]), req, &mut served)).ok().unwrap()
         })
     });
     // The same on a two-thread runtime, as in Weir: the call still runs on the submitting task

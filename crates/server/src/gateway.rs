@@ -88,7 +88,7 @@ impl Gateway {
         let events = events_bus(&config, previous).map_err(scrubbed)?;
         let gw = Arc::new(Self {
             events,
-            router: Router::new(&config.providers),
+            router: Router::new(&config.providers).with_routes(&config.routes),
             policy: Policy::new(&config),
             secrets,
             plugin_headers: HeaderRule::new(&config.plugin_runtime),
@@ -99,6 +99,7 @@ impl Gateway {
             governance,
         });
         gw.start_discovery();
+        crate::probes::start(&gw);
         Ok(gw)
     }
 

@@ -31,6 +31,7 @@ pub mod live;
 pub mod metrics;
 pub mod overload;
 pub mod pipeline;
+pub mod probes;
 pub mod record;
 pub mod relay;
 pub mod reload;

@@ -103,6 +103,17 @@ fn describe() {
     );
     describe_counter!("weir_fallbacks_total", "Requests that fell back to this provider");
     describe_gauge!("weir_breaker_state", "The provider's circuit breaker: 0 closed, 1 half-open, 2 open");
+    describe_counter!(
+        "weir_timeouts_total",
+        "Upstream calls that missed a bound, by phase (response, first_token, idle, total)"
+    );
+    describe_counter!(
+        "weir_hedges_total",
+        "Hedged attempts: sent to and won by this provider, and its attempts cancelled by a race"
+    );
+    describe_counter!("weir_health_checks_total", "Active health probes of the provider's model list, by result");
+    describe_gauge!("weir_pool_workers", "The provider's workers now (adaptive pools grow and shrink it)");
+    describe_counter!("weir_pool_scaled_total", "Workers added (up) or retired (down) by adaptive scaling");
     describe_counter!("weir_reloads_total", "Config reloads, by result and trigger");
     describe_histogram!("weir_reload_duration_seconds", Unit::Seconds, "Time a reload took, failed ones included");
     describe_histogram!(

@@ -40,8 +40,6 @@ const X_WEIR_OVERHEAD_US: HeaderName = HeaderName::from_static("x-weir-overhead-
 const X_WEIR_PROVIDER: HeaderName = HeaderName::from_static("x-weir-provider");
 /// Upstream attempts the answer took (retries and fallbacks included), when more than one.
 const X_WEIR_ATTEMPTS: HeaderName = HeaderName::from_static("x-weir-attempts");
-/// The request's own fallbacks: `provider/model, ...` (replaces `[fallbacks]` for its model).
-const X_WEIR_FALLBACKS: HeaderName = HeaderName::from_static("x-weir-fallbacks");
 /// What a whole answer cost in US dollars, from its reported usage and the price table.
 const X_WEIR_COST_USD: HeaderName = HeaderName::from_static("x-weir-cost-usd");
 
@@ -239,8 +237,8 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
             route
         }
     };
-    let fallbacks =
-        gw.policy.fallbacks(&request.model, parts.headers.get(X_WEIR_FALLBACKS).map(HeaderValue::as_bytes))?;
+    // The attempts: fallbacks, total timeout (`x-weir-fallbacks`, `x-weir-timeout-ms`).
+    let plan = gw.policy.plan(&gw.targets, &request.model, route.provider, &parts.headers)?;
     ctx.routed = true;
 
     // upstream_request: the policy decides the attempts. The client's bytes go as they are when they say exactly the validated
@@ -268,15 +266,15 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         trace: TraceHeaders::new(ctx.id_header.clone(), &parts.headers),
     };
     // Timed whatever the outcome: a failed call's upstream wait is not overhead.
-    let mut served = Served::new(route.provider);
-    let result = gw.policy.execute(&gw.targets, route.provider, &fallbacks, upstream, &mut served).await;
+    let mut served = Served::new(plan.routed);
+    let result = gw.policy.execute(&gw.targets, &plan, upstream, &mut served).await;
     ctx.upstream = served.upstream;
     ctx.attempts = served.attempts;
     if served.target != route.provider {
         // A fallback answered (or failed last): it is named and counted.
         ctx.target = Some(Target::new(&gw.targets[served.target].pool, &request.model));
         if let Some(f) = ctx.facts.as_deref_mut() {
-            f.served_model = fallbacks.iter().find(|s| s.provider == served.target).map(|s| s.model.clone());
+            f.served_model = plan.fallbacks.iter().find(|s| s.provider == served.target).map(|s| s.model.clone());
         }
     }
     let pool = &gw.targets[served.target].pool;

@@ -84,7 +84,7 @@ pub fn ready(gw: &Gateway, draining: bool, overload: (bool, Value)) -> Response<
                 "reason": pool.health().reason(fill),
                 "queue_depth": pool.queue_depth(),
                 "queue_capacity": pool.config().queue,
-                "workers": pool.config().workers,
+                "workers": pool.workers(),
             }),
         );
     }

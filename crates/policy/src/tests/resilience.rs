@@ -10,7 +10,7 @@ fn calls(t: &Target) -> usize {
 
 async fn run(policy: &Policy, targets: &[Target], fallbacks: &[Step], script: &str) -> (Result<Reply, Error>, Served) {
     let mut served = Served::new(0);
-    let r = policy.execute(targets, 0, fallbacks, req(script), &mut served).await;
+    let r = policy.execute(targets, &Plan::new(0, fallbacks), req(script), &mut served).await;
     (r, served)
 }
 
@@ -132,19 +132,19 @@ fn happy_path_cost() {
         let started = std::time::Instant::now();
         for _ in 0..n {
             let mut up = Duration::ZERO;
-            rt.block_on(attempt(&targets[0], req("hi"), &mut up)).ok().unwrap();
+            rt.block_on(attempt(&targets[0], req("hi"), &mut up, None)).ok().unwrap();
         }
         let bare = started.elapsed() / n;
         let started = std::time::Instant::now();
         for _ in 0..n {
             let mut served = Served::new(0);
-            rt.block_on(policy.execute(&targets, 0, &[], req("hi"), &mut served)).ok().unwrap();
+            rt.block_on(policy.execute(&targets, &Plan::new(0, &[]), req("hi"), &mut served)).ok().unwrap();
         }
         let policed = started.elapsed() / n;
         let started = std::time::Instant::now();
         for _ in 0..n {
             let mut served = Served::new(0);
-            rt.block_on(policy.execute(&once, 0, &[], req("hi"), &mut served)).ok().unwrap();
+            rt.block_on(policy.execute(&once, &Plan::new(0, &[]), req("hi"), &mut served)).ok().unwrap();
         }
         let no_copy = started.elapsed() / n;
         // The client's bytes, as most requests carry them (no plugin edited the body): the
@@ -156,7 +156,7 @@ fn happy_path_cost() {
             let mut r = req("");
             with_raw(&mut r);
             let mut up = Duration::ZERO;
-            rt.block_on(attempt(&targets[0], r, &mut up)).ok().unwrap();
+            rt.block_on(attempt(&targets[0], r, &mut up, None)).ok().unwrap();
         }
         let bare_raw = started.elapsed() / n;
         let started = std::time::Instant::now();
@@ -164,7 +164,7 @@ fn happy_path_cost() {
             let mut r = req("");
             with_raw(&mut r);
             let mut served = Served::new(0);
-            rt.block_on(policy.execute(&targets, 0, &[], r, &mut served)).ok().unwrap();
+            rt.block_on(policy.execute(&targets, &Plan::new(0, &[]), r, &mut served)).ok().unwrap();
         }
         let policed_raw = started.elapsed() / n;
         println!(
