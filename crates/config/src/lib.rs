@@ -8,6 +8,7 @@ pub mod builtin;
 mod defaults;
 mod env;
 mod kind;
+mod otel;
 mod plugin;
 pub mod preset;
 mod provider;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use bedrock::BedrockConfig;
 pub use defaults::embedded_default;
 pub use env::EnvValues;
+pub use otel::TracingConfig;
 pub use plugin::{MAX_MEMORY_LIMIT, MAX_PLUGINS, OnError, PluginConfig, PluginRuntimeConfig};
 pub use provider::{
     AnthropicConfig, GEMINI_BASE_URL, GeminiConfig, KeyConfig, Kind, MockConfig, OpenAiConfig, ProviderConfig,
@@ -83,6 +85,9 @@ pub struct Config {
     /// provider cannot answer.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub fallbacks: BTreeMap<String, Vec<String>>,
+    /// `[tracing]`: OpenTelemetry traces; `None` makes no span at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingConfig>,
 }
 
 /// The configuration file as written: [`Config`] with each provider table holding the
@@ -109,6 +114,9 @@ pub struct ConfigFile {
     /// `[fallbacks]`.
     #[serde(default)]
     pub fallbacks: BTreeMap<String, Vec<String>>,
+    /// `[tracing]`.
+    #[serde(default)]
+    pub tracing: Option<TracingConfig>,
 }
 
 impl TryFrom<ConfigFile> for Config {
@@ -129,6 +137,7 @@ impl TryFrom<ConfigFile> for Config {
             plugin_runtime: f.plugin_runtime,
             admin: f.admin,
             fallbacks: f.fallbacks,
+            tracing: f.tracing,
         })
     }
 }
@@ -299,6 +308,9 @@ impl Config {
         }
         plugin::validate(&self.plugins, &self.plugin_runtime, &names)?;
         resilience::validate_fallbacks(&self.fallbacks, &names)?;
+        if let Some(t) = &self.tracing {
+            t.validate()?;
+        }
         Ok(())
     }
 
@@ -316,6 +328,9 @@ impl Config {
         }
         if c.admin.token.is_some() {
             c.admin.token = Some("<redacted>".into());
+        }
+        if let Some(t) = &mut c.tracing {
+            t.redact();
         }
         for p in &mut c.plugins {
             for (_, v) in p.config.iter_mut() {

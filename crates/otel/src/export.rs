@@ -1,0 +1,148 @@
+//! The span queue (the request path's side: one lock per finished request, bounded, spans
+//! dropped and counted when full) and the export thread (a single-thread tokio runtime of its
+//! own that sends a batch every `export_interval`, or sooner when `max_batch_spans` wait).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metrics::Counter;
+use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SpanExporter as _;
+use tokio::sync::Notify;
+use weir_config::TracingConfig;
+use weir_types::trace::{SpanRecord, SpanSink};
+
+/// Spans waiting for the export thread.
+pub(crate) struct Queue {
+    spans: Mutex<Vec<SpanRecord>>,
+    max: usize,
+    batch: usize,
+    wake: Notify,
+    closed: AtomicBool,
+    dropped_full: Counter,
+}
+
+impl Queue {
+    pub(crate) fn new(max: usize, batch: usize) -> Self {
+        Self {
+            spans: Mutex::new(Vec::new()),
+            max,
+            batch,
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+            dropped_full: metrics::counter!("weir_trace_spans_dropped_total", "reason" => "queue_full"),
+        }
+    }
+
+    fn take(&self) -> Vec<SpanRecord> {
+        std::mem::take(&mut *self.spans.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+impl SpanSink for Queue {
+    fn submit(&self, spans: Vec<SpanRecord>) {
+        let mut q = self.spans.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if q.len() + spans.len() > self.max {
+            drop(q);
+            self.dropped_full.increment(spans.len() as u64);
+            return;
+        }
+        q.extend(spans);
+        let full = q.len() >= self.batch;
+        drop(q);
+        // Only a full batch wakes the thread early: a wake-up per request would cost a futex
+        // call on the request's thread.
+        if full {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// The export thread's handle: dropping it (the last snapshot using this `[tracing]` went)
+/// sends what is queued and ends the thread, without waiting for it.
+pub(crate) struct Exporter {
+    queue: Arc<Queue>,
+}
+
+impl Exporter {
+    pub(crate) fn start(cfg: &TracingConfig, queue: Arc<Queue>) -> Result<Self, String> {
+        let headers = cfg.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut exporter = SpanExporter::builder()
+            .with_http()
+            .with_http_client(crate::client::Client::new())
+            .with_endpoint(cfg.endpoint.clone())
+            .with_timeout(cfg.export_timeout)
+            .with_headers(headers)
+            .build()
+            .map_err(|e| format!("tracing: cannot build the OTLP exporter: {e}"))?;
+        exporter.set_resource(&Resource::builder_empty().with_service_name(cfg.service_name.clone()).build());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("tracing: cannot start the export runtime: {e}"))?;
+        let (q, interval, timeout, batch) =
+            (queue.clone(), cfg.export_interval, cfg.export_timeout, cfg.max_batch_spans);
+        std::thread::Builder::new()
+            .name("weir-otel".into())
+            .spawn(move || runtime.block_on(run(exporter, q, interval, timeout, batch)))
+            .map_err(|e| format!("tracing: cannot start the export thread: {e}"))?;
+        Ok(Self { queue })
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        self.queue.closed.store(true, Ordering::Release);
+        self.queue.wake.notify_one();
+    }
+}
+
+async fn run(exporter: SpanExporter, queue: Arc<Queue>, interval: Duration, timeout: Duration, batch: usize) {
+    let exported = metrics::counter!("weir_trace_spans_exported_total");
+    let failed = metrics::counter!("weir_trace_spans_dropped_total", "reason" => "export_failed");
+    let scope = convert::scope();
+    loop {
+        let closing = queue.closed.load(Ordering::Acquire);
+        if !closing {
+            tokio::select! {
+                () = queue.wake.notified() => {}
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+        let mut spans = queue.take();
+        while !spans.is_empty() {
+            let rest = spans.split_off(spans.len().min(batch));
+            let n = spans.len() as u64;
+            let data = spans.into_iter().map(|s| convert::span_data(s, &scope)).collect();
+            match tokio::time::timeout(timeout, exporter.export(data)).await {
+                Ok(Ok(())) => exported.increment(n),
+                Ok(Err(e)) => {
+                    failed.increment(n);
+                    tracing::warn!(spans = n, error = %e, "trace export failed");
+                }
+                Err(_) => {
+                    failed.increment(n);
+                    tracing::warn!(spans = n, "trace export timed out");
+                }
+            }
+            spans = rest;
+        }
+        if closing {
+            return;
+        }
+    }
+}
+
+use crate::convert;
+
+/// Describes the trace export metrics.
+pub fn describe_metrics() {
+    use metrics::describe_counter;
+    describe_counter!("weir_trace_spans_exported_total", "Spans the OTLP collector accepted");
+    describe_counter!(
+        "weir_trace_spans_dropped_total",
+        "Spans not exported, by reason: queue_full (the export queue was at tracing.max_queue_spans) or export_failed"
+    );
+}
