@@ -15,6 +15,7 @@ use crate::pool::Pool;
 use crate::providers::Provider;
 use crate::routing::Router;
 use crate::secrets::Secrets;
+use weir_otel::Tracer;
 
 /// Longest one background model-discovery call may take.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,6 +36,8 @@ pub struct Gateway {
     pub secrets: Arc<Secrets>,
     /// Which client headers plugins see.
     pub plugin_headers: HeaderRule,
+    /// `[tracing]`: makes each request's root span; `None` when off (no span at all).
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 impl Gateway {
@@ -70,7 +73,16 @@ impl Gateway {
             };
             targets.push(target);
         }
+        // A reload with the same `[tracing]` keeps the tracer and its export thread.
+        let tracer = match &config.tracing {
+            None => None,
+            Some(t) => match previous.and_then(|p| p.tracer.as_ref()).filter(|old| old.config() == t) {
+                Some(old) => Some(old.clone()),
+                None => Some(Tracer::start(t).map_err(scrubbed)?),
+            },
+        };
         let gw = Arc::new(Self {
+            tracer,
             router: Router::new(&config.providers),
             policy: Policy::new(&config),
             secrets,

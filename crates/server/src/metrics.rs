@@ -49,6 +49,7 @@ pub fn install() -> PrometheusHandle {
                 .ok();
             describe();
             crate::plugins::describe_metrics();
+            weir_otel::describe_metrics();
             gauge!(
                 "weir_build_info",
                 "version" => env!("CARGO_PKG_VERSION"),

@@ -29,6 +29,8 @@ use crate::pool::{Pool, Reply, ShutdownSignal, StreamItem};
 use crate::providers::usage::{StreamUsage, Usage};
 use crate::providers::{ProviderRequest, RelayHeaders, TraceHeaders};
 use crate::respond::error_response;
+use crate::spans;
+use crate::trace::{Span, SpanKind};
 
 /// The request id, sent back to the client and accepted from it.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -62,6 +64,8 @@ struct Ctx {
     usage: Option<Usage>,
     /// The provider's response headers that go to the client (`decorate` writes them).
     relay: RelayHeaders,
+    /// The request's root span (`[tracing]`; [`Span::NONE`] when not traced), ended by `finish`.
+    span: Span,
 }
 
 /// The provider a request goes to and its `model` label there.
@@ -100,6 +104,7 @@ pub async fn handle(
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let (id, id_header) = request_id(req.headers());
+    let span = spans::request(&gw, endpoint, req.headers());
     let mut ctx = Ctx {
         id,
         id_header,
@@ -112,11 +117,12 @@ pub async fn handle(
         attempts: 0,
         usage: None,
         relay: RelayHeaders::NONE,
+        span,
     };
     match run(&gw, &mut ctx, req).await {
         Ok(Outcome::Full(resp)) => {
             let resp = full_response(&ctx, resp);
-            finish(&ctx, resp.status().as_u16(), None);
+            finish(&mut ctx, resp.status().as_u16(), None);
             resp
         }
         Ok(Outcome::Stream(stream)) => stream_response(gw, ctx, conn, stream),
@@ -126,7 +132,7 @@ pub async fn handle(
             ctx.relay = std::mem::take(&mut e.relay);
             let mut resp = error_response(ctx.endpoint.format, &e);
             decorate(&ctx, resp.headers_mut());
-            finish(&ctx, resp.status().as_u16(), Some(&e));
+            finish(&mut ctx, resp.status().as_u16(), Some(&e));
             resp
         }
     }
@@ -145,10 +151,13 @@ struct Stream {
     shutdown: ShutdownSignal,
     hook: HookCtx,
     seen: Seen,
+    /// The stream's upstream attempt span, ended at the first chunk (time to first token).
+    attempt: Span,
 }
 
 async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Result<Outcome, Error> {
     // read_body
+    let parse = ctx.span.cx().child("weir.parse", SpanKind::Internal);
     let (parts, body) = req.into_parts();
     let content_length =
         parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -164,6 +173,8 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     // usual reads without parsing the body into a tree.
     let usage = if gw.plugins.has_request_hooks() { BodyUse::Read } else { BodyUse::Forward };
     let front = crate::api::read_request(ctx.endpoint, bytes, usage)?;
+    drop(parse);
+    ctx.span.set_with("gen_ai.request.model", || front.model.clone());
     let mut request = GatewayRequest {
         id: ctx.id.clone(),
         endpoint: ctx.endpoint,
@@ -185,15 +196,17 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         ctx.target = Some(Target::new(&gw.targets[route.provider].pool, &request.model));
     }
     let provider = early.as_ref().map(|r| gw.targets[r.provider].pool.name().clone());
-    let pre = gw.plugins.on_request(&mut request, provider.as_ref()).await?;
+    let pre = gw.plugins.on_request_traced(&mut request, provider.as_ref(), &ctx.span.cx()).await?;
     if let Some(mut resp) = pre.respond {
-        let hook = HookCtx { request: Arc::new(request), provider: None };
+        let relay = ctx.span.cx().child("weir.relay", SpanKind::Internal);
+        let hook = HookCtx { request: Arc::new(request), provider: None, trace: relay.cx() };
         gw.plugins.on_response(&hook, pre.seen, &mut resp).await?;
         scrub_written(gw, &mut resp, None);
         return Ok(Outcome::Full(resp));
     }
 
     // select_provider (again if a plugin changed the model)
+    let mut routing = ctx.span.cx().child("weir.route", SpanKind::Internal);
     let route = match early {
         Some(route) if !pre.model_changed => route,
         _ => {
@@ -206,6 +219,9 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     let fallbacks =
         gw.policy.fallbacks(&request.model, parts.headers.get(X_WEIR_FALLBACKS).map(HeaderValue::as_bytes))?;
     ctx.routed = true;
+    routing.set_with("weir.provider", || gw.targets[route.provider].pool.name().clone());
+    routing.set_with("weir.upstream.model", || route.upstream_model.clone());
+    drop(routing);
 
     // upstream_request: the policy decides the attempts. The client's bytes go as they are when they say exactly the validated
     // request (`JsonBody::raw`: no plugin edited it) and the provider knows the model by the
@@ -218,6 +234,8 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     if pre.edited || route.upstream_model != request.model {
         body.forget_raw();
     }
+    let mut trace = TraceHeaders::new(ctx.id_header.clone(), &parts.headers);
+    trace.span = ctx.span.cx();
     let upstream = ProviderRequest {
         endpoint: request.endpoint,
         model: route.upstream_model,
@@ -225,7 +243,7 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         stream: request.stream,
         secrets: gw.secrets.clone(),
         affinity: request.affinity,
-        trace: TraceHeaders::new(ctx.id_header.clone(), &parts.headers),
+        trace,
     };
     // Timed whatever the outcome: a failed call's upstream wait is not overhead.
     let mut served = Served::new(route.provider);
@@ -237,8 +255,15 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         ctx.target = Some(Target::new(&gw.targets[served.target].pool, &request.model));
     }
     let pool = &gw.targets[served.target].pool;
-    let hook = HookCtx { request: Arc::new(request), provider: Some(pool.name().clone()) };
-    match result? {
+    let attempt = std::mem::take(&mut served.stream_attempt);
+    let reply = result?;
+    // A stream's relay span is the relay task's (`stream_response`).
+    let relay_span = match reply {
+        Reply::Full { .. } => ctx.span.cx().child("weir.relay", SpanKind::Internal),
+        Reply::Stream { .. } => Span::NONE,
+    };
+    let hook = HookCtx { request: Arc::new(request), provider: Some(pool.name().clone()), trace: relay_span.cx() };
+    match reply {
         Reply::Full { body, usage, relay } => {
             ctx.usage = usage;
             ctx.relay = relay;
@@ -250,7 +275,7 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         }
         Reply::Stream { chunks, shutdown, relay } => {
             ctx.relay = relay;
-            Ok(Outcome::Stream(Stream { head: HeaderMap::new(), chunks, shutdown, hook, seen: pre.seen }))
+            Ok(Outcome::Stream(Stream { head: HeaderMap::new(), chunks, shutdown, hook, seen: pre.seen, attempt }))
         }
     }
 }
@@ -291,7 +316,8 @@ fn full_response(ctx: &Ctx, resp: GatewayResponse) -> Response<ResponseBody> {
 /// `server.send_timeout` (499 `client_stalled`), or the shutdown deadline passes while the
 /// relay waits for the client (503 `shutting_down`).
 fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Stream) -> Response<ResponseBody> {
-    let Stream { head, mut chunks, shutdown, hook, mut seen } = stream;
+    let Stream { head, mut chunks, shutdown, hook, mut seen, mut attempt } = stream;
+    let mut relay = ctx.span.cx().child("weir.relay", SpanKind::Internal);
     let (tx, rx) = mpsc::channel::<BodyFrame>(16);
     let mut out = Response::new(ResponseBody::stream(rx));
     let headers = out.headers_mut();
@@ -321,6 +347,12 @@ fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Str
                 }
             };
             tokens.note(&payload);
+            if attempt.is_recording() {
+                attempt.event("first_token");
+                attempt.set_elapsed_ms("weir.time_to_first_token_ms");
+                std::mem::take(&mut attempt).end();
+                relay.event("first_token");
+            }
             let payload = if hooks {
                 match gw.plugins.on_stream_chunk(&hook, &mut seen, payload.clone()).await {
                     // A chunk a plugin rewrote is scrubbed (the upstream's was, by the provider).
@@ -338,7 +370,8 @@ fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Str
             if let Err(why) = to_client.send(BodyFrame::Data(crate::api::frame_event(format, &payload))).await {
                 // Dropping `chunks` stops the upstream read and frees the worker.
                 ctx.usage = tokens.usage();
-                return ended_early(&ctx, &conn, why);
+                drop(relay);
+                return ended_early(&mut ctx, &conn, why);
             }
         }
         ctx.usage = tokens.usage();
@@ -346,10 +379,12 @@ fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Str
             Some(e) => crate::api::error_event(format, e),
             None => crate::api::end_of_stream(format).map_or_else(Bytes::new, Bytes::from_static),
         };
-        if let Err(why) = to_client.send(BodyFrame::Last(last)).await {
-            return ended_early(&ctx, &conn, why);
+        let sent = to_client.send(BodyFrame::Last(last)).await;
+        drop((attempt, relay));
+        if let Err(why) = sent {
+            return ended_early(&mut ctx, &conn, why);
         }
-        finish(&ctx, failure.as_ref().map_or(200, |e| e.status().as_u16()), failure.as_ref());
+        finish(&mut ctx, failure.as_ref().map_or(200, |e| e.status().as_u16()), failure.as_ref());
     });
     out
 }
@@ -393,7 +428,7 @@ impl ToClient<'_> {
 /// `finish` for a stream that could not be handed to its client to the end. The relay then
 /// drops the body's sender before the last frame, which fails the body: hyper aborts the
 /// response rather than end it as if complete.
-fn ended_early(ctx: &Ctx, conn: &ClientConn, why: NotSent) {
+fn ended_early(ctx: &mut Ctx, conn: &ClientConn, why: NotSent) {
     match why {
         NotSent::Gone if !conn.stalled() => finish_as(ctx, 499, "client_closed", None),
         NotSent::Gone | NotSent::Stalled => finish_as(ctx, 499, "client_stalled", None),
@@ -427,12 +462,15 @@ fn decorate(ctx: &Ctx, headers: &mut HeaderMap) {
 }
 
 /// The `finish` phase: metrics and the access log line, once per request.
-fn finish(ctx: &Ctx, status: u16, error: Option<&Error>) {
+fn finish(ctx: &mut Ctx, status: u16, error: Option<&Error>) {
     finish_as(ctx, status, error.map_or("ok", Error::metric_label), error);
 }
 
 /// `finish` with the `outcome` label chosen by the caller.
-fn finish_as(ctx: &Ctx, status: u16, outcome: &'static str, error: Option<&Error>) {
+fn finish_as(ctx: &mut Ctx, status: u16, outcome: &'static str, error: Option<&Error>) {
+    let provider = ctx.target.as_ref().filter(|_| ctx.routed).map(|t| t.pool.name());
+    let span = std::mem::take(&mut ctx.span);
+    spans::finish(span, &ctx.id, provider, status, outcome, ctx.usage.as_ref(), error);
     match &ctx.target {
         Some(t) => {
             let m = t.pool.request_metrics();
