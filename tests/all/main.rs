@@ -36,5 +36,6 @@ mod shutdown;
 mod status;
 mod streams;
 mod threads;
+mod traces;
 mod upstream_errors;
 mod upstream_size;
