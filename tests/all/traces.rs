@@ -162,6 +162,22 @@ async fn with_ratio_zero_alone_no_span_is_made_and_the_clients_traceparent_goes_
 }
 
 #[tokio::test]
+async fn spans_still_queued_at_shutdown_are_sent_before_weir_exits() {
+    let (up, otlp) = (MockUpstream::start().await, OtlpReceiver::start().await);
+    // The interval alone would not send them before the test gives up.
+    let cfg = config(&up, &otlp, "").replace("export_interval = \"50ms\"", "export_interval = \"60s\"");
+    let mut weir = Weir::start(&cfg).await;
+    let trace = "cccccccccccccccccccccccccccccccc";
+
+    assert_eq!(ask(&weir, "up/m", trace).await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(otlp.requests(), 0, "nothing is sent before the interval");
+    weir.sigterm();
+    assert!(weir.wait_exit(std::time::Duration::from_secs(10)).await.success());
+    assert!(otlp.spans().iter().any(|s| s.trace_id == trace && s.name == "weir.request"), "{:#?}", otlp.spans());
+}
+
+#[tokio::test]
 async fn a_bad_tracing_value_is_refused_naming_its_key() {
     let (up, otlp) = (MockUpstream::start().await, OtlpReceiver::start().await);
     let out = crate::support::weir_check(&config(&up, &otlp, "sample_ratio = 2.0"), &[]);

@@ -21,6 +21,8 @@ pub(crate) struct Queue {
     batch: usize,
     wake: Notify,
     closed: AtomicBool,
+    /// The export thread holds spans it took from the queue and has not sent yet.
+    busy: AtomicBool,
     dropped_full: Counter,
 }
 
@@ -32,12 +34,29 @@ impl Queue {
             batch,
             wake: Notify::new(),
             closed: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
             dropped_full: metrics::counter!("weir_trace_spans_dropped_total", "reason" => "queue_full"),
         }
     }
 
     fn take(&self) -> Vec<SpanRecord> {
         std::mem::take(&mut *self.spans.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Whether every span handed over so far has been sent (or given up on).
+    fn idle(&self) -> bool {
+        !self.busy.load(Ordering::Acquire)
+            && self.spans.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
+    }
+
+    /// Has the export thread send what is queued now, and waits until it did, at most
+    /// `timeout`.
+    pub(crate) async fn flush(&self, timeout: Duration) {
+        self.wake.notify_one();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.idle() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 
@@ -111,6 +130,8 @@ async fn run(exporter: SpanExporter, queue: Arc<Queue>, interval: Duration, time
                 () = tokio::time::sleep(interval) => {}
             }
         }
+        // Busy before the take: a flush sees either queued spans or a busy thread.
+        queue.busy.store(true, Ordering::Release);
         let mut spans = queue.take();
         while !spans.is_empty() {
             let rest = spans.split_off(spans.len().min(batch));
@@ -129,6 +150,7 @@ async fn run(exporter: SpanExporter, queue: Arc<Queue>, interval: Duration, time
             }
             spans = rest;
         }
+        queue.busy.store(false, Ordering::Release);
         if closing {
             return;
         }

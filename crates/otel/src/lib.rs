@@ -53,6 +53,12 @@ impl Tracer {
         &self.config
     }
 
+    /// Sends the spans of requests that have ended, waiting at most `export_timeout` (and
+    /// never more than 5 s): at shutdown, after the last request.
+    pub async fn flush(&self) {
+        self.queue.flush(self.config.export_timeout.min(std::time::Duration::from_secs(5))).await;
+    }
+
     /// The root span of a request with client `headers`, named `name`: a child of the client's
     /// `traceparent` when it sent a valid one, else the first span of a new trace.
     /// [`Span::NONE`] when the request is not recorded (left out by `sample_ratio` and no
