@@ -168,3 +168,25 @@ pub fn describe_metrics() {
         "Spans not exported, by reason: queue_full (the export queue was at tracing.max_queue_spans) or export_failed"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_types::trace::{RootSpec, Span};
+
+    #[test]
+    fn a_full_queue_drops_whole_requests_instead_of_growing() {
+        let queue = Arc::new(Queue::new(3, 3));
+        let request = || {
+            let spec = RootSpec { trace_id: 1, parent_id: 0, sampled: true, tracestate: None, name: "weir.request" };
+            let root = Span::root(spec, queue.clone() as Arc<dyn SpanSink>);
+            root.cx().child("weir.parse", weir_types::trace::SpanKind::Internal).end();
+            root.end();
+        };
+        request();
+        assert!(!queue.idle(), "two spans wait");
+        request();
+        assert_eq!(queue.take().len(), 2, "the second request's two spans did not fit in 3");
+        assert!(queue.idle());
+    }
+}
