@@ -1,15 +1,14 @@
 //! The span queue (the request path's side: one lock per finished request, bounded, spans
 //! dropped and counted when full) and the export thread (a single-thread tokio runtime of its
-//! own that sends a batch every `export_interval`, or sooner when `max_batch_spans` wait).
+//! own that sends a batch every `export_interval`, or sooner when `max_batch_spans` wait, as
+//! one OTLP/HTTP protobuf request).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics::Counter;
-use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithHttpConfig};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SpanExporter as _;
+use prost::Message as _;
 use tokio::sync::Notify;
 use weir_config::TracingConfig;
 use weir_types::trace::{SpanRecord, SpanSink};
@@ -87,25 +86,18 @@ pub(crate) struct Exporter {
 
 impl Exporter {
     pub(crate) fn start(cfg: &TracingConfig, queue: Arc<Queue>) -> Result<Self, String> {
-        let headers = cfg.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let mut exporter = SpanExporter::builder()
-            .with_http()
-            .with_http_client(crate::client::Client::new())
-            .with_endpoint(cfg.endpoint.clone())
-            .with_timeout(cfg.export_timeout)
-            .with_headers(headers)
-            .build()
+        let headers: Vec<(String, String)> = cfg.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let client = crate::client::Client::new(&cfg.endpoint, &headers, cfg.export_timeout)
             .map_err(|e| format!("tracing: cannot build the OTLP exporter: {e}"))?;
-        exporter.set_resource(&Resource::builder_empty().with_service_name(cfg.service_name.clone()).build());
+        let service = cfg.service_name.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("tracing: cannot start the export runtime: {e}"))?;
-        let (q, interval, timeout, batch) =
-            (queue.clone(), cfg.export_interval, cfg.export_timeout, cfg.max_batch_spans);
+        let (q, interval, batch) = (queue.clone(), cfg.export_interval, cfg.max_batch_spans);
         std::thread::Builder::new()
             .name("weir-otel".into())
-            .spawn(move || runtime.block_on(run(exporter, q, interval, timeout, batch)))
+            .spawn(move || runtime.block_on(run(client, service, q, interval, batch)))
             .map_err(|e| format!("tracing: cannot start the export thread: {e}"))?;
         Ok(Self { queue })
     }
@@ -118,10 +110,9 @@ impl Drop for Exporter {
     }
 }
 
-async fn run(exporter: SpanExporter, queue: Arc<Queue>, interval: Duration, timeout: Duration, batch: usize) {
+async fn run(client: crate::client::Client, service: String, queue: Arc<Queue>, interval: Duration, batch: usize) {
     let exported = metrics::counter!("weir_trace_spans_exported_total");
     let failed = metrics::counter!("weir_trace_spans_dropped_total", "reason" => "export_failed");
-    let scope = convert::scope();
     loop {
         let closing = queue.closed.load(Ordering::Acquire);
         if !closing {
@@ -136,16 +127,12 @@ async fn run(exporter: SpanExporter, queue: Arc<Queue>, interval: Duration, time
         while !spans.is_empty() {
             let rest = spans.split_off(spans.len().min(batch));
             let n = spans.len() as u64;
-            let data = spans.into_iter().map(|s| convert::span_data(s, &scope)).collect();
-            match tokio::time::timeout(timeout, exporter.export(data)).await {
-                Ok(Ok(())) => exported.increment(n),
-                Ok(Err(e)) => {
+            let body = convert::request(&service, spans).encode_to_vec();
+            match client.send(body).await {
+                Ok(()) => exported.increment(n),
+                Err(e) => {
                     failed.increment(n);
                     tracing::warn!(spans = n, error = %e, "trace export failed");
-                }
-                Err(_) => {
-                    failed.increment(n);
-                    tracing::warn!(spans = n, "trace export timed out");
                 }
             }
             spans = rest;

@@ -1,8 +1,8 @@
 //! OpenTelemetry traces of requests (`[tracing]`). The request path only decides whether a
 //! request is recorded ([`Tracer::root`]) and times its spans as plain values
 //! (`weir_types::trace`); a finished request's spans join a bounded queue, and one thread of
-//! its own ([`export`]) turns them into OpenTelemetry `SpanData` and sends them with the
-//! `opentelemetry-otlp` exporter (OTLP/HTTP, protobuf). Export never runs on a serving thread.
+//! its own ([`export`]) turns them into OTLP's protobuf messages (`opentelemetry-proto`) and
+//! posts them to the collector (OTLP/HTTP). Export never runs on a serving thread.
 
 mod client;
 mod convert;
