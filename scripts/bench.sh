@@ -89,6 +89,11 @@ MOCK_PORT=$(free_port)
 "$MOCK" --listen "127.0.0.1:$MOCK_PORT" --threads 2 --chunks 8 --chunk-delay-us 1000 >"$TMP/mock.log" 2>&1 &
 PIDS+=($!)
 
+# A second mock instance as the OTLP collector of the traced Weir (POST /v1/traces accepted).
+OTLP_PORT=$(free_port)
+"$MOCK" --listen "127.0.0.1:$OTLP_PORT" --threads 1 >"$TMP/otlp.log" 2>&1 &
+PIDS+=($!)
+
 NGINX_PORT=$(free_port)
 mkdir -p "$TMP/nginx"
 cat >"$TMP/nginx/nginx.conf" <<EOF
@@ -168,10 +173,17 @@ start_weir stall "$TMP/weir-stall.toml"
 # request passes through, an OpenAI client's is translated both ways.
 { provider __PORT__ anthropic; } >"$TMP/weir-anth.toml"
 start_weir anth "$TMP/weir-anth.toml"
-WEIRS=(none default five stall anth)
+# Traces: every request sampled, its spans exported over OTLP/HTTP to the local collector.
+{
+    provider __PORT__
+    printf '\n[tracing]\nendpoint = "http://127.0.0.1:%s/v1/traces"\nsample_ratio = 1.0\n' "$OTLP_PORT"
+} >"$TMP/weir-traced.toml"
+start_weir traced "$TMP/weir-traced.toml"
+WEIRS=(none default five stall anth traced)
 
 wait_http "http://127.0.0.1:$MOCK_PORT/v1/models"
 wait_http "http://127.0.0.1:$NGINX_PORT/v1/models"
+wait_http "http://127.0.0.1:$OTLP_PORT/v1/models"
 for w in "${WEIRS[@]}"; do wait_http "http://127.0.0.1:${WEIR_PORT[$w]}/health"; done
 sleep 1
 for w in "${WEIRS[@]}"; do
@@ -189,6 +201,7 @@ declare -A URL=(
     [nginx-anth]="http://127.0.0.1:$NGINX_PORT/v1/messages"
     [weir-anth]="http://127.0.0.1:${WEIR_PORT[anth]}/v1/messages"
     [weir-xlat]="http://127.0.0.1:${WEIR_PORT[anth]}/v1/chat/completions"
+    [weir-traced]="http://127.0.0.1:${WEIR_PORT[traced]}/v1/chat/completions"
 )
 # The Anthropic-format targets, all against the mock's /v1/messages: direct, nginx, Weir
 # passing an Anthropic client through, Weir translating an OpenAI client (same process).
@@ -196,7 +209,7 @@ ANTH=(direct-anth nginx-anth weir-anth weir-xlat)
 # What each target is sent (OpenAI's body unless listed), and the Weir process behind it.
 declare -A BODY=([direct-anth]=anthropic [nginx-anth]=anthropic [weir-anth]=anthropic)
 declare -A PROC=([weir-none]=none [weir-default]=default [weir-five]=five [weir-stall]=stall
-    [weir-anth]=anth [weir-xlat]=anth)
+    [weir-anth]=anth [weir-xlat]=anth [weir-traced]=traced)
 body_file() { # target [suffix]
     if [ -n "${BODY[$1]:-}" ]; then echo "$TMP/body-${BODY[$1]}${2:-}.json"; else echo "$TMP/body${2:-}.json"; fi
 }
@@ -244,9 +257,11 @@ stalled() {
 }
 
 TARGETS=(direct nginx weir-none weir-default weir-five)
+# Observability targets: closed loop only, judged against nginx in the same rotation.
+OBS=(weir-traced)
 echo "==> load: uptime before: $(uptime)"
 echo "==> warm-up (${WARMUP}s per target)"
-for t in "${TARGETS[@]}" weir-stall "${ANTH[@]}"; do closed /dev/null "$WARMUP" "$t"; done
+for t in "${TARGETS[@]}" weir-stall "${ANTH[@]}" "${OBS[@]}"; do closed /dev/null "$WARMUP" "$t"; done
 for t in direct nginx weir-none weir-default "${ANTH[@]}"; do stream "$TMP/warm.json" "$WARMUP" "$t"; done
 
 # The targets in round r, rotated by r - 1: no target always runs first after another
@@ -261,7 +276,7 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "==> round $r/$ROUNDS (${SECS}s per run)"
     mapfile -t ORDER < <(rotated "$r" "${TARGETS[@]}")
     # Closed loop and stream interleave both formats' targets in one rotation.
-    mapfile -t CORDER < <(rotated "$r" "${TARGETS[@]}" "${ANTH[@]}")
+    mapfile -t CORDER < <(rotated "$r" "${TARGETS[@]}" "${ANTH[@]}" "${OBS[@]}")
     mapfile -t SORDER < <(rotated "$r" direct nginx weir-none weir-default "${ANTH[@]}")
     for t in "${CORDER[@]}"; do closed_cpu "$RES/closed.$t.$r.json" "$SECS" "$t"; done
     for t in "${ORDER[@]}"; do fixed "$RES/rate1000.$t.$r.json" "$SECS" "$t" 1000; done
