@@ -230,6 +230,24 @@ for t in ["direct", "nginx", "weir-none", "weir-default"]:
                f"{f(m['p99'])} | {m['errors']} | {f(add)} | {f(ratio, 2)} |")
 out.append("")
 
+# Observability: the same upstream and body as the closed-loop table, with traces sampled at
+# 100% and exported over OTLP/HTTP to a local receiver that accepts them.
+OBS = [t for t in ["weir-none", "weir-traced"] if mean("closed", t)]
+LABEL["weir-traced"] = "weir, traces at 100% (OTLP to a local receiver) + records to a JSON file"
+if "weir-traced" in OBS:
+    out.append("### Observability: closed loop, concurrency 32, non-stream\n")
+    out.append("| target | RPS | p50 ms | p99 ms | errors | RPS x nginx | proxy CPU us/req |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|")
+    nginx = mean("closed", "nginx")
+    for t in OBS:
+        m = mean("closed", t)
+        ratio = m["rps"] / nginx["rps"] if nginx and nginx["rps"] else None
+        out.append(f"| {LABEL[t]} | {m['rps']:.0f} | {f(m['p50'])} | {f(m['p99'])} | {m['errors']} | "
+                   f"{f(ratio, 2)} | {f(cpu_us_per_request(t), 1)} |")
+        if t == "weir-traced" and ratio is not None:
+            checks.append(("traces at 100%, closed loop c=32 >= 0.75 x nginx", f"{ratio:.2f}", ratio >= 0.75))
+    out.append("")
+
 # Anthropic's format: the same upstream (the mock's /v1/messages) behind every target, so nginx
 # and the passthrough carry Anthropic's request while the translated target carries OpenAI's.
 out.append("### Anthropic-format upstream: closed loop, concurrency 32, non-stream\n")

@@ -106,6 +106,9 @@ PIDS+=($!)
 # Shared state of the keys scenario: a Redis without persistence.
 REDIS_PORT=$(free_port)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$TMP/redis.log" 2>&1 &
+# A second mock instance as the OTLP collector of the traced Weir (POST /v1/traces accepted).
+OTLP_PORT=$(free_port)
+"$MOCK" --listen "127.0.0.1:$OTLP_PORT" --threads 1 >"$TMP/otlp.log" 2>&1 &
 PIDS+=($!)
 
 NGINX_PORT=$(free_port)
@@ -204,12 +207,21 @@ start_weir stall "$TMP/weir-stall.toml"
 # request passes through, an OpenAI client's is translated both ways.
 { provider __PORT__ anthropic; } >"$TMP/weir-anth.toml"
 start_weir anth "$TMP/weir-anth.toml"
+# Traces and records (issue 30's target): every request sampled, its spans exported over
+# OTLP/HTTP to the local collector, and its record on the JSON-lines file sink.
+{
+    printf '[[events.sinks]]\nkind = "file"\npath = "%s/records-traced.jsonl"\nmax_bytes = 268435456\nkeep = 1\n\n' "$TMP"
+    provider __PORT__
+    printf '\n[tracing]\nendpoint = "http://127.0.0.1:%s/v1/traces"\nsample_ratio = 1.0\n' "$OTLP_PORT"
+} >"$TMP/weir-traced.toml"
+start_weir traced "$TMP/weir-traced.toml"
 start_weir keys "$TMP/weir-keys.toml"
-WEIRS=(none default five stall anth records keys)
+WEIRS=(none default five stall anth records keys traced)
 
 wait_http "http://127.0.0.1:$MOCK_PORT/v1/models"
 wait_http "http://127.0.0.1:$NGINX_PORT/v1/models"
 for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+wait_http "http://127.0.0.1:$OTLP_PORT/v1/models"
 for w in "${WEIRS[@]}"; do wait_http "http://127.0.0.1:${WEIR_PORT[$w]}/health"; done
 sleep 1
 for w in "${WEIRS[@]}"; do
@@ -229,6 +241,7 @@ declare -A URL=(
     [nginx-anth]="http://127.0.0.1:$NGINX_PORT/v1/messages"
     [weir-anth]="http://127.0.0.1:${WEIR_PORT[anth]}/v1/messages"
     [weir-xlat]="http://127.0.0.1:${WEIR_PORT[anth]}/v1/chat/completions"
+    [weir-traced]="http://127.0.0.1:${WEIR_PORT[traced]}/v1/chat/completions"
 )
 # The Anthropic-format targets, all against the mock's /v1/messages: direct, nginx, Weir
 # passing an Anthropic client through, Weir translating an OpenAI client (same process).
@@ -237,7 +250,7 @@ ANTH=(direct-anth nginx-anth weir-anth weir-xlat)
 declare -A BODY=([direct-anth]=anthropic [nginx-anth]=anthropic [weir-anth]=anthropic)
 declare -A PROC=([weir-none]=none [weir-default]=default [weir-five]=five [weir-stall]=stall
     [weir-anth]=anth [weir-xlat]=anth [weir-records]=records
-    [weir-keys]=keys)
+    [weir-keys]=keys [weir-traced]=traced)
 # Targets that need a virtual key.
 declare -A AUTH=([weir-keys]="authorization: Bearer $BENCH_KEY")
 body_file() { # target [suffix]
@@ -288,9 +301,11 @@ stalled() {
 }
 
 TARGETS=(direct nginx weir-none weir-default weir-five weir-keys)
+# Observability targets: closed loop only, judged against nginx in the same rotation.
+OBS=(weir-traced)
 echo "==> load: uptime before: $(uptime)"
 echo "==> warm-up (${WARMUP}s per target)"
-for t in "${TARGETS[@]}" weir-stall weir-records "${ANTH[@]}"; do closed /dev/null "$WARMUP" "$t"; done
+for t in "${TARGETS[@]}" weir-stall weir-records "${ANTH[@]}" "${OBS[@]}"; do closed /dev/null "$WARMUP" "$t"; done
 for t in direct nginx weir-none weir-default "${ANTH[@]}"; do stream "$TMP/warm.json" "$WARMUP" "$t"; done
 
 # The targets in round r, rotated by r - 1: no target always runs first after another
@@ -305,8 +320,8 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "==> round $r/$ROUNDS (${SECS}s per run)"
     mapfile -t ORDER < <(rotated "$r" "${TARGETS[@]}")
     # Closed loop and stream interleave both formats' targets in one rotation.
-    # weir-records (the request record on the JSON file sink) runs in the closed loop only.
-    mapfile -t CORDER < <(rotated "$r" "${TARGETS[@]}" weir-records "${ANTH[@]}")
+    # weir-records and weir-traced (observability on the request path) run in the closed loop only.
+    mapfile -t CORDER < <(rotated "$r" "${TARGETS[@]}" weir-records "${ANTH[@]}" "${OBS[@]}")
     mapfile -t SORDER < <(rotated "$r" direct nginx weir-none weir-default "${ANTH[@]}")
     for t in "${CORDER[@]}"; do closed_cpu "$RES/closed.$t.$r.json" "$SECS" "$t"; done
     for t in "${ORDER[@]}"; do fixed "$RES/rate1000.$t.$r.json" "$SECS" "$t" 1000; done

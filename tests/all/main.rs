@@ -47,5 +47,6 @@ mod status;
 mod streams;
 mod threads;
 mod timeouts;
+mod traces;
 mod upstream_errors;
 mod upstream_size;

@@ -6,6 +6,7 @@ pub mod bedrock;
 pub mod gemini;
 pub mod http;
 pub mod languages;
+pub mod otlp;
 pub mod plugins;
 pub mod redis;
 pub mod upstream;

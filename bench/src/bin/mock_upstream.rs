@@ -8,7 +8,9 @@
 //! of `event:` + `data:` events (`message_start`, `content_block_start`, `ping` and the first
 //! `content_block_delta` in one write, then the other deltas, then `content_block_stop`,
 //! `message_delta` and `message_stop` in one write), as many writes as the OpenAI stream.
-//! `GET /v1/models` lists `bench-1`. Anything else is 404.
+//! `GET /v1/models` lists `bench-1`. `POST /v1/traces` accepts an OTLP/HTTP trace export (the
+//! body is read, not decoded) with an empty `ExportTraceServiceResponse`, so one more instance
+//! serves as the collector of the traced scenario. Anything else is 404.
 //!
 //! Usage: `weir-mock-upstream [--listen 127.0.0.1:0] [--threads 2] [--chunks 8]
 //! [--chunk-delay-us 0] [--fail-percent 0]` (a delay spaces the chunks, so time to first byte and
@@ -149,6 +151,11 @@ async fn handle(answers: Arc<Answers>, req: Request<Incoming>) -> Result<Respons
         (&Method::POST, "/v1/chat/completions") => &answers.openai,
         (&Method::POST, "/v1/messages") => &answers.anthropic,
         (&Method::GET, "/v1/models") => return Ok(full(StatusCode::OK, "application/json", answers.models.clone())),
+        (&Method::POST, "/v1/traces") => {
+            // An empty protobuf message is zero bytes: full success.
+            let status = if req.into_body().collect().await.is_ok() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+            return Ok(full(status, "application/x-protobuf", Bytes::new()));
+        }
         _ => {
             return Ok(full(
                 StatusCode::NOT_FOUND,

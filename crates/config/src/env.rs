@@ -67,6 +67,12 @@ pub(super) fn interpolate_all(cfg: &mut Config, lookup: impl Fn(&str) -> Option<
     for (i, k) in cfg.keys.iter_mut().enumerate() {
         k.value = interpolate(&k.value, &format!("keys[{i}].value"), &lookup)?;
     }
+    if let Some(t) = &mut cfg.tracing {
+        t.endpoint = interpolate(&t.endpoint, "tracing.endpoint", &lookup)?;
+        for (name, v) in t.headers.iter_mut() {
+            *v = interpolate(v, &format!("tracing.headers.{name}"), &lookup)?;
+        }
+    }
     for (i, p) in cfg.plugins.iter_mut().enumerate() {
         for (k, v) in p.config.iter_mut() {
             interpolate_value(v, &format!("plugins[{i}].config.{k}"), &noting)?;

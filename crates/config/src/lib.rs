@@ -11,6 +11,7 @@ mod env;
 mod events;
 mod keys;
 mod kind;
+mod otel;
 mod plugin;
 pub mod preset;
 mod provider;
@@ -36,6 +37,7 @@ pub use events::{
     SinkKind,
 };
 pub use keys::{BudgetConfig, PriceConfig, VirtualKeyConfig, parse_duration, valid_key_name};
+pub use otel::TracingConfig;
 pub use plugin::{MAX_MEMORY_LIMIT, MAX_PLUGINS, OnError, PluginConfig, PluginRuntimeConfig};
 pub use provider::{
     AnthropicConfig, GEMINI_BASE_URL, GeminiConfig, KeyConfig, Kind, MockConfig, OpenAiConfig, ProviderConfig,
@@ -109,6 +111,9 @@ pub struct Config {
     /// Models served by several providers, balanced by a strategy.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteConfig>,
+    /// `[tracing]`: OpenTelemetry traces; `None` makes no span at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingConfig>,
 }
 
 /// The configuration file as written: [`Config`] with each provider table holding the
@@ -153,6 +158,9 @@ pub struct ConfigFile {
     /// `[[routes]]`.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// `[tracing]`.
+    #[serde(default)]
+    pub tracing: Option<TracingConfig>,
 }
 
 impl TryFrom<ConfigFile> for Config {
@@ -179,6 +187,7 @@ impl TryFrom<ConfigFile> for Config {
             keys: f.keys,
             prices: f.prices,
             routes: f.routes,
+            tracing: f.tracing,
         })
     }
 }
@@ -408,6 +417,9 @@ impl Config {
         self.events.validate()?;
         keys::validate(&self.keys, &self.prices)?;
         balance::validate_routes(&self.routes, &names)?;
+        if let Some(t) = &self.tracing {
+            t.validate()?;
+        }
         Ok(())
     }
 
@@ -428,6 +440,9 @@ impl Config {
         }
         if c.admin.token.is_some() {
             c.admin.token = Some("<redacted>".into());
+        }
+        if let Some(t) = &mut c.tracing {
+            t.redact();
         }
         for p in &mut c.plugins {
             for (_, v) in p.config.iter_mut() {

@@ -34,6 +34,7 @@ mod world;
 use crate as plugins;
 use weir_api as api;
 use weir_config as config;
+use weir_types::trace::{Span, SpanCx, SpanKind};
 use weir_types::{affinity, error, exchange, format, secrets};
 
 use std::sync::Arc;
@@ -95,6 +96,8 @@ pub struct HookCtx {
     pub request: Arc<GatewayRequest>,
     /// Provider chosen (None on a short-circuit).
     pub provider: Option<Arc<str>>,
+    /// Where the `on_response` hook spans go ([`SpanCx::NONE`] when not traced).
+    pub trace: SpanCx,
 }
 
 /// The loaded plugin chain of one config snapshot.
@@ -163,6 +166,19 @@ impl Chain {
     /// # Errors
     /// A plugin rejected the request (`PluginRejected`), or failed closed (`PluginFailed`).
     pub async fn on_request(&self, req: &mut GatewayRequest, provider: Option<&Arc<str>>) -> Result<PreOutcome, Error> {
+        self.on_request_traced(req, provider, &SpanCx::NONE).await
+    }
+
+    /// [`Chain::on_request`] with each hook call a child span of `trace`.
+    ///
+    /// # Errors
+    /// As [`Chain::on_request`].
+    pub async fn on_request_traced(
+        &self,
+        req: &mut GatewayRequest,
+        provider: Option<&Arc<str>>,
+        trace: &SpanCx,
+    ) -> Result<PreOutcome, Error> {
         let mut out = PreOutcome { seen: Seen::default(), respond: None, model_changed: false, edited: false };
         for (i, p) in self.plugins.iter().enumerate() {
             if !p.in_scope(req.endpoint.format, provider.map(|p| &**p), &req.model) {
@@ -172,20 +188,26 @@ impl Chain {
             if !p.hooks.contains(Hooks::ON_REQUEST) {
                 continue;
             }
+            let mut span = hook_span(trace, p, Hook::Request);
             match p.on_request(req, provider).await {
                 Ok((decision, edits)) => {
                     out.model_changed |= edits.model_changed;
                     out.edited |= edits.edited;
                     match decision {
-                        RequestDecision::Continue => {}
+                        RequestDecision::Continue => span.set("weir.plugin.decision", "continue"),
                         RequestDecision::Respond(resp) => {
+                            span.set("weir.plugin.decision", "respond");
                             out.respond = Some(resp);
                             return Ok(out);
                         }
-                        RequestDecision::Reject(e) => return Err(e),
+                        RequestDecision::Reject(e) => {
+                            span.set("weir.plugin.decision", "reject");
+                            return Err(e);
+                        }
                     }
                 }
                 Err(f) => {
+                    span.fail(f.label());
                     failed(p, Hook::Request, &f, &req.id)?;
                     out.seen.remove(i);
                     // A call that failed may have written to the request before it stopped:
@@ -207,10 +229,14 @@ impl Chain {
             if !seen.contains(i) || !p.hooks.contains(Hooks::ON_RESPONSE) {
                 continue;
             }
+            let mut span = hook_span(&ctx.trace, p, Hook::Response);
             match p.on_response(&ctx.request, ctx.provider.as_ref(), resp).await {
                 Ok(ResponseDecision::Pass) => {}
                 Ok(ResponseDecision::Replace(r)) => *resp = r,
-                Err(f) => failed(p, Hook::Response, &f, &ctx.request.id)?,
+                Err(f) => {
+                    span.fail(f.label());
+                    failed(p, Hook::Response, &f, &ctx.request.id)?;
+                }
             }
         }
         Ok(())
@@ -247,6 +273,21 @@ impl Chain {
         }
         Ok(ChunkOutcome::Pass(chunk))
     }
+}
+
+/// The span of one hook call of plugin `p` (stream chunk hooks have none: a span per chunk
+/// would outnumber the request's other spans a hundredfold).
+fn hook_span(trace: &SpanCx, p: &Plugin, hook: Hook) -> Span {
+    let mut span = trace.child(
+        match hook {
+            Hook::Request => "weir.plugin.on_request",
+            Hook::Response => "weir.plugin.on_response",
+            Hook::StreamChunk => "weir.plugin.on_stream_chunk",
+        },
+        SpanKind::Internal,
+    );
+    span.set_with("weir.plugin.name", || Arc::clone(&p.name));
+    span
 }
 
 /// Applies the plugin's failure policy: `Err` (fail closed) or log-and-skip (fail open; the

@@ -78,7 +78,7 @@ async fn noop_plugin_continues_and_sees_the_response() {
     assert!(pre.respond.is_none() && !pre.model_changed);
     assert!(!pre.edited, "a plugin that only reads leaves the client's bytes forwardable");
     assert_eq!(req.body.map()["messages"][0]["content"].as_str().unwrap().len(), 1024);
-    let ctx = HookCtx { request: Arc::new(req), provider: Some("mock".into()) };
+    let ctx = HookCtx { request: Arc::new(req), provider: Some("mock".into()), trace: Default::default() };
     let mut resp = GatewayResponse::ok(Bytes::from_static(b"{}"));
     chain.on_response(&ctx, pre.seen, &mut resp).await.unwrap();
     assert!(chain.has_stream_hooks(pre.seen));
@@ -94,7 +94,7 @@ async fn a_0_1_plugin_loads_and_its_edits_and_answers_reach_the_gateway() {
     let pre = chain.on_request(&mut req, None).await.unwrap();
     assert!(pre.edited && pre.respond.is_none());
     assert_eq!(req.body.map()["messages"][0]["content"], "hi [legacy:chat-completions]");
-    let ctx = HookCtx { request: Arc::new(req), provider: None };
+    let ctx = HookCtx { request: Arc::new(req), provider: None, trace: Default::default() };
     let mut resp = GatewayResponse::ok(Bytes::from_static(b"{}"));
     chain.on_response(&ctx, pre.seen, &mut resp).await.unwrap();
     assert_eq!(resp.headers["x-legacy"], "chat-completions");

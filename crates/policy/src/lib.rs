@@ -29,6 +29,7 @@ use weir_config as config;
 use weir_pool as pool;
 use weir_providers as providers;
 use weir_types::error;
+use weir_types::trace::{Span, SpanKind};
 
 use crate::breaker::{Breaker, Pass};
 use crate::config::{Config, MAX_FALLBACKS, ProviderConfig};
@@ -78,12 +79,15 @@ pub struct Served {
     pub attempts: u32,
     /// Time spent upstream and waiting between attempts: not Weir's own time.
     pub upstream: Duration,
+    /// The span of the attempt whose stream is being relayed, left open so the relay notes
+    /// the first token on it and ends it ([`Span::NONE`] when not traced or not a stream).
+    pub stream_attempt: Span,
 }
 
 impl Served {
     /// Nothing tried yet; the request is routed to `target`.
     pub fn new(target: usize) -> Self {
-        Self { target, attempts: 0, upstream: Duration::ZERO }
+        Self { target, attempts: 0, upstream: Duration::ZERO, stream_attempt: Span::NONE }
     }
 }
 
@@ -201,6 +205,7 @@ impl Policy {
                     req.body.forget_raw();
                 }
                 served.attempts += 1;
+                let mut span = attempt_span(&mut req, target, served.attempts);
                 let hedge = plan.hedge.filter(|_| step == 0 && retry == 0 && steps > 1);
                 let result = match hedge {
                     // The first attempt, raced by the next target's after the delay.
@@ -229,9 +234,25 @@ impl Policy {
                     }
                 };
                 let e = match result {
-                    Ok(reply) => return Ok(reply),
+                    Ok(reply) => {
+                        span.set("http.response.status_code", 200u16);
+                        if matches!(reply, Reply::Stream { .. }) {
+                            span.event("response_head");
+                            served.stream_attempt = span;
+                        } else {
+                            span.set_elapsed_ms("weir.time_to_first_token_ms");
+                        }
+                        return Ok(reply);
+                    }
                     Err(e) => e,
                 };
+                // The provider's own status when it answered, else none (Weir's mapping of a
+                // reset or timeout is not something the upstream said).
+                if let ErrorKind::Upstream { status } = e.kind {
+                    span.set("http.response.status_code", status);
+                }
+                span.fail(e.metric_label());
+                drop(span);
                 let reason = match retry::classify(&e) {
                     Verdict::Final => return Err(e),
                     Verdict::ContextLength => {
@@ -346,6 +367,21 @@ impl Drop for Ticket<'_> {
     }
 }
 
+/// The span of attempt number `n` on `target`, a child of the request's span; `req` then
+/// carries it, so its queue wait is its child and the `traceparent` sent upstream names it.
+fn attempt_span(req: &mut ProviderRequest, target: &Target, n: u32) -> Span {
+    let mut span = req.trace.span.child("weir.upstream_attempt", SpanKind::Client);
+    if span.is_recording() {
+        span.set("weir.provider", Arc::<str>::clone(target.pool.name()));
+        span.set("gen_ai.system", target.provider.system_name());
+        span.set("gen_ai.request.model", req.model.clone());
+        span.set("weir.attempt", n);
+        req.trace.span = span.cx();
+        req.trace.traceparent = req.trace.span.traceparent();
+    }
+    span
+}
+
 /// One attempt on `target`: admission to its pool, then one provider call on the slot.
 /// Dropping the future stops the attempt wherever it is: it leaves the line, or stops the
 /// call, frees the slot and closes a connection left mid-exchange. `upstream` is set to the
@@ -359,6 +395,7 @@ pub async fn attempt(
     upstream: &mut Duration,
     deadline: Option<Instant>,
 ) -> Result<Reply, Error> {
+    let wait = req.trace.span.child("weir.queue_wait", SpanKind::Internal);
     let permit = match deadline {
         None => target.pool.admit().await?,
         Some(d) => tokio::time::timeout_at(d, target.pool.admit()).await.map_err(|_| {
@@ -369,6 +406,7 @@ pub async fn attempt(
             )
         })??,
     };
+    drop(wait);
     target.pool.run(permit, || target.provider.call(req), upstream, deadline).await
 }
 

@@ -145,6 +145,19 @@ impl Provider {
         })
     }
 
+    /// The provider as OpenTelemetry's `gen_ai.system` names it (trace spans).
+    pub fn system_name(&self) -> &'static str {
+        match self {
+            Self::Openai(_) => "openai",
+            Self::Gemini(_) => "gcp.gemini",
+            Self::Anthropic(_) => "anthropic",
+            Self::Mock(_) => "weir.mock",
+            Self::Bedrock(_) => "aws.bedrock",
+            #[cfg(any(test, feature = "testing"))]
+            Self::Scripted(_) => "weir.scripted",
+        }
+    }
+
     /// The API format the provider speaks upstream; `None` for a kind whose format no client
     /// speaks (Bedrock Converse), which converts through the canonical form itself.
     pub fn native_format(&self) -> Option<ApiFormat> {

@@ -18,6 +18,7 @@ use crate::providers::Provider;
 use crate::routing::Router;
 use crate::secrets::Secrets;
 use crate::state::Redis;
+use weir_otel::Tracer;
 
 /// Longest one background model-discovery call may take.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +45,8 @@ pub struct Gateway {
     pub events: Option<Arc<Bus>>,
     /// Virtual keys, their limits and budgets, and the price table (the `admit` phase).
     pub governance: Arc<Governance>,
+    /// `[tracing]`: makes each request's root span; `None` when off (no span at all).
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 impl Gateway {
@@ -86,7 +89,16 @@ impl Gateway {
             targets.push(target);
         }
         let events = events_bus(&config, previous).map_err(scrubbed)?;
+        // A reload with the same `[tracing]` keeps the tracer and its export thread.
+        let tracer = match &config.tracing {
+            None => None,
+            Some(t) => match previous.and_then(|p| p.tracer.as_ref()).filter(|old| old.config() == t) {
+                Some(old) => Some(old.clone()),
+                None => Some(Tracer::start(t).map_err(scrubbed)?),
+            },
+        };
         let gw = Arc::new(Self {
+            tracer,
             events,
             router: Router::new(&config.providers).with_routes(&config.routes),
             policy: Policy::new(&config),

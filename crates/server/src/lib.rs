@@ -17,7 +17,7 @@ pub use weir_policy::routing;
 pub use weir_pool as pool;
 pub use weir_providers as providers;
 pub use weir_state as state;
-pub use weir_types::{affinity, body, canonical, error, exchange, format, json, secrets};
+pub use weir_types::{affinity, body, canonical, error, exchange, format, json, secrets, trace};
 
 pub mod admin;
 pub mod admin_keys;
@@ -40,4 +40,5 @@ pub mod respond;
 pub mod routes;
 pub mod server;
 pub mod shards;
+mod spans;
 pub mod watch;

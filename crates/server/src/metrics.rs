@@ -51,6 +51,7 @@ pub fn install() -> PrometheusHandle {
             crate::plugins::describe_metrics();
             crate::governance::describe_metrics();
             crate::state::describe_metrics();
+            weir_otel::describe_metrics();
             gauge!(
                 "weir_build_info",
                 "version" => env!("CARGO_PKG_VERSION"),

@@ -31,6 +31,8 @@ use crate::providers::usage::{StreamUsage, Usage};
 use crate::providers::{ProviderRequest, RelayHeaders, TraceHeaders};
 use crate::record::{Facts, Finished};
 use crate::respond::error_response;
+use crate::spans;
+use crate::trace::{Span, SpanKind};
 
 /// The request id, sent back to the client and accepted from it.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -70,6 +72,8 @@ struct Ctx {
     admission: Mutex<Option<Admission>>,
     /// The price of the model asked for, when the table knows it.
     price: Option<Price>,
+    /// The request's root span (`[tracing]`; [`Span::NONE`] when not traced), ended by `finish`.
+    span: Span,
 }
 
 /// The provider a request goes to and its `model` label there.
@@ -113,6 +117,7 @@ pub async fn handle(
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let (id, id_header) = request_id(req.headers());
+    let span = spans::request(&gw, endpoint, req.headers());
     let mut ctx = Ctx {
         id,
         id_header,
@@ -128,11 +133,12 @@ pub async fn handle(
         facts: gw.events.as_ref().map(|_| Facts::new(req.headers())),
         admission: Mutex::new(None),
         price: None,
+        span,
     };
     match run(&gw, &mut ctx, req).await {
         Ok(Outcome::Full(resp)) => {
             let resp = full_response(&ctx, resp);
-            finish(&gw, &ctx, resp.status().as_u16(), None);
+            finish(&gw, &mut ctx, resp.status().as_u16(), None);
             resp
         }
         Ok(Outcome::Stream(stream)) => stream_response(gw, ctx, conn, stream),
@@ -142,7 +148,7 @@ pub async fn handle(
             ctx.relay = std::mem::take(&mut e.relay);
             let mut resp = error_response(ctx.endpoint.format, &e);
             decorate(&ctx, resp.headers_mut());
-            finish(&gw, &ctx, resp.status().as_u16(), Some(&e));
+            finish(&gw, &mut ctx, resp.status().as_u16(), Some(&e));
             resp
         }
     }
@@ -161,6 +167,8 @@ struct Stream {
     shutdown: ShutdownSignal,
     hook: HookCtx,
     seen: Seen,
+    /// The stream's upstream attempt span, ended at the first chunk (time to first token).
+    attempt: Span,
 }
 
 async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Result<Outcome, Error> {
@@ -168,6 +176,7 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     let caller = gw.governance.authenticate(req.headers()).await?;
 
     // read_body
+    let parse = ctx.span.cx().child("weir.parse", SpanKind::Internal);
     let (parts, body) = req.into_parts();
     let content_length =
         parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -184,6 +193,8 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     // usual reads without parsing the body into a tree.
     let usage = if gw.plugins.has_request_hooks() { BodyUse::Read } else { BodyUse::Forward };
     let front = crate::api::read_request(ctx.endpoint, bytes, usage)?;
+    drop(parse);
+    ctx.span.set_with("gen_ai.request.model", || front.model.clone());
     if let Some(f) = ctx.facts.as_deref_mut() {
         f.model.clone_from(&front.model);
         f.stream = front.stream;
@@ -215,19 +226,21 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         ctx.target = Some(Target::new(&gw.targets[route.provider].pool, &request.model));
     }
     let provider = early.as_ref().map(|r| gw.targets[r.provider].pool.name().clone());
-    let pre = gw.plugins.on_request(&mut request, provider.as_ref()).await?;
+    let pre = gw.plugins.on_request_traced(&mut request, provider.as_ref(), &ctx.span.cx()).await?;
     if let Some(f) = ctx.facts.as_deref_mut() {
         f.seen = pre.seen;
         f.responded = pre.respond.is_some();
     }
     if let Some(mut resp) = pre.respond {
-        let hook = HookCtx { request: Arc::new(request), provider: None };
+        let relay = ctx.span.cx().child("weir.relay", SpanKind::Internal);
+        let hook = HookCtx { request: Arc::new(request), provider: None, trace: relay.cx() };
         gw.plugins.on_response(&hook, pre.seen, &mut resp).await?;
         scrub_written(gw, &mut resp, None);
         return Ok(Outcome::Full(resp));
     }
 
     // select_provider (again if a plugin changed the model)
+    let mut routing = ctx.span.cx().child("weir.route", SpanKind::Internal);
     let route = match early {
         Some(route) if !pre.model_changed => route,
         _ => {
@@ -240,6 +253,9 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     // The attempts: fallbacks, total timeout (`x-weir-fallbacks`, `x-weir-timeout-ms`).
     let plan = gw.policy.plan(&gw.targets, &request.model, route.provider, &parts.headers)?;
     ctx.routed = true;
+    routing.set_with("weir.provider", || gw.targets[route.provider].pool.name().clone());
+    routing.set_with("weir.upstream.model", || route.upstream_model.clone());
+    drop(routing);
 
     // upstream_request: the policy decides the attempts. The client's bytes go as they are when they say exactly the validated
     // request (`JsonBody::raw`: no plugin edited it) and the provider knows the model by the
@@ -256,6 +272,8 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         f.served_model = Some(route.upstream_model.clone());
     }
     ctx.price = gw.governance.price(&route.upstream_model).or_else(|| gw.governance.price(&request.model));
+    let mut trace = TraceHeaders::new(ctx.id_header.clone(), &parts.headers);
+    trace.span = ctx.span.cx();
     let upstream = ProviderRequest {
         endpoint: request.endpoint,
         model: route.upstream_model,
@@ -263,7 +281,7 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         stream: request.stream,
         secrets: gw.secrets.clone(),
         affinity: request.affinity,
-        trace: TraceHeaders::new(ctx.id_header.clone(), &parts.headers),
+        trace,
     };
     // Timed whatever the outcome: a failed call's upstream wait is not overhead.
     let mut served = Served::new(plan.routed);
@@ -278,8 +296,15 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         }
     }
     let pool = &gw.targets[served.target].pool;
-    let hook = HookCtx { request: Arc::new(request), provider: Some(pool.name().clone()) };
-    match result? {
+    let attempt = std::mem::take(&mut served.stream_attempt);
+    let reply = result?;
+    // A stream's relay span is the relay task's (`stream_response`).
+    let relay_span = match reply {
+        Reply::Full { .. } => ctx.span.cx().child("weir.relay", SpanKind::Internal),
+        Reply::Stream { .. } => Span::NONE,
+    };
+    let hook = HookCtx { request: Arc::new(request), provider: Some(pool.name().clone()), trace: relay_span.cx() };
+    match reply {
         Reply::Full { body, usage, relay } => {
             ctx.usage = usage;
             ctx.relay = relay;
@@ -291,7 +316,7 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         }
         Reply::Stream { chunks, shutdown, relay } => {
             ctx.relay = relay;
-            Ok(Outcome::Stream(Stream { head: HeaderMap::new(), chunks, shutdown, hook, seen: pre.seen }))
+            Ok(Outcome::Stream(Stream { head: HeaderMap::new(), chunks, shutdown, hook, seen: pre.seen, attempt }))
         }
     }
 }
@@ -337,7 +362,8 @@ fn full_response(ctx: &Ctx, resp: GatewayResponse) -> Response<ResponseBody> {
 /// `server.send_timeout` (499 `client_stalled`), or the shutdown deadline passes while the
 /// relay waits for the client (503 `shutting_down`).
 fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Stream) -> Response<ResponseBody> {
-    let Stream { head, mut chunks, shutdown, hook, mut seen } = stream;
+    let Stream { head, mut chunks, shutdown, hook, mut seen, mut attempt } = stream;
+    let mut relay = ctx.span.cx().child("weir.relay", SpanKind::Internal);
     let (tx, rx) = mpsc::channel::<BodyFrame>(16);
     let mut out = Response::new(ResponseBody::stream(rx));
     let headers = out.headers_mut();
@@ -371,6 +397,12 @@ fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Str
                 }
             };
             tokens.note(&payload);
+            if attempt.is_recording() {
+                attempt.event("first_token");
+                attempt.set_elapsed_ms("weir.time_to_first_token_ms");
+                std::mem::take(&mut attempt).end();
+                relay.event("first_token");
+            }
             let payload = if hooks {
                 match gw.plugins.on_stream_chunk(&hook, &mut seen, payload.clone()).await {
                     // A chunk a plugin rewrote is scrubbed (the upstream's was, by the provider).
@@ -388,7 +420,8 @@ fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Str
             if let Err(why) = to_client.send(BodyFrame::Data(crate::api::frame_event(format, &payload))).await {
                 // Dropping `chunks` stops the upstream read and frees the worker.
                 ctx.usage = tokens.usage();
-                return ended_early(&gw, &ctx, &conn, why);
+                drop(relay);
+                return ended_early(&gw, &mut ctx, &conn, why);
             }
             if let Some(f) = ctx.facts.as_deref_mut().filter(|f| f.ttft.is_none()) {
                 f.ttft = Some(ctx.started.elapsed());
@@ -399,10 +432,12 @@ fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Str
             Some(e) => crate::api::error_event(format, e),
             None => crate::api::end_of_stream(format).map_or_else(Bytes::new, Bytes::from_static),
         };
-        if let Err(why) = to_client.send(BodyFrame::Last(last)).await {
-            return ended_early(&gw, &ctx, &conn, why);
+        let sent = to_client.send(BodyFrame::Last(last)).await;
+        drop((attempt, relay));
+        if let Err(why) = sent {
+            return ended_early(&gw, &mut ctx, &conn, why);
         }
-        finish(&gw, &ctx, failure.as_ref().map_or(200, |e| e.status().as_u16()), failure.as_ref());
+        finish(&gw, &mut ctx, failure.as_ref().map_or(200, |e| e.status().as_u16()), failure.as_ref());
     });
     out
 }
@@ -446,7 +481,7 @@ impl ToClient<'_> {
 /// `finish` for a stream that could not be handed to its client to the end. The relay then
 /// drops the body's sender before the last frame, which fails the body: hyper aborts the
 /// response rather than end it as if complete.
-fn ended_early(gw: &Gateway, ctx: &Ctx, conn: &ClientConn, why: NotSent) {
+fn ended_early(gw: &Gateway, ctx: &mut Ctx, conn: &ClientConn, why: NotSent) {
     match why {
         NotSent::Gone if !conn.stalled() => finish_as(gw, ctx, 499, "client_closed", None),
         NotSent::Gone | NotSent::Stalled => finish_as(gw, ctx, 499, "client_stalled", None),
@@ -480,12 +515,12 @@ fn decorate(ctx: &Ctx, headers: &mut HeaderMap) {
 }
 
 /// The `finish` phase: metrics, the access log line and the request record, once per request.
-fn finish(gw: &Gateway, ctx: &Ctx, status: u16, error: Option<&Error>) {
+fn finish(gw: &Gateway, ctx: &mut Ctx, status: u16, error: Option<&Error>) {
     finish_as(gw, ctx, status, error.map_or("ok", Error::metric_label), error);
 }
 
 /// `finish` with the `outcome` label chosen by the caller.
-fn finish_as(gw: &Gateway, ctx: &Ctx, status: u16, outcome: &'static str, error: Option<&Error>) {
+fn finish_as(gw: &Gateway, ctx: &mut Ctx, status: u16, outcome: &'static str, error: Option<&Error>) {
     let admission = ctx.admission.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
     if let Some(facts) = &ctx.facts {
         let f = Finished {
@@ -504,6 +539,9 @@ fn finish_as(gw: &Gateway, ctx: &Ctx, status: u16, outcome: &'static str, error:
         };
         crate::record::publish(gw, facts, &f);
     }
+    let provider = ctx.target.as_ref().filter(|_| ctx.routed).map(|t| t.pool.name());
+    let span = std::mem::take(&mut ctx.span);
+    spans::finish(span, &ctx.id, provider, status, outcome, ctx.usage.as_ref(), error);
     match &ctx.target {
         Some(t) => {
             let m = t.pool.request_metrics();

@@ -114,6 +114,7 @@ fn front_door(e: Endpoint) -> &'static str {
     match e {
         Endpoint::OPENAI_EMBEDDINGS => "openai.embeddings",
         Endpoint::ANTHROPIC_MESSAGES => "anthropic.messages",
+        Endpoint::OPENAI_RESPONSES => "openai.responses",
         _ => "openai.chat",
     }
 }

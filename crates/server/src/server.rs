@@ -196,6 +196,10 @@ impl Server {
         if conns.is_err() {
             tracing::warn!("shutdown timeout reached with connections still open");
         }
+        // The spans of the last requests go before the process exits.
+        if let Some(tracer) = &gateway.tracer {
+            tracer.flush().await;
+        }
         // Dropping `self.shards` stops the serving threads: their connections have ended, or
         // the drain's deadline has passed and what is left is dropped with them.
     }

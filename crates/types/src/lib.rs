@@ -12,5 +12,6 @@ pub mod format;
 pub mod json;
 pub mod relay;
 pub mod secrets;
+pub mod trace;
 
 use weir_config as config;

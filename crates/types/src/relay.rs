@@ -93,6 +93,9 @@ pub struct TraceHeaders {
     pub traceparent: Option<HeaderValue>,
     /// `tracestate` as the client sent it (only with a `traceparent`).
     pub tracestate: Option<HeaderValue>,
+    /// The request's span when it is traced: each upstream attempt is a child span of it, and
+    /// the `traceparent` sent names that attempt's span instead of the client's.
+    pub span: crate::trace::SpanCx,
 }
 
 impl TraceHeaders {
@@ -101,7 +104,7 @@ impl TraceHeaders {
         let traceparent = headers.get(&TRACEPARENT).filter(|v| v.len() <= MAX_RELAYED_VALUE).cloned();
         let tracestate =
             traceparent.as_ref().and_then(|_| headers.get(&TRACESTATE)).filter(|v| v.len() <= 512).cloned();
-        Self { request_id, traceparent, tracestate }
+        Self { request_id, traceparent, tracestate, span: crate::trace::SpanCx::NONE }
     }
 
     /// How many headers [`TraceHeaders::write_to`] adds, to size a header map once.

@@ -86,6 +86,8 @@ impl Secrets {
         values.extend(cfg.admin.token.as_deref());
         values.extend(cfg.state.redis_password());
         values.extend(cfg.keys.iter().map(|k| k.value.as_str()));
+        // The collector's headers ([tracing]) carry its credentials.
+        values.extend(cfg.tracing.iter().flat_map(|t| t.headers.values().map(String::as_str)));
         for p in &cfg.plugins {
             values.extend(p.config_env.iter());
         }
@@ -354,11 +356,15 @@ mod tests {
             name = "x"
             path = "x.wasm"
             config = { plain = "plain-value-123" }
+            [tracing]
+            endpoint = "http://127.0.0.1:4318/v1/traces"
+            headers = { x-collector-key = "collector-secret-1" }
         "#;
         let cfg = Config::from_toml(toml).unwrap();
         let s = Secrets::from_config(&cfg);
         let text = "admin-token-123 key-value-123 header-secret-1 2023-06-01 plain-value-123";
         assert_eq!(s.scrub(text), "<redacted> <redacted> <redacted> 2023-06-01 plain-value-123");
         assert_eq!(s.scrub("ant-key-value-123 ant-header-secret-1"), "<redacted> <redacted>", "anthropic's too");
+        assert_eq!(s.scrub("collector-secret-1"), "<redacted>", "the trace collector's headers");
     }
 }
