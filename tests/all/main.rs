@@ -8,6 +8,7 @@ mod anthropic;
 mod bad_input;
 mod bedrock;
 mod browser;
+mod cache;
 mod cancel;
 mod chat;
 mod check;

@@ -5,6 +5,7 @@
 
 mod bedrock;
 pub mod builtin;
+mod cache;
 mod defaults;
 mod env;
 mod kind;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use bedrock::BedrockConfig;
+pub use cache::{CacheConfig, MAX_CACHE_ENTRIES};
 pub use defaults::embedded_default;
 pub use env::EnvValues;
 pub use plugin::{MAX_MEMORY_LIMIT, MAX_PLUGINS, OnError, PluginConfig, PluginRuntimeConfig};
@@ -87,6 +89,8 @@ pub struct Config {
     pub fallbacks: BTreeMap<String, Vec<String>>,
     /// Where state shared between instances lives (Redis, or this process).
     pub state: StateConfig,
+    /// The response cache.
+    pub cache: CacheConfig,
 }
 
 /// The configuration file as written: [`Config`] with each provider table holding the
@@ -116,6 +120,9 @@ pub struct ConfigFile {
     /// `[state]`.
     #[serde(default)]
     pub state: StateConfig,
+    /// `[cache]`.
+    #[serde(default)]
+    pub cache: CacheConfig,
 }
 
 impl TryFrom<ConfigFile> for Config {
@@ -137,6 +144,7 @@ impl TryFrom<ConfigFile> for Config {
             admin: f.admin,
             fallbacks: f.fallbacks,
             state: f.state,
+            cache: f.cache,
         })
     }
 }
@@ -308,6 +316,7 @@ impl Config {
         plugin::validate(&self.plugins, &self.plugin_runtime, &names)?;
         resilience::validate_fallbacks(&self.fallbacks, &names)?;
         self.state.validate()?;
+        self.cache.validate()?;
         Ok(())
     }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use crate::cache::ResponseCache;
 use crate::config::Config;
 use crate::exchange::HeaderRule;
 use crate::plugins::Chain;
@@ -38,6 +39,8 @@ pub struct Gateway {
     pub plugin_headers: HeaderRule,
     /// The shared state store (`[state] redis_url`), `None` for per-instance state.
     pub redis: Option<Arc<Redis>>,
+    /// The response cache (`[cache] enabled`).
+    pub cache: Option<Arc<ResponseCache>>,
 }
 
 impl Gateway {
@@ -59,6 +62,11 @@ impl Gateway {
         let redis = match previous.filter(|prev| prev.config.state == config.state) {
             Some(prev) => prev.redis.clone(),
             None => Redis::connect(&config.state)?,
+        };
+        // Cached answers carry over a reload that keeps `[cache]` and the Redis connection.
+        let cache = match previous.and_then(|prev| prev.cache.as_ref()) {
+            Some(c) if c.same(&config.cache, redis.as_ref()) => Some(c.clone()),
+            _ => ResponseCache::new(&config.cache, redis.clone()),
         };
         let mut targets = Vec::with_capacity(config.providers.len());
         let threads = crate::shards::count(config.server.threads);
@@ -87,6 +95,7 @@ impl Gateway {
             targets,
             plugins: Arc::new(plugins),
             redis,
+            cache,
         });
         gw.start_discovery();
         Ok(gw)

@@ -1,10 +1,10 @@
 //! The request driver for model calls. It only sequences the named phases:
 //!
-//! `read_body → on_request → select_provider → upstream_request → on_response | on_stream_chunk
-//!  → error_response → finish`
+//! `read_body → on_request → select_provider → lookup → upstream_request → on_response |
+//!  on_stream_chunk → error_response → finish`
 //!
-//! Each phase's work lives in its own module (`api`, `plugins`, `routing`, `policy`,
-//! `error`); `finish` runs exactly once per request, when the last byte is handed to hyper.
+//! Each phase's work lives in its own module (`api`, `plugins`, `routing`, `cached` (the
+//! response cache), `policy`, `error`); `finish` runs exactly once per request, when the last byte is handed to hyper.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +30,8 @@ use crate::providers::usage::{StreamUsage, Usage};
 use crate::providers::{ProviderRequest, RelayHeaders, TraceHeaders};
 use crate::respond::error_response;
 
+mod cached;
+
 /// The request id, sent back to the client and accepted from it.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Weir's own time for the request, excluding the upstream wait, in microseconds.
@@ -40,6 +42,8 @@ const X_WEIR_PROVIDER: HeaderName = HeaderName::from_static("x-weir-provider");
 const X_WEIR_ATTEMPTS: HeaderName = HeaderName::from_static("x-weir-attempts");
 /// The request's own fallbacks: `provider/model, ...` (replaces `[fallbacks]` for its model).
 const X_WEIR_FALLBACKS: HeaderName = HeaderName::from_static("x-weir-fallbacks");
+/// `hit` or `miss`: whether the response cache answered.
+const X_WEIR_CACHE: HeaderName = HeaderName::from_static("x-weir-cache");
 
 /// Per-request bookkeeping for `finish`.
 struct Ctx {
@@ -62,6 +66,11 @@ struct Ctx {
     usage: Option<Usage>,
     /// The provider's response headers that go to the client (`decorate` writes them).
     relay: RelayHeaders,
+    /// What the response cache did (`x-weir-cache`); `None` when it is off or skipped.
+    cache: Option<cached::Mark>,
+    /// The name of the virtual key the request came with, which `[cache] per_key` adds to the
+    /// cache key. Virtual keys set it when they authenticate the request; until then `None`.
+    key_name: Option<Arc<str>>,
 }
 
 /// The provider a request goes to and its `model` label there.
@@ -112,6 +121,8 @@ pub async fn handle(
         attempts: 0,
         usage: None,
         relay: RelayHeaders::NONE,
+        cache: None,
+        key_name: None,
     };
     match run(&gw, &mut ctx, req).await {
         Ok(Outcome::Full(resp)) => {
@@ -145,6 +156,8 @@ struct Stream {
     shutdown: ShutdownSignal,
     hook: HookCtx,
     seen: Seen,
+    /// The stream's answer is recorded for the response cache.
+    record: Option<Box<cached::Record>>,
 }
 
 async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Result<Outcome, Error> {
@@ -207,6 +220,12 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         gw.policy.fallbacks(&request.model, parts.headers.get(X_WEIR_FALLBACKS).map(HeaderValue::as_bytes))?;
     ctx.routed = true;
 
+    // lookup (the response cache; on a hit the post hooks run and nothing goes upstream)
+    let (mut request, key) = match cached::lookup(gw, ctx, &parts.headers, request, &route, pre.seen).await? {
+        cached::Lookup::Go(request, key) => (request, key),
+        cached::Lookup::Hit(outcome) => return Ok(outcome),
+    };
+
     // upstream_request: the policy decides the attempts. The client's bytes go as they are when they say exactly the validated
     // request (`JsonBody::raw`: no plugin edited it) and the provider knows the model by the
     // client's name. The body moves upstream (no copy); post hooks see the request's metadata.
@@ -242,6 +261,9 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         Reply::Full { body, usage, relay } => {
             ctx.usage = usage;
             ctx.relay = relay;
+            if let (Some(key), Some(cache)) = (&key, &gw.cache) {
+                cache.put(key, pool.name().clone(), body.clone());
+            }
             // on_response
             let mut resp = GatewayResponse::ok(body.clone());
             gw.plugins.on_response(&hook, pre.seen, &mut resp).await?;
@@ -250,7 +272,8 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         }
         Reply::Stream { chunks, shutdown, relay } => {
             ctx.relay = relay;
-            Ok(Outcome::Stream(Stream { head: HeaderMap::new(), chunks, shutdown, hook, seen: pre.seen }))
+            let record = cached::Record::new(gw, key, ctx, pool.name());
+            Ok(Outcome::Stream(Stream { head: HeaderMap::new(), chunks, shutdown, hook, seen: pre.seen, record }))
         }
     }
 }
@@ -291,7 +314,7 @@ fn full_response(ctx: &Ctx, resp: GatewayResponse) -> Response<ResponseBody> {
 /// `server.send_timeout` (499 `client_stalled`), or the shutdown deadline passes while the
 /// relay waits for the client (503 `shutting_down`).
 fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Stream) -> Response<ResponseBody> {
-    let Stream { head, mut chunks, shutdown, hook, mut seen } = stream;
+    let Stream { head, mut chunks, shutdown, hook, mut seen, mut record } = stream;
     let (tx, rx) = mpsc::channel::<BodyFrame>(16);
     let mut out = Response::new(ResponseBody::stream(rx));
     let headers = out.headers_mut();
@@ -321,6 +344,9 @@ fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Str
                 }
             };
             tokens.note(&payload);
+            if let Some(r) = &mut record {
+                r.note(&payload);
+            }
             let payload = if hooks {
                 match gw.plugins.on_stream_chunk(&hook, &mut seen, payload.clone()).await {
                     // A chunk a plugin rewrote is scrubbed (the upstream's was, by the provider).
@@ -348,6 +374,9 @@ fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Str
         };
         if let Err(why) = to_client.send(BodyFrame::Last(last)).await {
             return ended_early(&ctx, &conn, why);
+        }
+        if let Some(r) = record.filter(|_| failure.is_none()) {
+            r.keep();
         }
         finish(&ctx, failure.as_ref().map_or(200, |e| e.status().as_u16()), failure.as_ref());
     });
@@ -417,8 +446,18 @@ fn decorate(ctx: &Ctx, headers: &mut HeaderMap) {
         headers.insert(X_REQUEST_ID, v.clone());
     }
     headers.insert(X_WEIR_OVERHEAD_US, HeaderValue::from(ctx.overhead().as_micros() as u64));
-    if let Some(v) = ctx.target.as_ref().filter(|_| ctx.routed).and_then(|t| t.pool.name_header()) {
-        headers.insert(X_WEIR_PROVIDER, v.clone());
+    match &ctx.cache {
+        Some(cached::Mark::Hit(Some(v))) => {
+            headers.insert(X_WEIR_PROVIDER, v.clone());
+        }
+        _ => {
+            if let Some(v) = ctx.target.as_ref().filter(|_| ctx.routed).and_then(|t| t.pool.name_header()) {
+                headers.insert(X_WEIR_PROVIDER, v.clone());
+            }
+        }
+    }
+    if let Some(mark) = &ctx.cache {
+        headers.insert(X_WEIR_CACHE, mark.header());
     }
     if ctx.attempts > 1 {
         headers.insert(X_WEIR_ATTEMPTS, HeaderValue::from(ctx.attempts));
@@ -437,7 +476,8 @@ fn finish_as(ctx: &Ctx, status: u16, outcome: &'static str, error: Option<&Error
         Some(t) => {
             let m = t.pool.request_metrics();
             m.record(t.model, ctx.endpoint, outcome, status, ctx.overhead());
-            if let Some(usage) = &ctx.usage {
+            // A cached answer spent no tokens upstream.
+            if let Some(usage) = ctx.usage.as_ref().filter(|_| !matches!(ctx.cache, Some(cached::Mark::Hit(_)))) {
                 m.tokens(t.model, usage);
             }
         }
