@@ -80,6 +80,13 @@ step "cargo clippy (warnings are errors)"
 # `bench` adds the plugin bench hooks (plugins::bench, benches/plugins.rs), linted too.
 cargo clippy --workspace --all-targets --features weir/bench -- -D warnings
 
+# ---- redis-server for the shared-cache tests (tests/support/redis.rs) ------------------------
+if ! command -v redis-server >/dev/null; then
+    step "redis-server: apt-get install"
+    apt-get update -qq && apt-get install -y -qq redis-server
+fi
+# ---- end of redis-server ------------------------------------------------------------------
+
 step "cargo test (unit + end-to-end)"
 cargo test --workspace
 

@@ -33,6 +33,7 @@ mod reload;
 mod resilience;
 mod resilience_routes;
 mod secrets;
+mod shared_cache;
 mod shutdown;
 mod status;
 mod streams;

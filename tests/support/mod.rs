@@ -7,6 +7,7 @@ pub mod gemini;
 pub mod http;
 pub mod languages;
 pub mod plugins;
+pub mod redis;
 pub mod upstream;
 mod upstream_bodies;
 pub mod weir;
