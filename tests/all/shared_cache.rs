@@ -1,13 +1,14 @@
-//! The response cache shared through Redis: two real Weir processes and one real
-//! `redis-server` on 127.0.0.1. An answer cached through one instance is a hit on the other;
-//! with Redis down or not answering, requests are still answered (a miss) within the bound,
-//! and hits across instances resume once Redis is back.
+//! State shared through Redis: two real Weir processes and one real `redis-server` on
+//! 127.0.0.1. An answer cached through one instance is a hit on the other; with Redis down or
+//! not answering, requests are still answered (a miss) within the bound, and hits across
+//! instances resume once Redis is back. A plugin's kv is one store across instances.
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::support::plugins::{plugin_toml, runtime_toml};
 use crate::support::redis::RedisServer;
 use crate::support::{MockUpstream, Reply, Weir, chat, metric, post};
 
@@ -116,4 +117,58 @@ async fn with_redis_killed_requests_are_misses_and_hits_resume_after_a_restart()
         assert!(Instant::now() < deadline, "no hit across instances after Redis came back");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Two instances running the `misbehave` plugin in its `count` mode (it answers with
+/// `kv.incr("hits")`): with Redis their counts are one sequence.
+#[tokio::test]
+async fn a_plugins_kv_is_one_store_across_instances() {
+    let redis = RedisServer::start();
+    let up = MockUpstream::start().await;
+    let counter = plugin_toml("counter", "misbehave", r#"config = { mode = "count", always = true }"#);
+    let cfg = format!(
+        "[state]\nredis_url = \"{}\"\nredis_timeout = \"{REDIS_TIMEOUT_MS}ms\"\n{}{}{counter}",
+        redis.url(),
+        runtime_toml(),
+        up.provider_toml("up", "", "")
+    );
+    let a = Weir::start(&cfg).await;
+    let b = Weir::start(&cfg).await;
+    let mut counts = Vec::new();
+    for weir in [&a, &b, &a, &b] {
+        let r = ask(weir, "count me").await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        counts.push(r.json()["count"].as_i64().unwrap());
+    }
+    assert_eq!(counts, [1, 2, 3, 4], "one counter for both instances");
+    assert_eq!(redis.dbsize(), 1, "kept in Redis");
+}
+
+/// With Redis gone, `fail-open` counts in the instance's own store and `fail-closed` refuses
+/// (the plugin's `incr` gets an error, which `misbehave` answers as -1); neither waits long.
+#[tokio::test]
+async fn a_plugins_kv_without_redis_falls_back_or_refuses_as_configured() {
+    let mut redis = RedisServer::start();
+    let up = MockUpstream::start().await;
+    let counter = plugin_toml("counter", "misbehave", r#"config = { mode = "count", always = true }"#);
+    let cfg = |mode: &str| {
+        format!(
+            "[state]\nredis_url = \"{}\"\nredis_timeout = \"{REDIS_TIMEOUT_MS}ms\"\non_unavailable = \"{mode}\"\n{}{}{counter}\n\
+             timeout = \"2s\"\n",
+            redis.url(),
+            runtime_toml(),
+            up.provider_toml("up", "", "")
+        )
+    };
+    let open = Weir::start(&cfg("fail-open")).await;
+    let closed = Weir::start(&cfg("fail-closed")).await;
+    assert_eq!(ask(&open, "x").await.json()["count"], 1);
+    redis.stop();
+    for (weir, want) in [(&open, 1), (&open, 2), (&closed, -1)] {
+        let started = Instant::now();
+        let r = ask(weir, "x").await;
+        assert_eq!((r.status, r.json()["count"].as_i64()), (200, Some(want)), "{}", r.text);
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    }
+    assert!(metric(&open.metrics().await, "weir_plugin_kv_redis_errors_total", &[]) >= 1.0);
 }

@@ -97,6 +97,8 @@ impl Gateway {
             redis,
             cache,
         });
+        // Plugins' kv lives where this snapshot's shared state does.
+        crate::plugins::share_kv_through(gw.redis.clone());
         gw.start_discovery();
         Ok(gw)
     }
