@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 OPENAI_VERSION="3.54.0"
 ANTHROPIC_VERSION="2.10.0"
 PYTEST_VERSION="9.2.0"
+# Parses deploy/k8s in tests/deploy.
+PYYAML_VERSION="6.0.3"
 
 step() { printf '\n==> %s\n' "$*"; }
 started=$SECONDS
@@ -28,7 +30,7 @@ if ! .venv/bin/python -c 'import sys' 2>/dev/null; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-    "openai==$OPENAI_VERSION" "anthropic==$ANTHROPIC_VERSION" "pytest==$PYTEST_VERSION"
+    "openai==$OPENAI_VERSION" "anthropic==$ANTHROPIC_VERSION" "pytest==$PYTEST_VERSION" "pyyaml==$PYYAML_VERSION"
 
 # ---- plugin builds (wasm32-wasip2) -------------------------------------------------------
 # Build every wasm component the end-to-end tests load here, before `cargo test`.
@@ -94,6 +96,9 @@ step "python SDK tests (official openai package against target/debug/weir)"
 # `cargo test` built target/debug/weir for the end-to-end tests; a separate `cargo build` would
 # resolve features without dev-dependencies and rebuild half the dependency tree.
 .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider
+
+step "deployment files (deploy/k8s parsed and cross-checked, its config through weir check)"
+.venv/bin/python -m pytest tests/deploy -q -p no:cacheprovider
 
 step "example plugins: ${lang_summary[*]}"
 step "all tests passed in $((SECONDS - started))s"
