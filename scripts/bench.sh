@@ -168,7 +168,11 @@ start_weir stall "$TMP/weir-stall.toml"
 # request passes through, an OpenAI client's is translated both ways.
 { provider __PORT__ anthropic; } >"$TMP/weir-anth.toml"
 start_weir anth "$TMP/weir-anth.toml"
-WEIRS=(none default five stall anth)
+# The response cache on, no plugins: every request carries the same body, so after the first
+# each is a hit answered without an upstream call.
+{ provider __PORT__; printf '\n[cache]\nenabled = true\n'; } >"$TMP/weir-cache.toml"
+start_weir cache "$TMP/weir-cache.toml"
+WEIRS=(none default five stall anth cache)
 
 wait_http "http://127.0.0.1:$MOCK_PORT/v1/models"
 wait_http "http://127.0.0.1:$NGINX_PORT/v1/models"
@@ -189,6 +193,7 @@ declare -A URL=(
     [nginx-anth]="http://127.0.0.1:$NGINX_PORT/v1/messages"
     [weir-anth]="http://127.0.0.1:${WEIR_PORT[anth]}/v1/messages"
     [weir-xlat]="http://127.0.0.1:${WEIR_PORT[anth]}/v1/chat/completions"
+    [weir-cache]="http://127.0.0.1:${WEIR_PORT[cache]}/v1/chat/completions"
 )
 # The Anthropic-format targets, all against the mock's /v1/messages: direct, nginx, Weir
 # passing an Anthropic client through, Weir translating an OpenAI client (same process).
@@ -196,7 +201,7 @@ ANTH=(direct-anth nginx-anth weir-anth weir-xlat)
 # What each target is sent (OpenAI's body unless listed), and the Weir process behind it.
 declare -A BODY=([direct-anth]=anthropic [nginx-anth]=anthropic [weir-anth]=anthropic)
 declare -A PROC=([weir-none]=none [weir-default]=default [weir-five]=five [weir-stall]=stall
-    [weir-anth]=anth [weir-xlat]=anth)
+    [weir-anth]=anth [weir-xlat]=anth [weir-cache]=cache)
 body_file() { # target [suffix]
     if [ -n "${BODY[$1]:-}" ]; then echo "$TMP/body-${BODY[$1]}${2:-}.json"; else echo "$TMP/body${2:-}.json"; fi
 }
@@ -246,7 +251,7 @@ stalled() {
 TARGETS=(direct nginx weir-none weir-default weir-five)
 echo "==> load: uptime before: $(uptime)"
 echo "==> warm-up (${WARMUP}s per target)"
-for t in "${TARGETS[@]}" weir-stall "${ANTH[@]}"; do closed /dev/null "$WARMUP" "$t"; done
+for t in "${TARGETS[@]}" weir-stall "${ANTH[@]}" weir-cache; do closed /dev/null "$WARMUP" "$t"; done
 for t in direct nginx weir-none weir-default "${ANTH[@]}"; do stream "$TMP/warm.json" "$WARMUP" "$t"; done
 
 # The targets in round r, rotated by r - 1: no target always runs first after another
@@ -261,10 +266,11 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "==> round $r/$ROUNDS (${SECS}s per run)"
     mapfile -t ORDER < <(rotated "$r" "${TARGETS[@]}")
     # Closed loop and stream interleave both formats' targets in one rotation.
-    mapfile -t CORDER < <(rotated "$r" "${TARGETS[@]}" "${ANTH[@]}")
+    mapfile -t CORDER < <(rotated "$r" "${TARGETS[@]}" "${ANTH[@]}" weir-cache)
     mapfile -t SORDER < <(rotated "$r" direct nginx weir-none weir-default "${ANTH[@]}")
     for t in "${CORDER[@]}"; do closed_cpu "$RES/closed.$t.$r.json" "$SECS" "$t"; done
     for t in "${ORDER[@]}"; do fixed "$RES/rate1000.$t.$r.json" "$SECS" "$t" 1000; done
+    fixed "$RES/rate1000.weir-cache.$r.json" "$SECS" weir-cache 1000
     for t in "${ORDER[@]}"; do fixed "$RES/rate5000.$t.$r.json" "$SECS" "$t" 5000; done
     for t in "${SORDER[@]}"; do stream "$RES/stream.$t.$r.json" "$SECS" "$t"; done
     fixed "$RES/stall0.weir-stall.$r.json" "$SECS" weir-stall 1000

@@ -94,8 +94,15 @@ impl ResponseCache {
         if !cfg.enabled {
             return None;
         }
+        // Both bounds in one weight: an answer weighs its size in units of `max_bytes /
+        // max_entries` (at least 1), and the cache holds `max_entries` units. So it never holds
+        // more than `max_entries` answers nor more than `max_bytes` of them.
+        let unit = (cfg.max_bytes / cfg.max_entries).max(1);
         let local = Cache::builder()
             .max_capacity(cfg.max_entries)
+            .weigher(move |_k: &[u8; 32], v: &Cached| {
+                u32::try_from((v.body.len() as u64 + 64).div_ceil(unit).max(1)).unwrap_or(u32::MAX)
+            })
             .eviction_policy(EvictionPolicy::lru())
             .expire_after(PerEntryTtl)
             .build();
@@ -253,6 +260,18 @@ mod tests {
         c.put(&k, Arc::from("p"), Bytes::from_static(b"12345"));
         assert!(c.local.get(&k.hash).is_none());
         assert!(ResponseCache::new(&CacheConfig::default(), None).is_none());
+    }
+
+    #[tokio::test]
+    async fn max_bytes_bounds_the_cache_too() {
+        let cfg = CacheConfig { enabled: true, max_entries: 100, max_bytes: 10_000, ..Default::default() };
+        let c = ResponseCache::new(&cfg, None).unwrap();
+        for i in 0..10 {
+            c.put(&key_of(&format!(r#"{{"n":{i}}}"#)), Arc::from("p"), Bytes::from(vec![b' '; 3_000]));
+        }
+        let kept = c.local.iter().map(|(_, v)| v.body.len()).sum::<usize>();
+        assert!(kept <= 10_000, "{kept} bytes kept");
+        assert!(c.get(&key_of(r#"{"n":9}"#)).await.is_some(), "the newest stays");
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub struct CacheConfig {
     pub ttl: Duration,
     /// Most answers kept in this process; the least recently used goes first.
     pub max_entries: u64,
+    /// Most bytes of answers kept in this process (with `max_entries`, whichever is reached
+    /// first): stops a cache of large answers from growing to `max_entries` times their size.
+    pub max_bytes: u64,
     /// Largest answer cached, in bytes (a bigger one is served but not kept).
     pub max_entry_bytes: u64,
     /// Separate entries per virtual key: two keys asking the same never share an answer.
@@ -33,6 +36,7 @@ impl Default for CacheConfig {
             enabled: false,
             ttl: Duration::from_secs(600),
             max_entries: 10_000,
+            max_bytes: 256 * 1024 * 1024,
             max_entry_bytes: 1024 * 1024,
             per_key: false,
         }
@@ -49,6 +53,9 @@ impl CacheConfig {
         }
         if self.max_entry_bytes == 0 || self.max_entry_bytes > 64 * 1024 * 1024 {
             return Err(ConfigError::invalid("cache.max_entry_bytes", "must be above 0 and at most 64 MiB"));
+        }
+        if self.max_bytes < self.max_entry_bytes {
+            return Err(ConfigError::invalid("cache.max_bytes", "must be at least cache.max_entry_bytes"));
         }
         Ok(())
     }
