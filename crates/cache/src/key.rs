@@ -84,13 +84,33 @@ pub fn key(req: &Request<'_>) -> Option<Key> {
     part(req.model.as_bytes());
     part(req.owner.unwrap_or("").as_bytes());
     // serde_json's `Map` is ordered by key (no `preserve_order` in this tree), so writing it
-    // sorts every object; a test pins this.
-    let kept: Map<String, Value> =
-        body.iter().filter(|(k, _)| !IGNORED.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
-    part(&serde_json::to_vec(&kept).ok()?);
+    // sorts every object; a test pins this. The kept fields are written straight into the hash,
+    // with no copy of the body.
+    h.update(b"{");
+    for (k, v) in body.iter().filter(|(k, _)| !IGNORED.contains(&k.as_str())) {
+        serde_json::to_writer(Hashing(&mut h), k).ok()?;
+        h.update(b":");
+        serde_json::to_writer(Hashing(&mut h), v).ok()?;
+        h.update(b",");
+    }
+    h.update(b"}");
     let stream_usage =
         body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
     Some(Key { hash: h.finalize().into(), stream_usage })
+}
+
+/// Writes into the hash.
+struct Hashing<'a>(&'a mut Sha256);
+
+impl std::io::Write for Hashing<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn format_name(f: ApiFormat) -> &'static str {
