@@ -156,7 +156,8 @@ LABEL = {"direct": "direct (no proxy)", "nginx": "nginx", "weir-none": "weir, no
          "weir-records": "weir, request records to a JSON file",
          "weir-keys": "weir, default chain + virtual key limits on Redis",
          "direct-anth": "direct (no proxy), /v1/messages", "nginx-anth": "nginx, /v1/messages",
-         "weir-anth": "weir, /v1/messages passthrough", "weir-xlat": "weir, OpenAI client translated"}
+         "weir-anth": "weir, /v1/messages passthrough", "weir-xlat": "weir, OpenAI client translated",
+         "weir-cache": "weir, response cache (every request a hit)"}
 ANTH = ["direct-anth", "nginx-anth", "weir-anth", "weir-xlat"]
 out = []
 out.append(f"Run: {meta}\n")
@@ -295,6 +296,26 @@ if xlat is not None:
     out.append(f"Translation's TTFB p50 over the passthrough stream (paired per round, median): {xlat:.3f} ms\n")
     checks.append(("stream translation adds to TTFB p50 over passthrough <= 0.1 ms", f"{xlat:.3f} ms",
                    xlat <= 0.1))
+
+# The response cache: the same request every time, so each is answered from Weir's memory;
+# "added" against the direct path is negative when a hit is faster than the mock itself.
+out.append("### Response cache hits against the direct path (non-stream)\n")
+out.append("| load | target | RPS | p50 ms | p99 ms | errors | added p50 ms | proxy CPU us/req |")
+out.append("|---|---|---:|---:|---:|---:|---:|---:|")
+for scenario, load in [("closed", "closed loop c=32"), ("rate1000", "1,000 req/s")]:
+    for t in ["direct", "weir-none", "weir-cache"]:
+        m = mean(scenario, t)
+        if not m:
+            out.append(f"| {load} | {LABEL[t]} | failed | | | | | |")
+            continue
+        add50 = added(scenario, t, "p50") if t != "direct" else None
+        cpu = f(cpu_us_per_request(t), 1) if scenario == "closed" and t != "direct" else ""
+        out.append(f"| {load} | {LABEL[t]} | {m['rps']:.0f} | {f(m['p50'])} | {f(m['p99'])} | {m['errors']} | "
+                   f"{f(add50)} | {cpu} |")
+        if t == "weir-cache" and add50 is not None and scenario == "rate1000":
+            checks.append(("a cache hit is answered faster than the direct path (p50 @1,000 req/s)",
+                           f"{add50:+.3f} ms", add50 < 0))
+out.append("")
 
 out.append("### Stalled plugin: 1% of requests spin a plugin to its 20 ms deadline (1,000 req/s total)\n")
 out.append("| load | requests measured | p50 ms | p90 ms | p99 ms | errors |")

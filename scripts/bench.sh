@@ -216,7 +216,11 @@ start_weir anth "$TMP/weir-anth.toml"
 } >"$TMP/weir-traced.toml"
 start_weir traced "$TMP/weir-traced.toml"
 start_weir keys "$TMP/weir-keys.toml"
-WEIRS=(none default five stall anth records keys traced)
+# The response cache on, no plugins: every request carries the same body, so after the first
+# each is a hit answered without an upstream call.
+{ provider __PORT__; printf '\n[cache]\nenabled = true\n'; } >"$TMP/weir-cache.toml"
+start_weir cache "$TMP/weir-cache.toml"
+WEIRS=(none default five stall anth records keys traced cache)
 
 wait_http "http://127.0.0.1:$MOCK_PORT/v1/models"
 wait_http "http://127.0.0.1:$NGINX_PORT/v1/models"
@@ -242,6 +246,7 @@ declare -A URL=(
     [weir-anth]="http://127.0.0.1:${WEIR_PORT[anth]}/v1/messages"
     [weir-xlat]="http://127.0.0.1:${WEIR_PORT[anth]}/v1/chat/completions"
     [weir-traced]="http://127.0.0.1:${WEIR_PORT[traced]}/v1/chat/completions"
+    [weir-cache]="http://127.0.0.1:${WEIR_PORT[cache]}/v1/chat/completions"
 )
 # The Anthropic-format targets, all against the mock's /v1/messages: direct, nginx, Weir
 # passing an Anthropic client through, Weir translating an OpenAI client (same process).
@@ -250,7 +255,7 @@ ANTH=(direct-anth nginx-anth weir-anth weir-xlat)
 declare -A BODY=([direct-anth]=anthropic [nginx-anth]=anthropic [weir-anth]=anthropic)
 declare -A PROC=([weir-none]=none [weir-default]=default [weir-five]=five [weir-stall]=stall
     [weir-anth]=anth [weir-xlat]=anth [weir-records]=records
-    [weir-keys]=keys [weir-traced]=traced)
+    [weir-keys]=keys [weir-traced]=traced [weir-cache]=cache)
 # Targets that need a virtual key.
 declare -A AUTH=([weir-keys]="authorization: Bearer $BENCH_KEY")
 body_file() { # target [suffix]
@@ -305,7 +310,7 @@ TARGETS=(direct nginx weir-none weir-default weir-five weir-keys)
 OBS=(weir-traced)
 echo "==> load: uptime before: $(uptime)"
 echo "==> warm-up (${WARMUP}s per target)"
-for t in "${TARGETS[@]}" weir-stall weir-records "${ANTH[@]}" "${OBS[@]}"; do closed /dev/null "$WARMUP" "$t"; done
+for t in "${TARGETS[@]}" weir-stall weir-records "${ANTH[@]}" "${OBS[@]}" weir-cache; do closed /dev/null "$WARMUP" "$t"; done
 for t in direct nginx weir-none weir-default "${ANTH[@]}"; do stream "$TMP/warm.json" "$WARMUP" "$t"; done
 
 # The targets in round r, rotated by r - 1: no target always runs first after another
@@ -321,10 +326,11 @@ for r in $(seq 1 "$ROUNDS"); do
     mapfile -t ORDER < <(rotated "$r" "${TARGETS[@]}")
     # Closed loop and stream interleave both formats' targets in one rotation.
     # weir-records and weir-traced (observability on the request path) run in the closed loop only.
-    mapfile -t CORDER < <(rotated "$r" "${TARGETS[@]}" weir-records "${ANTH[@]}" "${OBS[@]}")
+    mapfile -t CORDER < <(rotated "$r" "${TARGETS[@]}" weir-records "${ANTH[@]}" "${OBS[@]}" weir-cache)
     mapfile -t SORDER < <(rotated "$r" direct nginx weir-none weir-default "${ANTH[@]}")
     for t in "${CORDER[@]}"; do closed_cpu "$RES/closed.$t.$r.json" "$SECS" "$t"; done
     for t in "${ORDER[@]}"; do fixed "$RES/rate1000.$t.$r.json" "$SECS" "$t" 1000; done
+    fixed "$RES/rate1000.weir-cache.$r.json" "$SECS" weir-cache 1000
     for t in "${ORDER[@]}"; do fixed "$RES/rate5000.$t.$r.json" "$SECS" "$t" 5000; done
     for t in "${SORDER[@]}"; do stream "$RES/stream.$t.$r.json" "$SECS" "$t"; done
     fixed "$RES/stall0.weir-stall.$r.json" "$SECS" weir-stall 1000

@@ -13,6 +13,8 @@ ANTHROPIC_VERSION="2.10.0"
 PYTEST_VERSION="9.2.0"
 # Drives headless Chromium over the DevTools protocol in the dashboard test (tests/browser).
 WEBSOCKET_CLIENT_VERSION="1.9.2"
+# Parses deploy/k8s in tests/deploy.
+PYYAML_VERSION="6.0.3"
 
 step() { printf '\n==> %s\n' "$*"; }
 started=$SECONDS
@@ -37,7 +39,7 @@ if ! .venv/bin/python -c 'import sys' 2>/dev/null; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
     "openai==$OPENAI_VERSION" "anthropic==$ANTHROPIC_VERSION" "pytest==$PYTEST_VERSION" \
-    "websocket-client==$WEBSOCKET_CLIENT_VERSION"
+    "websocket-client==$WEBSOCKET_CLIENT_VERSION" "pyyaml==$PYYAML_VERSION"
 
 step "chromium (headless browser for the dashboard test)"
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
@@ -99,6 +101,13 @@ step "cargo clippy (warnings are errors)"
 # `bench` adds the plugin bench hooks (plugins::bench, benches/plugins.rs), linted too.
 cargo clippy --workspace --all-targets --features weir/bench -- -D warnings
 
+# ---- redis-server for the shared-cache tests (tests/support/redis.rs) ------------------------
+if ! command -v redis-server >/dev/null; then
+    step "redis-server: apt-get install"
+    apt-get update -qq && apt-get install -y -qq redis-server
+fi
+# ---- end of redis-server ------------------------------------------------------------------
+
 step "cargo test (unit + end-to-end)"
 cargo test --workspace
 
@@ -109,6 +118,9 @@ step "python SDK tests (official openai package against target/debug/weir)"
 
 step "dashboard in headless Chromium (tests/browser, the real binary)"
 .venv/bin/python -m pytest tests/browser -q -p no:cacheprovider
+
+step "deployment files (deploy/k8s parsed and cross-checked, its config through weir check)"
+.venv/bin/python -m pytest tests/deploy -q -p no:cacheprovider
 
 step "example plugins: ${lang_summary[*]}"
 step "all tests passed in $((SECONDS - started))s"

@@ -72,6 +72,16 @@ impl RedisServer {
         panic!("redis-server on port {} did not answer PING within {START_TIMEOUT:?}", self.port);
     }
 
+    /// How many keys it holds (`DBSIZE`).
+    pub async fn dbsize(&self) -> u64 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.expect("redis-server answers");
+        s.write_all(b"DBSIZE\r\n").await.unwrap();
+        let mut buf = [0u8; 32];
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.expect("DBSIZE in time").unwrap();
+        let reply = std::str::from_utf8(&buf[..n]).unwrap();
+        reply.trim().trim_start_matches(':').parse().unwrap_or_else(|_| panic!("DBSIZE said {reply:?}"))
+    }
+
     /// Whether it answers `PING`.
     pub async fn ping(&self) -> bool {
         let attempt = async {

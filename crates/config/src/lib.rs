@@ -6,6 +6,7 @@
 mod balance;
 mod bedrock;
 pub mod builtin;
+mod cache;
 mod defaults;
 mod env;
 mod events;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use balance::{MAX_ROUTE_TARGETS, RouteConfig, RouteTarget, Strategy};
 pub use bedrock::BedrockConfig;
+pub use cache::{CacheConfig, MAX_CACHE_ENTRIES};
 pub use defaults::embedded_default;
 pub use env::EnvValues;
 pub use events::{
@@ -114,6 +116,8 @@ pub struct Config {
     /// `[tracing]`: OpenTelemetry traces; `None` makes no span at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracing: Option<TracingConfig>,
+    /// The response cache.
+    pub cache: CacheConfig,
 }
 
 /// The configuration file as written: [`Config`] with each provider table holding the
@@ -161,6 +165,9 @@ pub struct ConfigFile {
     /// `[tracing]`.
     #[serde(default)]
     pub tracing: Option<TracingConfig>,
+    /// `[cache]`.
+    #[serde(default)]
+    pub cache: CacheConfig,
 }
 
 impl TryFrom<ConfigFile> for Config {
@@ -188,6 +195,7 @@ impl TryFrom<ConfigFile> for Config {
             prices: f.prices,
             routes: f.routes,
             tracing: f.tracing,
+            cache: f.cache,
         })
     }
 }
@@ -420,6 +428,7 @@ impl Config {
         if let Some(t) = &self.tracing {
             t.validate()?;
         }
+        self.cache.validate()?;
         Ok(())
     }
 

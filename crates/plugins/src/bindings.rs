@@ -11,6 +11,13 @@ mod generated {
             "weir:plugin/types.response": super::ResponseHandle,
         },
         exports: { default: async },
+        // kv may wait on Redis: an async host call, during which the serving thread runs others.
+        imports: {
+            "weir:plugin/kv.get": async,
+            "weir:plugin/kv.set": async,
+            "weir:plugin/kv.incr": async,
+            "weir:plugin/kv.delete": async,
+        },
     });
 }
 
@@ -26,6 +33,12 @@ pub mod v0_1 {
                 "weir:plugin/types.response": crate::plugins::bindings::ResponseHandle,
             },
             exports: { default: async },
+            imports: {
+                "weir:plugin/kv.get": async,
+                "weir:plugin/kv.set": async,
+                "weir:plugin/kv.incr": async,
+                "weir:plugin/kv.delete": async,
+            },
         });
     }
 

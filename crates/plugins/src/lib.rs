@@ -45,6 +45,7 @@ use self::bindings::Hooks;
 use self::convert::{ChunkDecision, RequestDecision, ResponseDecision};
 pub use self::engine::release_freed_heap;
 use self::guard::Failure;
+pub use self::host::kv::share_through as share_kv_through;
 use self::metrics::Hook;
 pub use self::metrics::describe as describe_metrics;
 use self::plugin::Plugin;

@@ -111,6 +111,12 @@ impl Pool {
         self.name_header.as_ref()
     }
 
+    /// The pool's shutdown deadline, for a stream that does not come from a provider call (a
+    /// cached answer replayed) but must end like one.
+    pub fn shutdown_signal(&self) -> ShutdownSignal {
+        ShutdownSignal(self.shared.stop.clone())
+    }
+
     /// Pool settings.
     pub fn config(&self) -> &PoolConfig {
         &self.shared.cfg

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use crate::cache::ResponseCache;
 use crate::config::Config;
 use crate::events::Bus;
 use crate::exchange::HeaderRule;
@@ -47,6 +48,8 @@ pub struct Gateway {
     pub governance: Arc<Governance>,
     /// `[tracing]`: makes each request's root span; `None` when off (no span at all).
     pub tracer: Option<Arc<Tracer>>,
+    /// The response cache (`[cache] enabled`).
+    pub cache: Option<Arc<ResponseCache>>,
 }
 
 impl Gateway {
@@ -70,6 +73,11 @@ impl Gateway {
             None => Redis::connect(&config.state)?,
         };
         let governance = Governance::new(&config, redis.clone(), previous.map(|p| &*p.governance));
+        // Cached answers carry over a reload that keeps `[cache]` and the Redis connection.
+        let cache = match previous.and_then(|prev| prev.cache.as_ref()) {
+            Some(c) if c.same(&config.cache, redis.as_ref()) => Some(c.clone()),
+            _ => ResponseCache::new(&config.cache, redis.clone()),
+        };
         let mut targets = Vec::with_capacity(config.providers.len());
         let threads = crate::shards::count(config.server.threads);
         for p in &config.providers {
@@ -109,7 +117,10 @@ impl Gateway {
             plugins: Arc::new(plugins),
             redis,
             governance,
+            cache,
         });
+        // Plugins' kv lives where this snapshot's shared state does.
+        crate::plugins::share_kv_through(gw.redis.clone());
         gw.start_discovery();
         crate::probes::start(&gw);
         Ok(gw)

@@ -8,6 +8,7 @@
 //! [`respond`] turns any [`error`] into HTTP in the front door's format.
 
 pub use weir_api as api;
+pub use weir_cache as cache;
 pub use weir_config as config;
 pub use weir_events as events;
 pub use weir_governance as governance;

@@ -1,10 +1,10 @@
 //! The request driver for model calls. It only sequences the named phases:
 //!
-//! `authenticate → read_body → admit → on_request → select_provider → upstream_request → on_response | on_stream_chunk
-//!  → error_response → finish`
+//! `authenticate → read_body → admit → on_request → select_provider → lookup → upstream_request
+//!  → on_response | on_stream_chunk → error_response → finish`
 //!
-//! Each phase's work lives in its own module (`api`, `plugins`, `routing`, `policy`,
-//! `error`); `finish` runs exactly once per request, when the last byte is handed to hyper.
+//! Each phase's work lives in its own module (`api`, `plugins`, `routing`, `cached` (the
+//! response cache), `policy`, `error`); `finish` runs exactly once per request, when the last byte is handed to hyper.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,6 +34,8 @@ use crate::respond::error_response;
 use crate::spans;
 use crate::trace::{Span, SpanKind};
 
+mod cached;
+
 /// The request id, sent back to the client and accepted from it.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Weir's own time for the request, excluding the upstream wait, in microseconds.
@@ -44,6 +46,8 @@ const X_WEIR_PROVIDER: HeaderName = HeaderName::from_static("x-weir-provider");
 const X_WEIR_ATTEMPTS: HeaderName = HeaderName::from_static("x-weir-attempts");
 /// What a whole answer cost in US dollars, from its reported usage and the price table.
 const X_WEIR_COST_USD: HeaderName = HeaderName::from_static("x-weir-cost-usd");
+/// `hit` or `miss`: whether the response cache answered.
+const X_WEIR_CACHE: HeaderName = HeaderName::from_static("x-weir-cache");
 
 /// Per-request bookkeeping for `finish`.
 struct Ctx {
@@ -74,6 +78,11 @@ struct Ctx {
     price: Option<Price>,
     /// The request's root span (`[tracing]`; [`Span::NONE`] when not traced), ended by `finish`.
     span: Span,
+    /// What the response cache did (`x-weir-cache`); `None` when it is off or skipped.
+    cache: Option<cached::Mark>,
+    /// The name of the virtual key the request came with, which `[cache] per_key` adds to the
+    /// cache key (set by `admit` when the cache is on).
+    key_name: Option<Arc<str>>,
 }
 
 /// The provider a request goes to and its `model` label there.
@@ -134,6 +143,8 @@ pub async fn handle(
         admission: Mutex::new(None),
         price: None,
         span,
+        cache: None,
+        key_name: None,
     };
     match run(&gw, &mut ctx, req).await {
         Ok(Outcome::Full(resp)) => {
@@ -169,6 +180,8 @@ struct Stream {
     seen: Seen,
     /// The stream's upstream attempt span, ended at the first chunk (time to first token).
     attempt: Span,
+    /// The stream's answer is recorded for the response cache.
+    record: Option<Box<cached::Record>>,
 }
 
 async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Result<Outcome, Error> {
@@ -217,6 +230,9 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     // admit: the key's models and limits
     if let Some(caller) = caller {
         let admitted = gw.governance.admit(caller, &request.model, body_len, ctx.here.index()).await?;
+        if gw.cache.is_some() {
+            ctx.key_name = Some(Arc::from(admitted.key_name()));
+        }
         *ctx.admission.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(admitted);
     }
 
@@ -256,6 +272,12 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     routing.set_with("weir.provider", || gw.targets[route.provider].pool.name().clone());
     routing.set_with("weir.upstream.model", || route.upstream_model.clone());
     drop(routing);
+
+    // lookup (the response cache; on a hit the post hooks run and nothing goes upstream)
+    let (mut request, key) = match cached::lookup(gw, ctx, &parts.headers, request, &route, pre.seen).await? {
+        cached::Lookup::Go(request, key) => (request, key),
+        cached::Lookup::Hit(outcome) => return Ok(outcome),
+    };
 
     // upstream_request: the policy decides the attempts. The client's bytes go as they are when they say exactly the validated
     // request (`JsonBody::raw`: no plugin edited it) and the provider knows the model by the
@@ -308,6 +330,9 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         Reply::Full { body, usage, relay } => {
             ctx.usage = usage;
             ctx.relay = relay;
+            if let (Some(key), Some(cache)) = (&key, &gw.cache) {
+                cache.put(key, pool.name().clone(), body.clone());
+            }
             // on_response
             let mut resp = GatewayResponse::ok(body.clone());
             gw.plugins.on_response(&hook, pre.seen, &mut resp).await?;
@@ -316,7 +341,16 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         }
         Reply::Stream { chunks, shutdown, relay } => {
             ctx.relay = relay;
-            Ok(Outcome::Stream(Stream { head: HeaderMap::new(), chunks, shutdown, hook, seen: pre.seen, attempt }))
+            let record = cached::Record::new(gw, key, ctx, pool.name());
+            Ok(Outcome::Stream(Stream {
+                head: HeaderMap::new(),
+                chunks,
+                shutdown,
+                hook,
+                seen: pre.seen,
+                attempt,
+                record,
+            }))
         }
     }
 }
@@ -362,7 +396,7 @@ fn full_response(ctx: &Ctx, resp: GatewayResponse) -> Response<ResponseBody> {
 /// `server.send_timeout` (499 `client_stalled`), or the shutdown deadline passes while the
 /// relay waits for the client (503 `shutting_down`).
 fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Stream) -> Response<ResponseBody> {
-    let Stream { head, mut chunks, shutdown, hook, mut seen, mut attempt } = stream;
+    let Stream { head, mut chunks, shutdown, hook, mut seen, mut attempt, mut record } = stream;
     let mut relay = ctx.span.cx().child("weir.relay", SpanKind::Internal);
     let (tx, rx) = mpsc::channel::<BodyFrame>(16);
     let mut out = Response::new(ResponseBody::stream(rx));
@@ -403,6 +437,9 @@ fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Str
                 std::mem::take(&mut attempt).end();
                 relay.event("first_token");
             }
+            if let Some(r) = &mut record {
+                r.note(&payload);
+            }
             let payload = if hooks {
                 match gw.plugins.on_stream_chunk(&hook, &mut seen, payload.clone()).await {
                     // A chunk a plugin rewrote is scrubbed (the upstream's was, by the provider).
@@ -436,6 +473,9 @@ fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Str
         drop((attempt, relay));
         if let Err(why) = sent {
             return ended_early(&gw, &mut ctx, &conn, why);
+        }
+        if let Some(r) = record.filter(|_| failure.is_none()) {
+            r.keep();
         }
         finish(&gw, &mut ctx, failure.as_ref().map_or(200, |e| e.status().as_u16()), failure.as_ref());
     });
@@ -505,8 +545,18 @@ fn decorate(ctx: &Ctx, headers: &mut HeaderMap) {
         headers.insert(X_REQUEST_ID, v.clone());
     }
     headers.insert(X_WEIR_OVERHEAD_US, HeaderValue::from(ctx.overhead().as_micros() as u64));
-    if let Some(v) = ctx.target.as_ref().filter(|_| ctx.routed).and_then(|t| t.pool.name_header()) {
-        headers.insert(X_WEIR_PROVIDER, v.clone());
+    match &ctx.cache {
+        Some(cached::Mark::Hit(Some(v))) => {
+            headers.insert(X_WEIR_PROVIDER, v.clone());
+        }
+        _ => {
+            if let Some(v) = ctx.target.as_ref().filter(|_| ctx.routed).and_then(|t| t.pool.name_header()) {
+                headers.insert(X_WEIR_PROVIDER, v.clone());
+            }
+        }
+    }
+    if let Some(mark) = &ctx.cache {
+        headers.insert(X_WEIR_CACHE, mark.header());
     }
     if ctx.attempts > 1 {
         headers.insert(X_WEIR_ATTEMPTS, HeaderValue::from(ctx.attempts));
@@ -536,6 +586,10 @@ fn finish_as(gw: &Gateway, ctx: &mut Ctx, status: u16, outcome: &'static str, er
             overhead: ctx.overhead(),
             key: admission.as_ref().map(Admission::key_name),
             cost_nano_usd: ctx.cost(),
+            cache: ctx.cache.as_ref().map(|m| match m {
+                cached::Mark::Hit(_) => "hit",
+                cached::Mark::Miss => "miss",
+            }),
         };
         crate::record::publish(gw, facts, &f);
     }
@@ -546,7 +600,8 @@ fn finish_as(gw: &Gateway, ctx: &mut Ctx, status: u16, outcome: &'static str, er
         Some(t) => {
             let m = t.pool.request_metrics();
             m.record(t.model, ctx.endpoint, outcome, status, ctx.overhead());
-            if let Some(usage) = &ctx.usage {
+            // A cached answer spent no tokens upstream.
+            if let Some(usage) = ctx.usage.as_ref().filter(|_| !matches!(ctx.cache, Some(cached::Mark::Hit(_)))) {
                 m.tokens(t.model, usage);
             }
         }

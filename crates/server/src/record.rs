@@ -67,6 +67,8 @@ pub struct Finished<'a> {
     pub key: Option<&'a str>,
     /// The answer's cost in nano-USD, when its price and usage are known.
     pub cost_nano_usd: Option<u64>,
+    /// `hit` or `miss` when the response cache applied.
+    pub cache: Option<&'static str>,
 }
 
 /// Builds the record and publishes it (called once, by `finish`, when the bus is on).
@@ -98,7 +100,7 @@ pub fn publish(gw: &Gateway, facts: &Facts, f: &Finished<'_>) {
         latency_ms: millis(f.elapsed),
         overhead_us: facts.head_overhead.unwrap_or(f.overhead).as_micros() as u64,
         ttft_ms: facts.ttft.map(millis),
-        cache: None,
+        cache: f.cache,
         plugins: PluginOutcomes { seen: gw.plugins.seen_names(facts.seen), outcome },
         trace_id: facts.trace_id.clone(),
     };

@@ -21,17 +21,17 @@ impl v0_1::log::Host for LogState {
 }
 
 impl v0_1::kv::Host for KvState {
-    fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        kv::Host::get(self, key)
+    async fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        kv::Host::get(self, key).await
     }
-    fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) -> Result<(), String> {
-        kv::Host::set(self, key, value, ttl_ms)
+    async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) -> Result<(), String> {
+        kv::Host::set(self, key, value, ttl_ms).await
     }
-    fn incr(&mut self, key: String, delta: i64, ttl_ms: u64) -> Result<i64, String> {
-        kv::Host::incr(self, key, delta, ttl_ms)
+    async fn incr(&mut self, key: String, delta: i64, ttl_ms: u64) -> Result<i64, String> {
+        kv::Host::incr(self, key, delta, ttl_ms).await
     }
-    fn delete(&mut self, key: String) {
-        kv::Host::delete(self, key);
+    async fn delete(&mut self, key: String) {
+        kv::Host::delete(self, key).await;
     }
 }
 
