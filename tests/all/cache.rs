@@ -238,3 +238,24 @@ async fn without_cache_config_there_is_no_verdict() {
     }
     assert_eq!(up.chats().len(), 2);
 }
+
+#[tokio::test]
+async fn with_per_key_each_virtual_key_has_its_own_entries() {
+    let up = MockUpstream::start().await;
+    let keys = "[[keys]]\nname = \"team-a\"\nvalue = \"sk-weir-team-a-0001\"\n\n\
+                [[keys]]\nname = \"team-b\"\nvalue = \"sk-weir-team-b-0002\"\n";
+    let weir = Weir::start(&format!("{keys}\n{}", config(&up, "per_key = true"))).await;
+    let body = chat("up/m", "shared question");
+    let ask = |key: &'static str| {
+        let (weir, body) = (&weir, &body);
+        async move { post_with(weir, "/v1/chat/completions", body, &[("authorization", key)]).await }
+    };
+
+    let a1 = ask("Bearer sk-weir-team-a-0001").await;
+    assert_eq!((a1.status, a1.header("x-weir-cache")), (200, Some("miss")), "{}", a1.text);
+    let b1 = ask("Bearer sk-weir-team-b-0002").await;
+    assert_eq!(b1.header("x-weir-cache"), Some("miss"), "another key does not see team-a's entry");
+    let a2 = ask("Bearer sk-weir-team-a-0001").await;
+    assert_eq!(a2.header("x-weir-cache"), Some("hit"));
+    assert_eq!(up.chats().len(), 2);
+}
