@@ -95,3 +95,11 @@ def weir_url():
 def client(weir_url):
     """The official SDK, unchanged, pointed at weir."""
     return openai.OpenAI(base_url=f"{weir_url}/v1", api_key="sk-unused", max_retries=0, timeout=20)
+
+
+def anthropic_client_beside(openai_client):
+    """The official `anthropic` SDK pointed at the same weir as `openai_client` (its /v1 front doors)."""
+    import anthropic
+
+    base = str(openai_client.base_url).rstrip("/").removesuffix("/v1")
+    return anthropic.Anthropic(base_url=base, api_key="sk-unused", max_retries=0, timeout=20)

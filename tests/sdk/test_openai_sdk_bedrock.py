@@ -93,3 +93,28 @@ def test_n_above_one_is_a_bad_request(bedrock_client):
     with pytest.raises(openai.BadRequestError) as e:
         bedrock_client.chat.completions.create(model=MODEL, n=2, messages=[{"role": "user", "content": "x"}])
     assert e.value.status_code == 400
+
+
+def test_anthropic_sdk_served_by_bedrock(bedrock_client):
+    import anthropic
+
+    from conftest import anthropic_client_beside
+
+    claude = anthropic_client_beside(bedrock_client)
+    msg = claude.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi bedrock"}])
+    assert msg.content[0].text == "echo: hi bedrock" and msg.stop_reason == "end_turn"
+    with claude.messages.stream(
+        model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "one two three"}]
+    ) as stream:
+        assert "".join(stream.text_stream) == "echo: one two three"
+    tools = [{"name": "weather", "description": "Weather of a city",
+              "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    msg = claude.messages.create(
+        model=MODEL, max_tokens=64, tools=tools, messages=[{"role": "user", "content": "Weather in Paris?"}]
+    )
+    call = next(b for b in msg.content if b.type == "tool_use")
+    assert msg.stop_reason == "tool_use" and call.name == "weather" and call.input == {"city": "Paris"}
+    with pytest.raises(anthropic.RateLimitError):
+        claude.messages.create(
+            model=f"br/{MODEL};error=ThrottlingException", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        )

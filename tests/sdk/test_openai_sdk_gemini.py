@@ -160,3 +160,30 @@ def test_gemini_error_is_raised_with_status(gemini_client):
             model="gemini-2.0-flash", n=2, messages=[{"role": "user", "content": "x"}]
         )
     assert err.value.param == "n"
+
+
+def test_anthropic_sdk_served_by_gemini(gemini_client):
+    import anthropic
+
+    from conftest import anthropic_client_beside
+
+    claude = anthropic_client_beside(gemini_client)
+    msg = claude.messages.create(
+        model="gemini-2.0-flash", max_tokens=64, system="Be brief.",
+        messages=[{"role": "user", "content": "hello sdk"}],
+    )
+    assert msg.content[0].text == "echo hello sdk" and msg.stop_reason == "end_turn"
+    assert SEEN[-1]["body"]["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    with claude.messages.stream(
+        model="gemini-2.0-flash", max_tokens=64, messages=[{"role": "user", "content": "one two three"}]
+    ) as stream:
+        assert "".join(stream.text_stream) == "echo one two three"
+    tools = [{"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    msg = claude.messages.create(
+        model="gemini-2.0-flash", max_tokens=64, tools=tools,
+        messages=[{"role": "user", "content": "weather in Paris?"}],
+    )
+    call = next(b for b in msg.content if b.type == "tool_use")
+    assert msg.stop_reason == "tool_use" and call.name == "get_weather" and call.input == {"city": "Paris"}
+    with pytest.raises(anthropic.RateLimitError):
+        claude.messages.create(model="err429", max_tokens=8, messages=[{"role": "user", "content": "x"}])
