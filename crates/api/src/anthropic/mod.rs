@@ -22,6 +22,7 @@ use crate::openai::scan;
 use crate::{BodyUse, CallRoute, Format, FrontDoor};
 
 pub use render::event_type;
+pub(crate) use render::frame_as;
 
 /// Anthropic's Messages API format.
 #[derive(Debug, Clone, Copy)]

@@ -39,7 +39,8 @@ pub(super) fn frame(payload: &[u8]) -> Bytes {
     frame_as(event_type(payload).unwrap_or("message"), payload)
 }
 
-fn frame_as(name: &str, payload: &[u8]) -> Bytes {
+/// `payload` framed as the SSE event `name` (`event:` line, then `data:` lines).
+pub(crate) fn frame_as(name: &str, payload: &[u8]) -> Bytes {
     let data = crate::sse::frame(payload);
     let mut out = Vec::with_capacity(name.len() + 8 + data.len());
     out.extend_from_slice(b"event: ");

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{Map, Value};
 
+use crate::anthropic::frame_as;
 use crate::canonical::{ChatRequest, ChatResponse, ConvertError, StreamEvent};
 use crate::error::{Error, ErrorKind};
 use crate::exchange::JsonBody;
@@ -97,16 +98,6 @@ impl Format for Responses {
     fn end_events(writer: &mut Self::EventWriter, out: &mut Vec<Bytes>) {
         writer.end(out);
     }
-}
-
-fn frame_as(name: &str, payload: &[u8]) -> Bytes {
-    let data = crate::sse::frame(payload);
-    let mut out = Vec::with_capacity(name.len() + 8 + data.len());
-    out.extend_from_slice(b"event: ");
-    out.extend_from_slice(name.as_bytes());
-    out.push(b'\n');
-    out.extend_from_slice(&data);
-    Bytes::from(out)
 }
 
 /// Checks what Weir relies on: `model`, `input` (a string or a list), `stream`,
