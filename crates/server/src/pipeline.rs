@@ -37,11 +37,11 @@ use crate::trace::{Span, SpanKind};
 mod cached;
 
 /// The request id, sent back to the client and accepted from it.
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Weir's own time for the request, excluding the upstream wait, in microseconds.
 const X_WEIR_OVERHEAD_US: HeaderName = HeaderName::from_static("x-weir-overhead-us");
 /// The provider that answered.
-const X_WEIR_PROVIDER: HeaderName = HeaderName::from_static("x-weir-provider");
+pub(crate) const X_WEIR_PROVIDER: HeaderName = HeaderName::from_static("x-weir-provider");
 /// Upstream attempts the answer took (retries and fallbacks included), when more than one.
 const X_WEIR_ATTEMPTS: HeaderName = HeaderName::from_static("x-weir-attempts");
 /// What a whole answer cost in US dollars, from its reported usage and the price table.

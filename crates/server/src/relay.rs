@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, Response, header};
+use http::{HeaderValue, Request, Response, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::Value;
@@ -26,8 +26,7 @@ use crate::providers::TraceHeaders;
 use crate::providers::relay::{RelayAnswer, RelayRequest};
 use crate::respond::error_response;
 
-const X_WEIR_PROVIDER: HeaderName = HeaderName::from_static("x-weir-provider");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+use crate::pipeline::{X_REQUEST_ID, X_WEIR_PROVIDER};
 
 /// Where a relayed request goes.
 struct Chosen {
