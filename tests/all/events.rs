@@ -1,5 +1,6 @@
 //! The event bus end to end: one JSON line per request on stdout with its record, the file
-//! sink's rotation, Weir's own logs as JSON, and a stalled sink that does not slow requests.
+//! sink's rotation, records as OTLP log records at a real receiver, Weir's own logs as JSON,
+//! and a stalled sink that does not slow requests.
 
 use std::time::{Duration, Instant};
 
@@ -213,4 +214,64 @@ async fn a_stalled_sink_drops_its_records_without_slowing_requests() {
         with_stall <= without * 3 + Duration::from_millis(5),
         "p99 with a stalled sink {with_stall:?} vs {without:?} without a sink"
     );
+}
+
+#[tokio::test]
+async fn request_records_reach_an_otlp_collector_as_log_records_with_their_trace() {
+    let (up, otlp) = (MockUpstream::start().await, crate::support::otlp::OtlpReceiver::start().await);
+    let config = format!(
+        "[[events.sinks]]\nkind = \"otlp\"\nendpoint = \"{}\"\nservice_name = \"weir-logs\"\n\
+         headers = {{ x-collector-key = \"collector-secret-1\" }}\n\n\
+         [tracing]\nendpoint = \"{}\"\nexport_interval = \"50ms\"\n\n{}",
+        otlp.logs_endpoint(),
+        otlp.endpoint(),
+        up.provider_toml("up", "", "")
+    );
+    let weir = Weir::start(&config).await;
+    let url = weir.url("/v1/chat/completions");
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let ok = client()
+        .post(&url)
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .json(&chat("up/m", "hello there"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let ok_id = ok.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let failed = post(&url, &chat("up/m;status=503", "x")).await;
+    assert_eq!(failed.status, 503);
+
+    let log = otlp.wait_for_log("weir.request_id", &ok_id).await;
+    assert_eq!((log.event_name.as_str(), log.service.as_str()), ("weir.request", "weir-logs"));
+    assert_eq!(log.severity, 9, "info");
+    assert_eq!(log.trace_id, trace, "the record carries the client's trace");
+    assert_eq!(log.attrs["http.response.status_code"], "200");
+    assert_eq!(log.attrs["gen_ai.request.model"], "up/m");
+    assert_eq!(log.attrs["weir.provider"], "up");
+    assert_eq!(log.attrs["gen_ai.usage.input_tokens"], "12");
+    let body: Value = serde_json::from_str(&log.body).expect("the body is the record's JSON line");
+    assert_eq!(body["id"], ok_id.as_str());
+
+    let failed_id = failed.header("x-request-id").unwrap();
+    let log = otlp.wait_for_log("weir.request_id", failed_id).await;
+    assert_eq!(log.severity, 17, "a 5xx is an error");
+    assert_eq!(log.attrs["error.type"], body_code(&failed.text));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(otlp.logs().len(), 2, "one log record per request: {:#?}", otlp.logs());
+    assert!(!weir.logs().contains("collector-secret-1"), "the collector's header stays out of the logs");
+}
+
+/// The `error.code` of an OpenAI-format error body.
+fn body_code(text: &str) -> String {
+    let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    v["error"]["code"].as_str().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn an_otlp_sink_without_an_endpoint_is_refused_naming_its_key() {
+    let provider = "[[providers]]\nname = \"mock\"\nkind = \"mock\"\nmodels = [\"mock-1\"]\n";
+    let out = weir_check(&format!("[[events.sinks]]\nkind = \"otlp\"\n\n{provider}"), &[]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && text.contains("events.sinks[0].endpoint"), "{text}");
 }

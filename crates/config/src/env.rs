@@ -73,6 +73,14 @@ pub(super) fn interpolate_all(cfg: &mut Config, lookup: impl Fn(&str) -> Option<
             *v = interpolate(v, &format!("tracing.headers.{name}"), &lookup)?;
         }
     }
+    for (i, s) in cfg.events.sinks.iter_mut().enumerate() {
+        if let Some(e) = &mut s.endpoint {
+            *e = interpolate(e, &format!("events.sinks[{i}].endpoint"), &lookup)?;
+        }
+        for (name, v) in s.headers.iter_mut() {
+            *v = interpolate(v, &format!("events.sinks[{i}].headers.{name}"), &lookup)?;
+        }
+    }
     for (i, p) in cfg.plugins.iter_mut().enumerate() {
         for (k, v) in p.config.iter_mut() {
             interpolate_value(v, &format!("plugins[{i}].config.{k}"), &noting)?;

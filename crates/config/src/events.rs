@@ -1,6 +1,7 @@
 //! `[events]` (the event bus: its queues, workers and sinks) and `[log]` (the format of Weir's
 //! own log lines). Plain data; `weir-events` builds the bus from it.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -143,14 +144,16 @@ pub enum SinkKind {
     Stdout,
     /// JSON lines in a file, rotated by size.
     File,
+    /// OpenTelemetry log records, over OTLP/HTTP (protobuf) to a collector.
+    Otlp,
 }
 
 /// `[[events.sinks]]`: one destination with its own bounded queue and thread, so a slow or
 /// failing sink loses only its own events.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
-    /// `stdout` or `file`.
+    /// `stdout`, `file` or `otlp`.
     pub kind: SinkKind,
     /// Name in metrics and logs (default: the kind).
     #[serde(default)]
@@ -171,6 +174,34 @@ pub struct SinkConfig {
     /// `file`: rotated files kept besides the current one.
     #[serde(default = "default_keep")]
     pub keep: usize,
+    /// `otlp`: the collector's OTLP/HTTP logs URL, path included
+    /// (`http://127.0.0.1:4318/v1/logs`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `otlp`: headers sent with each export (e.g. an API key as `${ENV}`): secrets, never
+    /// logged.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `otlp`: the resource's `service.name` (default `weir`).
+    #[serde(default)]
+    pub service_name: Option<String>,
+}
+
+impl std::fmt::Debug for SinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkConfig")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("min_priority", &self.min_priority)
+            .field("queue", &self.queue)
+            .field("path", &self.path)
+            .field("max_bytes", &self.max_bytes)
+            .field("keep", &self.keep)
+            .field("endpoint", &self.endpoint)
+            .field("headers", &self.headers.keys().map(|k| (k, "<redacted>")).collect::<BTreeMap<_, _>>())
+            .field("service_name", &self.service_name)
+            .finish()
+    }
 }
 
 fn default_min_priority() -> Priority {
@@ -192,11 +223,21 @@ impl SinkConfig {
         self.name.as_deref().unwrap_or(match self.kind {
             SinkKind::Stdout => "stdout",
             SinkKind::File => "file",
+            SinkKind::Otlp => "otlp",
         })
     }
 }
 
 impl EventsConfig {
+    /// Replaces the sinks' header values by `<redacted>`.
+    pub(crate) fn redact(&mut self) {
+        for s in &mut self.sinks {
+            for v in s.headers.values_mut() {
+                *v = "<redacted>".into();
+            }
+        }
+    }
+
     /// The policy of each priority's queue: high, medium, low.
     pub fn policies(&self) -> [Backpressure; 3] {
         let q = &self.queue_policy;
@@ -242,10 +283,35 @@ impl EventsConfig {
                         return Err(ConfigError::invalid(key("keep"), "at most 1000 rotated files"));
                     }
                 }
-                SinkKind::Stdout => {
-                    if s.path.is_some() {
-                        return Err(ConfigError::invalid(key("path"), "only a `file` sink has a path"));
+                SinkKind::Stdout | SinkKind::Otlp if s.path.is_some() => {
+                    return Err(ConfigError::invalid(key("path"), "only a `file` sink has a path"));
+                }
+                SinkKind::Stdout => {}
+                SinkKind::Otlp => {
+                    let endpoint = s.endpoint.as_deref().unwrap_or_default();
+                    if endpoint.is_empty() {
+                        return Err(ConfigError::invalid(
+                            key("endpoint"),
+                            "an otlp sink needs the collector's OTLP/HTTP logs URL, e.g. http://127.0.0.1:4318/v1/logs",
+                        ));
                     }
+                    let uri: http::Uri =
+                        endpoint.parse().map_err(|_| ConfigError::invalid(key("endpoint"), "not a URL"))?;
+                    crate::url::check_base_url(&uri).map_err(|why| ConfigError::invalid(key("endpoint"), why))?;
+                    if s.service_name.as_deref() == Some("") {
+                        return Err(ConfigError::invalid(key("service_name"), "must not be empty"));
+                    }
+                }
+            }
+            if s.kind != SinkKind::Otlp && (s.endpoint.is_some() || !s.headers.is_empty()) {
+                return Err(ConfigError::invalid(key("endpoint"), "only an `otlp` sink has an endpoint and headers"));
+            }
+            for (name, value) in &s.headers {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(ConfigError::invalid(key(&format!("headers.{name}")), "not a valid header name"));
+                }
+                if http::HeaderValue::from_str(value).is_err() {
+                    return Err(ConfigError::invalid(key(&format!("headers.{name}")), "not a valid header value"));
                 }
             }
         }

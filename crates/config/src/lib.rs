@@ -453,6 +453,7 @@ impl Config {
         if let Some(t) = &mut c.tracing {
             t.redact();
         }
+        c.events.redact();
         for p in &mut c.plugins {
             for (_, v) in p.config.iter_mut() {
                 redact_env(v, &p.config_env);

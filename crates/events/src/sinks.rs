@@ -1,5 +1,5 @@
 //! The built-in sinks: JSON lines on standard output, and JSON lines in a file rotated by
-//! size.
+//! size. Sinks that speak another service's protocol (`otlp`) come from the crate that knows it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -11,11 +11,15 @@ use crate::{Event, Sink, SinkSpec};
 /// Buffer in front of each sink's writes: one system call per batch, not per event.
 const BUFFER: usize = 64 * 1024;
 
-/// The sinks `[[events.sinks]]` configures.
+/// Makes a sink of a kind this crate does not build (`otlp`).
+pub type External<'a> = &'a dyn Fn(&SinkConfig) -> Result<Box<dyn Sink>, String>;
+
+/// The sinks `[[events.sinks]]` configures; `external` makes the `otlp` ones.
 ///
 /// # Errors
-/// A file sink's file cannot be opened; the message names the sink and the path.
-pub fn from_config(cfg: &EventsConfig) -> Result<Vec<SinkSpec>, String> {
+/// A file sink's file cannot be opened (the message names the sink and the path), or
+/// `external` failed.
+pub fn from_config(cfg: &EventsConfig, external: External<'_>) -> Result<Vec<SinkSpec>, String> {
     cfg.sinks
         .iter()
         .map(|s| {
@@ -28,6 +32,7 @@ pub fn from_config(cfg: &EventsConfig) -> Result<Vec<SinkSpec>, String> {
                         s.path.as_deref().unwrap_or(Path::new("")).display()
                     )
                 })?),
+                SinkKind::Otlp => external(s)?,
             };
             Ok(SinkSpec { name: s.display_name().to_owned(), min_priority: s.min_priority, queue: s.queue, sink })
         })

@@ -1,7 +1,5 @@
-//! Finished spans as OTLP's protobuf messages (the official definitions, `opentelemetry-proto`),
-//! made on the export thread. Built directly from Weir's span records: going through the
-//! OpenTelemetry SDK's `SpanData` and its exporter's own conversion cost ~2.5 us of CPU per
-//! span in the closed-loop benchmark, more than Weir's whole request path per span.
+//! Finished spans as `opentelemetry-proto`'s message structs: the reference [`crate::encode`] is
+//! checked against (its tests decode the encoder's bytes and compare).
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics::Counter;
-use prost::Message as _;
 use tokio::sync::Notify;
 use weir_config::TracingConfig;
 use weir_types::trace::{SpanRecord, SpanSink};
@@ -38,8 +37,11 @@ impl Queue {
         }
     }
 
+    /// The queued spans; the queue starts again with a batch's room, so requests do not grow
+    /// it step by step.
     fn take(&self) -> Vec<SpanRecord> {
-        std::mem::take(&mut *self.spans.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        let room = Vec::with_capacity(self.batch.min(self.max));
+        std::mem::replace(&mut *self.spans.lock().unwrap_or_else(std::sync::PoisonError::into_inner), room)
     }
 
     /// Whether every span handed over so far has been sent (or given up on).
@@ -113,6 +115,7 @@ impl Drop for Exporter {
 async fn run(client: crate::client::Client, service: String, queue: Arc<Queue>, interval: Duration, batch: usize) {
     let exported = metrics::counter!("weir_trace_spans_exported_total");
     let failed = metrics::counter!("weir_trace_spans_dropped_total", "reason" => "export_failed");
+    let mut encoder = crate::encode::Encoder::default();
     loop {
         let closing = queue.closed.load(Ordering::Acquire);
         if !closing {
@@ -127,7 +130,8 @@ async fn run(client: crate::client::Client, service: String, queue: Arc<Queue>, 
         while !spans.is_empty() {
             let rest = spans.split_off(spans.len().min(batch));
             let n = spans.len() as u64;
-            let body = convert::request(&service, spans).encode_to_vec();
+            let body = encoder.request(&service, &spans);
+            drop(spans);
             match client.send(body).await {
                 Ok(()) => exported.increment(n),
                 Err(e) => {
@@ -143,8 +147,6 @@ async fn run(client: crate::client::Client, service: String, queue: Arc<Queue>, 
         }
     }
 }
-
-use crate::convert;
 
 /// Describes the trace export metrics.
 pub fn describe_metrics() {

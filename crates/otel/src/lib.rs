@@ -1,12 +1,15 @@
 //! OpenTelemetry traces of requests (`[tracing]`). The request path only decides whether a
 //! request is recorded ([`Tracer::root`]) and times its spans as plain values
 //! (`weir_types::trace`); a finished request's spans join a bounded queue, and one thread of
-//! its own ([`export`]) turns them into OTLP's protobuf messages (`opentelemetry-proto`) and
-//! posts them to the collector (OTLP/HTTP). Export never runs on a serving thread.
+//! its own ([`export`]) writes them as OTLP's protobuf ([`encode`]) and posts them to the
+//! collector (OTLP/HTTP). Export never runs on a serving thread.
 
 mod client;
+#[cfg(test)]
 mod convert;
+mod encode;
 mod export;
+pub mod logs;
 
 use std::sync::Arc;
 

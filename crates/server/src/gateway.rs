@@ -188,7 +188,7 @@ fn events_bus(config: &Config, previous: Option<&Gateway>) -> Result<Option<Arc<
     if config.events.sinks.is_empty() && !live {
         return Ok(None);
     }
-    let mut sinks = crate::events::sinks::from_config(&config.events)?;
+    let mut sinks = crate::events::sinks::from_config(&config.events, &weir_otel::logs::sink)?;
     if live {
         crate::live::live().set_capacity(config.events.recent);
         sinks.push(crate::events::SinkSpec {

@@ -88,6 +88,7 @@ impl Secrets {
         values.extend(cfg.keys.iter().map(|k| k.value.as_str()));
         // The collector's headers ([tracing]) carry its credentials.
         values.extend(cfg.tracing.iter().flat_map(|t| t.headers.values().map(String::as_str)));
+        values.extend(cfg.events.sinks.iter().flat_map(|s| s.headers.values().map(String::as_str)));
         for p in &cfg.plugins {
             values.extend(p.config_env.iter());
         }
