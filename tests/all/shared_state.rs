@@ -92,6 +92,41 @@ async fn rpm_tpm_and_budget_hold_exactly_across_three_instances() {
     assert_eq!(count(&budget, 429), 100);
 }
 
+/// Sends `n` requests to `weir`, `in_flight` at a time (a new one as soon as one is answered);
+/// the statuses.
+async fn burst(weir: &Weir, key: &str, body: &str, n: usize, in_flight: usize) -> Vec<u16> {
+    use futures_util::StreamExt;
+    futures_util::stream::iter((0..n).map(|_| send(weir, Some(key), body)))
+        .buffer_unordered(in_flight)
+        .map(|r| r.status)
+        .collect()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_spare_redis_round_trips_far_from_the_limit_and_stay_exact_near_it() {
+    let redis = RedisServer::start().await;
+    let up = MockUpstream::start().await;
+    let cfg = format!(
+        "{}[[keys]]\nname = \"burst\"\nvalue = \"sk-burst-SECRET-0001\"\nrpm = 600\n{}",
+        state_toml(&redis, "fail-open"),
+        up.provider_toml("up", "", "workers = 64\nqueue = 512\n")
+    );
+    let weir = Weir::start(&format!("{}{cfg}", admin_toml(free_port()))).await;
+    let body = sized_chat("up/m", 20);
+    with_minute_left(20).await;
+    // Only the admission script asks Redis for the time: its calls are admission round trips.
+    let before = redis.calls("time").await;
+    let far = burst(&weir, "sk-burst-SECRET-0001", &body, 400, 16).await;
+    assert_eq!(count(&far, 200), 400, "far from the limit every request passes");
+    let round_trips = redis.calls("time").await - before;
+    assert!(round_trips * 4 <= 400, "400 admissions took {round_trips} admission scripts");
+    // The rest of the minute's 600, with grants shrinking to one request near the end.
+    let near = burst(&weir, "sk-burst-SECRET-0001", &body, 300, 16).await;
+    assert_eq!(count(&near, 200), 200, "exactly the limit passes");
+    assert_eq!(count(&near, 429), 100);
+}
+
 #[tokio::test]
 async fn admin_changes_reach_every_instance_at_once() {
     let redis = RedisServer::start().await;
