@@ -113,6 +113,8 @@ pub struct KeyEntry {
     pub local: Mutex<Counters>,
     /// This instance's grant from Redis (with Redis).
     pub lease: Mutex<Lease>,
+    /// Woken when a grant call for the key ends (admissions wait for it).
+    pub granted: tokio::sync::Notify,
     /// What this instance served under the key (totals, for the admin API without Redis).
     pub totals: Totals,
     /// This key's metric handles, registered once.
@@ -159,6 +161,7 @@ impl KeyEntry {
             spec,
             local: Mutex::new(Counters::default()),
             lease: Mutex::new(Lease::default()),
+            granted: tokio::sync::Notify::new(),
             totals: Totals::default(),
             metrics,
             names: Mutex::new(None),

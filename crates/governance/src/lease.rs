@@ -65,6 +65,10 @@ pub struct Lease {
     owed_slots: u64,
     /// Admissions so far (an idle return checks none came since).
     generation: u64,
+    /// A grant call for the key is on its way: the next misses wait for it.
+    pub(crate) pending: bool,
+    /// Admissions waiting for the pending call (the next grant asks for them too).
+    pub(crate) waiting: u64,
     /// The instance's count of failed grant calls when this grant was taken: a later failure
     /// (Redis away) stops every grant from being drawn on until a call succeeds again.
     epoch: u64,
@@ -120,13 +124,16 @@ impl Lease {
         self.used = 0;
         let mut back = std::mem::take(&mut self.left);
         back.slots += std::mem::take(&mut self.owed_slots);
-        (back, if self.in_flight == 0 { 1 } else { self.chunk })
+        let alone = if self.in_flight == 0 { 1 } else { self.chunk };
+        self.pending = true;
+        (back, alone.max(1 + self.waiting).min(MAX_CHUNK))
     }
 
     /// After a grant call admitted the asking request: keeps the grant. What another call
     /// granted meanwhile in other windows comes back, to be returned.
     pub(crate) fn apply(&mut self, g: Granted, now_ms: u64, epoch: u64) -> Option<Leftover> {
         self.epoch = epoch;
+        self.pending = false;
         let l = &self.left;
         let same = l.sec == g.sec && l.minute == g.windows.minute && l.period == g.windows.period;
         let stale = (!same && !l.is_empty()).then(|| std::mem::take(&mut self.left));
@@ -172,6 +179,7 @@ impl Lease {
     pub(crate) fn reset(&mut self) {
         self.until_ms = 0;
         self.chunk = 1;
+        self.pending = false;
     }
 
     /// A grant call failed with `back` in it. Unused requests, tokens and spend are dropped
@@ -256,6 +264,18 @@ mod tests {
         assert_eq!(l.prepare(a.now_ms).1, 1, "alone again");
         l.apply(granted(&a, 0), a.now_ms, 0);
         assert_eq!(l.prepare(a.now_ms).1, 8, "a second request in flight: growing on from the size before");
+    }
+
+    #[test]
+    fn a_grant_call_asks_for_the_admissions_waiting_on_it() {
+        let mut l = Lease::default();
+        let a = ask(10_000);
+        l.prepare(a.now_ms);
+        assert!(l.pending);
+        l.waiting = 5;
+        l.apply(granted(&a, 0), a.now_ms, 0);
+        assert!(!l.pending);
+        assert_eq!(l.prepare(a.now_ms).1, 6, "itself and the five waiting");
     }
 
     #[test]

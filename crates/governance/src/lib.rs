@@ -35,6 +35,10 @@ pub use prices::{Price, PriceTable, Tokens, usd};
 use keys::{KeyEntry, Store};
 use redis::Admitted;
 
+/// Most times an admission waits for another's grant call before making its own (each wait
+/// is at most one round trip).
+const MAX_WAITS: u32 = 4;
+
 /// How often an instance asks Redis whether any key exists (keys made on another instance
 /// turn admission on here within this).
 const POLL: Duration = Duration::from_secs(1);
@@ -281,7 +285,9 @@ impl Governance {
     }
 
     /// Admits `ask` from this instance's grant for the key, else through one script call
-    /// that also takes a new grant (handing back what is left of the last one).
+    /// that also takes a new grant (handing back what is left of the last one). While a call
+    /// for the key is on its way, a miss waits for it (its grant asks for the waiting too)
+    /// instead of making its own: one call per key at a time under a burst.
     async fn through_redis(
         &self,
         redis: &Arc<Redis>,
@@ -290,21 +296,47 @@ impl Governance {
         ask: &Ask,
     ) -> Result<Admitted, weir_state::Unavailable> {
         let lease = || entry.lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (back, want) = {
-            let mut l = lease();
-            if let Some(windows) = l.take(ask, self.shared.failed_grants.load(Ordering::Relaxed)) {
-                entry.metrics.from_lease.increment(1);
-                return Ok(Admitted::Yes(lease::Granted { windows, ..Default::default() }));
+        let failures = || self.shared.failed_grants.load(Ordering::Relaxed);
+        let mut waits = 0;
+        let (back, want) = loop {
+            let notified = entry.granted.notified();
+            let mut notified = std::pin::pin!(notified);
+            {
+                let mut l = lease();
+                if let Some(windows) = l.take(ask, failures()) {
+                    entry.metrics.from_lease.increment(1);
+                    return Ok(Admitted::Yes(lease::Granted { windows, ..Default::default() }));
+                }
+                if !l.pending || waits == MAX_WAITS {
+                    break l.prepare(ask.now_ms);
+                }
+                // Registered before the lock is let go: the call's end cannot be missed.
+                notified.as_mut().enable();
+                l.waiting += 1;
             }
-            l.prepare(ask.now_ms)
+            let before = failures();
+            let waiting = OnDrop(|| lease().waiting -= 1);
+            notified.await;
+            drop(waiting);
+            waits += 1;
+            if failures() != before {
+                // The call waited for found Redis away: so does this admission.
+                return Err(weir_state::Unavailable);
+            }
         };
+        // A request dropped mid-call (its client left) must not leave the key's call pending.
+        let cancelled = OnDrop(|| {
+            lease().failed(back);
+            entry.granted.notify_waiters();
+        });
         let got = redis::admit(redis, lane, entry, ask, &self.shared.instance, want, &back).await;
+        std::mem::forget(cancelled);
         let mut l = lease();
         match &got {
             Ok(Admitted::Yes(g)) => {
                 entry.metrics.grants.increment(1);
                 entry.metrics.from_redis.increment(1);
-                if let Some(stale) = l.apply(*g, ask.now_ms, self.shared.failed_grants.load(Ordering::Relaxed)) {
+                if let Some(stale) = l.apply(*g, ask.now_ms, failures()) {
                     drop(l);
                     hand_back(&self.shared, redis, entry, stale);
                 }
@@ -315,6 +347,7 @@ impl Governance {
                 l.failed(back);
             }
         }
+        entry.granted.notify_waiters();
         got
     }
 
@@ -332,6 +365,15 @@ impl Governance {
             // A key never seen here cannot be checked: not even fail-open serves it.
             Err(_) => Err(state_unavailable()),
         }
+    }
+}
+
+/// Runs a closure when dropped (an await cancelled midway).
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
     }
 }
 
