@@ -4,6 +4,8 @@
 //! trip. When it does not cover a request, one script call returns what is left and takes a
 //! new grant (`redis.rs`); the script caps a grant's extra at an eighth of what remains under
 //! each limit, so near a limit grants are single requests and admission is exact again.
+//! A request alone on the key here asks for itself only; one call per key is on its way at a
+//! time, and the misses meanwhile wait for it (`lib.rs`).
 //!
 //! A grant lives [`GRANT_TTL_MS`] (and only in the windows it was taken in); once the key has
 //! nothing in flight here (still so when the settler looks, right after the last settlement),
