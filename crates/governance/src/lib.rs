@@ -299,9 +299,7 @@ impl Governance {
         let failures = || self.shared.failed_grants.load(Ordering::Relaxed);
         let mut waits = 0;
         let (back, want) = loop {
-            let notified = entry.granted.notified();
-            let mut notified = std::pin::pin!(notified);
-            {
+            let notified = {
                 let mut l = lease();
                 if let Some(windows) = l.take(ask, failures()) {
                     entry.metrics.from_lease.increment(1);
@@ -311,9 +309,11 @@ impl Governance {
                     break l.prepare(ask.now_ms);
                 }
                 // Registered before the lock is let go: the call's end cannot be missed.
+                let mut notified = Box::pin(entry.granted.notified());
                 notified.as_mut().enable();
                 l.waiting += 1;
-            }
+                notified
+            };
             let before = failures();
             let waiting = OnDrop(|| lease().waiting -= 1);
             notified.await;

@@ -251,7 +251,7 @@ impl Names {
 pub(crate) fn names(redis: &Redis, key: &KeyEntry) -> std::sync::Arc<Names> {
     let mut slot = key.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     match &*slot {
-        Some(n) if redis.key("") == n.prefix => n.clone(),
+        Some(n) if redis.prefix() == n.prefix => n.clone(),
         _ => {
             let n = std::sync::Arc::new(Names::of(redis, key));
             *slot = Some(n.clone());
