@@ -7,9 +7,9 @@
 //!
 //! Layout under `state.key_prefix` (`P`), `H` being the key's SHA-256 in hex:
 //! `P key:H` (hash: `spec` JSON, `revoked`), `P keynames` (hash: name → H), `P keys:on` (set once a key is made through the admin API),
-//! `P rpm:H` (hash: second → requests granted in it, the window being the last 61 buckets;
+//! `P rpms:H` (hash: second → requests granted in it, the window being the last 61 buckets;
 //! `t` their running total, `o` the oldest second it still counts),
-//! `P conc:H` (hash: instance → slots it holds, `instance@` → its lease's end, ms),
+//! `P slots:H` (hash: instance → slots it holds, `instance@` → its lease's end, ms),
 //! `P tpm:H:<minute>`, `P spend:H:<period>` (counters, nano-dollars), `P usage:H` (totals).
 
 use redis::Cmd;
@@ -231,8 +231,8 @@ impl Names {
         Self {
             prefix: prefix.to_owned(),
             rec: format!("{prefix}key:{hex}"),
-            rpm: format!("{prefix}rpm:{hex}"),
-            conc: format!("{prefix}conc:{hex}"),
+            rpm: format!("{prefix}rpms:{hex}"),
+            conc: format!("{prefix}slots:{hex}"),
             keynames: format!("{prefix}keynames"),
             tpm: format!("{prefix}tpm:{hex}:"),
             spend: format!("{prefix}spend:{hex}:"),
@@ -373,7 +373,7 @@ pub(crate) async fn seed(redis: &Redis, keys: &[std::sync::Arc<KeyEntry>]) -> Re
 
 /// Revokes the key named `name`; its hash in hex if there was one.
 pub(crate) async fn revoke(redis: &Redis, name: &str) -> Result<Option<String>, Unavailable> {
-    let (names, rec_prefix, conc_prefix) = (redis.key("keynames"), redis.key("key:"), redis.key("conc:"));
+    let (names, rec_prefix, conc_prefix) = (redis.key("keynames"), redis.key("key:"), redis.key("slots:"));
     redis
         .eval(&REVOKE, |c: &mut Cmd| {
             c.arg(1).arg(&names).arg(name).arg(&rec_prefix).arg(&conc_prefix);
@@ -418,10 +418,10 @@ pub(crate) async fn usage(redis: &Redis, key: &KeyEntry) -> Result<crate::Usage,
     let now_ms = crate::now_ms();
     let period_s = key.spec.budget_period_s.unwrap_or(1).max(1);
     let mut p = redis::pipe();
-    p.cmd("HGETALL").arg(redis.key(&format!("rpm:{hex}")));
+    p.cmd("HGETALL").arg(redis.key(&format!("rpms:{hex}")));
     p.cmd("GET").arg(redis.key(&format!("tpm:{hex}:{}", now_ms / 60_000)));
     p.cmd("GET").arg(redis.key(&format!("spend:{hex}:{}", now_ms / (period_s * 1000))));
-    p.cmd("HGETALL").arg(redis.key(&format!("conc:{hex}")));
+    p.cmd("HGETALL").arg(redis.key(&format!("slots:{hex}")));
     p.cmd("HMGET")
         .arg(redis.key(&format!("usage:{hex}")))
         .arg("requests")

@@ -267,8 +267,8 @@ mod tests {
             quads,
             [
                 "c P:tpm:abc:7 180 2",
-                "h P:conc:abc i1 -2",
-                "r P:rpm:abc 420 -4",
+                "h P:slots:abc i1 -2",
+                "r P:rpms:abc 420 -4",
                 "u P:usage:abc completion_tokens 10",
                 "u P:usage:abc cost_nano 200",
                 "u P:usage:abc prompt_tokens 20",
