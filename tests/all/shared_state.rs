@@ -92,6 +92,89 @@ async fn rpm_tpm_and_budget_hold_exactly_across_three_instances() {
     assert_eq!(count(&budget, 429), 100);
 }
 
+/// Sends `n` requests to `weir`, `in_flight` at a time (a new one as soon as one is answered);
+/// the statuses.
+async fn burst(weir: &Weir, key: &str, body: &str, n: usize, in_flight: usize) -> Vec<u16> {
+    use futures_util::StreamExt;
+    futures_util::stream::iter((0..n).map(|_| send(weir, Some(key), body)))
+        .buffer_unordered(in_flight)
+        .map(|r| r.status)
+        .collect()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_spare_redis_round_trips_far_from_the_limit_and_stay_exact_near_it() {
+    let redis = RedisServer::start().await;
+    let up = MockUpstream::start().await;
+    let cfg = format!(
+        "{}[[keys]]\nname = \"burst\"\nvalue = \"sk-burst-SECRET-0001\"\nrpm = 600\n{}",
+        state_toml(&redis, "fail-open"),
+        up.provider_toml("up", "", "workers = 64\nqueue = 512\n")
+    );
+    let weir = Weir::start(&format!("{}{cfg}", admin_toml(free_port()))).await;
+    let body = sized_chat("up/m", 20);
+    with_minute_left(20).await;
+    // Only the admission script asks Redis for the time: its calls are admission round trips.
+    let before = redis.calls("time").await;
+    let far = burst(&weir, "sk-burst-SECRET-0001", &body, 400, 16).await;
+    assert_eq!(count(&far, 200), 400, "far from the limit every request passes");
+    let round_trips = redis.calls("time").await - before;
+    assert!(round_trips * 4 <= 400, "400 admissions took {round_trips} admission scripts");
+    // The rest of the minute's 600, with grants shrinking to one request near the end.
+    let near = burst(&weir, "sk-burst-SECRET-0001", &body, 300, 16).await;
+    assert_eq!(count(&near, 200), 200, "exactly the limit passes");
+    assert_eq!(count(&near, 429), 100);
+}
+
+#[tokio::test]
+async fn max_concurrent_holds_across_three_instances_and_slots_come_back() {
+    let redis = RedisServer::start().await;
+    let up = MockUpstream::start().await;
+    let cfg = format!(
+        "{}[[keys]]\nname = \"conc\"\nvalue = \"sk-conc-SECRET-0001\"\nmax_concurrent = 4\n{}",
+        state_toml(&redis, "fail-open"),
+        up.provider_toml("up", "", "workers = 64\nqueue = 512\n")
+    );
+    let weirs = three(&cfg, free_port()).await;
+    // Two held requests per instance: four of the six get a slot, the others are refused.
+    let held = sized_chat("up/m;hold", 20);
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let (url, body) = (weirs[i % 3].url("/v1/chat/completions"), held.clone());
+            tokio::spawn(async move {
+                let rb = crate::support::client().post(url).header("authorization", "Bearer sk-conc-SECRET-0001");
+                Reply::read(rb.header("content-type", "application/json").body(body).send().await.unwrap()).await
+            })
+        })
+        .collect();
+    let chats =
+        |seen: &[crate::support::upstream::Seen]| seen.iter().filter(|s| s.path.ends_with("/chat/completions")).count();
+    up.wait_until("four held requests", |seen| chats(seen) == 4).await;
+    let body = sized_chat("up/m", 20);
+    for w in &weirs {
+        let r = send(w, Some("sk-conc-SECRET-0001"), &body).await;
+        assert_eq!((r.status, r.error_code().as_str()), (429, "concurrency_limit_exceeded"), "{}", r.text);
+    }
+    up.release();
+    let statuses: Vec<u16> = join_all(tasks).await.into_iter().map(|r| r.unwrap().status).collect();
+    assert_eq!((count(&statuses, 200), count(&statuses, 429)), (4, 2), "{statuses:?}");
+    // Every slot comes back: four at once fit again, spread over the instances.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let again = join_all((0..4).map(|i| send(&weirs[i % 3], Some("sk-conc-SECRET-0001"), &body))).await;
+        if again.iter().all(|r| r.status == 200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slots never came back: {:?}",
+            again.iter().map(|r| &r.text).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn admin_changes_reach_every_instance_at_once() {
     let redis = RedisServer::start().await;

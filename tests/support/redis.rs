@@ -82,6 +82,34 @@ impl RedisServer {
         reply.trim().trim_start_matches(':').parse().unwrap_or_else(|_| panic!("DBSIZE said {reply:?}"))
     }
 
+    /// How many times Redis ran `command` (lower case), scripts' own calls included
+    /// (`INFO commandstats`).
+    pub async fn calls(&self, command: &str) -> u64 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.expect("redis-server answers");
+        s.write_all(b"INFO commandstats\r\n").await.unwrap();
+        let mut buf = Vec::new();
+        let read = async {
+            // A bulk string: `$<len>\r\n<text>\r\n`.
+            loop {
+                let mut chunk = [0u8; 4096];
+                let n = s.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "redis-server closed the connection");
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf);
+                if let Some((head, _)) = text.split_once("\r\n") {
+                    let len: usize = head.trim_start_matches('$').parse().unwrap();
+                    if buf.len() >= head.len() + 2 + len {
+                        return;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(2), read).await.expect("INFO in time");
+        let text = String::from_utf8_lossy(&buf);
+        let line = text.lines().find(|l| l.starts_with(&format!("cmdstat_{command}:")));
+        line.and_then(|l| l.split("calls=").nth(1)?.split(',').next()?.parse().ok()).unwrap_or(0)
+    }
+
     /// Whether it answers `PING`.
     pub async fn ping(&self) -> bool {
         let attempt = async {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use weir_config::VirtualKeyConfig;
 
+use crate::lease::Lease;
 use crate::local::Counters;
 use crate::prices::glob;
 
@@ -110,6 +111,10 @@ pub struct KeyEntry {
     pub spec: KeySpec,
     /// This instance's counters (all of them without Redis; the fallback under fail-open).
     pub local: Mutex<Counters>,
+    /// This instance's grant from Redis (with Redis).
+    pub lease: Mutex<Lease>,
+    /// Woken when a grant call for the key ends (admissions wait for it).
+    pub granted: tokio::sync::Notify,
     /// What this instance served under the key (totals, for the admin API without Redis).
     pub totals: Totals,
     /// This key's metric handles, registered once.
@@ -129,6 +134,12 @@ pub struct KeyMetrics {
     pub completion: metrics::Counter,
     /// `weir_key_cost_nano_usd_total`: cost in nano-dollars (an integer counter adds exactly).
     pub cost: metrics::Counter,
+    /// `weir_keys_admissions_total{path="lease"}`: admitted from this instance's grant.
+    pub from_lease: metrics::Counter,
+    /// `weir_keys_admissions_total{path="redis"}`: admitted by a script call.
+    pub from_redis: metrics::Counter,
+    /// `weir_keys_grants_total`: grants taken from Redis.
+    pub grants: metrics::Counter,
 }
 
 impl KeyEntry {
@@ -139,13 +150,18 @@ impl KeyEntry {
             requests: metrics::counter!("weir_key_requests_total", "key" => key.clone()),
             prompt: metrics::counter!("weir_key_tokens_total", "key" => key.clone(), "kind" => "prompt"),
             completion: metrics::counter!("weir_key_tokens_total", "key" => key.clone(), "kind" => "completion"),
-            cost: metrics::counter!("weir_key_cost_nano_usd_total", "key" => key),
+            cost: metrics::counter!("weir_key_cost_nano_usd_total", "key" => key.clone()),
+            from_lease: metrics::counter!("weir_keys_admissions_total", "key" => key.clone(), "path" => "lease"),
+            from_redis: metrics::counter!("weir_keys_admissions_total", "key" => key.clone(), "path" => "redis"),
+            grants: metrics::counter!("weir_keys_grants_total", "key" => key),
         };
         Arc::new(Self {
             hash,
             hex: hash.hex(),
             spec,
             local: Mutex::new(Counters::default()),
+            lease: Mutex::new(Lease::default()),
+            granted: tokio::sync::Notify::new(),
             totals: Totals::default(),
             metrics,
             names: Mutex::new(None),

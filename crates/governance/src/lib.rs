@@ -2,17 +2,22 @@
 //! its body is read, the `admit` phase checks its model and every limit (rpm, tpm, budget,
 //! in-flight) before the plugins run, and `finish` settles it with the usage the provider
 //! reported. With `[state] redis_url` the keys and
-//! counters live in Redis, so limits hold across instances exactly (one script per admission);
-//! without it, or while Redis is away under fail-open, in this process.
+//! counters live in Redis, so limits hold across instances: an admission that this instance's
+//! grant for the key covers (`lease.rs`) touches no Redis; otherwise one script checks every
+//! limit, counts the request and grants a share for the next ones, at most an eighth of what
+//! remains, so near a limit admission is one script per request and exact. Without Redis, or
+//! while it is away under fail-open, limits are counted in this process.
 //!
 //! Tokens are admitted on an estimate (the body's bytes / 4, output unknown until the
 //! answer) and corrected by the reported usage; cost likewise, from the price table.
 
 mod admin;
 mod keys;
+mod lease;
 mod local;
 mod prices;
 mod redis;
+mod settle;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,6 +34,10 @@ pub use prices::{Price, PriceTable, Tokens, usd};
 
 use keys::{KeyEntry, Store};
 use redis::Admitted;
+
+/// Most times an admission waits for another's grant call before making its own (each wait
+/// is at most one round trip).
+const MAX_WAITS: u32 = 4;
 
 /// How often an instance asks Redis whether any key exists (keys made on another instance
 /// turn admission on here within this).
@@ -116,10 +125,12 @@ struct Shared {
     made: AtomicBool,
     /// Config keys revoked through the admin API without Redis (kept out at reloads).
     revoked: Mutex<HashSet<KeyHash>>,
-    /// Admissions so far, for unique members of the Redis windows.
-    seq: AtomicU64,
+    /// Grant calls that failed (Redis away): grants taken before the last one are not drawn on.
+    failed_grants: AtomicU64,
+    /// Random per process: this instance's field in a key's concurrency hash in Redis.
+    instance: Arc<str>,
     /// Sends settlements to Redis in batches (started with the first governance).
-    settler: std::sync::OnceLock<redis::Settler>,
+    settler: std::sync::OnceLock<settle::Settler>,
 }
 
 /// Virtual keys, limits, budgets and prices of one gateway snapshot.
@@ -128,8 +139,6 @@ pub struct Governance {
     shared: Arc<Shared>,
     prices: PriceTable,
     redis: Option<Arc<Redis>>,
-    /// Random per process: admission members from different instances never collide.
-    instance: u64,
 }
 
 impl Governance {
@@ -137,11 +146,14 @@ impl Governance {
     /// admin API and every counter. Must run inside a tokio runtime: with Redis, the config's
     /// keys are written there and a task watches for keys made elsewhere.
     pub fn new(config: &Config, redis: Option<Arc<Redis>>, previous: Option<&Governance>) -> Arc<Self> {
-        let shared = previous.map_or_else(|| Arc::new(Shared::default()), |p| p.shared.clone());
+        let shared = previous.map_or_else(
+            || Arc::new(Shared { instance: Arc::from(format!("{:016x}", fastrand::u64(..))), ..Shared::default() }),
+            |p| p.shared.clone(),
+        );
         if redis.is_some() {
             // On the runtime building the gateway (the control runtime), which lives as long
             // as the process.
-            shared.settler.get_or_init(redis::Settler::start);
+            shared.settler.get_or_init(settle::Settler::start);
         }
         let revoked = shared.revoked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let mut kept = Vec::new();
@@ -157,8 +169,7 @@ impl Governance {
         shared.store.retain_config(&kept);
         let on = !shared.store.is_empty() || shared.made.load(Ordering::Relaxed);
         shared.active.store(on, Ordering::Relaxed);
-        let gov =
-            Arc::new(Self { shared, prices: PriceTable::new(&config.prices), redis, instance: fastrand::u64(..) });
+        let gov = Arc::new(Self { shared, prices: PriceTable::new(&config.prices), redis });
         if let Some(redis) = gov.redis.clone() {
             let weak = Arc::downgrade(&gov);
             tokio::spawn(watch(weak, redis, seeds));
@@ -229,13 +240,12 @@ impl Governance {
             period_s: s.budget_period_s.unwrap_or(1).max(1),
             max_concurrent: s.max_concurrent,
         };
-        let member = format!("{:016x}{:x}", self.instance, self.shared.seq.fetch_add(1, Ordering::Relaxed));
         let mut shared_state = false;
         let verdict = match &self.redis {
-            Some(redis) => match redis::admit(redis, lane, &entry, &ask, &member).await {
-                Ok(Admitted::Yes(w)) => {
+            Some(redis) => match self.through_redis(redis, lane, &entry, &ask).await {
+                Ok(Admitted::Yes(g)) => {
                     shared_state = true;
-                    Ok(w)
+                    Ok(g.windows)
                 }
                 Ok(Admitted::Refused(r)) => Err(r),
                 Ok(Admitted::Gone) => {
@@ -261,7 +271,6 @@ impl Governance {
                     shared: self.shared.clone(),
                     entry,
                     windows,
-                    member,
                     tokens,
                     cost,
                     period_s: ask.period_s,
@@ -273,6 +282,73 @@ impl Governance {
                 Err(refusal(&entry.spec, r))
             }
         }
+    }
+
+    /// Admits `ask` from this instance's grant for the key, else through one script call
+    /// that also takes a new grant (handing back what is left of the last one). While a call
+    /// for the key is on its way, a miss waits for it (its grant asks for the waiting too)
+    /// instead of making its own: one call per key at a time under a burst.
+    async fn through_redis(
+        &self,
+        redis: &Arc<Redis>,
+        lane: Option<usize>,
+        entry: &Arc<KeyEntry>,
+        ask: &Ask,
+    ) -> Result<Admitted, weir_state::Unavailable> {
+        let lease = || entry.lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let failures = || self.shared.failed_grants.load(Ordering::Relaxed);
+        let mut waits = 0;
+        let (back, want) = loop {
+            let notified = {
+                let mut l = lease();
+                if let Some(windows) = l.take(ask, failures()) {
+                    entry.metrics.from_lease.increment(1);
+                    return Ok(Admitted::Yes(lease::Granted { windows, ..Default::default() }));
+                }
+                if !l.pending || waits == MAX_WAITS {
+                    break l.prepare(ask.now_ms);
+                }
+                // Registered before the lock is let go: the call's end cannot be missed.
+                let mut notified = Box::pin(entry.granted.notified());
+                notified.as_mut().enable();
+                l.waiting += 1;
+                notified
+            };
+            let before = failures();
+            let waiting = OnDrop(|| lease().waiting -= 1);
+            notified.await;
+            drop(waiting);
+            waits += 1;
+            if failures() != before {
+                // The call waited for found Redis away: so does this admission.
+                return Err(weir_state::Unavailable);
+            }
+        };
+        // A request dropped mid-call (its client left) must not leave the key's call pending.
+        let cancelled = OnDrop(|| {
+            lease().failed(back);
+            entry.granted.notify_waiters();
+        });
+        let got = redis::admit(redis, lane, entry, ask, &self.shared.instance, want, &back).await;
+        std::mem::forget(cancelled);
+        let mut l = lease();
+        match &got {
+            Ok(Admitted::Yes(g)) => {
+                entry.metrics.grants.increment(1);
+                entry.metrics.from_redis.increment(1);
+                if let Some(stale) = l.apply(*g, ask.now_ms, failures()) {
+                    drop(l);
+                    hand_back(&self.shared, redis, entry, stale);
+                }
+            }
+            Ok(_) => l.reset(),
+            Err(_) => {
+                self.shared.failed_grants.fetch_add(1, Ordering::Relaxed);
+                l.failed(back);
+            }
+        }
+        entry.granted.notify_waiters();
+        got
     }
 
     /// The key with `hash`: known here, else (with Redis) looked up there and remembered.
@@ -289,6 +365,15 @@ impl Governance {
             // A key never seen here cannot be checked: not even fail-open serves it.
             Err(_) => Err(state_unavailable()),
         }
+    }
+}
+
+/// Runs a closure when dropped (an await cancelled midway).
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
     }
 }
 
@@ -323,7 +408,6 @@ pub struct Admission {
     shared: Arc<Shared>,
     entry: Arc<KeyEntry>,
     windows: Windows,
-    member: String,
     tokens: u64,
     cost: u64,
     period_s: u64,
@@ -359,19 +443,22 @@ impl Admission {
         let slot = spec.max_concurrent.is_some();
         match &self.redis {
             Some(redis) => {
-                let s = redis::Settlement {
+                let idle = self.entry.lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner).release(slot);
+                let s = settle::Settlement {
                     names: redis::names(redis, &self.entry),
-                    windows: self.windows,
-                    member: self.member.clone(),
-                    slot,
-                    tpm: spec.tpm.is_some(),
-                    budget: spec.budget_usd.is_some(),
+                    inst: self.shared.instance.clone(),
                     period_s: self.period_s,
-                    token_delta,
-                    cost_delta,
-                    prompt: t.prompt,
-                    completion: t.completion,
-                    cost,
+                    request: Some(settle::Settled {
+                        minute: self.windows.minute,
+                        period: self.windows.period,
+                        token_delta: if spec.tpm.is_some() { token_delta } else { 0 },
+                        cost_delta: if spec.budget_usd.is_some() { cost_delta } else { 0 },
+                        prompt: t.prompt,
+                        completion: t.completion,
+                        cost,
+                    }),
+                    back: lease::Leftover::default(),
+                    idle: idle.map(|generation| (self.entry.clone(), generation)),
                 };
                 if let Some(settler) = self.shared.settler.get() {
                     settler.send(redis.clone(), s);
@@ -384,6 +471,18 @@ impl Admission {
                 slot,
             ),
         }
+    }
+}
+
+/// Queues a grant's unused parts for Redis.
+fn hand_back(shared: &Shared, redis: &Arc<Redis>, entry: &KeyEntry, back: lease::Leftover) {
+    if let Some(settler) = shared.settler.get() {
+        let names = redis::names(redis, entry);
+        let period_s = entry.spec.budget_period_s.unwrap_or(1).max(1);
+        settler.send(
+            redis.clone(),
+            settle::Settlement { names, inst: shared.instance.clone(), period_s, request: None, back, idle: None },
+        );
     }
 }
 
@@ -464,6 +563,16 @@ pub fn describe_metrics() {
     describe_counter!(
         "weir_keys_state_unavailable_total",
         "Admissions that found Redis unavailable, by mode (fail-open: counted in process; fail-closed: 503)"
+    );
+    describe_counter!(
+        "weir_keys_admissions_total",
+        "Admissions under a virtual key counted in Redis, by key name and path (lease: from this \
+         instance's grant, no round trip; redis: one script call, which also took a new grant)"
+    );
+    describe_counter!(
+        "weir_keys_grants_total",
+        "Grants this instance took from Redis (each one script call admitting a request and \
+         reserving a share of every limit for the next ones), by key name"
     );
     describe_counter!(
         "weir_keys_settle_lost_total",

@@ -140,6 +140,11 @@ impl Redis {
         &self.shown
     }
 
+    /// The configured key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// `name` under the configured key prefix.
     pub fn key(&self, name: &str) -> String {
         let mut k = String::with_capacity(self.prefix.len() + name.len());
