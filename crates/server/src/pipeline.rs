@@ -35,6 +35,7 @@ use crate::spans;
 use crate::trace::{Span, SpanKind};
 
 mod cached;
+mod resume;
 mod stream;
 
 use self::stream::stream_response;
@@ -185,6 +186,8 @@ struct Stream {
     attempt: Span,
     /// The stream's answer is recorded for the response cache.
     record: Option<Box<cached::Record>>,
+    /// What continuing the stream on a fallback needs, when its route opted in.
+    resume: Option<Box<resume::Resume>>,
 }
 
 async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Result<Outcome, Error> {
@@ -309,6 +312,8 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         trace,
     };
     // Timed whatever the outcome: a failed call's upstream wait is not overhead.
+    // Kept (its body's bytes shared) to ask a fallback for the rest of a cut stream.
+    let kept = (plan.resume && upstream.stream).then(|| upstream.clone());
     let mut served = Served::new(plan.routed);
     let result = gw.policy.execute(&gw.targets, &plan, upstream, &mut served).await;
     ctx.upstream = served.upstream;
@@ -345,6 +350,8 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         Reply::Stream { chunks, shutdown, relay } => {
             ctx.relay = relay;
             let record = cached::Record::new(gw, key, ctx, pool.name());
+            let resume =
+                kept.and_then(|r| resume::Resume::new(&plan, r, served.target, &hook.request.model, ctx.started));
             Ok(Outcome::Stream(Stream {
                 head: HeaderMap::new(),
                 chunks,
@@ -353,6 +360,7 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
                 seen: pre.seen,
                 attempt,
                 record,
+                resume,
             }))
         }
     }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, header};
 use tokio::sync::mpsc;
 
+use super::resume::Next;
 use super::{Ctx, Stream, decorate, finish, finish_as, same_bytes};
 use crate::body::{BodyFrame, ResponseBody};
 use crate::client_io::ClientConn;
@@ -30,7 +31,7 @@ pub(super) fn stream_response(
     conn: ClientConn,
     stream: Stream,
 ) -> Response<ResponseBody> {
-    let Stream { head, mut chunks, shutdown, hook, mut seen, mut attempt, mut record } = stream;
+    let Stream { head, mut chunks, shutdown, hook, mut seen, mut attempt, mut record, mut resume } = stream;
     let mut relay = ctx.span.cx().child("weir.relay", SpanKind::Internal);
     let (tx, rx) = mpsc::channel::<BodyFrame>(16);
     let mut out = Response::new(ResponseBody::stream(rx));
@@ -47,55 +48,88 @@ pub(super) fn stream_response(
     let format = ctx.endpoint.format;
     let send_timeout = gw.config.server.send_timeout;
     tokio::spawn(async move {
-        let to_client = ToClient { tx: &tx, send_timeout, shutdown: &shutdown };
+        let mut to_client = ToClient { tx: &tx, send_timeout, shutdown };
         let mut failure: Option<Error> = None;
         // The upstream's usage, noted before plugins see a chunk.
         let mut tokens = StreamUsage::new(format);
-        loop {
-            let payload = match chunks.recv().await {
-                Some(Ok(StreamItem::Chunk(p))) => p,
-                Some(Ok(StreamItem::End)) => break,
-                Some(Err(e)) => {
-                    failure = Some(gw.secrets.scrub_error(e));
-                    break;
-                }
+        // A continued stream's closing payloads are being sent: the terminator follows.
+        let mut ending = false;
+        'relay: loop {
+            let continuing = resume.as_deref_mut().filter(|r| r.continuing());
+            let batch = match chunks.recv().await {
+                Some(Ok(StreamItem::Chunk(p))) => match continuing.map(|r| r.rewrite(&p)) {
+                    None => Ok(Batch::One(Some(p))),
+                    Some(Ok(v)) => Ok(Batch::Many(v.into_iter())),
+                    Some(Err(e)) => Err(e),
+                },
+                Some(Ok(StreamItem::End)) => match continuing {
+                    None => break,
+                    Some(r) => {
+                        ending = true;
+                        Ok(Batch::Many(r.end().into_iter()))
+                    }
+                },
+                Some(Err(e)) => Err(gw.secrets.scrub_error(e)),
                 None => {
                     failure = Some(stream_cut());
                     break;
                 }
             };
-            tokens.note(&payload);
-            if attempt.is_recording() {
-                attempt.event("first_token");
-                attempt.set_elapsed_ms("weir.time_to_first_token_ms");
-                std::mem::take(&mut attempt).end();
-                relay.event("first_token");
-            }
-            if let Some(r) = &mut record {
-                r.note(&payload);
-            }
-            let payload = if hooks {
-                match gw.plugins.on_stream_chunk(&hook, &mut seen, payload.clone()).await {
-                    // A chunk a plugin rewrote is scrubbed (the upstream's was, by the provider).
-                    Ok(ChunkOutcome::Pass(p)) if same_bytes(&p, &payload) => p,
-                    Ok(ChunkOutcome::Pass(p)) => gw.secrets.scrub_bytes(p),
-                    Ok(ChunkOutcome::Drop) => continue,
-                    Err(e) => {
-                        failure = Some(gw.secrets.scrub_error(e));
-                        break;
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    if let Some(r) = resume.as_deref_mut()
+                        && let Next::Continued { chunks: c, shutdown, attempt: a } = r.next(&gw, &mut ctx, &e).await
+                    {
+                        (chunks, to_client.shutdown, attempt) = (c, shutdown, a);
+                        // A stitched answer is not kept for the cache.
+                        record = None;
+                        continue;
                     }
+                    failure = Some(e);
+                    break;
                 }
-            } else {
-                payload
             };
-            if let Err(why) = to_client.send(BodyFrame::Data(crate::api::frame_event(format, &payload))).await {
-                // Dropping `chunks` stops the upstream read and frees the worker.
-                ctx.usage = tokens.usage();
-                drop(relay);
-                return ended_early(&gw, &mut ctx, &conn, why);
+            for payload in batch {
+                tokens.note(&payload);
+                if attempt.is_recording() {
+                    attempt.event("first_token");
+                    attempt.set_elapsed_ms("weir.time_to_first_token_ms");
+                    std::mem::take(&mut attempt).end();
+                    relay.event("first_token");
+                }
+                if let Some(r) = &mut record {
+                    r.note(&payload);
+                }
+                if let Some(r) = &mut resume {
+                    r.note(&payload);
+                }
+                let payload = if hooks {
+                    match gw.plugins.on_stream_chunk(&hook, &mut seen, payload.clone()).await {
+                        // A chunk a plugin rewrote is scrubbed (the upstream's was, by the provider).
+                        Ok(ChunkOutcome::Pass(p)) if same_bytes(&p, &payload) => p,
+                        Ok(ChunkOutcome::Pass(p)) => gw.secrets.scrub_bytes(p),
+                        Ok(ChunkOutcome::Drop) => continue,
+                        Err(e) => {
+                            failure = Some(gw.secrets.scrub_error(e));
+                            break 'relay;
+                        }
+                    }
+                } else {
+                    payload
+                };
+                if let Err(why) = to_client.send(BodyFrame::Data(crate::api::frame_event(format, &payload))).await {
+                    // Dropping `chunks` stops the upstream read and frees the worker.
+                    ctx.usage = tokens.usage();
+                    drop(relay);
+                    return ended_early(&gw, &mut ctx, &conn, why);
+                }
+                if let Some(f) = ctx.facts.as_deref_mut().filter(|f| f.ttft.is_none()) {
+                    f.ttft = Some(ctx.started.elapsed());
+                }
             }
-            if let Some(f) = ctx.facts.as_deref_mut().filter(|f| f.ttft.is_none()) {
-                f.ttft = Some(ctx.started.elapsed());
+            if ending {
+                break;
             }
         }
         ctx.usage = tokens.usage();
@@ -116,6 +150,23 @@ pub(super) fn stream_response(
     out
 }
 
+/// The client's payloads made of one upstream payload: itself, or a continuation's rewrite.
+enum Batch {
+    One(Option<Bytes>),
+    Many(std::vec::IntoIter<Bytes>),
+}
+
+impl Iterator for Batch {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        match self {
+            Self::One(p) => p.take(),
+            Self::Many(it) => it.next(),
+        }
+    }
+}
+
 /// Why a frame could not be handed to the client.
 enum NotSent {
     /// The client left (or its connection was closed for not reading).
@@ -130,7 +181,8 @@ enum NotSent {
 struct ToClient<'a> {
     tx: &'a mpsc::Sender<BodyFrame>,
     send_timeout: Duration,
-    shutdown: &'a ShutdownSignal,
+    /// The shutdown of the pool whose stream is relayed (a continuation's pool replaces it).
+    shutdown: ShutdownSignal,
 }
 
 impl ToClient<'_> {

@@ -1,0 +1,256 @@
+//! Continuing a cut stream (`[[routes]] stream_resume = "continue"`): when a stream fails after
+//! bytes reached the client, the next fallback is asked the same request with the text so far
+//! as a trailing assistant message (prefill), and its events continue the client's one stream.
+//!
+//! The relay notes every payload it hands to the client; they are read into canonical events,
+//! so the continuation's events can be written by a writer that has "written" the same stream:
+//! the same answer id, no second start event, the text block still open. Its refusal (any
+//! failure before its first event), or no step left, ends the stream with the error event.
+
+use std::borrow::Cow;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::Ctx;
+use crate::api::{EventReader, EventWriter};
+use crate::canonical::{Extra, Message, Part, Role, StreamEvent};
+use crate::error::{Error, ErrorKind};
+use crate::format::ApiFormat;
+use crate::gateway::Gateway;
+use crate::policy::{Plan, Served};
+use crate::pool::{Reply, ShutdownSignal, StreamItem};
+use crate::providers::ProviderRequest;
+use crate::trace::Span;
+
+/// What the relay needs to continue one stream, kept only for an opted-in route's streams.
+pub(super) struct Resume {
+    format: ApiFormat,
+    /// The request as it went upstream, in the client's format (model not yet replaced).
+    request: ProviderRequest,
+    plan: Plan<'static>,
+    /// The model of the request's first attempt when the plan does not name one.
+    primary_model: String,
+    /// The model as the client named it (the metrics' `model` label).
+    client_model: String,
+    /// The provider and model serving the stream now.
+    serving: (usize, String),
+    /// When the request began, for what is left of its total timeout.
+    started: Instant,
+    reader: EventReader,
+    /// What the client was sent, as canonical events (consecutive text merged).
+    events: Vec<StreamEvent>,
+    /// A payload did not read, a tool call began, or the answer finished: no continuation.
+    closed: bool,
+    /// The continuation in progress: its events read, and written as the client's stream.
+    cont: Option<(EventReader, EventWriter)>,
+}
+
+/// A continuation asked of the policy.
+pub(super) enum Next {
+    /// The fallback answered: its chunks continue the stream.
+    Continued { chunks: mpsc::Receiver<Result<StreamItem, Error>>, shutdown: ShutdownSignal, attempt: Span },
+    /// No continuation: the stream ends with its error event.
+    Stop,
+}
+
+impl Resume {
+    /// The resume state of a stream of `request` (as sent upstream) that `targets[serving]`
+    /// answers, when the plan opted in.
+    pub(super) fn new(
+        plan: &Plan<'_>,
+        request: ProviderRequest,
+        serving: usize,
+        client_model: &str,
+        started: Instant,
+    ) -> Option<Box<Self>> {
+        if !plan.resume || !request.stream {
+            return None;
+        }
+        let primary_model = request.model.clone();
+        let model = match serving {
+            t if t == plan.routed => plan.model.clone().unwrap_or_else(|| primary_model.clone()),
+            t => plan
+                .fallbacks
+                .iter()
+                .find(|s| s.provider == t)
+                .map_or_else(|| primary_model.clone(), |s| s.model.clone()),
+        };
+        let plan = Plan {
+            routed: plan.routed,
+            model: plan.model.clone(),
+            fallbacks: Cow::Owned(plan.fallbacks.to_vec()),
+            timeout: plan.timeout,
+            latency: false,
+            hedge: None,
+            resume: true,
+        };
+        let format = request.endpoint.format;
+        Some(Box::new(Self {
+            format,
+            request,
+            plan,
+            primary_model,
+            client_model: client_model.to_owned(),
+            serving: (serving, model),
+            started,
+            reader: EventReader::new(format),
+            events: Vec::new(),
+            closed: false,
+            cont: None,
+        }))
+    }
+
+    /// Notes one payload as it goes to the client (before the stream hooks).
+    pub(super) fn note(&mut self, payload: &[u8]) {
+        if self.closed {
+            return;
+        }
+        let mut read = Vec::new();
+        if self.reader.read(payload, &mut read).is_err() {
+            self.closed = true;
+            return;
+        }
+        for ev in read {
+            match (ev, self.events.last_mut()) {
+                (StreamEvent::Text { text }, Some(StreamEvent::Text { text: t })) => t.push_str(&text),
+                (StreamEvent::Reasoning { text }, Some(StreamEvent::Reasoning { text: t })) => t.push_str(&text),
+                // A tool call is not continued: its arguments cannot be prefilled.
+                (StreamEvent::ToolCall { .. } | StreamEvent::Finish { .. }, _) => {
+                    self.closed = true;
+                    self.events = Vec::new();
+                    return;
+                }
+                (ev, _) => self.events.push(ev),
+            }
+        }
+    }
+
+    /// Whether the continuation's payloads are being rewritten now.
+    pub(super) fn continuing(&self) -> bool {
+        self.cont.is_some()
+    }
+
+    /// The client's payloads for one payload of the continuation: its start is dropped (the
+    /// client has one), the rest written as the client's stream goes on.
+    ///
+    /// # Errors
+    /// 502 when the payload does not read.
+    pub(super) fn rewrite(&mut self, payload: &[u8]) -> Result<Vec<Bytes>, Error> {
+        let Some((reader, writer)) = &mut self.cont else { return Ok(vec![Bytes::copy_from_slice(payload)]) };
+        let mut events = Vec::new();
+        reader.read(payload, &mut events).map_err(|e| {
+            Error::new(ErrorKind::UpstreamInvalid, format!("the continuing stream sent an unreadable event: {e}"))
+        })?;
+        let mut out = Vec::new();
+        for ev in events.into_iter().filter(|e| !matches!(e, StreamEvent::Start { .. })) {
+            writer.write(ev, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// The payloads that close a continued stream that ended well (before the terminator).
+    pub(super) fn end(&mut self) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        if let Some((_, writer)) = &mut self.cont {
+            writer.end(&mut out);
+        }
+        out
+    }
+
+    /// After `failed` cut the stream: asks the next step for the rest, counting the attempts
+    /// on `ctx`. `Stop` when the stream cannot be continued, no step is left, or the step
+    /// refused (a 4xx such as a refused prefill, or any failure before its first event).
+    pub(super) async fn next(&mut self, gw: &Gateway, ctx: &mut Ctx, failed: &Error) -> Next {
+        let cut = gw.targets[self.serving.0].pool.name().clone();
+        if self.closed || !matches!(self.events.first(), Some(StreamEvent::Start { .. })) || !resumable(failed) {
+            return Next::Stop;
+        }
+        let left = self.plan.timeout.map(|t| t.saturating_sub(self.started.elapsed()));
+        let plan = (self.plan)
+            .after(self.serving.0, &self.serving.1, &self.primary_model, left)
+            .filter(|_| left.is_none_or(|l| !l.is_zero()));
+        let Some(plan) = plan else {
+            count(&cut, "none_left");
+            return Next::Stop;
+        };
+        let Some(req) = self.prefilled() else {
+            count(&cut, "refused");
+            return Next::Stop;
+        };
+        let mut served = Served::new(plan.routed);
+        let result = gw.policy.execute(&gw.targets, &plan, req, &mut served).await;
+        ctx.attempts += served.attempts;
+        ctx.upstream += served.upstream;
+        let model = plan.fallbacks.iter().find(|s| s.provider == served.target).map(|s| s.model.clone());
+        match result {
+            Ok(Reply::Stream { chunks, shutdown, .. }) => {
+                count(&cut, "continued");
+                self.serving = (served.target, model.or(plan.model).unwrap_or_default());
+                ctx.target = Some(super::Target::new(&gw.targets[served.target].pool, &self.client_model));
+                let mut writer = EventWriter::new(self.format);
+                let mut scratch = Vec::new();
+                // The writer "writes" what the client already has, so it goes on from there.
+                for ev in self.events.iter().cloned() {
+                    writer.write(ev, &mut scratch);
+                }
+                self.cont = Some((EventReader::new(self.format), writer));
+                Next::Continued { chunks, shutdown, attempt: std::mem::take(&mut served.stream_attempt) }
+            }
+            Ok(Reply::Full { .. }) => {
+                count(&cut, "refused");
+                Next::Stop
+            }
+            Err(e) => {
+                if served.attempts == 0 {
+                    count(&cut, "none_left");
+                } else {
+                    count(&cut, "refused");
+                }
+                tracing::debug!(request_id = %ctx.id, error = %gw.secrets.scrub_error(e), "a cut stream's continuation was refused");
+                Next::Stop
+            }
+        }
+    }
+
+    /// The request with the answer so far as a trailing assistant message, built through the
+    /// canonical request so every provider kind gets it in its own form.
+    fn prefilled(&self) -> Option<ProviderRequest> {
+        let mut req = self.request.clone();
+        let text: String = (self.events.iter())
+            .filter_map(|e| match e {
+                StreamEvent::Text { text } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        if !text.is_empty() {
+            let body = std::mem::take(&mut req.body).into_map();
+            let mut chat = crate::api::request_to_canonical(req.endpoint, body).ok()?;
+            chat.messages.push(Message {
+                role: Role::Assistant,
+                parts: vec![Part::Text { text, extra: Extra::new() }],
+                extra: Extra::new(),
+            });
+            req.body = crate::exchange::JsonBody::from_map(crate::api::request_from_canonical(self.format, chat));
+        }
+        Some(req)
+    }
+}
+
+/// Failures of the upstream's stream; a shutdown, a plugin's failure or the total timeout are not continued.
+fn resumable(e: &Error) -> bool {
+    matches!(
+        e.kind,
+        ErrorKind::Upstream { .. }
+            | ErrorKind::UpstreamUnavailable
+            | ErrorKind::UpstreamInvalid
+            | ErrorKind::UpstreamTimeout
+            | ErrorKind::UpstreamTooLarge
+    )
+}
+
+fn count(provider: &std::sync::Arc<str>, outcome: &'static str) {
+    metrics::counter!("weir_stream_resumes_total", "provider" => provider.to_string(), "outcome" => outcome)
+        .increment(1);
+}
