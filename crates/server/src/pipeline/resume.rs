@@ -179,6 +179,8 @@ impl Resume {
             count(&cut, "refused");
             return Next::Stop;
         };
+        // The continuation's first step is a fallback like any other (`weir_fallbacks_total`).
+        gw.targets[plan.routed].guard.fallbacks.increment(1);
         let mut served = Served::new(plan.routed);
         let result = gw.policy.execute(&gw.targets, &plan, req, &mut served).await;
         ctx.attempts += served.attempts;
