@@ -13,11 +13,16 @@ const CUT: &str = "m;chunks=4;cut_at=2";
 /// Providers `a` and `b` in front of `up`, without retries, and model `gpt` routed to `a`
 /// (`CUT`) with `b` (`fallback`) only as its fallback; `resume` is the route's line.
 async fn start(up: &MockUpstream, fallback: &str, resume: &str) -> Weir {
-    let pool = "[providers.retry]\nmax_retries = 0";
-    let a = up.provider_toml("a", "discover_models = false", pool);
-    let b = up.provider_toml("b", "discover_models = false", pool);
+    start_with(up, CUT, "", fallback, resume).await
+}
+
+/// [`start`] with `a` asked `primary`, `pool` lines in its pool table.
+async fn start_with(up: &MockUpstream, primary: &str, pool: &str, fallback: &str, resume: &str) -> Weir {
+    let no_retries = "[providers.retry]\nmax_retries = 0";
+    let a = up.provider_toml("a", "discover_models = false", &format!("{pool}\n{no_retries}"));
+    let b = up.provider_toml("b", "discover_models = false", no_retries);
     let route = format!(
-        "[[routes]]\nmodel = \"gpt\"\n{resume}\ntargets = [{{ provider = \"a\", model = \"{CUT}\" }}, \
+        "[[routes]]\nmodel = \"gpt\"\n{resume}\ntargets = [{{ provider = \"a\", model = \"{primary}\" }}, \
          {{ provider = \"b\", model = \"{fallback}\", weight = 0 }}]\n"
     );
     Weir::start(&format!("[[events.sinks]]\nkind = \"stdout\"\n\n{a}\n{b}\n{route}")).await
@@ -91,6 +96,21 @@ async fn a_cut_openai_stream_continues_on_the_fallback_as_one_stream() {
     let resumes = |outcome| metric(&metrics, "weir_stream_resumes_total", &[("provider", "a"), ("outcome", outcome)]);
     assert_eq!((resumes("continued"), resumes("refused")), (1.0, 0.0));
     assert!(metrics.contains("# HELP weir_stream_resumes_total"), "described");
+}
+
+#[tokio::test]
+async fn a_stream_stalled_past_the_idle_timeout_continues_on_the_fallback() {
+    let up = MockUpstream::start().await;
+    let stalled = "m;chunks=4;hold_after=2";
+    let pool = "idle_timeout = \"300ms\"\nrequest_timeout = \"10s\"";
+    let weir = start_with(&up, stalled, pool, "m;prefill", "stream_resume = \"continue\"").await;
+    let (_, events) = stream_openai(&weir, None).await;
+    up.release();
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+    assert_eq!(text_and_ids(&events), ("c0 c1 r0 r1 ".to_owned(), vec!["chatcmpl-up".to_owned()]));
+    assert_eq!(up.chats()[1].body["messages"][1]["content"], "c0 c1 ");
+    let metrics = weir.metrics().await;
+    assert_eq!(metric(&metrics, "weir_timeouts_total", &[("provider", "a"), ("phase", "idle")]), 1.0);
 }
 
 #[tokio::test]

@@ -38,13 +38,94 @@ pub(super) struct Resume {
     serving: (usize, String),
     /// When the request began, for what is left of its total timeout.
     started: Instant,
+    said: Transcript,
+    /// The continuation in progress.
+    cont: Option<Continuation>,
+}
+
+/// What the client was sent, read into canonical events.
+struct Transcript {
     reader: EventReader,
-    /// What the client was sent, as canonical events (consecutive text merged).
+    /// The events, consecutive text merged.
     events: Vec<StreamEvent>,
     /// A payload did not read, a tool call began, or the answer finished: no continuation.
     closed: bool,
-    /// The continuation in progress: its events read, and written as the client's stream.
-    cont: Option<(EventReader, EventWriter)>,
+}
+
+impl Transcript {
+    fn new(format: ApiFormat) -> Self {
+        Self { reader: EventReader::new(format), events: Vec::new(), closed: false }
+    }
+
+    fn note(&mut self, payload: &[u8]) {
+        if self.closed {
+            return;
+        }
+        let mut read = Vec::new();
+        if self.reader.read(payload, &mut read).is_err() {
+            self.closed = true;
+            return;
+        }
+        for ev in read {
+            match (ev, self.events.last_mut()) {
+                (StreamEvent::Text { text }, Some(StreamEvent::Text { text: t })) => t.push_str(&text),
+                (StreamEvent::Reasoning { text }, Some(StreamEvent::Reasoning { text: t })) => t.push_str(&text),
+                // A tool call is not continued: its arguments cannot be prefilled.
+                (StreamEvent::ToolCall { .. } | StreamEvent::Finish { .. }, _) => {
+                    self.closed = true;
+                    self.events = Vec::new();
+                    return;
+                }
+                (ev, _) => self.events.push(ev),
+            }
+        }
+    }
+
+    /// Whether a continuation can follow: the answer began and nothing closed it.
+    fn open(&self) -> bool {
+        !self.closed && matches!(self.events.first(), Some(StreamEvent::Start { .. }))
+    }
+
+    /// The answer's text so far (reasoning left out), the prefill.
+    fn text(&self) -> String {
+        (self.events.iter())
+            .filter_map(|e| match e {
+                StreamEvent::Text { text } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A fallback's stream rewritten as the rest of the client's: its events are read, and
+/// written by a writer that has already written what the client was sent.
+struct Continuation {
+    reader: EventReader,
+    writer: EventWriter,
+}
+
+impl Continuation {
+    fn new(format: ApiFormat, said: &[StreamEvent]) -> Self {
+        let mut writer = EventWriter::new(format);
+        let mut scratch = Vec::new();
+        for ev in said.iter().cloned() {
+            writer.write(ev, &mut scratch);
+        }
+        Self { reader: EventReader::new(format), writer }
+    }
+
+    fn rewrite(&mut self, payload: &[u8]) -> Result<Vec<Bytes>, Error> {
+        let mut events = Vec::new();
+        self.reader.read(payload, &mut events).map_err(|e| {
+            Error::new(ErrorKind::UpstreamInvalid, format!("the continuing stream sent an unreadable event: {e}"))
+        })?;
+        let mut out = Vec::new();
+        // Its start is dropped: the client has one.
+        for ev in events.into_iter().filter(|e| !matches!(e, StreamEvent::Start { .. })) {
+            self.writer.write(ev, &mut out);
+        }
+        Ok(out)
+    }
 }
 
 /// A continuation asked of the policy.
@@ -95,36 +176,14 @@ impl Resume {
             client_model: client_model.to_owned(),
             serving: (serving, model),
             started,
-            reader: EventReader::new(format),
-            events: Vec::new(),
-            closed: false,
+            said: Transcript::new(format),
             cont: None,
         }))
     }
 
     /// Notes one payload as it goes to the client (before the stream hooks).
     pub(super) fn note(&mut self, payload: &[u8]) {
-        if self.closed {
-            return;
-        }
-        let mut read = Vec::new();
-        if self.reader.read(payload, &mut read).is_err() {
-            self.closed = true;
-            return;
-        }
-        for ev in read {
-            match (ev, self.events.last_mut()) {
-                (StreamEvent::Text { text }, Some(StreamEvent::Text { text: t })) => t.push_str(&text),
-                (StreamEvent::Reasoning { text }, Some(StreamEvent::Reasoning { text: t })) => t.push_str(&text),
-                // A tool call is not continued: its arguments cannot be prefilled.
-                (StreamEvent::ToolCall { .. } | StreamEvent::Finish { .. }, _) => {
-                    self.closed = true;
-                    self.events = Vec::new();
-                    return;
-                }
-                (ev, _) => self.events.push(ev),
-            }
-        }
+        self.said.note(payload);
     }
 
     /// Whether the continuation's payloads are being rewritten now.
@@ -138,23 +197,17 @@ impl Resume {
     /// # Errors
     /// 502 when the payload does not read.
     pub(super) fn rewrite(&mut self, payload: &[u8]) -> Result<Vec<Bytes>, Error> {
-        let Some((reader, writer)) = &mut self.cont else { return Ok(vec![Bytes::copy_from_slice(payload)]) };
-        let mut events = Vec::new();
-        reader.read(payload, &mut events).map_err(|e| {
-            Error::new(ErrorKind::UpstreamInvalid, format!("the continuing stream sent an unreadable event: {e}"))
-        })?;
-        let mut out = Vec::new();
-        for ev in events.into_iter().filter(|e| !matches!(e, StreamEvent::Start { .. })) {
-            writer.write(ev, &mut out);
+        match &mut self.cont {
+            Some(c) => c.rewrite(payload),
+            None => Ok(vec![Bytes::copy_from_slice(payload)]),
         }
-        Ok(out)
     }
 
     /// The payloads that close a continued stream that ended well (before the terminator).
     pub(super) fn end(&mut self) -> Vec<Bytes> {
         let mut out = Vec::new();
-        if let Some((_, writer)) = &mut self.cont {
-            writer.end(&mut out);
+        if let Some(c) = &mut self.cont {
+            c.writer.end(&mut out);
         }
         out
     }
@@ -164,7 +217,7 @@ impl Resume {
     /// refused (a 4xx such as a refused prefill, or any failure before its first event).
     pub(super) async fn next(&mut self, gw: &Gateway, ctx: &mut Ctx, failed: &Error) -> Next {
         let cut = gw.targets[self.serving.0].pool.name().clone();
-        if self.closed || !matches!(self.events.first(), Some(StreamEvent::Start { .. })) || !resumable(failed) {
+        if !self.said.open() || !resumable(failed) {
             return Next::Stop;
         }
         let left = self.plan.timeout.map(|t| t.saturating_sub(self.started.elapsed()));
@@ -191,13 +244,7 @@ impl Resume {
                 count(&cut, "continued");
                 self.serving = (served.target, model.or(plan.model).unwrap_or_default());
                 ctx.target = Some(super::Target::new(&gw.targets[served.target].pool, &self.client_model));
-                let mut writer = EventWriter::new(self.format);
-                let mut scratch = Vec::new();
-                // The writer "writes" what the client already has, so it goes on from there.
-                for ev in self.events.iter().cloned() {
-                    writer.write(ev, &mut scratch);
-                }
-                self.cont = Some((EventReader::new(self.format), writer));
+                self.cont = Some(Continuation::new(self.format, &self.said.events));
                 Next::Continued { chunks, shutdown, attempt: std::mem::take(&mut served.stream_attempt) }
             }
             Ok(Reply::Full { .. }) => {
@@ -220,12 +267,7 @@ impl Resume {
     /// canonical request so every provider kind gets it in its own form.
     fn prefilled(&self) -> Option<ProviderRequest> {
         let mut req = self.request.clone();
-        let text: String = (self.events.iter())
-            .filter_map(|e| match e {
-                StreamEvent::Text { text } => Some(text.as_str()),
-                _ => None,
-            })
-            .collect();
+        let text = self.said.text();
         if !text.is_empty() {
             let body = std::mem::take(&mut req.body).into_map();
             let mut chat = crate::api::request_to_canonical(req.endpoint, body).ok()?;
@@ -255,4 +297,53 @@ fn resumable(e: &Error) -> bool {
 fn count(provider: &std::sync::Arc<str>, outcome: &'static str) {
     metrics::counter!("weir_stream_resumes_total", "provider" => provider.to_string(), "outcome" => outcome)
         .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn openai(delta: &str, finish: Option<&str>) -> Vec<u8> {
+        let c = serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7, "model": "m",
+            "choices": [{"index": 0, "delta": serde_json::from_str::<serde_json::Value>(delta).unwrap(), "finish_reason": finish}]});
+        serde_json::to_vec(&c).unwrap()
+    }
+
+    #[test]
+    fn the_text_so_far_is_the_prefill_and_a_tool_call_or_finish_closes_it() {
+        let mut said = Transcript::new(ApiFormat::OpenAi);
+        assert!(!said.open(), "nothing began");
+        said.note(&openai(r#"{"role": "assistant", "content": "Hel"}"#, None));
+        said.note(&openai(r#"{"content": "lo"}"#, None));
+        assert!(said.open());
+        assert_eq!(said.text(), "Hello");
+
+        let call = r#"{"tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": ""}}]}"#;
+        said.note(&openai(call, None));
+        assert!(!said.open(), "a stream inside a tool call is not continued");
+
+        let mut done = Transcript::new(ApiFormat::OpenAi);
+        done.note(&openai(r#"{"content": "all"}"#, None));
+        done.note(&openai("{}", Some("stop")));
+        assert!(!done.open(), "a finished answer is not continued");
+    }
+
+    #[test]
+    fn a_continuation_keeps_the_first_streams_id_and_sends_no_second_start() {
+        let mut said = Transcript::new(ApiFormat::OpenAi);
+        said.note(&openai(r#"{"role": "assistant", "content": "Hel"}"#, None));
+        let mut cont = Continuation::new(ApiFormat::OpenAi, &said.events);
+        let other = br#"{"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 9, "model": "n",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": "lo"}, "finish_reason": null}]}"#;
+        let out = cont.rewrite(other).unwrap();
+        assert_eq!(out.len(), 1, "the text only: {out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out[0]).unwrap();
+        assert_eq!(
+            (v["id"].as_str(), v["model"].as_str(), v["created"].as_u64()),
+            (Some("chatcmpl-1"), Some("m"), Some(7))
+        );
+        assert_eq!(v["choices"][0]["delta"]["content"], "lo");
+        assert!(v["choices"][0]["delta"].get("role").is_none(), "{v}");
+        assert_eq!(cont.rewrite(b"not json").unwrap_err().status(), 502);
+    }
 }
