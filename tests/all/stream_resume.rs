@@ -5,6 +5,7 @@
 
 use serde_json::{Value, json};
 
+use crate::support::anthropic::{self, MockAnthropic};
 use crate::support::{MockUpstream, SseReader, Weir, chat, client, metric};
 
 /// The primary's stream: `c0 c1 ` reach the client, then the connection drops.
@@ -179,4 +180,53 @@ async fn an_anthropic_stream_continues_with_one_message_start_and_one_message_st
     assert_eq!(text, "c0 c1 r0 r1 ");
     let last = up.chats()[1].body["messages"].as_array().unwrap().last().unwrap().clone();
     assert_eq!((last["role"].as_str(), last["content"].as_str()), (Some("assistant"), Some("c0 c1 ")), "{last}");
+}
+
+/// Model `claude` routed to the Anthropic mock (`primary`), with the OpenAI mock's `m;prefill`
+/// on provider `b` as its fallback; an Anthropic client's stream, as `(event, data)` pairs.
+async fn anthropic_cut(primary: &str) -> (MockAnthropic, MockUpstream, Vec<(String, Value)>) {
+    let (an, up) = (MockAnthropic::start().await, MockUpstream::start().await);
+    let no_retries = "[providers.retry]\nmax_retries = 0";
+    let config = format!(
+        "{}{}\n[[routes]]\nmodel = \"claude\"\nstream_resume = \"continue\"\n\
+         targets = [{{ provider = \"an\", model = \"{primary}\" }}, {{ provider = \"b\", model = \"m;prefill\", weight = 0 }}]\n",
+        an.provider_toml("an", no_retries),
+        up.provider_toml("b", "discover_models = false", no_retries),
+    );
+    let weir = Weir::start(&config).await;
+    let body = json!({"model": "claude", "max_tokens": 50, "stream": true,
+                      "messages": [{"role": "user", "content": "hello"}]});
+    let resp = client().post(weir.url("/v1/messages")).json(&body).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let events = anthropic::events(&resp.text().await.unwrap());
+    (an, up, events)
+}
+
+#[tokio::test]
+async fn an_anthropic_upstream_cut_before_message_stop_continues_in_a_new_block_on_an_openai_fallback() {
+    let (_an, up, events) = anthropic_cut("claude;cut").await;
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    let count = |n: &str| names.iter().filter(|m| **m == n).count();
+    assert_eq!((count("message_start"), count("message_stop"), count("error")), (1, 1, 0), "{names:?}");
+    // The upstream closed block 0 before the cut: the continuation is block 1.
+    let starts: Vec<u64> = (events.iter())
+        .filter(|(n, _)| n == "content_block_start")
+        .map(|(_, d)| d["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(starts, [0, 1], "{names:?}");
+    let text: String = (events.iter())
+        .filter(|(n, _)| n == "content_block_delta")
+        .map(|(_, d)| d["delta"]["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(text, format!("{}r0 r1 ", anthropic::TEXT.concat()));
+    let last = up.chats()[0].body["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["content"], anthropic::TEXT.concat(), "the prefill, as an OpenAI assistant message: {last}");
+}
+
+#[tokio::test]
+async fn a_stream_cut_inside_a_tool_call_is_not_continued() {
+    let (_an, up, events) = anthropic_cut("claude;tools;cut").await;
+    assert_eq!(events.last().map(|(n, _)| n.as_str()), Some("error"), "{events:?}");
+    assert!(!events.iter().any(|(n, _)| n == "message_stop"), "never a clean end: {events:?}");
+    assert!(up.chats().is_empty(), "no fallback was asked");
 }

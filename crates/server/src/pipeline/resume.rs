@@ -50,11 +50,14 @@ struct Transcript {
     events: Vec<StreamEvent>,
     /// A payload did not read, a tool call began, or the answer finished: no continuation.
     closed: bool,
+    /// The last content block was closed (Anthropic's `content_block_stop`): the continuation
+    /// opens a new one.
+    block_closed: bool,
 }
 
 impl Transcript {
     fn new(format: ApiFormat) -> Self {
-        Self { reader: EventReader::new(format), events: Vec::new(), closed: false }
+        Self { reader: EventReader::new(format), events: Vec::new(), closed: false, block_closed: false }
     }
 
     fn note(&mut self, payload: &[u8]) {
@@ -66,6 +69,14 @@ impl Transcript {
             self.closed = true;
             return;
         }
+        if read.is_empty() {
+            // Events that carry no canonical event: only a block's stop changes what follows.
+            if payload.windows(20).any(|w| w == b"\"content_block_stop\"") {
+                self.block_closed = true;
+            }
+            return;
+        }
+        self.block_closed = false;
         for ev in read {
             match (ev, self.events.last_mut()) {
                 (StreamEvent::Text { text }, Some(StreamEvent::Text { text: t })) => t.push_str(&text),
@@ -105,11 +116,14 @@ struct Continuation {
 }
 
 impl Continuation {
-    fn new(format: ApiFormat, said: &[StreamEvent]) -> Self {
+    fn new(format: ApiFormat, said: &Transcript) -> Self {
         let mut writer = EventWriter::new(format);
         let mut scratch = Vec::new();
-        for ev in said.iter().cloned() {
+        for ev in said.events.iter().cloned() {
             writer.write(ev, &mut scratch);
+        }
+        if said.block_closed {
+            writer.close_block(&mut scratch);
         }
         Self { reader: EventReader::new(format), writer }
     }
@@ -146,7 +160,8 @@ impl Resume {
         client_model: &str,
         started: Instant,
     ) -> Option<Box<Self>> {
-        if !plan.resume || !request.stream {
+        // A Responses stream's items open and close in ways its replay does not track.
+        if !plan.resume || !request.stream || request.endpoint.format == ApiFormat::Responses {
             return None;
         }
         let primary_model = request.model.clone();
@@ -244,7 +259,7 @@ impl Resume {
                 count(&cut, "continued");
                 self.serving = (served.target, model.or(plan.model).unwrap_or_default());
                 ctx.target = Some(super::Target::new(&gw.targets[served.target].pool, &self.client_model));
-                self.cont = Some(Continuation::new(self.format, &self.said.events));
+                self.cont = Some(Continuation::new(self.format, &self.said));
                 Next::Continued { chunks, shutdown, attempt: std::mem::take(&mut served.stream_attempt) }
             }
             Ok(Reply::Full { .. }) => {
@@ -332,7 +347,7 @@ mod tests {
     fn a_continuation_keeps_the_first_streams_id_and_sends_no_second_start() {
         let mut said = Transcript::new(ApiFormat::OpenAi);
         said.note(&openai(r#"{"role": "assistant", "content": "Hel"}"#, None));
-        let mut cont = Continuation::new(ApiFormat::OpenAi, &said.events);
+        let mut cont = Continuation::new(ApiFormat::OpenAi, &said);
         let other = br#"{"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 9, "model": "n",
             "choices": [{"index": 0, "delta": {"role": "assistant", "content": "lo"}, "finish_reason": null}]}"#;
         let out = cont.rewrite(other).unwrap();
@@ -345,5 +360,34 @@ mod tests {
         assert_eq!(v["choices"][0]["delta"]["content"], "lo");
         assert!(v["choices"][0]["delta"].get("role").is_none(), "{v}");
         assert_eq!(cont.rewrite(b"not json").unwrap_err().status(), 502);
+    }
+
+    #[test]
+    fn an_anthropic_block_the_upstream_closed_is_not_reopened() {
+        let start = br#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"c","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":1}}}"#;
+        let block = br#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#;
+        let delta = |t: &str| {
+            let v = serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}});
+            serde_json::to_vec(&v).unwrap()
+        };
+        let stop = br#"{"type":"content_block_stop","index":0}"#;
+        let mut said = Transcript::new(ApiFormat::Anthropic);
+        for p in [&start[..], block, &delta("Hel"), stop] {
+            said.note(p);
+        }
+        assert!(said.open() && said.block_closed);
+        let mut cont = Continuation::new(ApiFormat::Anthropic, &said);
+        let mut out = Vec::new();
+        for p in [&start[..], block, &delta("lo")] {
+            out.extend(cont.rewrite(p).unwrap());
+        }
+        let types: Vec<(String, u64)> = (out.iter())
+            .map(|p| {
+                let v: serde_json::Value = serde_json::from_slice(p).unwrap();
+                (v["type"].as_str().unwrap().to_owned(), v["index"].as_u64().unwrap_or(99))
+            })
+            .collect();
+        let want = [("content_block_start".to_owned(), 1), ("content_block_delta".to_owned(), 1)];
+        assert_eq!(types, want, "a new block after the closed one, no second message_start");
     }
 }
