@@ -6,7 +6,8 @@
 use serde_json::{Value, json};
 
 use crate::support::anthropic::{self, MockAnthropic};
-use crate::support::{MockUpstream, SseReader, Weir, chat, client, metric};
+use crate::support::otlp::OtlpReceiver;
+use crate::support::{MockUpstream, SseReader, Weir, chat, client, metric, weir_check};
 
 /// The primary's stream: `c0 c1 ` reach the client, then the connection drops.
 const CUT: &str = "m;chunks=4;cut_at=2";
@@ -229,4 +230,52 @@ async fn a_stream_cut_inside_a_tool_call_is_not_continued() {
     assert_eq!(events.last().map(|(n, _)| n.as_str()), Some("error"), "{events:?}");
     assert!(!events.iter().any(|(n, _)| n == "message_stop"), "never a clean end: {events:?}");
     assert!(up.chats().is_empty(), "no fallback was asked");
+}
+
+#[test]
+fn weir_check_names_stream_resume_when_a_route_has_nowhere_to_continue_or_a_bad_value() {
+    let provider = "[[providers]]\nname = \"a\"\nkind = \"mock\"\nmodels = [\"m\"]\n";
+    let route =
+        |line: &str| format!("{provider}[[routes]]\nmodel = \"gpt\"\n{line}\ntargets = [{{ provider = \"a\" }}]\n");
+    for line in ["stream_resume = \"continue\"", "stream_resume = \"restart\""] {
+        let out = weir_check(&route(line), &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{line} was accepted");
+        assert!(stderr.contains("stream_resume"), "{line}: {stderr}");
+    }
+    let ok = weir_check(&format!("{}[fallbacks]\ngpt = [\"a/m2\"]\n", route("stream_resume = \"continue\"")), &[]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+}
+
+#[tokio::test]
+async fn the_continuations_attempt_is_a_child_of_the_request_span_numbered_after_the_first() {
+    let (up, otlp) = (MockUpstream::start().await, OtlpReceiver::start().await);
+    let no_retries = "[providers.retry]\nmax_retries = 0";
+    let config = format!(
+        "{}{}\n[[routes]]\nmodel = \"gpt\"\nstream_resume = \"continue\"\n\
+         targets = [{{ provider = \"a\", model = \"{CUT}\" }}, {{ provider = \"b\", model = \"m;prefill\", weight = 0 }}]\n\
+         [tracing]\nendpoint = \"{}\"\nexport_interval = \"50ms\"\n",
+        up.provider_toml("a", "discover_models = false", no_retries),
+        up.provider_toml("b", "discover_models = false", no_retries),
+        otlp.endpoint(),
+    );
+    let weir = Weir::start(&config).await;
+    let trace = "0123456789abcdef0123456789abcd01";
+    let mut body = chat("gpt", "hello");
+    body["stream"] = json!(true);
+    let req = client()
+        .post(weir.url("/v1/chat/completions"))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"));
+    let events = SseReader::new(req.json(&body).send().await.unwrap()).rest().await;
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+
+    let spans = otlp.wait_for(trace, "weir.request").await;
+    let request = spans.iter().find(|s| s.name == "weir.request").unwrap();
+    let mut attempts: Vec<_> = spans.iter().filter(|s| s.name == "weir.upstream_attempt").collect();
+    attempts.sort_by_key(|s| s.attrs["weir.attempt"].clone());
+    assert_eq!(attempts.len(), 2, "{spans:#?}");
+    assert!(attempts.iter().all(|a| a.parent_id == request.span_id), "{attempts:#?}");
+    let numbered: Vec<(&str, &str)> =
+        attempts.iter().map(|a| (a.attrs["weir.attempt"].as_str(), a.attrs["weir.provider"].as_str())).collect();
+    assert_eq!(numbered, [("1", "a"), ("2", "b")]);
 }

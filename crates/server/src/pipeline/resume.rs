@@ -250,8 +250,11 @@ impl Resume {
         // The continuation's first step is a fallback like any other (`weir_fallbacks_total`).
         gw.targets[plan.routed].guard.fallbacks.increment(1);
         let mut served = Served::new(plan.routed);
+        // The attempts go on being numbered from the request's (`weir.attempt` on their spans).
+        served.attempts = ctx.attempts;
         let result = gw.policy.execute(&gw.targets, &plan, req, &mut served).await;
-        ctx.attempts += served.attempts;
+        let tried = served.attempts > ctx.attempts;
+        ctx.attempts = served.attempts;
         ctx.upstream += served.upstream;
         let model = plan.fallbacks.iter().find(|s| s.provider == served.target).map(|s| s.model.clone());
         match result {
@@ -267,7 +270,7 @@ impl Resume {
                 Next::Stop
             }
             Err(e) => {
-                if served.attempts == 0 {
+                if !tried {
                     count(&cut, "none_left");
                 } else {
                     count(&cut, "refused");
