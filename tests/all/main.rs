@@ -46,6 +46,7 @@ mod shared_cache;
 mod shared_state;
 mod shutdown;
 mod status;
+mod stream_resume;
 mod streams;
 mod threads;
 mod timeouts;

@@ -27,6 +27,9 @@
 //!   with `fail_times=N`, only the first N requests stall.
 //! - `cut=nodone` (stream ends cleanly without `[DONE]`) or `cut=drop` (connection dropped
 //!   mid-stream), after the chunks.
+//! - `cut_at=N`: the connection drops after N stream chunks (a cut mid-answer).
+//! - `prefill`: answers only a request ending in an assistant message (else 400), streaming
+//!   `r0 r1 ` (or `chunks=N` pieces) as `chatcmpl-fallback`; `no_prefill`: 400 to one that does.
 //! - `pad=BYTES`: each stream chunk's content is that many bytes long (large streams, to fill
 //!   socket buffers behind a client that does not read).
 //! - Usage: every answer reports [`USAGE`] (cached tokens included); a stream does so in a last
@@ -55,7 +58,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 mod directives;
-use super::upstream_bodies::{embeddings, sized_response, text_error};
+use super::upstream_bodies::{completion, embeddings, sized_response, text_error, usage};
 use directives::Directives;
 
 /// Token usage every answer reports: prompt, completion and cached prompt tokens.
@@ -415,6 +418,9 @@ async fn respond(
         }
         return complete(resp);
     }
+    if let Some(why) = d.prefill_refusal(body) {
+        return complete(error_response(400, Some("messages"), why, None));
+    }
     if d.redirect {
         return complete(
             Response::builder()
@@ -470,6 +476,8 @@ fn stream_response(
 ) -> Response<Body> {
     let model = body["model"].as_str().unwrap_or_default().to_owned();
     let pieces: Vec<String> = match d.chunks {
+        Some(n) if d.prefill => (0..n).map(|i| format!("r{i} ")).collect(),
+        None if d.prefill => vec!["r0 ".into(), "r1 ".into()],
         Some(n) => (0..n).map(|i| format!("c{i} ")).collect(),
         None => last_user_text(body).split_inclusive(' ').map(str::to_owned).collect(),
     };
@@ -492,7 +500,11 @@ fn stream_response(
             (Some(raw), _) => Bytes::from_static(raw[i]),
             (None, Some(p)) => {
                 let content = d.pad.map_or_else(|| p.clone(), |n| format!("{p:x<n$}"));
-                sse(&chunk(&model, json!({"content": content}), None))
+                let mut c = chunk(&model, json!({"content": content}), None);
+                if d.prefill {
+                    c["id"] = json!("chatcmpl-fallback");
+                }
+                sse(&c)
             }
             (None, None) if i == pieces.len() => sse(&chunk(&model, json!({}), Some("stop"))),
             (None, None) => sse(&json!({
@@ -506,6 +518,11 @@ fn stream_response(
             }
             if i == 0 && !d.stall.is_zero() {
                 tokio::time::sleep(d.stall).await;
+            }
+            if d.cut_at == Some(i) {
+                let _ = tx.send(Err(std::io::Error::other("mock upstream cuts the stream"))).await;
+                state.update(index, |s| s.outcome = Outcome::Completed);
+                return;
             }
             if i > 0 && !d.chunk_delay.is_zero() {
                 tokio::time::sleep(d.chunk_delay).await;
@@ -574,22 +591,7 @@ fn chunk(model: &str, delta: Value, finish: Option<&str>) -> Value {
     })
 }
 
-fn completion(body: &Value) -> Value {
-    json!({
-        "id": "chatcmpl-up", "object": "chat.completion", "created": 0, "model": body["model"],
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": last_user_text(body)},
-                     "finish_reason": "stop"}],
-        "usage": usage(),
-    })
-}
-
-fn usage() -> Value {
-    let (prompt, completion, cached) = USAGE;
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-           "prompt_tokens_details": {"cached_tokens": cached}})
-}
-
-fn last_user_text(body: &Value) -> String {
+pub(super) fn last_user_text(body: &Value) -> String {
     let messages = body["messages"].as_array().map(Vec::as_slice).unwrap_or_default();
     messages.iter().rev().find(|m| m["role"] == "user").and_then(|m| m["content"].as_str()).unwrap_or("").to_owned()
 }

@@ -7,7 +7,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde_json::{Value, json};
 
-use super::upstream::{Body, full};
+use super::upstream::{Body, USAGE, full, last_user_text};
 
 /// A 200 JSON body of exactly `size` bytes (at least the JSON frame's), with Content-Length
 /// or, with `no_length`, chunked in 16 KiB frames.
@@ -167,4 +167,21 @@ fn responses_answer(body: &Value) -> Response<Body> {
     let text: String =
         events.iter().map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap())).collect();
     Response::builder().header("content-type", "text/event-stream").body(full(text)).unwrap()
+}
+
+/// A chat answer that echoes the last user message.
+pub(super) fn completion(body: &Value) -> Value {
+    json!({
+        "id": "chatcmpl-up", "object": "chat.completion", "created": 0, "model": body["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": last_user_text(body)},
+                     "finish_reason": "stop"}],
+        "usage": usage(),
+    })
+}
+
+/// The usage every answer reports ([`super::upstream::USAGE`]).
+pub(super) fn usage() -> Value {
+    let (prompt, completion, cached) = USAGE;
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+           "prompt_tokens_details": {"cached_tokens": cached}})
 }

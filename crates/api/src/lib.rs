@@ -298,6 +298,14 @@ impl EventWriter {
         }
     }
 
+    /// Closes the open content block (Anthropic's `content_block_stop`), so the next text
+    /// opens a new one; formats without blocks write nothing.
+    pub fn close_block(&mut self, out: &mut Vec<Bytes>) {
+        if let Self::Anthropic(w) = self {
+            w.close_block(out);
+        }
+    }
+
     /// The payloads that end a stream that went well, appended to `out`.
     pub fn end(&mut self, out: &mut Vec<Bytes>) {
         match self {

@@ -41,6 +41,27 @@ pub struct RouteConfig {
     /// answer wins and the other is cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "values::duration::option")]
     pub hedge_after: Option<Duration>,
+    /// What a stream cut after its first byte becomes: the front door's error event (`off`), or
+    /// the rest of the answer from the next fallback, asked with the text so far as prefill.
+    #[serde(default, skip_serializing_if = "StreamResume::is_off")]
+    pub stream_resume: StreamResume,
+}
+
+/// `[[routes]] stream_resume`: what happens to a stream that fails after bytes reached the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamResume {
+    /// The stream ends with the front door's error event.
+    #[default]
+    Off,
+    /// The next fallback continues it (assistant prefill); its refusal ends it as `off` does.
+    Continue,
+}
+
+impl StreamResume {
+    fn is_off(&self) -> bool {
+        *self == Self::Off
+    }
 }
 
 /// One target of a route.
@@ -63,7 +84,12 @@ fn one() -> u32 {
 }
 
 /// Checks `[[routes]]`: models named once, targets of configured providers, some weight.
-pub(super) fn validate_routes(routes: &[RouteConfig], providers: &HashSet<&str>) -> Result<(), ConfigError> {
+/// `fallbacks` names the models `[fallbacks]` lists.
+pub(super) fn validate_routes(
+    routes: &[RouteConfig],
+    providers: &HashSet<&str>,
+    fallbacks: &HashSet<&str>,
+) -> Result<(), ConfigError> {
     let mut models = HashSet::new();
     for (i, r) in routes.iter().enumerate() {
         let key = |field: &str| format!("routes[{i}].{field}");
@@ -93,6 +119,12 @@ pub(super) fn validate_routes(routes: &[RouteConfig], providers: &HashSet<&str>)
         if r.hedge_after.is_some() && r.targets.len() < 2 {
             return Err(ConfigError::invalid(key("hedge_after"), "hedging needs a second target"));
         }
+        if r.stream_resume == StreamResume::Continue && r.targets.len() < 2 && !fallbacks.contains(r.model.as_str()) {
+            return Err(ConfigError::invalid(
+                key("stream_resume"),
+                "\"continue\" needs a second target or [fallbacks] for the model to continue on",
+            ));
+        }
     }
     Ok(())
 }
@@ -121,6 +153,23 @@ mod tests {
         let r = &cfg.routes[0];
         assert_eq!((r.strategy, r.targets[0].weight, r.targets[1].weight), (Strategy::LeastOutstanding, 3, 1));
         assert_eq!(r.targets[1].model.as_deref(), Some("m2"));
+        assert_eq!(r.stream_resume, crate::StreamResume::Off, "off unless opted in");
+    }
+
+    #[test]
+    fn a_route_opts_in_to_continuing_cut_streams() {
+        let route = "[[routes]]\nmodel = \"gpt\"\nstream_resume = \"continue\"\n";
+        let two =
+            Config::from_toml(&format!("{TWO}{route}targets = [{{ provider = \"a\" }}, {{ provider = \"b\" }}]\n"));
+        assert_eq!(two.unwrap().routes[0].stream_resume, crate::StreamResume::Continue);
+        // One target is enough when [fallbacks] lists where the model goes next.
+        let one = format!("{TWO}[fallbacks]\ngpt = [\"b/m\"]\n{route}targets = [{{ provider = \"a\" }}]\n");
+        assert!(Config::from_toml(&one).is_ok());
+        let bad = format!(
+            "{TWO}[[routes]]\nmodel = \"gpt\"\nstream_resume = \"restart\"\ntargets = [{{ provider = \"a\" }}]\n"
+        );
+        let e = Config::from_toml(&bad).unwrap_err().to_string();
+        assert!(e.contains("stream_resume"), "{e}");
     }
 
     #[test]
@@ -132,6 +181,10 @@ mod tests {
         assert_eq!(
             refused_key(&route("hedge_after = \"1s\"\ntargets = [{ provider = \"a\" }]")),
             "routes[0].hedge_after"
+        );
+        assert_eq!(
+            refused_key(&route("stream_resume = \"continue\"\ntargets = [{ provider = \"a\" }]")),
+            "routes[0].stream_resume"
         );
         let twice =
             format!("{}{}", route("targets = [{ provider = \"a\" }]"), route("targets = [{ provider = \"b\" }]"));

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use balance::{MAX_ROUTE_TARGETS, RouteConfig, RouteTarget, Strategy};
+pub use balance::{MAX_ROUTE_TARGETS, RouteConfig, RouteTarget, Strategy, StreamResume};
 pub use bedrock::BedrockConfig;
 pub use cache::{CacheConfig, MAX_CACHE_ENTRIES};
 pub use defaults::embedded_default;
@@ -424,7 +424,8 @@ impl Config {
         self.state.validate()?;
         self.events.validate()?;
         keys::validate(&self.keys, &self.prices)?;
-        balance::validate_routes(&self.routes, &names)?;
+        let fallbacks = self.fallbacks.keys().map(String::as_str).collect();
+        balance::validate_routes(&self.routes, &names, &fallbacks)?;
         if let Some(t) = &self.tracing {
             t.validate()?;
         }

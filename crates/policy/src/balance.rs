@@ -18,6 +18,8 @@ pub(crate) struct Balance {
     targets: Vec<(Step, u32)>,
     /// Hedging delay, when opted in.
     pub(crate) hedge_after: Option<Duration>,
+    /// A stream cut after its first byte is continued on the next fallback.
+    pub(crate) resume: bool,
 }
 
 impl Balance {
@@ -29,7 +31,8 @@ impl Balance {
                 Some((Step { provider, model: t.model.clone().unwrap_or_else(|| r.model.clone()) }, t.weight))
             })
             .collect();
-        Self { strategy: r.strategy, targets, hedge_after: r.hedge_after }
+        let resume = r.stream_resume == crate::config::StreamResume::Continue;
+        Self { strategy: r.strategy, targets, hedge_after: r.hedge_after, resume }
     }
 
     /// Whether attempts on this route feed the targets' latency averages.

@@ -30,12 +30,23 @@ pub struct Plan<'a> {
     pub latency: bool,
     /// Hedge the first attempt on the next target after this long.
     pub hedge: Option<Duration>,
+    /// A stream cut after its first byte is continued on the next fallback (the route's
+    /// `stream_resume = "continue"`).
+    pub resume: bool,
 }
 
 impl<'a> Plan<'a> {
     /// A plan to `routed` and then `fallbacks`, with no total timeout.
     pub fn new(routed: usize, fallbacks: &'a [Step]) -> Self {
-        Self { routed, model: None, fallbacks: Cow::Borrowed(fallbacks), timeout: None, latency: false, hedge: None }
+        Self {
+            routed,
+            model: None,
+            fallbacks: Cow::Borrowed(fallbacks),
+            timeout: None,
+            latency: false,
+            hedge: None,
+            resume: false,
+        }
     }
 }
 
@@ -69,7 +80,7 @@ impl Policy {
                 fallbacks = Cow::Owned(order);
             }
             (plan.routed, plan.model) = (first.provider, Some(first.model));
-            (plan.latency, plan.hedge) = (route.tracks_latency(), route.hedge_after);
+            (plan.latency, plan.hedge, plan.resume) = (route.tracks_latency(), route.hedge_after, route.resume);
         }
         let pool = targets[plan.routed].pool.config();
         plan.timeout = match headers.get(X_WEIR_TIMEOUT_MS) {
@@ -78,6 +89,37 @@ impl Policy {
         };
         plan.fallbacks = fallbacks;
         Ok(plan)
+    }
+}
+
+impl Plan<'_> {
+    /// The plan that continues a stream `targets[failed]` was serving as `failed_model` (the
+    /// request's own model is `primary_model`): the steps after that one, never the same
+    /// provider and model again, within `left` of the total timeout. No hedging. `None` when
+    /// no step is left.
+    pub fn after(
+        &self,
+        failed: usize,
+        failed_model: &str,
+        primary_model: &str,
+        left: Option<Duration>,
+    ) -> Option<Plan<'static>> {
+        let first =
+            Step { provider: self.routed, model: self.model.clone().unwrap_or_else(|| primary_model.to_owned()) };
+        let steps: Vec<&Step> = std::iter::once(&first).chain(self.fallbacks.iter()).collect();
+        let same = |s: &Step| s.provider == failed && s.model == failed_model;
+        let from = steps.iter().position(|s| same(s)).map_or(0, |i| i + 1);
+        let mut rest = steps[from..].iter().filter(|s| !same(s)).map(|s| (*s).clone());
+        let next = rest.next()?;
+        Some(Plan {
+            routed: next.provider,
+            model: Some(next.model),
+            fallbacks: Cow::Owned(rest.collect()),
+            timeout: left,
+            latency: false,
+            hedge: None,
+            resume: false,
+        })
     }
 }
 
@@ -95,6 +137,20 @@ fn client_timeout(raw: &[u8]) -> Result<Duration, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_continuation_goes_to_the_steps_after_the_failed_one() {
+        let fallbacks = [Step { provider: 1, model: "b".into() }, Step { provider: 2, model: "c".into() }];
+        let plan = Plan::new(0, &fallbacks);
+        let next = plan.after(0, "a", "a", Some(Duration::from_secs(3))).unwrap();
+        assert_eq!((next.routed, next.model.as_deref(), next.fallbacks.len()), (1, Some("b"), 1));
+        assert_eq!(next.timeout, Some(Duration::from_secs(3)));
+        let next = plan.after(1, "b", "a", None).unwrap();
+        assert_eq!((next.routed, next.model.as_deref(), next.fallbacks.len()), (2, Some("c"), 0));
+        assert!(plan.after(2, "c", "a", None).is_none(), "the last step has nothing after it");
+        let alone = Plan::new(0, &[]);
+        assert!(alone.after(0, "a", "a", None).is_none());
+    }
 
     #[test]
     fn the_client_timeout_is_whole_milliseconds_above_zero() {

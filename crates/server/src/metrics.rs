@@ -97,6 +97,10 @@ fn describe() {
     describe_counter!("weir_pool_panics_total", "Panics caught in provider code");
     describe_counter!("weir_pool_cancelled_total", "Jobs cancelled because the client went away");
     describe_gauge!("weir_pool_buffered_bytes", "Bytes of whole (non-stream) upstream answers being read right now");
+    describe_counter!(
+        "weir_stream_resumes_total",
+        "Streams cut after their first byte that a fallback was asked to continue, by the cut provider and outcome"
+    );
     describe_counter!("weir_retries_total", "Upstream attempts retried on the same provider, by the failure's reason");
     describe_counter!(
         "weir_retry_budget_exhausted_total",

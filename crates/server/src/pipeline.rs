@@ -16,18 +16,18 @@ use tokio::sync::mpsc;
 
 use crate::affinity::Affinity;
 use crate::api::BodyUse;
-use crate::body::{BodyFrame, Limit, ResponseBody, read_limited};
+use crate::body::{Limit, ResponseBody, read_limited};
 use crate::client_io::ClientConn;
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::exchange::{GatewayRequest, GatewayResponse, client_headers};
 use crate::format::Endpoint;
 use crate::gateway::Gateway;
 use crate::governance::{Admission, Price, Tokens};
 use crate::metrics::ModelLabel;
-use crate::plugins::{ChunkOutcome, HookCtx, Seen};
+use crate::plugins::{HookCtx, Seen};
 use crate::policy::Served;
 use crate::pool::{Pool, Reply, ShutdownSignal, StreamItem};
-use crate::providers::usage::{StreamUsage, Usage};
+use crate::providers::usage::Usage;
 use crate::providers::{ProviderRequest, RelayHeaders, TraceHeaders};
 use crate::record::{Facts, Finished};
 use crate::respond::error_response;
@@ -35,6 +35,10 @@ use crate::spans;
 use crate::trace::{Span, SpanKind};
 
 mod cached;
+mod resume;
+mod stream;
+
+use self::stream::stream_response;
 
 /// The request id, sent back to the client and accepted from it.
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -182,6 +186,8 @@ struct Stream {
     attempt: Span,
     /// The stream's answer is recorded for the response cache.
     record: Option<Box<cached::Record>>,
+    /// What continuing the stream on a fallback needs, when its route opted in.
+    resume: Option<Box<resume::Resume>>,
 }
 
 async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Result<Outcome, Error> {
@@ -306,6 +312,8 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         trace,
     };
     // Timed whatever the outcome: a failed call's upstream wait is not overhead.
+    // Kept (its body's bytes shared) to ask a fallback for the rest of a cut stream.
+    let kept = (plan.resume && upstream.stream).then(|| upstream.clone());
     let mut served = Served::new(plan.routed);
     let result = gw.policy.execute(&gw.targets, &plan, upstream, &mut served).await;
     ctx.upstream = served.upstream;
@@ -342,6 +350,8 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         Reply::Stream { chunks, shutdown, relay } => {
             ctx.relay = relay;
             let record = cached::Record::new(gw, key, ctx, pool.name());
+            let resume =
+                kept.and_then(|r| resume::Resume::new(&plan, r, served.target, &hook.request.model, ctx.started));
             Ok(Outcome::Stream(Stream {
                 head: HeaderMap::new(),
                 chunks,
@@ -350,6 +360,7 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
                 seen: pre.seen,
                 attempt,
                 record,
+                resume,
             }))
         }
     }
@@ -388,152 +399,6 @@ fn full_response(ctx: &Ctx, resp: GatewayResponse) -> Response<ResponseBody> {
         headers.insert(X_WEIR_COST_USD, v);
     }
     out
-}
-
-/// Relays a stream: one task reads chunks from the pool worker, runs `on_stream_chunk`, frames
-/// each event (and the end) as the client's front door writes them and hands bytes to hyper.
-/// `finish` runs once: when the stream ends, the client leaves, the client stops reading for
-/// `server.send_timeout` (499 `client_stalled`), or the shutdown deadline passes while the
-/// relay waits for the client (503 `shutting_down`).
-fn stream_response(gw: Arc<Gateway>, mut ctx: Ctx, conn: ClientConn, stream: Stream) -> Response<ResponseBody> {
-    let Stream { head, mut chunks, shutdown, hook, mut seen, mut attempt, mut record } = stream;
-    let mut relay = ctx.span.cx().child("weir.relay", SpanKind::Internal);
-    let (tx, rx) = mpsc::channel::<BodyFrame>(16);
-    let mut out = Response::new(ResponseBody::stream(rx));
-    let headers = out.headers_mut();
-    *headers = head;
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    decorate(&ctx, headers);
-    let at_head = ctx.facts.is_some().then(|| ctx.overhead());
-    if let Some(f) = ctx.facts.as_deref_mut() {
-        f.head_overhead = at_head;
-    }
-    let hooks = gw.plugins.has_stream_hooks(seen);
-    let format = ctx.endpoint.format;
-    let send_timeout = gw.config.server.send_timeout;
-    tokio::spawn(async move {
-        let to_client = ToClient { tx: &tx, send_timeout, shutdown: &shutdown };
-        let mut failure: Option<Error> = None;
-        // The upstream's usage, noted before plugins see a chunk.
-        let mut tokens = StreamUsage::new(format);
-        loop {
-            let payload = match chunks.recv().await {
-                Some(Ok(StreamItem::Chunk(p))) => p,
-                Some(Ok(StreamItem::End)) => break,
-                Some(Err(e)) => {
-                    failure = Some(gw.secrets.scrub_error(e));
-                    break;
-                }
-                None => {
-                    failure = Some(stream_cut());
-                    break;
-                }
-            };
-            tokens.note(&payload);
-            if attempt.is_recording() {
-                attempt.event("first_token");
-                attempt.set_elapsed_ms("weir.time_to_first_token_ms");
-                std::mem::take(&mut attempt).end();
-                relay.event("first_token");
-            }
-            if let Some(r) = &mut record {
-                r.note(&payload);
-            }
-            let payload = if hooks {
-                match gw.plugins.on_stream_chunk(&hook, &mut seen, payload.clone()).await {
-                    // A chunk a plugin rewrote is scrubbed (the upstream's was, by the provider).
-                    Ok(ChunkOutcome::Pass(p)) if same_bytes(&p, &payload) => p,
-                    Ok(ChunkOutcome::Pass(p)) => gw.secrets.scrub_bytes(p),
-                    Ok(ChunkOutcome::Drop) => continue,
-                    Err(e) => {
-                        failure = Some(gw.secrets.scrub_error(e));
-                        break;
-                    }
-                }
-            } else {
-                payload
-            };
-            if let Err(why) = to_client.send(BodyFrame::Data(crate::api::frame_event(format, &payload))).await {
-                // Dropping `chunks` stops the upstream read and frees the worker.
-                ctx.usage = tokens.usage();
-                drop(relay);
-                return ended_early(&gw, &mut ctx, &conn, why);
-            }
-            if let Some(f) = ctx.facts.as_deref_mut().filter(|f| f.ttft.is_none()) {
-                f.ttft = Some(ctx.started.elapsed());
-            }
-        }
-        ctx.usage = tokens.usage();
-        let last = match &failure {
-            Some(e) => crate::api::error_event(format, e),
-            None => crate::api::end_of_stream(format).map_or_else(Bytes::new, Bytes::from_static),
-        };
-        let sent = to_client.send(BodyFrame::Last(last)).await;
-        drop((attempt, relay));
-        if let Err(why) = sent {
-            return ended_early(&gw, &mut ctx, &conn, why);
-        }
-        if let Some(r) = record.filter(|_| failure.is_none()) {
-            r.keep();
-        }
-        finish(&gw, &mut ctx, failure.as_ref().map_or(200, |e| e.status().as_u16()), failure.as_ref());
-    });
-    out
-}
-
-/// Why a frame could not be handed to the client.
-enum NotSent {
-    /// The client left (or its connection was closed for not reading).
-    Gone,
-    /// The client took nothing for `send_timeout`.
-    Stalled,
-    /// The pool's shutdown deadline passed while the client was not reading.
-    Stopped,
-}
-
-/// The relay's side of the response body channel.
-struct ToClient<'a> {
-    tx: &'a mpsc::Sender<BodyFrame>,
-    send_timeout: Duration,
-    shutdown: &'a ShutdownSignal,
-}
-
-impl ToClient<'_> {
-    /// Hands one frame to hyper. With room in the channel, at once and with no timer; else the
-    /// wait is bounded by `send_timeout` and the shutdown deadline, so a client that does not
-    /// read costs only itself.
-    async fn send(&self, frame: BodyFrame) -> Result<(), NotSent> {
-        let frame = match self.tx.try_send(frame) {
-            Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(NotSent::Gone),
-            Err(mpsc::error::TrySendError::Full(frame)) => frame,
-        };
-        tokio::select! {
-            biased;
-            sent = self.tx.send(frame) => sent.map_err(|_| NotSent::Gone),
-            () = self.shutdown.fired() => Err(NotSent::Stopped),
-            () = tokio::time::sleep(self.send_timeout) => Err(NotSent::Stalled),
-        }
-    }
-}
-
-/// `finish` for a stream that could not be handed to its client to the end. The relay then
-/// drops the body's sender before the last frame, which fails the body: hyper aborts the
-/// response rather than end it as if complete.
-fn ended_early(gw: &Gateway, ctx: &mut Ctx, conn: &ClientConn, why: NotSent) {
-    match why {
-        NotSent::Gone if !conn.stalled() => finish_as(gw, ctx, 499, "client_closed", None),
-        NotSent::Gone | NotSent::Stalled => finish_as(gw, ctx, 499, "client_stalled", None),
-        NotSent::Stopped => {
-            let e = stream_cut();
-            finish(gw, ctx, e.status().as_u16(), Some(&e));
-        }
-    }
-}
-
-fn stream_cut() -> Error {
-    Error::new(ErrorKind::ShuttingDown, "the stream was cut: Weir is shutting down and could not finish it")
 }
 
 /// Headers every model response carries, and the provider's relayed ones: the one place they

@@ -30,6 +30,9 @@ pub(super) struct Directives {
     pub(super) fail_times: Option<u32>,
     pub(super) reset: bool,
     pub(super) for_key: Option<String>,
+    pub(super) cut_at: Option<usize>,
+    pub(super) prefill: bool,
+    pub(super) no_prefill: bool,
 }
 
 impl Directives {
@@ -63,10 +66,27 @@ impl Directives {
                 "for_key" => d.for_key = Some(value.to_owned()),
                 "code" => d.code = Some(value.to_owned()),
                 "sse" => d.sse = Some(SSE_FIXTURES.iter().find(|(n, _)| *n == value).ok_or("unknown sse fixture")?.1),
+                "cut_at" => d.cut_at = Some(num()? as usize),
+                "prefill" => d.prefill = true,
+                "no_prefill" => d.no_prefill = true,
                 _ => return Err(format!("unknown directive {part:?}")),
             }
         }
         Ok(d)
+    }
+}
+
+impl Directives {
+    /// The 400 a `prefill` or `no_prefill` model answers `body` with, if any: `prefill`
+    /// answers only a request ending in an assistant message, `no_prefill` refuses one.
+    pub(super) fn prefill_refusal(&self, body: &serde_json::Value) -> Option<&'static str> {
+        let last = body["messages"].as_array().and_then(|m| m.last());
+        let prefilled = last.is_some_and(|m| m["role"] == "assistant");
+        match (self.prefill, self.no_prefill, prefilled) {
+            (true, _, false) => Some("expected an assistant message to continue"),
+            (_, true, true) => Some("assistant prefill not supported"),
+            _ => None,
+        }
     }
 }
 

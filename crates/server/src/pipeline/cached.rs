@@ -135,6 +135,7 @@ pub(super) async fn lookup(
         seen,
         attempt: Default::default(),
         record: None,
+        resume: None,
     })))
 }
 

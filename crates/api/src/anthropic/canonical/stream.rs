@@ -265,6 +265,12 @@ impl StreamWriter {
         index
     }
 
+    /// Closes the open block, as a stream whose upstream closed it (`content_block_stop`): the
+    /// next text or thinking opens a new one.
+    pub fn close_block(&mut self, out: &mut Vec<Bytes>) {
+        self.close(out);
+    }
+
     fn close(&mut self, out: &mut Vec<Bytes>) {
         if let Some((_, index)) = self.open.take() {
             out.push(payload(json!({ "type": "content_block_stop", "index": index })));
