@@ -12,6 +12,7 @@
 //! down; writes keep trying, and the first that succeeds brings lookups back.
 
 pub mod key;
+mod memo;
 pub mod replay;
 
 use std::sync::Arc;
@@ -80,6 +81,8 @@ pub struct ResponseCache {
     redis: Option<Arc<Redis>>,
     /// Shared with the Redis writes, whose success ends it.
     backoff: Arc<Backoff>,
+    /// Keys of bodies seen before ([`ResponseCache::key`]).
+    memo: memo::KeyMemo,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -107,7 +110,14 @@ impl ResponseCache {
             .expire_after(PerEntryTtl)
             .build();
         let backoff = Arc::new(Backoff { until: AtomicU64::new(0), epoch: Instant::now() });
-        Some(Arc::new(Self { cfg: cfg.clone(), local, redis, backoff }))
+        let memo = memo::KeyMemo::new(cfg.ttl);
+        Some(Arc::new(Self { cfg: cfg.clone(), local, redis, backoff, memo }))
+    }
+
+    /// The key of `req` ([`key`]); a body sent before as the same bytes on the same route
+    /// finds its key without being parsed and hashed again.
+    pub fn key(&self, req: &Request<'_>) -> Option<Key> {
+        self.memo.key(req)
     }
 
     /// The settings it was made with.

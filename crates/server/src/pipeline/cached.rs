@@ -88,7 +88,7 @@ pub(super) async fn lookup(
         body: &request.body,
         owner,
     };
-    let Some(key) = cache::key(&req) else { return Ok(Lookup::Go(request, None)) };
+    let Some(key) = cache.key(&req) else { return Ok(Lookup::Go(request, None)) };
     if !use_it {
         cache::count("bypass");
         return Ok(Lookup::Go(request, Some(key)));
