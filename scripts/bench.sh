@@ -160,7 +160,14 @@ start_weir() { # label config-file
     PIDS+=($!)
 }
 { provider __PORT__; } >"$TMP/weir-none.toml"
-{ provider __PORT__; default_chain; } >"$TMP/weir-default.toml"
+# The default chain with the resilience a deployment turns on: retries (on by default), a circuit
+# breaker and a fallback provider, none of them triggered (the happy path's cost).
+resilience() {
+    printf '\n[providers.breaker]\n\n[[providers]]\nname = "backup"\nkind = "openai"\n'
+    printf 'base_url = "http://127.0.0.1:%s/v1"\nmodels = ["bench-2"]\ndiscover_models = false\n' "$MOCK_PORT"
+    printf '\n[fallbacks]\n"bench-1" = ["backup/bench-2"]\n'
+}
+{ provider __PORT__; resilience; default_chain; } >"$TMP/weir-default.toml"
 {
     provider __PORT__
     plugin request-log request_log 'config = { level = "debug" }'
