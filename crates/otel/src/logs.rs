@@ -35,6 +35,7 @@ pub fn sink(cfg: &SinkConfig) -> Result<Box<dyn Sink>, String> {
         runtime: None,
         records: Vec::new(),
         record: Vec::new(),
+        line: Vec::new(),
         count: 0,
     }))
 }
@@ -48,13 +49,15 @@ struct OtlpLogs {
     records: Vec<u8>,
     /// One record's fields, before its length is known.
     record: Vec<u8>,
+    /// The event's JSON line (the record's body).
+    line: Vec<u8>,
     count: usize,
 }
 
 impl Sink for OtlpLogs {
     fn write(&mut self, event: &Event) -> std::io::Result<()> {
         self.record.clear();
-        log_record(&mut self.record, event);
+        log_record(&mut self.record, &mut self.line, event);
         bytes_field(&mut self.records, 2, &self.record);
         self.count += 1;
         if self.count >= BATCH { self.flush() } else { Ok(()) }
@@ -79,15 +82,15 @@ impl Sink for OtlpLogs {
 /// One `LogRecord`'s fields: the time, a severity, the event's name, its JSON line as the body,
 /// and a request record's main fields as attributes (OpenTelemetry's names where there is one)
 /// with its trace id.
-fn log_record(buf: &mut Vec<u8>, event: &Event) {
+fn log_record(buf: &mut Vec<u8>, line: &mut Vec<u8>, event: &Event) {
     fixed64_field(buf, 1, nanos(event.time));
     let (severity, text) = severity(event);
     varint_field(buf, 2, severity);
     string_field(buf, 3, text);
-    let mut line = Vec::with_capacity(512);
-    event.write_json_line(&mut line);
+    line.clear();
+    event.write_json_line(line);
     line.pop();
-    any(buf, 5, &Value::Str(std::str::from_utf8(&line).unwrap_or_default()));
+    any(buf, 5, &Value::Str(std::str::from_utf8(line).unwrap_or_default()));
     let mut name = "weir.request";
     match &event.body {
         Body::Request(r) => {
@@ -189,10 +192,10 @@ mod tests {
         let events =
             [Event::request(record), Event::fact(Priority::High, "breaker", serde_json::json!({"to": "open"}))];
         let mut records = Vec::new();
-        let mut one = Vec::new();
+        let (mut one, mut line) = (Vec::new(), Vec::new());
         for e in &events {
             one.clear();
-            log_record(&mut one, e);
+            log_record(&mut one, &mut line, e);
             bytes_field(&mut records, 2, &one);
         }
         let mut body = export_head("svc", records.len());
