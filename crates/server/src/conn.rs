@@ -145,6 +145,15 @@ impl<B: Body + Unpin> Body for Tracked<B> {
     }
 }
 
+/// `make()`'s future on the heap, written there as it is made. A request's future is ~12 KB
+/// (every phase's state, nested); hyper moves the future it is handed into its own slot, and
+/// `Box::pin(make())` would build it on the stack and copy it, where `Box::write` into an
+/// allocation made first lets the compiler build it in place.
+pub(crate) fn boxed_in_place<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
+    let slot: Box<std::mem::MaybeUninit<F>> = Box::new_uninit();
+    Box::into_pin(Box::write(slot, make()))
+}
+
 /// Serves one connection to its end (see the module docs). `stop` turning true starts the
 /// graceful close: in-flight requests finish, then the connection is closed.
 pub fn serve<H, F, B>(
@@ -170,7 +179,7 @@ where
         service_state.active.fetch_add(1, Ordering::AcqRel);
         service_state.served.fetch_add(1, Ordering::AcqRel);
         let active = Active(service_state.clone());
-        let fut = handler(req, &client);
+        let fut = boxed_in_place(|| handler(req, &client));
         async move { Ok::<_, Infallible>(fut.await.map(|inner| Tracked { inner, _active: active })) }
     });
     let io = Io { stream, send_timeout, state: state.clone(), heads: 0, pending: None };

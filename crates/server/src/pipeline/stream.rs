@@ -47,7 +47,8 @@ pub(super) fn stream_response(
     let hooks = gw.plugins.has_stream_hooks(seen);
     let format = ctx.endpoint.format;
     let send_timeout = gw.config.server.send_timeout;
-    tokio::spawn(async move {
+    // Built on the heap where it lives: the relay's state is ~8 KB, which spawning would copy.
+    tokio::spawn(crate::conn::boxed_in_place(|| async move {
         let mut to_client = ToClient { tx: &tx, send_timeout, shutdown };
         let mut failure: Option<Error> = None;
         // The upstream's usage, noted before plugins see a chunk.
@@ -146,7 +147,7 @@ pub(super) fn stream_response(
             r.keep();
         }
         finish(&gw, &mut ctx, failure.as_ref().map_or(200, |e| e.status().as_u16()), failure.as_ref());
-    });
+    }));
     out
 }
 
