@@ -54,12 +54,16 @@ impl Price {
 /// looked up once, not matched against every pattern per request.
 const MEMO_MAX: usize = 4096;
 
+// Looked up on every request: foldhash is a few times cheaper than SipHash on short names and
+// still seeded per process (model names come from clients).
+type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// Prices by model: exact names, then patterns (longest first).
 #[derive(Debug, Default)]
 pub struct PriceTable {
-    exact: HashMap<String, Price>,
+    exact: Map<Price>,
     patterns: Vec<(String, Price)>,
-    memo: RwLock<HashMap<String, Option<Price>>>,
+    memo: RwLock<Map<Option<Price>>>,
 }
 
 impl PriceTable {

@@ -3,6 +3,10 @@
 //! order wins), then against the lists discovered from providers in the background.
 
 use std::collections::HashMap;
+
+// Looked up on every request: foldhash is a few times cheaper than SipHash on short names and
+// still seeded per process (model names come from clients).
+type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -21,9 +25,9 @@ pub struct Route {
 
 /// Model routing table, immutable per config snapshot (discovered models swap atomically).
 pub struct Router {
-    providers: HashMap<String, usize>,
+    providers: Map<usize>,
     /// Configured models and aliases → (provider, upstream model).
-    configured: HashMap<String, (usize, String)>,
+    configured: Map<(usize, String)>,
     /// Models discovered from providers → provider (refreshed in the background).
     discovered: ArcSwap<HashMap<String, usize>>,
 }
@@ -31,8 +35,8 @@ pub struct Router {
 impl Router {
     /// Builds the table from the providers in config order.
     pub fn new(providers: &[ProviderConfig]) -> Self {
-        let mut configured = HashMap::new();
-        let mut names = HashMap::new();
+        let mut configured = Map::default();
+        let mut names = Map::default();
         for (i, p) in providers.iter().enumerate() {
             names.insert(p.name.clone(), i);
             for m in &p.models {
