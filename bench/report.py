@@ -4,7 +4,7 @@
 Usage: report.py RESULTS_DIR "META". RESULTS_DIR holds `<scenario>.<target>.<round>.json`
 (oha JSON, or weir-stream-client JSON for the `stream` scenario), for closed-loop runs
 `closed.<target>.<round>.cpu` (the proxy's CPU clock ticks over the run), `clk_tck.txt` and
-`rss.txt`. RPS and latency are the mean over rounds. "added" is the target's latency minus the
+`rss.txt` and `idle.txt`. RPS and latency are the mean over rounds. "added" is the target's latency minus the
 direct path's in the same scenario and the same round, the median over rounds: a round hit by
 a burst from other tenants moves every target in it, and one such round moves a mean of
 differences but not their median. "x nginx" is the target's throughput divided by nginx's, and
@@ -347,6 +347,14 @@ with open(os.path.join(res_dir, "rss.txt")) as fh:
             checks.append(("peak RSS (default chain, whole run) <= 60 MB", f"{int(hwm) / 1024:.1f} MB",
                            int(hwm) / 1024 <= 60))
             checks.append(("idle RSS (default chain) <= 30 MB", f"{int(idle) / 1024:.1f} MB", int(idle) / 1024 <= 30))
+idle_path = os.path.join(res_dir, "idle.txt")
+if os.path.exists(idle_path):
+    with open(idle_path) as fh:
+        _, name, n, before, held, ok = (fh.read().split() + ["0"])[:6]
+    grown = int(held) - int(before)
+    out.append("")
+    out.append(f"{n} idle keep-alive client connections to {LABEL.get(name, name)} (one request each, {ok} "
+               f"answered 200): RSS +{grown / 1024:.1f} MB, {grown / int(n):.1f} kB per connection.")
 out.append("")
 
 out.append("### Targets\n")

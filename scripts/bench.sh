@@ -17,7 +17,8 @@
 # on 2 cores); BENCH_PGO=0 measures the plain `cargo build --release` instead.
 # Knobs (environment): BENCH_ROUNDS, BENCH_SECS (seconds per run), BENCH_WARMUP_SECS,
 # BENCH_CONCURRENCY (closed loop, default 32), BENCH_PGO (1 or 0, default 1),
-# BENCH_SKIP_BUILD=1 (use existing binaries).
+# BENCH_SKIP_BUILD=1 (use existing binaries), BENCH_IDLE_CONNS (idle connections held for the
+# memory-per-connection line, default 500).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -344,6 +345,18 @@ for r in $(seq 1 "$ROUNDS"); do
     stalled "$RES/stall1.weir-stall.$r.json" "$SECS" weir-stall
 done
 echo "==> load: uptime after: $(uptime)"
+
+# Memory per idle client connection: BENCH_IDLE_CONNS keep-alive connections to the
+# no-plugins Weir, one request each, held open while its VmRSS is read again (SDK clients
+# keep pools of such connections).
+IDLE_CONNS=${BENCH_IDLE_CONNS:-500}
+rss_before=$(awk '/VmRSS/{print $2}' "/proc/${WEIR_PID[none]}/status")
+python3 bench/idle_conns.py "${WEIR_PORT[none]}" "$IDLE_CONNS" "$TMP/body.json" 5 >"$TMP/idle.out" &
+held=$!
+for _ in $(seq 1 100); do grep -q ready "$TMP/idle.out" 2>/dev/null && break; sleep 0.1; done
+rss_held=$(awk '/VmRSS/{print $2}' "/proc/${WEIR_PID[none]}/status")
+echo "idle weir-none $IDLE_CONNS $rss_before $rss_held $(awk '/ready/{print $2}' "$TMP/idle.out")" >"$RES/idle.txt"
+wait "$held" || true
 
 # ---------------------------------------------------------------- report
 {
