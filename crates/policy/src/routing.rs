@@ -3,16 +3,16 @@
 //! order wins), then against the lists discovered from providers in the background.
 
 use std::collections::HashMap;
-
-// Looked up on every request: foldhash is a few times cheaper than SipHash on short names and
-// still seeded per process (model names come from clients).
-type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
 use crate::config::{ProviderConfig, RouteConfig};
 use crate::error::{Error, ErrorKind};
+
+// Looked up on every request: foldhash is a few times cheaper than SipHash on short names and
+// still seeded per process (model names come from clients).
+type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
