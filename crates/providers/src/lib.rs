@@ -180,12 +180,14 @@ impl Provider {
     /// # Errors
     /// Upstream errors mapped to [`Error`] (status and message carried over, secrets scrubbed).
     pub async fn call(&self, req: ProviderRequest) -> Result<ProviderResponse, Error> {
+        // Gemini's and Bedrock's calls are boxed: the largest futures here (Gemini's ~4 KB), they
+        // would size this one, which is moved a few times per request on every provider.
         match self {
             Self::Openai(p) => p.call(req).await,
-            Self::Gemini(p) => p.call(req).await,
+            Self::Gemini(p) => Box::pin(p.call(req)).await,
             Self::Anthropic(p) => p.call(req).await,
             Self::Mock(p) => p.call(req).await,
-            Self::Bedrock(p) => p.call(req).await,
+            Self::Bedrock(p) => Box::pin(p.call(req)).await,
             #[cfg(any(test, feature = "testing"))]
             Self::Scripted(p) => p.call(req).await,
         }

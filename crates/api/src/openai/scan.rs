@@ -59,12 +59,26 @@ pub fn scan_for(body: &[u8], index: bool, system: bool) -> Result<Scanned<'_>, s
         chat_texts: RefCell::default(),
         input_texts: RefCell::default(),
     };
-    let mut de = serde_json::Deserializer::from_slice(body);
+    // One UTF-8 check of the whole body instead of one per string: serde_json's `&str` reader
+    // then borrows each string unchecked (~1.6k of ~70k instructions per proxied request).
+    let Ok(text) = std::str::from_utf8(body) else { return Err(not_utf8(body)) };
+    let mut de = serde_json::Deserializer::from_str(text);
     let top = TopSeed(&cx).deserialize(&mut de)?;
     de.end()?;
     let (chat_texts, input_texts) = (cx.chat_texts.into_inner(), cx.input_texts.into_inner());
     let system_texts = cx.system_texts.into_inner();
     Ok(Scanned { top, repeated: cx.repeated.get(), chat_texts, input_texts, system_texts })
+}
+
+/// The error serde_json gives for `body`, which is not UTF-8: the same message and position
+/// as a scan of the bytes would (both check each string as they reach it).
+#[cold]
+fn not_utf8(body: &[u8]) -> serde_json::Error {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Err(e) => e,
+        // Unreachable: bytes outside strings are ASCII grammar, and every string is checked.
+        Ok(_) => serde::de::Error::custom("request body is not UTF-8"),
+    }
 }
 
 /// What every seed of one scan shares.

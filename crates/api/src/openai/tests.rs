@@ -152,6 +152,25 @@ fn the_scan_decides_embeddings_bodies_as_the_tree_does() {
 }
 
 #[test]
+fn bodies_that_are_not_utf8_get_the_error_a_byte_parser_gives() {
+    let bodies: [&[u8]; 5] = [
+        b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"caf\xe9\"}]}",
+        b"{\"model\":\"m\xff\",\"messages\":[]}",
+        b"{\"mod\xc3\":\"m\"}",
+        b"{\"model\":\"m\",\"messages\":[]}\xff",
+        b"{\"model\":\"m\",\"messages\":[],\"x\":\"ok\",\"y\":[\"\xed\xa0\x80\"]}",
+    ];
+    for body in bodies {
+        let tree = parse_body(&Bytes::copy_from_slice(body)).map(|_| ()).unwrap_err();
+        let scan = read_request(Endpoint::OPENAI_CHAT, Bytes::copy_from_slice(body), BodyUse::Forward).unwrap_err();
+        assert_eq!((tree.kind, &tree.message), (scan.kind, &scan.message), "{}", String::from_utf8_lossy(body));
+    }
+    // Still UTF-8, not ASCII: read as before.
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"café ☕"}]}"#;
+    decides_alike(Endpoint::OPENAI_CHAT, body);
+}
+
+#[test]
 fn clean_bodies_stay_bytes_and_repeated_keys_make_a_tree() {
     let clean = Bytes::from_static(br#"{"model":"m","messages":[{"role":"user","content":"h\u00e9"}],"x":{"y":[1]}}"#);
     let mut front = read_request(Endpoint::OPENAI_CHAT, clean.clone(), BodyUse::Forward).unwrap();
