@@ -31,6 +31,16 @@ pub struct Usage {
 /// # Errors
 /// `body` is not valid JSON.
 pub fn read_answer(body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
+    // The usual answer: checked by the fast loop, only its `usage` read by serde_json.
+    match weir_types::json::check::object_member(body, b"usage") {
+        Some(None) => return Ok(None),
+        Some(Some(usage)) => {
+            if let Ok(read) = serde_json::from_slice::<Read<UsageObject>>(&body[usage]) {
+                return Ok(read.0);
+            }
+        }
+        None => {}
+    }
     serde_json::from_slice::<Read<Answer>>(body).map(|a| a.0)
 }
 
@@ -357,6 +367,114 @@ mod tests {
         for invalid in [&b"{\"id\": oops"[..], b"", b"{} {}", b"{\"a\":1,}", br#"{"usage":{"prompt_tokens":1,}}"#] {
             assert!(read_answer(invalid).is_err(), "{}", String::from_utf8_lossy(invalid));
         }
+    }
+
+    /// Random JSON (a xorshift generator: no crate, the same documents every run).
+    struct Gen(u64);
+
+    impl Gen {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+
+        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+            from[self.below(from.len())]
+        }
+
+        fn value(&mut self, depth: u32, out: &mut String) {
+            match self.below(if depth > 3 { 4 } else { 7 }) {
+                0 => out.push_str(self.pick(&["null", "true", "false", "0", "7", "-12", "3.25", "250", "1e3", "-0.5"])),
+                // What only serde_json decides, now and then.
+                1 if self.below(10) == 0 => {
+                    out.push_str(self.pick(&["12345678901234567890", "2.5E-3", "\"\\ud83d\\ude00\""]))
+                }
+                1 => out.push_str(self.pick(&["450", "0.0", "-3"])),
+                2 | 3 => {
+                    out.push('"');
+                    for _ in 0..self.below(4) {
+                        let long = "lorem ipsum dolor ".repeat(self.below(40));
+                        out.push_str(self.pick(&["abc", "\\n", "\\\"", "\\u00e9", "\\/", "é", "usage", &long]));
+                    }
+                    out.push('"');
+                }
+                4 | 5 => self.object(depth, out),
+                _ => {
+                    out.push('[');
+                    for i in 0..self.below(4) {
+                        out.push_str(if i > 0 { "," } else { "" });
+                        self.value(depth + 1, out);
+                    }
+                    out.push(']');
+                }
+            }
+        }
+
+        fn object(&mut self, depth: u32, out: &mut String) {
+            out.push('{');
+            for i in 0..self.below(5) {
+                out.push_str(if i > 0 { ", " } else { "" });
+                let keys =
+                    ["usage", "prompt_tokens", "completion_tokens", "cached_tokens", "prompt_tokens_details", "a"];
+                out.push_str(&format!("\"{}\": ", self.pick(&keys)));
+                if self.below(30) == 0 {
+                    out.push_str(r#""us\u0061ge":"#);
+                }
+                self.value(depth + 1, out);
+            }
+            out.push('}');
+        }
+    }
+
+    /// Bytes inserted into documents: structure, escapes, a control byte, a byte never in UTF-8.
+    const INSERTED: &[u8] = b"{}[],:\"\\0a \x01\xff";
+
+    #[test]
+    fn the_fast_answer_check_agrees_with_serde_json_on_random_and_broken_documents() {
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        let (mut sure, mut docs) = (0, 0);
+        for _ in 0..4000 {
+            let mut doc = String::new();
+            g.object(0, &mut doc);
+            let mut variants = vec![doc.clone().into_bytes()];
+            for _ in 0..4 {
+                let mut v = doc.clone().into_bytes();
+                // Most edits land next to structure, where a lax check would show.
+                let marks: Vec<usize> = (0..v.len()).filter(|&i| b"{}[],:\"".contains(&v[i])).collect();
+                let at = if g.below(4) == 0 { g.below(v.len() + 1) } else { marks[g.below(marks.len())] };
+                match g.below(5) {
+                    0 if at < v.len() => drop(v.remove(at)),
+                    1 => v.insert(at, INSERTED[g.below(INSERTED.len())]),
+                    2 => v.truncate(at),
+                    3 => v.insert(at, b','),
+                    _ => v.insert(at, b' '),
+                }
+                variants.push(v);
+            }
+            for (i, v) in variants.iter().enumerate() {
+                let fast = weir_types::json::check::object_member(v, b"usage");
+                let slow = serde_json::from_slice::<Read<Answer>>(v).map(|a| a.0);
+                let text = String::from_utf8_lossy(v);
+                // The member's own value is read by serde_json; everything else must be JSON.
+                if fast.is_some() {
+                    assert!(serde_json::from_slice::<IgnoredAny>(v).is_ok(), "accepted what is not JSON: {text}");
+                }
+                if fast == Some(None) {
+                    assert!(matches!(slow, Ok(None)), "{text}");
+                }
+                assert_eq!(read_answer(v).ok(), slow.as_ref().ok().copied(), "{text}");
+                assert_eq!(read_answer(v).is_err(), slow.is_err(), "{text}");
+                if i == 0 {
+                    docs += 1;
+                    sure += usize::from(fast.is_some());
+                }
+            }
+        }
+        // Most well-formed documents are decided by the fast loop (the rest hold exponents,
+        // long numbers, surrogates or escaped names).
+        assert!(sure * 10 > docs * 6, "{sure} of {docs}");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Format-neutral JSON for request bodies: parsing a body into a tree while noting repeated
 //! keys, and ([`index`]) where a scanned body's prompt texts and top-level fields are. The
 //! front door, [`JsonBody`](crate::exchange::JsonBody) and plugins share these, whatever the
-//! API format.
+//! API format. [`check`] tells fast that a provider's answer is a JSON object.
 
+pub mod check;
 pub mod index;
 pub mod pointer;
 
