@@ -11,6 +11,7 @@ use std::fmt;
 use bytes::Bytes;
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
+use weir_types::json::check;
 
 use crate::format::ApiFormat;
 
@@ -32,7 +33,7 @@ pub struct Usage {
 /// `body` is not valid JSON.
 pub fn read_answer(body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
     // The usual answer: checked by the fast loop, only its `usage` read by serde_json.
-    match weir_types::json::check::object_member(body, b"usage") {
+    match check::object_member(body, b"usage") {
         Some(None) => return Ok(None),
         Some(Some(usage)) => {
             if let Ok(read) = serde_json::from_slice::<Read<UsageObject>>(&body[usage]) {
@@ -191,34 +192,50 @@ impl Part for UsageObject {
     type Out = Usage;
 
     fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Option<Usage>, A::Error> {
-        let mut usage = Usage::default();
-        // Anthropic's counts: its input leaves out the cached tokens, which OpenAI's includes.
-        let (mut input, mut read, mut written, mut output) = (0, 0, 0, None);
-        // OpenAI Responses: `input_tokens` includes the cached ones, named in its details.
-        let mut details = None;
+        let mut c = Counts::default();
         while let Some(key) = map.next_key::<Key>()? {
             match key {
-                Key::PromptTokens => usage.prompt = count(&mut map)?,
-                Key::CompletionTokens => usage.completion = count(&mut map)?,
-                Key::PromptTokensDetails => usage.cached = map.next_value::<Read<Details>>()?.0.unwrap_or(0),
-                Key::InputTokens => input = count(&mut map)?,
-                Key::InputTokensDetails => details = Some(map.next_value::<Read<Details>>()?.0.unwrap_or(0)),
-                Key::OutputTokens => output = Some(count(&mut map)?),
-                Key::CacheReadInputTokens => read = count(&mut map)?,
-                Key::CacheCreationInputTokens => written = count(&mut map)?,
+                Key::PromptTokens => c.prompt = count(&mut map)?,
+                Key::CompletionTokens => c.completion = count(&mut map)?,
+                Key::PromptTokensDetails => c.cached = map.next_value::<Read<Details>>()?.0.unwrap_or(0),
+                Key::InputTokens => c.input = count(&mut map)?,
+                Key::InputTokensDetails => c.details = Some(map.next_value::<Read<Details>>()?.0.unwrap_or(0)),
+                Key::OutputTokens => c.output = Some(count(&mut map)?),
+                Key::CacheReadInputTokens => c.read = count(&mut map)?,
+                Key::CacheCreationInputTokens => c.written = count(&mut map)?,
                 _ => skip(&mut map)?,
             }
         }
-        if let (Some(output), Some(cached)) = (output, details) {
-            usage.prompt = input;
-            usage.completion = output;
-            usage.cached = cached;
-        } else if let Some(output) = output {
-            usage.prompt = input + read + written;
-            usage.completion = output;
-            usage.cached = read;
+        Ok(Some(c.usage()))
+    }
+}
+
+/// A usage object's counts as read, before each format's rule combines them.
+#[derive(Default)]
+struct Counts {
+    /// OpenAI Chat's.
+    prompt: u64,
+    completion: u64,
+    cached: u64,
+    /// Anthropic's: its input leaves out the cached tokens, which OpenAI's includes.
+    input: u64,
+    read: u64,
+    written: u64,
+    output: Option<u64>,
+    /// OpenAI Responses': `input_tokens` includes the cached ones, named in its details.
+    details: Option<u64>,
+}
+
+impl Counts {
+    fn usage(self) -> Usage {
+        match (self.output, self.details) {
+            (Some(output), Some(cached)) => Usage { prompt: self.input, completion: output, cached },
+            (Some(output), None) => {
+                let prompt = self.input.saturating_add(self.read).saturating_add(self.written);
+                Usage { prompt, completion: output, cached: self.read }
+            }
+            (None, _) => Usage { prompt: self.prompt, completion: self.completion, cached: self.cached },
         }
-        Ok(Some(usage))
     }
 }
 
@@ -412,17 +429,65 @@ mod tests {
             }
         }
 
+        /// Mostly a usage object of one format or another, with odd values now and then.
+        fn usage(&mut self, depth: u32, out: &mut String) {
+            if self.below(5) == 0 {
+                return self.value(depth, out);
+            }
+            out.push('{');
+            for i in 0..self.below(6) {
+                out.push_str(if i > 0 { "," } else { "" });
+                let key = self.pick(&[
+                    "prompt_tokens",
+                    "completion_tokens",
+                    "input_tokens",
+                    "output_tokens",
+                    "cache_read_input_tokens",
+                    "cache_creation_input_tokens",
+                    "prompt_tokens_details",
+                    "input_tokens_details",
+                    "total_tokens",
+                ]);
+                out.push_str(&format!("\"{key}\":"));
+                match (key.ends_with("details"), self.below(4)) {
+                    (true, 0) => self.value(depth + 1, out),
+                    (true, _) => {
+                        let (n, m) = (self.below(100), self.below(100));
+                        out.push_str(&format!(r#"{{"cached_tokens":{n},"audio_tokens":1,"cached_tokens":{m}}}"#));
+                    }
+                    (false, 0) => self.value(depth + 1, out),
+                    (false, _) => out.push_str(&self.below(5000).to_string()),
+                }
+            }
+            out.push('}');
+        }
+
         fn object(&mut self, depth: u32, out: &mut String) {
             out.push('{');
             for i in 0..self.below(5) {
                 out.push_str(if i > 0 { ", " } else { "" });
-                let keys =
-                    ["usage", "prompt_tokens", "completion_tokens", "cached_tokens", "prompt_tokens_details", "a"];
-                out.push_str(&format!("\"{}\": ", self.pick(&keys)));
+                let keys = [
+                    "usage",
+                    "prompt_tokens",
+                    "completion_tokens",
+                    "cached_tokens",
+                    "prompt_tokens_details",
+                    "input_tokens",
+                    "output_tokens",
+                    "cache_read_input_tokens",
+                    "input_tokens_details",
+                    "a",
+                ];
+                let key = self.pick(&keys);
+                out.push_str(&format!("\"{key}\": "));
                 if self.below(30) == 0 {
                     out.push_str(r#""us\u0061ge":"#);
                 }
-                self.value(depth + 1, out);
+                if key == "usage" {
+                    self.usage(depth + 1, out);
+                } else {
+                    self.value(depth + 1, out);
+                }
             }
             out.push('}');
         }
@@ -436,8 +501,11 @@ mod tests {
         let mut g = Gen(0x9e37_79b9_7f4a_7c15);
         let (mut sure, mut docs) = (0, 0);
         for _ in 0..4000 {
-            let mut doc = String::new();
-            g.object(0, &mut doc);
+            let mut doc = String::from(r#"{"id":"x","usage":"#);
+            g.usage(1, &mut doc);
+            doc.push_str(r#","rest":"#);
+            g.object(1, &mut doc);
+            doc.push('}');
             let mut variants = vec![doc.clone().into_bytes()];
             for _ in 0..4 {
                 let mut v = doc.clone().into_bytes();
