@@ -2,7 +2,7 @@
 //! `usage.completion_tokens`, `usage.prompt_tokens_details.cached_tokens`) or Anthropic's
 //! (`usage.input_tokens` plus the cache reads and writes it leaves out, `output_tokens`,
 //! `cache_read_input_tokens`). A whole answer's is
-//! read in the scan that checks the answer is JSON; a stream's from the last chunk carrying one
+//! read beside the check that the answer is JSON; a stream's from the last chunk carrying one
 //! (OpenAI sends it in a final chunk when asked with `stream_options.include_usage`), so no
 //! other chunk is parsed.
 

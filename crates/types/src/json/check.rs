@@ -1,7 +1,7 @@
 //! A fast, strict check that a document is one JSON object, with where one of its top-level
 //! members is: for a provider's whole answer, which Weir only needs to know is JSON and whose
-//! `usage` it reads. serde_json's deserializer costs ~100 instructions per token through its
-//! generic visitors (~7.6k for a 1.1 KB answer); this loop costs a fraction of that.
+//! `usage` it reads. Checking a 1.1 KB answer with serde_json's generic visitors took ~7.6k
+//! instructions; this loop ~5k, then serde_json reads only the member (~1.5k).
 //!
 //! It never decides alone that a document is *not* JSON, nor accepts what serde_json would
 //! refuse: anything unusual (a number with an exponent or many digits, a surrogate escape, an
