@@ -406,14 +406,25 @@ mod tests {
                 0 => out.push_str(self.pick(&["null", "true", "false", "0", "7", "-12", "3.25", "250", "1e3", "-0.5"])),
                 // What only serde_json decides, now and then.
                 1 if self.below(10) == 0 => {
-                    out.push_str(self.pick(&["12345678901234567890", "2.5E-3", "\"\\ud83d\\ude00\""]))
+                    out.push_str(self.pick(&["12345678901234567890", "2.5E-3", "\"\\ud83d\"", "\"\\ude00\\ud83d\""]))
                 }
                 1 => out.push_str(self.pick(&["450", "0.0", "-3"])),
                 2 | 3 => {
                     out.push('"');
                     for _ in 0..self.below(4) {
                         let long = "lorem ipsum dolor ".repeat(self.below(40));
-                        out.push_str(self.pick(&["abc", "\\n", "\\\"", "\\u00e9", "\\/", "é", "usage", &long]));
+                        out.push_str(self.pick(&[
+                            "abc",
+                            "\\n",
+                            "\\\"",
+                            "\\u00e9",
+                            "\\/",
+                            "é",
+                            "usage",
+                            "\\ud83d\\ude00",
+                            "\\uDBFF\\uDFFF",
+                            &long,
+                        ]));
                     }
                     out.push('"');
                 }

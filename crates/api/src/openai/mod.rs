@@ -13,6 +13,7 @@
 //! read.
 
 pub mod canonical;
+mod fast_scan;
 mod render;
 pub(crate) mod scan;
 mod summary;

@@ -4,6 +4,9 @@
 //! fields [`super::validate`] reads. A tree costs a `String` per key and string and a B-tree
 //! node per object, then as much again to free; most requests never need one (nothing reads
 //! their fields after validation, and the client's bytes go upstream as they are).
+//!
+//! A body the fast scan ([`super::fast_scan`]) vouches for never reaches serde_json here; the
+//! visitors below decide the rest (repeated or escaped keys, exponents, every error).
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
@@ -49,19 +52,32 @@ pub fn scan(body: &[u8], index: bool) -> Result<Scanned<'_>, serde_json::Error> 
 /// # Errors
 /// serde_json's error for malformed JSON.
 pub fn scan_for(body: &[u8], index: bool, system: bool) -> Result<Scanned<'_>, serde_json::Error> {
+    // One UTF-8 check of the whole body instead of one per string: both scans then read
+    // strings unchecked (~1.6k of ~70k instructions per proxied request).
+    let Ok(text) = std::str::from_utf8(body) else { return Err(not_utf8(body)) };
+    // The usual body takes the fast scan (~3k instructions fewer for a 1 KB chat body).
+    match super::fast_scan::scan(text, index, system) {
+        Some(scanned) => Ok(scanned),
+        None => by_serde(text, index, system),
+    }
+}
+
+/// [`scan_for`] by serde_json's deserializer, for any body (`text` is the body, checked as
+/// UTF-8): the reference the fast scan agrees with, and the one that words errors.
+///
+/// # Errors
+/// serde_json's error for malformed JSON.
+pub(super) fn by_serde(text: &str, index: bool, system: bool) -> Result<Scanned<'_>, serde_json::Error> {
     let cx = Cx {
         system,
         system_texts: RefCell::default(),
         repeated: Cell::new(false),
-        base: body.as_ptr() as usize,
-        len: body.len(),
+        base: text.as_ptr() as usize,
+        len: text.len(),
         index,
         chat_texts: RefCell::default(),
         input_texts: RefCell::default(),
     };
-    // One UTF-8 check of the whole body instead of one per string: serde_json's `&str` reader
-    // then borrows each string unchecked (~1.6k of ~70k instructions per proxied request).
-    let Ok(text) = std::str::from_utf8(body) else { return Err(not_utf8(body)) };
     let mut de = serde_json::Deserializer::from_str(text);
     let top = TopSeed(&cx).deserialize(&mut de)?;
     de.end()?;

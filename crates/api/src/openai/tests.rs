@@ -282,3 +282,179 @@ fn the_index_reads_what_the_tree_reads() {
         index_reads_alike(Endpoint::OPENAI_EMBEDDINGS, &body, &["/input", "/model", "/dimensions"]);
     }
 }
+
+/// Random request bodies (a xorshift generator: no crate, the same bodies every run).
+struct Gen(u64);
+
+impl Gen {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.below(from.len())]
+    }
+
+    fn string(&mut self, out: &mut String) {
+        out.push('"');
+        for _ in 0..self.below(4) {
+            let long = "lorem ipsum dolor ".repeat(self.below(20));
+            let piece = if self.below(30) == 0 {
+                // What only serde_json may read: lone or reversed surrogates.
+                self.pick(&["\\ud83d", "\\ude00\\ud83d", "\\ud83dx"])
+            } else {
+                self.pick(&["text", "user", "\\n", "\\\"", "\\u00e9", "\\/", "é", "\\ud83d\\ude00", &long])
+            };
+            out.push_str(piece);
+        }
+        out.push('"');
+    }
+
+    fn value(&mut self, depth: u32, out: &mut String) {
+        match self.below(if depth > 4 { 3 } else { 6 }) {
+            0 => out.push_str(self.pick(&[
+                "null",
+                "true",
+                "false",
+                "0",
+                "7",
+                "-12",
+                "-0",
+                "0.7",
+                "-0.0",
+                "2.5",
+                "1e3",
+                "1.5E+3",
+                "-2e-2",
+                "12345678901234567890",
+                "18446744073709551615",
+                "123456789012345678",
+                "-9223372036854775808",
+            ])),
+            1 | 2 => self.string(out),
+            3 | 4 => self.object(depth, &["type", "text", "role", "content", "a", "b", "url"], out),
+            _ => self.array(depth, out, Self::value),
+        }
+    }
+
+    fn array(&mut self, depth: u32, out: &mut String, item: fn(&mut Self, u32, &mut String)) {
+        out.push('[');
+        for i in 0..self.below(4) {
+            out.push_str(if i > 0 { "," } else { "" });
+            item(self, depth + 1, out);
+        }
+        out.push(']');
+    }
+
+    /// An object of keys from `keys` (a repeat now and then, an escaped one rarely).
+    fn object(&mut self, depth: u32, keys: &[&str], out: &mut String) {
+        out.push('{');
+        let mut used = Vec::new();
+        for i in 0..self.below(5) {
+            out.push_str(if i > 0 { ", " } else { " " });
+            let key = match self.below(40) {
+                0 => "\\u0061",
+                _ => loop {
+                    let k = self.pick(keys);
+                    if !used.contains(&k) || self.below(8) == 0 {
+                        break k;
+                    }
+                },
+            };
+            used.push(key);
+            out.push_str(&format!("\"{key}\" : "));
+            self.member(depth, key, out);
+        }
+        out.push('}');
+    }
+
+    /// A value for `key`, mostly of the kind the front door reads there.
+    fn member(&mut self, depth: u32, key: &str, out: &mut String) {
+        if self.below(6) == 0 {
+            return self.value(depth + 1, out);
+        }
+        match key {
+            "messages" => self.array(depth, out, |g, d, out| {
+                g.object(d, &["role", "content", "name", "tool_calls"], out);
+            }),
+            "content" | "system" if self.below(2) == 0 => self.array(depth, out, |g, d, out| {
+                g.object(d, &["type", "text", "image_url", "cache_control"], out);
+            }),
+            "type" => out.push_str(self.pick(&["\"text\"", "\"image_url\"", "\"te\\u0078t\""])),
+            "text" => self.string(out),
+            "role" => out.push_str(self.pick(&["\"user\"", "\"system\"", "\"robot\"", "\"us\\u0065r\""])),
+            "model" => out.push_str(self.pick(&["\"m\"", "\"gpt-4o\"", "\"m\\u00e9\"", "\"\""])),
+            "stream" => out.push_str(self.pick(&["true", "false", "null", "1"])),
+            "input" => self.array(depth, out, |g, d, out| match g.below(3) {
+                0 => g.string(out),
+                1 => out.push_str(g.pick(&["1", "-1", "-0", "2.0"])),
+                _ => g.array(d, out, |g, _, out| out.push_str(g.pick(&["1", "-1", "-0", "7"]))),
+            }),
+            _ => self.value(depth + 1, out),
+        }
+    }
+}
+
+const TOP_KEYS: &[&str] = &[
+    "model",
+    "messages",
+    "stream",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "temperature",
+    "input",
+    "system",
+    "tools",
+    "content",
+    "type",
+];
+
+#[test]
+fn the_fast_scan_agrees_with_serde_json_on_random_and_broken_bodies() {
+    let mut g = Gen(0x2545_f491_4f6c_dd1d);
+    let (mut sure, mut bodies) = (0, 0);
+    for _ in 0..3000 {
+        let mut body = String::new();
+        g.object(0, TOP_KEYS, &mut body);
+        let mut variants = vec![body.clone().into_bytes()];
+        for _ in 0..4 {
+            let mut v = body.clone().into_bytes();
+            // Most edits land next to structure, where a lax scan would show.
+            let marks: Vec<usize> = (0..v.len()).filter(|&i| b"{}[],:\"\\".contains(&v[i])).collect();
+            let at =
+                if g.below(4) == 0 || marks.is_empty() { g.below(v.len() + 1) } else { marks[g.below(marks.len())] };
+            match g.below(5) {
+                0 if at < v.len() => drop(v.remove(at)),
+                1 => v.insert(at, b"{}[],:\"\\0a -.e\x01"[g.below(15)]),
+                2 => v.truncate(at),
+                3 => v.insert(at, b','),
+                _ => v.insert(at, b' '),
+            }
+            variants.push(v);
+        }
+        for (i, v) in variants.iter().enumerate() {
+            let Ok(text) = std::str::from_utf8(v) else { continue };
+            for (index, system) in [(false, false), (true, false), (true, true)] {
+                let slow = scan::by_serde(text, index, system);
+                let Some(fast) = super::fast_scan::scan(text, index, system) else {
+                    bodies += usize::from(i == 0);
+                    continue;
+                };
+                let slow = slow.unwrap_or_else(|e| panic!("accepted what serde_json refuses ({e}): {text}"));
+                assert!(!slow.repeated, "missed a repeated key: {text}");
+                assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{text}");
+                if i == 0 {
+                    sure += 1;
+                    bodies += 1;
+                }
+            }
+        }
+    }
+    // Most well-formed bodies are the fast scan's to answer (the rest repeat a key, escape
+    // one, or hold an exponent or a long number).
+    assert!(sure * 10 > bodies * 4, "the fast scan answered {sure} of {bodies} bodies");
+}
