@@ -5,15 +5,11 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use http::HeaderMap;
+use weir_types::relay::AskedHeaders;
+pub use weir_types::relay::{X_WEIR_FALLBACKS, X_WEIR_TIMEOUT_MS};
 
 use crate::error::Error;
 use crate::{Policy, Step, Target};
-
-/// The request header that sets its total timeout, in milliseconds.
-pub const X_WEIR_TIMEOUT_MS: http::HeaderName = http::HeaderName::from_static("x-weir-timeout-ms");
-/// The request header that lists its own fallbacks.
-pub const X_WEIR_FALLBACKS: http::HeaderName = http::HeaderName::from_static("x-weir-fallbacks");
 
 /// What [`Policy::execute`] does with one request.
 #[derive(Debug, Clone)]
@@ -52,7 +48,8 @@ impl<'a> Plan<'a> {
 
 impl Policy {
     /// The plan of a request for `model` (as the client names it) that routing sent to
-    /// `targets[routed]`, with the request's `x-weir-fallbacks` and `x-weir-timeout-ms`.
+    /// `targets[routed]`, with the request's `x-weir-fallbacks` and `x-weir-timeout-ms`
+    /// (`asked`).
     ///
     /// # Errors
     /// 400 naming the header when one of them is malformed.
@@ -64,9 +61,9 @@ impl Policy {
         targets: &[Target],
         model: &str,
         routed: usize,
-        headers: &HeaderMap,
+        asked: &AskedHeaders<'_>,
     ) -> Result<Plan<'a>, Error> {
-        let header = headers.get(X_WEIR_FALLBACKS).map(http::HeaderValue::as_bytes);
+        let header = asked.fallbacks.map(http::HeaderValue::as_bytes);
         let mut fallbacks = self.fallbacks(model, header)?;
         let mut plan = Plan::new(routed, &[]);
         // No hash of the model when no route is configured.
@@ -83,7 +80,7 @@ impl Policy {
             (plan.latency, plan.hedge, plan.resume) = (route.tracks_latency(), route.hedge_after, route.resume);
         }
         let pool = targets[plan.routed].pool.config();
-        plan.timeout = match headers.get(X_WEIR_TIMEOUT_MS) {
+        plan.timeout = match asked.timeout_ms {
             None => pool.total_timeout,
             Some(v) => Some(client_timeout(v.as_bytes())?.min(pool.max_client_timeout)),
         };

@@ -10,6 +10,7 @@ use crate::providers::scripted::{Scripted, counting_upstream, open_connections};
 use weir_types::affinity::Affinity;
 use weir_types::exchange::JsonBody;
 use weir_types::format::Endpoint;
+use weir_types::relay::AskedHeaders;
 
 /// Sets its flag when dropped: shows that a losing future was cancelled.
 struct Dropped(Arc<AtomicBool>);
@@ -162,7 +163,7 @@ async fn a_routes_plan_tries_its_pick_then_its_other_targets_then_the_models_fal
         })
         .collect();
     let mut headers = http::HeaderMap::new();
-    let plan = policy.plan(&targets, "gpt", 0, &headers).unwrap();
+    let plan = policy.plan(&targets, "gpt", 0, &AskedHeaders::read(&headers)).unwrap();
     assert_eq!((plan.routed, plan.model.as_deref(), plan.hedge), (1, Some("mb"), Some(Duration::from_secs(1))));
     let steps: Vec<(usize, &str)> = plan.fallbacks.iter().map(|s| (s.provider, s.model.as_str())).collect();
     assert_eq!(steps, [(0, "gpt"), (0, "spare")], "weight 0: a fallback only");
@@ -170,11 +171,11 @@ async fn a_routes_plan_tries_its_pick_then_its_other_targets_then_the_models_fal
 
     headers.insert("x-weir-fallbacks", http::HeaderValue::from_static("a/other"));
     headers.insert("x-weir-timeout-ms", http::HeaderValue::from_static("250"));
-    let plan = policy.plan(&targets, "gpt", 0, &headers).unwrap();
+    let plan = policy.plan(&targets, "gpt", 0, &AskedHeaders::read(&headers)).unwrap();
     let steps: Vec<&str> = plan.fallbacks.iter().map(|s| s.model.as_str()).collect();
     assert_eq!(steps, ["other"], "the request's own list replaces the route's and the model's");
     assert_eq!(plan.timeout, Some(Duration::from_millis(250)));
 
-    let plan = policy.plan(&targets, "m", 0, &http::HeaderMap::new()).unwrap();
+    let plan = policy.plan(&targets, "m", 0, &AskedHeaders::default()).unwrap();
     assert_eq!((plan.routed, plan.model, plan.fallbacks.len(), plan.latency), (0, None, 0, false));
 }

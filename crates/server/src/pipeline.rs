@@ -33,6 +33,7 @@ use crate::record::{Facts, Finished};
 use crate::respond::error_response;
 use crate::spans;
 use crate::trace::{Span, SpanKind};
+use weir_types::relay::AskedHeaders;
 
 mod cached;
 mod resume;
@@ -273,7 +274,8 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         }
     };
     // The attempts: fallbacks, total timeout (`x-weir-fallbacks`, `x-weir-timeout-ms`).
-    let plan = gw.policy.plan(&gw.targets, &request.model, route.provider, &parts.headers)?;
+    let asked = AskedHeaders::read(&parts.headers);
+    let plan = gw.policy.plan(&gw.targets, &request.model, route.provider, &asked)?;
     ctx.routed = true;
     routing.set_with("weir.provider", || gw.targets[route.provider].pool.name().clone());
     routing.set_with("weir.upstream.model", || route.upstream_model.clone());
@@ -300,7 +302,7 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
         f.served_model = Some(route.upstream_model.clone());
     }
     ctx.price = gw.governance.price(&route.upstream_model).or_else(|| gw.governance.price(&request.model));
-    let mut trace = TraceHeaders::new(ctx.id_header.clone(), &parts.headers);
+    let mut trace = TraceHeaders::new(ctx.id_header.clone(), &asked);
     trace.span = ctx.span.cx();
     let upstream = ProviderRequest {
         endpoint: request.endpoint,

@@ -25,6 +25,7 @@ use crate::metrics::ModelLabel;
 use crate::providers::TraceHeaders;
 use crate::providers::relay::{RelayAnswer, RelayRequest};
 use crate::respond::error_response;
+use weir_types::relay::AskedHeaders;
 
 use crate::pipeline::{X_REQUEST_ID, X_WEIR_PROVIDER};
 
@@ -126,7 +127,7 @@ async fn run(
         body: bytes,
         secrets: gw.secrets.clone(),
         affinity: here,
-        trace: TraceHeaders::new(id_header, &parts.headers),
+        trace: TraceHeaders::new(id_header, &AskedHeaders::read(&parts.headers)),
     };
     let permit = t.pool.admit().await?;
     let timeout = t.pool.config().request_timeout;

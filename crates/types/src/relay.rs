@@ -1,6 +1,7 @@
 //! Headers that cross Weir between client and provider. [`RelayHeaders`]: the few response
 //! headers of the provider's answer (or error) that clients rely on, relayed to the client.
 //! [`TraceHeaders`]: the request's id and trace context, sent upstream with every attempt.
+//! [`AskedHeaders`]: the client's headers that ask something of Weir, read in one pass.
 //! Both are small allow-lists: nothing else crosses, so cookies, credentials and hop-by-hop
 //! headers never do.
 
@@ -17,6 +18,50 @@ pub const X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstrea
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+/// The request header that sets its total timeout, in milliseconds.
+pub const X_WEIR_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-weir-timeout-ms");
+/// The request header that lists its own fallbacks.
+pub const X_WEIR_FALLBACKS: HeaderName = HeaderName::from_static("x-weir-fallbacks");
+
+/// The client's request headers that Weir acts on (its trace context, its own fallbacks and
+/// timeout), picked in one pass over a request's few headers: each `HeaderMap::get` of a name
+/// that is not a standard header hashes it (~180 instructions a lookup). The first value
+/// counts, as with `HeaderMap::get`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AskedHeaders<'a> {
+    /// `traceparent`.
+    pub traceparent: Option<&'a HeaderValue>,
+    /// `tracestate`.
+    pub tracestate: Option<&'a HeaderValue>,
+    /// `x-weir-fallbacks`.
+    pub fallbacks: Option<&'a HeaderValue>,
+    /// `x-weir-timeout-ms`.
+    pub timeout_ms: Option<&'a HeaderValue>,
+}
+
+impl<'a> AskedHeaders<'a> {
+    /// Picks them out of a request's `headers`.
+    pub fn read(headers: &'a HeaderMap) -> Self {
+        let mut out = Self::default();
+        // Names compared as `HeaderName`s: a standard header (most of a request's) differs at
+        // once, without its text.
+        for (name, value) in headers {
+            let slot = if *name == TRACEPARENT {
+                &mut out.traceparent
+            } else if *name == TRACESTATE {
+                &mut out.tracestate
+            } else if *name == X_WEIR_FALLBACKS {
+                &mut out.fallbacks
+            } else if *name == X_WEIR_TIMEOUT_MS {
+                &mut out.timeout_ms
+            } else {
+                continue;
+            };
+            slot.get_or_insert(value);
+        }
+        out
+    }
+}
 
 /// Response headers taken from an upstream answer for the client: `x-ratelimit-*`,
 /// `anthropic-ratelimit-*`, `retry-after`, `retry-after-ms`, `openai-processing-ms`,
@@ -99,11 +144,10 @@ pub struct TraceHeaders {
 }
 
 impl TraceHeaders {
-    /// The request id and the trace context of the client's request `headers`.
-    pub fn new(request_id: Option<HeaderValue>, headers: &HeaderMap) -> Self {
-        let traceparent = headers.get(&TRACEPARENT).filter(|v| v.len() <= MAX_RELAYED_VALUE).cloned();
-        let tracestate =
-            traceparent.as_ref().and_then(|_| headers.get(&TRACESTATE)).filter(|v| v.len() <= 512).cloned();
+    /// The request id and the trace context the client `asked` for.
+    pub fn new(request_id: Option<HeaderValue>, asked: &AskedHeaders<'_>) -> Self {
+        let traceparent = asked.traceparent.filter(|v| v.len() <= MAX_RELAYED_VALUE).cloned();
+        let tracestate = traceparent.as_ref().and(asked.tracestate).filter(|v| v.len() <= 512).cloned();
         Self { request_id, traceparent, tracestate, span: crate::trace::SpanCx::NONE }
     }
 
@@ -218,14 +262,36 @@ mod tests {
             ("tracestate", "congo=t61rcWkgMzE"),
             ("cookie", "x=1"),
         ]);
-        let trace = TraceHeaders::new(Some(HeaderValue::from_static("req_1")), &client);
+        let trace = TraceHeaders::new(Some(HeaderValue::from_static("req_1")), &AskedHeaders::read(&client));
         let mut up = HeaderMap::new();
         trace.write_to(&mut up);
         assert_eq!(up.len(), 3);
         assert_eq!(trace.len(), 3);
         assert_eq!(up["x-request-id"], "req_1");
         assert_eq!(up["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
-        let lone_state = TraceHeaders::new(None, &map(&[("tracestate", "a=b")]));
+        let lone_state = TraceHeaders::new(None, &AskedHeaders::read(&map(&[("tracestate", "a=b")])));
         assert!(lone_state.is_empty(), "tracestate means nothing without traceparent");
+    }
+
+    #[test]
+    fn the_asked_headers_are_found_in_one_pass_and_the_first_value_counts() {
+        let headers = map(&[
+            ("content-type", "application/json"),
+            (X_WEIR_FALLBACKS.as_str(), "a/b"),
+            ("x-request-id", "r"),
+            (X_WEIR_TIMEOUT_MS.as_str(), "250"),
+            (X_WEIR_TIMEOUT_MS.as_str(), "900"),
+            (TRACESTATE.as_str(), "s"),
+            (TRACEPARENT.as_str(), "p"),
+        ]);
+        let asked = AskedHeaders::read(&headers);
+        let value = |v: Option<&HeaderValue>| v.map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(value(asked.fallbacks).as_deref(), Some("a/b"));
+        assert_eq!(value(asked.timeout_ms).as_deref(), Some("250"), "as HeaderMap::get: the first");
+        assert_eq!(value(asked.tracestate).as_deref(), Some("s"));
+        assert_eq!(value(asked.traceparent).as_deref(), Some("p"));
+        let others = map(&[("x-weir-fallback", "a"), ("traceparents", "p")]);
+        let none = AskedHeaders::read(&others);
+        assert!(none.fallbacks.is_none() && none.traceparent.is_none());
     }
 }
