@@ -291,6 +291,7 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     // request (`JsonBody::raw`: no plugin edited it) and the provider knows the model by the
     // client's name. The body moves upstream (no copy); post hooks see the request's metadata.
     let mut body = std::mem::take(&mut request.body);
+    body.forget_index();
     if pre.edited {
         // What a plugin wrote leaves Weir scrubbed, its own config's secrets included.
         gw.secrets.scrub_map(body.map_mut());
@@ -301,7 +302,10 @@ async fn run(gw: &Gateway, ctx: &mut Ctx, req: http::Request<Incoming>) -> Resul
     if let Some(f) = ctx.facts.as_deref_mut() {
         f.served_model = Some(route.upstream_model.clone());
     }
-    ctx.price = gw.governance.price(&route.upstream_model).or_else(|| gw.governance.price(&request.model));
+    ctx.price = gw.governance.price(&route.upstream_model).or_else(|| {
+        // The client's name, when routing gave the provider another.
+        (route.upstream_model != request.model).then(|| gw.governance.price(&request.model)).flatten()
+    });
     let mut trace = TraceHeaders::new(ctx.id_header.clone(), &asked);
     trace.span = ctx.span.cx();
     let upstream = ProviderRequest {

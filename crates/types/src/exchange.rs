@@ -123,6 +123,12 @@ impl JsonBody {
         self.tree.get_or_insert_with(Map::new)
     }
 
+    /// Forgets where the bytes' prompt texts and fields are: only plugins read them, and a
+    /// body going upstream is copied for each attempt that may follow.
+    pub fn forget_index(&mut self) {
+        self.index = None;
+    }
+
     /// Forgets the bytes, so that the body goes upstream re-serialised from the tree.
     pub fn forget_raw(&mut self) {
         self.parse();
