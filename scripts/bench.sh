@@ -107,6 +107,7 @@ PIDS+=($!)
 # Shared state of the keys scenario: a Redis without persistence.
 REDIS_PORT=$(free_port)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$TMP/redis.log" 2>&1 &
+PIDS+=($!)
 # A second mock instance as the OTLP collector of the traced Weir (POST /v1/traces accepted).
 OTLP_PORT=$(free_port)
 "$MOCK" --listen "127.0.0.1:$OTLP_PORT" --threads 1 >"$TMP/otlp.log" 2>&1 &
