@@ -99,16 +99,7 @@ impl<'de> Walk<'de> {
                 _ => {
                     let kind = self.kind(self.index || name == "model")?;
                     let value = if self.index { self.field_value(&kind) } else { FieldValue::Composite };
-                    let slot = match name {
-                        "model" => &mut top.model,
-                        "stream" => &mut top.stream,
-                        "max_tokens" => &mut top.max_tokens,
-                        "max_completion_tokens" => &mut top.max_completion_tokens,
-                        "n" => &mut top.n,
-                        "temperature" => &mut top.temperature,
-                        _ => &mut None,
-                    };
-                    *slot = Some(kind);
+                    top.keep(name, kind);
                     value
                 }
             };
@@ -452,15 +443,7 @@ impl<'de> Walk<'de> {
 
     /// A top-level value as the index keeps it.
     fn field_value(&self, kind: &Kind<'de>) -> FieldValue {
-        match kind {
-            Kind::Null => FieldValue::Null,
-            Kind::Bool(b) => FieldValue::Bool(*b),
-            Kind::U64(v) => FieldValue::U64(*v),
-            Kind::I64(v) => FieldValue::I64(*v),
-            Kind::F64(v) => FieldValue::F64(*v),
-            Kind::Str(Some(t)) => FieldValue::Str(self.cow_text(t.clone())),
-            Kind::Str(None) | Kind::Array | Kind::Object => FieldValue::Composite,
-        }
+        kind.field_value(|t| self.cow_text(t.clone()))
     }
 
     fn list(&mut self, list: List) -> &mut Vec<Text> {

@@ -132,15 +132,7 @@ impl Cx {
 
     /// A top-level value as the index keeps it.
     fn field_value(&self, kind: &Kind<'_>) -> FieldValue {
-        match kind {
-            Kind::Null => FieldValue::Null,
-            Kind::Bool(b) => FieldValue::Bool(*b),
-            Kind::U64(v) => FieldValue::U64(*v),
-            Kind::I64(v) => FieldValue::I64(*v),
-            Kind::F64(v) => FieldValue::F64(*v),
-            Kind::Str(Some(t)) => FieldValue::Str(self.cow_text(t)),
-            Kind::Str(None) | Kind::Array | Kind::Object => FieldValue::Composite,
-        }
+        kind.field_value(|t| self.cow_text(t))
     }
 
     fn push_text(&self, list: &RefCell<Vec<Text>>, v: &str, borrowed: bool) {
@@ -345,16 +337,7 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
                 name => {
                     let kind = access.next_value_seed(Any { keep: cx.index || name == "model", cx })?;
                     let value = if cx.index { cx.field_value(&kind) } else { FieldValue::Composite };
-                    let slot = match name {
-                        "model" => &mut top.model,
-                        "stream" => &mut top.stream,
-                        "max_tokens" => &mut top.max_tokens,
-                        "max_completion_tokens" => &mut top.max_completion_tokens,
-                        "n" => &mut top.n,
-                        "temperature" => &mut top.temperature,
-                        _ => &mut None,
-                    };
-                    *slot = Some(kind);
+                    top.keep(name, kind);
                     value
                 }
             };

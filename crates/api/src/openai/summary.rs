@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use crate::json::index::Field;
+use crate::json::index::{Field, FieldValue, Text};
 
 /// What a value is, keeping only what validation reads.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +26,19 @@ impl Kind<'_> {
             Self::U64(v) => Some(v),
             Self::I64(v) => u64::try_from(v).ok(),
             _ => None,
+        }
+    }
+
+    /// The value as the index keeps a top-level field, a kept string's place given by `text`.
+    pub fn field_value(&self, text: impl FnOnce(&Cow<'_, str>) -> Text) -> FieldValue {
+        match self {
+            Self::Null => FieldValue::Null,
+            Self::Bool(b) => FieldValue::Bool(*b),
+            Self::U64(v) => FieldValue::U64(*v),
+            Self::I64(v) => FieldValue::I64(*v),
+            Self::F64(v) => FieldValue::F64(*v),
+            Self::Str(Some(t)) => FieldValue::Str(text(t)),
+            Self::Str(None) | Self::Array | Self::Object => FieldValue::Composite,
         }
     }
 
@@ -83,4 +96,20 @@ pub struct Top<'de> {
     pub system: Option<Kind<'de>>,
     /// With `index`: every top-level field.
     pub fields: Vec<Field>,
+}
+
+impl<'de> Top<'de> {
+    /// Keeps a scalar top-level field's summary when validation reads `name`.
+    pub fn keep(&mut self, name: &str, kind: Kind<'de>) {
+        let slot = match name {
+            "model" => &mut self.model,
+            "stream" => &mut self.stream,
+            "max_tokens" => &mut self.max_tokens,
+            "max_completion_tokens" => &mut self.max_completion_tokens,
+            "n" => &mut self.n,
+            "temperature" => &mut self.temperature,
+            _ => return,
+        };
+        *slot = Some(kind);
+    }
 }
