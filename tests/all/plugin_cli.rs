@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use crate::support::languages::{example, shared_cache};
 use crate::support::plugins::wasm;
-use crate::support::weir::WEIR_BIN;
+use crate::support::weir::{TempDir, WEIR_BIN};
 
 fn weir_plugin(args: &[&str]) -> (bool, String) {
     let out: Output = Command::new(WEIR_BIN)
@@ -23,8 +23,9 @@ fn weir_plugin(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn json_file(name: &str, json: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("weir-cli-{}-{name}", std::process::id()));
+/// Writes `json` to `name` in the test's directory (removed with it).
+fn json_file(tmp: &TempDir, name: &str, json: &str) -> PathBuf {
+    let path = tmp.path().join(name);
     std::fs::write(&path, json).unwrap();
     path
 }
@@ -52,7 +53,8 @@ fn inspect_refuses_other_contract_versions_and_non_components() {
     let (ok, out) = weir_plugin(&["inspect", &wasm("wrong-version")]);
     assert!(!ok, "{out}");
     assert!(out.contains("would refuse") && out.contains("supports weir:plugin@0.2.0"), "{out}");
-    let junk = json_file("junk.wasm", "not wasm");
+    let tmp = TempDir::new();
+    let junk = json_file(&tmp, "junk.wasm", "not wasm");
     let (ok, out) = weir_plugin(&["inspect", junk.to_str().unwrap()]);
     assert!(!ok && out.contains("invalid component"), "{out}");
 }
@@ -70,7 +72,8 @@ fn inspect_tells_the_owner_of_a_0_1_component_what_to_change() {
     assert!(out.contains("request.api-format() is \"openai\"") && out.contains("weir-plugin-sdk 0.2"), "{out}");
     assert!(out.contains("hooks:       on-request, on-response"), "{out}");
 
-    let req = json_file("legacy.json", r#"{"model":"m","input":"hi"}"#);
+    let tmp = TempDir::new();
+    let req = json_file(&tmp, "legacy.json", r#"{"model":"m","input":"hi"}"#);
     let (ok, out) = weir_plugin(&["test", &wasm("legacy-v0_1"), "--request", req.to_str().unwrap(), "--embeddings"]);
     assert!(ok, "{out}");
     assert!(out.contains("x-legacy: embeddings"), "{out}");
@@ -78,14 +81,15 @@ fn inspect_tells_the_owner_of_a_0_1_component_what_to_change() {
 
 #[test]
 fn test_prints_decisions_edits_and_exits_zero_on_reject() {
-    let clean = json_file("clean.json", r#"{"model":"m","messages":[{"role":"user","content":"hello"}]}"#);
+    let tmp = TempDir::new();
+    let clean = json_file(&tmp, "clean.json", r#"{"model":"m","messages":[{"role":"user","content":"hello"}]}"#);
     let (ok, out) = weir_plugin(&["test", &c_guard(), "--request", clean.to_str().unwrap()]);
     assert!(ok, "{out}");
     assert!(out.contains("on-request: continue (fuel "), "{out}");
     assert!(out.contains("on-response: ok") && out.contains("x-guard: c"), "{out}");
 
-    let bad = json_file("bad.json", r#"{"model":"m","messages":[{"role":"user","content":"no bananas"}]}"#);
-    let cfg = json_file("cfg.json", r#"{"rules":{"fruit":"banana"}}"#);
+    let bad = json_file(&tmp, "bad.json", r#"{"model":"m","messages":[{"role":"user","content":"no bananas"}]}"#);
+    let cfg = json_file(&tmp, "cfg.json", r#"{"rules":{"fruit":"banana"}}"#);
     let (ok, out) =
         weir_plugin(&["test", &c_guard(), "--request", bad.to_str().unwrap(), "--config", cfg.to_str().unwrap()]);
     assert!(ok, "a rejection is a valid decision: {out}");
@@ -97,8 +101,9 @@ fn test_prints_decisions_edits_and_exits_zero_on_reject() {
 
 #[test]
 fn test_exits_non_zero_when_a_guard_stops_the_plugin() {
-    let req = json_file("req.json", r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
-    let cfg = json_file("loop.json", r#"{"mode":"loop","hook":"request","always":true}"#);
+    let tmp = TempDir::new();
+    let req = json_file(&tmp, "req.json", r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
+    let cfg = json_file(&tmp, "loop.json", r#"{"mode":"loop","hook":"request","always":true}"#);
     let (ok, out) = weir_plugin(&[
         "test",
         &wasm("misbehave"),
@@ -118,7 +123,8 @@ fn test_exits_non_zero_when_a_guard_stops_the_plugin() {
 fn go_guard_survives_thousands_of_calls_on_one_instance() {
     let Some(go) = example("go", "guard.wasm") else { return };
     let text = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(1000));
-    let req = json_file("go-1k.json", &text);
+    let tmp = TempDir::new();
+    let req = json_file(&tmp, "go-1k.json", &text);
     let (ok, out) = weir_plugin(&["test", &go, "--request", req.to_str().unwrap(), "--repeat", "5000"]);
     // What this guards against is a trap. A call stopped by its 100 ms wall-clock deadline
     // (each takes ~1 ms; seen once when the whole suite saturated the 2 cores) is the load,
@@ -133,10 +139,15 @@ fn go_guard_survives_thousands_of_calls_on_one_instance() {
 
 #[test]
 fn test_runs_on_stream_chunk_over_an_sse_file() {
-    let req =
-        json_file("stream-req.json", r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#);
-    let cfg = json_file("pii-streams.json", r#"{"streams":true}"#);
+    let tmp = TempDir::new();
+    let req = json_file(
+        &tmp,
+        "stream-req.json",
+        r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    let cfg = json_file(&tmp, "pii-streams.json", r#"{"streams":true}"#);
     let sse = json_file(
+        &tmp,
         "answer.sse",
         concat!(
             "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"mail \"}}]}\n\n",

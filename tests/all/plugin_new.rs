@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::weir::WEIR_BIN;
+use crate::support::weir::{TempDir, WEIR_BIN};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -82,10 +82,11 @@ fn scaffold_builds_and_passes_its_samples(lang: &str) {
         return;
     }
     let name = format!("new-{lang}-guard");
-    let dir = std::env::temp_dir().join(format!("weir-plugin-new-{}-{lang}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let log =
-        |step: &str| std::env::temp_dir().join(format!("weir-plugin-new-{}-{lang}-{step}.log", std::process::id()));
+    // The project and the logs, removed when the test ends (failing too: the logs' text is in
+    // the assertion messages).
+    let tmp = TempDir::new();
+    let dir = tmp.path().join(lang);
+    let log = |step: &str| tmp.path().join(format!("{step}.log"));
 
     let (ok, out) = run(
         Command::new(WEIR_BIN).args(["plugin", "new", &name, "--lang", lang, "--dir"]).arg(&dir),
@@ -133,8 +134,6 @@ fn scaffold_builds_and_passes_its_samples(lang: &str) {
         "{lang}:\n{out}"
     );
     assert!(!out.contains("on-response:"), "{lang}: no response after a rejection:\n{out}");
-
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -166,10 +165,11 @@ fn new_go_plugin_builds_and_passes_its_samples() {
 /// a clear error and a non-zero exit, and nothing is written.
 #[test]
 fn new_refuses_bad_names_and_non_empty_directories() {
-    let dir = std::env::temp_dir().join(format!("weir-plugin-new-{}-taken", std::process::id()));
+    let tmp = TempDir::new();
+    let dir = tmp.path().join("taken");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("notes.txt"), "mine").unwrap();
-    let log = dir.with_extension("log");
+    let log = tmp.path().join("new.log");
     let (ok, out) = run(
         Command::new(WEIR_BIN).args(["plugin", "new", "guard", "--lang", "rust", "--dir"]).arg(&dir),
         Duration::from_secs(30),
@@ -184,5 +184,4 @@ fn new_refuses_bad_names_and_non_empty_directories() {
     );
     assert!(!ok && out.contains("invalid plugin name \"Bad_Name\""), "{out}");
     assert!(!dir.join("x").exists());
-    let _ = std::fs::remove_dir_all(&dir);
 }

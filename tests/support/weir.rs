@@ -213,11 +213,11 @@ pub fn weir_check(config: &str, env: &[(&str, &str)]) -> Output {
     Command::new(WEIR_BIN).args(["check", "--config"]).arg(&path).envs(env.iter().copied()).output().unwrap()
 }
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(std::path::PathBuf);
+/// A fresh directory under the system temp dir, removed on drop (a failing test's too).
+pub struct TempDir(std::path::PathBuf);
 
 impl TempDir {
-    fn new() -> Self {
+    pub fn new() -> Self {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!("weir-e2e-{}-{n}", std::process::id()));
@@ -225,7 +225,7 @@ impl TempDir {
         Self(path)
     }
 
-    fn path(&self) -> &std::path::Path {
+    pub fn path(&self) -> &std::path::Path {
         &self.0
     }
 }
