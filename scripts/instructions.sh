@@ -15,9 +15,12 @@
 # scripts/bench.sh, 200 warm-up requests, then INSTR_REQUESTS (1,000) at concurrency 4,
 # counted from a callgrind reset to a dump. Installs valgrind (Debian) and oha (crates.io)
 # when missing. Knobs: INSTR_REQUESTS, BENCH_SKIP_BUILD=1, INSTR_KEEP=DIR (keep each
-# callgrind profile there, for callgrind_annotate). The `profiling` profile is the release
-# build with line tables and symbols (the release binary is stripped), so kept profiles name
-# functions and lines; debug info does not change the generated code.
+# callgrind profile there, for callgrind_annotate), INSTR_CACHE=1 (callgrind's cache
+# simulation too, ~2x slower: first-level instruction and data cache misses per request, how
+# much distinct code and data the path touches, which the instruction count does not show).
+# The `profiling` profile is the release build with line tables and symbols (the release
+# binary is stripped), so kept profiles name functions and lines; debug info does not change
+# the generated code.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -56,8 +59,17 @@ write_config() { # chain port
     [ "$1" = none ] || bench_default_chain
 }
 
-echo "| build | plugins | requests | instructions per request |"
-echo "|---|---|---:|---:|"
+CACHE_SIM=()
+SHOW=Ir
+if [ "${INSTR_CACHE:-0}" = 1 ]; then
+    CACHE_SIM=(--cache-sim=yes)
+    SHOW=Ir,I1mr,D1mr,D1mw
+    echo "| build | plugins | requests | instructions per request | I1 misses | D1 misses |"
+    echo "|---|---|---:|---:|---:|---:|"
+else
+    echo "| build | plugins | requests | instructions per request |"
+    echo "|---|---|---:|---:|"
+fi
 for t in "${TARGETS[@]}"; do
     label=${t%%=*}; bin=${t#*=}
     for chain in none default; do
@@ -73,7 +85,7 @@ for t in "${TARGETS[@]}"; do
             kill "$warm"
             wait "$warm" 2>/dev/null || true
         fi
-        WEIR_PLUGIN_ALLOCATOR=on-demand valgrind --tool=callgrind --callgrind-out-file="$TMP/$run.cg" \
+        WEIR_PLUGIN_ALLOCATOR=on-demand valgrind --tool=callgrind "${CACHE_SIM[@]}" --callgrind-out-file="$TMP/$run.cg" \
             "$bin" serve --config "$TMP/$run.toml" >"$TMP/$run.log" 2>&1 &
         vg=$!
         PIDS+=($vg)
@@ -85,10 +97,17 @@ for t in "${TARGETS[@]}"; do
         callgrind_control -d "$vg" >/dev/null 2>&1
         sleep 1
         dump=$(ls -t "$TMP/$run.cg"* | head -1)
-        total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ && !t {gsub(",","",$1); t=$1} END {print t}')
+        # The PROGRAM TOTALS line in $SHOW's order, without its percentages and commas.
+        read -r -a totals < <(callgrind_annotate --show="$SHOW" "$dump" 2>/dev/null \
+            | awk '/PROGRAM TOTALS/ && !t {gsub(/\([^)]*\)/, ""); gsub(",", ""); t=$0} END {print t}')
+        total=${totals[0]}
         [ "$ok" = "$N" ] || echo "warning: $run answered $ok of $N requests with 200" >&2
         [ -z "${INSTR_KEEP:-}" ] || cp "$dump" "$INSTR_KEEP/$run.callgrind"
-        echo "| $label | $chain | $N | $((total / N)) |"
+        if [ ${#CACHE_SIM[@]} -gt 0 ]; then
+            echo "| $label | $chain | $N | $((total / N)) | $((totals[1] / N)) | $(((totals[2] + totals[3]) / N)) |"
+        else
+            echo "| $label | $chain | $N | $((total / N)) |"
+        fi
         kill "$vg" 2>/dev/null || true
         wait "$vg" 2>/dev/null || true
     done
