@@ -170,13 +170,13 @@ fn test_runs_on_stream_chunk_over_an_sse_file() {
 
 #[test]
 fn test_and_inspect_cache_compiled_components_by_default_and_log_lines_name_the_plugin() {
-    let home = std::env::temp_dir().join(format!("weir-cli-cache-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&home);
+    let tmp = TempDir::new();
+    let home = tmp.path();
     let run = |args: &[&str]| {
         let out = Command::new(WEIR_BIN)
             .arg("plugin")
             .args(args)
-            .env("XDG_CACHE_HOME", &home)
+            .env("XDG_CACHE_HOME", home)
             .env("WEIR_LOG", "weir::plugin=info,error")
             .output()
             .unwrap();
@@ -194,5 +194,4 @@ fn test_and_inspect_cache_compiled_components_by_default_and_log_lines_name_the_
     // The plugin's init logs a line; offline it carries the component's name, as in the gateway.
     let line = second.lines().find(|l| l.contains("guard (c) ready")).unwrap_or_default();
     assert!(line.contains("plugin=guard") || line.contains("plugin=\"guard\""), "{second}");
-    let _ = std::fs::remove_dir_all(&home);
 }
