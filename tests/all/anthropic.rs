@@ -291,7 +291,8 @@ async fn models_are_discovered_from_an_anthropic_provider() {
 async fn prompt_guard_and_pii_redact_work_on_anthropic_messages() {
     let up = MockAnthropic::start().await;
     let mut config = up.provider_toml("ant", r#"models = ["claude-x"]"#);
-    config += &plugin_toml("prompt-guard", "prompt-guard", r#"config = { deny_keywords = ["forbidden"] }"#);
+    config +=
+        &plugin_toml("prompt-guard", "prompt-guard", r#"config = { deny_keywords = ["forbidden"], max_tokens = 100 }"#);
     config += &plugin_toml("pii-redact", "pii-redact", "");
     let weir = Weir::start(&config).await;
 
@@ -309,6 +310,11 @@ async fn prompt_guard_and_pii_redact_work_on_anthropic_messages() {
     let mut body = messages("claude-x", "fine");
     body["system"] = json!("forbidden instructions");
     assert_eq!(post_messages(&weir, &body).await.status, 400, "the system prompt is a prompt text too");
+    let mut body = messages("claude-x", "fine");
+    body["max_tokens"] = json!(1000);
+    let refused = post_messages(&weir, &body).await;
+    assert_eq!((refused.status, refused.json()["error"]["type"].as_str()), (400, Some("invalid_request_error")));
+    assert!(refused.text.contains("max_tokens 1000 is above the limit of 100"), "{}", refused.text);
     assert_eq!(up.messages().len(), 1);
 }
 

@@ -38,21 +38,32 @@ fn c_guard() -> String {
 fn inspect_reports_contract_imports_hooks_and_times() {
     let (ok, out) = weir_plugin(&["inspect", &c_guard()]);
     assert!(ok, "{out}");
-    assert!(out.contains("targets:     weir:plugin/handler@0.2.0"), "{out}");
+    assert!(out.contains("targets:     weir:plugin/handler@0.2.1"), "{out}");
     assert!(!out.contains("legacy:"), "{out}");
     assert!(out.contains("hooks:       on-request, on-response"), "{out}");
-    assert!(out.lines().any(|l| l.contains("weir:plugin/log@0.2.0") && l.ends_with("granted")), "{out}");
+    assert!(out.lines().any(|l| l.contains("weir:plugin/log@0.2.1") && l.ends_with("granted")), "{out}");
     assert!(out.lines().any(|l| l.contains("wasi:filesystem/preopens") && l.contains("no directories")), "{out}");
     assert!(out.contains("compile:") && out.contains("instantiate:"), "{out}");
     // init ran, and its log line reached stderr.
     assert!(out.contains("guard (c) ready with 2 rule(s)"), "{out}");
 }
 
+/// A component built for an earlier 0.2 contract is current, not legacy: its imports of
+/// `weir:plugin/types@0.2.0` are granted by the gateway's 0.2.1.
+#[test]
+fn inspect_accepts_components_built_for_an_earlier_0_2_contract() {
+    let (ok, out) = weir_plugin(&["inspect", &wasm("contract-v0_2_0")]);
+    assert!(ok, "{out}");
+    assert!(out.contains("targets:     weir:plugin/handler@0.2.0"), "{out}");
+    assert!(!out.contains("legacy:") && !out.contains("would refuse"), "{out}");
+    assert!(out.lines().any(|l| l.contains("weir:plugin/types@0.2.0") && l.ends_with("granted")), "{out}");
+}
+
 #[test]
 fn inspect_refuses_other_contract_versions_and_non_components() {
     let (ok, out) = weir_plugin(&["inspect", &wasm("wrong-version")]);
     assert!(!ok, "{out}");
-    assert!(out.contains("would refuse") && out.contains("supports weir:plugin@0.2.0"), "{out}");
+    assert!(out.contains("would refuse") && out.contains("supports weir:plugin@0.2.1"), "{out}");
     let tmp = TempDir::new();
     let junk = json_file(&tmp, "junk.wasm", "not wasm");
     let (ok, out) = weir_plugin(&["inspect", junk.to_str().unwrap()]);

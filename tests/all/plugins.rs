@@ -117,10 +117,19 @@ async fn first_party_plugins_act_on_requests() {
     assert_eq!(reply.status, 400, "{}", reply.text);
     assert_eq!(reply.error_code(), "prompt_blocked");
     assert_eq!(reply.header("x-weir-error-source"), Some("plugin"));
-    let mut body = chat("gpt-up", "hi");
-    body["max_tokens"] = json!(1000);
-    let reply = Reply::read(client().post(weir.url("/v1/chat/completions")).json(&body).send().await.unwrap()).await;
-    assert_eq!(reply.error_code(), "max_tokens_too_high", "{}", reply.text);
+    // The token limit holds under either of OpenAI's names, and with both set the larger counts.
+    for limits in [
+        json!({"max_tokens": 1000}),
+        json!({"max_completion_tokens": 1000}),
+        json!({"max_tokens": 50, "max_completion_tokens": 1000}),
+        json!({"max_tokens": 1000, "max_completion_tokens": 50}),
+    ] {
+        let mut body = chat("gpt-up", "hi");
+        body.as_object_mut().unwrap().extend(limits.as_object().unwrap().clone());
+        let reply =
+            Reply::read(client().post(weir.url("/v1/chat/completions")).json(&body).send().await.unwrap()).await;
+        assert_eq!(reply.error_code(), "max_tokens_too_high", "{limits}: {}", reply.text);
+    }
     assert_eq!(up.chats().len(), 1);
 
     // request-log wrote an audit line with metadata only, tagged with the plugin name.
@@ -132,7 +141,7 @@ async fn first_party_plugins_act_on_requests() {
     assert!(!logs.contains("sk-test-key"), "the API key leaked into the logs");
 
     let text = weir.metrics().await;
-    assert!(metric(&text, "weir_plugin_calls_total", &[("plugin", "prompt-guard"), ("outcome", "rejected")]) >= 2.0);
+    assert!(metric(&text, "weir_plugin_calls_total", &[("plugin", "prompt-guard"), ("outcome", "rejected")]) >= 5.0);
     assert!(metric(&text, "weir_plugin_calls_total", &[("plugin", "pii-redact"), ("hook", "on_response")]) >= 1.0);
 }
 
@@ -275,8 +284,30 @@ async fn unknown_contract_version_is_refused_at_startup() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("plugin future") && stderr.contains("weir:plugin@1.0.0"), "{stderr}");
-    assert!(stderr.contains("supports weir:plugin@0.2.0") && stderr.contains("still loads @0.1.0"), "{stderr}");
+    assert!(stderr.contains("supports weir:plugin@0.2.1") && stderr.contains("still loads @0.1.0"), "{stderr}");
     assert!(wasm("wrong-version").ends_with(".wasm"));
+}
+
+/// A component built for `weir:plugin@0.2.0` (`plugins/testing/contract-v0_2_0`), before
+/// 0.2.1 added `max-tokens`, loads on the 0.2.1 gateway with no legacy notice: its 0.2.0
+/// imports and export resolve to the 0.2.1 definitions, and its rejections and response edits
+/// take effect on every format.
+#[tokio::test]
+async fn plugins_built_for_an_earlier_0_2_contract_load_and_run() {
+    let up = MockUpstream::start().await;
+    let mut config = up.provider_toml("up", r#"models = ["gpt-up"]"#, "");
+    config += &plugin_toml("older", "contract-v0_2_0", "");
+    config += &runtime_toml();
+    let weir = Weir::start(&config).await;
+    assert!(!weir.logs().contains("runs on OpenAI-format requests only"), "{}", weir.logs());
+
+    let (reply, _) = send(&weir, None, "hello").await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.header("x-contract"), Some("openai gpt-up"));
+
+    let (reply, _) = send(&weir, None, "please contract-reject this").await;
+    assert_eq!((reply.status, reply.error_code()), (403, "contract_rejected".to_owned()), "{}", reply.text);
+    assert_eq!(up.chats().len(), 1, "a rejected request never reaches the provider");
 }
 
 /// A component built for `weir:plugin@0.1.0` (`plugins/testing/legacy-v0_1`) still loads and

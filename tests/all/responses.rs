@@ -201,7 +201,8 @@ async fn what_another_provider_cannot_do_is_refused_naming_it_and_bad_bodies_get
 async fn prompt_guard_and_pii_redact_work_on_responses_requests_answers_and_streams() {
     let up = MockAnthropic::start().await;
     let mut config = up.provider_toml("ant", r#"models = ["claude-x", "claude-x;pii"]"#);
-    config += &plugin_toml("prompt-guard", "prompt-guard", r#"config = { deny_keywords = ["forbidden"] }"#);
+    config +=
+        &plugin_toml("prompt-guard", "prompt-guard", r#"config = { deny_keywords = ["forbidden"], max_tokens = 100 }"#);
     config += &plugin_toml("pii-redact", "pii-redact", "config = { responses = true, streams = true }");
     let weir = Weir::start(&config).await;
 
@@ -215,6 +216,8 @@ async fn prompt_guard_and_pii_redact_work_on_responses_requests_answers_and_stre
     for body in [
         json!({"model": "claude-x", "input": "this is forbidden"}),
         json!({"model": "claude-x", "instructions": "forbidden", "input": "fine"}),
+        // The Responses API's name for the output-token limit.
+        json!({"model": "claude-x", "input": "fine", "max_output_tokens": 1000}),
     ] {
         let refused = post(&weir.url("/v1/responses"), &body).await;
         assert_eq!(refused.status, 400, "{body}: {}", refused.text);

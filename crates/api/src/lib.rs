@@ -67,6 +67,8 @@ pub trait Format {
     const ROUTES: &'static [CallRoute];
     /// The bytes that end a stream that went well, if the format has such a marker.
     const END_OF_STREAM: Option<&'static [u8]>;
+    /// JSON pointers to the top-level fields that limit the answer's output tokens.
+    const MAX_TOKENS: &'static [&'static str];
     /// State kept while reading one stream of this format into canonical events.
     type EventReader: Default + Send + 'static;
     /// State kept while writing canonical events as one stream of this format.
@@ -153,6 +155,15 @@ pub fn set_model(format: ApiFormat, body: &mut Map<String, Value>, model: String
         ApiFormat::OpenAi => OpenAi::set_model(body, model),
         ApiFormat::Anthropic => Anthropic::set_model(body, model),
         ApiFormat::Responses => Responses::set_model(body, model),
+    }
+}
+
+/// Where `format` keeps the answer's output-token limit ([`Format::MAX_TOKENS`]).
+pub fn max_tokens_pointers(format: ApiFormat) -> &'static [&'static str] {
+    match format {
+        ApiFormat::OpenAi => OpenAi::MAX_TOKENS,
+        ApiFormat::Anthropic => Anthropic::MAX_TOKENS,
+        ApiFormat::Responses => Responses::MAX_TOKENS,
     }
 }
 

@@ -1,4 +1,4 @@
-//! The WIT contract (`wit/`, `weir:plugin@0.2.0`) as Rust types, generated once, and the frozen
+//! The WIT contract (`wit/`, `weir:plugin@0.2.1`) as Rust types, generated once, and the frozen
 //! `weir:plugin@0.1.0` (`wit-legacy/0.1.0/`) that the gateway still loads. Generated types
 //! stay inside the `plugins` module; `convert.rs` maps them to gateway types (and 0.1 to 0.2).
 
@@ -68,7 +68,7 @@ pub use generated::weir::plugin::{clock, kv, log, metrics, types};
 /// The package this gateway implements: `(name, major-compatible version prefix)`.
 pub const PACKAGE: &str = "weir:plugin";
 /// The version of the package in `wit/`.
-pub const VERSION: &str = "0.2.0";
+pub const VERSION: &str = "0.2.1";
 
 /// Which version of the contract a component was built for: the gateway links and calls each
 /// through its own bindings.

@@ -297,7 +297,7 @@ mod tests {
         for v in ["0.3.0", "0.0.1", "1.0.0", "1.2.0", "", "x"] {
             let err = check_version(Some(v)).unwrap_err();
             assert!(err.contains(&format!("weir:plugin@{v},")), "{err}");
-            assert!(err.contains("supports weir:plugin@0.2.0") && err.contains("still loads @0.1.0"), "{err}");
+            assert!(err.contains("supports weir:plugin@0.2.1") && err.contains("still loads @0.1.0"), "{err}");
         }
         assert!(check_version(None).unwrap_err().contains("is it a Weir plugin"));
     }

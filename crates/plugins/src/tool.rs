@@ -188,7 +188,7 @@ pub fn hook_names(hooks: Hooks) -> Vec<&'static str> {
     .collect()
 }
 
-/// The contracts this gateway implements, e.g. `weir:plugin@0.2.0, and still loads @0.1.0`.
+/// The contracts this gateway implements, e.g. `weir:plugin@0.2.1, and still loads @0.1.0`.
 pub fn contract() -> String {
     format!("{PACKAGE}@{VERSION}, and still loads @{}", Contract::V0_1.version())
 }

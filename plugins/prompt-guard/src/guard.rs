@@ -17,7 +17,7 @@ pub struct Config {
     pub max_prompt_chars: usize,
     /// Most messages (0: no limit).
     pub max_messages: usize,
-    /// Largest `max_tokens` / `max_completion_tokens` a client may ask for (0: no limit).
+    /// Largest output-token limit a client may ask for, in any API format (0: no limit).
     pub max_tokens: u64,
     /// Status of the refusal.
     pub status: u16,

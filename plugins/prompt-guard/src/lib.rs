@@ -42,14 +42,9 @@ impl Plugin for PromptGuard {
         } else {
             0
         };
-        // Each lookup is a call into the host: skipped when no limit is set. OpenAI and
-        // Anthropic both keep the output limit in `max_tokens` (OpenAI's newer name is
-        // `max_completion_tokens`), so no format check (another host call) is needed here.
-        let max_tokens = if self.guard.limits_tokens() {
-            get_json::<u64>(req, "/max_tokens").or_else(|| get_json::<u64>(req, "/max_completion_tokens"))
-        } else {
-            None
-        };
+        // A call into the host, skipped when no limit is set. The host reads the limit wherever
+        // the request's format keeps it (and the larger of OpenAI's two names).
+        let max_tokens = if self.guard.limits_tokens() { req.max_tokens() } else { None };
         match self.guard.check(&texts, messages, max_tokens) {
             Ok(()) => RequestAction::Continue,
             Err(v) => {

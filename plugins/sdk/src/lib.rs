@@ -28,7 +28,7 @@
 
 #[doc(hidden)]
 pub mod bindings {
-    //! Generated from `wit/` (package `weir:plugin@0.2.0`). Use the re-exports instead.
+    //! Generated from `wit/` (package `weir:plugin@0.2.1`). Use the re-exports instead.
     #![allow(missing_docs)]
     // The generated canonical-ABI glue is unsafe by nature; it is the only unsafe code here.
     #![allow(unsafe_code)]

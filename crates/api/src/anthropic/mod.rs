@@ -33,6 +33,7 @@ impl Format for Anthropic {
     const ROUTES: &'static [CallRoute] = &[(Method::POST, "/v1/messages", Operation::Chat)];
     // The stream's own last event (`message_stop`) ends it; there is no marker after it.
     const END_OF_STREAM: Option<&'static [u8]> = None;
+    const MAX_TOKENS: &'static [&'static str] = &["/max_tokens"];
     type EventReader = canonical::StreamReader;
     type EventWriter = canonical::StreamWriter;
 

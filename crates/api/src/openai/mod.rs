@@ -40,6 +40,8 @@ impl Format for OpenAi {
         (Method::POST, "/v1/embeddings", Operation::Embeddings),
     ];
     const END_OF_STREAM: Option<&'static [u8]> = Some(render::DONE_FRAME);
+    // `max_tokens` is the older name, still accepted (and refused by reasoning models).
+    const MAX_TOKENS: &'static [&'static str] = &["/max_completion_tokens", "/max_tokens"];
     type EventReader = canonical::StreamReader;
     type EventWriter = canonical::StreamWriter;
 

@@ -30,6 +30,7 @@ impl Format for Responses {
     const FORMAT: ApiFormat = ApiFormat::Responses;
     const ROUTES: &'static [CallRoute] = &[(Method::POST, "/v1/responses", Operation::Chat)];
     const END_OF_STREAM: Option<&'static [u8]> = None;
+    const MAX_TOKENS: &'static [&'static str] = &["/max_output_tokens"];
     type EventReader = stream::StreamReader;
     type EventWriter = stream::StreamWriter;
 

@@ -4,6 +4,7 @@
 //! summed over the request's calls and hooks, by the depth, body-growth and header limits
 //! below; request writes are refused in post hooks (the body has gone upstream by then).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -171,6 +172,20 @@ impl Exchange {
         }
     }
 
+    /// The value at `pointer` in the request body: from the scan's index when it can answer,
+    /// else from the body tree.
+    fn body_value(&mut self, pointer: &str) -> Option<Cow<'_, Value>> {
+        if let Some((index, raw)) = self.body_index() {
+            match index.get(raw, pointer) {
+                Lookup::Found(v) => return Some(Cow::Owned(v)),
+                Lookup::Absent => return None,
+                Lookup::NeedsTree => {}
+            }
+        }
+        let (_, body) = self.body_tree()?;
+        json::get(body, pointer).map(Cow::Borrowed)
+    }
+
     fn check_size(&self, len: usize) -> Result<(), String> {
         if len > self.max_output {
             return Err(format!("value larger than max_output_bytes ({})", self.max_output));
@@ -259,15 +274,14 @@ impl types::HostRequest for Exchange {
     }
 
     fn get(&mut self, _: Resource<RequestHandle>, pointer: String) -> Option<String> {
-        if let Some((index, raw)) = self.body_index() {
-            match index.get(raw, &pointer) {
-                Lookup::Found(v) => return serde_json::to_string(&v).ok(),
-                Lookup::Absent => return None,
-                Lookup::NeedsTree => {}
-            }
-        }
-        let (_, body) = self.body_tree()?;
-        json::get(body, &pointer).and_then(|v| serde_json::to_string(v).ok())
+        self.body_value(&pointer).and_then(|v| serde_json::to_string(&*v).ok())
+    }
+
+    fn max_tokens(&mut self, _: Resource<RequestHandle>) -> Option<u64> {
+        let format = self.request_endpoint()?.format;
+        // The larger of the fields set: a limit a plugin enforces cannot be slipped under by
+        // setting one name low and the other high.
+        crate::api::max_tokens_pointers(format).iter().filter_map(|p| self.body_value(p)?.as_u64()).max()
     }
 
     fn prompt_texts(&mut self, _: Resource<RequestHandle>) -> Vec<String> {

@@ -3,106 +3,109 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Imported Functions from `weir:plugin/log@0.2.0`
+// Imported Functions from `weir:plugin/log@0.2.1`
 
-__attribute__((__import_module__("weir:plugin/log@0.2.0"), __import_name__("log")))
+__attribute__((__import_module__("weir:plugin/log@0.2.1"), __import_name__("log")))
 extern void __wasm_import_weir_plugin_log_log(int32_t, uint8_t *, size_t);
 
-// Imported Functions from `weir:plugin/kv@0.2.0`
+// Imported Functions from `weir:plugin/kv@0.2.1`
 
-__attribute__((__import_module__("weir:plugin/kv@0.2.0"), __import_name__("get")))
+__attribute__((__import_module__("weir:plugin/kv@0.2.1"), __import_name__("get")))
 extern void __wasm_import_weir_plugin_kv_get(uint8_t *, size_t, uint8_t *);
 
-__attribute__((__import_module__("weir:plugin/kv@0.2.0"), __import_name__("set")))
+__attribute__((__import_module__("weir:plugin/kv@0.2.1"), __import_name__("set")))
 extern void __wasm_import_weir_plugin_kv_set(uint8_t *, size_t, uint8_t *, size_t, int64_t, uint8_t *);
 
-__attribute__((__import_module__("weir:plugin/kv@0.2.0"), __import_name__("incr")))
+__attribute__((__import_module__("weir:plugin/kv@0.2.1"), __import_name__("incr")))
 extern void __wasm_import_weir_plugin_kv_incr(uint8_t *, size_t, int64_t, int64_t, uint8_t *);
 
-__attribute__((__import_module__("weir:plugin/kv@0.2.0"), __import_name__("delete")))
+__attribute__((__import_module__("weir:plugin/kv@0.2.1"), __import_name__("delete")))
 extern void __wasm_import_weir_plugin_kv_delete(uint8_t *, size_t);
 
-// Imported Functions from `weir:plugin/metrics@0.2.0`
+// Imported Functions from `weir:plugin/metrics@0.2.1`
 
-__attribute__((__import_module__("weir:plugin/metrics@0.2.0"), __import_name__("counter")))
+__attribute__((__import_module__("weir:plugin/metrics@0.2.1"), __import_name__("counter")))
 extern void __wasm_import_weir_plugin_metrics_counter(uint8_t *, size_t, int64_t);
 
-__attribute__((__import_module__("weir:plugin/metrics@0.2.0"), __import_name__("histogram")))
+__attribute__((__import_module__("weir:plugin/metrics@0.2.1"), __import_name__("histogram")))
 extern void __wasm_import_weir_plugin_metrics_histogram(uint8_t *, size_t, double);
 
-// Imported Functions from `weir:plugin/clock@0.2.0`
+// Imported Functions from `weir:plugin/clock@0.2.1`
 
-__attribute__((__import_module__("weir:plugin/clock@0.2.0"), __import_name__("now")))
+__attribute__((__import_module__("weir:plugin/clock@0.2.1"), __import_name__("now")))
 extern int64_t __wasm_import_weir_plugin_clock_now(void);
 
-// Imported Functions from `weir:plugin/types@0.2.0`
+// Imported Functions from `weir:plugin/types@0.2.1`
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]request.id")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]request.id")))
 extern void __wasm_import_weir_plugin_types_method_request_id(int32_t, uint8_t *);
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]request.api-format")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]request.api-format")))
 extern void __wasm_import_weir_plugin_types_method_request_api_format(int32_t, uint8_t *);
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]request.operation")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]request.operation")))
 extern void __wasm_import_weir_plugin_types_method_request_operation(int32_t, uint8_t *);
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]request.model")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]request.model")))
 extern void __wasm_import_weir_plugin_types_method_request_model(int32_t, uint8_t *);
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]request.set-model")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]request.set-model")))
 extern void __wasm_import_weir_plugin_types_method_request_set_model(int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]request.provider")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]request.provider")))
 extern void __wasm_import_weir_plugin_types_method_request_provider(int32_t, uint8_t *);
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]request.is-stream")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]request.is-stream")))
 extern int32_t __wasm_import_weir_plugin_types_method_request_is_stream(int32_t);
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]request.header")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]request.max-tokens")))
+extern void __wasm_import_weir_plugin_types_method_request_max_tokens(int32_t, uint8_t *);
+
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]request.header")))
 extern void __wasm_import_weir_plugin_types_method_request_header(int32_t, uint8_t *, size_t, uint8_t *);
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]request.headers")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]request.headers")))
 extern void __wasm_import_weir_plugin_types_method_request_headers(int32_t, uint8_t *);
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]request.body")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]request.body")))
 extern void __wasm_import_weir_plugin_types_method_request_body(int32_t, uint8_t *);
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]request.get")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]request.get")))
 extern void __wasm_import_weir_plugin_types_method_request_get(int32_t, uint8_t *, size_t, uint8_t *);
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]request.prompt-texts")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]request.prompt-texts")))
 extern void __wasm_import_weir_plugin_types_method_request_prompt_texts(int32_t, uint8_t *);
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]request.set")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]request.set")))
 extern void __wasm_import_weir_plugin_types_method_request_set(int32_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *);
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]request.set-body")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]request.set-body")))
 extern void __wasm_import_weir_plugin_types_method_request_set_body(int32_t, uint8_t *, size_t, uint8_t *);
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]response.status")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]response.status")))
 extern int32_t __wasm_import_weir_plugin_types_method_response_status(int32_t);
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]response.header")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]response.header")))
 extern void __wasm_import_weir_plugin_types_method_response_header(int32_t, uint8_t *, size_t, uint8_t *);
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]response.set-header")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]response.set-header")))
 extern void __wasm_import_weir_plugin_types_method_response_set_header(int32_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *);
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]response.body")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]response.body")))
 extern void __wasm_import_weir_plugin_types_method_response_body(int32_t, uint8_t *);
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]response.get")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]response.get")))
 extern void __wasm_import_weir_plugin_types_method_response_get(int32_t, uint8_t *, size_t, uint8_t *);
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]response.set")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]response.set")))
 extern void __wasm_import_weir_plugin_types_method_response_set(int32_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *);
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[method]response.set-body")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[method]response.set-body")))
 extern void __wasm_import_weir_plugin_types_method_response_set_body(int32_t, uint8_t *, size_t, uint8_t *);
 
-// Exported Functions from `weir:plugin/handler@0.2.0`
+// Exported Functions from `weir:plugin/handler@0.2.1`
 
-__attribute__((__weak__, __export_name__("cabi_post_weir:plugin/handler@0.2.0#init")))
+__attribute__((__weak__, __export_name__("cabi_post_weir:plugin/handler@0.2.1#init")))
 void __wasm_export_exports_weir_plugin_handler_init_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
@@ -117,7 +120,7 @@ void __wasm_export_exports_weir_plugin_handler_init_post_return(uint8_t * arg0) 
   }
 }
 
-__attribute__((__weak__, __export_name__("cabi_post_weir:plugin/handler@0.2.0#on-request")))
+__attribute__((__weak__, __export_name__("cabi_post_weir:plugin/handler@0.2.1#on-request")))
 void __wasm_export_exports_weir_plugin_handler_on_request_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
@@ -164,7 +167,7 @@ void __wasm_export_exports_weir_plugin_handler_on_request_post_return(uint8_t * 
   }
 }
 
-__attribute__((__weak__, __export_name__("cabi_post_weir:plugin/handler@0.2.0#on-response")))
+__attribute__((__weak__, __export_name__("cabi_post_weir:plugin/handler@0.2.1#on-response")))
 void __wasm_export_exports_weir_plugin_handler_on_response_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
@@ -194,7 +197,7 @@ void __wasm_export_exports_weir_plugin_handler_on_response_post_return(uint8_t *
   }
 }
 
-__attribute__((__weak__, __export_name__("cabi_post_weir:plugin/handler@0.2.0#on-stream-chunk")))
+__attribute__((__weak__, __export_name__("cabi_post_weir:plugin/handler@0.2.1#on-stream-chunk")))
 void __wasm_export_exports_weir_plugin_handler_on_stream_chunk_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
@@ -281,7 +284,7 @@ void weir_plugin_kv_result_s64_string_free(weir_plugin_kv_result_s64_string_t *p
   }
 }
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[resource-drop]request")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[resource-drop]request")))
 extern void __wasm_import_weir_plugin_types_request_drop(int32_t handle);
 
 void weir_plugin_types_request_drop_own(weir_plugin_types_own_request_t handle) {
@@ -292,7 +295,7 @@ weir_plugin_types_borrow_request_t weir_plugin_types_borrow_request(weir_plugin_
   return (weir_plugin_types_borrow_request_t) { arg.__handle };
 }
 
-__attribute__((__import_module__("weir:plugin/types@0.2.0"), __import_name__("[resource-drop]response")))
+__attribute__((__import_module__("weir:plugin/types@0.2.1"), __import_name__("[resource-drop]response")))
 extern void __wasm_import_weir_plugin_types_response_drop(int32_t handle);
 
 void weir_plugin_types_response_drop_own(weir_plugin_types_own_response_t handle) {
@@ -367,6 +370,11 @@ void weir_plugin_types_chunk_action_free(weir_plugin_types_chunk_action_t *ptr) 
       weir_plugin_types_rejection_free(&ptr->val.abort);
       break;
     }
+  }
+}
+
+void plugin_option_u64_free(plugin_option_u64_t *ptr) {
+  if (ptr->is_some) {
   }
 }
 
@@ -581,6 +589,27 @@ bool weir_plugin_types_method_request_provider(weir_plugin_types_borrow_request_
 bool weir_plugin_types_method_request_is_stream(weir_plugin_types_borrow_request_t self) {
   int32_t ret = __wasm_import_weir_plugin_types_method_request_is_stream((self).__handle);
   return ret;
+}
+
+bool weir_plugin_types_method_request_max_tokens(weir_plugin_types_borrow_request_t self, uint64_t *ret) {
+  __attribute__((__aligned__(8)))
+  uint8_t ret_area[16];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_weir_plugin_types_method_request_max_tokens((self).__handle, ptr);
+  plugin_option_u64_t option;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      option.is_some = false;
+      break;
+    }
+    case 1: {
+      option.is_some = true;
+      option.val = (uint64_t) (*((int64_t*) (ptr + 8)));
+      break;
+    }
+  }
+  *ret = option.val;
+  return option.is_some;
 }
 
 bool weir_plugin_types_method_request_header(weir_plugin_types_borrow_request_t self, plugin_string_t *name, plugin_string_t *ret) {
@@ -842,7 +871,7 @@ bool weir_plugin_types_method_response_set_body(weir_plugin_types_borrow_respons
   }
 }
 
-__attribute__((__export_name__("weir:plugin/handler@0.2.0#init")))
+__attribute__((__export_name__("weir:plugin/handler@0.2.1#init")))
 uint8_t * __wasm_export_exports_weir_plugin_handler_init(uint8_t * arg, size_t arg0) {
   plugin_string_t arg1 = (plugin_string_t) { (uint8_t*)(arg), (arg0) };
   exports_weir_plugin_handler_result_hooks_string_t ret;
@@ -867,7 +896,7 @@ uint8_t * __wasm_export_exports_weir_plugin_handler_init(uint8_t * arg, size_t a
   return ptr;
 }
 
-__attribute__((__export_name__("weir:plugin/handler@0.2.0#on-request")))
+__attribute__((__export_name__("weir:plugin/handler@0.2.1#on-request")))
 uint8_t * __wasm_export_exports_weir_plugin_handler_on_request(int32_t arg) {
   int32_t borrow = 0;
   borrow = arg;
@@ -912,7 +941,7 @@ uint8_t * __wasm_export_exports_weir_plugin_handler_on_request(int32_t arg) {
   return ptr;
 }
 
-__attribute__((__export_name__("weir:plugin/handler@0.2.0#on-response")))
+__attribute__((__export_name__("weir:plugin/handler@0.2.1#on-response")))
 uint8_t * __wasm_export_exports_weir_plugin_handler_on_response(int32_t arg, int32_t arg0) {
   int32_t borrow = 0;
   int32_t borrow1 = 0;
@@ -946,7 +975,7 @@ uint8_t * __wasm_export_exports_weir_plugin_handler_on_response(int32_t arg, int
   return ptr;
 }
 
-__attribute__((__export_name__("weir:plugin/handler@0.2.0#on-stream-chunk")))
+__attribute__((__export_name__("weir:plugin/handler@0.2.1#on-stream-chunk")))
 uint8_t * __wasm_export_exports_weir_plugin_handler_on_stream_chunk(int32_t arg, uint8_t * arg0, size_t arg1) {
   int32_t borrow = 0;
   borrow = arg;

@@ -156,6 +156,11 @@ typedef struct weir_plugin_types_chunk_action_t {
 #define WEIR_PLUGIN_TYPES_CHUNK_ACTION_ABORT 3
 
 typedef struct {
+  bool is_some;
+  uint64_t val;
+} plugin_option_u64_t;
+
+typedef struct {
   plugin_string_t *ptr;
   size_t len;
 } plugin_list_string_t;
@@ -180,11 +185,11 @@ typedef weir_plugin_types_borrow_request_t exports_weir_plugin_handler_borrow_re
 
 typedef weir_plugin_types_borrow_response_t exports_weir_plugin_handler_borrow_response_t;
 
-// Imported Functions from `weir:plugin/log@0.2.0`
+// Imported Functions from `weir:plugin/log@0.2.1`
 // Writes one log line (messages longer than 4 KiB are truncated).
 extern void weir_plugin_log_log(weir_plugin_log_level_t level, plugin_string_t *message);
 
-// Imported Functions from `weir:plugin/kv@0.2.0`
+// Imported Functions from `weir:plugin/kv@0.2.1`
 // The value stored under `key`, if present and not expired.
 extern bool weir_plugin_kv_get(plugin_string_t *key, plugin_list_u8_t *ret);
 // Stores `value` under `key`.
@@ -195,17 +200,17 @@ extern bool weir_plugin_kv_incr(plugin_string_t *key, int64_t delta, uint64_t tt
 // Removes `key`.
 extern void weir_plugin_kv_delete(plugin_string_t *key);
 
-// Imported Functions from `weir:plugin/metrics@0.2.0`
+// Imported Functions from `weir:plugin/metrics@0.2.1`
 // Adds `value` to a counter.
 extern void weir_plugin_metrics_counter(plugin_string_t *name, uint64_t value);
 // Records one observation in a histogram.
 extern void weir_plugin_metrics_histogram(plugin_string_t *name, double value);
 
-// Imported Functions from `weir:plugin/clock@0.2.0`
+// Imported Functions from `weir:plugin/clock@0.2.1`
 // Milliseconds since the Unix epoch.
 extern uint64_t weir_plugin_clock_now(void);
 
-// Imported Functions from `weir:plugin/types@0.2.0`
+// Imported Functions from `weir:plugin/types@0.2.1`
 // Request id (`x-request-id`), also in the gateway's logs.
 extern void weir_plugin_types_method_request_id(weir_plugin_types_borrow_request_t self, plugin_string_t *ret);
 // The API format the client spoke, e.g. "openai" (later others, such as "anthropic").
@@ -226,6 +231,11 @@ extern void weir_plugin_types_method_request_set_model(weir_plugin_types_borrow_
 extern bool weir_plugin_types_method_request_provider(weir_plugin_types_borrow_request_t self, plugin_string_t *ret);
 // Whether the client asked for a stream (on any format).
 extern bool weir_plugin_types_method_request_is_stream(weir_plugin_types_borrow_request_t self);
+// The most output tokens the client lets the answer use, wherever the request's format
+// keeps it: OpenAI `max_completion_tokens` or `max_tokens` (the larger when both are
+// set), Anthropic `max_tokens`, Responses `max_output_tokens`. `none` when the request
+// sets none and, as for `prompt-texts`, in post hooks. Added in 0.2.1.
+extern bool weir_plugin_types_method_request_max_tokens(weir_plugin_types_borrow_request_t self, uint64_t *ret);
 // One client header (lower-case name), if present and not withheld.
 extern bool weir_plugin_types_method_request_header(weir_plugin_types_borrow_request_t self, plugin_string_t *name, plugin_string_t *ret);
 // All client headers (client metadata), credential-looking ones withheld.
@@ -265,7 +275,7 @@ extern bool weir_plugin_types_method_response_set(weir_plugin_types_borrow_respo
 // Replaces the whole body with `json`. Errors as `set` does.
 extern bool weir_plugin_types_method_response_set_body(weir_plugin_types_borrow_response_t self, plugin_string_t *json, plugin_string_t *err);
 
-// Exported Functions from `weir:plugin/handler@0.2.0`
+// Exported Functions from `weir:plugin/handler@0.2.1`
 bool exports_weir_plugin_handler_init(plugin_string_t *config, exports_weir_plugin_handler_hooks_t *ret, plugin_string_t *err);
 void exports_weir_plugin_handler_on_request(exports_weir_plugin_handler_borrow_request_t req, exports_weir_plugin_handler_request_action_t *ret);
 void exports_weir_plugin_handler_on_response(exports_weir_plugin_handler_borrow_request_t req, exports_weir_plugin_handler_borrow_response_t resp, exports_weir_plugin_handler_response_action_t *ret);
@@ -304,6 +314,8 @@ void weir_plugin_types_request_action_free(weir_plugin_types_request_action_t *p
 void weir_plugin_types_response_action_free(weir_plugin_types_response_action_t *ptr);
 
 void weir_plugin_types_chunk_action_free(weir_plugin_types_chunk_action_t *ptr);
+
+void plugin_option_u64_free(plugin_option_u64_t *ptr);
 
 void plugin_list_string_free(plugin_list_string_t *ptr);
 

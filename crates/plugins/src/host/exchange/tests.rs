@@ -44,6 +44,35 @@ fn getters_copy_only_what_is_asked() {
 }
 
 #[test]
+fn max_tokens_is_read_where_each_format_keeps_it() {
+    let cases = [
+        (Endpoint::OPENAI_CHAT, json!({"max_tokens": 7}), Some(7)),
+        (Endpoint::OPENAI_CHAT, json!({"max_completion_tokens": 9}), Some(9)),
+        // Both of OpenAI's names: the larger, whichever it is.
+        (Endpoint::OPENAI_CHAT, json!({"max_tokens": 5, "max_completion_tokens": 3}), Some(5)),
+        (Endpoint::OPENAI_CHAT, json!({"max_tokens": 3, "max_completion_tokens": 5}), Some(5)),
+        (Endpoint::OPENAI_CHAT, json!({}), None),
+        (Endpoint::ANTHROPIC_MESSAGES, json!({"max_tokens": 11}), Some(11)),
+        (Endpoint::ANTHROPIC_MESSAGES, json!({"max_output_tokens": 11}), None),
+        (Endpoint::OPENAI_RESPONSES, json!({"max_output_tokens": 13}), Some(13)),
+        (Endpoint::OPENAI_RESPONSES, json!({"max_tokens": 13}), None),
+    ];
+    for (endpoint, fields, want) in cases {
+        let mut req = request();
+        req.endpoint = endpoint;
+        req.body.map_mut().extend(fields.as_object().unwrap().clone());
+        let mut ex = Exchange::new(1024);
+        ex.put_request(req, None);
+        assert_eq!(R::max_tokens(&mut ex, h()), want, "{endpoint:?} {fields}");
+    }
+    // In a post hook the body has gone upstream.
+    let mut ex = Exchange::new(1024);
+    ex.put_request(request(), None);
+    ex.take_request();
+    assert_eq!(R::max_tokens(&mut ex, h()), None);
+}
+
+#[test]
 fn edits_apply_in_place_and_are_flagged() {
     let mut ex = Exchange::new(1024);
     ex.put_request(request(), None);

@@ -6,7 +6,7 @@
 // Without `rules`, DEFAULT_RULES apply.
 
 // Each WIT function is a named export of its interface module.
-import { log } from 'weir:plugin/log@0.2.0';
+import { log } from 'weir:plugin/log@0.2.1';
 
 const NAME = '{{name}}';
 const DEFAULT_RULES = { injection: 'ignore (all )?previous instructions' };
