@@ -304,10 +304,15 @@ async fn plugins_built_for_an_earlier_0_2_contract_load_and_run() {
     let (reply, _) = send(&weir, None, "hello").await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.header("x-contract"), Some("openai gpt-up"));
+    let body = json!({"model": "gpt-up", "max_tokens": 16, "messages": [{"role": "user", "content": "hello"}]});
+    let req = client().post(weir.url("/v1/messages")).header("anthropic-version", "2023-06-01").json(&body);
+    let reply = Reply::read(req.send().await.unwrap()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.header("x-contract"), Some("anthropic gpt-up"));
 
     let (reply, _) = send(&weir, None, "please contract-reject this").await;
     assert_eq!((reply.status, reply.error_code()), (403, "contract_rejected".to_owned()), "{}", reply.text);
-    assert_eq!(up.chats().len(), 1, "a rejected request never reaches the provider");
+    assert_eq!(up.chats().len(), 2, "a rejected request never reaches the provider");
 }
 
 /// A component built for `weir:plugin@0.1.0` (`plugins/testing/legacy-v0_1`) still loads and

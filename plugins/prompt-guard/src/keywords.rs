@@ -171,6 +171,16 @@ fn or_all(bytes: &[u8]) -> u8 {
 mod tests {
     use super::*;
 
+    /// A fixed-seed xorshift: `pick(n)` draws from `0..n`, the same sequence on every run.
+    fn picker(mut state: u64) -> impl FnMut(usize) -> usize {
+        move |n| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            usize::try_from(state % n as u64).unwrap()
+        }
+    }
+
     fn kw(list: &[&str]) -> Keywords {
         Keywords::new(&list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
     }
@@ -304,13 +314,7 @@ mod tests {
         // A small alphabet makes partial matches, repeats and case mixes common; a fixed-seed
         // xorshift keeps the run reproducible.
         let alphabet = ['a', 'b', 'A', 'B', 'k', 'K', ' ', '\u{212A}', 'é', 'É'];
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut pick = |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            usize::try_from(state % n as u64).unwrap()
-        };
+        let mut pick = picker(0x9e37_79b9_7f4a_7c15_u64);
         for round in 0..3000 {
             // Mostly ASCII texts (the fast path), some with the non-ASCII letters.
             let letters = if round % 4 == 0 { alphabet.len() } else { 7 };
@@ -325,13 +329,7 @@ mod tests {
         // Longer keywords take long skips; `@`/backtick and `[`/`{` fold into the same pair
         // slots, so slot sharing is exercised as well as case.
         let alphabet = [b'a', b'b', b'A', b'B', b'@', b'`', b'[', b'{', b' ', b'c'];
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut pick = |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            usize::try_from(state % n as u64).unwrap()
-        };
+        let mut pick = picker(0x2545_f491_4f6c_dd1d_u64);
         for _ in 0..3000 {
             let keyword_len = 2 + pick(40);
             let keyword: String = (0..keyword_len).map(|_| char::from(alphabet[pick(alphabet.len())])).collect();
