@@ -290,8 +290,8 @@ async fn unknown_contract_version_is_refused_at_startup() {
 
 /// A component built for `weir:plugin@0.2.0` (`plugins/testing/contract-v0_2_0`), before
 /// 0.2.1 added `max-tokens`, loads on the 0.2.1 gateway with no legacy notice: its 0.2.0
-/// imports and export resolve to the 0.2.1 definitions, and its rejections and response edits
-/// take effect on every format.
+/// imports and export resolve to the 0.2.1 definitions, its response edits take effect on
+/// OpenAI- and Anthropic-format requests, and its rejections stop a request.
 #[tokio::test]
 async fn plugins_built_for_an_earlier_0_2_contract_load_and_run() {
     let up = MockUpstream::start().await;
