@@ -44,6 +44,9 @@ pub struct JsonBody {
     index: Option<Box<BodyIndex>>,
     /// What plugins' edits did to its size (`None` until the first edit).
     growth: Option<Growth>,
+    /// The prompt texts as the first plugin to ask got them: every plugin in a chain reads the
+    /// same ones, so they are built once and shared until an edit.
+    texts: Option<Arc<[Arc<str>]>>,
 }
 
 /// What plugins' edits have done to a body's size. It travels with the body from hook to hook,
@@ -61,24 +64,24 @@ impl JsonBody {
     /// (the front door checks this): a tree parsed from them later then says
     /// exactly what they say.
     pub fn from_raw(bytes: Bytes) -> Self {
-        Self { raw: Some(bytes), tree: None, index: None, growth: None }
+        Self { raw: Some(bytes), tree: None, index: None, growth: None, texts: None }
     }
 
     /// As [`JsonBody::from_raw`], with the scan's record of where the prompt texts and
     /// top-level fields are, so that plugins' usual reads need no tree.
     pub fn from_indexed(bytes: Bytes, index: BodyIndex) -> Self {
-        Self { raw: Some(bytes), tree: None, index: Some(Box::new(index)), growth: None }
+        Self { raw: Some(bytes), tree: None, index: Some(Box::new(index)), growth: None, texts: None }
     }
 
     /// A body whose bytes were parsed whole at the front door: both kept, so reads need no
     /// second parse and the bytes still go upstream while nothing edits the tree.
     pub fn from_parsed(bytes: Bytes, map: Map<String, Value>) -> Self {
-        Self { raw: Some(bytes), tree: Some(map), index: None, growth: None }
+        Self { raw: Some(bytes), tree: Some(map), index: None, growth: None, texts: None }
     }
 
     /// A body that exists only as a tree (edited, or built by Weir).
     pub fn from_map(map: Map<String, Value>) -> Self {
-        Self { raw: None, tree: Some(map), index: None, growth: None }
+        Self { raw: None, tree: Some(map), index: None, growth: None, texts: None }
     }
 
     /// What plugins' edits did to the body's size so far.
@@ -89,6 +92,16 @@ impl JsonBody {
     /// Records what plugins' edits did to the body's size.
     pub fn set_growth(&mut self, growth: Growth) {
         self.growth = Some(growth);
+    }
+
+    /// The prompt texts kept by [`JsonBody::keep_texts`], while nothing has edited the body.
+    pub fn kept_texts(&self) -> Option<&Arc<[Arc<str>]>> {
+        self.texts.as_ref()
+    }
+
+    /// Keeps the body's prompt texts for the next reader (dropped by the next edit).
+    pub fn keep_texts(&mut self, texts: Arc<[Arc<str>]>) {
+        self.texts = Some(texts);
     }
 
     /// The bytes, while nothing has edited the body.
@@ -120,6 +133,7 @@ impl JsonBody {
         self.parse();
         self.raw = None;
         self.index = None;
+        self.texts = None;
         self.tree.get_or_insert_with(Map::new)
     }
 
@@ -127,6 +141,7 @@ impl JsonBody {
     /// body going upstream is copied for each attempt that may follow.
     pub fn forget_index(&mut self) {
         self.index = None;
+        self.texts = None;
     }
 
     /// Forgets the bytes, so that the body goes upstream re-serialised from the tree.

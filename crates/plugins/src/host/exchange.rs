@@ -16,7 +16,7 @@ use super::StoreData;
 use crate::exchange::{GatewayRequest, GatewayResponse, Growth, JsonBody};
 use crate::format::Endpoint;
 use crate::plugins::bindings::types;
-use crate::plugins::bindings::{RequestHandle, ResponseHandle};
+use crate::plugins::bindings::{PACKAGE, RequestHandle, ResponseHandle, VERSION};
 use crate::plugins::json;
 use weir_types::json::index::{BodyIndex, Lookup};
 
@@ -186,6 +186,29 @@ impl Exchange {
         json::get(body, pointer).map(Cow::Borrowed)
     }
 
+    /// The request's prompt texts. In `on-request` the first plugin to ask builds them and the
+    /// body keeps them for the next (until an edit), so a chain reads them once per request.
+    pub fn prompt_texts(&mut self) -> Arc<[Arc<str>]> {
+        if let RequestSlot::Owned(r) = &self.request
+            && let Some(texts) = r.body.kept_texts()
+        {
+            return texts.clone();
+        }
+        let texts: Arc<[Arc<str>]> = if let Some((index, raw)) = self.body_index() {
+            index.texts.iter().map(|t| Arc::from(t.resolve(raw))).collect()
+        } else if let Some((endpoint, body)) = self.body_tree() {
+            let mut out = Vec::new();
+            json::visit_prompt_texts(body, endpoint, &mut |t| out.push(Arc::from(t)));
+            out.into()
+        } else {
+            return Arc::new([]);
+        };
+        if let RequestSlot::Owned(r) = &mut self.request {
+            r.body.keep_texts(texts.clone());
+        }
+        texts
+    }
+
     fn check_size(&self, len: usize) -> Result<(), String> {
         if len > self.max_output {
             return Err(format!("value larger than max_output_bytes ({})", self.max_output));
@@ -285,13 +308,7 @@ impl types::HostRequest for Exchange {
     }
 
     fn prompt_texts(&mut self, _: Resource<RequestHandle>) -> Vec<String> {
-        if let Some((index, raw)) = self.body_index() {
-            return index.prompt_texts(raw);
-        }
-        let Some((endpoint, body)) = self.body_tree() else { return Vec::new() };
-        let mut out = Vec::new();
-        json::visit_prompt_texts(body, endpoint, &mut |t| out.push(t.to_owned()));
-        out
+        self.prompt_texts().iter().map(|t| t.to_string()).collect()
     }
 
     fn set(&mut self, _: Resource<RequestHandle>, pointer: String, json: String) -> Result<(), String> {
@@ -434,7 +451,17 @@ fn header_room(headers: &HeaderMap, name: &HeaderName, value: &HeaderValue) -> R
 /// # Errors
 /// Only on a linker conflict (a bug).
 pub fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
-    types::add_to_linker::<StoreData, HasSelf<Exchange>>(linker, |d| &mut d.exchange)
+    types::add_to_linker::<StoreData, HasSelf<Exchange>>(linker, |d| &mut d.exchange)?;
+    // `prompt-texts` again, returning the shared texts: the generated signature returns owned
+    // strings, which would copy them on the host for every plugin before copying them in.
+    linker.allow_shadowing(true);
+    let defined = linker.instance(&format!("{PACKAGE}/types@{VERSION}")).and_then(|mut types| {
+        types.func_wrap("[method]request.prompt-texts", |mut store, (_,): (Resource<RequestHandle>,)| {
+            Ok((store.data_mut().exchange.prompt_texts(),))
+        })
+    });
+    linker.allow_shadowing(false);
+    defined
 }
 
 #[cfg(test)]

@@ -73,6 +73,25 @@ fn max_tokens_is_read_where_each_format_keeps_it() {
 }
 
 #[test]
+fn prompt_texts_are_built_once_per_chain_and_rebuilt_after_an_edit() {
+    let texts = |ex: &mut Exchange| R::prompt_texts(ex, h());
+    let mut first = Exchange::new(1024);
+    first.put_request(request(), None);
+    let shared = first.prompt_texts();
+    assert_eq!(texts(&mut first), ["hi"]);
+    // The next plugin of the chain gets the same texts, not a second copy.
+    let mut second = Exchange::new(1024);
+    second.put_request(first.take_request().unwrap(), None);
+    assert!(Arc::ptr_eq(&shared, &second.prompt_texts()));
+    R::set(&mut second, h(), "/messages/0/content".into(), "\"bye\"".into()).unwrap();
+    assert_eq!(texts(&mut second), ["bye"]);
+    R::set_body(&mut second, h(), r#"{"messages":[{"role":"user","content":"again"}]}"#.into()).unwrap();
+    assert_eq!(texts(&mut second), ["again"]);
+    R::set_model(&mut second, h(), "m2".into());
+    assert_eq!(texts(&mut second), ["again"]);
+}
+
+#[test]
 fn edits_apply_in_place_and_are_flagged() {
     let mut ex = Exchange::new(1024);
     ex.put_request(request(), None);
