@@ -90,3 +90,49 @@ TOML
 bench_default_chain() {
     awk '/^\[\[plugins\]\]/{on=1} on' crates/config/src/default.toml
 }
+
+# The nginx binary (Debian's nginx-light keeps it in /usr/sbin, often not on PATH).
+bench_nginx_bin() { command -v nginx || echo /usr/sbin/nginx; }
+
+# Installs nginx from Debian when it is missing.
+bench_install_nginx() {
+    [ -x "$(bench_nginx_bin)" ] && return 0
+    echo "==> installing nginx (baseline reverse proxy) from Debian" >&2
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null
+    else sudo apt-get update -qq && sudo apt-get install -y -qq nginx-light >/dev/null; fi
+}
+
+# Starts the baseline nginx (2 workers, keep-alive both ways, no buffering, no access log) on
+# 127.0.0.1:PORT in front of the mock on MOCK_PORT, its files under DIR. Sets NGINX_PID (the
+# master; its workers are its children) and appends it to PIDS.
+bench_nginx() { # dir port mock-port
+    mkdir -p "$1"
+    cat >"$1/nginx.conf" <<NGINX
+worker_processes auto;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $1/body;
+    proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fastcgi;
+    uwsgi_temp_path $1/uwsgi;
+    scgi_temp_path $1/scgi;
+    keepalive_requests 1000000;
+    upstream mock { server 127.0.0.1:$3; keepalive 128; keepalive_requests 1000000; }
+    server {
+        listen 127.0.0.1:$2;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+NGINX
+    "$(bench_nginx_bin)" -p "$1" -c "$1/nginx.conf" -g 'daemon off;' >"$1/stdout.log" 2>&1 &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
+}

@@ -51,12 +51,8 @@ if ! command -v oha >/dev/null; then
     echo "==> installing oha (load generator) from crates.io; takes a few minutes once"
     cargo install --locked oha
 fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-if [ ! -x "$NGINX" ]; then
-    echo "==> installing nginx (baseline reverse proxy) from Debian"
-    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null
-    else sudo apt-get update -qq && sudo apt-get install -y -qq nginx-light >/dev/null; fi
-fi
+bench_install_nginx
+NGINX=$(bench_nginx_bin)
 if ! command -v redis-server >/dev/null; then
     echo "==> installing redis-server (shared state of the keys scenario) from Debian"
     if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
@@ -114,35 +110,7 @@ OTLP_PORT=$(free_port)
 PIDS+=($!)
 
 NGINX_PORT=$(free_port)
-mkdir -p "$TMP/nginx"
-cat >"$TMP/nginx/nginx.conf" <<EOF
-worker_processes auto;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $TMP/nginx/body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
-    keepalive_requests 1000000;
-    upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 128; keepalive_requests 1000000; }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://mock;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-        }
-    }
-}
-EOF
-"$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' >"$TMP/nginx/stdout.log" 2>&1 &
-NGINX_PID=$!
-PIDS+=($!)
+bench_nginx "$TMP/nginx" "$NGINX_PORT" "$MOCK_PORT"
 
 # Weir configurations. "default" is the [[plugins]] chain of the embedded default config.
 provider() { bench_weir_config "$1" "$MOCK_PORT" "$TMP/wasm-cache" "${2:-openai}"; }
