@@ -91,7 +91,7 @@ impl Anthropic {
         codec::native_request(Self::FORMAT, &mut req)?;
         let mut tree = req.body.into_map();
         tree.entry("max_tokens").or_insert_with(|| self.default_max_tokens.into());
-        serde_json::to_vec(&tree).map(Bytes::from).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))
+        Ok(Bytes::from(weir_types::json::write::object_to_vec(&tree)))
     }
 
     /// Sends one request.

@@ -14,6 +14,7 @@ use crate::exchange::JsonBody;
 use crate::format::{ApiFormat, Endpoint};
 use crate::{ChunkStream, ProviderRequest};
 use weir_types::canonical::{ChatRequest, ChatResponse, ConvertError, StreamEvent};
+use weir_types::json::write;
 
 type Tree = serde_json::Map<String, serde_json::Value>;
 
@@ -34,7 +35,7 @@ pub fn request_body(native: ApiFormat, endpoint: Endpoint, body: JsonBody, model
     } else {
         tree = convert_request(native, endpoint, tree, model)?;
     }
-    serde_json::to_vec(&tree).map(Bytes::from).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))
+    Ok(Bytes::from(write::object_to_vec(&tree)))
 }
 
 /// Makes `req` a request in `native` format, for providers that read the request rather than
@@ -85,7 +86,7 @@ pub fn canonical_request(target: &str, req: &mut ProviderRequest) -> Result<Chat
 /// 500 if the body cannot be written.
 pub fn canonical_answer(client: ApiFormat, resp: ChatResponse) -> Result<Bytes, Error> {
     let out = weir_api::response_from_canonical(client, resp);
-    serde_json::to_vec(&out).map(Bytes::from).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))
+    Ok(Bytes::from(write::object_to_vec(&out)))
 }
 
 /// Canonical stream events as event payloads in the client's format. An `Err` item is passed
@@ -183,7 +184,7 @@ fn convert_response(native: ApiFormat, client: ApiFormat, body: &[u8]) -> Result
     let canonical = weir_api::response_to_canonical(native, tree)
         .map_err(|e| invalid(format!("the provider's answer does not convert: {e}")))?;
     let out = weir_api::response_from_canonical(client, canonical);
-    serde_json::to_vec(&out).map(Bytes::from).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))
+    Ok(Bytes::from(write::object_to_vec(&out)))
 }
 
 /// Stream event payloads in the client's format: `events` itself when the formats match.

@@ -97,7 +97,7 @@ impl Format for OpenAi {
     }
 
     fn write_event(writer: &mut Self::EventWriter, event: StreamEvent, out: &mut Vec<Bytes>) {
-        out.push(Bytes::from(serde_json::to_vec(&writer.event(event)).unwrap_or_default()));
+        out.push(Bytes::from(weir_types::json::write::to_vec(&writer.event(event))));
     }
 
     fn end_events(_: &mut Self::EventWriter, _: &mut Vec<Bytes>) {}

@@ -43,7 +43,7 @@ pub struct StreamWriter {
 impl StreamWriter {
     fn push(&mut self, out: &mut Vec<Bytes>, kind: &str, body: Value) {
         // `type` first: the front door frames the event by it without a parse.
-        let rest = serde_json::to_vec(&body).unwrap_or_default();
+        let rest = weir_types::json::write::to_vec(&body);
         let mut event = format!("{{\"type\":\"{kind}\",\"sequence_number\":{}", self.seq).into_bytes();
         match rest.get(1..) {
             Some(inner) if inner.len() > 1 => {

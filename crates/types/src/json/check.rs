@@ -281,7 +281,7 @@ fn stops(w: u64) -> u64 {
 /// run (a prompt, a model's answer text) 32 at a time in a form the compiler turns into vector
 /// compares (16 at a time cost ~0.1 more instructions per byte; 64 walks further back to the
 /// stop in text with many escapes).
-fn plain_run(s: &[u8]) -> usize {
+pub(crate) fn plain_run(s: &[u8]) -> usize {
     let mut i = 0;
     loop {
         let Some(word) = s.get(i..i + 8) else {

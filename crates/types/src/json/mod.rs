@@ -1,11 +1,13 @@
 //! Format-neutral JSON for request bodies: parsing a body into a tree while noting repeated
 //! keys, and ([`index`]) where a scanned body's prompt texts and top-level fields are. The
 //! front door, [`JsonBody`](crate::exchange::JsonBody) and plugins share these, whatever the
-//! API format. [`check`] tells fast that a provider's answer is a JSON object.
+//! API format. [`check`] tells fast that a provider's answer is a JSON object; [`write`]
+//! writes a tree back as text.
 
 pub mod check;
 pub mod index;
 pub mod pointer;
+pub mod write;
 
 use std::cell::Cell;
 use std::fmt;

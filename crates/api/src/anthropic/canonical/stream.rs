@@ -164,11 +164,11 @@ pub struct StreamWriter {
 /// and the provider read the type from the first key without parsing the rest.
 fn payload(mut v: Value) -> Bytes {
     let kind = v.as_object_mut().and_then(|o| o.remove("type"));
-    let rest = serde_json::to_vec(&v).unwrap_or_default();
+    let rest = weir_types::json::write::to_vec(&v);
     let Some(Value::String(kind)) = kind else { return Bytes::from(rest) };
     let mut out = Vec::with_capacity(rest.len() + kind.len() + 12);
     out.extend_from_slice(b"{\"type\":");
-    out.extend_from_slice(&serde_json::to_vec(&kind).unwrap_or_default());
+    out.extend_from_slice(&weir_types::json::write::to_vec(&Value::String(kind)));
     if rest.len() > 2 {
         out.push(b',');
     }
