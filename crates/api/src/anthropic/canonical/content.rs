@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use super::block_type;
 use crate::canonical::{ConvertError, Extra, ImageSource, Part};
-use crate::openai::canonical::{Obj, need_string, object, take, take_string};
+use crate::openai::canonical::{Obj, indexed, need_string, object, take, take_string};
 
 /// A `content` (a string, or an array of blocks) as parts.
 pub(super) fn parts(content: Option<Value>, path: &str) -> Result<Vec<Part>, ConvertError> {
@@ -12,7 +12,7 @@ pub(super) fn parts(content: Option<Value>, path: &str) -> Result<Vec<Part>, Con
         None => Ok(Vec::new()),
         Some(Value::String(text)) => Ok(vec![Part::Text { text, extra: Extra::new() }]),
         Some(Value::Array(blocks)) => {
-            blocks.into_iter().enumerate().map(|(i, b)| block(b, &format!("{path}[{i}]"))).collect()
+            blocks.into_iter().enumerate().map(|(i, b)| block(b, &indexed(path, i))).collect()
         }
         Some(_) => Err(ConvertError::new(path, "must be a string or an array of content blocks")),
     }

@@ -4,7 +4,9 @@ use serde_json::{Value, json};
 
 use super::content;
 use crate::canonical::{ApiFormat, ChatRequest, ConvertError, Extra, Message, Part, Role, Tool, ToolChoice};
-use crate::openai::canonical::{Obj, at, need_string, object, take, take_array, take_f64, take_string, take_u64};
+use crate::openai::canonical::{
+    Obj, at, indexed, need_string, object, take, take_array, take_f64, take_string, take_u64,
+};
 
 /// Reads a Messages request body. `system` becomes a leading [`Role::System`] message; a user
 /// turn's `tool_result` blocks stay in that user message ([`Role::User`], as the canonical
@@ -22,7 +24,7 @@ pub fn request_to_canonical(mut body: Obj) -> Result<ChatRequest, ConvertError> 
         messages.push(Message { role: Role::System, parts, extra: Extra::new() });
     }
     for (i, m) in take_array(&mut body, "messages", "")?.into_iter().enumerate() {
-        let path = format!("messages[{i}]");
+        let path = indexed("messages", i);
         let mut m = object(m, &path)?;
         let role = match take_string(&mut m, "role", &path)?.as_deref() {
             Some("user") => Role::User,
@@ -36,7 +38,7 @@ pub fn request_to_canonical(mut body: Obj) -> Result<ChatRequest, ConvertError> 
         .into_iter()
         .enumerate()
         .map(|(i, t)| {
-            let path = format!("tools[{i}]");
+            let path = indexed("tools", i);
             let mut t = object(t, &path)?;
             let name = need_string(&mut t, "name", &path)?;
             let description = take_string(&mut t, "description", &path)?;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use super::{Obj, at, need_string, object, take, take_array, take_string};
+use super::{Obj, at, indexed, need_string, object, take, take_array, take_string};
 use crate::canonical::{ConvertError, Extra, ImageSource, Message, Part, Role};
 
 /// Reads one message. `names` maps the tool call ids seen so far to their tool's name, which
@@ -35,7 +35,7 @@ pub(super) fn to_canonical(v: Value, path: &str, names: &mut HashMap<String, Str
     }
     out.extend(parts(take(&mut m, "content"), &at(path, "content"))?);
     for (i, call) in take_array(&mut m, "tool_calls", path)?.into_iter().enumerate() {
-        let part = tool_call(call, &format!("{path}.tool_calls[{i}]"))?;
+        let part = tool_call(call, &indexed(&at(path, "tool_calls"), i))?;
         if let Part::ToolCall { id, name, .. } = &part {
             names.insert(id.clone(), name.clone());
         }
@@ -68,7 +68,7 @@ fn parts(content: Option<Value>, path: &str) -> Result<Vec<Part>, ConvertError> 
         None => Ok(Vec::new()),
         Some(Value::String(text)) => Ok(vec![Part::Text { text, extra: Extra::new() }]),
         Some(Value::Array(items)) => {
-            items.into_iter().enumerate().map(|(i, item)| part(item, &format!("{path}[{i}]"))).collect()
+            items.into_iter().enumerate().map(|(i, item)| part(item, &indexed(path, i))).collect()
         }
         Some(_) => Err(ConvertError::new(path, "must be a string or an array of parts")),
     }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use super::{Obj, at, message, need_string, object, take, take_array, take_f64, take_string, take_u64};
+use super::{Obj, at, indexed, message, need_string, object, take, take_array, take_f64, take_string, take_u64};
 use crate::canonical::{ApiFormat, ChatRequest, ConvertError, Tool, ToolChoice};
 
 /// Reads a chat request body (an object, as `json::parse_object` gives it).
@@ -19,7 +19,7 @@ pub fn request_to_canonical(mut body: Obj) -> Result<ChatRequest, ConvertError> 
     let messages = take_array(&mut body, "messages", "")?
         .into_iter()
         .enumerate()
-        .map(|(i, m)| message::to_canonical(m, &format!("messages[{i}]"), &mut names))
+        .map(|(i, m)| message::to_canonical(m, &indexed("messages", i), &mut names))
         .collect::<Result<_, _>>()?;
     let tools = take_array(&mut body, "tools", "")?
         .into_iter()
@@ -70,7 +70,7 @@ pub fn request_to_canonical(mut body: Obj) -> Result<ChatRequest, ConvertError> 
 }
 
 fn tool(v: Value, i: usize) -> Result<Tool, ConvertError> {
-    let path = format!("tools[{i}]");
+    let path = indexed("tools", i);
     let mut t = object(v, &path)?;
     if take_string(&mut t, "type", &path)?.is_some_and(|kind| kind != "function") {
         return Err(ConvertError::new(at(&path, "type"), "only function tools convert"));

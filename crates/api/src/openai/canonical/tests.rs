@@ -238,6 +238,13 @@ fn what_has_no_canonical_form_is_refused_naming_the_field() {
     assert_eq!(err(json!({ "messages": [] })), "model");
     let custom = json!({ "model": "m", "messages": [], "tools": [{ "type": "custom", "custom": { "name": "x" } }] });
     assert_eq!(err(custom), "tools[0].type");
+    // Paths name multi-digit indexes and nested parts exactly.
+    let mut many: Vec<Value> = (0..12).map(|_| json!({ "role": "user", "content": "x" })).collect();
+    many.push(json!({ "role": "user", "content": [{ "type": "text", "text": "a" }, { "type": "image_url", "image_url": 5 }] }));
+    assert_eq!(err(json!({ "model": "m", "messages": many })), "messages[12].content[1].image_url");
+    let call =
+        json!({ "role": "assistant", "tool_calls": [{ "id": "a", "function": { "name": "f" } }, { "type": "x" }] });
+    assert_eq!(err(m(call)), "messages[0].tool_calls[1].type");
 
     let two = json!({ "id": "c", "choices": [{ "message": { "role": "assistant" } }, { "message": { "role": "assistant" } }] });
     assert_eq!(response_to_canonical(object(two)).unwrap_err().path, "choices");
