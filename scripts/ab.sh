@@ -30,6 +30,7 @@ HOST=$(rustc -vV | awk '/^host:/ {print $2}')
 WT=${AB_WORKTREE:-$ROOT/target/ab/$REV}
 if [ ! -d "$WT" ]; then
     echo "==> worktree of $REV at $WT" >&2
+    git worktree prune # forgets a worktree whose directory `cargo clean` removed
     git worktree add --detach "$WT" "$REV" >&2
 fi
 echo "==> building $REV (its scripts/pgo.sh)" >&2
