@@ -188,7 +188,7 @@ impl Exchange {
 
     /// The request's prompt texts. In `on-request` the first plugin to ask builds them and the
     /// body keeps them for the next (until an edit), so a chain reads them once per request.
-    pub fn prompt_texts(&mut self) -> Arc<[Arc<str>]> {
+    fn prompt_texts(&mut self) -> Arc<[Arc<str>]> {
         if let RequestSlot::Owned(r) = &self.request
             && let Some(texts) = r.body.kept_texts()
         {
