@@ -81,12 +81,8 @@ pub fn canonical_request(target: &str, req: &mut ProviderRequest) -> Result<Chat
 }
 
 /// A canonical answer as a whole body in the client's format.
-///
-/// # Errors
-/// 500 if the body cannot be written.
-pub fn canonical_answer(client: ApiFormat, resp: ChatResponse) -> Result<Bytes, Error> {
-    let out = weir_api::response_from_canonical(client, resp);
-    Ok(Bytes::from(write::object_to_vec(&out)))
+pub fn canonical_answer(client: ApiFormat, resp: ChatResponse) -> Bytes {
+    Bytes::from(write::object_to_vec(&weir_api::response_from_canonical(client, resp)))
 }
 
 /// Canonical stream events as event payloads in the client's format. An `Err` item is passed

@@ -118,7 +118,7 @@ impl Bedrock {
         let answer =
             response::from_converse(&tree, id, req.model).map_err(|e| invalid(format!("an invalid answer: {e}")))?;
         let usage = answer.usage.as_ref().map(response::metered);
-        let body = codec::canonical_answer(client, answer)?;
+        let body = codec::canonical_answer(client, answer);
         Ok(ProviderResponse::full(body, usage).with_relay(relay))
     }
 

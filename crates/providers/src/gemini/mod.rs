@@ -146,7 +146,7 @@ impl Gemini {
         let body = req.secrets.scrub_bytes(body);
         let answer = response::to_canonical(self.name(), &req.model, client, &body)?;
         let usage = answer.usage.as_ref().map(response::pool_usage);
-        let body = codec::canonical_answer(client, answer)?;
+        let body = codec::canonical_answer(client, answer);
         Ok(ProviderResponse::full(body, usage).with_relay(relay))
     }
 

@@ -62,9 +62,10 @@ fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
     out.push(b'}');
 }
 
-/// A string with serde_json's escapes: `"` and `\`, the short forms of backspace, form feed,
-/// newline, carriage return and tab, `\u00xx` (lower-case hex) for other control bytes.
-fn write_string(out: &mut Vec<u8>, s: &str) {
+/// Appends `s` as a JSON string with serde_json's escapes: `"` and `\`, the short forms of
+/// backspace, form feed, newline, carriage return and tab, `\u00xx` (lower-case hex) for other
+/// control bytes.
+pub fn write_string(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut rest = s.as_bytes();
     out.reserve(rest.len() + 2);

@@ -168,7 +168,7 @@ fn payload(mut v: Value) -> Bytes {
     let Some(Value::String(kind)) = kind else { return Bytes::from(rest) };
     let mut out = Vec::with_capacity(rest.len() + kind.len() + 12);
     out.extend_from_slice(b"{\"type\":");
-    out.extend_from_slice(&weir_types::json::write::to_vec(&Value::String(kind)));
+    weir_types::json::write::write_string(&mut out, &kind);
     if rest.len() > 2 {
         out.push(b',');
     }
